@@ -1,0 +1,2 @@
+//! Benchmarks of the per-tile operator (being written).
+fn main() {}

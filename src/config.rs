@@ -1,0 +1,1 @@
+//! (module `config`: being written; see the crate docs)

@@ -1,0 +1,1 @@
+//! (module `fits`: being written; see the crate docs)

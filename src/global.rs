@@ -1,0 +1,1 @@
+//! (module `global`: being written; see the crate docs)

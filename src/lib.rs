@@ -1,0 +1,33 @@
+//! # tlr-core: tile-local registration and reconstruction, the synchronous core
+//!
+//! Everything numerical and every file format lives here, with no async runtime, channels or terminal
+//! output: the staged pipeline in the `tlr` crate (folder `stages/`) drives these functions.
+//!
+//! Data flow of one run, module by module:
+//!
+//! ```text
+//! scan (list + check frames) ─▶ global (per-frame background, noise, FWHM, global shift, weight G_f)
+//!     ─▶ tile (grid of overlapping boxes) ─▶ [reader cuts tile stacks from fits]
+//!     ─▶ operator (register ▸ resample ▸ combine, iterated per tile) ─▶ mosaic (window overlap-add)
+//!     ─▶ fits (atomic output) + preview (PNG)
+//! ```
+//!
+//! Shared conventions (shapes, shift sign) are stated once in [`geom`].
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod fits;
+pub mod geom;
+pub mod global;
+pub mod mosaic;
+pub mod operator;
+pub mod preview;
+pub mod register;
+pub mod resample;
+pub mod scan;
+pub mod simulate;
+pub mod stars;
+pub mod stats;
+pub mod tile;
+
+pub use geom::{Shift, TileBox};

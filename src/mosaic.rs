@@ -1,0 +1,1 @@
+//! (module `mosaic`: being written; see the crate docs)

@@ -1,0 +1,1 @@
+//! (module `operator`: being written; see the crate docs)

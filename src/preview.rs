@@ -1,0 +1,1 @@
+//! (module `preview`: being written; see the crate docs)

@@ -1,0 +1,1 @@
+//! (module `register`: being written; see the crate docs)

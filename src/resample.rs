@@ -1,0 +1,1 @@
+//! (module `resample`: being written; see the crate docs)

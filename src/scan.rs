@@ -1,0 +1,1 @@
+//! (module `scan`: being written; see the crate docs)

@@ -1,0 +1,1 @@
+//! (module `simulate`: being written; see the crate docs)

@@ -1,0 +1,1 @@
+//! (module `stars`: being written; see the crate docs)

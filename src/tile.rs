@@ -1,0 +1,1 @@
+//! (module `tile`: being written; see the crate docs)

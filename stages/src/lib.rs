@@ -1,0 +1,1 @@
+//! tlr: the staged pipeline (being written).

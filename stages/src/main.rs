@@ -1,0 +1,2 @@
+//! The `tlr` command line (being written).
+fn main() {}
