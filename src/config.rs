@@ -400,6 +400,22 @@ pub fn parse(text: &str, source: &str) -> Result<LoadedConfig, ConfigError> {
 ///
 /// # Errors
 /// [`ConfigError::Parse`] for YAML syntax errors, [`ConfigError::Invalid`] listing every problem otherwise.
+///
+/// # Examples
+/// ```
+/// use tlr_core::config::{parse_with_cores, ConfigError};
+///
+/// let text = "v4:\n  iterations: 4\nstacking:\n  method: rej\n";
+/// let loaded = parse_with_cores(text, "tile_compile.yaml", 8).unwrap();
+/// assert_eq!(loaded.config.v4.iterations, 4);
+/// assert_eq!(loaded.config.parallel_tiles(8), 8); // `auto`: min(8, physical cores)
+/// assert_eq!(loaded.warnings, ["`stacking.method` is not used by tlr and is ignored"]);
+///
+/// let err = parse_with_cores("v4:\n  iteratons: 4\n  parallel_tiles: 3\n", "my.yaml", 2).unwrap_err();
+/// let ConfigError::Invalid { problems, .. } = err else { panic!() };
+/// assert_eq!(problems[0], "unknown key `v4.iteratons`, did you mean `v4.iterations`?");
+/// assert!(problems[1].contains("exceeds the 2 physical CPU cores"));
+/// ```
 pub fn parse_with_cores(
     text: &str,
     source: &str,

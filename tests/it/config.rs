@@ -559,3 +559,54 @@ fn strange_documents_never_panic() {
         let _ = parse_with_cores(doc, "strange.yaml", 4);
     }
 }
+
+mod properties {
+    use proptest::prelude::*;
+    use tlr_core::config::{parse_with_cores, Config, Smoothing};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Arbitrary YAML-ish text never panics the parser; it parses or reports an error.
+        #[test]
+        fn arbitrary_text_never_panics(text in "[a-z_4v.:\\- \\n\\[\\]{}0-9&*!<>#\"',|]{0,120}") {
+            let _ = parse_with_cores(&text, "fuzz.yaml", 4);
+        }
+
+        /// Any in-range configuration survives to_yaml -> parse unchanged, with the same digest.
+        #[test]
+        fn valid_configs_round_trip(
+            iterations in 1usize..=10,
+            beta in 0.0f64..=20.0,
+            fraction in 0.0f64..=1.0,
+            eps in 1e-6f64..=0.1,
+            passes in 0usize..=5,
+            cc in 0.0f64..=1.0,
+            window in 1usize..=25,
+            kappa in 1.0f64..=10.0,
+            overlap in 0.0f64..=0.5,
+            size_factor in 1.0f64..=256.0,
+            smoothing in prop_oneof![Just(Smoothing::Savgol), Just(Smoothing::Median), Just(Smoothing::None)],
+            workers in proptest::option::of(1usize..=4),
+        ) {
+            let mut c = Config::default();
+            c.v4.iterations = iterations;
+            c.v4.beta = beta;
+            c.v4.min_valid_tile_fraction = fraction;
+            c.v4.convergence.epsilon_rel = eps;
+            c.v4.adaptive_tiles.max_refine_passes = passes;
+            c.v4.parallel_tiles = workers;
+            let lt = &mut c.registration.local_tiles;
+            lt.ecc_cc_min = cc;
+            lt.temporal_smoothing_window = 2 * window + 1;
+            lt.rejection_kappa = kappa;
+            lt.smoothing = smoothing;
+            c.tile.overlap_fraction = overlap;
+            c.tile.size_factor = size_factor;
+            prop_assert_eq!(c.validate(4), Ok(()));
+            let back = parse_with_cores(&c.to_yaml(), "round.yaml", 4).unwrap();
+            prop_assert_eq!(&back.config, &c);
+            prop_assert_eq!(back.config.digest(), c.digest());
+        }
+    }
+}
