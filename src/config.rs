@@ -183,7 +183,10 @@ impl Default for V4Config {
     }
 }
 
-fn serialize_parallel_tiles<S: serde::Serializer>(value: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_parallel_tiles<S: serde::Serializer>(
+    value: &Option<usize>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match value {
         Some(n) => s.serialize_u64(*n as u64),
         None => s.serialize_str("auto"),
@@ -397,15 +400,43 @@ pub fn parse(text: &str, source: &str) -> Result<LoadedConfig, ConfigError> {
 ///
 /// # Errors
 /// [`ConfigError::Parse`] for YAML syntax errors, [`ConfigError::Invalid`] listing every problem otherwise.
-pub fn parse_with_cores(text: &str, source: &str, physical_cores: usize) -> Result<LoadedConfig, ConfigError> {
+///
+/// # Examples
+/// ```
+/// use tlr_core::config::{parse_with_cores, ConfigError};
+///
+/// let text = "v4:\n  iterations: 4\nstacking:\n  method: rej\n";
+/// let loaded = parse_with_cores(text, "tile_compile.yaml", 8).unwrap();
+/// assert_eq!(loaded.config.v4.iterations, 4);
+/// assert_eq!(loaded.config.parallel_tiles(8), 8); // `auto`: min(8, physical cores)
+/// assert_eq!(loaded.warnings, ["`stacking.method` is not used by tlr and is ignored"]);
+///
+/// let err = parse_with_cores("v4:\n  iteratons: 4\n  parallel_tiles: 3\n", "my.yaml", 2).unwrap_err();
+/// let ConfigError::Invalid { problems, .. } = err else { panic!() };
+/// assert_eq!(problems[0], "unknown key `v4.iteratons`, did you mean `v4.iterations`?");
+/// assert!(problems[1].contains("exceeds the 2 physical CPU cores"));
+/// ```
+pub fn parse_with_cores(
+    text: &str,
+    source: &str,
+    physical_cores: usize,
+) -> Result<LoadedConfig, ConfigError> {
     // The only place that touches the YAML crate.
     let mut value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
         let location = e.location();
+        let mut message = e.to_string();
+        if let Some(l) = &location {
+            // The location is shown separately; drop the parser's own copy of it.
+            let suffix = format!(" at line {} column {}", l.line(), l.column());
+            if let Some(stripped) = message.strip_suffix(&suffix) {
+                message = stripped.to_string();
+            }
+        }
         ConfigError::Parse {
             source_name: source.to_string(),
             line: location.as_ref().map(|l| l.line()),
             column: location.as_ref().map(|l| l.column()),
-            message: e.to_string(),
+            message,
         }
     })?;
     let mut problems = Vec::new();
@@ -462,7 +493,13 @@ impl Config {
             }
         }
         range_usize(&mut p, "v4.iterations", v4.iterations, 1, 10);
-        range_f64(&mut p, "v4.beta", v4.beta, Bound::Incl(0.0), Bound::Incl(20.0));
+        range_f64(
+            &mut p,
+            "v4.beta",
+            v4.beta,
+            Bound::Incl(0.0),
+            Bound::Incl(20.0),
+        );
         range_f64(
             &mut p,
             "v4.min_valid_tile_fraction",
@@ -478,7 +515,13 @@ impl Config {
             Bound::Incl(0.1),
         );
         let at = &v4.adaptive_tiles;
-        range_usize(&mut p, "v4.adaptive_tiles.max_refine_passes", at.max_refine_passes, 0, 5);
+        range_usize(
+            &mut p,
+            "v4.adaptive_tiles.max_refine_passes",
+            at.max_refine_passes,
+            0,
+            5,
+        );
         range_f64(
             &mut p,
             "v4.adaptive_tiles.refine_variance_threshold",
@@ -486,7 +529,13 @@ impl Config {
             Bound::Excl(0.0),
             Bound::Incl(10.0),
         );
-        range_usize(&mut p, "v4.adaptive_tiles.min_tile_size_px", at.min_tile_size_px, 32, 512);
+        range_usize(
+            &mut p,
+            "v4.adaptive_tiles.min_tile_size_px",
+            at.min_tile_size_px,
+            32,
+            512,
+        );
         let ml = &v4.memory_limits;
         if ml.rss_warn_mb < 512 {
             p.push(format!(
@@ -552,7 +601,13 @@ impl Config {
         );
 
         let t = &self.tile;
-        range_f64(&mut p, "tile.size_factor", t.size_factor, Bound::Incl(1.0), Bound::Incl(256.0));
+        range_f64(
+            &mut p,
+            "tile.size_factor",
+            t.size_factor,
+            Bound::Incl(1.0),
+            Bound::Incl(256.0),
+        );
         range_usize(&mut p, "tile.min_size", t.min_size, 16, 4096);
         range_usize(&mut p, "tile.max_size", t.max_size, 16, 4096);
         if t.min_size > t.max_size {
@@ -666,16 +721,34 @@ const ROOT: &[(&str, Spec)] = &[
     ("tile", Section(TILE)),
     // Top-level sections and keys of tile_compile.yaml (Python v4 and C++ versions) that tlr does not use.
     ("schema_version", Unused(NO_REASON)),
-    ("run_dir", Unused("tlr takes its output path on the command line")),
-    ("log_level", Unused("tlr takes its verbosity on the command line")),
+    (
+        "run_dir",
+        Unused("tlr takes its output path on the command line"),
+    ),
+    (
+        "log_level",
+        Unused("tlr takes its verbosity on the command line"),
+    ),
     ("pipeline", Unused(NO_REASON)),
-    ("input", Unused("tlr takes its input folder on the command line")),
-    ("output", Unused("tlr takes its output path on the command line")),
-    ("data", Unused("tlr reads image size and frame count from the frames")),
+    (
+        "input",
+        Unused("tlr takes its input folder on the command line"),
+    ),
+    (
+        "output",
+        Unused("tlr takes its output path on the command line"),
+    ),
+    (
+        "data",
+        Unused("tlr reads image size and frame count from the frames"),
+    ),
     ("linearity", Unused(NO_REASON)),
     ("calibration", Unused("tlr expects calibrated frames")),
     ("assumptions", Unused(NO_REASON)),
-    ("normalization", Unused("tlr always normalises each frame by its robust background")),
+    (
+        "normalization",
+        Unused("tlr always normalises each frame by its robust background"),
+    ),
     ("wiener_denoise", Unused(NO_REASON)),
     ("global_metrics", Unused(NO_REASON)),
     ("local_metrics", Unused(NO_REASON)),
@@ -729,8 +802,14 @@ const REGISTRATION: &[(&str, Spec)] = &[
     ("local_tiles", Section(LOCAL_TILES)),
     ("mode", Unused("tlr always registers tile-locally")),
     ("enabled", Unused("tlr always registers tile-locally")),
-    ("engine", Unused("tlr registers tiles by cross-correlation and ECC refinement")),
-    ("allow_rotation", Unused("it belongs to tile_compile's global registration")),
+    (
+        "engine",
+        Unused("tlr registers tiles by cross-correlation and ECC refinement"),
+    ),
+    (
+        "allow_rotation",
+        Unused("it belongs to tile_compile's global registration"),
+    ),
     ("min_score", Unused(NO_REASON)),
     ("fallback_to_identity", Unused(NO_REASON)),
     ("star_topk", Unused(NO_REASON)),
@@ -756,7 +835,10 @@ const TILE: &[(&str, Spec)] = &[
     ("max_size", Leaf),
     ("overlap_fraction", Leaf),
     ("margin_px", Leaf),
-    ("max_divisor", Unused("tlr bounds the tile size by `tile.max_size`")),
+    (
+        "max_divisor",
+        Unused("tlr bounds the tile size by `tile.max_size`"),
+    ),
     ("star_min_count", Unused(NO_REASON)),
 ];
 
@@ -803,7 +885,12 @@ impl Reader {
         }
     }
 
-    fn walk_section(&mut self, value: &Value, table: &'static [(&'static str, Spec)], prefix: &str) {
+    fn walk_section(
+        &mut self,
+        value: &Value,
+        table: &'static [(&'static str, Spec)],
+        prefix: &str,
+    ) {
         let map = match value {
             Value::Null => return,
             Value::Mapping(map) => map,
@@ -817,14 +904,14 @@ impl Reader {
         };
         for (key, child) in map {
             let Some(name) = key_name(key) else {
+                let place = if prefix.is_empty() {
+                    "the top level".to_string()
+                } else {
+                    format!("`{prefix}`")
+                };
                 self.problems.push(format!(
-                    "key {} in {} is not a name",
-                    describe(key),
-                    if prefix.is_empty() {
-                        "the top level".to_string()
-                    } else {
-                        format!("`{prefix}`")
-                    }
+                    "{place} has a key that is not a name: {}",
+                    describe(key)
                 ));
                 continue;
             };
@@ -835,7 +922,9 @@ impl Reader {
                     self.leaves.insert(path, child.clone());
                 }
                 Some((_, Unused(reason))) => self.warn_unused(child, &path, reason),
-                None => self.problems.push(unknown_key_message(&name, prefix, table)),
+                None => self
+                    .problems
+                    .push(unknown_key_message(&name, prefix, table)),
             }
         }
     }
@@ -865,7 +954,9 @@ impl Reader {
         if let Some(v) = self.get("v4.parallel_tiles") {
             match &v {
                 Value::Null => v4.parallel_tiles = None,
-                Value::String(s) if s.trim().eq_ignore_ascii_case("auto") => v4.parallel_tiles = None,
+                Value::String(s) if s.trim().eq_ignore_ascii_case("auto") => {
+                    v4.parallel_tiles = None
+                }
                 other => match to_usize(other) {
                     Ok(n) => v4.parallel_tiles = Some(n),
                     Err(_) => self.problems.push(format!(
@@ -877,31 +968,75 @@ impl Reader {
         }
         self.take("v4.iterations", &mut v4.iterations, to_usize);
         self.take("v4.beta", &mut v4.beta, to_f64);
-        self.take("v4.min_valid_tile_fraction", &mut v4.min_valid_tile_fraction, to_f64);
-        self.take("v4.convergence.enabled", &mut v4.convergence.enabled, to_bool);
-        self.take("v4.convergence.epsilon_rel", &mut v4.convergence.epsilon_rel, to_f64);
+        self.take(
+            "v4.min_valid_tile_fraction",
+            &mut v4.min_valid_tile_fraction,
+            to_f64,
+        );
+        self.take(
+            "v4.convergence.enabled",
+            &mut v4.convergence.enabled,
+            to_bool,
+        );
+        self.take(
+            "v4.convergence.epsilon_rel",
+            &mut v4.convergence.epsilon_rel,
+            to_f64,
+        );
         let at = &mut v4.adaptive_tiles;
         self.take("v4.adaptive_tiles.enabled", &mut at.enabled, to_bool);
-        self.take("v4.adaptive_tiles.max_refine_passes", &mut at.max_refine_passes, to_usize);
+        self.take(
+            "v4.adaptive_tiles.max_refine_passes",
+            &mut at.max_refine_passes,
+            to_usize,
+        );
         self.take(
             "v4.adaptive_tiles.refine_variance_threshold",
             &mut at.refine_variance_threshold,
             to_f64,
         );
-        self.take("v4.adaptive_tiles.min_tile_size_px", &mut at.min_tile_size_px, to_usize);
+        self.take(
+            "v4.adaptive_tiles.min_tile_size_px",
+            &mut at.min_tile_size_px,
+            to_usize,
+        );
         let ml = &mut v4.memory_limits;
         self.take("v4.memory_limits.rss_warn_mb", &mut ml.rss_warn_mb, to_u64);
-        self.take("v4.memory_limits.rss_abort_mb", &mut ml.rss_abort_mb, to_u64);
+        self.take(
+            "v4.memory_limits.rss_abort_mb",
+            &mut ml.rss_abort_mb,
+            to_u64,
+        );
         let d = &mut v4.diagnostics;
         self.take("v4.diagnostics.enabled", &mut d.enabled, to_bool);
         self.take("v4.diagnostics.warp_field", &mut d.warp_field, to_bool);
-        self.take("v4.diagnostics.tile_invalid_map", &mut d.tile_invalid_map, to_bool);
-        self.take("v4.diagnostics.warp_variance_hist", &mut d.warp_variance_hist, to_bool);
+        self.take(
+            "v4.diagnostics.tile_invalid_map",
+            &mut d.tile_invalid_map,
+            to_bool,
+        );
+        self.take(
+            "v4.diagnostics.warp_variance_hist",
+            &mut d.warp_variance_hist,
+            to_bool,
+        );
 
         let lt = &mut c.registration.local_tiles;
-        self.take("registration.local_tiles.ecc_cc_min", &mut lt.ecc_cc_min, to_f64);
-        self.take("registration.local_tiles.min_valid_frames", &mut lt.min_valid_frames, to_usize);
-        self.take("registration.local_tiles.max_warp_delta_px", &mut lt.max_warp_delta_px, to_f64);
+        self.take(
+            "registration.local_tiles.ecc_cc_min",
+            &mut lt.ecc_cc_min,
+            to_f64,
+        );
+        self.take(
+            "registration.local_tiles.min_valid_frames",
+            &mut lt.min_valid_frames,
+            to_usize,
+        );
+        self.take(
+            "registration.local_tiles.max_warp_delta_px",
+            &mut lt.max_warp_delta_px,
+            to_f64,
+        );
         self.take(
             "registration.local_tiles.temporal_smoothing_window",
             &mut lt.temporal_smoothing_window,
@@ -912,9 +1047,21 @@ impl Reader {
             &mut lt.variance_window_sigma,
             to_f64,
         );
-        self.take("registration.local_tiles.allow_rotation", &mut lt.allow_rotation, to_bool);
-        self.take("registration.local_tiles.smoothing", &mut lt.smoothing, to_smoothing);
-        self.take("registration.local_tiles.rejection_kappa", &mut lt.rejection_kappa, to_f64);
+        self.take(
+            "registration.local_tiles.allow_rotation",
+            &mut lt.allow_rotation,
+            to_bool,
+        );
+        self.take(
+            "registration.local_tiles.smoothing",
+            &mut lt.smoothing,
+            to_smoothing,
+        );
+        self.take(
+            "registration.local_tiles.rejection_kappa",
+            &mut lt.rejection_kappa,
+            to_f64,
+        );
         if lt.allow_rotation {
             self.warnings.push(
                 "`registration.local_tiles.allow_rotation: true`: tlr registers every tile by translation \
@@ -1075,7 +1222,10 @@ fn unknown_key_message(name: &str, prefix: &str, table: &[(&str, Spec)]) -> Stri
     } else {
         format!("in `{prefix}`")
     };
-    format!("unknown key `{path}`; tlr knows {place}: {}", names.join(", "))
+    format!(
+        "unknown key `{path}`; tlr knows {place}: {}",
+        names.join(", ")
+    )
 }
 
 /// How many edits a name may be away from a known key to count as a typo of it.
@@ -1092,13 +1242,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=m {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=n {
         for j in 1..=m {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }
@@ -1124,7 +1276,10 @@ mod tests {
     #[test]
     fn suggestions_prefer_siblings_then_other_sections() {
         let m = unknown_key_message("iteratons", "v4", V4);
-        assert_eq!(m, "unknown key `v4.iteratons`, did you mean `v4.iterations`?");
+        assert_eq!(
+            m,
+            "unknown key `v4.iteratons`, did you mean `v4.iterations`?"
+        );
         let m = unknown_key_message("ecc_cc_min", "v4", V4);
         assert_eq!(
             m,
@@ -1133,7 +1288,10 @@ mod tests {
         let m = unknown_key_message("zzzzzzzz", "tile", TILE);
         assert!(m.contains("tlr knows in `tile`"), "{m}");
         assert!(m.contains("`margin_px`"), "{m}");
-        assert!(!m.contains("max_divisor"), "unused keys are not advertised: {m}");
+        assert!(
+            !m.contains("max_divisor"),
+            "unused keys are not advertised: {m}"
+        );
     }
 
     #[test]
