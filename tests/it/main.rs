@@ -1,3 +1,4 @@
 //! Integration tests of tlr-core, one module per area (a single test binary, as matklad recommends).
 
 mod config;
+mod examples;
