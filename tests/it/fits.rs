@@ -917,3 +917,28 @@ fn fitsverify_reports_no_errors() {
         );
     }
 }
+
+/// By hand: `TLR_SAMPLE_OUT=/tmp/x cargo test -p tlr-core --test it write_samples -- --ignored` writes
+/// one file of each output kind there, for checks with external tools (astropy, ds9, Siril).
+#[test]
+#[ignore = "writes sample outputs for external tools; needs TLR_SAMPLE_OUT"]
+fn write_samples_for_external_tools() {
+    let Some(out) = std::env::var_os("TLR_SAMPLE_OUT") else {
+        println!("note: TLR_SAMPLE_OUT is not set; nothing written");
+        return;
+    };
+    let out = PathBuf::from(out);
+    fs::create_dir_all(&out).expect("mkdir");
+    let mut image = synthetic(31, 47);
+    image[[0, 0]] = f32::NAN;
+    let cube = Array3::from_shape_fn((2, 5, 6), |(p, r, c)| (p * 100 + r * 10 + c) as f32);
+    let meta = OutputMeta::tlr_output("sample")
+        .with_card("NCOMBINE", CardValue::Int(3), "frames combined")
+        .with_card("EXPTIME", CardValue::Float(180.0), "total exposure (s)")
+        .with_card("DATE-OBS", CardValue::Str("2024-01-01T00:00:00".into()), "first frame")
+        .with_card("CFGDIGST", CardValue::Str("sha256:".to_string() + &"0123456789abcdef".repeat(4)), "config digest")
+        .with_history("tlr 0.1.0 sample output");
+    write_image_atomic(&out.join("f32.fits"), image.view(), SampleFormat::F32, &meta).expect("f32");
+    write_image_atomic(&out.join("u16.fits"), image.view(), SampleFormat::U16, &meta).expect("u16");
+    write_cube_atomic(&out.join("cube.fits"), cube.view(), &meta).expect("cube");
+}

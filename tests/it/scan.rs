@@ -285,3 +285,62 @@ fn folder_level_errors_name_the_folder_and_reasons() {
         "{msg}"
     );
 }
+
+/// By hand: `cargo test -p tlr-core --test it real_frames -- --ignored --nocapture`. Scans and reads
+/// every frame of the shared real data sets (not part of the project; skipped when absent).
+#[test]
+#[ignore = "needs /work/shared/data (real frames, not part of the project)"]
+fn real_frames_scan_and_read_cleanly() {
+    for set in ["/work/shared/data/hatp32-mono", "/work/shared/data/m27-osc"] {
+        let dir = Path::new(set);
+        if !dir.is_dir() {
+            println!("note: {set} not present; skipped");
+            continue;
+        }
+        let t0 = std::time::Instant::now();
+        let report = scan_folder(dir, &ScanOptions::default()).expect("scan");
+        println!(
+            "{set}: {} frames {}x{}, {} skipped, {} ignored, notes {:?} (scan {:?})",
+            report.frames.len(),
+            report.rows,
+            report.cols,
+            report.skipped.len(),
+            report.ignored.len(),
+            report.notes,
+            t0.elapsed()
+        );
+        assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+        for (i, h) in report.frames.iter().enumerate() {
+            let cards = tlr_core::fits::read_header_cards(&h.path).expect("cards");
+            let card = |k: &str| cards.iter().find(|c| c.key == k).and_then(|c| c.value.clone());
+            let (_, image) = tlr_core::fits::read_image(&h.path).expect("read");
+            let finite: Vec<f32> = image.iter().copied().filter(|v| v.is_finite()).collect();
+            let (lo, hi) = finite.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            if i < 2 || i + 1 == report.frames.len() {
+                println!(
+                    "  {}: BITPIX {} BZERO {:?} DATE-OBS {:?} EXPTIME {:?} GAIN {:?} OFFSET {:?} BAYER {:?} ROWORDER {:?} FILTER {:?} OBJECT {:?} CCD-TEMP {:?} CREATOR {:?} XBINNING {:?}; pixels {}..{} ({} finite of {})",
+                    h.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                    h.bitpix,
+                    card("BZERO"),
+                    h.date_obs,
+                    h.exposure_s,
+                    h.gain,
+                    h.offset,
+                    h.bayer,
+                    h.row_order,
+                    h.filter,
+                    h.object,
+                    h.ccd_temp,
+                    h.creator,
+                    card("XBINNING"),
+                    lo,
+                    hi,
+                    finite.len(),
+                    image.len()
+                );
+            }
+            assert_eq!(finite.len(), image.len(), "{}", h.path.display());
+        }
+        println!("  all {} frames read in {:?}", report.frames.len(), t0.elapsed());
+    }
+}
