@@ -51,6 +51,8 @@ pub const KEY_EXPTIME: &str = "EXPTIME";
 pub const KEY_EXPOSURE: &str = "EXPOSURE";
 /// Keyword of the start of the observation (ISO 8601).
 pub const KEY_DATE_OBS: &str = "DATE-OBS";
+/// Keyword of the start time when `DATE-OBS` holds only a date (old convention).
+pub const KEY_TIME_OBS: &str = "TIME-OBS";
 /// Keyword of the camera gain setting.
 pub const KEY_GAIN: &str = "GAIN";
 /// Keyword of the camera offset (bias) setting.
@@ -136,6 +138,14 @@ pub enum FitsError {
         /// Data bytes the header promises.
         need: u64,
     },
+    /// The path cannot be handed to cfitsio (too long, NUL byte).
+    #[error("frame `{path}`: cannot pass this path to cfitsio: {reason}")]
+    BadPath {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The data is complete but the last 2880-byte block is not padded (cfitsio cannot read it).
     #[error("frame `{path}`: file has {have} data bytes; the header promises {data} plus padding to {need} (file truncated, still being written, or written without FITS padding?)")]
     Unpadded {
@@ -197,7 +207,7 @@ pub enum FitsError {
         shape_cols: usize,
     },
     /// cfitsio reported an error.
-    #[error("frame `{path}`: cfitsio failed while {action}: {message} (status {status})")]
+    #[error("FITS file `{path}`: cfitsio failed while {action}: {message} (status {status})")]
     Cfitsio {
         /// The file.
         path: PathBuf,
@@ -257,7 +267,8 @@ pub struct FrameHeader {
     pub bitpix: i64,
     /// `EXPTIME`, else `EXPOSURE`, in seconds.
     pub exposure_s: Option<f64>,
-    /// `DATE-OBS` as written (see [`parse_date_obs`] for ordering).
+    /// `DATE-OBS` as written (see [`parse_date_obs`] for ordering); a date-only `YYYY-MM-DD` value is
+    /// completed with `TIME-OBS` when the header has one.
     pub date_obs: Option<String>,
     /// `GAIN`.
     pub gain: Option<f64>,
@@ -739,6 +750,19 @@ fn number(cards: &[HeaderCard], key: &str) -> Option<f64> {
     v.parse::<f64>().ok().filter(|x| x.is_finite())
 }
 
+/// `DATE-OBS`; an old-style date without time is completed with `TIME-OBS` when present
+/// (`'2001-02-03'` + `'04:05:06'` -> `'2001-02-03T04:05:06'`).
+fn date_obs(cards: &[HeaderCard]) -> Option<String> {
+    let date = clean_string(card_value(cards, KEY_DATE_OBS))?;
+    if date.contains('T') {
+        return Some(date);
+    }
+    match clean_string(card_value(cards, KEY_TIME_OBS)) {
+        Some(time) if !date.contains('/') => Some(format!("{date}T{time}")),
+        _ => Some(date),
+    }
+}
+
 fn frame_header(path: &Path, layout: &Layout) -> FrameHeader {
     let cards = &layout.cards;
     let bayer = clean_string(card_value(cards, KEY_BAYERPAT)).map(|pattern| BayerHeader {
@@ -753,7 +777,7 @@ fn frame_header(path: &Path, layout: &Layout) -> FrameHeader {
         cols: layout.cols,
         bitpix: layout.bitpix,
         exposure_s: number(cards, KEY_EXPTIME).or_else(|| number(cards, KEY_EXPOSURE)),
-        date_obs: clean_string(card_value(cards, KEY_DATE_OBS)),
+        date_obs: date_obs(cards),
         gain: number(cards, KEY_GAIN),
         offset: number(cards, KEY_OFFSET),
         bayer,
@@ -983,7 +1007,7 @@ impl FitsReader {
     /// # Errors
     /// [`FitsError::Io`], [`FitsError::Empty`], [`FitsError::NotFits`], [`FitsError::HeaderTruncated`],
     /// [`FitsError::Truncated`], [`FitsError::Unpadded`], [`FitsError::BadKeyword`], [`FitsError::NoImage`],
-    /// [`FitsError::Unsupported`], [`FitsError::Cfitsio`]; each names the file.
+    /// [`FitsError::Unsupported`], [`FitsError::BadPath`], [`FitsError::Cfitsio`]; each names the file.
     pub fn open(path: &Path) -> Result<Self, FitsError> {
         let layout = read_layout(path)?;
         let header = frame_header(path, &layout);

@@ -63,6 +63,8 @@ pub struct SkippedFile {
 /// The result of a scan: usable frames in order, plus what was left out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScanReport {
+    /// The scanned folder, as given.
+    pub dir: PathBuf,
     /// Usable frames in time order (see the module docs).
     pub frames: Vec<FrameHeader>,
     /// Files that matched but were skipped, with reasons, in file name order.

@@ -935,10 +935,30 @@ fn write_samples_for_external_tools() {
     let meta = OutputMeta::tlr_output("sample")
         .with_card("NCOMBINE", CardValue::Int(3), "frames combined")
         .with_card("EXPTIME", CardValue::Float(180.0), "total exposure (s)")
-        .with_card("DATE-OBS", CardValue::Str("2024-01-01T00:00:00".into()), "first frame")
-        .with_card("CFGDIGST", CardValue::Str("sha256:".to_string() + &"0123456789abcdef".repeat(4)), "config digest")
+        .with_card(
+            "DATE-OBS",
+            CardValue::Str("2024-01-01T00:00:00".into()),
+            "first frame",
+        )
+        .with_card(
+            "CFGDIGST",
+            CardValue::Str("sha256:".to_string() + &"0123456789abcdef".repeat(4)),
+            "config digest",
+        )
         .with_history("tlr 0.1.0 sample output");
-    write_image_atomic(&out.join("f32.fits"), image.view(), SampleFormat::F32, &meta).expect("f32");
-    write_image_atomic(&out.join("u16.fits"), image.view(), SampleFormat::U16, &meta).expect("u16");
+    write_image_atomic(
+        &out.join("f32.fits"),
+        image.view(),
+        SampleFormat::F32,
+        &meta,
+    )
+    .expect("f32");
+    write_image_atomic(
+        &out.join("u16.fits"),
+        image.view(),
+        SampleFormat::U16,
+        &meta,
+    )
+    .expect("u16");
     write_cube_atomic(&out.join("cube.fits"), cube.view(), &meta).expect("cube");
 }

@@ -55,6 +55,7 @@ fn orders_by_date_obs_then_name_with_undated_last() {
         ]
     );
     assert_eq!((report.rows, report.cols), (4, 5));
+    assert_eq!(report.dir, d);
     assert!(report.skipped.is_empty());
     assert!(
         report
@@ -64,7 +65,7 @@ fn orders_by_date_obs_then_name_with_undated_last() {
         "{:?}",
         report.notes
     );
-    assert!(report.ensure_no_skips(d).is_ok());
+    assert!(report.ensure_no_skips().is_ok());
 }
 
 #[test]
@@ -119,7 +120,7 @@ fn skips_bad_files_with_reasons_and_ignores_hidden_and_unmatched() {
     assert!(report.ignored.is_empty());
 
     // Strict mode turns the skips into one error listing them all.
-    let err = report.ensure_no_skips(d).expect_err("strict").to_string();
+    let err = report.ensure_no_skips().expect_err("strict").to_string();
     for n in [
         "empty.fit",
         "notes.fits",
@@ -312,10 +313,17 @@ fn real_frames_scan_and_read_cleanly() {
         assert!(report.skipped.is_empty(), "{:?}", report.skipped);
         for (i, h) in report.frames.iter().enumerate() {
             let cards = tlr_core::fits::read_header_cards(&h.path).expect("cards");
-            let card = |k: &str| cards.iter().find(|c| c.key == k).and_then(|c| c.value.clone());
+            let card = |k: &str| {
+                cards
+                    .iter()
+                    .find(|c| c.key == k)
+                    .and_then(|c| c.value.clone())
+            };
             let (_, image) = tlr_core::fits::read_image(&h.path).expect("read");
             let finite: Vec<f32> = image.iter().copied().filter(|v| v.is_finite()).collect();
-            let (lo, hi) = finite.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            let (lo, hi) = finite
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
             if i < 2 || i + 1 == report.frames.len() {
                 println!(
                     "  {}: BITPIX {} BZERO {:?} DATE-OBS {:?} EXPTIME {:?} GAIN {:?} OFFSET {:?} BAYER {:?} ROWORDER {:?} FILTER {:?} OBJECT {:?} CCD-TEMP {:?} CREATOR {:?} XBINNING {:?}; pixels {}..{} ({} finite of {})",
@@ -341,6 +349,10 @@ fn real_frames_scan_and_read_cleanly() {
             }
             assert_eq!(finite.len(), image.len(), "{}", h.path.display());
         }
-        println!("  all {} frames read in {:?}", report.frames.len(), t0.elapsed());
+        println!(
+            "  all {} frames read in {:?}",
+            report.frames.len(),
+            t0.elapsed()
+        );
     }
 }
