@@ -84,12 +84,12 @@ impl ScanReport {
     ///
     /// # Errors
     /// [`ScanError::Skipped`] when `skipped` is not empty.
-    pub fn ensure_no_skips(&self, dir: &Path) -> Result<(), ScanError> {
+    pub fn ensure_no_skips(&self) -> Result<(), ScanError> {
         if self.skipped.is_empty() {
             Ok(())
         } else {
             Err(ScanError::Skipped {
-                dir: dir.to_path_buf(),
+                dir: self.dir.clone(),
                 count: self.skipped.len(),
                 list: list_skipped(&self.skipped),
             })
@@ -329,6 +329,7 @@ pub fn scan_folder(dir: &Path, options: &ScanOptions) -> Result<ScanReport, Scan
     }
     let (rows, cols) = (frames[0].rows, frames[0].cols);
     Ok(ScanReport {
+        dir: dir.to_path_buf(),
         frames,
         skipped,
         rows,
