@@ -656,7 +656,9 @@ fn damaged_files_never_panic() {
             assert_eq!(img.dim(), (h.rows, h.cols));
         }
     }
-    for pos in (0..2880 * 2).step_by(41) {
+    // The cards (8 x 80 bytes) are where corruption matters; the padding and data are covered by
+    // the truncation sweep above.
+    for pos in (0..720).step_by(11).chain([2879, 2880, 3000]) {
         for byte in [b'0', b'9', b'\'', b'=', 0u8, 0xff, b'-'] {
             let mut bytes = good.clone();
             bytes[pos] = byte;
