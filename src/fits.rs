@@ -82,6 +82,8 @@ const CARD: usize = 80;
 const MAX_HEADER_BLOCKS: u64 = 2000;
 /// Most HDUs walked while looking for the image.
 const MAX_HDUS: usize = 64;
+/// Largest image accepted (pixels): 2^31, i.e. 8 GiB as f32.
+const MAX_PIXELS: usize = 1 << 31;
 /// cfitsio's longest file name (FLEN_FILENAME - 1).
 const MAX_PATH_BYTES: usize = 1024;
 
@@ -624,6 +626,14 @@ fn image_geometry(
                 return Err(FitsError::Unsupported {
                     path: path.to_path_buf(),
                     reason: format!("an empty {rows}x{cols} image"),
+                });
+            }
+            // A tile-compressed header can promise any size; refuse what cannot be a camera frame
+            // before anything allocates it.
+            if rows.saturating_mul(*cols) > MAX_PIXELS {
+                return Err(FitsError::Unsupported {
+                    path: path.to_path_buf(),
+                    reason: format!("a {rows}x{cols} image (more than {MAX_PIXELS} pixels)"),
                 });
             }
             Ok((bitpix, dims.len(), *rows, *cols))
