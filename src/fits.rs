@@ -996,6 +996,22 @@ fn cfitsio_error(path: &Path, action: &'static str, status: c_int) -> FitsError 
 
 /// An open frame for repeated region reads. Holds a cfitsio handle: not `Send`; open, read and drop
 /// it inside one thread. The file is closed when the reader is dropped.
+///
+/// ```
+/// use ndarray::{s, Array2};
+/// use tlr_core::fits::{write_image_atomic, FitsReader, OutputMeta, SampleFormat};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("Light [001] (M 27).fits"); // taken literally, no cfitsio syntax
+/// let image = Array2::from_shape_fn((40, 60), |(r, c)| (r * 100 + c) as f32);
+/// write_image_atomic(&path, image.view(), SampleFormat::U16, &OutputMeta::default())?;
+///
+/// let mut reader = FitsReader::open(&path)?;
+/// assert_eq!((reader.header().rows, reader.header().cols), (40, 60));
+/// let tile = reader.read_region(10..20, 30..45)?; // rows, then columns
+/// assert_eq!(tile, image.slice(s![10..20, 30..45]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct FitsReader {
     header: FrameHeader,
     naxis: usize,
