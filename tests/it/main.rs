@@ -2,3 +2,5 @@
 
 mod config;
 mod examples;
+mod fits;
+mod scan;
