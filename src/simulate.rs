@@ -1238,16 +1238,14 @@ impl Simulation {
         img
     }
 
-    /// The true displacement of every frame sampled on a grid of step `step_px` (at least 1), for
-    /// tests that only have the files. Grid points are `0, step, 2 step, ...` plus the last row/column.
+    /// The true displacement of every frame sampled on a uniform grid of step `step_px` (at least 1)
+    /// that reaches one step beyond the image on every side (so bicubic interpolation is valid
+    /// everywhere inside), for tests that only have the files.
     pub fn truth_displacement(&self, step_px: usize) -> TruthDisplacement {
         let step = step_px.max(1);
         let axis = |n: usize| -> Vec<f32> {
-            let mut v: Vec<f32> = (0..n).step_by(step).map(|p| p as f32).collect();
-            if n > 0 && (n - 1) % step != 0 {
-                v.push((n - 1) as f32);
-            }
-            v
+            let last = n.saturating_sub(1).div_ceil(step) as i64 + 1;
+            (-1..=last).map(|k| (k * step as i64) as f32).collect()
         };
         let ys = axis(self.cfg.height);
         let xs = axis(self.cfg.width);
@@ -1279,7 +1277,7 @@ impl Simulation {
         TruthDisplacement {
             convention: "a feature at truth (y, x) appears in frame i at (y + dy, x + dx); \
                          dy/dx are the total displacement (rotation + global + local) sampled at \
-                         grid points (ys[r], xs[c]), row-major; frame 0 has zero global shift and \
+                         grid points (ys[r], xs[c]), row-major, a uniform grid reaching one step beyond the image (interpolate bicubically); frame 0 has zero global shift and \
                          rotation; the local field averages to zero over the sequence"
                 .to_string(),
             width: self.cfg.width,
@@ -1443,26 +1441,43 @@ impl TruthDisplacement {
         })
     }
 
-    /// Total displacement of frame `index` at `(y, x)`, bilinearly interpolated on the grid (clamped at
-    /// the border). `None` when the frame does not exist or the grid is malformed.
+    /// Total displacement of frame `index` at `(y, x)`, interpolated bicubically (Catmull-Rom) on the
+    /// grid (clamped at its border). `None` when the frame does not exist or the grid is malformed.
     pub fn displacement(&self, index: usize, y: f32, x: f32) -> Option<Shift> {
         let f = self.frames.get(index)?;
         let (ny, nx) = (self.ys.len(), self.xs.len());
-        if ny == 0 || nx == 0 || f.dy.len() != ny * nx || f.dx.len() != ny * nx {
+        if ny < 2 || nx < 2 || f.dy.len() != ny * nx || f.dx.len() != ny * nx {
             return None;
         }
         let (iy, ty) = locate(&self.ys, y);
         let (ix, tx) = locate(&self.xs, x);
-        let iy1 = (iy + 1).min(ny - 1);
-        let ix1 = (ix + 1).min(nx - 1);
-        let at = |v: &[f32], r: usize, c: usize| v[r * nx + c];
+        let wy = catmull_rom(ty);
+        let wx = catmull_rom(tx);
+        let clamp = |i: i64, n: usize| i.clamp(0, n as i64 - 1) as usize;
         let interp = |v: &[f32]| {
-            let top = at(v, iy, ix) * (1.0 - tx) + at(v, iy, ix1) * tx;
-            let bottom = at(v, iy1, ix) * (1.0 - tx) + at(v, iy1, ix1) * tx;
-            top * (1.0 - ty) + bottom * ty
+            let mut sum = 0.0f32;
+            for (a, wa) in wy.iter().enumerate() {
+                let r = clamp(iy as i64 + a as i64 - 1, ny);
+                for (b, wb) in wx.iter().enumerate() {
+                    let c = clamp(ix as i64 + b as i64 - 1, nx);
+                    sum += wa * wb * v[r * nx + c];
+                }
+            }
+            sum
         };
         Some(Shift::new(interp(&f.dy), interp(&f.dx)))
     }
+}
+
+/// Catmull-Rom weights of the points `i-1, i, i+1, i+2` at fraction `t` between `i` and `i+1`.
+fn catmull_rom(t: f32) -> [f32; 4] {
+    let (t2, t3) = (t * t, t * t * t);
+    [
+        0.5 * (-t3 + 2.0 * t2 - t),
+        0.5 * (3.0 * t3 - 5.0 * t2 + 2.0),
+        0.5 * (-3.0 * t3 + 4.0 * t2 + t),
+        0.5 * (t3 - t2),
+    ]
 }
 
 /// Index of the grid cell containing `v` and the fraction within it (clamped to the grid).
@@ -1810,13 +1825,19 @@ mod tests {
     fn truth_displacement_grid_interpolates_the_model() {
         let sim = Simulation::new(small(Scenario::Altaz, 5));
         let td = sim.truth_displacement(8);
-        assert_eq!(td.ys.last().copied(), Some(95.0));
-        assert_eq!(td.xs.last().copied(), Some(127.0));
+        assert_eq!(td.ys.first().copied(), Some(-8.0));
+        assert_eq!(td.ys.last().copied(), Some(104.0));
+        assert_eq!(td.xs.last().copied(), Some(136.0));
         let exact = sim.displacement(3, 40.0, 64.0);
         let grid = td.displacement(3, 40.0, 64.0).unwrap();
         assert!((exact - grid).norm() < 1e-3);
         let between = td.displacement(3, 43.3, 61.7).unwrap();
-        assert!((sim.displacement(3, 43.3, 61.7) - between).norm() < 0.05);
+        assert!((sim.displacement(3, 43.3, 61.7) - between).norm() < 0.002);
+        let coarse = sim.truth_displacement(32);
+        for &(y, x) in &[(0.0f32, 0.0f32), (17.3, 101.9), (95.0, 127.0), (50.5, 3.2)] {
+            let err = (sim.displacement(3, y, x) - coarse.displacement(3, y, x).unwrap()).norm();
+            assert!(err < 0.01, "bicubic error {err} px at ({y}, {x})");
+        }
         assert!(td.displacement(5, 0.0, 0.0).is_none());
     }
 
