@@ -84,7 +84,8 @@ pub struct Star {
 pub struct ImageQuality {
     /// Number of stars detected (defects such as hot pixels excluded).
     pub stars: usize,
-    /// Median FWHM of the unsaturated, unblended stars, px; NaN when there is none.
+    /// Median FWHM of the unsaturated, unblended stars (the bright ones, see [`measure`]), px; NaN when
+    /// there is none.
     pub median_fwhm: f32,
     /// Median ellipticity of the same stars; NaN when there is none.
     pub median_ellipticity: f32,
@@ -837,7 +838,15 @@ fn flag_blends(stars: &mut Vec<Star>) {
         .collect();
 }
 
-/// Measures an image: star count, median FWHM and ellipticity (unsaturated, unblended stars),
+/// Peak, in noise sigmas, of the stars [`measure`] prefers for its medians.
+pub const MEDIAN_MIN_PEAK_SIGMA: f32 = 10.0;
+/// [`measure`] falls back to all unsaturated, unblended stars when fewer than this many reach
+/// [`MEDIAN_MIN_PEAK_SIGMA`].
+pub const MEDIAN_MIN_STARS: usize = 5;
+
+/// Measures an image: star count, median FWHM and ellipticity (unsaturated, unblended stars with a
+/// peak of at least [`MEDIAN_MIN_PEAK_SIGMA`] sigma, or all unsaturated, unblended ones if fewer than
+/// [`MEDIAN_MIN_STARS`] are that bright),
 /// background and noise. Never panics; an empty, flat or all-NaN image gives 0 stars and NaN medians
 /// (background and noise NaN when no pixel is finite).
 pub fn measure(image: ArrayView2<f32>) -> ImageQuality {
@@ -852,10 +861,22 @@ pub fn measure_with(image: ArrayView2<f32>, options: &DetectOptions) -> ImageQua
             .map(|s| (s.median, s.sigma))
             .unwrap_or((f32::NAN, f32::NAN))
     });
-    let good: Vec<&Star> = stars
+    // Faint stars give noisy sizes and a positively biased ellipticity: use the stars with a peak of
+    // at least MEDIAN_MIN_PEAK_SIGMA sigma when there are enough of them.
+    let clean: Vec<&Star> = stars
         .iter()
         .filter(|s| !s.saturated && !s.blended)
         .collect();
+    let strong: Vec<&Star> = clean
+        .iter()
+        .copied()
+        .filter(|s| s.peak >= MEDIAN_MIN_PEAK_SIGMA * noise)
+        .collect();
+    let good = if strong.len() >= MEDIAN_MIN_STARS {
+        strong
+    } else {
+        clean
+    };
     let fwhms: Vec<f32> = good.iter().map(|s| s.fwhm).collect();
     let ells: Vec<f32> = good.iter().map(|s| s.ellipticity).collect();
     ImageQuality {
