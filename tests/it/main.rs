@@ -4,3 +4,5 @@ mod config;
 mod examples;
 mod fits;
 mod scan;
+mod simulate;
+mod stars;
