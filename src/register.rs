@@ -476,6 +476,31 @@ pub fn register(reference: &Reference, frame: ArrayView2<f32>, initial: Option<S
     }
 }
 
+/// Zero-mean normalised correlation in `[0, 1]` of `frame` (a cut-out as for [`register`]) aligned at
+/// `shift` with the reference, without refining the shift (0 when it cannot be computed).
+pub fn correlation_at(reference: &Reference, frame: ArrayView2<f32>, shift: Shift) -> f32 {
+    let (fh, fw) = frame.dim();
+    if fh < reference.h || fw < reference.w || reference.gram_inv.is_none() {
+        return 0.0;
+    }
+    let mut ctx = Refiner {
+        reference,
+        frame,
+        origin_y: (fh - reference.h) as f32 / 2.0,
+        origin_x: (fw - reference.w) as f32 / 2.0,
+        resampler: Resampler::new(),
+        aligned: Array2::from_elem((reference.h, reference.w), 0.0),
+    };
+    ctx.resampler.sample_shifted(
+        frame,
+        ctx.origin_y + shift.dy,
+        ctx.origin_x + shift.dx,
+        ctx.aligned.view_mut(),
+    );
+    let mut offset = f32::NAN;
+    ctx.evaluate(&mut offset).map_or(0.0, |e| e.cc)
+}
+
 /// Integer (plus parabolic sub-pixel) search of the shift by normalised cross-correlation.
 /// Returns `None` when the frame has no finite pixel or the FFT fails.
 fn search(reference: &Reference, frame: ArrayView2<f32>) -> Option<Shift> {
