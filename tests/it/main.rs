@@ -3,6 +3,7 @@
 mod config;
 mod examples;
 mod fits;
+mod operator;
 mod scan;
 mod simulate;
 mod stars;
