@@ -1,0 +1,1 @@
+//! Global pass tests (being written).

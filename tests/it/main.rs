@@ -1,0 +1,6 @@
+//! Integration tests of tlr-core, one module per area.
+
+mod global;
+mod mosaic;
+mod preview;
+mod tile;

@@ -1,0 +1,1 @@
+//! Preview tests (being written).
