@@ -259,9 +259,9 @@ impl Canvas {
     fn blend(&mut self, x: usize, y: usize, c: Rgb, alpha: f32) {
         if x < self.width && y < self.height {
             let i = 3 * (y * self.width + x);
-            for k in 0..3 {
-                let old = f32::from(self.data[i + k]);
-                self.data[i + k] = (old + alpha * (f32::from(c[k]) - old)).round() as u8;
+            for (dst, &src) in self.data[i..i + 3].iter_mut().zip(&c) {
+                let old = f32::from(*dst);
+                *dst = (old + alpha * (f32::from(src) - old)).round() as u8;
             }
         }
     }
