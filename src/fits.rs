@@ -1,1 +1,1262 @@
-//! (module `fits`: being written; see the crate docs)
+//! FITS input and output: frame headers, full and region reads, atomic output files.
+//!
+//! What it does:
+//! - finds the image of a frame: the primary HDU, or the first image extension when the primary is
+//!   empty (tile-compressed `.fz` files keep the image in HDU 1 as a compressed binary table);
+//! - accepts BITPIX 8, 16, 32, 64, -32, -64 with BZERO/BSCALE applied (cfitsio does the scaling),
+//!   NAXIS 2, or NAXIS 3 with a single plane; anything else is a clear [`FitsError`];
+//! - validates a file **before** cfitsio touches it, reading the header blocks itself with `std::fs`:
+//!   the first card must be `SIMPLE = T`, every header up to the image must end with an `END` card,
+//!   and the file must be at least as long as the header blocks plus the data its header promises
+//!   (a truncated file otherwise opens fine and even returns its first rows);
+//! - opens files with `fits_open_diskfile` / creates them with `fits_create_diskfile`, so that file
+//!   names with `[`, `]`, `(`, `)` or spaces are taken literally (cfitsio's extended filename syntax is
+//!   never parsed);
+//! - reads rectangular regions (a tile plus its margin) without reading the whole frame;
+//! - converts pixels to `f32`; undefined pixels (integer `BLANK`, NaN) and ±Inf become `f32::NAN`,
+//!   the crate's marker for missing data;
+//! - writes `f32` images (BITPIX -32), camera-like `u16` images (BITPIX 16, BZERO 32768) and `f32`
+//!   cubes atomically: a hidden temporary file in the destination folder, fsync, then rename.
+//!
+//! What it does not: no WCS, no Bayer demosaicing (the Bayer keywords are reported, pixels stay
+//! raw), no flipping for `ROWORDER` (rows stay in file order, see [`crate::geom`]), no tables, no
+//! writing of compressed files, no threads. A [`FitsReader`] holds a cfitsio handle and is not `Send`:
+//! open, read and drop it inside one thread.
+//!
+//! Shapes are `(rows, cols)` = `(NAXIS2, NAXIS1)`; cubes are `(planes, rows, cols)`.
+
+use std::ffi::{CStr, CString};
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::os::raw::{c_char, c_int, c_long, c_void};
+use std::path::{Path, PathBuf};
+use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fitsio::FitsFile;
+use fitsio_sys as sys;
+use ndarray::{Array2, ArrayView2, ArrayView3};
+
+/// Prefix of the `CREATOR` card of every file `tlr` writes: `CREATOR = 'tlr <version> <kind>'`.
+///
+/// The frame scan ([`crate::scan`]) ignores files whose creator's first word is exactly this prefix
+/// (see [`is_own_output`]).
+pub const CREATOR_PREFIX: &str = "tlr";
+
+/// Keyword of the exposure time in seconds (preferred).
+pub const KEY_EXPTIME: &str = "EXPTIME";
+/// Alternative keyword of the exposure time in seconds.
+pub const KEY_EXPOSURE: &str = "EXPOSURE";
+/// Keyword of the start of the observation (ISO 8601).
+pub const KEY_DATE_OBS: &str = "DATE-OBS";
+/// Keyword of the camera gain setting.
+pub const KEY_GAIN: &str = "GAIN";
+/// Keyword of the camera offset (bias) setting.
+pub const KEY_OFFSET: &str = "OFFSET";
+/// Keyword of the Bayer colour filter pattern (e.g. `RGGB`).
+pub const KEY_BAYERPAT: &str = "BAYERPAT";
+/// Keyword of the Bayer pattern's column offset.
+pub const KEY_XBAYROFF: &str = "XBAYROFF";
+/// Keyword of the Bayer pattern's row offset.
+pub const KEY_YBAYROFF: &str = "YBAYROFF";
+/// Keyword of the row order (`TOP-DOWN` or `BOTTOM-UP`).
+pub const KEY_ROWORDER: &str = "ROWORDER";
+/// Keyword of the filter name.
+pub const KEY_FILTER: &str = "FILTER";
+/// Keyword of the target name.
+pub const KEY_OBJECT: &str = "OBJECT";
+/// Keyword of the sensor temperature in °C.
+pub const KEY_CCD_TEMP: &str = "CCD-TEMP";
+/// Keyword of the program that wrote the file.
+pub const KEY_CREATOR: &str = "CREATOR";
+
+/// Size of one FITS block (header or data) in bytes.
+const BLOCK: u64 = 2880;
+/// Size of one header card in bytes.
+const CARD: usize = 80;
+/// Longest header accepted (blocks); protects against scanning garbage forever.
+const MAX_HEADER_BLOCKS: u64 = 2000;
+/// Most HDUs walked while looking for the image.
+const MAX_HDUS: usize = 64;
+/// cfitsio's longest file name (FLEN_FILENAME - 1).
+const MAX_PATH_BYTES: usize = 1024;
+
+// cfitsio data type codes (fitsio.h).
+const TFLOAT: c_int = 42;
+const TUSHORT: c_int = 20;
+const FLOAT_IMG: c_int = -32;
+const USHORT_IMG: c_int = 20;
+
+/// Errors of FITS input and output. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FitsError {
+    /// The file could not be opened or read by the operating system.
+    #[error("frame `{path}`: cannot read the file: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file has no bytes at all.
+    #[error("frame `{path}`: the file is empty (0 bytes; still being written?)")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file does not start like a FITS file.
+    #[error("frame `{path}`: not a FITS file ({reason})")]
+    NotFits {
+        /// The file.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// The header stops before its `END` card.
+    #[error("frame `{path}`: header of HDU {hdu} ends after {bytes} bytes without an END card (file truncated?)")]
+    HeaderTruncated {
+        /// The file.
+        path: PathBuf,
+        /// 0-based HDU index.
+        hdu: usize,
+        /// File bytes available for that header.
+        bytes: u64,
+    },
+    /// The data is shorter than the header promises.
+    #[error("frame `{path}`: data ends after {have} of {need} bytes (file truncated or still being written?)")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Data bytes present in the file.
+        have: u64,
+        /// Data bytes the header promises.
+        need: u64,
+    },
+    /// A structural header keyword is missing or malformed.
+    #[error("frame `{path}`: HDU {hdu}: keyword {key}: {reason}")]
+    BadKeyword {
+        /// The file.
+        path: PathBuf,
+        /// 0-based HDU index.
+        hdu: usize,
+        /// The keyword.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No HDU holds an image.
+    #[error("frame `{path}`: no image found (the primary HDU is empty and no image extension follows)")]
+    NoImage {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The image has a shape or type this tool does not handle.
+    #[error("frame `{path}`: {reason} is not supported")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// What is not supported, e.g. "cube with 3 planes".
+        reason: String,
+    },
+    /// Every pixel is NaN, Inf or undefined.
+    #[error("frame `{path}`: every pixel is NaN, Inf or undefined (BLANK): no usable data")]
+    NoFiniteData {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A region read asked for pixels outside the image.
+    #[error("frame `{path}`: region rows {rows:?} x cols {cols:?} is empty or outside the {shape_rows}x{shape_cols} image")]
+    RegionOutOfBounds {
+        /// The file.
+        path: PathBuf,
+        /// Requested rows.
+        rows: Range<usize>,
+        /// Requested columns.
+        cols: Range<usize>,
+        /// Image rows.
+        shape_rows: usize,
+        /// Image columns.
+        shape_cols: usize,
+    },
+    /// cfitsio reported an error.
+    #[error("frame `{path}`: cfitsio failed while {action}: {message} (status {status})")]
+    Cfitsio {
+        /// The file.
+        path: PathBuf,
+        /// What was being done ("opening", "reading pixels", ...).
+        action: &'static str,
+        /// cfitsio status code.
+        status: i32,
+        /// cfitsio's status text and message stack.
+        message: String,
+    },
+    /// An output file could not be written as asked.
+    #[error("output `{path}`: {reason}")]
+    Output {
+        /// The destination file.
+        path: PathBuf,
+        /// What is wrong (bad card, empty image, ...).
+        reason: String,
+    },
+    /// The operating system refused an output step (create, sync, rename).
+    #[error("output `{path}`: {action} failed: {source}")]
+    OutputIo {
+        /// The destination (or temporary) file.
+        path: PathBuf,
+        /// The step that failed.
+        action: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Bayer colour filter description of a one-shot-colour frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BayerHeader {
+    /// Pattern as written, trimmed and upper-cased, e.g. `RGGB`.
+    pub pattern: String,
+    /// `XBAYROFF` (0 when absent).
+    pub x_offset: i64,
+    /// `YBAYROFF` (0 when absent).
+    pub y_offset: i64,
+}
+
+/// What a frame's header says: image geometry and the keywords capture programs write.
+///
+/// String values are trimmed; absent keywords are `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameHeader {
+    /// The file.
+    pub path: PathBuf,
+    /// 0-based index of the HDU holding the image (1 for `.fz` files).
+    pub hdu: usize,
+    /// Image rows (`NAXIS2`).
+    pub rows: usize,
+    /// Image columns (`NAXIS1`).
+    pub cols: usize,
+    /// BITPIX of the image (`ZBITPIX` for tile-compressed images).
+    pub bitpix: i64,
+    /// `EXPTIME`, else `EXPOSURE`, in seconds.
+    pub exposure_s: Option<f64>,
+    /// `DATE-OBS` as written (see [`parse_date_obs`] for ordering).
+    pub date_obs: Option<String>,
+    /// `GAIN`.
+    pub gain: Option<f64>,
+    /// `OFFSET`.
+    pub offset: Option<f64>,
+    /// `BAYERPAT` with `XBAYROFF`/`YBAYROFF`; `None` for mono frames.
+    pub bayer: Option<BayerHeader>,
+    /// `ROWORDER` (`TOP-DOWN`/`BOTTOM-UP`).
+    pub row_order: Option<String>,
+    /// `FILTER`.
+    pub filter: Option<String>,
+    /// `OBJECT`.
+    pub object: Option<String>,
+    /// `CCD-TEMP` in °C.
+    pub ccd_temp: Option<f64>,
+    /// `CREATOR`.
+    pub creator: Option<String>,
+}
+
+/// One raw header card of the image HDU, as [`read_header_cards`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderCard {
+    /// Keyword, trimmed (e.g. `DATE-OBS`, `HISTORY`).
+    pub key: String,
+    /// Value text for `KEY = value` cards: strings unquoted and trimmed, others as written; `None`
+    /// for commentary cards.
+    pub value: Option<String>,
+    /// Comment after `/`, or the text of a commentary card, trimmed.
+    pub comment: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header parsing with std::fs (completeness checks happen here, before cfitsio sees the file)
+// ---------------------------------------------------------------------------------------------
+
+/// The HDU structure found by walking the file's headers.
+#[derive(Debug)]
+struct Layout {
+    /// 0-based index of the image HDU.
+    hdu: usize,
+    /// Cards of that HDU's header.
+    cards: Vec<HeaderCard>,
+    rows: usize,
+    cols: usize,
+    bitpix: i64,
+    /// NAXIS of the image (2 or 3).
+    naxis: usize,
+}
+
+fn card_value(cards: &[HeaderCard], key: &str) -> Option<String> {
+    cards
+        .iter()
+        .find(|c| c.key == key && c.value.is_some())
+        .and_then(|c| c.value.clone())
+}
+
+/// Parses one 80-byte card.
+fn parse_card(raw: &[u8]) -> HeaderCard {
+    let text = String::from_utf8_lossy(raw);
+    let text: &str = &text;
+    let key = text.get(..8.min(text.len())).unwrap_or("").trim().to_string();
+    let rest = text.get(8..).unwrap_or("");
+    if !rest.starts_with("= ") || key == "HISTORY" || key == "COMMENT" || key.is_empty() {
+        return HeaderCard { key, value: None, comment: rest.trim().to_string() };
+    }
+    let body = rest[2..].trim_start();
+    if let Some(stripped) = body.strip_prefix('\'') {
+        // Quoted string: '' is an escaped quote; trailing blanks are not significant.
+        let mut value = String::new();
+        let mut chars = stripped.chars().peekable();
+        let mut after = String::new();
+        while let Some(ch) = chars.next() {
+            if ch == '\'' {
+                if chars.peek() == Some(&'\'') {
+                    chars.next();
+                    value.push('\'');
+                } else {
+                    after = chars.collect();
+                    break;
+                }
+            } else {
+                value.push(ch);
+            }
+        }
+        let comment = after.split_once('/').map(|(_, c)| c.trim().to_string()).unwrap_or_default();
+        HeaderCard { key, value: Some(value.trim_end().to_string()), comment }
+    } else {
+        let (value, comment) = match body.split_once('/') {
+            Some((v, c)) => (v.trim(), c.trim()),
+            None => (body.trim(), ""),
+        };
+        HeaderCard { key, value: Some(value.to_string()), comment: comment.to_string() }
+    }
+}
+
+fn parse_int(path: &Path, hdu: usize, cards: &[HeaderCard], key: &str) -> Result<Option<i64>, FitsError> {
+    match card_value(cards, key) {
+        None => Ok(None),
+        Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| FitsError::BadKeyword {
+            path: path.to_path_buf(),
+            hdu,
+            key: key.to_string(),
+            reason: format!("`{v}` is not an integer"),
+        }),
+    }
+}
+
+fn require_int(path: &Path, hdu: usize, cards: &[HeaderCard], key: &str) -> Result<i64, FitsError> {
+    parse_int(path, hdu, cards, key)?.ok_or_else(|| FitsError::BadKeyword {
+        path: path.to_path_buf(),
+        hdu,
+        key: key.to_string(),
+        reason: "missing".to_string(),
+    })
+}
+
+fn is_true(cards: &[HeaderCard], key: &str) -> bool {
+    card_value(cards, key).is_some_and(|v| v.trim() == "T")
+}
+
+/// Reads one header starting at `start`; returns its cards and the offset after the header.
+fn read_header_at(
+    path: &Path,
+    file: &mut fs::File,
+    start: u64,
+    file_len: u64,
+    hdu: usize,
+) -> Result<(Vec<HeaderCard>, u64), FitsError> {
+    let io_err = |source| FitsError::Io { path: path.to_path_buf(), source };
+    file.seek(SeekFrom::Start(start)).map_err(io_err)?;
+    let mut cards = Vec::new();
+    let mut block = vec![0u8; BLOCK as usize];
+    let mut offset = start;
+    for _ in 0..MAX_HEADER_BLOCKS {
+        if offset + BLOCK > file_len {
+            if hdu == 0 && cards.is_empty() {
+                // Short first block: decide between "not FITS" and "truncated" by the first bytes.
+                let mut head = Vec::new();
+                file.take(BLOCK).read_to_end(&mut head).map_err(io_err)?;
+                check_signature(path, &head)?;
+                let found_end = head.chunks(CARD).any(|c| c.len() >= 3 && &c[..3] == b"END" && c[3..].iter().all(|&b| b == b' '));
+                if found_end {
+                    return Err(FitsError::NotFits {
+                        path: path.to_path_buf(),
+                        reason: format!("header is {} bytes, not a multiple of 2880", head.len()),
+                    });
+                }
+            }
+            return Err(FitsError::HeaderTruncated { path: path.to_path_buf(), hdu, bytes: file_len.saturating_sub(start) });
+        }
+        file.read_exact(&mut block).map_err(io_err)?;
+        if hdu == 0 && offset == 0 {
+            check_signature(path, &block)?;
+        }
+        offset += BLOCK;
+        for raw in block.chunks(CARD) {
+            let card = parse_card(raw);
+            if card.key == "END" && raw[8..].iter().all(|&b| b == b' ') {
+                return Ok((cards, offset));
+            }
+            cards.push(card);
+        }
+    }
+    Err(FitsError::NotFits {
+        path: path.to_path_buf(),
+        reason: format!("HDU {hdu}: no END card within {MAX_HEADER_BLOCKS} header blocks"),
+    })
+}
+
+fn check_signature(path: &Path, head: &[u8]) -> Result<(), FitsError> {
+    if head.len() < 30 || &head[..10] != b"SIMPLE  = " {
+        let shown: String = head.iter().take(16).map(|&b| if (32..127).contains(&b) { b as char } else { '.' }).collect();
+        return Err(FitsError::NotFits {
+            path: path.to_path_buf(),
+            reason: format!("it does not start with `SIMPLE  =` but with `{shown}`"),
+        });
+    }
+    let value = String::from_utf8_lossy(&head[10..30]);
+    if value.trim() != "T" {
+        return Err(FitsError::NotFits {
+            path: path.to_path_buf(),
+            reason: format!("SIMPLE = {} (not a standard FITS file)", value.trim()),
+        });
+    }
+    Ok(())
+}
+
+/// Data bytes of an HDU (unpadded): |BITPIX|/8 * GCOUNT * (PCOUNT + NAXIS1*...*NAXISn).
+fn data_bytes(path: &Path, hdu: usize, cards: &[HeaderCard]) -> Result<u64, FitsError> {
+    let bad = |key: &str, reason: String| FitsError::BadKeyword { path: path.to_path_buf(), hdu, key: key.to_string(), reason };
+    let bitpix = require_int(path, hdu, cards, "BITPIX")?;
+    if ![8, 16, 32, 64, -32, -64].contains(&bitpix) {
+        return Err(bad("BITPIX", format!("{bitpix} is not a valid FITS BITPIX")));
+    }
+    let naxis = require_int(path, hdu, cards, "NAXIS")?;
+    if !(0..=999).contains(&naxis) {
+        return Err(bad("NAXIS", format!("{naxis} is out of range")));
+    }
+    if naxis == 0 {
+        return Ok(0);
+    }
+    let mut elements: u64 = 1;
+    for i in 1..=naxis {
+        let key = format!("NAXIS{i}");
+        let n = require_int(path, hdu, cards, &key)?;
+        let n = u64::try_from(n).map_err(|_| bad(&key, format!("{n} is negative")))?;
+        elements = elements.checked_mul(n).ok_or_else(|| bad(&key, "image size overflows".to_string()))?;
+    }
+    let pcount = parse_int(path, hdu, cards, "PCOUNT")?.unwrap_or(0);
+    let gcount = parse_int(path, hdu, cards, "GCOUNT")?.unwrap_or(1);
+    let pcount = u64::try_from(pcount).map_err(|_| bad("PCOUNT", format!("{pcount} is negative")))?;
+    let gcount = u64::try_from(gcount).map_err(|_| bad("GCOUNT", format!("{gcount} is negative")))?;
+    elements
+        .checked_add(pcount)
+        .and_then(|e| e.checked_mul(gcount))
+        .and_then(|e| e.checked_mul(bitpix.unsigned_abs() / 8))
+        .ok_or_else(|| bad("NAXIS", "data size overflows".to_string()))
+}
+
+/// Image geometry of an image HDU: (bitpix, naxis, rows, cols). `prefix` is "" or "Z" (compressed).
+fn image_geometry(path: &Path, hdu: usize, cards: &[HeaderCard], prefix: &str) -> Result<(i64, usize, usize, usize), FitsError> {
+    let bad = |key: &str, reason: String| FitsError::BadKeyword { path: path.to_path_buf(), hdu, key: key.to_string(), reason };
+    let bitpix = require_int(path, hdu, cards, &format!("{prefix}BITPIX"))?;
+    if ![8, 16, 32, 64, -32, -64].contains(&bitpix) {
+        return Err(FitsError::Unsupported { path: path.to_path_buf(), reason: format!("BITPIX {bitpix}") });
+    }
+    let naxis = require_int(path, hdu, cards, &format!("{prefix}NAXIS"))?;
+    let mut dims = Vec::new();
+    for i in 1..=naxis.clamp(0, 999) {
+        let key = format!("{prefix}NAXIS{i}");
+        let n = require_int(path, hdu, cards, &key)?;
+        dims.push(usize::try_from(n).map_err(|_| bad(&key, format!("{n} is negative")))?);
+    }
+    match dims.as_slice() {
+        [cols, rows] | [cols, rows, 1] => {
+            if *rows == 0 || *cols == 0 {
+                return Err(FitsError::Unsupported { path: path.to_path_buf(), reason: format!("an empty {rows}x{cols} image") });
+            }
+            Ok((bitpix, dims.len(), *rows, *cols))
+        }
+        [_, _, planes] => Err(FitsError::Unsupported { path: path.to_path_buf(), reason: format!("cube with {planes} planes") }),
+        [n] => Err(FitsError::Unsupported { path: path.to_path_buf(), reason: format!("a 1-dimensional image of {n} pixels") }),
+        other => Err(FitsError::Unsupported {
+            path: path.to_path_buf(),
+            reason: format!("an image with NAXIS = {} ({:?})", other.len(), other),
+        }),
+    }
+}
+
+/// Walks the file's HDUs with `std::fs` until the image HDU and checks that the file is complete.
+fn read_layout(path: &Path) -> Result<Layout, FitsError> {
+    let io_err = |source| FitsError::Io { path: path.to_path_buf(), source };
+    let mut file = fs::File::open(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if meta.is_dir() {
+        return Err(FitsError::NotFits { path: path.to_path_buf(), reason: "it is a directory".to_string() });
+    }
+    let file_len = meta.len();
+    if file_len == 0 {
+        return Err(FitsError::Empty { path: path.to_path_buf() });
+    }
+    let mut start = 0u64;
+    for hdu in 0..MAX_HDUS {
+        if hdu > 0 && start >= file_len {
+            break;
+        }
+        let (cards, data_start) = read_header_at(path, &mut file, start, file_len, hdu)?;
+        if hdu > 0 {
+            let xt = card_value(&cards, "XTENSION");
+            if xt.is_none() {
+                // Not an extension header (e.g. trailing garbage after the last HDU): stop looking.
+                break;
+            }
+        }
+        let need = data_bytes(path, hdu, &cards)?;
+        let have = file_len - data_start;
+        let xtension = card_value(&cards, "XTENSION").map(|s| s.trim().to_ascii_uppercase());
+        let naxis = parse_int(path, hdu, &cards, "NAXIS")?.unwrap_or(0);
+        let image = match (hdu, xtension.as_deref()) {
+            (0, _) if naxis > 0 => {
+                if is_true(&cards, "GROUPS") {
+                    return Err(FitsError::Unsupported { path: path.to_path_buf(), reason: "random-groups data".to_string() });
+                }
+                Some(image_geometry(path, hdu, &cards, "")?)
+            }
+            (_, Some("IMAGE")) if naxis > 0 => Some(image_geometry(path, hdu, &cards, "")?),
+            (_, Some("BINTABLE")) if is_true(&cards, "ZIMAGE") => Some(image_geometry(path, hdu, &cards, "Z")?),
+            _ => None,
+        };
+        if let Some((bitpix, naxis, rows, cols)) = image {
+            if have < need {
+                return Err(FitsError::Truncated { path: path.to_path_buf(), have, need });
+            }
+            return Ok(Layout { hdu, cards, rows, cols, bitpix, naxis });
+        }
+        let padded = need.div_ceil(BLOCK) * BLOCK;
+        if have < padded {
+            if have < need {
+                return Err(FitsError::Truncated { path: path.to_path_buf(), have, need });
+            }
+            break; // last HDU without padding and no image in it
+        }
+        start = data_start + padded;
+    }
+    Err(FitsError::NoImage { path: path.to_path_buf() })
+}
+
+fn clean_string(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// Numeric keyword value; accepts numbers written as quoted strings and Fortran `D` exponents.
+fn number(cards: &[HeaderCard], key: &str) -> Option<f64> {
+    let v = card_value(cards, key)?;
+    let v = v.trim().replace(['D', 'd'], "E");
+    v.parse::<f64>().ok().filter(|x| x.is_finite())
+}
+
+fn frame_header(path: &Path, layout: &Layout) -> FrameHeader {
+    let cards = &layout.cards;
+    let bayer = clean_string(card_value(cards, KEY_BAYERPAT)).map(|pattern| BayerHeader {
+        pattern: pattern.to_ascii_uppercase(),
+        x_offset: number(cards, KEY_XBAYROFF).map_or(0, |x| x.round() as i64),
+        y_offset: number(cards, KEY_YBAYROFF).map_or(0, |x| x.round() as i64),
+    });
+    FrameHeader {
+        path: path.to_path_buf(),
+        hdu: layout.hdu,
+        rows: layout.rows,
+        cols: layout.cols,
+        bitpix: layout.bitpix,
+        exposure_s: number(cards, KEY_EXPTIME).or_else(|| number(cards, KEY_EXPOSURE)),
+        date_obs: clean_string(card_value(cards, KEY_DATE_OBS)),
+        gain: number(cards, KEY_GAIN),
+        offset: number(cards, KEY_OFFSET),
+        bayer,
+        row_order: clean_string(card_value(cards, KEY_ROWORDER)),
+        filter: clean_string(card_value(cards, KEY_FILTER)),
+        object: clean_string(card_value(cards, KEY_OBJECT)),
+        ccd_temp: number(cards, KEY_CCD_TEMP),
+        creator: clean_string(card_value(cards, KEY_CREATOR)),
+    }
+}
+
+/// Reads and validates a frame's header without reading its pixels.
+///
+/// Validation: FITS signature, `END` cards, complete data (file length), supported image shape and
+/// BITPIX, and that cfitsio opens the image HDU and agrees on its geometry.
+///
+/// # Errors
+/// Every [`FitsError`] class of [`FitsReader::open`].
+pub fn read_header(path: &Path) -> Result<FrameHeader, FitsError> {
+    Ok(FitsReader::open(path)?.header)
+}
+
+/// The raw cards of a frame's image HDU (for display, e.g. `tlr inspect`), after the same completeness
+/// checks as [`read_header`] except the cfitsio open.
+///
+/// # Errors
+/// The [`FitsError`]s of the header and completeness checks.
+pub fn read_header_cards(path: &Path) -> Result<Vec<HeaderCard>, FitsError> {
+    Ok(read_layout(path)?.cards)
+}
+
+/// True when a `CREATOR` value marks a file written by this tool: its first word is exactly
+/// [`CREATOR_PREFIX`] (`'tlr 0.1.0 mosaic'`). `'tlr-simulate ...'` or `'tlrx'` do not match, so
+/// simulated input frames can say where they come from without being ignored by the scan.
+pub fn is_own_output(creator: &str) -> bool {
+    creator.split_whitespace().next() == Some(CREATOR_PREFIX)
+}
+
+// ---------------------------------------------------------------------------------------------
+// DATE-OBS
+// ---------------------------------------------------------------------------------------------
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    // Howard Hinnant's algorithm: days since 1970-01-01 of a proleptic Gregorian date.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses a `DATE-OBS` value to seconds since 1970-01-01T00:00:00 UTC.
+///
+/// Accepted: `YYYY-MM-DD`, `YYYY-MM-DDThh:mm[:ss[.fff]]` (a space instead of `T` too) with an
+/// optional zone suffix `Z`, `±hh`, `±hhmm` or `±hh:mm` (MicroObservatory writes local time with
+/// `-0700`), and the old FITS form `DD/MM/YY` (19YY). Without a zone the time is taken as UTC.
+/// Returns `None` for anything else, or for out-of-range fields.
+pub fn parse_date_obs(text: &str) -> Option<f64> {
+    let s = text.trim();
+    if let Some((d, rest)) = s.split_once('/') {
+        // Old FITS form DD/MM/YY.
+        let (m, y) = rest.split_once('/')?;
+        let (d, m, y): (i64, i64, i64) = (d.parse().ok()?, m.parse().ok()?, y.trim().parse().ok()?);
+        if !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(0..=99).contains(&y) {
+            return None;
+        }
+        return Some(days_from_civil(1900 + y, m, d) as f64 * 86_400.0);
+    }
+    let (date, time) = match s.find(['T', ' ']) {
+        Some(i) => (&s[..i], Some(s[i + 1..].trim())),
+        None => (s, None),
+    };
+    let mut parts = date.split('-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let d: i64 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut seconds = days_from_civil(y, m, d) as f64 * 86_400.0;
+    if let Some(time) = time.filter(|t| !t.is_empty()) {
+        // Split off a zone suffix.
+        let (clock, zone) = if let Some(c) = time.strip_suffix('Z') {
+            (c, 0.0)
+        } else if let Some(i) = time.rfind(['+', '-']) {
+            let z = &time[i + 1..];
+            let digits: String = z.chars().filter(|c| *c != ':').collect();
+            if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || !(digits.len() == 2 || digits.len() == 4) {
+                return None;
+            }
+            let hh: f64 = digits[..2].parse().ok()?;
+            let mm: f64 = if digits.len() == 4 { digits[2..].parse().ok()? } else { 0.0 };
+            let sign = if time.as_bytes()[i] == b'-' { -1.0 } else { 1.0 };
+            (&time[..i], sign * (hh * 3600.0 + mm * 60.0))
+        } else {
+            (time, 0.0)
+        };
+        let mut f = clock.split(':');
+        let h: f64 = f.next()?.parse().ok()?;
+        let mi: f64 = f.next()?.parse().ok()?;
+        let sec: f64 = match f.next() {
+            Some(x) => x.parse().ok()?,
+            None => 0.0,
+        };
+        if f.next().is_some() || !(0.0..24.0).contains(&h) || !(0.0..60.0).contains(&mi) || !(0.0..61.0).contains(&sec) {
+            return None;
+        }
+        // Local time = UTC + zone, so UTC = local - zone.
+        seconds += h * 3600.0 + mi * 60.0 + sec - zone;
+    }
+    Some(seconds)
+}
+
+// ---------------------------------------------------------------------------------------------
+// cfitsio plumbing
+// ---------------------------------------------------------------------------------------------
+
+/// Path as a C string cfitsio takes literally (absolute or `./`-prefixed: cfitsio strips leading
+/// blanks).
+fn c_path(path: &Path) -> Result<CString, String> {
+    let mut p = PathBuf::new();
+    if path.is_relative() {
+        p.push(".");
+    }
+    p.push(path);
+    #[cfg(unix)]
+    let bytes = {
+        use std::os::unix::ffi::OsStrExt;
+        p.as_os_str().as_bytes().to_vec()
+    };
+    #[cfg(not(unix))]
+    let bytes = p.to_str().ok_or_else(|| "the path is not valid Unicode".to_string())?.as_bytes().to_vec();
+    if bytes.len() > MAX_PATH_BYTES {
+        return Err(format!("the path is {} bytes long; cfitsio accepts at most {MAX_PATH_BYTES}", bytes.len()));
+    }
+    CString::new(bytes).map_err(|_| "the path contains a NUL byte".to_string())
+}
+
+/// cfitsio's status text plus its error message stack (which is cleared).
+fn cfitsio_message(status: c_int) -> String {
+    let mut text = [0 as c_char; 32];
+    // SAFETY: ffgerr writes at most FLEN_STATUS (31) bytes including the NUL.
+    unsafe { sys::ffgerr(status, text.as_mut_ptr()) };
+    // SAFETY: NUL-terminated by ffgerr.
+    let mut message = unsafe { CStr::from_ptr(text.as_ptr()) }.to_string_lossy().into_owned();
+    let mut buf = [0 as c_char; 96];
+    for _ in 0..8 {
+        // SAFETY: ffgmsg writes at most FLEN_ERRMSG (81) bytes including the NUL.
+        let more = unsafe { sys::ffgmsg(buf.as_mut_ptr()) };
+        if more == 0 {
+            break;
+        }
+        // SAFETY: NUL-terminated by ffgmsg.
+        let line = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().trim().to_string();
+        if !line.is_empty() && !message.contains(&line) {
+            message.push_str("; ");
+            message.push_str(&line);
+        }
+    }
+    // SAFETY: clears cfitsio's (thread-local with reentrant builds) message stack.
+    unsafe { sys::ffcmsg() };
+    message
+}
+
+fn cfitsio_error(path: &Path, action: &'static str, status: c_int) -> FitsError {
+    FitsError::Cfitsio { path: path.to_path_buf(), action, status, message: cfitsio_message(status) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------------------------
+
+/// An open frame for repeated region reads. Holds a cfitsio handle: not `Send`; open, read and drop
+/// it inside one thread. The file is closed when the reader is dropped.
+pub struct FitsReader {
+    header: FrameHeader,
+    naxis: usize,
+    file: FitsFile,
+}
+
+impl std::fmt::Debug for FitsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FitsReader").field("header", &self.header).finish_non_exhaustive()
+    }
+}
+
+impl FitsReader {
+    /// Validates the file (see [`read_header`]) and opens its image HDU with cfitsio, taking the
+    /// file name literally.
+    ///
+    /// # Errors
+    /// [`FitsError::Io`], [`FitsError::Empty`], [`FitsError::NotFits`], [`FitsError::HeaderTruncated`],
+    /// [`FitsError::Truncated`], [`FitsError::BadKeyword`], [`FitsError::NoImage`],
+    /// [`FitsError::Unsupported`], [`FitsError::Cfitsio`]; each names the file.
+    pub fn open(path: &Path) -> Result<Self, FitsError> {
+        let layout = read_layout(path)?;
+        let header = frame_header(path, &layout);
+        let c_name = c_path(path).map_err(|reason| FitsError::NotFits { path: path.to_path_buf(), reason })?;
+        let mut fptr: *mut sys::fitsfile = ptr::null_mut();
+        let mut status: c_int = 0;
+        // SAFETY: valid NUL-terminated name, out-pointer to a local; READONLY = 0.
+        unsafe { sys::ffdkopn(&mut fptr, c_name.as_ptr(), 0, &mut status) };
+        if status != 0 || fptr.is_null() {
+            if !fptr.is_null() {
+                let mut s2 = 0;
+                // SAFETY: fptr came from ffdkopn.
+                unsafe { sys::ffclos(fptr, &mut s2) };
+            }
+            return Err(cfitsio_error(path, "opening the file", status));
+        }
+        // SAFETY: fptr is a valid open handle; FitsFile takes ownership and closes it on drop.
+        let mut file = unsafe { FitsFile::from_raw(fptr, fitsio::FileOpenMode::READONLY) }
+            .map_err(|e| FitsError::Cfitsio { path: path.to_path_buf(), action: "opening the file", status: -1, message: e.to_string() })?;
+        // SAFETY: the handle is valid while `file` lives.
+        let raw = unsafe { file.as_raw() };
+        let mut hdutype: c_int = 0;
+        // SAFETY: valid handle; cfitsio HDU numbers are 1-based.
+        unsafe { sys::ffmahd(raw, layout.hdu as c_int + 1, &mut hdutype, &mut status) };
+        if status != 0 {
+            return Err(cfitsio_error(path, "moving to the image HDU", status));
+        }
+        let mut bitpix: c_int = 0;
+        let mut naxis: c_int = 0;
+        let mut naxes = [0 as sys::LONGLONG; 9];
+        // SAFETY: valid handle; naxes holds maxaxis entries.
+        unsafe { sys::ffgiprll(raw, 9, &mut bitpix, &mut naxis, naxes.as_mut_ptr(), &mut status) };
+        if status != 0 {
+            return Err(cfitsio_error(path, "reading the image geometry", status));
+        }
+        let agrees = naxis as usize == layout.naxis
+            && naxes[0] == layout.cols as sys::LONGLONG
+            && naxes[1] == layout.rows as sys::LONGLONG
+            && i64::from(bitpix) == layout.bitpix;
+        if !agrees {
+            return Err(FitsError::NotFits {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "cfitsio sees BITPIX {bitpix}, NAXIS {naxis} {:?} where the header says BITPIX {}, {}x{}",
+                    &naxes[..naxis.clamp(0, 9) as usize],
+                    layout.bitpix,
+                    layout.rows,
+                    layout.cols
+                ),
+            });
+        }
+        Ok(Self { header, naxis: layout.naxis, file })
+    }
+
+    /// The frame's header.
+    pub fn header(&self) -> &FrameHeader {
+        &self.header
+    }
+
+    /// Reads the whole image as `(rows, cols)`.
+    ///
+    /// # Errors
+    /// [`FitsError::Cfitsio`] when reading fails, [`FitsError::NoFiniteData`] when no pixel is finite.
+    pub fn read_full(&mut self) -> Result<Array2<f32>, FitsError> {
+        let image = self.read_region(0..self.header.rows, 0..self.header.cols)?;
+        if !image.iter().any(|v| v.is_finite()) {
+            return Err(FitsError::NoFiniteData { path: self.header.path.clone() });
+        }
+        Ok(image)
+    }
+
+    /// Reads rows `rows` and columns `cols` (0-based, end-exclusive) as `(rows.len(), cols.len())`,
+    /// without reading the rest of the frame. Undefined pixels and ±Inf come back as NaN.
+    ///
+    /// # Errors
+    /// [`FitsError::RegionOutOfBounds`] for an empty region or one reaching outside the image,
+    /// [`FitsError::Cfitsio`] when reading fails.
+    pub fn read_region(&mut self, rows: Range<usize>, cols: Range<usize>) -> Result<Array2<f32>, FitsError> {
+        let (h, w) = (self.header.rows, self.header.cols);
+        if rows.start >= rows.end || cols.start >= cols.end || rows.end > h || cols.end > w {
+            return Err(FitsError::RegionOutOfBounds {
+                path: self.header.path.clone(),
+                rows,
+                cols,
+                shape_rows: h,
+                shape_cols: w,
+            });
+        }
+        let (nr, nc) = (rows.len(), cols.len());
+        // cfitsio pixel coordinates are 1-based, inclusive, in FITS axis order (x first).
+        let mut blc: Vec<c_long> = vec![cols.start as c_long + 1, rows.start as c_long + 1];
+        let mut trc: Vec<c_long> = vec![cols.end as c_long, rows.end as c_long];
+        let mut inc: Vec<c_long> = vec![1, 1];
+        if self.naxis == 3 {
+            blc.push(1);
+            trc.push(1);
+            inc.push(1);
+        }
+        let mut data = vec![0f32; nr * nc];
+        let mut nulval = f32::NAN;
+        let mut anynul: c_int = 0;
+        let mut status: c_int = 0;
+        // SAFETY: valid handle; blc/trc/inc have NAXIS entries; data holds exactly the region.
+        unsafe {
+            sys::ffgsv(
+                self.file.as_raw(),
+                TFLOAT,
+                blc.as_mut_ptr(),
+                trc.as_mut_ptr(),
+                inc.as_mut_ptr(),
+                &mut nulval as *mut f32 as *mut c_void,
+                data.as_mut_ptr() as *mut c_void,
+                &mut anynul,
+                &mut status,
+            )
+        };
+        if status != 0 {
+            return Err(cfitsio_error(&self.header.path, "reading pixels", status));
+        }
+        for v in &mut data {
+            if !v.is_finite() {
+                *v = f32::NAN;
+            }
+        }
+        Array2::from_shape_vec((nr, nc), data).map_err(|e| FitsError::Cfitsio {
+            path: self.header.path.clone(),
+            action: "reshaping pixels",
+            status: -1,
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads the `h x w` box whose top-left pixel is `(y0, x0)`; the box may reach outside the image
+    /// (e.g. a tile plus margin at the border): those pixels are NaN.
+    ///
+    /// # Errors
+    /// [`FitsError::Cfitsio`] when reading fails.
+    pub fn read_region_padded(&mut self, y0: i64, x0: i64, h: usize, w: usize) -> Result<Array2<f32>, FitsError> {
+        let mut out = Array2::from_elem((h, w), f32::NAN);
+        let clip = |start: i64, len: usize, limit: usize| -> Option<(Range<usize>, usize)> {
+            let lo = start.max(0);
+            let hi = (start + len as i64).min(limit as i64);
+            (lo < hi).then(|| (lo as usize..hi as usize, (lo - start) as usize))
+        };
+        if let (Some((rr, oy)), Some((cr, ox))) = (clip(y0, h, self.header.rows), clip(x0, w, self.header.cols)) {
+            let (nr, nc) = (rr.len(), cr.len());
+            let part = self.read_region(rr, cr)?;
+            out.slice_mut(ndarray::s![oy..oy + nr, ox..ox + nc]).assign(&part);
+        }
+        Ok(out)
+    }
+}
+
+/// Reads a whole frame: header and `(rows, cols)` pixels.
+///
+/// # Errors
+/// Every [`FitsError`] of [`FitsReader::open`] and [`FitsReader::read_full`], including
+/// [`FitsError::NoFiniteData`] when every pixel is NaN/Inf/undefined.
+pub fn read_image(path: &Path) -> Result<(FrameHeader, Array2<f32>), FitsError> {
+    let mut reader = FitsReader::open(path)?;
+    let image = reader.read_full()?;
+    Ok((reader.header, image))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------------------------
+
+/// Sample format of an output image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleFormat {
+    /// Unsigned 16 bit as cameras write it: BITPIX 16 with BZERO 32768. Values are rounded and
+    /// clamped to 0..=65535. When the image has NaN pixels, `BLANK = -32768` (physical 0) marks them
+    /// and finite values are clamped to 1..=65535 instead, so they stay distinguishable.
+    U16,
+    /// 32-bit IEEE float (BITPIX -32); NaN is written as NaN.
+    F32,
+}
+
+/// Value of an output header card.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CardValue {
+    /// Integer.
+    Int(i64),
+    /// Floating point (must be finite).
+    Float(f64),
+    /// Printable ASCII string (long strings use the CONTINUE convention).
+    Str(String),
+    /// Logical.
+    Bool(bool),
+}
+
+/// One output header card.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Card {
+    /// Keyword: 1 to 8 characters of `A-Z 0-9 - _`.
+    pub key: String,
+    /// Value.
+    pub value: CardValue,
+    /// Comment (printable ASCII; may be empty).
+    pub comment: String,
+}
+
+impl Card {
+    /// A card from its parts.
+    pub fn new(key: &str, value: CardValue, comment: &str) -> Self {
+        Self { key: key.to_string(), value, comment: comment.to_string() }
+    }
+}
+
+/// Header content of an output file: cards (in order) and HISTORY lines.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OutputMeta {
+    /// Keyword cards, written in this order after the structural keywords.
+    pub cards: Vec<Card>,
+    /// HISTORY lines (printable ASCII; long lines are wrapped by cfitsio).
+    pub history: Vec<String>,
+}
+
+impl OutputMeta {
+    /// Metadata with `CREATOR = 'tlr <crate version> <kind>'`, the mark [`is_own_output`] recognises.
+    pub fn tlr_output(kind: &str) -> Self {
+        Self {
+            cards: vec![Card::new(
+                KEY_CREATOR,
+                CardValue::Str(format!("{CREATOR_PREFIX} {} {kind}", env!("CARGO_PKG_VERSION"))),
+                "program that wrote this file",
+            )],
+            history: Vec::new(),
+        }
+    }
+
+    /// Appends a card (builder style).
+    pub fn with_card(mut self, key: &str, value: CardValue, comment: &str) -> Self {
+        self.cards.push(Card::new(key, value, comment));
+        self
+    }
+
+    /// Appends a HISTORY line (builder style).
+    pub fn with_history(mut self, line: &str) -> Self {
+        self.history.push(line.to_string());
+        self
+    }
+}
+
+/// Keywords that the writer sets itself and that `OutputMeta` must not contain.
+const RESERVED_KEYS: &[&str] = &["SIMPLE", "BITPIX", "NAXIS", "EXTEND", "BZERO", "BSCALE", "BLANK", "END", "HISTORY", "COMMENT", "XTENSION", "PCOUNT", "GCOUNT"];
+
+fn check_text(out: &Path, what: &str, text: &str) -> Result<CString, FitsError> {
+    if !text.bytes().all(|b| (32..127).contains(&b)) {
+        return Err(FitsError::Output { path: out.to_path_buf(), reason: format!("{what} `{text}` is not printable ASCII") });
+    }
+    CString::new(text).map_err(|_| FitsError::Output { path: out.to_path_buf(), reason: format!("{what} contains NUL") })
+}
+
+fn validate_meta(out: &Path, meta: &OutputMeta) -> Result<(), FitsError> {
+    for card in &meta.cards {
+        let k = &card.key;
+        let valid = !k.is_empty() && k.len() <= 8 && k.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(FitsError::Output { path: out.to_path_buf(), reason: format!("card key `{k}` is not 1-8 characters of A-Z 0-9 - _") });
+        }
+        let structural = RESERVED_KEYS.contains(&k.as_str()) || (k.starts_with("NAXIS") && k[5..].bytes().all(|b| b.is_ascii_digit()));
+        if structural {
+            return Err(FitsError::Output { path: out.to_path_buf(), reason: format!("card key `{k}` is set by the writer itself") });
+        }
+        match &card.value {
+            CardValue::Float(x) if !x.is_finite() => {
+                return Err(FitsError::Output { path: out.to_path_buf(), reason: format!("card {k} has the non-finite value {x}") });
+            }
+            CardValue::Str(s) => {
+                check_text(out, &format!("value of {k}"), s)?;
+            }
+            _ => {}
+        }
+        check_text(out, &format!("comment of {k}"), &card.comment)?;
+    }
+    for line in &meta.history {
+        check_text(out, "HISTORY line", line)?;
+    }
+    Ok(())
+}
+
+/// Pixels prepared for cfitsio.
+enum Pixels {
+    F32(Vec<f32>),
+    U16 { data: Vec<u16>, blank: bool },
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Hidden temporary name next to `path` (dot-prefixed, so the frame scan ignores it).
+fn temp_path(path: &Path) -> Result<PathBuf, FitsError> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| FitsError::Output { path: path.to_path_buf(), reason: "the path has no file name".to_string() })?;
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".tmp-{}-{n}", std::process::id()));
+    Ok(path.with_file_name(tmp))
+}
+
+/// Writes header + data with cfitsio into `tmp` (which must not exist).
+fn write_with_cfitsio(out: &Path, tmp: &Path, dims: &[usize], pixels: &Pixels, meta: &OutputMeta) -> Result<(), FitsError> {
+    let c_name = c_path(tmp).map_err(|reason| FitsError::Output { path: out.to_path_buf(), reason })?;
+    let fail = |action: &'static str, status: c_int| {
+        let mut e = cfitsio_error(out, action, status);
+        if let FitsError::Cfitsio { message, .. } = &mut e {
+            message.push_str(&format!(" (temporary file `{}`)", tmp.display()));
+        }
+        e
+    };
+    let mut fptr: *mut sys::fitsfile = ptr::null_mut();
+    let mut status: c_int = 0;
+    // SAFETY: valid name; ffdkinit takes the name literally and fails if the file exists.
+    unsafe { sys::ffdkinit(&mut fptr, c_name.as_ptr(), &mut status) };
+    if status != 0 || fptr.is_null() {
+        return Err(fail("creating the file", status));
+    }
+    // SAFETY: a valid handle from ffdkinit; FitsFile closes it on drop (also on early return).
+    let mut file = unsafe { FitsFile::from_raw(fptr, fitsio::FileOpenMode::READWRITE) }
+        .map_err(|e| FitsError::Output { path: out.to_path_buf(), reason: e.to_string() })?;
+    // SAFETY (for every call below): `raw` stays valid while `file` lives; all strings are
+    // NUL-terminated CStrings that outlive the call.
+    let raw = unsafe { file.as_raw() };
+    let mut naxes: Vec<sys::LONGLONG> = dims.iter().rev().map(|&d| d as sys::LONGLONG).collect();
+    let img_type = match pixels {
+        Pixels::F32(_) => FLOAT_IMG,
+        Pixels::U16 { .. } => USHORT_IMG,
+    };
+    unsafe { sys::ffcrimll(raw, img_type, naxes.len() as c_int, naxes.as_mut_ptr(), &mut status) };
+    if status != 0 {
+        return Err(fail("creating the image", status));
+    }
+    if let Pixels::U16 { blank: true, .. } = pixels {
+        let key = CString::new("BLANK").unwrap_or_default();
+        let comment = CString::new("raw value of undefined pixels (physical 0)").unwrap_or_default();
+        unsafe { sys::ffpkyj(raw, key.as_ptr(), -32768, comment.as_ptr(), &mut status) };
+        if status != 0 {
+            return Err(fail("writing BLANK", status));
+        }
+    }
+    for card in &meta.cards {
+        let key = check_text(out, "card key", &card.key)?;
+        let comment = check_text(out, "card comment", &card.comment)?;
+        match &card.value {
+            CardValue::Int(v) => unsafe { sys::ffpkyj(raw, key.as_ptr(), *v, comment.as_ptr(), &mut status) },
+            CardValue::Float(v) => unsafe { sys::ffpkyd(raw, key.as_ptr(), *v, -15, comment.as_ptr(), &mut status) },
+            CardValue::Bool(v) => unsafe { sys::ffpkyl(raw, key.as_ptr(), c_int::from(*v), comment.as_ptr(), &mut status) },
+            CardValue::Str(s) => {
+                let value = check_text(out, "card value", s)?;
+                if s.len() <= 68 {
+                    unsafe { sys::ffpkys(raw, key.as_ptr(), value.as_ptr(), comment.as_ptr(), &mut status) }
+                } else {
+                    unsafe { sys::ffpkls(raw, key.as_ptr(), value.as_ptr(), comment.as_ptr(), &mut status) }
+                }
+            }
+        };
+        if status != 0 {
+            return Err(fail("writing header cards", status));
+        }
+    }
+    for line in &meta.history {
+        let text = check_text(out, "HISTORY line", line)?;
+        unsafe { sys::ffphis(raw, text.as_ptr(), &mut status) };
+        if status != 0 {
+            return Err(fail("writing HISTORY", status));
+        }
+    }
+    let mut first: Vec<c_long> = vec![1; dims.len()];
+    match pixels {
+        Pixels::F32(data) => unsafe {
+            sys::ffppx(raw, TFLOAT, first.as_mut_ptr(), data.len() as sys::LONGLONG, data.as_ptr() as *mut c_void, &mut status)
+        },
+        Pixels::U16 { data, .. } => unsafe {
+            sys::ffppx(raw, TUSHORT, first.as_mut_ptr(), data.len() as sys::LONGLONG, data.as_ptr() as *mut c_void, &mut status)
+        },
+    };
+    if status != 0 {
+        return Err(fail("writing pixels", status));
+    }
+    unsafe { sys::ffflus(raw, &mut status) };
+    if status != 0 {
+        return Err(fail("flushing", status));
+    }
+    drop(file); // closes; cfitsio already flushed, so a close error cannot lose data silently
+    Ok(())
+}
+
+fn write_atomic(path: &Path, dims: &[usize], pixels: Pixels, meta: &OutputMeta) -> Result<(), FitsError> {
+    validate_meta(path, meta)?;
+    if dims.contains(&0) {
+        return Err(FitsError::Output { path: path.to_path_buf(), reason: format!("cannot write an empty image of shape {dims:?}") });
+    }
+    let tmp = temp_path(path)?;
+    let result = write_with_cfitsio(path, &tmp, dims, &pixels, meta).and_then(|()| {
+        let f = fs::File::open(&tmp).map_err(|source| FitsError::OutputIo { path: tmp.clone(), action: "reopening the temporary file", source })?;
+        f.sync_all().map_err(|source| FitsError::OutputIo { path: tmp.clone(), action: "syncing the temporary file", source })?;
+        fs::rename(&tmp, path).map_err(|source| FitsError::OutputIo { path: path.to_path_buf(), action: "renaming the temporary file into place", source })
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn f32_pixels<'a>(it: impl Iterator<Item = &'a f32>) -> Pixels {
+    Pixels::F32(it.copied().collect())
+}
+
+fn u16_pixels<'a>(it: impl Iterator<Item = &'a f32> + Clone) -> Pixels {
+    let blank = it.clone().any(|v| v.is_nan());
+    let lo = if blank { 1.0 } else { 0.0 };
+    let data = it
+        .map(|&v| if v.is_nan() { 0 } else { v.round().clamp(lo, 65535.0) as u16 })
+        .collect();
+    Pixels::U16 { data, blank }
+}
+
+/// Writes a `(rows, cols)` image atomically: a hidden temporary file in the destination folder,
+/// fsync, then rename over `path` (an existing file is replaced). The header holds the structural
+/// keywords, then `meta.cards` in order, then `meta.history`.
+///
+/// # Errors
+/// [`FitsError::Output`] for an empty image or invalid cards (bad key, reserved key such as BITPIX
+/// or BZERO, non-finite float, non-ASCII text), [`FitsError::Cfitsio`] or [`FitsError::OutputIo`] when
+/// writing, syncing or renaming fails (the temporary file is removed).
+pub fn write_image_atomic(path: &Path, image: ArrayView2<f32>, format: SampleFormat, meta: &OutputMeta) -> Result<(), FitsError> {
+    let (r, c) = image.dim();
+    let pixels = match format {
+        SampleFormat::F32 => f32_pixels(image.iter()),
+        SampleFormat::U16 => u16_pixels(image.iter()),
+    };
+    write_atomic(path, &[r, c], pixels, meta)
+}
+
+/// Writes a `(planes, rows, cols)` cube as BITPIX -32 (NAXIS3 = planes), atomically like
+/// [`write_image_atomic`].
+///
+/// # Errors
+/// As [`write_image_atomic`].
+pub fn write_cube_atomic(path: &Path, planes: ArrayView3<f32>, meta: &OutputMeta) -> Result<(), FitsError> {
+    let (p, r, c) = planes.dim();
+    write_atomic(path, &[p, r, c], f32_pixels(planes.iter()), meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cards() {
+        let mut raw = format!("{:<80}", "DATE-OBS= '2018-09-07T22:31:45.431' / UTC start");
+        let c = parse_card(raw.as_bytes());
+        assert_eq!(c.key, "DATE-OBS");
+        assert_eq!(c.value.as_deref(), Some("2018-09-07T22:31:45.431"));
+        assert_eq!(c.comment, "UTC start");
+        raw = format!("{:<80}", "OBJECT  = 'O''Neil  '");
+        assert_eq!(parse_card(raw.as_bytes()).value.as_deref(), Some("O'Neil"));
+        raw = format!("{:<80}", "EXPTIME = 060.00 / Exposure");
+        assert_eq!(parse_card(raw.as_bytes()).value.as_deref(), Some("060.00"));
+        raw = format!("{:<80}", "HISTORY = not a value");
+        assert_eq!(parse_card(raw.as_bytes()).value, None);
+    }
+
+    #[test]
+    fn parses_dates() {
+        let utc = parse_date_obs("2017-12-20T01:33:43.317").unwrap();
+        let local = parse_date_obs("2017-12-19T18:33:43.317-0700").unwrap();
+        assert!((utc - local).abs() < 1e-6, "{utc} vs {local}");
+        assert_eq!(parse_date_obs("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(parse_date_obs("1970-01-02"), Some(86_400.0));
+        assert_eq!(parse_date_obs("1970-01-01T01:00:00+01:00"), Some(0.0));
+        assert_eq!(parse_date_obs("02/01/70"), Some(86_400.0));
+        assert_eq!(parse_date_obs("yesterday"), None);
+        assert_eq!(parse_date_obs("2020-13-01"), None);
+        assert_eq!(parse_date_obs("2020-01-01T25:00:00"), None);
+    }
+
+    #[test]
+    fn own_output_marker() {
+        assert!(is_own_output("tlr 0.1.0 mosaic"));
+        assert!(is_own_output("tlr"));
+        assert!(!is_own_output("tlr-simulate 0.1.0"));
+        assert!(!is_own_output("MicroObservatory2014-05-23"));
+    }
+}

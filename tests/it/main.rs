@@ -3,4 +3,6 @@
 mod global;
 mod mosaic;
 mod preview;
+mod simulate;
+mod stars;
 mod tile;

@@ -1,0 +1,1 @@
+//! Star detection and measurement tests (being written).
