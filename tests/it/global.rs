@@ -313,4 +313,19 @@ fn timing_global_pass_1024() {
     }
     let per = t.elapsed().as_secs_f64() * 1000.0 / frames.len() as f64;
     eprintln!("global pass: {per:.1} ms per 1024x1024 frame");
+    let t = std::time::Instant::now();
+    for f in &frames {
+        tlr_core::stats::background_and_noise(f.view(), 250_000);
+    }
+    let bg = t.elapsed().as_secs_f64() * 1000.0 / frames.len() as f64;
+    let t = std::time::Instant::now();
+    let opts = tlr_core::stars::DetectOptions {
+        max_stars: tlr_core::global::MAX_MEASURED_STARS,
+        ..Default::default()
+    };
+    for f in &frames {
+        tlr_core::stars::detect_stars(f.view(), &opts);
+    }
+    let det = t.elapsed().as_secs_f64() * 1000.0 / frames.len() as f64;
+    eprintln!("  of which background {bg:.1} ms, star detection {det:.1} ms");
 }
