@@ -18,7 +18,7 @@
 //!
 //! What it does not: read or write files, run in parallel, or decide which tiles are valid (the caller
 //! skips invalid tiles; pixels no valid tile covers come out NaN and are counted in
-//! [`Mosaic::uncovered_pixels`] / shown by [`Mosaic::weight_sum`]).
+//! [`Mosaic::uncovered_pixels`] / shown by [`Mosaic::coverage`]).
 //!
 //! Memory: two `f64` accumulators, 16 bytes per output pixel, plus two small 1-D windows per tile.
 
@@ -101,6 +101,23 @@ struct Window {
 }
 
 /// Accumulates reconstructed tiles into the output image (see the module docs).
+///
+/// ```
+/// use ndarray::{s, Array2};
+/// use tlr_core::mosaic::{psi, Mosaic};
+/// use tlr_core::tile::tile_grid;
+///
+/// let image = Array2::from_shape_fn((100, 120), |(y, x)| (y + 2 * x) as f32);
+/// let tiles = tile_grid(100, 120, 48, 0.25).unwrap();
+/// let mut mosaic = Mosaic::new(100, 120, &tiles);
+/// for t in &tiles {
+///     // In the pipeline this is the reconstructed tile; its warp variance gives the weight.
+///     mosaic.add(t, image.slice(s![t.rows(), t.cols()]), psi(0.5, 2.0));
+/// }
+/// assert_eq!(mosaic.uncovered_pixels(), 0);
+/// let out = mosaic.finish();
+/// assert!((out[[50, 60]] - image[[50, 60]]).abs() < 1e-3);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Mosaic {
     rows: usize,
@@ -303,9 +320,10 @@ impl Mosaic {
         &self.errors
     }
 
-    /// The accumulated blend weight `sum_t w_t(p) * psi_t` per pixel (0 where no valid tile contributed):
-    /// the coverage map for diagnostics.
-    pub fn weight_sum(&self) -> Array2<f32> {
+    /// The coverage map for diagnostics: the accumulated blend weight `sum_t w_t(p) * psi_t` per pixel,
+    /// 0 where no added tile contributed a finite value (those pixels come out NaN). Call it before
+    /// [`Mosaic::finish`].
+    pub fn coverage(&self) -> Array2<f32> {
         self.sum_w.mapv(|w| w as f32)
     }
 

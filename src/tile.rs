@@ -178,6 +178,15 @@ fn check_overlap(overlap_fraction: f32) -> Result<(), TileError> {
 /// An axis shorter than `tile_px` gets one tile of the full axis length. Tile lengths differ from
 /// `tile_px` only where no placement with exactly `tile_px` exists (module docs).
 ///
+/// ```
+/// use tlr_core::tile::{tile_grid, tile_size_px};
+///
+/// let t0 = tile_size_px(3.0, 32.0, 64, 512); // FWHM 3 px -> 96 px tiles
+/// let tiles = tile_grid(1024, 1024, t0, 0.25).unwrap();
+/// assert_eq!(tiles.len(), 14 * 14);
+/// assert_eq!((tiles[1].x0, tiles[1].w), (71, 96)); // 25 px overlap >= 24 px requested
+/// ```
+///
 /// # Errors
 /// [`TileError::EmptyImage`] when `rows` or `cols` is 0, [`TileError::ZeroTileSize`] when `tile_px` is 0,
 /// [`TileError::BadOverlap`] when `overlap_fraction` is not in `[0, 0.5]`.

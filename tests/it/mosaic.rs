@@ -64,7 +64,7 @@ fn constant_image_is_reproduced_everywhere_including_borders() {
         .collect();
     let (out, m) = blend(&image, &tiles, &psis);
     assert_eq!(m.uncovered_pixels(), 0);
-    assert!(m.weight_sum().iter().all(|&w| w > 0.0));
+    assert!(m.coverage().iter().all(|&w| w > 0.0));
     let max_err = out
         .iter()
         .map(|&v| (v - 1234.5).abs())
