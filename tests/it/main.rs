@@ -3,7 +3,11 @@
 mod config;
 mod examples;
 mod fits;
+mod global;
+mod mosaic;
 mod operator;
+mod preview;
 mod scan;
 mod simulate;
 mod stars;
+mod tile;
