@@ -392,18 +392,6 @@ fn parse_card(raw: &[u8]) -> HeaderCard {
             value: Some(value),
             comment: comment_of(&after),
         }
-<<<<<<< HEAD
-=======
-        let comment = after
-            .split_once('/')
-            .map(|(_, c)| c.trim().to_string())
-            .unwrap_or_default();
-        HeaderCard {
-            key,
-            value: Some(value.trim_end().to_string()),
-            comment,
-        }
->>>>>>> h/grid
     } else {
         let (value, comment) = match body.split_once('/') {
             Some((v, c)) => (v.trim(), c.trim()),
@@ -417,7 +405,6 @@ fn parse_card(raw: &[u8]) -> HeaderCard {
     }
 }
 
-<<<<<<< HEAD
 /// Appends a card, merging `CONTINUE` cards into a preceding string ending with `&` (the OGIP
 /// long-string convention).
 fn push_card(cards: &mut Vec<HeaderCard>, card: HeaderCard) {
@@ -435,8 +422,6 @@ fn push_card(cards: &mut Vec<HeaderCard>, card: HeaderCard) {
     cards.push(card);
 }
 
-=======
->>>>>>> h/grid
 fn parse_int(
     path: &Path,
     hdu: usize,
@@ -511,14 +496,10 @@ fn read_header_at(
             return Err(FitsError::HeaderTruncated {
                 path: path.to_path_buf(),
                 hdu,
-<<<<<<< HEAD
                 reason: format!(
                     "the file ends {} bytes into the header, before its END card",
                     file_len.saturating_sub(start)
                 ),
-=======
-                bytes: file_len.saturating_sub(start),
->>>>>>> h/grid
             });
         }
         file.read_exact(&mut block).map_err(io_err)?;
@@ -646,7 +627,6 @@ fn image_geometry(
                     path: path.to_path_buf(),
                     reason: format!("an empty {rows}x{cols} image"),
                 });
-<<<<<<< HEAD
             }
             // A tile-compressed header can promise any size; refuse what cannot be a camera frame
             // before anything allocates it.
@@ -655,8 +635,6 @@ fn image_geometry(
                     path: path.to_path_buf(),
                     reason: format!("a {rows}x{cols} image (more than {MAX_PIXELS} pixels)"),
                 });
-=======
->>>>>>> h/grid
             }
             Ok((bitpix, dims.len(), *rows, *cols))
         }
@@ -737,7 +715,6 @@ fn read_layout(path: &Path) -> Result<Layout, FitsError> {
                     need,
                 });
             }
-<<<<<<< HEAD
             if have < padded {
                 return Err(FitsError::Unpadded {
                     path: path.to_path_buf(),
@@ -746,8 +723,6 @@ fn read_layout(path: &Path) -> Result<Layout, FitsError> {
                     need: padded,
                 });
             }
-=======
->>>>>>> h/grid
             return Ok(Layout {
                 hdu,
                 cards,

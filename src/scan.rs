@@ -89,11 +89,7 @@ impl ScanReport {
             Ok(())
         } else {
             Err(ScanError::Skipped {
-<<<<<<< HEAD
                 dir: self.dir.clone(),
-=======
-                dir: dir.to_path_buf(),
->>>>>>> h/grid
                 count: self.skipped.len(),
                 list: list_skipped(&self.skipped),
             })
@@ -333,10 +329,7 @@ pub fn scan_folder(dir: &Path, options: &ScanOptions) -> Result<ScanReport, Scan
     }
     let (rows, cols) = (frames[0].rows, frames[0].cols);
     Ok(ScanReport {
-<<<<<<< HEAD
         dir: dir.to_path_buf(),
-=======
->>>>>>> h/grid
         frames,
         skipped,
         rows,
