@@ -180,13 +180,10 @@ pub fn write_diagnostics(
         written.push(fits_out("warp_dx.fits", dx.view())?);
         written.push(fits_out("warp_dy.fits", dy.view())?);
         let png = dir.join("warp_field.png");
-        let rms: Vec<(tlr_core::TileBox, tlr_core::Shift)> = run
-            .tiles
-            .iter()
-            .filter(|t| t.valid)
-            .map(|t| (t.tile, rms_shift(t)))
-            .collect();
-        preview::write_warp_field_png(&png, run.image.view(), &rms).map_err(|e| StageError::Output {
+        let valid: Vec<&crate::accumulator::TileSummary> = run.tiles.iter().filter(|t| t.valid).collect();
+        let boxes: Vec<tlr_core::TileBox> = valid.iter().map(|t| t.tile).collect();
+        let arrows: Vec<tlr_core::Shift> = valid.iter().map(|t| rms_shift(t)).collect();
+        preview::write_warp_field_png(&png, run.image.view(), &boxes, &arrows, 0.0).map_err(|e| StageError::Output {
             path: png.clone(),
             message: e.to_string(),
         })?;
@@ -199,9 +196,10 @@ pub fn write_diagnostics(
         }
         written.push(fits_out("invalid_tile_map.fits", map.view().insert_axis(ndarray::Axis(0)))?);
         let png = dir.join("tile_invalid_map.png");
-        let boxes: Vec<(tlr_core::TileBox, bool)> = run.tiles.iter().map(|t| (t.tile, t.valid)).collect();
+        let boxes: Vec<tlr_core::TileBox> = run.tiles.iter().map(|t| t.tile).collect();
+        let valid: Vec<bool> = run.tiles.iter().map(|t| t.valid).collect();
         let (rows, cols) = run.image.dim();
-        preview::write_tile_map_png(&png, rows, cols, &boxes).map_err(|e| StageError::Output {
+        preview::write_tile_map_png(&png, rows, cols, &boxes, &valid).map_err(|e| StageError::Output {
             path: png.clone(),
             message: e.to_string(),
         })?;

@@ -247,11 +247,11 @@ pub async fn run(
     let median_fwhm = median_fwhm(&global);
     let tile_px = tile::tile_size_px(
         median_fwhm,
-        cfg.tile.size_factor,
+        cfg.tile.size_factor as f32,
         cfg.tile.min_size,
         cfg.tile.max_size,
     );
-    let tiles = tile::tile_grid(rows, cols, tile_px, cfg.tile.overlap_fraction)
+    let tiles = tile::tile_grid(rows, cols, tile_px, cfg.tile.overlap_fraction as f32)
         .map_err(|e| StageError::input("reader", e.to_string()))?;
     let margin = cfg.tile.margin_px;
     events(&Event::GlobalDone {
@@ -287,7 +287,7 @@ pub async fn run(
         rows,
         cols,
         &tiles,
-        cfg.registration.local_tiles.variance_window_sigma,
+        cfg.registration.local_tiles.variance_window_sigma as f32,
         Arc::clone(&events),
     );
     let used_frames = global.frames.clone();
@@ -387,13 +387,31 @@ pub fn build_runtime(parallel_tiles: usize) -> std::io::Result<tokio::runtime::R
         .build()
 }
 
-/// The operator settings for `mode` from the configuration.
+/// The operator settings for `mode` from the configuration (the runtime struct the config builds).
 pub fn operator_params(cfg: &Config, mode: Registration) -> OperatorParams {
-    let mut params = cfg.operator_params();
-    if mode == Registration::GlobalOnly {
-        params.mode = operator::Mode::GlobalOnly;
+    let local = &cfg.registration.local_tiles;
+    OperatorParams {
+        iterations: cfg.v4.iterations,
+        beta: cfg.v4.beta as f32,
+        ecc_cc_min: local.ecc_cc_min as f32,
+        min_valid_frames: local.min_valid_frames,
+        max_warp_delta_px: local.max_warp_delta_px as f32,
+        temporal_smoothing_window: local.temporal_smoothing_window,
+        smoothing: match local.smoothing {
+            tlr_core::config::Smoothing::Savgol => operator::Smoothing::SavitzkyGolay,
+            tlr_core::config::Smoothing::Median => operator::Smoothing::Median,
+            tlr_core::config::Smoothing::None => operator::Smoothing::None,
+        },
+        epsilon_rel: cfg.v4.convergence.epsilon_rel as f32,
+        convergence_enabled: cfg.v4.convergence.enabled,
+        rejection_kappa: local.rejection_kappa as f32,
+        variance_window_sigma: local.variance_window_sigma as f32,
+        mode: match mode {
+            Registration::TileLocal => operator::Mode::Local,
+            Registration::GlobalOnly => operator::Mode::GlobalOnly,
+        },
+        ..OperatorParams::default()
     }
-    params
 }
 
 fn median_fwhm(global: &GlobalSummary) -> f32 {
