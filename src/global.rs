@@ -52,8 +52,9 @@ pub const MIN_STAR_FRACTION: f32 = 0.25;
 
 /// The global pass measures at most this many star candidates per frame (the brightest), so
 /// [`FrameQuality::stars`] saturates here. Star measurement (a profile fit per star) dominates the cost
-/// of the pass, about 0.4 ms per star; 250 bright stars are plenty for the FWHM and the match.
-pub const MAX_MEASURED_STARS: usize = 250;
+/// of the pass (about 0.4 ms per star in release builds); 150 bright stars are plenty for the FWHM and the
+/// match.
+pub const MAX_MEASURED_STARS: usize = 150;
 
 /// Per-frame measurements of the global pass.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
