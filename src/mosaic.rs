@@ -157,9 +157,46 @@ fn window_1d(n: usize, lead: usize, trail: usize) -> Vec<f32> {
     w
 }
 
+/// For every tile, the positions of the other tiles whose boxes intersect it (ascending), found through a
+/// coarse grid of cells as large as the largest tile edge, so that building the windows is linear in the
+/// number of tiles rather than quadratic.
+fn intersecting(tiles: &[TileBox]) -> Vec<Vec<usize>> {
+    let cell = tiles.iter().map(|t| t.w.max(t.h)).max().unwrap_or(1).max(1);
+    let span = |a: usize, len: usize| a / cell..=(a + len.max(1) - 1) / cell;
+    let mut cells: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+    for (i, t) in tiles.iter().enumerate() {
+        for cy in span(t.y0, t.h) {
+            for cx in span(t.x0, t.w) {
+                cells.entry((cy, cx)).or_default().push(i);
+            }
+        }
+    }
+    tiles
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut found = Vec::new();
+            for cy in span(t.y0, t.h) {
+                for cx in span(t.x0, t.w) {
+                    if let Some(list) = cells.get(&(cy, cx)) {
+                        found.extend(list.iter().copied().filter(|&j| j != i));
+                    }
+                }
+            }
+            found.sort_unstable();
+            found.dedup();
+            found
+        })
+        .collect()
+}
+
 /// Ramp lengths `(lead, trail)` of tile `t` along one axis: the largest overlap with a tile that reaches
 /// past the side (and overlaps `t` on the other axis), capped at half the tile length.
-fn ramps(t: &TileBox, tiles: &[TileBox], along_x: bool) -> (usize, usize) {
+fn ramps<'a>(
+    t: &TileBox,
+    tiles: impl Iterator<Item = &'a TileBox>,
+    along_x: bool,
+) -> (usize, usize) {
     let (a0, a1) = if along_x {
         (t.x0, t.x0 + t.w)
     } else {
@@ -200,12 +237,13 @@ impl Mosaic {
     pub fn new(rows: usize, cols: usize, tiles: &[TileBox]) -> Self {
         let mut by_index = BTreeMap::new();
         let mut windows = Vec::with_capacity(tiles.len());
-        for t in tiles {
+        let near = intersecting(tiles);
+        for (t, near) in tiles.iter().zip(&near) {
             if by_index.contains_key(&t.index) {
                 continue;
             }
-            let (top, bottom) = ramps(t, tiles, false);
-            let (left, right) = ramps(t, tiles, true);
+            let (top, bottom) = ramps(t, near.iter().map(|&j| &tiles[j]), false);
+            let (left, right) = ramps(t, near.iter().map(|&j| &tiles[j]), true);
             by_index.insert(t.index, windows.len());
             windows.push(Window {
                 tile: *t,
