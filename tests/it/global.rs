@@ -365,3 +365,22 @@ fn timing_global_pass_1024() {
     let det = t.elapsed().as_secs_f64() * 1000.0 / frames.len() as f64;
     eprintln!("  of which background {bg:.1} ms, star detection {det:.1} ms");
 }
+
+#[test]
+fn simulated_cloud_frame_gets_a_low_weight() {
+    let mut cfg = SimConfig::new(Scenario::Static, 8, 384, 384, 17);
+    cfg.bad_frames = true;
+    let s = Simulation::new(cfg);
+    let cloud = s.cloud_frame().expect("the simulator adds a cloudy frame");
+    let mut pass = GlobalPass::new();
+    let q: Vec<FrameQuality> = (0..s.frames())
+        .map(|i| pass.add_frame(s.frame(i).view()))
+        .collect();
+    let w = global_weights(&q);
+    let mut others: Vec<f32> = (0..w.len()).filter(|&i| i != cloud).map(|i| w[i]).collect();
+    others.sort_by(f32::total_cmp);
+    let typical = others[others.len() / 2];
+    eprintln!("sim weights {w:?} (cloud frame {cloud})");
+    assert!(w[cloud] < 0.3 * typical, "cloud {} vs typical {typical}", w[cloud]);
+    assert!(q[cloud].background > 1.1 * q[0].background);
+}
