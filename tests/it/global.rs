@@ -381,6 +381,10 @@ fn simulated_cloud_frame_gets_a_low_weight() {
     others.sort_by(f32::total_cmp);
     let typical = others[others.len() / 2];
     eprintln!("sim weights {w:?} (cloud frame {cloud})");
-    assert!(w[cloud] < 0.3 * typical, "cloud {} vs typical {typical}", w[cloud]);
+    assert!(
+        w[cloud] < 0.3 * typical,
+        "cloud {} vs typical {typical}",
+        w[cloud]
+    );
     assert!(q[cloud].background > 1.1 * q[0].background);
 }
