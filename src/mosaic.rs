@@ -23,7 +23,7 @@
 //! Memory: two `f64` accumulators, 16 bytes per output pixel, plus two small 1-D windows per tile.
 
 use crate::geom::TileBox;
-use ndarray::{Array2, ArrayView2};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, Zip};
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -329,21 +329,25 @@ impl Mosaic {
         let psi = f64::from(psi);
         let y_end = (tile.y0 + tile.h).min(self.rows);
         let x_end = (tile.x0 + tile.w).min(self.cols);
+        if y_end <= tile.y0 || x_end <= tile.x0 {
+            return Ok(()); // the tile lies entirely outside the image
+        }
+        let n = x_end - tile.x0;
+        let cols = ArrayView1::from(&win.cols[..n]);
         for y in tile.y0..y_end {
             let i = y - tile.y0;
             let wy = f64::from(win.rows[i]) * psi;
-            let src = image.row(i);
-            let mut acc_wi = self.sum_wi.row_mut(y);
-            let mut acc_w = self.sum_w.row_mut(y);
-            for x in tile.x0..x_end {
-                let j = x - tile.x0;
-                let v = src[j];
-                if v.is_finite() {
-                    let w = wy * f64::from(win.cols[j]);
-                    acc_wi[x] += w * f64::from(v);
-                    acc_w[x] += w;
-                }
-            }
+            Zip::from(self.sum_wi.slice_mut(s![y, tile.x0..x_end]))
+                .and(self.sum_w.slice_mut(s![y, tile.x0..x_end]))
+                .and(image.slice(s![i, ..n]))
+                .and(&cols)
+                .for_each(|acc_wi, acc_w, &v, &wx| {
+                    if v.is_finite() {
+                        let w = wy * f64::from(wx);
+                        *acc_wi += w * f64::from(v);
+                        *acc_w += w;
+                    }
+                });
         }
         Ok(())
     }
@@ -373,7 +377,7 @@ impl Mosaic {
     /// The normalised image of the tiles added so far (NaN where the weight sum is 0), without consuming.
     pub fn image(&self) -> Array2<f32> {
         let mut out = Array2::from_elem((self.rows, self.cols), f32::NAN);
-        ndarray::Zip::from(&mut out)
+        Zip::from(&mut out)
             .and(&self.sum_wi)
             .and(&self.sum_w)
             .for_each(|o, &wi, &w| {
