@@ -52,8 +52,9 @@ pub const MIN_STAR_FRACTION: f32 = 0.25;
 
 /// The global pass measures at most this many star candidates per frame (the brightest), so
 /// [`FrameQuality::stars`] saturates here. Star measurement (a profile fit per star) dominates the cost
-/// of the pass, about 0.4 ms per star; 250 bright stars are plenty for the FWHM and the match.
-pub const MAX_MEASURED_STARS: usize = 250;
+/// of the pass (about 0.4 ms per star in release builds); 150 bright stars are plenty for the FWHM and the
+/// match.
+pub const MAX_MEASURED_STARS: usize = 150;
 
 /// Per-frame measurements of the global pass.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -189,11 +190,17 @@ pub struct GlobalFrame {
 }
 
 /// The streamed global pass (see the module docs). Feed frames in order with [`GlobalPass::add_frame`].
+///
+/// The geometry stays that of the reference frame, but its star list is upgraded when a later frame
+/// has at least twice as many usable stars (e.g. the reference was taken through thin cloud) and matched
+/// well: that frame's stars, mapped back into reference coordinates with its fitted transform, become the
+/// list later frames are matched against.
 #[derive(Debug, Clone, Default)]
 pub struct GlobalPass {
     options: GlobalOptions,
     reference: Option<Vec<StarPoint>>,
     reference_index: Option<usize>,
+    reference_upgrades: usize,
     frames: usize,
 }
 
@@ -273,10 +280,26 @@ impl GlobalPass {
                     out.transform = Some(sm.transform);
                     out.matches = sm.matches;
                     out.rms_px = sm.rms_px;
+                    let upgrade = m.points.len() >= 2 * reference.len()
+                        && sm.matches >= self.options.min_matches.max(reference.len() / 2);
+                    if upgrade {
+                        self.reference = Some(to_reference_frame(&m.points, &sm.transform));
+                        self.reference_upgrades += 1;
+                    }
                 }
             }
         }
         out
+    }
+
+    /// Number of stars in the current reference star list.
+    pub fn reference_stars(&self) -> usize {
+        self.reference.as_ref().map_or(0, Vec::len)
+    }
+
+    /// How often the reference star list was replaced by a richer frame's stars (see [`GlobalPass`]).
+    pub fn reference_upgrades(&self) -> usize {
+        self.reference_upgrades
     }
 }
 
@@ -328,6 +351,22 @@ pub fn measure_frame(image: ArrayView2<f32>, options: &GlobalOptions) -> FrameMe
         .collect();
     m.fwhm = median(&fwhms);
     m
+}
+
+/// `points` (frame coordinates) mapped into reference coordinates: solves `p + d(p) = q` for `p` by
+/// fixed-point iteration (the linear part is small, so three rounds are exact to float precision).
+fn to_reference_frame(points: &[StarPoint], t: &FrameTransform) -> Vec<StarPoint> {
+    points
+        .iter()
+        .map(|q| {
+            let (mut y, mut x) = (q.y - t.shift.dy, q.x - t.shift.dx);
+            for _ in 0..3 {
+                let d = t.displacement_at(y, x);
+                (y, x) = (q.y - d.dy, q.x - d.dx);
+            }
+            StarPoint { y, x, flux: q.flux }
+        })
+        .collect()
 }
 
 /// Star detection settings of the global pass: the defaults, measuring at most

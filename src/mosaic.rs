@@ -23,7 +23,7 @@
 //! Memory: two `f64` accumulators, 16 bytes per output pixel, plus two small 1-D windows per tile.
 
 use crate::geom::TileBox;
-use ndarray::{Array2, ArrayView2};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, Zip};
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -157,9 +157,46 @@ fn window_1d(n: usize, lead: usize, trail: usize) -> Vec<f32> {
     w
 }
 
+/// For every tile, the positions of the other tiles whose boxes intersect it (ascending), found through a
+/// coarse grid of cells as large as the largest tile edge, so that building the windows is linear in the
+/// number of tiles rather than quadratic.
+fn intersecting(tiles: &[TileBox]) -> Vec<Vec<usize>> {
+    let cell = tiles.iter().map(|t| t.w.max(t.h)).max().unwrap_or(1).max(1);
+    let span = |a: usize, len: usize| a / cell..=(a + len.max(1) - 1) / cell;
+    let mut cells: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+    for (i, t) in tiles.iter().enumerate() {
+        for cy in span(t.y0, t.h) {
+            for cx in span(t.x0, t.w) {
+                cells.entry((cy, cx)).or_default().push(i);
+            }
+        }
+    }
+    tiles
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut found = Vec::new();
+            for cy in span(t.y0, t.h) {
+                for cx in span(t.x0, t.w) {
+                    if let Some(list) = cells.get(&(cy, cx)) {
+                        found.extend(list.iter().copied().filter(|&j| j != i));
+                    }
+                }
+            }
+            found.sort_unstable();
+            found.dedup();
+            found
+        })
+        .collect()
+}
+
 /// Ramp lengths `(lead, trail)` of tile `t` along one axis: the largest overlap with a tile that reaches
 /// past the side (and overlaps `t` on the other axis), capped at half the tile length.
-fn ramps(t: &TileBox, tiles: &[TileBox], along_x: bool) -> (usize, usize) {
+fn ramps<'a>(
+    t: &TileBox,
+    tiles: impl Iterator<Item = &'a TileBox>,
+    along_x: bool,
+) -> (usize, usize) {
     let (a0, a1) = if along_x {
         (t.x0, t.x0 + t.w)
     } else {
@@ -200,12 +237,13 @@ impl Mosaic {
     pub fn new(rows: usize, cols: usize, tiles: &[TileBox]) -> Self {
         let mut by_index = BTreeMap::new();
         let mut windows = Vec::with_capacity(tiles.len());
-        for t in tiles {
+        let near = intersecting(tiles);
+        for (t, near) in tiles.iter().zip(&near) {
             if by_index.contains_key(&t.index) {
                 continue;
             }
-            let (top, bottom) = ramps(t, tiles, false);
-            let (left, right) = ramps(t, tiles, true);
+            let (top, bottom) = ramps(t, near.iter().map(|&j| &tiles[j]), false);
+            let (left, right) = ramps(t, near.iter().map(|&j| &tiles[j]), true);
             by_index.insert(t.index, windows.len());
             windows.push(Window {
                 tile: *t,
@@ -291,21 +329,25 @@ impl Mosaic {
         let psi = f64::from(psi);
         let y_end = (tile.y0 + tile.h).min(self.rows);
         let x_end = (tile.x0 + tile.w).min(self.cols);
+        if y_end <= tile.y0 || x_end <= tile.x0 {
+            return Ok(()); // the tile lies entirely outside the image
+        }
+        let n = x_end - tile.x0;
+        let cols = ArrayView1::from(&win.cols[..n]);
         for y in tile.y0..y_end {
             let i = y - tile.y0;
             let wy = f64::from(win.rows[i]) * psi;
-            let src = image.row(i);
-            let mut acc_wi = self.sum_wi.row_mut(y);
-            let mut acc_w = self.sum_w.row_mut(y);
-            for x in tile.x0..x_end {
-                let j = x - tile.x0;
-                let v = src[j];
-                if v.is_finite() {
-                    let w = wy * f64::from(win.cols[j]);
-                    acc_wi[x] += w * f64::from(v);
-                    acc_w[x] += w;
-                }
-            }
+            Zip::from(self.sum_wi.slice_mut(s![y, tile.x0..x_end]))
+                .and(self.sum_w.slice_mut(s![y, tile.x0..x_end]))
+                .and(image.slice(s![i, ..n]))
+                .and(&cols)
+                .for_each(|acc_wi, acc_w, &v, &wx| {
+                    if v.is_finite() {
+                        let w = wy * f64::from(wx);
+                        *acc_wi += w * f64::from(v);
+                        *acc_w += w;
+                    }
+                });
         }
         Ok(())
     }
@@ -335,7 +377,7 @@ impl Mosaic {
     /// The normalised image of the tiles added so far (NaN where the weight sum is 0), without consuming.
     pub fn image(&self) -> Array2<f32> {
         let mut out = Array2::from_elem((self.rows, self.cols), f32::NAN);
-        ndarray::Zip::from(&mut out)
+        Zip::from(&mut out)
             .and(&self.sum_wi)
             .and(&self.sum_w)
             .for_each(|o, &wi, &w| {

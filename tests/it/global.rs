@@ -208,6 +208,42 @@ fn drifts_of_a_quarter_frame_are_found_subpixel() {
 }
 
 #[test]
+fn a_poor_reference_frame_is_upgraded_without_moving_the_geometry() {
+    let (rows, cols) = (400, 400);
+    let stars = sky(rows, cols, 300, 51);
+    let mut pass = GlobalPass::new();
+    // First frame through thick cloud: only the brightest stars show.
+    let first = render(rows, cols, &stars, Shift::ZERO, 3.0, 0.015, 900.0, 8.0, 1);
+    let q0 = pass.add_frame(first.view());
+    assert!(q0.shift_ok, "{q0:?}");
+    let poor = pass.reference_stars();
+    for (i, t) in [
+        Shift::new(1.25, -2.5),
+        Shift::new(-7.75, 3.5),
+        Shift::new(20.5, 30.25),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let img = render(rows, cols, &stars, t, 3.0, 1.0, 800.0, 8.0, 10 + i as u64);
+        let q = pass.add_frame(img.view());
+        assert!(
+            q.shift_ok && (q.shift - t).norm() < 0.1,
+            "frame {}: {q:?} vs {t:?}",
+            i + 1
+        );
+    }
+    assert_eq!(pass.reference_index(), Some(0));
+    assert_eq!(
+        pass.reference_upgrades(),
+        1,
+        "{poor} -> {}",
+        pass.reference_stars()
+    );
+    assert!(pass.reference_stars() >= 2 * poor);
+}
+
+#[test]
 fn cloudy_and_blurred_frames_get_low_weights() {
     let (rows, cols) = (300, 300);
     let stars = sky(rows, cols, 250, 31);
@@ -328,4 +364,27 @@ fn timing_global_pass_1024() {
     }
     let det = t.elapsed().as_secs_f64() * 1000.0 / frames.len() as f64;
     eprintln!("  of which background {bg:.1} ms, star detection {det:.1} ms");
+}
+
+#[test]
+fn simulated_cloud_frame_gets_a_low_weight() {
+    let mut cfg = SimConfig::new(Scenario::Static, 8, 384, 384, 17);
+    cfg.bad_frames = true;
+    let s = Simulation::new(cfg);
+    let cloud = s.cloud_frame().expect("the simulator adds a cloudy frame");
+    let mut pass = GlobalPass::new();
+    let q: Vec<FrameQuality> = (0..s.frames())
+        .map(|i| pass.add_frame(s.frame(i).view()))
+        .collect();
+    let w = global_weights(&q);
+    let mut others: Vec<f32> = (0..w.len()).filter(|&i| i != cloud).map(|i| w[i]).collect();
+    others.sort_by(f32::total_cmp);
+    let typical = others[others.len() / 2];
+    eprintln!("sim weights {w:?} (cloud frame {cloud})");
+    assert!(
+        w[cloud] < 0.3 * typical,
+        "cloud {} vs typical {typical}",
+        w[cloud]
+    );
+    assert!(q[cloud].background > 1.1 * q[0].background);
 }

@@ -256,3 +256,36 @@ fn blending_is_deterministic() {
         .zip(b.iter())
         .all(|(x, y)| x.to_bits() == y.to_bits()));
 }
+
+#[test]
+#[ignore = "timing; run with --ignored --nocapture (release or the test profile)"]
+fn timing_mosaic_1024() {
+    let image = gradient(1024, 1024);
+    let tiles = tile_grid(1024, 1024, 96, 0.25).unwrap();
+    let cuts: Vec<Array2<f32>> = tiles.iter().map(|t| cut(&image, t)).collect();
+    let t = std::time::Instant::now();
+    let mut m = Mosaic::new(1024, 1024, &tiles);
+    let t_new = t.elapsed();
+    for (tile, c) in tiles.iter().zip(&cuts) {
+        m.add(tile, c.view(), 0.9);
+    }
+    let t_add = t.elapsed();
+    let out = m.finish();
+    eprintln!(
+        "mosaic 1024x1024, {} tiles: new {:.1} ms, + add {:.1} ms, + finish {:.1} ms",
+        tiles.len(),
+        t_new.as_secs_f64() * 1e3,
+        t_add.as_secs_f64() * 1e3,
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    assert!(out[[0, 0]].is_finite());
+    let tiles = tile_grid(4000, 6000, 64, 0.25).unwrap();
+    let t = std::time::Instant::now();
+    let m = Mosaic::new(4000, 6000, &tiles);
+    eprintln!(
+        "mosaic 6000x4000, {} tiles: new {:.1} ms",
+        tiles.len(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    assert_eq!(m.dim(), (4000, 6000));
+}
