@@ -28,6 +28,14 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Bytes this process has read through `read(2)` and friends so far (`rchar` of `/proc/self/io`), page
+/// cache hits included: the honest count of what a run asked the storage for.
+pub fn bytes_read() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    let line = io.lines().find(|l| l.starts_with("rchar:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Checks the RSS against the configured limits. Cheap to clone; warns at most once per run.
 #[derive(Clone)]
 pub struct MemoryGuard {

@@ -28,7 +28,7 @@ use tlr_core::tile;
 use crate::accumulator::{Accumulator, TileSummary};
 use crate::error::StageError;
 use crate::events::{Event, EventSink};
-use crate::memory::{peak_rss_bytes, MemoryGuard};
+use crate::memory::{bytes_read, peak_rss_bytes, MemoryGuard};
 use crate::reader::{FrameReader, GlobalSummary, ReadPlan};
 use crate::source::{FileFrames, FrameStore, MemoryFrames};
 use crate::workers::{TileProcessor, Workers};
@@ -127,6 +127,8 @@ pub struct RunSummary {
     pub elapsed_s: f64,
     /// Peak resident memory of the process so far, MiB.
     pub peak_rss_mib: Option<u64>,
+    /// Bytes the process read during the run (frames, and anything else it read), when measurable.
+    pub bytes_read: Option<u64>,
     /// Digest of the effective configuration (also in the FITS HISTORY).
     pub config_digest: String,
 }
@@ -188,6 +190,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<RunOutput, StageError> {
     let started = Instant::now();
+    let read_before = bytes_read();
     let cfg = &options.config;
     let memory = MemoryGuard::new(
         cfg.v4.memory_limits.rss_warn_mb,
@@ -347,6 +350,9 @@ pub async fn run(
             .and_then(|f| store.meta(f.index).date_obs),
         elapsed_s: started.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_bytes().map(|b| b >> 20),
+        bytes_read: bytes_read()
+            .zip(read_before)
+            .map(|(after, before)| after.saturating_sub(before)),
         config_digest: cfg.digest(),
     };
     events(&Event::Finished {

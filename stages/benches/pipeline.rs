@@ -1,0 +1,114 @@
+//! Whole-pipeline benchmark (issue 4's speed and memory targets). Prints figures; asserts nothing.
+//!
+//! Simulates `--scenario seeing --frames 100 --width 1024 --height 1024` once (cached under
+//! `target/bench-data/`), then runs the `tlr` binary on it with 1 and 2 workers in this one process's
+//! lifetime, alternating, and reports per run: wall time, the speed-up 1 → 2 workers as a ratio measured in
+//! this run, the child's peak RSS (VmHWM) and the bytes it read relative to the data set size.
+//!
+//! Run: `cargo bench -p tlr --bench pipeline` (env `TLR_BENCH_FRAMES`, `TLR_BENCH_SIZE`, `TLR_BENCH_REPEAT`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn tlr() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tlr"))
+}
+
+fn dataset(frames: usize, size: usize) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/bench-data")
+        .join(format!("seeing-{frames}x{size}"));
+    if !dir.join(format!("frame_{:04}.fits", frames - 1)).exists() {
+        let status = tlr()
+            .args(["simulate", dir.to_str().unwrap(), "--scenario", "seeing", "--seed", "1"])
+            .args(["--frames", &frames.to_string()])
+            .args(["--width", &size.to_string(), "--height", &size.to_string()])
+            .status()
+            .expect("tlr simulate runs");
+        assert!(status.success(), "simulate failed");
+    }
+    dir
+}
+
+fn data_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("frame_"))
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+struct Figures {
+    wall_s: f64,
+    peak_rss_mib: f64,
+    bytes_read: f64,
+    tiles: u64,
+}
+
+fn run(dir: &Path, workers: usize, out: &Path, global_only: bool) -> Figures {
+    let started = Instant::now();
+    let mut cmd = tlr();
+    cmd.args(["run", dir.to_str().unwrap(), "-o", out.to_str().unwrap(), "--json"])
+        .args(["--parallel-tiles", &workers.to_string()]);
+    if global_only {
+        cmd.arg("--global-only");
+    }
+    let output = cmd.output().expect("tlr run runs");
+    let wall_s = started.elapsed().as_secs_f64();
+    assert!(
+        output.status.success(),
+        "run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "finished")
+        .expect("a finished event")["summary"]
+        .clone();
+    Figures {
+        wall_s,
+        peak_rss_mib: summary["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+        bytes_read: summary["bytes_read"].as_f64().unwrap_or(f64::NAN),
+        tiles: summary["tiles_total"].as_u64().unwrap_or(0),
+    }
+}
+
+fn main() {
+    let frames = env_usize("TLR_BENCH_FRAMES", 100);
+    let size = env_usize("TLR_BENCH_SIZE", 1024);
+    let repeat = env_usize("TLR_BENCH_REPEAT", 2);
+    let dir = dataset(frames, size);
+    let total = data_bytes(&dir) as f64;
+    let scratch = tempfile::tempdir().unwrap();
+    let out = scratch.path().join("bench.fits");
+    println!("pipeline benchmark: {frames} frames of {size}x{size} (seeing), data set {:.1} MB", total / 1e6);
+    let mut best = [f64::INFINITY; 2];
+    for round in 0..repeat {
+        for (slot, workers) in [1usize, 2].into_iter().enumerate() {
+            let f = run(&dir, workers, &out, false);
+            best[slot] = best[slot].min(f.wall_s);
+            println!(
+                "round {round} workers {workers}: wall {:.2} s, peak RSS {:.0} MiB, read {:.2}x the data set, {} tiles",
+                f.wall_s,
+                f.peak_rss_mib,
+                f.bytes_read / total,
+                f.tiles
+            );
+        }
+    }
+    println!(
+        "best wall: 1 worker {:.2} s, 2 workers {:.2} s, speed-up 1 -> 2 workers {:.2}x",
+        best[0],
+        best[1],
+        best[0] / best[1]
+    );
+    let g = run(&dir, 2, &out, true);
+    println!("global-only baseline, 2 workers: wall {:.2} s", g.wall_s);
+}
