@@ -65,6 +65,10 @@
 //! seed shows the same sky. Per-frame parameters are drawn once in [`Simulation::new`]; the noise of frame
 //! `i` comes from its own `StdRng` seeded from `(seed, i)`, so `frame(i)` does not depend on call order.
 
+// `!(x > t)` is used on purpose throughout: unlike `x <= t` it is also true for NaN, which must be
+// rejected as well.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 use std::f32::consts::PI;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -20,6 +20,10 @@
 //! not measured. No allocation beyond a few image-sized buffers; about 20–40 ms for a 1024 x 1024
 //! frame in release builds.
 
+// `!(x > t)` is used on purpose throughout: unlike `x <= t` it is also true for NaN, which must be
+// rejected as well.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 use ndarray::{Array2, ArrayView2};
 
 use crate::stats;
@@ -557,8 +561,9 @@ fn solve4(mut a: [[f64; 4]; 4], mut b: [f64; 4]) -> Option<[f64; 4]> {
         b.swap(col, pivot);
         for row in col + 1..4 {
             let f = a[row][col] / a[col][col];
-            for k in col..4 {
-                a[row][k] -= f * a[col][k];
+            let pivot_row = a[col];
+            for (dst, src) in a[row][col..].iter_mut().zip(&pivot_row[col..]) {
+                *dst -= f * src;
             }
             b[row] -= f * b[col];
         }
