@@ -1,1 +1,679 @@
-//! (module `operator`: being written; see the crate docs)
+//! The per-tile reconstruction operator (methodology v4, Phase 6, DESIGN.md §2), pure and synchronous.
+//!
+//! What it does, for one tile stack (every frame's cut-out with a margin, in time order):
+//! 1. photometric normalisation `I' = I * scale`;
+//! 2. initial reference: per-pixel median of the cut-outs' cores resampled at their prior shifts
+//!    (at most [`MEDIAN_FRAMES`] frames, evenly spaced in time), with a per-pixel MAD scale for rejection;
+//! 3. `iterations` rounds of
+//!    - registration of every frame against the current reference ([`crate::register`]; the start is the
+//!      previous round's shift, the prior in round 1), giving a sub-pixel shift, `cc` and an uncertainty;
+//!    - rejection of frames with `cc < ecc_cc_min`, failed registrations and shifts far from the tile's
+//!      temporally smoothed shift track (see [`smooth`] for the track and the rule);
+//!    - temporal smoothing of the shift track ([`Smoothing`]); by default the shift used is the
+//!      inverse-variance combination of the measured shift and the track (see [`OperatorParams`]);
+//!    - weights `W = G * R`, `R = exp(beta * (cc - 1))`;
+//!    - Lanczos-3 resampling of every used frame at its shift ([`crate::resample`]);
+//!    - robust weighted mean with per-pixel sigma clipping (see [`combine`]): hot pixels, trails and cosmic
+//!      rays are rejected;
+//!    - early stop when the reference changes by less than `epsilon_rel` (relative, background removed).
+//! 4. a report: per-frame shift, cc, weight and status (used, or rejected and why), warp variance, mean cc,
+//!    mean shift, iterations, the fallback used, validity and the reason when invalid.
+//!
+//! [`Mode::GlobalOnly`] is the baseline: shifts are the priors (no local registration), everything else
+//! (weights from `cc` at the prior, rejection, resampling, robust combination, iterations) is identical.
+//! Tiles with too little structure (empty sky) fall back to the same behaviour and say so in `fallback`.
+//!
+//! What it does not: I/O, threads, blending of tiles (see `mosaic`), global weights (see `global`),
+//! rotation within a tile. It never panics on bad input: inconsistent stacks, all-NaN frames and
+//! degenerate parameters give an invalid tile or rejected frames with a reason in words.
+
+#[path = "combine.rs"]
+pub mod combine;
+#[path = "smooth.rs"]
+pub mod smooth;
+
+use ndarray::{Array2, Array3, ArrayView2};
+use serde::{Deserialize, Serialize};
+
+use crate::geom::{Shift, TileBox};
+use crate::register::{register, Reference};
+use crate::resample::Resampler;
+
+pub use smooth::Smoothing;
+
+/// At most this many frames (evenly spaced in time) form the per-pixel median of the initial reference.
+pub const MEDIAN_FRAMES: usize = 31;
+/// A tile whose weight sum is at or below this is invalid.
+pub const MIN_WEIGHT_SUM: f32 = 1e-12;
+/// When at least this fraction of the registrations of a round report `low_structure`, the tile falls
+/// back to the prior (global) shifts.
+pub const LOW_STRUCTURE_FRACTION: f32 = 0.5;
+
+/// One frame of a tile stack.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FrameInput {
+    /// Index of the frame in the sequence (time order).
+    pub index: usize,
+    /// Global frame weight `G_f` (times an optional local weight `L_f,t`); must be finite and > 0.
+    pub weight: f32,
+    /// Photometric scale: the operator uses `I' = I * scale`.
+    pub scale: f32,
+    /// Expected shift of this frame's cut-out relative to the centred placement (the residual of the
+    /// global motion that the integer cut-out position did not remove).
+    pub prior_shift: Shift,
+}
+
+/// One tile's input: every frame's cut-out with a margin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileStack {
+    /// The tile (output box).
+    pub tile: TileBox,
+    /// Margin in pixels on every side of the cut-outs.
+    pub margin: usize,
+    /// Cut-outs, shape `(frames, h + 2 margin, w + 2 margin)`, `NaN` where a frame has no data.
+    pub cutouts: Array3<f32>,
+    /// One entry per cut-out, same order (time order).
+    pub frames: Vec<FrameInput>,
+}
+
+/// Registration mode of the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Mode {
+    /// Tile-local registration (the method).
+    #[default]
+    Local,
+    /// Baseline: the prior shifts only (global registration), same weights, rejection and resampling.
+    GlobalOnly,
+}
+
+/// Settings of the operator. `Default` gives the tested defaults (see each field).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OperatorParams {
+    /// Rounds of register + combine (`v4.iterations`). Default 3; 0 is treated as 1.
+    pub iterations: usize,
+    /// `R = exp(beta * (cc - 1))` (`v4.beta`). Default 5.
+    pub beta: f32,
+    /// Frames with a correlation below this are rejected (`registration.local_tiles.ecc_cc_min`). Default 0.2.
+    pub ecc_cc_min: f32,
+    /// The tile is invalid when fewer frames survive (`registration.local_tiles.min_valid_frames`). Default 10.
+    pub min_valid_frames: usize,
+    /// A frame whose shift deviates from the tile's smoothed shift track by more than
+    /// `max(max_warp_delta_px, outlier_kappa * scatter)` is rejected, `scatter` being the robust per-axis
+    /// scatter of all frames around the track (so a drifting or wobbling field is not rejected wholesale,
+    /// unlike the published fixed distance to the median shift). Default 2.0 px.
+    pub max_warp_delta_px: f32,
+    /// Multiple of the robust scatter around the track beyond which a shift is an outlier. Default 5.
+    pub outlier_kappa: f32,
+    /// Frames in the temporal smoothing window (`temporal_smoothing_window`, odd). Default 11.
+    pub temporal_smoothing_window: usize,
+    /// How the shift track is smoothed over time. Default [`Smoothing::SavitzkyGolay`].
+    pub smoothing: Smoothing,
+    /// When true (default), the shift used for resampling is the inverse-variance combination of the
+    /// measured shift (variance from the registration) and the smoothed track (variance = the true
+    /// frame-to-frame scatter around the track, estimated from the data): precise registrations keep their
+    /// own shift, noisy ones are pulled to the track. When false, the smoothed track replaces the measured
+    /// shifts (the published behaviour, which blurs real per-frame motion; see the module tests).
+    pub noise_weighted_smoothing: bool,
+    /// Relative change of the reference below which iterations stop (`v4.convergence.epsilon_rel`). Default 1e-3.
+    pub epsilon_rel: f32,
+    /// Whether the early stop is enabled (`v4.convergence.enabled`). Default true.
+    pub convergence_enabled: bool,
+    /// Per-pixel sigma-clipping threshold of the combination (`rejection_kappa`). Default 3.
+    pub rejection_kappa: f32,
+    /// `sigma` of the tile blend weight `psi(v) = exp(-v / (2 sigma^2))` (`variance_window_sigma`); not
+    /// used by the operator itself, carried here for the blend. Default 2.
+    pub variance_window_sigma: f32,
+    /// Local registration or the global-only baseline. Default [`Mode::Local`].
+    pub mode: Mode,
+}
+
+impl Default for OperatorParams {
+    fn default() -> Self {
+        OperatorParams {
+            iterations: 3,
+            beta: 5.0,
+            ecc_cc_min: 0.2,
+            min_valid_frames: 10,
+            max_warp_delta_px: 2.0,
+            outlier_kappa: 5.0,
+            temporal_smoothing_window: 11,
+            smoothing: Smoothing::SavitzkyGolay,
+            noise_weighted_smoothing: true,
+            epsilon_rel: 1e-3,
+            convergence_enabled: true,
+            rejection_kappa: 3.0,
+            variance_window_sigma: 2.0,
+            mode: Mode::Local,
+        }
+    }
+}
+
+impl OperatorParams {
+    /// Every problem with these settings, one message per field (empty when usable).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let finite_nonneg = |v: f32| v.is_finite() && v >= 0.0;
+        if !finite_nonneg(self.beta) {
+            p.push(format!("beta must be a finite number >= 0, got {}", self.beta));
+        }
+        if !(self.ecc_cc_min.is_finite() && self.ecc_cc_min <= 1.0) {
+            p.push(format!("ecc_cc_min must be a number <= 1, got {}", self.ecc_cc_min));
+        }
+        if !finite_nonneg(self.max_warp_delta_px) {
+            p.push(format!("max_warp_delta_px must be >= 0, got {}", self.max_warp_delta_px));
+        }
+        if !(self.outlier_kappa.is_finite() && self.outlier_kappa > 0.0) {
+            p.push(format!("outlier_kappa must be > 0, got {}", self.outlier_kappa));
+        }
+        if !(self.rejection_kappa.is_finite() && self.rejection_kappa > 0.0) {
+            p.push(format!("rejection_kappa must be > 0, got {}", self.rejection_kappa));
+        }
+        if !finite_nonneg(self.epsilon_rel) {
+            p.push(format!("epsilon_rel must be >= 0, got {}", self.epsilon_rel));
+        }
+        p
+    }
+}
+
+/// Why a frame was or was not used in a tile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FrameStatus {
+    /// The frame contributed to the tile.
+    Used,
+    /// The frame was left out; the reason in words.
+    Rejected(String),
+}
+
+impl FrameStatus {
+    /// True for [`FrameStatus::Used`].
+    pub fn is_used(&self) -> bool {
+        matches!(self, FrameStatus::Used)
+    }
+
+    /// The rejection reason, if any.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            FrameStatus::Used => None,
+            FrameStatus::Rejected(r) => Some(r),
+        }
+    }
+}
+
+/// What happened to one frame in one tile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameReport {
+    /// Index of the frame in the sequence.
+    pub index: usize,
+    /// Shift used for resampling, relative to the centred cut-out placement (prior included).
+    pub shift: Shift,
+    /// Shift measured by the last registration (equal to the prior in global-only mode or fallback).
+    pub measured: Shift,
+    /// Correlation in `[0, 1]` at the last registration (0 when unknown).
+    pub cc: f32,
+    /// Final weight `W = G * R` (0 when rejected).
+    pub weight: f32,
+    /// Used or rejected (with the reason).
+    pub status: FrameStatus,
+}
+
+/// The reconstructed tile and its diagnostics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileResult {
+    /// The tile box (copied from the stack).
+    pub tile: TileBox,
+    /// Reconstructed tile, shape `(h, w)`; `NaN` where no frame had data, all `NaN` when invalid.
+    pub image: Array2<f32>,
+    /// False when the tile could not be reconstructed (see `invalid_reason`).
+    pub valid: bool,
+    /// Why the tile is invalid, in words.
+    pub invalid_reason: Option<String>,
+    /// One report per input frame, in input order.
+    pub frames: Vec<FrameReport>,
+    /// Frames that contributed.
+    pub frames_used: usize,
+    /// `Var(dx) + Var(dy)` of the local part (`shift - prior`) of the used frames' shifts, px².
+    pub warp_variance: f32,
+    /// Mean `cc` of the used frames.
+    pub mean_cc: f32,
+    /// Mean local shift (`shift - prior`) of the used frames.
+    pub mean_shift: Shift,
+    /// Rounds run (registration + combination).
+    pub iterations: usize,
+    /// When the operator did not use local shifts, why (e.g. "little structure: used global motion").
+    pub fallback: Option<String>,
+    /// Sum of the used frames' weights.
+    pub weight_sum: f32,
+}
+
+impl TileResult {
+    fn invalid(stack: &TileStack, reason: String, frames: Vec<FrameReport>, iterations: usize) -> Self {
+        TileResult {
+            tile: stack.tile,
+            image: Array2::from_elem((stack.tile.h, stack.tile.w), f32::NAN),
+            valid: false,
+            invalid_reason: Some(reason),
+            frames,
+            frames_used: 0,
+            warp_variance: f32::NAN,
+            mean_cc: f32::NAN,
+            mean_shift: Shift::ZERO,
+            iterations,
+            fallback: None,
+            weight_sum: 0.0,
+        }
+    }
+}
+
+/// Per-frame working state.
+struct FrameState {
+    /// Position in the stack.
+    slot: usize,
+    /// None while usable, else why not.
+    rejected: Option<String>,
+    prior: Shift,
+    measured: Shift,
+    sigma_px: f32,
+    used_shift: Shift,
+    /// Shift at which `aligned` currently holds this frame (NaN = not yet resampled).
+    aligned_at: Shift,
+    cc: f32,
+    weight: f32,
+}
+
+/// Reconstruct one tile (see the module docs). Never panics; problems give an invalid result.
+pub fn reconstruct_tile(stack: &TileStack, params: &OperatorParams) -> TileResult {
+    let (n, ch, cw) = stack.cutouts.dim();
+    let (h, w, m) = (stack.tile.h, stack.tile.w, stack.margin);
+    let blank_reports = || -> Vec<FrameReport> {
+        stack
+            .frames
+            .iter()
+            .map(|f| FrameReport {
+                index: f.index,
+                shift: f.prior_shift,
+                measured: f.prior_shift,
+                cc: 0.0,
+                weight: 0.0,
+                status: FrameStatus::Rejected("tile not processed".into()),
+            })
+            .collect()
+    };
+    if n != stack.frames.len() {
+        let reason = format!(
+            "tile {}: the stack has {n} cut-outs but {} frame descriptions",
+            stack.tile.index,
+            stack.frames.len()
+        );
+        return TileResult::invalid(stack, reason, blank_reports(), 0);
+    }
+    if h == 0 || w == 0 || ch != h + 2 * m || cw != w + 2 * m {
+        let reason = format!(
+            "tile {}: cut-outs are {ch}x{cw} but the tile {h}x{w} with margin {m} needs {}x{}",
+            stack.tile.index,
+            h + 2 * m,
+            w + 2 * m
+        );
+        return TileResult::invalid(stack, reason, blank_reports(), 0);
+    }
+    let problems = params.problems();
+    if !problems.is_empty() {
+        let reason = format!("tile {}: unusable operator settings: {}", stack.tile.index, problems.join("; "));
+        return TileResult::invalid(stack, reason, blank_reports(), 0);
+    }
+    Operator::new(stack, params).run()
+}
+
+struct Operator<'a> {
+    stack: &'a TileStack,
+    params: &'a OperatorParams,
+    h: usize,
+    w: usize,
+    frames: Vec<FrameState>,
+    /// Slots in time order (sorted by frame index, stable).
+    order: Vec<usize>,
+    /// Resampled, scaled frames, frame-major `(n, h * w)`.
+    aligned: Vec<f32>,
+    resampler: Resampler,
+}
+
+impl<'a> Operator<'a> {
+    fn new(stack: &'a TileStack, params: &'a OperatorParams) -> Self {
+        let (h, w) = (stack.tile.h, stack.tile.w);
+        let n = stack.frames.len();
+        let mut frames = Vec::with_capacity(n);
+        for (slot, f) in stack.frames.iter().enumerate() {
+            let cut = stack.cutouts.index_axis(ndarray::Axis(0), slot);
+            let mut rejected = None;
+            let prior_ok = f.prior_shift.dy.is_finite() && f.prior_shift.dx.is_finite();
+            if !(f.weight.is_finite() && f.weight > 0.0) {
+                rejected = Some(format!("global weight {} is not a positive number", f.weight));
+            } else if !(f.scale.is_finite() && f.scale > 0.0) {
+                rejected = Some(format!("photometric scale {} is not a positive number", f.scale));
+            } else if !prior_ok {
+                rejected = Some("prior shift is not finite".to_string());
+            } else if !cut.iter().any(|v| v.is_finite()) {
+                rejected = Some("no valid pixels in this tile".to_string());
+            }
+            let prior = if prior_ok { f.prior_shift } else { Shift::ZERO };
+            frames.push(FrameState {
+                slot,
+                rejected,
+                prior,
+                measured: prior,
+                sigma_px: f32::INFINITY,
+                used_shift: prior,
+                aligned_at: Shift::new(f32::NAN, f32::NAN),
+                cc: 0.0,
+                weight: 0.0,
+            });
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&s| stack.frames[s].index);
+        Operator {
+            stack,
+            params,
+            h,
+            w,
+            frames,
+            order,
+            aligned: vec![f32::NAN; n * h * w],
+            resampler: Resampler::new(),
+        }
+    }
+
+    fn cutout(&self, slot: usize) -> ArrayView2<'a, f32> {
+        self.stack.cutouts.index_axis(ndarray::Axis(0), slot)
+    }
+
+    /// Resample frame `slot` at its `used_shift` into `aligned` (skipped when already there).
+    fn align(&mut self, slot: usize) {
+        let fs = &self.frames[slot];
+        let s = fs.used_shift;
+        if fs.aligned_at == s {
+            return;
+        }
+        let np = self.h * self.w;
+        let m = self.stack.margin as f32;
+        let scale = self.stack.frames[slot].scale;
+        let cut = self.stack.cutouts.index_axis(ndarray::Axis(0), slot);
+        let dst = &mut self.aligned[slot * np..(slot + 1) * np];
+        let view = ndarray::ArrayViewMut2::from_shape((self.h, self.w), dst);
+        if let Ok(view) = view {
+            self.resampler.sample_shifted(cut, m + s.dy, m + s.dx, view);
+        }
+        for v in dst.iter_mut() {
+            *v *= scale;
+        }
+        self.frames[slot].aligned_at = s;
+    }
+
+    fn live_slots(&self) -> Vec<usize> {
+        self.order
+            .iter()
+            .copied()
+            .filter(|&s| self.frames[s].rejected.is_none())
+            .collect()
+    }
+
+    fn run(mut self) -> TileResult {
+        let (h, w) = (self.h, self.w);
+        let np = h * w;
+        let params = *self.params;
+        let live = self.live_slots();
+        if live.is_empty() {
+            return self.finish_invalid("no frame has usable data in this tile".into(), 0);
+        }
+        // Initial reference: median of the cores at the prior shifts.
+        for &s in &live {
+            self.align(s);
+        }
+        let subset: Vec<usize> = if live.len() <= MEDIAN_FRAMES {
+            live.clone()
+        } else {
+            (0..MEDIAN_FRAMES)
+                .map(|k| live[(k * (live.len() - 1) + (MEDIAN_FRAMES - 1) / 2) / (MEDIAN_FRAMES - 1)])
+                .collect()
+        };
+        let (mut center, mut spread) = combine::median_and_scale(&self.aligned, np, &subset);
+        let mut reference = center.clone();
+        let mut fallback: Option<String> = None;
+        let mut local = params.mode == Mode::Local;
+        let rounds = params.iterations.max(1);
+        let mut iterations = 0;
+        let mut last: Option<combine::Combined> = None;
+        for round in 0..rounds {
+            iterations = round + 1;
+            let ref_view = ArrayView2::from_shape((h, w), &reference[..]);
+            let Ok(ref_view) = ref_view else {
+                return self.finish_invalid("internal shape error".into(), iterations);
+            };
+            let prepared = Reference::new(ref_view);
+            if local && !prepared.has_structure() {
+                local = false;
+                fallback = Some("little structure: used global motion".into());
+            }
+            // Registration (or correlation at the prior).
+            let live = self.live_slots();
+            let mut low = 0usize;
+            for &s in &live {
+                let cut = self.cutout(s);
+                let fs = &self.frames[s];
+                if local {
+                    let start = if round == 0 { fs.prior } else { fs.measured };
+                    let r = register(&prepared, cut, Some(start));
+                    let fs = &mut self.frames[s];
+                    fs.cc = r.cc;
+                    if r.low_structure {
+                        low += 1;
+                    }
+                    if r.converged && !r.low_structure {
+                        fs.measured = r.shift;
+                        fs.sigma_px = r.sigma_px;
+                    } else {
+                        fs.measured = fs.prior;
+                        fs.sigma_px = f32::INFINITY;
+                    }
+                } else {
+                    let cc = crate::register::correlation_at(&prepared, cut, fs.prior);
+                    let fs = &mut self.frames[s];
+                    fs.cc = cc;
+                    fs.measured = fs.prior;
+                    fs.sigma_px = 0.0;
+                }
+            }
+            if local && (low as f32) >= LOW_STRUCTURE_FRACTION * live.len() as f32 {
+                // Most frames could not be registered: the tile is (nearly) empty sky.
+                local = false;
+                fallback = Some(format!(
+                    "little structure ({low} of {} registrations unreliable): used global motion",
+                    live.len()
+                ));
+                for &s in &live {
+                    let cut = self.cutout(s);
+                    let fs = &self.frames[s];
+                    let cc = crate::register::correlation_at(&prepared, cut, fs.prior);
+                    let fs = &mut self.frames[s];
+                    fs.cc = cc;
+                    fs.measured = fs.prior;
+                    fs.sigma_px = 0.0;
+                }
+            }
+            self.judge_and_smooth(&live, local);
+            // Weights.
+            let used = self.live_slots();
+            for &s in &used {
+                let g = self.stack.frames[s].weight;
+                let fs = &mut self.frames[s];
+                fs.weight = g * (params.beta * (fs.cc - 1.0)).exp();
+            }
+            let weight_sum: f32 = used.iter().map(|&s| self.frames[s].weight).sum();
+            if used.len() < params.min_valid_frames.max(1) {
+                let reason = format!(
+                    "only {} of {} frames usable (min_valid_frames {}){}",
+                    used.len(),
+                    self.frames.len(),
+                    params.min_valid_frames,
+                    self.rejection_summary()
+                );
+                return self.finish_invalid(reason, iterations);
+            }
+            if !(weight_sum > MIN_WEIGHT_SUM) {
+                let reason = format!("sum of frame weights is {weight_sum:e} (~0): no frame carries weight");
+                return self.finish_invalid(reason, iterations);
+            }
+            for &s in &used {
+                self.align(s);
+            }
+            let weights: Vec<(usize, f32)> = used.iter().map(|&s| (s, self.frames[s].weight)).collect();
+            let combined = combine::clipped_mean(&self.aligned, np, &weights, &center, &spread, params.rejection_kappa);
+            let change = combine::relative_change(&combined.image, &reference);
+            reference.clone_from(&combined.image);
+            center.clone_from(&combined.image);
+            spread.clone_from(&combined.scale);
+            last = Some(combined);
+            if params.convergence_enabled && round > 0 && change < params.epsilon_rel {
+                break;
+            }
+        }
+        let Some(combined) = last else {
+            return self.finish_invalid("no iteration ran".into(), iterations);
+        };
+        self.finish(combined, iterations, fallback)
+    }
+
+    /// Reject outliers against the temporally smoothed track and set the shifts used for resampling.
+    fn judge_and_smooth(&mut self, live: &[usize], local: bool) {
+        let params = self.params;
+        // cc and registration failures first.
+        for &s in live {
+            let fs = &mut self.frames[s];
+            if fs.cc < params.ecc_cc_min {
+                fs.rejected = Some(format!("cc {:.3} below ecc_cc_min {:.3}", fs.cc, params.ecc_cc_min));
+            }
+        }
+        if !local {
+            for &s in live {
+                let fs = &mut self.frames[s];
+                fs.used_shift = fs.prior;
+            }
+            return;
+        }
+        let cand: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|&s| self.frames[s].rejected.is_none())
+            .collect();
+        if cand.is_empty() {
+            return;
+        }
+        // Local parts (shift - prior) in time order; unmeasured frames (sigma inf) do not define the track.
+        let times: Vec<f32> = cand.iter().map(|&s| self.stack.frames[s].index as f32).collect();
+        let local_y: Vec<f32> = cand
+            .iter()
+            .map(|&s| self.frames[s].measured.dy - self.frames[s].prior.dy)
+            .collect();
+        let local_x: Vec<f32> = cand
+            .iter()
+            .map(|&s| self.frames[s].measured.dx - self.frames[s].prior.dx)
+            .collect();
+        let sigmas: Vec<f32> = cand.iter().map(|&s| self.frames[s].sigma_px).collect();
+        let plan = smooth::plan(
+            &times,
+            &local_y,
+            &local_x,
+            &sigmas,
+            &smooth::TrackParams {
+                window: params.temporal_smoothing_window,
+                smoothing: params.smoothing,
+                noise_weighted: params.noise_weighted_smoothing,
+                min_delta_px: params.max_warp_delta_px,
+                outlier_kappa: params.outlier_kappa,
+            },
+        );
+        for (k, &s) in cand.iter().enumerate() {
+            let fs = &mut self.frames[s];
+            match &plan[k] {
+                smooth::Decision::Use(d) => fs.used_shift = fs.prior + *d,
+                smooth::Decision::Outlier { deviation, limit } => {
+                    fs.rejected = Some(format!(
+                        "shift deviates {deviation:.2} px from the tile's smoothed shift track (limit {limit:.2} px)"
+                    ));
+                }
+            }
+        }
+    }
+
+    fn rejection_summary(&self) -> String {
+        let mut reasons: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for f in &self.frames {
+            if let Some(r) = &f.rejected {
+                // Group by the reason's leading words (numbers differ per frame).
+                let key: String = r.split(|c: char| c.is_ascii_digit()).next().unwrap_or(r).trim().to_string();
+                *reasons.entry(key).or_default() += 1;
+            }
+        }
+        if reasons.is_empty() {
+            return String::new();
+        }
+        let parts: Vec<String> = reasons.into_iter().map(|(r, n)| format!("{n} x {r}")).collect();
+        format!("; rejected: {}", parts.join(", "))
+    }
+
+    fn reports(&self) -> Vec<FrameReport> {
+        self.frames
+            .iter()
+            .map(|f| FrameReport {
+                index: self.stack.frames[f.slot].index,
+                shift: f.used_shift,
+                measured: f.measured,
+                cc: f.cc,
+                weight: if f.rejected.is_none() { f.weight } else { 0.0 },
+                status: match &f.rejected {
+                    None => FrameStatus::Used,
+                    Some(r) => FrameStatus::Rejected(r.clone()),
+                },
+            })
+            .collect()
+    }
+
+    fn finish_invalid(&mut self, reason: String, iterations: usize) -> TileResult {
+        for f in self.frames.iter_mut() {
+            if f.rejected.is_none() {
+                f.rejected = Some(format!("tile invalid: {reason}"));
+            }
+        }
+        let reason = format!("tile {}: {reason}", self.stack.tile.index);
+        TileResult::invalid(self.stack, reason, self.reports(), iterations)
+    }
+
+    fn finish(&self, combined: combine::Combined, iterations: usize, fallback: Option<String>) -> TileResult {
+        let used: Vec<&FrameState> = self.frames.iter().filter(|f| f.rejected.is_none()).collect();
+        let k = used.len().max(1) as f64;
+        let mean = |g: &dyn Fn(&FrameState) -> f32| used.iter().map(|f| f64::from(g(f))).sum::<f64>() / k;
+        let my = mean(&|f| f.used_shift.dy - f.prior.dy);
+        let mx = mean(&|f| f.used_shift.dx - f.prior.dx);
+        let var = |g: &dyn Fn(&FrameState) -> f32, mu: f64| {
+            used.iter().map(|f| (f64::from(g(f)) - mu).powi(2)).sum::<f64>() / k
+        };
+        let warp_variance =
+            (var(&|f| f.used_shift.dy - f.prior.dy, my) + var(&|f| f.used_shift.dx - f.prior.dx, mx)) as f32;
+        let mean_cc = mean(&|f| f.cc) as f32;
+        let weight_sum: f32 = used.iter().map(|f| f.weight).sum();
+        let image = Array2::from_shape_vec((self.h, self.w), combined.image)
+            .unwrap_or_else(|_| Array2::from_elem((self.h, self.w), f32::NAN));
+        TileResult {
+            tile: self.stack.tile,
+            image,
+            valid: true,
+            invalid_reason: None,
+            frames: self.reports(),
+            frames_used: used.len(),
+            warp_variance,
+            mean_cc,
+            mean_shift: Shift::new(my as f32, mx as f32),
+            iterations,
+            fallback,
+            weight_sum,
+        }
+    }
+}
