@@ -65,6 +65,10 @@
 //! seed shows the same sky. Per-frame parameters are drawn once in [`Simulation::new`]; the noise of frame
 //! `i` comes from its own `StdRng` seeded from `(seed, i)`, so `frame(i)` does not depend on call order.
 
+// `!(x > t)` is used on purpose throughout: unlike `x <= t` it is also true for NaN, which must be
+// rejected as well.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 use std::f32::consts::PI;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -350,6 +354,98 @@ impl SimConfig {
 
     fn area_mpx(&self) -> f32 {
         (self.width as f64 * self.height as f64 / 1.0e6) as f32
+    }
+
+    /// A copy in which every field that [`SimConfig::validate`] would reject is replaced by its
+    /// default: frames clamped to 0..=100000, width and height to 0..=16384, out-of-range numbers and
+    /// inconsistent groups (FWHM min/mean/max, flux min/max, wavelengths) reset to the defaults.
+    /// A valid configuration is returned unchanged.
+    pub fn sanitized(&self) -> SimConfig {
+        let d = SimConfig::default();
+        let mut c = self.clone();
+        c.frames = c.frames.min(100_000);
+        c.width = c.width.min(16_384);
+        c.height = c.height.min(16_384);
+        let fix = |v: &mut f32, default: f32, ok: &dyn Fn(f32) -> bool| {
+            if !(v.is_finite() && ok(*v)) {
+                *v = default;
+            }
+        };
+        fix(&mut c.star_density_per_mpx, d.star_density_per_mpx, &|v| {
+            (0.0..=200_000.0).contains(&v)
+        });
+        fix(&mut c.flux_power_index, d.flux_power_index, &|v| v > 0.0);
+        fix(&mut c.galaxies_per_mpx, d.galaxies_per_mpx, &|v| {
+            (0.0..=1000.0).contains(&v)
+        });
+        fix(&mut c.pedestal_adu, d.pedestal_adu, &|v| {
+            (0.0..=60_000.0).contains(&v)
+        });
+        fix(&mut c.sky_adu, d.sky_adu, &|v| v >= 0.0);
+        fix(&mut c.sky_gradient, d.sky_gradient, &|v| {
+            (0.0..1.0).contains(&v)
+        });
+        fix(&mut c.gain_e_per_adu, d.gain_e_per_adu, &|v| v > 0.0);
+        fix(&mut c.read_noise_e, d.read_noise_e, &|v| v >= 0.0);
+        fix(&mut c.exposure_s, d.exposure_s, &|v| v >= 0.0);
+        fix(&mut c.fwhm_sd_px, d.fwhm_sd_px, &|v| v >= 0.0);
+        fix(&mut c.moffat_beta, d.moffat_beta, &|v| v > 1.0 && v <= 50.0);
+        fix(&mut c.transparency_sd, d.transparency_sd, &|v| {
+            (0.0..=0.2).contains(&v)
+        });
+        fix(&mut c.drift_px, d.drift_px, &|v| {
+            (0.0..=1000.0).contains(&v)
+        });
+        fix(&mut c.jitter_px, d.jitter_px, &|v| {
+            (0.0..=100.0).contains(&v)
+        });
+        fix(&mut c.local_correlation, d.local_correlation, &|v| {
+            (0.0..1.0).contains(&v)
+        });
+        let fwhm_ok = [c.fwhm_min_px, c.fwhm_mean_px, c.fwhm_max_px]
+            .iter()
+            .all(|v| v.is_finite())
+            && c.fwhm_min_px > 0.0
+            && c.fwhm_min_px <= c.fwhm_mean_px
+            && c.fwhm_mean_px <= c.fwhm_max_px
+            && c.fwhm_max_px <= 64.0;
+        if !fwhm_ok {
+            (c.fwhm_min_px, c.fwhm_mean_px, c.fwhm_max_px) =
+                (d.fwhm_min_px, d.fwhm_mean_px, d.fwhm_max_px);
+        }
+        let flux_ok = c.flux_min_adu.is_finite()
+            && c.flux_max_adu.is_finite()
+            && c.flux_min_adu > 0.0
+            && c.flux_max_adu >= c.flux_min_adu;
+        if !flux_ok {
+            (c.flux_min_adu, c.flux_max_adu) = (d.flux_min_adu, d.flux_max_adu);
+        }
+        let wave_ok = c.local_wavelength_min_px.is_finite()
+            && c.local_wavelength_max_px.is_finite()
+            && c.local_wavelength_min_px > 0.0
+            && c.local_wavelength_min_px <= c.local_wavelength_max_px;
+        if !wave_ok {
+            (c.local_wavelength_min_px, c.local_wavelength_max_px) =
+                (d.local_wavelength_min_px, d.local_wavelength_max_px);
+        }
+        if let Some(r) = c.rotation_deg {
+            if !(r.is_finite() && r.abs() <= 45.0) {
+                c.rotation_deg = None;
+            }
+        }
+        if let Some(r) = c.local_rms_px {
+            if !(r.is_finite() && (0.0..=50.0).contains(&r)) {
+                c.local_rms_px = None;
+            }
+        }
+        c.local_modes = c.local_modes.min(64);
+        if c.effective_local_rms_px() > 0.0 && c.local_modes == 0 {
+            c.local_modes = d.local_modes;
+        }
+        if c.effective_hot_pixels() > c.width * c.height / 10 {
+            c.hot_pixels = Some(c.width * c.height / 10);
+        }
+        c
     }
 
     /// Checks every field; returns all problems at once.
@@ -646,10 +742,11 @@ fn erf(x: f32) -> f32 {
 }
 
 impl Simulation {
-    /// Builds the scene and every frame's conditions. Does not validate the configuration: use
-    /// [`Simulation::try_new`] for user input. An invalid configuration (see [`SimConfig::validate`])
-    /// gives meaningless images but no panic.
+    /// Builds the scene and every frame's conditions. Never panics: fields that fail
+    /// [`SimConfig::validate`] are replaced by their defaults (see [`SimConfig::sanitized`]); use
+    /// [`Simulation::try_new`] to reject such a configuration instead.
     pub fn new(cfg: SimConfig) -> Self {
+        let cfg = cfg.sanitized();
         let (w, h) = (cfg.width as f32, cfg.height as f32);
         let area = cfg.area_mpx();
         let s_min = (w.min(h)).max(1.0);
@@ -912,7 +1009,7 @@ impl Simulation {
         }
     }
 
-    /// The configuration this simulation was built from.
+    /// The configuration in effect (after [`SimConfig::sanitized`]).
     pub fn config(&self) -> &SimConfig {
         &self.cfg
     }
@@ -1859,6 +1956,32 @@ mod tests {
             .map(|s| f64::from(s.flux))
             .sum();
         assert!(total >= expected * 0.999, "{total} vs {expected}");
+    }
+
+    #[test]
+    fn invalid_configs_are_sanitised_not_panicking() {
+        let mut cfg = small(Scenario::Altaz, 6);
+        assert_eq!(cfg.sanitized(), cfg);
+        cfg.fwhm_min_px = f32::NAN;
+        cfg.transparency_sd = -1.0;
+        cfg.local_wavelength_min_px = 900.0;
+        cfg.moffat_beta = 0.5;
+        cfg.gain_e_per_adu = 0.0;
+        cfg.local_rms_px = Some(f32::INFINITY);
+        cfg.hot_pixels = Some(1_000_000);
+        assert!(cfg.validate().is_err());
+        let fixed = cfg.sanitized();
+        assert!(fixed.validate().is_ok(), "{:?}", fixed.validate());
+        let sim = Simulation::new(cfg);
+        let img = sim.frame(5);
+        assert!(img.iter().all(|v| v.is_finite()));
+        for (w, h, n) in [(0, 0, 0), (0, 10, 3), (9, 0, 1)] {
+            let sim = Simulation::new(SimConfig::new(Scenario::Seeing, n, w, h, 1));
+            assert_eq!(sim.truth().dim(), (h, w));
+            if n > 0 {
+                assert_eq!(sim.frame(n - 1).dim(), (h, w));
+            }
+        }
     }
 
     #[test]
