@@ -43,9 +43,9 @@ pub const TOLERANCE_PX: f32 = 0.002;
 pub const MAX_ITERATIONS: usize = 12;
 /// A registration whose estimated 1-sigma shift uncertainty exceeds this (pixels) is `low_structure`.
 pub const LOW_STRUCTURE_SIGMA_PX: f32 = 0.25;
-/// A reference whose weakest gradient direction carries less than this multiple of the gradient energy of
-/// its own noise has no usable structure (empty sky).
-pub const MIN_STRUCTURE_RATIO: f32 = 4.0;
+/// A reference whose weakest gradient direction carries less excess gradient energy over its own noise
+/// than this many standard deviations of that noise energy has no usable structure (empty sky).
+pub const MIN_STRUCTURE_RATIO: f32 = 5.0;
 /// Largest Gauss-Newton step (pixels); larger steps are shortened (the linearisation is local).
 const MAX_STEP_PX: f32 = 1.5;
 /// Minimum number of valid reference pixels for any registration.
@@ -171,7 +171,6 @@ impl Reference {
         }
         let (mgy, mgx) = ((sgy / nv) as f32, (sgx / nv) as f32);
         let mut gram = [[0.0f64; 4]; 4];
-        let mut diffs = Vec::with_capacity(n_valid);
         for i in 0..n {
             if reference_out.mask[i] > 0.0 {
                 let tv = (f64::from(reference_out.t[i]) - mean_t) as f32;
@@ -184,10 +183,6 @@ impl Reference {
                         gram[a][c] += f64::from(b[a]) * f64::from(b[c]);
                     }
                 }
-                // Horizontal neighbour difference for the noise estimate.
-                if i % w + 1 < w && reference_out.mask[i + 1] > 0.0 {
-                    diffs.push(reference[[i / w, i % w + 1]] - reference[[i / w, i % w]]);
-                }
             }
         }
         for a in 0..4 {
@@ -198,9 +193,24 @@ impl Reference {
         reference_out.gram = gram;
         reference_out.gram_inv = invert4(&gram);
         // Structure: smallest eigenvalue of the gradient block after projecting out the reference
-        // itself, per pixel, against the gradient variance of pure noise (sigma_d^2 / 4 for central
-        // differences, sigma_d the std of neighbour differences).
-        let (_, sigma_d) = crate::stats::median_and_sigma(&diffs);
+        // itself, compared with what noise alone gives. The gradient noise per pixel comes from the MAD of
+        // the gradients (stars are few pixels, so they do not inflate it); pure noise gives a sum of about
+        // n * sigma_g^2 with a spread of sqrt(2 n) sigma_g^2, and the ratio below is that excess in units
+        // of its spread (about 0 for empty sky, tens to thousands for star tiles).
+        let mut gvals: Vec<f32> = Vec::with_capacity(n_valid);
+        for i in 0..n {
+            if reference_out.mask[i] > 0.0 {
+                gvals.push(reference_out.gy[i]);
+            }
+        }
+        let (_, sgy) = crate::stats::median_and_sigma(&gvals);
+        gvals.clear();
+        for i in 0..n {
+            if reference_out.mask[i] > 0.0 {
+                gvals.push(reference_out.gx[i]);
+            }
+        }
+        let (_, sgx) = crate::stats::median_and_sigma(&gvals);
         let g = &gram;
         let mut hyy = g[2][2];
         let mut hxx = g[3][3];
@@ -213,9 +223,9 @@ impl Reference {
         let tr = 0.5 * (hyy + hxx);
         let det = hyy * hxx - hxy * hxy;
         let lambda_min = (tr - (tr * tr - det).max(0.0).sqrt()).max(0.0);
-        let noise_grad_var = (f64::from(sigma_d) * f64::from(sigma_d) / 4.0).max(1e-30);
-        reference_out.structure_ratio = if sigma_d.is_finite() && sigma_d > 0.0 {
-            (lambda_min / nv / noise_grad_var) as f32
+        let noise_var = 0.5 * (f64::from(sgy).powi(2) + f64::from(sgx).powi(2));
+        reference_out.structure_ratio = if noise_var.is_finite() && noise_var > 0.0 {
+            ((lambda_min / noise_var - nv) / (2.0 * nv).sqrt()) as f32
         } else if lambda_min > 0.0 {
             f32::INFINITY // noise-free synthetic reference
         } else {
@@ -229,8 +239,8 @@ impl Reference {
         (self.h, self.w)
     }
 
-    /// Gradient energy of the weakest direction relative to that of the reference's own noise
-    /// (about 1 for pure noise; star tiles give tens to thousands).
+    /// Significance of the gradient energy of the weakest direction above the reference's own noise, in
+    /// standard deviations of the noise energy (about 0 for pure noise; star tiles give tens to thousands).
     pub fn structure_ratio(&self) -> f32 {
         self.structure_ratio
     }
