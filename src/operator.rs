@@ -280,6 +280,62 @@ struct FrameState {
     weight: f32,
 }
 
+/// A pixel this many noise sigmas above the background can be a spike.
+const SPIKE_SIGMA: f32 = 6.0;
+/// A spike exceeds its brightest neighbour by more than this fraction of its own height above the
+/// background (a sampled star with FWHM >= 1.9 px cannot: its brightest neighbour has >= 45 % of the peak).
+const SPIKE_FRACTION: f32 = 0.55;
+
+/// Replace isolated single-pixel spikes (hot pixels, cosmic-ray hits) by the median of their eight
+/// neighbours. Returns `None` when there is none (or the noise cannot be estimated). Registration would
+/// otherwise lock onto hot pixels, which are fixed to the detector and move against the sky.
+fn despike(cut: ArrayView2<f32>) -> Option<Array2<f32>> {
+    let stats = crate::stats::background_and_noise(cut, 1024)?;
+    let (bg, sigma) = (stats.median, stats.sigma);
+    if !(sigma > 0.0) {
+        return None;
+    }
+    let (rows, cols) = cut.dim();
+    let threshold = bg + SPIKE_SIGMA * sigma;
+    let mut spikes = Vec::new();
+    for r in 1..rows.saturating_sub(1) {
+        for c in 1..cols.saturating_sub(1) {
+            let v = cut[[r, c]];
+            if !(v > threshold) {
+                continue;
+            }
+            let mut max_n = f32::NEG_INFINITY;
+            for (dr, dc) in NEIGHBOURS {
+                let u = cut[[(r as i64 + dr) as usize, (c as i64 + dc) as usize]];
+                if u.is_finite() {
+                    max_n = max_n.max(u);
+                }
+            }
+            if max_n.is_finite() && v - max_n > SPIKE_FRACTION * (v - bg) && v - max_n > SPIKE_SIGMA * sigma {
+                spikes.push((r, c));
+            }
+        }
+    }
+    if spikes.is_empty() {
+        return None;
+    }
+    let mut out = cut.to_owned();
+    let mut nb = Vec::with_capacity(8);
+    for (r, c) in spikes {
+        nb.clear();
+        for (dr, dc) in NEIGHBOURS {
+            let u = cut[[(r as i64 + dr) as usize, (c as i64 + dc) as usize]];
+            if u.is_finite() {
+                nb.push(u);
+            }
+        }
+        out[[r, c]] = crate::stats::median_in_place(&mut nb);
+    }
+    Some(out)
+}
+
+const NEIGHBOURS: [(i64, i64); 8] = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)];
+
 /// Reconstruct one tile (see the module docs). Never panics; problems give an invalid result.
 pub fn reconstruct_tile(stack: &TileStack, params: &OperatorParams) -> TileResult {
     let (n, ch, cw) = stack.cutouts.dim();
@@ -333,6 +389,8 @@ struct Operator<'a> {
     order: Vec<usize>,
     /// Resampled, scaled frames, frame-major `(n, h * w)`.
     aligned: Vec<f32>,
+    /// Cut-outs with single-pixel spikes replaced (only for frames that had any).
+    cleaned: Vec<Option<Array2<f32>>>,
     resampler: Resampler,
 }
 
@@ -369,6 +427,15 @@ impl<'a> Operator<'a> {
         }
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&s| stack.frames[s].index);
+        let cleaned = (0..n)
+            .map(|slot| {
+                if frames[slot].rejected.is_some() {
+                    None
+                } else {
+                    despike(stack.cutouts.index_axis(ndarray::Axis(0), slot))
+                }
+            })
+            .collect();
         Operator {
             stack,
             params,
@@ -377,12 +444,16 @@ impl<'a> Operator<'a> {
             frames,
             order,
             aligned: vec![f32::NAN; n * h * w],
+            cleaned,
             resampler: Resampler::new(),
         }
     }
 
-    fn cutout(&self, slot: usize) -> ArrayView2<'a, f32> {
-        self.stack.cutouts.index_axis(ndarray::Axis(0), slot)
+    fn cutout(&self, slot: usize) -> ArrayView2<'_, f32> {
+        match &self.cleaned[slot] {
+            Some(c) => c.view(),
+            None => self.stack.cutouts.index_axis(ndarray::Axis(0), slot),
+        }
     }
 
     /// Resample frame `slot` at its `used_shift` into `aligned` (skipped when already there).
@@ -395,7 +466,10 @@ impl<'a> Operator<'a> {
         let np = self.h * self.w;
         let m = self.stack.margin as f32;
         let scale = self.stack.frames[slot].scale;
-        let cut = self.stack.cutouts.index_axis(ndarray::Axis(0), slot);
+        let cut = match &self.cleaned[slot] {
+            Some(c) => c.view(),
+            None => self.stack.cutouts.index_axis(ndarray::Axis(0), slot),
+        };
         let dst = &mut self.aligned[slot * np..(slot + 1) * np];
         let view = ndarray::ArrayViewMut2::from_shape((self.h, self.w), dst);
         if let Ok(view) = view {
@@ -590,14 +664,33 @@ impl<'a> Operator<'a> {
                 outlier_kappa: params.outlier_kappa,
             },
         );
+        let (mut sy, mut sx, mut k_used) = (0.0f64, 0.0f64, 0usize);
         for (k, &s) in cand.iter().enumerate() {
             let fs = &mut self.frames[s];
             match &plan[k] {
-                smooth::Decision::Use(d) => fs.used_shift = fs.prior + *d,
+                smooth::Decision::Use(d) => {
+                    fs.used_shift = fs.prior + *d;
+                    sy += f64::from(d.dy);
+                    sx += f64::from(d.dx);
+                    k_used += 1;
+                }
                 smooth::Decision::Outlier { deviation, limit } => {
                     fs.rejected = Some(format!(
                         "shift deviates {deviation:.2} px from the tile's smoothed shift track (limit {limit:.2} px)"
                     ));
+                }
+            }
+        }
+        // Anchor the tile's geometry: the local (atmospheric) motion averages out over time, so the used
+        // local shifts are made zero-mean. Without this the reference can wander from round to round
+        // (each round re-registers against the previous result) and neighbouring tiles would disagree.
+        if k_used > 0 {
+            let mean = Shift::new((sy / k_used as f64) as f32, (sx / k_used as f64) as f32);
+            for &s in live {
+                let fs = &mut self.frames[s];
+                fs.used_shift = fs.used_shift - mean;
+                if fs.sigma_px.is_finite() {
+                    fs.measured = fs.measured - mean;
                 }
             }
         }

@@ -197,16 +197,13 @@ impl Resampler {
 fn filter_into(dst: &mut [f32], row: &[f32], c0: usize, w: &[f32; 2 * LANCZOS_RADIUS]) {
     let len = dst.len();
     let s = &row[c0..c0 + len + 2 * LANCZOS_RADIUS - 1];
-    let (s0, s1, s2, s3, s4, s5) = (
-        &s[0..len],
-        &s[1..len + 1],
-        &s[2..len + 2],
-        &s[3..len + 3],
-        &s[4..len + 4],
-        &s[5..len + 5],
-    );
-    for j in 0..len {
-        dst[j] = w[0] * s0[j] + w[1] * s1[j] + w[2] * s2[j] + w[3] * s3[j] + w[4] * s4[j] + w[5] * s5[j];
+    let it = dst
+        .iter_mut()
+        .zip(s[0..len].iter().zip(&s[1..len + 1]))
+        .zip(s[2..len + 2].iter().zip(&s[3..len + 3]))
+        .zip(s[4..len + 4].iter().zip(&s[5..len + 5]));
+    for (((d, (a, b)), (c, e)), (f, g)) in it {
+        *d = w[0] * a + w[1] * b + w[2] * c + w[3] * e + w[4] * f + w[5] * g;
     }
 }
 
@@ -217,10 +214,19 @@ fn vertical_row(dst: &mut [f32], tmp: &[f32], i: usize, out_w: usize, ty: &Taps)
         return;
     }
     let w = &ty.w;
-    let r = |k: usize| &tmp[(i + k) * out_w..(i + k + 1) * out_w];
-    let (r0, r1, r2, r3, r4, r5) = (r(0), r(1), r(2), r(3), r(4), r(5));
-    for j in 0..out_w {
-        dst[j] = w[0] * r0[j] + w[1] * r1[j] + w[2] * r2[j] + w[3] * r3[j] + w[4] * r4[j] + w[5] * r5[j];
+    let rows = &tmp[i * out_w..(i + 6) * out_w];
+    let (r0, rest) = rows.split_at(out_w);
+    let (r1, rest) = rest.split_at(out_w);
+    let (r2, rest) = rest.split_at(out_w);
+    let (r3, rest) = rest.split_at(out_w);
+    let (r4, r5) = rest.split_at(out_w);
+    let it = dst
+        .iter_mut()
+        .zip(r0.iter().zip(r1))
+        .zip(r2.iter().zip(r3))
+        .zip(r4.iter().zip(r5));
+    for (((d, (a, b)), (c, e)), (f, g)) in it {
+        *d = w[0] * a + w[1] * b + w[2] * c + w[3] * e + w[4] * f + w[5] * g;
     }
 }
 

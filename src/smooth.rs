@@ -2,7 +2,8 @@
 //!
 //! What it does: given the local shifts (`shift - prior`) measured for the frames of one tile in time
 //! order, with each measurement's 1-sigma uncertainty,
-//! 1. judges outliers against a running median of the measurements (window `window`): a frame whose
+//! 1. judges outliers against a running median of the measurements (window `window`, kept symmetric near
+//!    the ends so that a linear drift is followed exactly): a frame whose
 //!    shift lies farther from that track than `max(min_delta_px, outlier_kappa * scatter)` is an outlier,
 //!    `scatter` being the robust per-axis scatter of all frames around the track (median distance /
 //!    1.1774, the median of a 2-D Gaussian's radius). A fixed distance alone (the published 0.3 px to the
@@ -95,7 +96,7 @@ pub fn plan(times: &[f32], ys: &[f32], xs: &[f32], sigmas: &[f32], p: &TrackPara
     let mx: Vec<f32> = m_idx.iter().map(|&i| xs[i]).collect();
     let mut devs = Vec::with_capacity(m_idx.len());
     for k in 0..m_idx.len() {
-        let r = window_around(k, true, mt.len(), half);
+        let r = window_symmetric(k, mt.len(), half);
         let jy = fit(&mt, &my, r.clone(), None, mt[k], Smoothing::Median);
         let jx = fit(&mt, &mx, r, None, mt[k], Smoothing::Median);
         devs.push((my[k] - jy).hypot(mx[k] - jx));
@@ -195,6 +196,19 @@ pub fn plan(times: &[f32], ys: &[f32], xs: &[f32], sigmas: &[f32], p: &TrackPara
 
 fn finite_or_zero(y: f32, x: f32) -> Shift {
     Shift::new(if y.is_finite() { y } else { 0.0 }, if x.is_finite() { x } else { 0.0 })
+}
+
+/// Window centred on `k` with the same number of points on both sides (at least three points when
+/// available), so that the median of a linear trend is exact also near the ends.
+fn window_symmetric(k: usize, len: usize, half: usize) -> std::ops::Range<usize> {
+    let j = half.min(k).min(len.saturating_sub(1 + k)).max(1);
+    let mut start = k.saturating_sub(j);
+    let mut end = (k + j + 1).min(len);
+    if end - start < 3 && len >= 3 {
+        start = start.min(len - 3);
+        end = start + 3;
+    }
+    start..end
 }
 
 /// Window of up to `2 half + 1` positions centred on `k` within `0..len`, shifted at the ends.
@@ -306,7 +320,11 @@ mod tests {
         let y: Vec<f32> = t.iter().map(|&t| 0.01 * t * t - 0.2 * t + 1.0).collect();
         let x = vec![0.5f32; 30];
         let s = vec![0.05f32; 30];
-        let out = plan(&t, &y, &x, &s, &params(Smoothing::SavitzkyGolay, false));
+        let p = TrackParams {
+            min_delta_px: 2.0,
+            ..params(Smoothing::SavitzkyGolay, false)
+        };
+        let out = plan(&t, &y, &x, &s, &p);
         for (k, d) in out.iter().enumerate() {
             let Decision::Use(v) = d else { panic!("{d:?}") };
             assert!((v.dy - y[k]).abs() < 1e-3 && (v.dx - 0.5).abs() < 1e-5, "{k}: {v:?}");

@@ -19,6 +19,10 @@ pub struct Seq {
 pub fn sequence(scenario: Scenario, n: usize, size: usize, seed: u64) -> Seq {
     let mut cfg = SimConfig::new(scenario, n, size, size, seed);
     cfg.star_density_per_mpx = 6000.0;
+    if std::env::var("NO_EXTENDED").is_ok() {
+        cfg.nebula = false;
+        cfg.galaxies_per_mpx = 0.0;
+    }
     let sim = Simulation::new(cfg);
     let frames = (0..n).map(|i| sim.frame(i)).collect();
     Seq { sim, frames }
@@ -233,5 +237,85 @@ fn measure_smoothing_variants() {
                 100.0 * (fl / fg - 1.0)
             );
         }
+    }
+}
+
+#[test]
+#[ignore = "measurement: registration error against the simulator's true local motion"]
+fn measure_shift_errors() {
+    let scenario = if std::env::var("STATIC").is_ok() { Scenario::Static } else { Scenario::Seeing };
+    let seq = sequence(scenario, 60, 256, 3);
+    let t = 64;
+    for (name, p) in [
+        ("none", OperatorParams { smoothing: Smoothing::None, ..OperatorParams::default() }),
+        ("savgol nw", OperatorParams::default()),
+        ("savgol replace", OperatorParams { noise_weighted_smoothing: false, ..OperatorParams::default() }),
+    ] {
+        let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+        let (mut se_m, mut se_u, mut se_0, mut k) = (0.0f64, 0.0f64, 0.0f64, 0usize);
+        for tile in tiles(256, t) {
+            let st = stack(&seq, tile, t / 4);
+            let r = reconstruct_tile(&st, &p);
+            // Truth at the flux^2-weighted centre of the tile's stars (the registration follows the bright ones).
+            let (mut sw, mut sy, mut sx) = (0.0f64, 0.0f64, 0.0f64);
+            for st in seq.sim.stars() {
+                if tile.contains(st.y.max(0.0) as usize, st.x.max(0.0) as usize) && st.y >= 0.0 && st.x >= 0.0 {
+                    let wgt = f64::from(st.flux.min(300_000.0)).powi(2);
+                    sw += wgt;
+                    sy += wgt * f64::from(st.y);
+                    sx += wgt * f64::from(st.x);
+                }
+            }
+            let (cy, cx) = if sw > 0.0 { ((sy / sw) as f32, (sx / sw) as f32) } else { (tile.y0 as f32 + 32.0, tile.x0 as f32 + 32.0) };
+            for (f, fr) in r.frames.iter().enumerate() {
+                match &fr.status {
+                    FrameStatus::Used => {
+                        let truth = seq.sim.local_displacement(f, cy, cx);
+                        let prior = st.frames[f].prior_shift;
+                        let m = fr.measured - prior;
+                        let u = fr.shift - prior;
+                        se_m += f64::from((m - truth).norm().powi(2));
+                        se_u += f64::from((u - truth).norm().powi(2));
+                        se_0 += f64::from(truth.norm().powi(2));
+                        k += 1;
+                    }
+                    FrameStatus::Rejected(why) => {
+                        let key: String = why.chars().take(28).collect();
+                        *reasons.entry(key).or_default() += 1;
+                    }
+                }
+            }
+            if r.fallback.is_some() || !r.valid {
+                println!("  tile {}: fallback {:?} invalid {:?}", tile.index, r.fallback, r.invalid_reason);
+            }
+        }
+        let rms = |s: f64| (s / k as f64).sqrt();
+        println!(
+            "{name}: used {k}; rms error measured {:.3} px, used {:.3} px, true local motion rms {:.3}; rejected {reasons:?}",
+            rms(se_m),
+            rms(se_u),
+            rms(se_0)
+        );
+    }
+}
+
+#[test]
+#[ignore = "debug"]
+fn debug_one_tile() {
+    let scenario = if std::env::var("STATIC").is_ok() { Scenario::Static } else { Scenario::Seeing };
+    let seq = sequence(scenario, 30, 256, 3);
+    let t = 64;
+    let k: usize = std::env::var("TILE").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let tile = tiles(256, t)[k];
+    let st = stack(&seq, tile, t / 4);
+    let r = reconstruct_tile(&st, &OperatorParams::default());
+    println!("{:?} {:?}", r.fallback, r.invalid_reason);
+    let (cy, cx) = (tile.y0 as f32 + 32.0, tile.x0 as f32 + 32.0);
+    for (f, fr) in r.frames.iter().enumerate() {
+        let truth = seq.sim.local_displacement(f, cy, cx);
+        let prior = st.frames[f].prior_shift;
+        let m = fr.measured - prior;
+        let u = fr.shift - prior;
+        println!("{f}: truth {:+.2} {:+.2}  measured {:+.2} {:+.2} used {:+.2} {:+.2} cc {:.3} {:?}", truth.dy, truth.dx, m.dy, m.dx, u.dy, u.dx, fr.cc, fr.status);
     }
 }
