@@ -103,16 +103,18 @@ fn benches(c: &mut Criterion) {
         convergence_enabled: false,
         ..OperatorParams::default()
     };
-    group.bench_function("reconstruct_tile 128x128 x 100, 3 iterations, no early stop", |b| {
-        b.iter(|| reconstruct_tile(black_box(&stack), &no_early_stop))
-    });
+    group.bench_function(
+        "reconstruct_tile 128x128 x 100, 3 iterations, no early stop",
+        |b| b.iter(|| reconstruct_tile(black_box(&stack), &no_early_stop)),
+    );
     let global = OperatorParams {
         mode: Mode::GlobalOnly,
         ..OperatorParams::default()
     };
-    group.bench_function("reconstruct_tile 128x128 x 100, global-only baseline", |b| {
-        b.iter(|| reconstruct_tile(black_box(&stack), &global))
-    });
+    group.bench_function(
+        "reconstruct_tile 128x128 x 100, global-only baseline",
+        |b| b.iter(|| reconstruct_tile(black_box(&stack), &global)),
+    );
     group.finish();
     let reg = register(&prepared, frame.view(), Some(prior));
     eprintln!("bench registration: {reg:?} (prior {prior:?})");

@@ -39,7 +39,11 @@ pub fn run(frames_dir: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<
 
     let events: EventSink = Arc::new(|event: &Event| match event {
         Event::FrameSkipped { path, reason } => eprintln!("skipped {}: {reason}", path.display()),
-        Event::GlobalDone { tiles, tile_size_px, .. } => {
+        Event::GlobalDone {
+            tiles,
+            tile_size_px,
+            ..
+        } => {
             eprintln!("{tiles} tiles of {tile_size_px} px")
         }
         _ => {}
@@ -51,7 +55,13 @@ pub fn run(frames_dir: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<
             dir: frames_dir.clone(),
             scan: tlr_core::scan::ScanOptions::default(),
         };
-        tlr::run(input, PipelineOptions::default(), events, CancellationToken::new()).await
+        tlr::run(
+            input,
+            PipelineOptions::default(),
+            events,
+            CancellationToken::new(),
+        )
+        .await
     })?;
     let preview = output::write_image(&run, &out)?;
     let diagnostics = output::write_diagnostics(

@@ -132,7 +132,10 @@ pub fn clipped_mean(
     let mut c = vec![0.0f32; np];
     let mut thr = vec![f32::INFINITY; np];
     for p in 0..np {
-        let (cp, sp) = (center.get(p).copied().unwrap_or(f32::NAN), scale.get(p).copied().unwrap_or(f32::NAN));
+        let (cp, sp) = (
+            center.get(p).copied().unwrap_or(f32::NAN),
+            scale.get(p).copied().unwrap_or(f32::NAN),
+        );
         if cp.is_finite() {
             c[p] = cp;
             if sp.is_finite() {
@@ -242,8 +245,16 @@ mod tests {
 
     #[test]
     fn truncation_correction() {
-        assert!((truncated_sd(3.0) - 0.9866).abs() < 1e-3, "{}", truncated_sd(3.0));
-        assert!((truncated_sd(1.0) - 0.5396).abs() < 1e-3, "{}", truncated_sd(1.0));
+        assert!(
+            (truncated_sd(3.0) - 0.9866).abs() < 1e-3,
+            "{}",
+            truncated_sd(3.0)
+        );
+        assert!(
+            (truncated_sd(1.0) - 0.5396).abs() < 1e-3,
+            "{}",
+            truncated_sd(1.0)
+        );
         assert!((erf(3.0) - 0.999_977_909_5).abs() < 1e-9);
         assert!((erf(0.5) - 0.520_499_877_8).abs() < 1e-9);
     }

@@ -489,7 +489,11 @@ fn sum(a: &[f32]) -> f64 {
 ///
 /// Never panics: a frame smaller than the reference, an all-`NaN` frame or a reference without structure
 /// give `converged = false`, `cc = 0` and the initial guess (or zero) as shift.
-pub fn register(reference: &Reference, frame: ArrayView2<f32>, initial: Option<Shift>) -> Registration {
+pub fn register(
+    reference: &Reference,
+    frame: ArrayView2<f32>,
+    initial: Option<Shift>,
+) -> Registration {
     let (fh, fw) = frame.dim();
     let fallback_shift = initial
         .filter(|s| s.dy.is_finite() && s.dx.is_finite())
@@ -525,7 +529,10 @@ pub fn register(reference: &Reference, frame: ArrayView2<f32>, initial: Option<S
             if r.converged {
                 finish(r)
             } else {
-                finish(Registration { shift: fallback_shift, ..r })
+                finish(Registration {
+                    shift: fallback_shift,
+                    ..r
+                })
             }
         }
         None => Registration::failed(fallback_shift, true),
@@ -748,7 +755,13 @@ impl Refiner<'_> {
         let mut d = self.scratch.borrow_mut();
         d.clear();
         d.extend(img.iter().zip(r.mask.iter()).map(|(&v, &m)| (v - mu) * m));
-        let sums = [dot(&r.t, &d), sum(&d), dot(&r.gy, &d), dot(&r.gx, &d), dot(&d, &d)];
+        let sums = [
+            dot(&r.t, &d),
+            sum(&d),
+            dot(&r.gy, &d),
+            dot(&r.gx, &d),
+            dot(&d, &d),
+        ];
         drop(d);
         // NaN in a used pixel (0 * NaN is NaN): redo with a joint mask.
         if sums.iter().all(|v| v.is_finite()) {
@@ -770,7 +783,12 @@ impl Refiner<'_> {
         for i in 0..img.len() {
             if r.mask[i] > 0.0 && img[i].is_finite() {
                 let d = f64::from(img[i] - mu);
-                let basis = [f64::from(r.t[i]), 1.0, f64::from(r.gy[i]), f64::from(r.gx[i])];
+                let basis = [
+                    f64::from(r.t[i]),
+                    1.0,
+                    f64::from(r.gy[i]),
+                    f64::from(r.gx[i]),
+                ];
                 for a in 0..4 {
                     b[a] += basis[a] * d;
                     for c in a..4 {
@@ -818,11 +836,7 @@ fn finish_eval(gram: &[[f64; 4]; 4], inv: &[[f64; 4]; 4], b: &[f64; 4], s2: f64,
     } else {
         f32::INFINITY
     };
-    Eval {
-        coef,
-        cc,
-        sigma_px,
-    }
+    Eval { coef, cc, sigma_px }
 }
 
 #[cfg(test)]
@@ -839,7 +853,11 @@ pub(crate) mod tests {
         (0..stars)
             .map(|_| {
                 let flux = 3000.0 * (1.0 + 20.0 * rng.gen::<f64>().powi(4));
-                (rng.gen_range(0.0..h as f64), rng.gen_range(0.0..w as f64), flux)
+                (
+                    rng.gen_range(0.0..h as f64),
+                    rng.gen_range(0.0..w as f64),
+                    flux,
+                )
             })
             .collect()
     }
@@ -894,7 +912,17 @@ pub(crate) mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xabc);
         let nn = Normal::new(0.0, 3.0).unwrap();
         reference.mapv_inplace(|v| v + nn.sample(&mut rng) as f32);
-        let frame = render(&stars, t + 2 * m, t + 2 * m, 0.0, 0.0, dy, dx, 3.0, Some(seed + 1));
+        let frame = render(
+            &stars,
+            t + 2 * m,
+            t + 2 * m,
+            0.0,
+            0.0,
+            dy,
+            dx,
+            3.0,
+            Some(seed + 1),
+        );
         (reference, frame)
     }
 
@@ -930,12 +958,21 @@ pub(crate) mod tests {
         for t in [64usize, 128] {
             let m = t / 4;
             let lim = m as f64 - 1.0;
-            for (k, (dy, dx)) in [(lim, -lim), (-lim, 0.3), (0.5 * lim, lim), (-lim, -lim)].into_iter().enumerate() {
+            for (k, (dy, dx)) in [(lim, -lim), (-lim, 0.3), (0.5 * lim, lim), (-lim, -lim)]
+                .into_iter()
+                .enumerate()
+            {
                 let (reference, frame) = case(t, m, dy, dx, 77 + k as u64);
                 let r = register(&Reference::new(reference.view()), frame.view(), None);
                 assert!(r.converged, "t {t} ({dy},{dx}): {r:?}");
-                assert!((f64::from(r.shift.dy) - dy).abs() < 0.1, "t {t} ({dy},{dx}): {r:?}");
-                assert!((f64::from(r.shift.dx) - dx).abs() < 0.1, "t {t} ({dy},{dx}): {r:?}");
+                assert!(
+                    (f64::from(r.shift.dy) - dy).abs() < 0.1,
+                    "t {t} ({dy},{dx}): {r:?}"
+                );
+                assert!(
+                    (f64::from(r.shift.dx) - dx).abs() < 0.1,
+                    "t {t} ({dy},{dx}): {r:?}"
+                );
                 assert!(r.cc > 0.5);
             }
         }
@@ -946,7 +983,11 @@ pub(crate) mod tests {
         let (reference, frame) = case(96, 24, 3.3, -5.7, 5);
         let rf = Reference::new(reference.view());
         let good = register(&rf, frame.view(), Some(Shift::new(3.0, -6.0)));
-        assert!(good.converged && (good.shift.dy - 3.3).abs() < 0.05 && (good.shift.dx + 5.7).abs() < 0.05);
+        assert!(
+            good.converged
+                && (good.shift.dy - 3.3).abs() < 0.05
+                && (good.shift.dx + 5.7).abs() < 0.05
+        );
         let from_search = register(&rf, frame.view(), None);
         assert!((from_search.shift.dy - good.shift.dy).abs() < 1e-2);
     }
@@ -958,7 +999,9 @@ pub(crate) mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         let nn = Normal::new(0.0, 10.0).unwrap();
         let reference = Array2::from_shape_fn((t, t), |_| 200.0 + 0.3 * nn.sample(&mut rng) as f32);
-        let frame = Array2::from_shape_fn((t + 2 * m, t + 2 * m), |_| 200.0 + nn.sample(&mut rng) as f32);
+        let frame = Array2::from_shape_fn((t + 2 * m, t + 2 * m), |_| {
+            200.0 + nn.sample(&mut rng) as f32
+        });
         let rf = Reference::new(reference.view());
         assert!(!rf.has_structure(), "{rf:?}");
         let prior = Shift::new(0.4, -0.2);
@@ -979,7 +1022,10 @@ pub(crate) mod tests {
         }
         let r = register(&Reference::new(reference.view()), frame.view(), None);
         assert!(r.converged, "{r:?}");
-        assert!((r.shift.dy - 1.25).abs() < 0.08 && (r.shift.dx + 0.75).abs() < 0.08, "{r:?}");
+        assert!(
+            (r.shift.dy - 1.25).abs() < 0.08 && (r.shift.dx + 0.75).abs() < 0.08,
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -1009,7 +1055,9 @@ pub(crate) mod tests {
     fn cc_is_one_for_identical_and_low_for_unrelated() {
         let (reference, _) = case(64, 8, 0.0, 0.0, 21);
         let mut frame = Array2::from_elem((80, 80), f32::NAN);
-        frame.slice_mut(ndarray::s![8..72, 8..72]).assign(&reference.mapv(|v| 2.0 * v + 10.0));
+        frame
+            .slice_mut(ndarray::s![8..72, 8..72])
+            .assign(&reference.mapv(|v| 2.0 * v + 10.0));
         let rf = Reference::new(reference.view());
         let r = register(&rf, frame.view(), Some(Shift::ZERO));
         assert!(r.cc > 0.999 && r.shift.norm() < 1e-3, "{r:?}");

@@ -65,7 +65,11 @@ fn taps(origin: f32) -> Taps {
     if frac == 0.0 {
         let mut w = [0.0; 2 * LANCZOS_RADIUS];
         w[0] = 1.0;
-        return Taps { first: base, n: 1, w };
+        return Taps {
+            first: base,
+            n: 1,
+            w,
+        };
     }
     let r = LANCZOS_RADIUS as i64;
     let mut w64 = [0.0f64; 2 * LANCZOS_RADIUS];
@@ -146,7 +150,8 @@ impl Resampler {
         self.tmp.resize(tmp_h * out_w, f32::NAN);
         // Columns j whose support [tx.first + j, tx.first + j + tx.n - 1] is inside 0..src_w.
         let j_lo = (-tx.first).clamp(0, out_w as i64) as usize;
-        let j_hi = (src_w as i64 - tx.n as i64 + 1 - tx.first).clamp(j_lo as i64, out_w as i64) as usize;
+        let j_hi =
+            (src_w as i64 - tx.n as i64 + 1 - tx.first).clamp(j_lo as i64, out_w as i64) as usize;
         for t in 0..tmp_h {
             let r = ty.first + t as i64;
             if r < 0 || r >= src_h as i64 || j_lo >= j_hi {
@@ -264,8 +269,9 @@ mod tests {
             if frac == 0.0 {
                 return vec![(base, 1.0)];
             }
-            let v: Vec<(i64, f64)> =
-                (-2..=3).map(|k| (base + k, lanczos3_f64(k as f64 - frac))).collect();
+            let v: Vec<(i64, f64)> = (-2..=3)
+                .map(|k| (base + k, lanczos3_f64(k as f64 - frac)))
+                .collect();
             let s: f64 = v.iter().map(|t| t.1).sum();
             v.into_iter().map(|(i, wt)| (i, wt / s)).collect()
         };

@@ -12,7 +12,10 @@ use std::process::Command;
 use std::time::Instant;
 
 fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn tlr() -> Command {
@@ -25,7 +28,14 @@ fn dataset(frames: usize, size: usize) -> PathBuf {
         .join(format!("seeing-{frames}x{size}"));
     if !dir.join(format!("frame_{:04}.fits", frames - 1)).exists() {
         let status = tlr()
-            .args(["simulate", dir.to_str().unwrap(), "--scenario", "seeing", "--seed", "1"])
+            .args([
+                "simulate",
+                dir.to_str().unwrap(),
+                "--scenario",
+                "seeing",
+                "--seed",
+                "1",
+            ])
             .args(["--frames", &frames.to_string()])
             .args(["--width", &size.to_string(), "--height", &size.to_string()])
             .status()
@@ -54,8 +64,14 @@ struct Figures {
 fn run(dir: &Path, workers: usize, out: &Path, global_only: bool) -> Figures {
     let started = Instant::now();
     let mut cmd = tlr();
-    cmd.args(["run", dir.to_str().unwrap(), "-o", out.to_str().unwrap(), "--json"])
-        .args(["--parallel-tiles", &workers.to_string()]);
+    cmd.args([
+        "run",
+        dir.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ])
+    .args(["--parallel-tiles", &workers.to_string()]);
     if global_only {
         cmd.arg("--global-only");
     }
@@ -88,7 +104,10 @@ fn main() {
     let total = data_bytes(&dir) as f64;
     let scratch = tempfile::tempdir().unwrap();
     let out = scratch.path().join("bench.fits");
-    println!("pipeline benchmark: {frames} frames of {size}x{size} (seeing), data set {:.1} MB", total / 1e6);
+    println!(
+        "pipeline benchmark: {frames} frames of {size}x{size} (seeing), data set {:.1} MB",
+        total / 1e6
+    );
     let mut best = [f64::INFINITY; 2];
     for round in 0..repeat {
         for (slot, workers) in [1usize, 2].into_iter().enumerate() {

@@ -82,7 +82,10 @@ impl Accumulator {
     ///
     /// # Errors
     /// When results are missing at the end (a stage stopped early) or a sequence number repeats.
-    pub async fn run(mut self, mut result_rx: mpsc::Receiver<TileDone>) -> Result<Accumulated, StageError> {
+    pub async fn run(
+        mut self,
+        mut result_rx: mpsc::Receiver<TileDone>,
+    ) -> Result<Accumulated, StageError> {
         let mut pending: BTreeMap<usize, TileDone> = BTreeMap::new();
         let mut next = 0usize;
         let mut tiles = Vec::with_capacity(self.total);
@@ -109,7 +112,10 @@ impl Accumulator {
         if next != self.total || !pending.is_empty() {
             return Err(StageError::input(
                 "accumulator",
-                format!("only {next} of {} tiles arrived (the run stopped early)", self.total),
+                format!(
+                    "only {next} of {} tiles arrived (the run stopped early)",
+                    self.total
+                ),
             ));
         }
         Ok(Accumulated {

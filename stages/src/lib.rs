@@ -35,5 +35,7 @@ pub use tlr_core as core;
 
 pub use error::StageError;
 pub use events::{Event, EventSink};
-pub use pipeline::{run, run_blocking, Input, PipelineOptions, Registration, RunOutput, RunSummary};
+pub use pipeline::{
+    run, run_blocking, Input, PipelineOptions, Registration, RunOutput, RunSummary,
+};
 pub use source::{FileFrames, FrameStore, MemoryFrames};

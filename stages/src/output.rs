@@ -49,14 +49,26 @@ pub fn output_meta(run: &RunOutput, kind: &str) -> OutputMeta {
     let mut cards = vec![
         card_str(
             "CREATOR",
-            &format!("{} {} {kind}", fits::CREATOR_PREFIX, env!("CARGO_PKG_VERSION")),
+            &format!(
+                "{} {} {kind}",
+                fits::CREATOR_PREFIX,
+                env!("CARGO_PKG_VERSION")
+            ),
             "software that wrote this file",
         ),
-        card_int("NCOMBINE", s.frames_used as i64, "number of frames combined"),
+        card_int(
+            "NCOMBINE",
+            s.frames_used as i64,
+            "number of frames combined",
+        ),
         card_int("TLRTILES", s.tiles_total as i64, "tiles in the grid"),
         card_int("TLRVALID", s.tiles_valid as i64, "tiles reconstructed"),
         card_int("TLRTSIZE", s.tile_size_px as i64, "[px] tile size"),
-        card_float("TLRFWHM", f64::from(s.median_fwhm_px), "[px] median FWHM of input frames"),
+        card_float(
+            "TLRFWHM",
+            f64::from(s.median_fwhm_px),
+            "[px] median FWHM of input frames",
+        ),
         card_str(
             "TLRMODE",
             match s.registration {
@@ -67,15 +79,36 @@ pub fn output_meta(run: &RunOutput, kind: &str) -> OutputMeta {
         ),
     ];
     if let Some(exposure) = s.exposure_total_s {
-        cards.push(card_float("EXPTIME", exposure, "[s] total exposure of combined frames"));
+        cards.push(card_float(
+            "EXPTIME",
+            exposure,
+            "[s] total exposure of combined frames",
+        ));
     }
     if let Some(date) = &s.date_obs_first {
-        cards.push(card_str("DATE-OBS", date, "start of the first combined frame"));
+        cards.push(card_str(
+            "DATE-OBS",
+            date,
+            "start of the first combined frame",
+        ));
     }
-    let finite: Vec<f32> = run.image.iter().copied().filter(|v| v.is_finite()).collect();
+    let finite: Vec<f32> = run
+        .image
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
     if let Some(stats) = tlr_core::stats::sigma_clipped(&finite, 3.0, 5) {
-        cards.push(card_float("DATAMED", f64::from(stats.median), "median of the image (clipped)"));
-        cards.push(card_float("DATASIG", f64::from(stats.sigma), "robust sigma of the image"));
+        cards.push(card_float(
+            "DATAMED",
+            f64::from(stats.median),
+            "median of the image (clipped)",
+        ));
+        cards.push(card_float(
+            "DATASIG",
+            f64::from(stats.sigma),
+            "robust sigma of the image",
+        ));
     }
     OutputMeta {
         cards,
@@ -126,7 +159,8 @@ fn grid_axes(run: &RunOutput) -> (Vec<usize>, Vec<usize>) {
 ///
 /// `warp_dx.fits`/`warp_dy.fits` are cubes `(frames, grid rows, grid cols)`: per used frame and tile, the
 /// tile's local shift relative to the frame's global motion (NaN where the frame was rejected or the tile
-/// invalid). `invalid_tile_map.fits` is `(grid rows, grid cols)`, 1 for invalid tiles.
+/// invalid). `warp_field.png` draws that field, as arrows per tile, for the frame where it is strongest.
+/// `invalid_tile_map.fits` is `(grid rows, grid cols)`, 1 for invalid tiles.
 ///
 /// # Errors
 /// When a file cannot be written (the error names it).
@@ -146,7 +180,12 @@ pub fn write_diagnostics(
         "frames": run.frames,
         "tiles": run.tiles,
     });
-    write_atomic(&report_path, serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;
+    write_atomic(
+        &report_path,
+        serde_json::to_string_pretty(&report)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
     written.push(report_path);
 
     let (ys, xs) = grid_axes(run);
@@ -180,13 +219,23 @@ pub fn write_diagnostics(
         written.push(fits_out("warp_dx.fits", dx.view())?);
         written.push(fits_out("warp_dy.fits", dy.view())?);
         let png = dir.join("warp_field.png");
-        let valid: Vec<&crate::accumulator::TileSummary> = run.tiles.iter().filter(|t| t.valid).collect();
+        let slot = strongest_frame(&dx, &dy);
+        let valid: Vec<&crate::accumulator::TileSummary> =
+            run.tiles.iter().filter(|t| t.valid).collect();
         let boxes: Vec<tlr_core::TileBox> = valid.iter().map(|t| t.tile).collect();
-        let arrows: Vec<tlr_core::Shift> = valid.iter().map(|t| rms_shift(t)).collect();
-        preview::write_warp_field_png(&png, run.image.view(), &boxes, &arrows, 0.0).map_err(|e| StageError::Output {
-            path: png.clone(),
-            message: e.to_string(),
-        })?;
+        let arrows: Vec<tlr_core::Shift> = valid
+            .iter()
+            .map(|t| {
+                let (gy, gx) = position(&t.tile);
+                tlr_core::Shift::new(dy[[slot, gy, gx]], dx[[slot, gy, gx]])
+            })
+            .collect();
+        preview::write_warp_field_png(&png, run.image.view(), &boxes, &arrows, 0.0).map_err(
+            |e| StageError::Output {
+                path: png.clone(),
+                message: e.to_string(),
+            },
+        )?;
         written.push(png);
     }
     if selection.tile_invalid_map {
@@ -194,20 +243,30 @@ pub fn write_diagnostics(
         for t in run.tiles.iter().filter(|t| !t.valid) {
             map[position(&t.tile)] = 1.0;
         }
-        written.push(fits_out("invalid_tile_map.fits", map.view().insert_axis(ndarray::Axis(0)))?);
+        written.push(fits_out(
+            "invalid_tile_map.fits",
+            map.view().insert_axis(ndarray::Axis(0)),
+        )?);
         let png = dir.join("tile_invalid_map.png");
         let boxes: Vec<tlr_core::TileBox> = run.tiles.iter().map(|t| t.tile).collect();
         let valid: Vec<bool> = run.tiles.iter().map(|t| t.valid).collect();
         let (rows, cols) = run.image.dim();
-        preview::write_tile_map_png(&png, rows, cols, &boxes, &valid).map_err(|e| StageError::Output {
-            path: png.clone(),
-            message: e.to_string(),
+        preview::write_tile_map_png(&png, rows, cols, &boxes, &valid).map_err(|e| {
+            StageError::Output {
+                path: png.clone(),
+                message: e.to_string(),
+            }
         })?;
         written.push(png);
     }
     if selection.warp_variance_hist {
         let png = dir.join("warp_variance_hist.png");
-        let values: Vec<f32> = run.tiles.iter().filter(|t| t.valid).map(|t| t.warp_variance).collect();
+        let values: Vec<f32> = run
+            .tiles
+            .iter()
+            .filter(|t| t.valid)
+            .map(|t| t.warp_variance)
+            .collect();
         preview::write_histogram_png(&png, &values, 30).map_err(|e| StageError::Output {
             path: png.clone(),
             message: e.to_string(),
@@ -217,17 +276,27 @@ pub fn write_diagnostics(
     Ok(written)
 }
 
-/// The RMS local motion of a tile over its used frames, as a vector per axis (for the arrow picture):
-/// direction of the mean shift, length of the RMS.
-fn rms_shift(tile: &crate::accumulator::TileSummary) -> tlr_core::Shift {
-    let rms = tile.warp_variance.max(0.0).sqrt();
-    let mean = tile.mean_shift;
-    let norm = mean.norm();
-    if norm > 1e-6 {
-        tlr_core::Shift::new(mean.dy / norm * rms, mean.dx / norm * rms)
-    } else {
-        tlr_core::Shift::new(0.0, rms)
-    }
+/// The frame (slot) whose local warp field is strongest (largest mean squared local shift over the
+/// tiles): the one `warp_field.png` shows, as the most telling example of the field.
+fn strongest_frame(dx: &Array3<f32>, dy: &Array3<f32>) -> usize {
+    let energy = |slot: usize| -> f64 {
+        let (sum, n) = dx
+            .index_axis(ndarray::Axis(0), slot)
+            .iter()
+            .zip(dy.index_axis(ndarray::Axis(0), slot).iter())
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .fold((0.0f64, 0usize), |(s, n), (x, y)| {
+                (s + f64::from(x * x + y * y), n + 1)
+            });
+        if n == 0 {
+            0.0
+        } else {
+            sum / n as f64
+        }
+    };
+    (0..dx.len_of(ndarray::Axis(0)))
+        .max_by(|&a, &b| energy(a).total_cmp(&energy(b)))
+        .unwrap_or(0)
 }
 
 /// Writes bytes to `path` through a temporary file in the same folder and a rename.

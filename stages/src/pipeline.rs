@@ -71,7 +71,8 @@ pub struct PipelineOptions {
     pub channel_capacity: NonZeroUsize,
     /// Tiles allowed in flight plus waiting for reordering; `None` = 2 x workers + 2.
     pub reorder_window: Option<NonZeroUsize>,
-    /// Memory the reader may use for one block of tiles, MiB.
+    /// Memory the reader may use for its rolling window of frame rows (one tile row of every frame), MiB;
+    /// above it, the image is read in column bands.
     pub reader_block_mib: usize,
     /// A frame that cannot be read or registered stops the run instead of being left out.
     pub strict: bool,
@@ -88,7 +89,7 @@ impl Default for PipelineOptions {
             parallel_tiles: None,
             channel_capacity: NonZeroUsize::new(2).expect("2 > 0"),
             reorder_window: None,
-            reader_block_mib: 48,
+            reader_block_mib: 64,
             strict: false,
             registration: Registration::TileLocal,
             processor: None,
@@ -254,24 +255,24 @@ pub async fn run(
         cfg.tile.min_size,
         cfg.tile.max_size,
     );
-    let tiles = tile::tile_grid(rows, cols, tile_px, cfg.tile.overlap_fraction as f32)
+    let grid = tile::tile_grid(rows, cols, tile_px, cfg.tile.overlap_fraction as f32)
         .map_err(|e| StageError::input("reader", e.to_string()))?;
     let margin = cfg.tile.margin_px;
     events(&Event::GlobalDone {
         frames_used: global.frames.len(),
         median_fwhm_px: median_fwhm,
         tile_size_px: tile_px,
-        tiles: tiles.len(),
+        tiles: grid.len(),
     });
 
     let workers_n = worker_count(&options);
     let plan = ReadPlan::new(
-        tiles.clone(),
+        &grid,
         margin,
         global.frames.len(),
-        0,
         options.reader_block_mib << 20,
     );
+    let tiles = plan.tiles.clone();
     let window_size = options
         .reorder_window
         .map_or(2 * workers_n.get() + 2, NonZeroUsize::get)
@@ -294,7 +295,8 @@ pub async fn run(
         Arc::clone(&events),
     );
     let used_frames = global.frames.clone();
-    let reader_task = tokio::spawn(reader.run(plan, global.frames.clone(), tile_tx, cancel.clone()));
+    let reader_task =
+        tokio::spawn(reader.run(plan, global.frames.clone(), tile_tx, cancel.clone()));
     let workers_task = tokio::spawn(workers.run(tile_rx, result_tx));
     let accumulator_task = tokio::spawn(accumulator.run(result_rx));
 

@@ -2,11 +2,12 @@
 //! then reads every tile's stack (the tile plus a search margin, from every frame) and sends the stacks
 //! downstream in a fixed order.
 //!
-//! Reading is sequential and block-wise: the tiles are grouped into blocks (whole tile rows when they fit
-//! the memory budget, otherwise runs of tiles within a row); each frame is opened once per block and the
-//! block's bounding region is read in one call, then cut into tile stacks one at a time, just before each is
-//! sent. Every pixel region is therefore read once per run (not once per iteration), and memory is bounded by
-//! the block budget plus the channel capacity, whatever the number of frames or tiles.
+//! Reading is sequential and row-wise: tiles are read in column bands (one band when the budget allows),
+//! tile row by tile row from the top. Each frame keeps a rolling window of the frame rows the current tile
+//! row needs (tile height plus margins); moving to the next tile row drops rows no longer needed and reads
+//! only the new ones, in one file visit per frame. So every frame row is read once per band (not once per
+//! tile, nor per iteration), and memory is bounded by the window budget plus the channel capacity. Stacks
+//! are cut from the windows one at a time, just before each is sent.
 //! What it does not: any reconstruction (workers do that) or any blending (the accumulator does that).
 
 use ndarray::{s, Array2, Array3};
@@ -58,7 +59,10 @@ pub struct UsedFrame {
 impl UsedFrame {
     /// The whole-pixel part of the global shift (applied by offsetting the read window).
     pub fn offset(&self) -> (isize, isize) {
-        (self.shift.dy.round() as isize, self.shift.dx.round() as isize)
+        (
+            self.shift.dy.round() as isize,
+            self.shift.dx.round() as isize,
+        )
     }
 
     /// The sub-pixel rest of the global shift (left to the operator as its prior).
@@ -68,54 +72,77 @@ impl UsedFrame {
     }
 }
 
-/// How the reader groups tiles and how much it may hold at once.
+/// The order in which tiles are read and how: column bands of tile rows, read top to bottom with a rolling
+/// window of frame rows per frame, so that every frame row of a band is read once.
 #[derive(Debug, Clone)]
 pub struct ReadPlan {
-    /// Tiles in application order.
+    /// Tiles in reading (= application) order; `TileBox::index` equals the position in this list.
     pub tiles: Vec<TileBox>,
     /// Search margin read around each tile, px.
     pub margin: usize,
-    /// Groups of consecutive tiles (ranges into `tiles`) read together.
-    pub blocks: Vec<Range<usize>>,
+    /// Bands, left to right; each is a list of tile rows (ranges into `tiles`), top to bottom.
+    pub bands: Vec<Vec<Range<usize>>>,
 }
 
 impl ReadPlan {
-    /// Groups `tiles` (row-major order) into blocks whose bounding region, for all `frames`, stays within
-    /// `budget_bytes` (f32 samples) where possible; a single tile is always allowed.
-    pub fn new(
-        tiles: Vec<TileBox>,
-        margin: usize,
-        frames: usize,
-        drift_px: usize,
-        budget_bytes: usize,
-    ) -> Self {
-        let bytes_of = |range: &Range<usize>| -> usize {
-            let (mut y0, mut y1, mut x0, mut x1) = (usize::MAX, 0, usize::MAX, 0);
-            for t in &tiles[range.clone()] {
-                y0 = y0.min(t.y0);
-                y1 = y1.max(t.y0 + t.h);
-                x0 = x0.min(t.x0);
-                x1 = x1.max(t.x0 + t.w);
-            }
-            let pad = 2 * (margin + drift_px);
-            (y1 - y0 + pad) * (x1 - x0 + pad) * frames * std::mem::size_of::<f32>()
+    /// Plans reading `grid` (row-major tiles) for `frames` frames: the fewest column bands whose rolling
+    /// window (one tile row plus margins, for all frames, as f32) fits in `budget_bytes`; a band is at
+    /// least one tile column wide. Tiles are re-indexed in band order.
+    pub fn new(grid: &[TileBox], margin: usize, frames: usize, budget_bytes: usize) -> Self {
+        let mut xs: Vec<usize> = grid.iter().map(|t| t.x0).collect();
+        xs.sort_unstable();
+        xs.dedup();
+        let tile_h = grid.iter().map(|t| t.h).max().unwrap_or(0);
+        let pad = 2 * margin;
+        let bytes = |columns: &[usize]| -> usize {
+            let x0 = columns.first().copied().unwrap_or(0);
+            let x1 = grid
+                .iter()
+                .filter(|t| columns.contains(&t.x0))
+                .map(|t| t.x0 + t.w)
+                .max()
+                .unwrap_or(x0);
+            (tile_h + pad) * (x1 - x0 + pad) * frames.max(1) * std::mem::size_of::<f32>()
         };
-        let mut blocks = Vec::new();
-        let mut start = 0;
-        for end in 1..=tiles.len() {
-            let candidate = start..end;
-            if end - start > 1 && bytes_of(&candidate) > budget_bytes {
-                blocks.push(start..end - 1);
-                start = end - 1;
+        let mut band_count = 1;
+        while band_count < xs.len() {
+            let per_band = xs.len().div_ceil(band_count);
+            if xs.chunks(per_band).all(|c| bytes(c) <= budget_bytes) {
+                break;
             }
+            band_count += 1;
         }
-        if start < tiles.len() {
-            blocks.push(start..tiles.len());
+        let per_band = xs.len().div_ceil(band_count).max(1);
+        let mut tiles = Vec::with_capacity(grid.len());
+        let mut bands = Vec::new();
+        for columns in xs.chunks(per_band) {
+            let mut rows: Vec<Range<usize>> = Vec::new();
+            let mut ys: Vec<usize> = grid
+                .iter()
+                .filter(|t| columns.contains(&t.x0))
+                .map(|t| t.y0)
+                .collect();
+            ys.sort_unstable();
+            ys.dedup();
+            for y0 in ys {
+                let start = tiles.len();
+                for t in grid
+                    .iter()
+                    .filter(|t| t.y0 == y0 && columns.contains(&t.x0))
+                {
+                    tiles.push(TileBox {
+                        index: tiles.len(),
+                        ..*t
+                    });
+                }
+                rows.push(start..tiles.len());
+            }
+            bands.push(rows);
         }
         Self {
             tiles,
             margin,
-            blocks,
+            bands,
         }
     }
 }
@@ -162,10 +189,14 @@ impl FrameReader {
             }
             self.memory.check()?;
             let store = Arc::clone(&self.store);
-            let mut state = pass.take().expect("global pass state is put back every round");
+            let mut state = pass
+                .take()
+                .expect("global pass state is put back every round");
             // cfitsio and the measurement are blocking work: keep them off the async threads.
             let (state, outcome) = tokio::task::spawn_blocking(move || {
-                let outcome = store.read_full(index).map(|image| state.add_frame(image.view()));
+                let outcome = store
+                    .read_full(index)
+                    .map(|image| state.add_frame(image.view()));
                 (state, outcome)
             })
             .await
@@ -214,61 +245,77 @@ impl FrameReader {
         cancel: CancellationToken,
     ) -> Result<usize, StageError> {
         let frames = Arc::new(frames);
-        let (rows, cols) = self.store.shape();
+        let shape = self.store.shape();
         let mut failed = vec![false; frames.len()];
         let mut sent = 0usize;
-        for block in &plan.blocks {
-            if cancel.is_cancelled() {
-                return Err(StageError::Cancelled);
-            }
-            self.memory.check()?;
-            let tiles = plan.tiles[block.clone()].to_vec();
-            let store = Arc::clone(&self.store);
-            let block_frames = Arc::clone(&frames);
-            let margin = plan.margin;
-            let failed_before = failed.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                BlockData::read(
-                    store.as_ref(),
-                    &tiles,
-                    &block_frames,
-                    margin,
-                    (rows, cols),
-                    &failed_before,
-                )
-            })
-            .await
-            .map_err(|source| StageError::Join {
-                stage: "reader",
-                source,
-            })?;
-            let (data, errors) = read;
-            for (slot, error) in errors {
-                if self.strict {
-                    return Err(error);
+        for band in &plan.bands {
+            let mut windows = Arc::new(Windows::new(frames.len()));
+            for tile_row in band {
+                if cancel.is_cancelled() {
+                    return Err(StageError::Cancelled);
                 }
-                failed[slot] = true;
-                (self.events)(&Event::Warning {
-                    message: format!(
-                        "{error}; the frame is left out of this and all later tiles"
-                    ),
-                });
-            }
-            for tile in &plan.tiles[block.clone()] {
-                let stack = data.cut(tile, &frames, plan.margin);
-                let job = TileJob { seq: sent, stack };
-                // The send is the back-pressure: it waits while the workers are busy. Only the reader
-                // watches the token; downstream stages stop when this channel closes.
-                tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => return Err(StageError::Cancelled),
-                    result = tile_tx.send(job) => {
-                        if result.is_err() {
-                            return Ok(sent);
+                self.memory.check()?;
+                let tiles = &plan.tiles[tile_row.clone()];
+                let need = Need::of(tiles, plan.margin);
+                // All clones of the Arc were held by finished cut jobs, so this is the only owner now.
+                let mut owned = Arc::try_unwrap(windows).map_err(|_| {
+                    StageError::input("reader", "internal: frame windows still shared")
+                })?;
+                let store = Arc::clone(&self.store);
+                let row_frames = Arc::clone(&frames);
+                let skip = failed.clone();
+                // Reading is blocking I/O: one sequential pass over the frames, new rows only.
+                let (advanced, errors) = tokio::task::spawn_blocking(move || {
+                    let errors = owned.advance(store.as_ref(), &row_frames, &need, shape, &skip);
+                    (owned, errors)
+                })
+                .await
+                .map_err(|source| StageError::Join {
+                    stage: "reader",
+                    source,
+                })?;
+                windows = Arc::new(advanced);
+                for (slot, error) in errors {
+                    if self.strict {
+                        return Err(error);
+                    }
+                    failed[slot] = true;
+                    (self.events)(&Event::Warning {
+                        message: format!(
+                            "{error}; the frame is left out of this and all later tiles"
+                        ),
+                    });
+                }
+                for tile in tiles {
+                    let (cut_windows, cut_frames, tile, margin) = (
+                        Arc::clone(&windows),
+                        Arc::clone(&frames),
+                        *tile,
+                        plan.margin,
+                    );
+                    // Copying a stack out of the windows is a few MB: keep it off the async threads.
+                    let stack = tokio::task::spawn_blocking(move || {
+                        cut_windows.cut(&tile, &cut_frames, margin)
+                    })
+                    .await
+                    .map_err(|source| StageError::Join {
+                        stage: "reader",
+                        source,
+                    })?;
+                    let job = TileJob { seq: sent, stack };
+                    // The send is the back-pressure: it waits while the workers are busy. Only the
+                    // reader watches the token; downstream stages stop when this channel closes.
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => return Err(StageError::Cancelled),
+                        result = tile_tx.send(job) => {
+                            if result.is_err() {
+                                return Ok(sent);
+                            }
                         }
                     }
+                    sent += 1;
                 }
-                sent += 1;
             }
         }
         // Dropping `tile_tx` here closes the channel: that is the workers' signal to finish.
@@ -326,75 +373,139 @@ fn select_frames(
     Ok(used)
 }
 
-/// One block's pixels: per used frame, the bounding region of the block's tiles (offset by the frame's
-/// whole-pixel global shift) and where that region starts in frame coordinates.
-struct BlockData {
-    regions: Vec<Option<(Array2<f32>, isize, isize)>>,
+/// The reference-frame rectangle a tile row needs (tiles plus margin), before frame offsets.
+struct Need {
+    rows: Range<isize>,
+    cols: Range<isize>,
 }
 
-impl BlockData {
-    /// Reads the block from every used frame, sequentially. Frames already failed, or failing now, get no
-    /// data (their cut-outs stay NaN); the new failures are returned with their slot in `frames`.
-    fn read(
-        store: &dyn FrameStore,
-        tiles: &[TileBox],
-        frames: &[UsedFrame],
-        margin: usize,
-        (rows, cols): (usize, usize),
-        failed: &[bool],
-    ) -> (Self, Vec<(usize, StageError)>) {
+impl Need {
+    fn of(tiles: &[TileBox], margin: usize) -> Self {
         let m = margin as isize;
         let y0 = tiles.iter().map(|t| t.y0).min().unwrap_or(0) as isize - m;
         let y1 = tiles.iter().map(|t| t.y0 + t.h).max().unwrap_or(0) as isize + m;
         let x0 = tiles.iter().map(|t| t.x0).min().unwrap_or(0) as isize - m;
         let x1 = tiles.iter().map(|t| t.x0 + t.w).max().unwrap_or(0) as isize + m;
-        let mut regions = Vec::with_capacity(frames.len());
+        Self {
+            rows: y0..y1,
+            cols: x0..x1,
+        }
+    }
+}
+
+/// Per used frame, the rows of the current band held in memory: `data` covers frame rows
+/// `row0..row0 + data.nrows()` and frame columns `col0..col0 + data.ncols()`.
+struct Window {
+    data: Array2<f32>,
+    row0: usize,
+    col0: usize,
+}
+
+/// The rolling windows of all used frames for one band.
+struct Windows {
+    frames: Vec<Option<Window>>,
+}
+
+impl Windows {
+    fn new(frames: usize) -> Self {
+        Self {
+            frames: (0..frames).map(|_| None).collect(),
+        }
+    }
+
+    /// Moves every frame's window down to what `need` asks for: rows no longer needed are dropped, only
+    /// rows not yet held are read (one file visit per frame). Returns the frames that failed now, by slot.
+    fn advance(
+        &mut self,
+        store: &dyn FrameStore,
+        frames: &[UsedFrame],
+        need: &Need,
+        (rows, cols): (usize, usize),
+        skip: &[bool],
+    ) -> Vec<(usize, StageError)> {
         let mut errors = Vec::new();
         for (slot, frame) in frames.iter().enumerate() {
-            if failed[slot] {
-                regions.push(None);
+            if skip[slot] {
+                self.frames[slot] = None;
                 continue;
             }
             let (oy, ox) = frame.offset();
-            let ry = clip(y0 + oy, y1 + oy, rows);
-            let rx = clip(x0 + ox, x1 + ox, cols);
-            if ry.is_empty() || rx.is_empty() {
-                regions.push(None);
+            let want_rows = clip(need.rows.start + oy, need.rows.end + oy, rows);
+            let want_cols = clip(need.cols.start + ox, need.cols.end + ox, cols);
+            if want_rows.is_empty() || want_cols.is_empty() {
+                self.frames[slot] = None;
                 continue;
             }
-            let (start_y, start_x) = (ry.start as isize, rx.start as isize);
-            match store.read_regions(frame.index, &[(ry, rx)]) {
-                Ok(mut parts) => regions.push(parts.pop().map(|a| (a, start_y, start_x))),
-                Err(error) => {
-                    errors.push((slot, error));
-                    regions.push(None);
+            // Keep the held rows that are still wanted (same columns: a band's columns are fixed).
+            let kept = self.frames[slot]
+                .take()
+                .filter(|w| w.col0 == want_cols.start && w.data.ncols() == want_cols.len());
+            let (kept_rows, held_end) = match &kept {
+                Some(w) => {
+                    let end = w.row0 + w.data.nrows();
+                    let from = want_rows.start.max(w.row0).min(end);
+                    (Some((w, from, end)), end.max(want_rows.start))
+                }
+                None => (None, want_rows.start),
+            };
+            let read_from = held_end.min(want_rows.end);
+            let fresh = if read_from < want_rows.end {
+                match store.read_regions(
+                    frame.index,
+                    &[(read_from..want_rows.end, want_cols.clone())],
+                ) {
+                    Ok(mut parts) => parts.pop(),
+                    Err(error) => {
+                        errors.push((slot, error));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let mut data = Array2::from_elem((want_rows.len(), want_cols.len()), f32::NAN);
+            if let Some((w, from, end)) = kept_rows {
+                let to = end.min(want_rows.end);
+                if from < to {
+                    data.slice_mut(s![from - want_rows.start..to - want_rows.start, ..])
+                        .assign(&w.data.slice(s![from - w.row0..to - w.row0, ..]));
                 }
             }
+            if let Some(fresh) = fresh {
+                let at = read_from - want_rows.start;
+                data.slice_mut(s![at..at + fresh.nrows(), ..])
+                    .assign(&fresh);
+            }
+            self.frames[slot] = Some(Window {
+                data,
+                row0: want_rows.start,
+                col0: want_cols.start,
+            });
         }
-        (Self { regions }, errors)
+        errors
     }
 
     /// The tile stack of `tile`: each frame's cut-out of the tile plus margin, shifted by the frame's
-    /// whole-pixel offset; pixels outside the frame are NaN.
+    /// whole-pixel offset; pixels outside the frame (or of failed frames) are NaN.
     fn cut(&self, tile: &TileBox, frames: &[UsedFrame], margin: usize) -> TileStack {
         let (h, w) = (tile.h + 2 * margin, tile.w + 2 * margin);
         let mut cutouts = Array3::from_elem((frames.len(), h, w), f32::NAN);
         for (slot, frame) in frames.iter().enumerate() {
-            let Some((region, ry0, rx0)) = &self.regions[slot] else {
+            let Some(window) = &self.frames[slot] else {
                 continue;
             };
             let (oy, ox) = frame.offset();
             // Cut-out origin in frame coordinates.
             let cy0 = tile.y0 as isize - margin as isize + oy;
             let cx0 = tile.x0 as isize - margin as isize + ox;
-            // Intersect the cut-out with the region that was read.
-            let (rh, rw) = region.dim();
-            let ys = cy0.max(*ry0)..(cy0 + h as isize).min(ry0 + rh as isize);
-            let xs = cx0.max(*rx0)..(cx0 + w as isize).min(rx0 + rw as isize);
+            let (ry0, rx0) = (window.row0 as isize, window.col0 as isize);
+            let (rh, rw) = window.data.dim();
+            let ys = cy0.max(ry0)..(cy0 + h as isize).min(ry0 + rh as isize);
+            let xs = cx0.max(rx0)..(cx0 + w as isize).min(rx0 + rw as isize);
             if ys.is_empty() || xs.is_empty() {
                 continue;
             }
-            let src = region.slice(s![
+            let src = window.data.slice(s![
                 (ys.start - ry0) as usize..(ys.end - ry0) as usize,
                 (xs.start - rx0) as usize..(xs.end - rx0) as usize
             ]);
@@ -448,17 +559,89 @@ mod tests {
     }
 
     #[test]
-    fn blocks_cover_all_tiles_in_order_within_budget() {
-        let plan = ReadPlan::new(tiles(16), 8, 10, 0, 400_000);
-        let flat: Vec<usize> = plan.blocks.iter().flat_map(|b| b.clone()).collect();
-        assert_eq!(flat, (0..16).collect::<Vec<_>>());
-        assert!(plan.blocks.len() > 1);
+    fn one_band_when_the_window_fits() {
+        let plan = ReadPlan::new(&tiles(16), 8, 10, 1 << 30);
+        assert_eq!(plan.bands.len(), 1);
+        let order: Vec<usize> = plan.tiles.iter().map(|t| t.index).collect();
+        assert_eq!(order, (0..16).collect::<Vec<_>>());
+        assert_eq!(plan.bands[0].len(), 4, "four tile rows");
     }
 
     #[test]
-    fn a_single_tile_is_always_a_block() {
-        let plan = ReadPlan::new(tiles(3), 8, 1000, 0, 1);
-        assert_eq!(plan.blocks, vec![0..1, 1..2, 2..3]);
+    fn bands_split_columns_and_reindex_in_band_order() {
+        let plan = ReadPlan::new(&tiles(16), 8, 10, 400_000);
+        assert!(plan.bands.len() > 1);
+        // Every tile exactly once, indices equal positions, rows within a band top to bottom.
+        assert_eq!(plan.tiles.len(), 16);
+        for (i, t) in plan.tiles.iter().enumerate() {
+            assert_eq!(t.index, i);
+        }
+        let mut boxes: Vec<(usize, usize)> = plan.tiles.iter().map(|t| (t.y0, t.x0)).collect();
+        boxes.sort_unstable();
+        boxes.dedup();
+        assert_eq!(boxes.len(), 16);
+        for band in &plan.bands {
+            let ys: Vec<usize> = band.iter().map(|r| plan.tiles[r.start].y0).collect();
+            assert!(ys.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+
+    #[test]
+    fn a_single_column_is_always_a_band() {
+        let plan = ReadPlan::new(&tiles(4), 8, 1000, 1);
+        assert_eq!(plan.bands.len(), 4);
+    }
+
+    #[test]
+    fn rolling_windows_reproduce_direct_cut_outs() {
+        use crate::source::MemoryFrames;
+        let frames: Vec<Array2<f32>> = (0..3)
+            .map(|f| {
+                Array2::from_shape_fn((100, 120), |(r, c)| (f * 100_000 + r * 1000 + c) as f32)
+            })
+            .collect();
+        let store = MemoryFrames::new(frames.clone()).unwrap();
+        let used: Vec<UsedFrame> = (0..3)
+            .map(|i| UsedFrame {
+                index: i,
+                weight: 1.0,
+                scale: 1.0,
+                shift: Shift::new(i as f32 * 3.4 - 2.0, 5.0 - i as f32 * 4.6),
+            })
+            .collect();
+        let grid = tlr_core::tile::tile_grid(100, 120, 40, 0.25).unwrap();
+        let plan = ReadPlan::new(&grid, 6, 3, 40_000);
+        let margin = plan.margin;
+        for band in &plan.bands {
+            let mut windows = Windows::new(3);
+            for row in band {
+                let tiles = &plan.tiles[row.clone()];
+                let errors = windows.advance(
+                    &store,
+                    &used,
+                    &Need::of(tiles, margin),
+                    (100, 120),
+                    &[false; 3],
+                );
+                assert!(errors.is_empty());
+                for tile in tiles {
+                    let stack = windows.cut(tile, &used, margin);
+                    for (slot, f) in used.iter().enumerate() {
+                        let (oy, ox) = f.offset();
+                        for ((r, c), v) in stack.cutouts.slice(s![slot, .., ..]).indexed_iter() {
+                            let fy = tile.y0 as isize - margin as isize + oy + r as isize;
+                            let fx = tile.x0 as isize - margin as isize + ox + c as isize;
+                            let inside = (0..100).contains(&fy) && (0..120).contains(&fx);
+                            if inside {
+                                assert_eq!(*v, frames[slot][[fy as usize, fx as usize]]);
+                            } else {
+                                assert!(v.is_nan());
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -112,7 +112,9 @@ impl FrameStore for FileFrames {
     fn read_full(&self, index: usize) -> Result<Array2<f32>, StageError> {
         let mut reader = fits::FitsReader::open(&self.headers[index].path)
             .map_err(|e| StageError::fits("reader", e))?;
-        reader.read_full().map_err(|e| StageError::fits("reader", e))
+        reader
+            .read_full()
+            .map_err(|e| StageError::fits("reader", e))
     }
 
     fn read_regions(

@@ -39,7 +39,11 @@ pub struct Workers {
 impl Workers {
     /// A pool of `parallel_tiles` workers running `processor`; `window` bounds tiles in flight plus tiles
     /// waiting in the accumulator's reorder buffer.
-    pub fn new(parallel_tiles: NonZeroUsize, processor: TileProcessor, window: Arc<Semaphore>) -> Self {
+    pub fn new(
+        parallel_tiles: NonZeroUsize,
+        processor: TileProcessor,
+        window: Arc<Semaphore>,
+    ) -> Self {
         Self {
             parallel_tiles,
             processor,

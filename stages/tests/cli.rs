@@ -30,7 +30,11 @@ fn simulate(dir: &Path, frames: usize, size: usize) {
         "--scenario",
         "seeing",
     ]);
-    assert!(out.status.success(), "simulate failed: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "simulate failed: {}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -57,8 +61,18 @@ fn run_writes_image_preview_and_diagnostics_with_json_progress() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
         .collect();
     let kinds: Vec<&str> = lines.iter().filter_map(|v| v["event"].as_str()).collect();
-    for expected in ["scanned", "global_frame", "global_done", "tile_done", "finished", "written"] {
-        assert!(kinds.contains(&expected), "no `{expected}` event in {kinds:?}");
+    for expected in [
+        "scanned",
+        "global_frame",
+        "global_done",
+        "tile_done",
+        "finished",
+        "written",
+    ] {
+        assert!(
+            kinds.contains(&expected),
+            "no `{expected}` event in {kinds:?}"
+        );
     }
     let finished = lines.iter().find(|v| v["event"] == "finished").unwrap();
     assert_eq!(finished["summary"]["frames_used"], 14);
@@ -90,14 +104,23 @@ fn run_writes_image_preview_and_diagnostics_with_json_progress() {
         "--quiet",
     ]);
     assert!(again.status.success(), "{}", text(&again.stderr));
-    let third = tlr(&["run", frames.to_str().unwrap(), "-o", result.to_str().unwrap(), "--json"]);
+    let third = tlr(&[
+        "run",
+        frames.to_str().unwrap(),
+        "-o",
+        result.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(third.status.success(), "{}", text(&third.stderr));
     let finished: serde_json::Value = text(&third.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["event"] == "finished")
         .unwrap();
-    assert_eq!(finished["summary"]["frames_total"], 14, "own outputs must not count as frames");
+    assert_eq!(
+        finished["summary"]["frames_total"], 14,
+        "own outputs must not count as frames"
+    );
 }
 
 #[test]
@@ -124,20 +147,48 @@ fn errors_name_the_problem_and_use_documented_exit_codes() {
     // A misspelt configuration key: usage error (2) with a suggestion.
     let cfg = dir.path().join("bad.yaml");
     std::fs::write(&cfg, "v4:\n  iteratons: 3\n").unwrap();
-    let out = tlr(&["run", dir.path().to_str().unwrap(), "-o", "x.fits", "-c", cfg.to_str().unwrap()]);
+    let out = tlr(&[
+        "run",
+        dir.path().to_str().unwrap(),
+        "-o",
+        "x.fits",
+        "-c",
+        cfg.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("v4.iterations"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("v4.iterations"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // More workers than physical cores: rejected, naming both numbers.
     let cores = tlr_core::config::physical_cores();
     let too_many = (cores + 1).to_string();
-    let out = tlr(&["run", dir.path().to_str().unwrap(), "-o", "x.fits", "--parallel-tiles", &too_many]);
+    let out = tlr(&[
+        "run",
+        dir.path().to_str().unwrap(),
+        "-o",
+        "x.fits",
+        "--parallel-tiles",
+        &too_many,
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains(&too_many) && stderr.contains(&cores.to_string()), "{stderr}");
+    assert!(
+        stderr.contains(&too_many) && stderr.contains(&cores.to_string()),
+        "{stderr}"
+    );
 
     // Above 16: rejected outright.
-    let out = tlr(&["run", dir.path().to_str().unwrap(), "-o", "x.fits", "--parallel-tiles", "17"]);
+    let out = tlr(&[
+        "run",
+        dir.path().to_str().unwrap(),
+        "-o",
+        "x.fits",
+        "--parallel-tiles",
+        "17",
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 
     // Inspect on a non-FITS file: exit 1, the file named.
@@ -145,5 +196,9 @@ fn errors_name_the_problem_and_use_documented_exit_codes() {
     std::fs::write(&junk, b"not a fits file at all").unwrap();
     let out = tlr(&["inspect", junk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("junk.fits"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("junk.fits"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -57,7 +57,11 @@ async fn output_is_bit_identical_for_1_2_and_8_workers() {
     assert!(one.summary.tiles_total > 1, "the test needs several tiles");
     for workers in [2, 8] {
         let other = run_memory(&frames, options(workers)).await.unwrap();
-        assert_eq!(bits(&one.image), bits(&other.image), "{workers} workers differ from 1");
+        assert_eq!(
+            bits(&one.image),
+            bits(&other.image),
+            "{workers} workers differ from 1"
+        );
         assert_eq!(other.summary.parallel_tiles, workers);
     }
 }
@@ -133,7 +137,11 @@ async fn cancellation_stops_within_a_timeout() {
     )
     .await
     .expect("a cancelled run ends promptly");
-    assert!(matches!(outcome, Err(StageError::Cancelled)), "{:?}", outcome.err());
+    assert!(
+        matches!(outcome, Err(StageError::Cancelled)),
+        "{:?}",
+        outcome.err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,7 +178,10 @@ impl FrameStore for FailingStore {
     }
     fn read_full(&self, index: usize) -> Result<Array2<f32>, StageError> {
         if index == self.bad {
-            Err(StageError::input("reader", format!("frame {index}: corrupt")))
+            Err(StageError::input(
+                "reader",
+                format!("frame {index}: corrupt"),
+            ))
         } else {
             self.inner.read_full(index)
         }
@@ -196,8 +207,14 @@ fn too_few_valid_tiles_is_a_clear_error() {
         CancellationToken::new(),
     );
     let error = outcome.err().expect("must fail");
-    assert!(matches!(error, StageError::TooFewValidTiles { valid: 0, .. }), "{error}");
-    assert!(error.to_string().contains("min_valid_tile_fraction"), "{error}");
+    assert!(
+        matches!(error, StageError::TooFewValidTiles { valid: 0, .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("min_valid_tile_fraction"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -208,7 +225,9 @@ fn a_corrupt_frame_is_skipped_or_fatal_when_strict() {
     let seen = Arc::clone(&skipped);
     let events: EventSink = Arc::new(move |e: &Event| {
         if let Event::FrameSkipped { path, reason } = e {
-            seen.lock().unwrap().push(format!("{}: {reason}", path.display()));
+            seen.lock()
+                .unwrap()
+                .push(format!("{}: {reason}", path.display()));
         }
     });
     let run = |strict: bool, events: EventSink| {
@@ -231,7 +250,10 @@ fn a_corrupt_frame_is_skipped_or_fatal_when_strict() {
     assert_eq!(lenient.summary.frames_used, 13);
     let skipped = skipped.lock().unwrap().clone();
     assert_eq!(skipped.len(), 1, "{skipped:?}");
-    assert!(skipped[0].contains("memory:5") && skipped[0].contains("corrupt"), "{skipped:?}");
+    assert!(
+        skipped[0].contains("memory:5") && skipped[0].contains("corrupt"),
+        "{skipped:?}"
+    );
     let strict = run(true, no_events()).err().expect("strict fails");
     assert!(strict.to_string().contains("frame 5: corrupt"), "{strict}");
 }

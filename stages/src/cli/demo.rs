@@ -63,7 +63,10 @@ pub fn demo(args: DemoArgs) -> Result<(), Failure> {
     }
     simulate::write_sequence(&sim, frames_dir.path()).map_err(Failure::failed)?;
     std::fs::create_dir_all(&args.out).map_err(|e| {
-        Failure::failed(anyhow::anyhow!("cannot create `{}`: {e}", args.out.display()))
+        Failure::failed(anyhow::anyhow!(
+            "cannot create `{}`: {e}",
+            args.out.display()
+        ))
     })?;
 
     let display = Display::from_flags(false, args.quiet);
@@ -91,7 +94,11 @@ pub fn demo(args: DemoArgs) -> Result<(), Failure> {
         let path = args.out.join(format!("{name}.fits"));
         output::write_image(&run, &path)?;
         if mode == Registration::TileLocal {
-            output::write_diagnostics(&run, &args.out.join("diagnostics"), DiagnosticsSelection::ALL)?;
+            output::write_diagnostics(
+                &run,
+                &args.out.join("diagnostics"),
+                DiagnosticsSelection::ALL,
+            )?;
         }
         let quality = tlr_core::stars::measure(run.image.view());
         results.push((name, quality, run.summary.elapsed_s, path));
@@ -100,7 +107,10 @@ pub fn demo(args: DemoArgs) -> Result<(), Failure> {
         .map(|(_, image)| tlr_core::stars::measure(image.view()))
         .map_err(Failure::failed)?;
     println!();
-    println!("{:<28} {:>8} {:>9} {:>8}", "image", "stars", "FWHM px", "time s");
+    println!(
+        "{:<28} {:>8} {:>9} {:>8}",
+        "image", "stars", "FWHM px", "time s"
+    );
     println!(
         "{:<28} {:>8} {:>9.2} {:>8}",
         "single frame (frame 0)", first.stars, first.median_fwhm, "-"

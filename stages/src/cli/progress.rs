@@ -62,7 +62,9 @@ fn bars(label: &str) -> EventSink {
     let tiles = multi.add(ProgressBar::new(0).with_style(style));
     tiles.set_prefix(format!("{label}: tiles"));
     Arc::new(move |event: &Event| match event {
-        Event::Scanned { frames, rows, cols, .. } => {
+        Event::Scanned {
+            frames, rows, cols, ..
+        } => {
             global.set_length(*frames as u64);
             global.set_message(format!("{cols}x{rows}"));
         }
@@ -79,9 +81,8 @@ fn bars(label: &str) -> EventSink {
             tile_size_px,
             tiles: n,
         } => {
-            global.finish_with_message(format!(
-                "{frames_used} frames, FWHM {median_fwhm_px:.2} px"
-            ));
+            global
+                .finish_with_message(format!("{frames_used} frames, FWHM {median_fwhm_px:.2} px"));
             tiles.set_length(*n as u64);
             tiles.set_message(format!("{tile_size_px} px tiles"));
         }

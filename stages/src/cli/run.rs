@@ -47,7 +47,11 @@ pub struct RunArgs {
 
 /// Runs `tlr run`.
 pub fn run(args: RunArgs) -> Result<(), Failure> {
-    let config = load_config(args.config.as_deref(), args.parallel_tiles, args.quiet || args.json)?;
+    let config = load_config(
+        args.config.as_deref(),
+        args.parallel_tiles,
+        args.quiet || args.json,
+    )?;
     let display = Display::from_flags(args.json, args.quiet);
     let diagnostics_dir = args.diagnostics.clone().or_else(|| {
         config
@@ -82,7 +86,11 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         dir: args.input.clone(),
         scan,
     };
-    let result = block_on_cancellable(workers, cancel.clone(), tlr::run(input, options, events, cancel))??;
+    let result = block_on_cancellable(
+        workers,
+        cancel.clone(),
+        tlr::run(input, options, events, cancel),
+    )??;
     let preview = output::write_image(&result, &args.output)?;
     let mut files = vec![args.output.clone(), preview];
     if let Some(dir) = &diagnostics_dir {
