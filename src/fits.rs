@@ -7,8 +7,9 @@
 //!   NAXIS 2, or NAXIS 3 with a single plane; anything else is a clear [`FitsError`];
 //! - validates a file **before** cfitsio touches it, reading the header blocks itself with `std::fs`:
 //!   the first card must be `SIMPLE = T`, every header up to the image must end with an `END` card,
-//!   and the file must be at least as long as the header blocks plus the data its header promises
-//!   (a truncated file otherwise opens fine and even returns its first rows);
+//!   and the file must hold the header blocks plus the data its header promises, padded to a whole
+//!   2880-byte block (a truncated file otherwise opens fine and even returns its first rows; cfitsio
+//!   cannot read an unpadded last block, so that is rejected too, with its own message);
 //! - opens files with `fits_open_diskfile` / creates them with `fits_create_diskfile`, so that file
 //!   names with `[`, `]`, `(`, `)` or spaces are taken literally (cfitsio's extended filename syntax is
 //!   never parsed);
@@ -116,14 +117,14 @@ pub enum FitsError {
         reason: String,
     },
     /// The header stops before its `END` card.
-    #[error("frame `{path}`: header of HDU {hdu} ends after {bytes} bytes without an END card (file truncated?)")]
+    #[error("frame `{path}`: header of HDU {hdu} is incomplete: {reason} (file truncated?)")]
     HeaderTruncated {
         /// The file.
         path: PathBuf,
         /// 0-based HDU index.
         hdu: usize,
-        /// File bytes available for that header.
-        bytes: u64,
+        /// What is missing.
+        reason: String,
     },
     /// The data is shorter than the header promises.
     #[error("frame `{path}`: data ends after {have} of {need} bytes (file truncated or still being written?)")]
@@ -133,6 +134,18 @@ pub enum FitsError {
         /// Data bytes present in the file.
         have: u64,
         /// Data bytes the header promises.
+        need: u64,
+    },
+    /// The data is complete but the last 2880-byte block is not padded (cfitsio cannot read it).
+    #[error("frame `{path}`: file has {have} data bytes; the header promises {data} plus padding to {need} (file truncated, still being written, or written without FITS padding?)")]
+    Unpadded {
+        /// The file.
+        path: PathBuf,
+        /// Data bytes present in the file.
+        have: u64,
+        /// Data bytes the header promises, without padding.
+        data: u64,
+        /// Data bytes including the padding of the last block.
         need: u64,
     },
     /// A structural header keyword is missing or malformed.
@@ -299,36 +312,52 @@ fn card_value(cards: &[HeaderCard], key: &str) -> Option<String> {
         .and_then(|c| c.value.clone())
 }
 
+/// Parses a quoted FITS string starting after its opening quote: `''` is an escaped quote; trailing
+/// blanks are not significant. Returns the value and the text after the closing quote.
+fn parse_quoted(stripped: &str) -> (String, String) {
+    let mut value = String::new();
+    let mut chars = stripped.chars().peekable();
+    let mut after = String::new();
+    while let Some(ch) = chars.next() {
+        if ch == '\'' {
+            if chars.peek() == Some(&'\'') {
+                chars.next();
+                value.push('\'');
+            } else {
+                after = chars.collect();
+                break;
+            }
+        } else {
+            value.push(ch);
+        }
+    }
+    (value.trim_end().to_string(), after)
+}
+
+fn comment_of(after: &str) -> String {
+    after.split_once('/').map(|(_, c)| c.trim().to_string()).unwrap_or_default()
+}
+
 /// Parses one 80-byte card.
 fn parse_card(raw: &[u8]) -> HeaderCard {
     let text = String::from_utf8_lossy(raw);
     let text: &str = &text;
     let key = text.get(..8.min(text.len())).unwrap_or("").trim().to_string();
     let rest = text.get(8..).unwrap_or("");
+    if key == "CONTINUE" {
+        // Long-string continuation: `CONTINUE  'more text&' / comment`.
+        if let Some(stripped) = rest.trim_start().strip_prefix('\'') {
+            let (value, after) = parse_quoted(stripped);
+            return HeaderCard { key, value: Some(value), comment: comment_of(&after) };
+        }
+    }
     if !rest.starts_with("= ") || key == "HISTORY" || key == "COMMENT" || key.is_empty() {
         return HeaderCard { key, value: None, comment: rest.trim().to_string() };
     }
     let body = rest[2..].trim_start();
     if let Some(stripped) = body.strip_prefix('\'') {
-        // Quoted string: '' is an escaped quote; trailing blanks are not significant.
-        let mut value = String::new();
-        let mut chars = stripped.chars().peekable();
-        let mut after = String::new();
-        while let Some(ch) = chars.next() {
-            if ch == '\'' {
-                if chars.peek() == Some(&'\'') {
-                    chars.next();
-                    value.push('\'');
-                } else {
-                    after = chars.collect();
-                    break;
-                }
-            } else {
-                value.push(ch);
-            }
-        }
-        let comment = after.split_once('/').map(|(_, c)| c.trim().to_string()).unwrap_or_default();
-        HeaderCard { key, value: Some(value.trim_end().to_string()), comment }
+        let (value, after) = parse_quoted(stripped);
+        HeaderCard { key, value: Some(value), comment: comment_of(&after) }
     } else {
         let (value, comment) = match body.split_once('/') {
             Some((v, c)) => (v.trim(), c.trim()),
@@ -336,6 +365,23 @@ fn parse_card(raw: &[u8]) -> HeaderCard {
         };
         HeaderCard { key, value: Some(value.to_string()), comment: comment.to_string() }
     }
+}
+
+/// Appends a card, merging `CONTINUE` cards into a preceding string ending with `&` (the OGIP
+/// long-string convention).
+fn push_card(cards: &mut Vec<HeaderCard>, card: HeaderCard) {
+    if card.key == "CONTINUE" {
+        if let (Some(prev), Some(more)) = (cards.last_mut(), card.value.as_deref()) {
+            if let Some(head) = prev.value.as_deref().and_then(|v| v.strip_suffix('&')) {
+                prev.value = Some(format!("{head}{more}"));
+                if !card.comment.is_empty() {
+                    prev.comment = card.comment;
+                }
+                return;
+            }
+        }
+    }
+    cards.push(card);
 }
 
 fn parse_int(path: &Path, hdu: usize, cards: &[HeaderCard], key: &str) -> Result<Option<i64>, FitsError> {
@@ -385,13 +431,18 @@ fn read_header_at(
                 check_signature(path, &head)?;
                 let found_end = head.chunks(CARD).any(|c| c.len() >= 3 && &c[..3] == b"END" && c[3..].iter().all(|&b| b == b' '));
                 if found_end {
-                    return Err(FitsError::NotFits {
+                    return Err(FitsError::HeaderTruncated {
                         path: path.to_path_buf(),
-                        reason: format!("header is {} bytes, not a multiple of 2880", head.len()),
+                        hdu,
+                        reason: format!("the file is {} bytes, shorter than one 2880-byte header block", head.len()),
                     });
                 }
             }
-            return Err(FitsError::HeaderTruncated { path: path.to_path_buf(), hdu, bytes: file_len.saturating_sub(start) });
+            return Err(FitsError::HeaderTruncated {
+                path: path.to_path_buf(),
+                hdu,
+                reason: format!("the file ends {} bytes into the header, before its END card", file_len.saturating_sub(start)),
+            });
         }
         file.read_exact(&mut block).map_err(io_err)?;
         if hdu == 0 && offset == 0 {
@@ -403,7 +454,7 @@ fn read_header_at(
             if card.key == "END" && raw[8..].iter().all(|&b| b == b' ') {
                 return Ok((cards, offset));
             }
-            cards.push(card);
+            push_card(&mut cards, card);
         }
     }
     Err(FitsError::NotFits {
@@ -532,13 +583,16 @@ fn read_layout(path: &Path) -> Result<Layout, FitsError> {
             (_, Some("BINTABLE")) if is_true(&cards, "ZIMAGE") => Some(image_geometry(path, hdu, &cards, "Z")?),
             _ => None,
         };
+        let padded = need.div_ceil(BLOCK) * BLOCK;
         if let Some((bitpix, naxis, rows, cols)) = image {
             if have < need {
                 return Err(FitsError::Truncated { path: path.to_path_buf(), have, need });
             }
+            if have < padded {
+                return Err(FitsError::Unpadded { path: path.to_path_buf(), have, data: need, need: padded });
+            }
             return Ok(Layout { hdu, cards, rows, cols, bitpix, naxis });
         }
-        let padded = need.div_ceil(BLOCK) * BLOCK;
         if have < padded {
             if have < need {
                 return Err(FitsError::Truncated { path: path.to_path_buf(), have, need });
@@ -770,7 +824,7 @@ impl FitsReader {
     ///
     /// # Errors
     /// [`FitsError::Io`], [`FitsError::Empty`], [`FitsError::NotFits`], [`FitsError::HeaderTruncated`],
-    /// [`FitsError::Truncated`], [`FitsError::BadKeyword`], [`FitsError::NoImage`],
+    /// [`FitsError::Truncated`], [`FitsError::Unpadded`], [`FitsError::BadKeyword`], [`FitsError::NoImage`],
     /// [`FitsError::Unsupported`], [`FitsError::Cfitsio`]; each names the file.
     pub fn open(path: &Path) -> Result<Self, FitsError> {
         let layout = read_layout(path)?;
@@ -1113,6 +1167,13 @@ fn write_with_cfitsio(out: &Path, tmp: &Path, dims: &[usize], pixels: &Pixels, m
         unsafe { sys::ffpkyj(raw, key.as_ptr(), -32768, comment.as_ptr(), &mut status) };
         if status != 0 {
             return Err(fail("writing BLANK", status));
+        }
+    }
+    if meta.cards.iter().any(|c| matches!(&c.value, CardValue::Str(v) if v.len() > 68)) {
+        // Declares the OGIP long-string (CONTINUE) convention, as fitsverify recommends.
+        unsafe { sys::ffplsw(raw, &mut status) };
+        if status != 0 {
+            return Err(fail("writing LONGSTRN", status));
         }
     }
     for card in &meta.cards {

@@ -1,0 +1,2 @@
+mod fits;
+mod scan;

@@ -1,0 +1,1 @@
+//! scan tests (being written)
