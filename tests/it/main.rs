@@ -1,2 +1,3 @@
 mod fits;
+mod follow;
 mod scan;
