@@ -270,6 +270,8 @@ type Message = (Instant, notify::Result<Event>);
 pub struct Follower {
     dir: PathBuf,
     options: FollowOptions,
+    /// The folder as given, made absolute, and canonical: how watchers may spell it.
+    dir_spellings: Vec<PathBuf>,
     names: NameFilter,
     excluded: BTreeSet<OsString>,
     /// Every file name ever seen that passes the name rules, with its state.
@@ -353,9 +355,14 @@ impl Follower {
             .watch(dir, RecursiveMode::NonRecursive)
             .map_err(watch_err)?;
 
+        let mut dir_spellings = vec![dir.to_path_buf()];
+        dir_spellings.extend(std::env::current_dir().ok().map(|cwd| cwd.join(dir)));
+        dir_spellings.extend(fs::canonicalize(dir).ok());
+
         let now = Instant::now();
         let mut follower = Self {
             dir: dir.to_path_buf(),
+            dir_spellings,
             next_rescan: now + options.rescan_interval,
             options,
             names,
@@ -565,11 +572,14 @@ impl Follower {
         };
         let now = Instant::now();
         for path in &event.paths {
+            // The watch is not recursive, so a path is the folder itself or one of its files.
+            // Watchers respell the folder (inotify makes it absolute, FSEvents canonical), so
+            // the folder is recognised by any of its spellings and a file by its name.
             match path.file_name() {
-                Some(name) if path.parent() == Some(self.dir.as_path()) => {
+                Some(name) if !self.dir_spellings.iter().any(|d| d == path) => {
                     self.touch(name.to_os_string(), changes.then_some(at), now);
                 }
-                // The folder itself (e.g. removed) or a path spelled unexpectedly: list the folder.
+                // The folder itself (e.g. removed): find out by listing it.
                 _ => self.rescan_requested = true,
             }
         }

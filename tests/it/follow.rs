@@ -589,3 +589,45 @@ fn errors_name_the_folder() {
     };
     assert!(err.to_string().contains("sub"), "{err}");
 }
+
+#[test]
+fn relative_folder_path_is_followed_by_events() {
+    let (_root, watched, scratch) = scratch_dirs();
+    // The same folder spelled relative to the working directory (inotify reports absolute paths).
+    let cwd = std::env::current_dir().unwrap();
+    let mut relative = PathBuf::new();
+    for _ in cwd.components().skip(1) {
+        relative.push("..");
+    }
+    relative.push(watched.strip_prefix("/").unwrap());
+    assert!(
+        relative.is_relative() && relative.is_dir(),
+        "{}",
+        relative.display()
+    );
+    // No safety-net rescan during the test: the frame is found through file events.
+    let opts = FollowOptions {
+        rescan_interval: Duration::from_secs(60),
+        ..options()
+    };
+    let mut follower = Follower::new(&relative, opts).unwrap();
+    assert!(follower.next(Duration::from_millis(100)).unwrap().is_none());
+    let bytes = frame_bytes(&scratch, 1, &date(1), 64, 64);
+    let done = write_slowly(
+        &watched.join("r.fits"),
+        &bytes,
+        4096,
+        Duration::from_millis(10),
+    );
+    let seen = pull(&mut follower, Duration::from_secs(3), |s| !s.is_empty());
+    assert_eq!(ready_names(&seen), ["r.fits"]);
+    match &seen[0].event {
+        FollowEvent::Ready(h) => assert_eq!(h.path, relative.join("r.fits")),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        seen[0].at.duration_since(done) < Duration::from_secs(1),
+        "latency {:?}",
+        seen[0].at.duration_since(done)
+    );
+}
