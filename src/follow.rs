@@ -16,10 +16,10 @@
 //! final name). A frame is handed out when all of these hold:
 //! 1. its size, modification time and inode have not changed for [`FollowOptions::stable_for`]
 //!    (measured from the last file event or observed change; debounce: a file written in chunks is
-//!    examined only once it stops changing). Without `poll`, a file whose modification time is
-//!    older than `stable_for` + 2 s (the 2 s cover FAT's coarse time stamps) counts as quiet at
-//!    once, so a folder of old frames starts without waiting; with `poll` (network shares, whose
-//!    clocks may differ) it always waits;
+//!    examined only once it stops changing). Without `poll`, the file's time stamp counts too:
+//!    "unchanged for" is at least its age minus 2 s (FAT stores times in 2 s steps), so a folder
+//!    of old frames starts without waiting and a stale truncated file found at start is given up
+//!    at once; with `poll` (network shares, whose clocks may differ) only observation counts;
 //! 2. [`crate::fits::read_header`]'s checks pass: FITS signature, `END` card, file length at least
 //!    the header plus the padded data that BITPIX and NAXISn promise;
 //! 3. with [`FollowOptions::check_pixels`] (default), at least one pixel is finite (rows are read in
@@ -805,11 +805,16 @@ impl Follower {
             p.since = now;
             p.broken = 0;
         }
-        let quiet = now.duration_since(p.since) >= opts.stable_for
-            || (!opts.poll
-                && sig
-                    .mtime
-                    .is_some_and(|m| old_enough(m, opts.stable_for + MTIME_GRANULARITY)));
+        // How long it has been unchanged: by our own observation, or (without `poll`) by its
+        // time stamp, so a stale file found at start need not be watched for the full time.
+        let mtime_age = match (opts.poll, sig.mtime) {
+            (false, Some(m)) => SystemTime::now()
+                .duration_since(m)
+                .map_or(Duration::ZERO, |age| age.saturating_sub(MTIME_GRANULARITY)),
+            _ => Duration::ZERO,
+        };
+        let unchanged_for = now.duration_since(p.since).max(mtime_age);
+        let quiet = unchanged_for >= opts.stable_for;
         if !quiet {
             if p.initial && matches!(peek(&path), Some(Trouble::Incomplete)) {
                 // Still being written: it joins the later frames instead of holding the batch.
@@ -844,10 +849,10 @@ impl Follower {
                 p.initial = false;
                 match classify(&e, &path) {
                     Trouble::Incomplete => {
-                        if now.duration_since(p.since) >= opts.give_up_after {
+                        if unchanged_for >= opts.give_up_after {
                             let reason = format!(
                                 "{e}; unchanged for {:.1} s, so it is skipped (looked at again if it changes)",
-                                now.duration_since(p.since).as_secs_f64()
+                                unchanged_for.as_secs_f64()
                             );
                             self.skip(name, path, Some(sig), reason);
                         } else {
@@ -971,13 +976,6 @@ fn excluded_names(dir: &Path, exclude: &[PathBuf]) -> BTreeSet<OsString> {
 fn is_temporary(name: &OsStr) -> bool {
     let lower = name.to_string_lossy().to_lowercase();
     TEMP_SUFFIXES.iter().any(|s| lower.ends_with(s))
-}
-
-/// True when the system clock says `mtime` is at least `age` in the past.
-fn old_enough(mtime: SystemTime, age: Duration) -> bool {
-    SystemTime::now()
-        .duration_since(mtime)
-        .is_ok_and(|d| d >= age)
 }
 
 /// Reads the header (completeness checks included) and, if asked, looks for one finite pixel.

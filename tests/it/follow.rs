@@ -631,3 +631,52 @@ fn relative_folder_path_is_followed_by_events() {
         seen[0].at.duration_since(done)
     );
 }
+
+#[test]
+fn stale_files_at_start_are_decided_by_their_time_stamp() {
+    let (_root, watched, scratch) = scratch_dirs();
+    let frame = frame_bytes(&scratch, 1, &date(1), 64, 64);
+    fs::write(watched.join("old.fits"), &frame).unwrap();
+    fs::write(watched.join("dead.fits"), &frame[..frame.len() - 3000]).unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for file in ["old.fits", "dead.fits"] {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(watched.join(file))
+            .unwrap();
+        f.set_modified(an_hour_ago).unwrap();
+    }
+    // Long waits: only the time stamps can make these decisions quick.
+    let opts = FollowOptions {
+        stable_for: Duration::from_secs(5),
+        give_up_after: Duration::from_secs(60),
+        ..options()
+    };
+    let mut follower = Follower::new(&watched, opts.clone()).unwrap();
+    let t0 = Instant::now();
+    let seen = pull(&mut follower, Duration::from_secs(3), |s| s.len() >= 2);
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(ready_names(&seen), ["old.fits"]);
+    let skips = skipped(&seen);
+    assert!(skips["dead.fits"].contains("data ends after"), "{skips:?}");
+
+    // With the polling watcher (network shares, foreign clocks) time stamps are not trusted.
+    let opts = FollowOptions {
+        stable_for: Duration::from_millis(600),
+        poll: true,
+        ..opts
+    };
+    let mut follower = Follower::new(&watched, opts).unwrap();
+    let t0 = Instant::now();
+    let seen = pull(&mut follower, Duration::from_secs(3), |s| !s.is_empty());
+    assert_eq!(ready_names(&seen), ["old.fits"]);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "took {:?}",
+        t0.elapsed()
+    );
+}
