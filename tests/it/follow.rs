@@ -680,3 +680,89 @@ fn stale_files_at_start_are_decided_by_their_time_stamp() {
         t0.elapsed()
     );
 }
+
+/// Costs for the report (run with `cargo test -p tlr-core --test it measure_follow_costs -- --ignored --nocapture`):
+/// examining one 2048x2048 frame, starting on a folder of frames, and the periodic rescan.
+#[test]
+#[ignore = "measurement, prints timings"]
+fn measure_follow_costs() {
+    let (_root, watched, scratch) = scratch_dirs();
+    let big = frame_bytes(&scratch, 1, &date(1), 2048, 2048);
+    let small = frame_bytes(&scratch, 2, &date(2), 256, 256);
+    let frames = 20;
+    for i in 0..frames {
+        fs::write(watched.join(format!("big_{i:03}.fits")), &big).unwrap();
+    }
+    for i in 0..1000 {
+        fs::write(watched.join(format!("small_{i:04}.fits")), &small).unwrap();
+    }
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for entry in fs::read_dir(&watched).unwrap() {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(entry.unwrap().path())
+            .unwrap();
+        f.set_modified(old).unwrap();
+    }
+    for check_pixels in [false, true] {
+        let opts = FollowOptions {
+            check_pixels,
+            ..options()
+        };
+        let t0 = Instant::now();
+        let mut follower = Follower::new(&watched, opts).unwrap();
+        let t_new = t0.elapsed();
+        let mut first = None;
+        let mut n = 0;
+        while n < frames + 1000 && t0.elapsed() < Duration::from_secs(20) {
+            if let Some(event) = follower.next(Duration::from_millis(200)).unwrap() {
+                assert!(matches!(event, FollowEvent::Ready(_)));
+                first.get_or_insert_with(|| t0.elapsed());
+                n += 1;
+            }
+        }
+        let total = t0.elapsed();
+        eprintln!(
+            "follow costs (check_pixels {check_pixels}): new() on {} files {:.1} ms; first batch of {n} frames ({frames} of 2048x2048, 1000 of 256x256): first event after {:.0} ms, all after {:.0} ms ({:.2} ms per frame)",
+            frames + 1000,
+            t_new.as_secs_f64() * 1e3,
+            first.unwrap().as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3 / n as f64
+        );
+        assert_eq!(n, frames + 1000);
+    }
+    // The rescan alone: a follower with a short rescan interval, idle on the folder of used files.
+    let opts = FollowOptions {
+        rescan_interval: Duration::from_millis(10),
+        ..options()
+    };
+    let mut follower = Follower::new(&watched, opts).unwrap();
+    follower.mark_seen(fs::read_dir(&watched).unwrap().map(|e| e.unwrap().path()));
+    let t0 = Instant::now();
+    let mut calls = 0;
+    while t0.elapsed() < Duration::from_secs(1) {
+        assert!(follower.next(Duration::from_millis(10)).unwrap().is_none());
+        calls += 1;
+    }
+    eprintln!(
+        "follow costs: {calls} idle next(10 ms) calls with a 10 ms rescan of 1020 files in 1 s"
+    );
+    // Examining one big frame directly.
+    let path = watched.join("big_000.fits");
+    let t0 = Instant::now();
+    for _ in 0..20 {
+        fits::read_header(&path).unwrap();
+    }
+    let header = t0.elapsed() / 20;
+    let t0 = Instant::now();
+    for _ in 0..5 {
+        fits::read_image(&path).unwrap();
+    }
+    let full = t0.elapsed() / 5;
+    eprintln!(
+        "follow costs: 2048x2048 u16 frame: read_header {:.2} ms, full read {:.1} ms",
+        header.as_secs_f64() * 1e3,
+        full.as_secs_f64() * 1e3
+    );
+}
