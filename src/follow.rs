@@ -281,6 +281,8 @@ pub struct Follower {
     /// Frames of the first batch found complete; released sorted when the batch is decided.
     initial_batch: Vec<FrameHeader>,
     initial_open: bool,
+    /// When the follower started: files that change later are not part of the first batch.
+    started: Instant,
     rx: Receiver<Message>,
     overflow: Arc<AtomicBool>,
     watcher_lost: bool,
@@ -371,6 +373,7 @@ impl Follower {
             out: VecDeque::new(),
             initial_batch: Vec::new(),
             initial_open: true,
+            started: now,
             rx,
             overflow,
             watcher_lost: false,
@@ -439,9 +442,11 @@ impl Follower {
 
     /// The next event, waiting up to `timeout` for one; `Ok(None)` when none came in time.
     ///
-    /// The frames present at start come first (in scan order, once all of them are decided; a
-    /// file still being written at start joins the later frames), then new frames in the order
-    /// they complete (frames completing together are put in scan order).
+    /// The frames present at start come first, in scan order, once all of them are decided (a
+    /// file still being written at start, or changing after it, joins the later frames); then
+    /// new frames in the order they complete (frames completing together are put in scan
+    /// order). A call examines files only when it has nothing to return, and stops examining
+    /// at `timeout`: a large first batch may take several calls.
     ///
     /// # Errors
     /// [`FollowError::Folder`] when the folder cannot be listed any more (e.g. it was removed);
@@ -767,6 +772,7 @@ impl Follower {
         let now = Instant::now();
         let opts = Limits::of(&self.options);
         let recheck = opts.stable_for.max(MIN_RECHECK);
+        let started = self.started;
         let Some(State::Pending(p)) = self.entries.get_mut(name) else {
             return None;
         };
@@ -816,8 +822,10 @@ impl Follower {
         let unchanged_for = now.duration_since(p.since).max(mtime_age);
         let quiet = unchanged_for >= opts.stable_for;
         if !quiet {
-            if p.initial && matches!(peek(&path), Some(Trouble::Incomplete)) {
-                // Still being written: it joins the later frames instead of holding the batch.
+            if p.initial && (p.since > started || matches!(peek(&path), Some(Trouble::Incomplete)))
+            {
+                // Changed since the start, or still being written: it joins the later frames
+                // instead of holding the first batch.
                 p.initial = false;
             }
             p.due = p.since + opts.stable_for;
