@@ -766,3 +766,42 @@ fn measure_follow_costs() {
         full.as_secs_f64() * 1e3
     );
 }
+
+#[test]
+fn header_rewritten_in_place_is_read_after_the_rewrite() {
+    // Some writers complete the data, then update header keywords in place (cfitsio does at
+    // close). The file is complete by length all along; only the quiet period finds the final header.
+    let (_root, watched, scratch) = scratch_dirs();
+    let image = Array2::from_shape_fn((64, 64), |(y, x)| (100 + y + x) as f32);
+    let version = |object: &str, file: &str| {
+        let meta = OutputMeta::default()
+            .with_card("OBJECT", CardValue::Str(object.to_string()), "target")
+            .with_card("DATE-OBS", CardValue::Str(date(5)), "start");
+        let path = scratch.join(file);
+        fits::write_image_atomic(&path, image.view(), SampleFormat::U16, &meta).unwrap();
+        fs::read(&path).unwrap()
+    };
+    let draft = version("draft", "d.fits");
+    let fin = version("final", "f.fits");
+    assert_eq!(draft.len(), fin.len());
+    assert_eq!(draft[2880..], fin[2880..]);
+
+    let mut follower = Follower::new(&watched, options()).unwrap();
+    let path = watched.join("rewritten.fits");
+    fs::write(&path, &draft).unwrap();
+    for _ in 0..3 {
+        // Keep the follower busy while the writer pauses (shorter than stable_for).
+        assert!(follower.next(Duration::from_millis(30)).unwrap().is_none());
+    }
+    let mut file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all(&fin[..2880]).unwrap();
+    drop(file);
+    let seen = pull(&mut follower, Duration::from_secs(2), |s| !s.is_empty());
+    match &seen[..] {
+        [Seen {
+            event: FollowEvent::Ready(h),
+            ..
+        }] => assert_eq!(h.object.as_deref(), Some("final")),
+        other => panic!("{other:?}"),
+    }
+}
