@@ -267,6 +267,25 @@ type Message = (Instant, notify::Result<Event>);
 /// Follows one folder; see the module docs for the policy.
 ///
 /// Not tied to a thread: it may be moved to the thread that consumes the frames.
+///
+/// ```no_run
+/// use std::path::Path;
+/// use std::time::Duration;
+/// use tlr_core::follow::{FollowEvent, FollowOptions, Follower};
+///
+/// # fn main() -> Result<(), tlr_core::follow::FollowError> {
+/// let mut follower = Follower::new(Path::new("/data/lights"), FollowOptions::default())?;
+/// follower.mark_seen(["light_0001.fits", "light_0002.fits"]); // used by an earlier session
+/// // Stop after one minute without news (a real session also stops on Ctrl-C).
+/// while let Some(event) = follower.next(Duration::from_secs(60))? {
+///     match event {
+///         FollowEvent::Ready(header) => println!("frame {}", header.path.display()),
+///         FollowEvent::Skipped { reason, .. } => eprintln!("skipped: {reason}"),
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct Follower {
     dir: PathBuf,
     options: FollowOptions,
@@ -570,11 +589,10 @@ impl Follower {
             self.rescan_requested = true;
         }
         // Reads (ours and the pipeline's) must not count as changes; close-after-write does.
-        let changes = match event.kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-            EventKind::Access(_) => return,
-            _ => true,
-        };
+        if matches!(event.kind, EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write))
+        {
+            return;
+        }
         let now = Instant::now();
         for path in &event.paths {
             // The watch is not recursive, so a path is the folder itself or one of its files.
@@ -582,7 +600,7 @@ impl Follower {
             // the folder is recognised by any of its spellings and a file by its name.
             match path.file_name() {
                 Some(name) if !self.dir_spellings.iter().any(|d| d == path) => {
-                    self.touch(name.to_os_string(), changes.then_some(at), now);
+                    self.touch(name.to_os_string(), Some(at), now);
                 }
                 // The folder itself (e.g. removed): find out by listing it.
                 _ => self.rescan_requested = true,
