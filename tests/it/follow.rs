@@ -495,9 +495,15 @@ fn file_being_written_at_start_does_not_hold_the_first_batch() {
 }
 
 #[test]
-fn broken_rewritten_and_own_files() {
+fn broken_rewritten_excluded_and_own_files() {
     let (_root, watched, scratch) = scratch_dirs();
-    let mut follower = Follower::new(&watched, options()).unwrap();
+    // The session's output, named in `exclude` before it exists (relative to the folder's parent).
+    let opts = FollowOptions {
+        exclude: vec![watched.join("..").join("watched").join("out.fits")],
+        ..options()
+    };
+    let mut follower = Follower::new(&watched, opts).unwrap();
+    put(&watched, &scratch, "out.fits", 9, 9);
 
     // All-NaN frame: reported once.
     let nan = Array2::<f32>::from_elem((20, 30), f32::NAN);
