@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod fits;
+pub mod follow;
 pub mod geom;
 pub mod global;
 pub mod mosaic;

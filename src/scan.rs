@@ -179,6 +179,52 @@ fn build_globs(dir: &Path, patterns: &[String]) -> Result<GlobSet, ScanError> {
     })
 }
 
+/// The scan's file name rule, for callers that list a folder themselves (the folder follower,
+/// [`crate::follow`]): a name is a candidate when it is not hidden (does not start with `.`) and
+/// matches one of the glob patterns, case-insensitively.
+#[derive(Debug, Clone)]
+pub struct NameFilter {
+    globs: GlobSet,
+}
+
+impl NameFilter {
+    /// Compiles `patterns` (globs matched against file names, not paths).
+    ///
+    /// # Errors
+    /// [`ScanError::BadPattern`] (naming `dir`) for an invalid glob.
+    pub fn new(dir: &Path, patterns: &[String]) -> Result<Self, ScanError> {
+        Ok(Self {
+            globs: build_globs(dir, patterns)?,
+        })
+    }
+
+    /// True when a file called `name` is looked at by the scan.
+    pub fn is_candidate(&self, name: &std::ffi::OsStr) -> bool {
+        !name.to_string_lossy().starts_with('.') && self.globs.is_match(Path::new(name))
+    }
+}
+
+/// Sorts frames into scan order: dated frames by (`DATE-OBS` time, file name), then frames without
+/// a parseable `DATE-OBS` by file name (byte-wise). Returns how many frames are undated.
+pub fn sort_frames(frames: &mut Vec<FrameHeader>) -> usize {
+    let mut keyed: Vec<(Option<f64>, FrameHeader)> = frames
+        .drain(..)
+        .map(|h| (h.date_obs.as_deref().and_then(fits::parse_date_obs), h))
+        .collect();
+    keyed.sort_by(|(ta, a), (tb, b)| {
+        let by_time = match (ta, tb) {
+            (Some(x), Some(y)) => x.total_cmp(y),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        };
+        by_time.then_with(|| name_of(&a.path).cmp(name_of(&b.path)))
+    });
+    let undated = keyed.iter().filter(|(t, _)| t.is_none()).count();
+    frames.extend(keyed.into_iter().map(|(_, h)| h));
+    undated
+}
+
 fn name_of(path: &Path) -> &std::ffi::OsStr {
     path.file_name().unwrap_or(path.as_os_str())
 }
@@ -190,7 +236,7 @@ fn name_of(path: &Path) -> &std::ffi::OsStr {
 /// invalid glob, [`ScanError::NoMatches`] when no file matches, [`ScanError::NoUsableFrames`] when
 /// every matching file was skipped or ignored (the message lists each skip with its reason).
 pub fn scan_folder(dir: &Path, options: &ScanOptions) -> Result<ScanReport, ScanError> {
-    let globs = build_globs(dir, &options.patterns)?;
+    let names = NameFilter::new(dir, &options.patterns)?;
     let unreadable = |source| ScanError::Unreadable {
         dir: dir.to_path_buf(),
         source,
@@ -212,9 +258,7 @@ pub fn scan_folder(dir: &Path, options: &ScanOptions) -> Result<ScanReport, Scan
             Ok(e) => e,
             Err(source) => return Err(unreadable(source)),
         };
-        let name = entry.file_name();
-        let name_text = name.to_string_lossy();
-        if name_text.starts_with('.') || !globs.is_match(Path::new(&name)) {
+        if !names.is_candidate(&entry.file_name()) {
             continue;
         }
         let path = entry.path();
@@ -254,22 +298,11 @@ pub fn scan_folder(dir: &Path, options: &ScanOptions) -> Result<ScanReport, Scan
     }
 
     // Time order: dated frames by (time, name), then undated frames by name.
-    let mut keyed: Vec<(Option<f64>, FrameHeader)> = headers
-        .into_iter()
-        .map(|h| (h.date_obs.as_deref().and_then(fits::parse_date_obs), h))
-        .collect();
-    keyed.sort_by(|(ta, a), (tb, b)| {
-        let by_time = match (ta, tb) {
-            (Some(x), Some(y)) => x.total_cmp(y),
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (None, None) => Ordering::Equal,
-        };
-        by_time.then_with(|| name_of(&a.path).cmp(name_of(&b.path)))
-    });
-    let undated = keyed.iter().filter(|(t, _)| t.is_none()).count();
+    let mut ordered = headers;
+    let undated = sort_frames(&mut ordered);
+    let total = ordered.len();
     let mut notes = Vec::new();
-    if undated > 0 && undated < keyed.len() {
+    if undated > 0 && undated < total {
         notes.push(format!("{undated} frame(s) have no usable DATE-OBS; they are ordered by file name after the dated frames"));
     } else if undated > 0 {
         notes.push("no frame has a usable DATE-OBS; frames are ordered by file name".to_string());
@@ -277,7 +310,7 @@ pub fn scan_folder(dir: &Path, options: &ScanOptions) -> Result<ScanReport, Scan
 
     // One size: the most common wins; ties go to the size seen first in time order.
     let mut sizes: Vec<((usize, usize), usize)> = Vec::new();
-    for (_, h) in &keyed {
+    for h in &ordered {
         match sizes.iter_mut().find(|(s, _)| *s == (h.rows, h.cols)) {
             Some((_, n)) => *n += 1,
             None => sizes.push(((h.rows, h.cols), 1)),
@@ -292,7 +325,7 @@ pub fn scan_folder(dir: &Path, options: &ScanOptions) -> Result<ScanReport, Scan
     );
     let mut frames = Vec::new();
     if let Some(((rows, cols), n)) = winner {
-        for (_, h) in keyed {
+        for h in ordered {
             if (h.rows, h.cols) == (rows, cols) {
                 frames.push(h);
             } else {

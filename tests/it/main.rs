@@ -3,6 +3,7 @@
 mod config;
 mod examples;
 mod fits;
+mod follow;
 mod global;
 mod mosaic;
 mod operator;
