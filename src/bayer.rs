@@ -1,0 +1,1 @@
+//! (module `bayer`: being written)
