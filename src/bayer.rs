@@ -143,7 +143,10 @@ impl Color {
 
 /// One of the four 2x2 Bayer arrangements, named by the colours of the top-left cell read row by row
 /// (`RGGB`: red at (0, 0), green at (0, 1) and (1, 0), blue at (1, 1)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum CfaPattern {
     /// `R G / G B`.
     Rggb,

@@ -5,6 +5,10 @@
 //! - [`write_png_preview_atomic`]: 8-bit grayscale, stretched like Siril's autostretch: shadows clipped at
 //!   `median - 2.8 * sigma` (sigma = 1.4826 MAD), white at the maximum, then the midtone transfer
 //!   function chosen so that the sky background lands at 25 % grey. NaN pixels are black.
+//! - [`write_rgb_png_preview_atomic`]: the same for an RGB image `(3, rows, cols)`, after a simple auto
+//!   white balance from the background: each channel's sky background is subtracted and the channels are
+//!   scaled so that their background noise is equal (a neutral, equally noisy sky); one stretch,
+//!   computed on the mean of the balanced channels, is then applied to all three (linked stretch).
 //! - [`write_warp_field_png`]: one arrow per tile over the dimmed, stretched image.
 //! - [`write_tile_map_png`]: valid tiles green, invalid tiles red, tile outlines grey.
 //! - [`write_histogram_png`]: a bar chart with the value range and the highest count written under it.
@@ -18,7 +22,7 @@
 
 use crate::geom::{Shift, TileBox};
 use crate::stats::median_and_sigma;
-use ndarray::ArrayView2;
+use ndarray::{Array2, ArrayView2, ArrayView3, Axis};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -65,6 +69,14 @@ pub enum PreviewError {
         rows: usize,
         /// Columns requested.
         cols: usize,
+    },
+    /// An RGB image that does not have 3 planes.
+    #[error("PNG `{path}`: an RGB preview needs 3 planes (R, G, B), got {planes}")]
+    BadPlanes {
+        /// The target file.
+        path: PathBuf,
+        /// Planes given.
+        planes: usize,
     },
     /// Two inputs that must correspond have different lengths.
     #[error("PNG `{path}`: got {got} {what} for {expected} tiles")]
@@ -228,6 +240,85 @@ pub fn write_png_preview_atomic(path: &Path, image: ArrayView2<f32>) -> Result<(
         None => vec![0; rows * cols],
     };
     write_png_atomic(path, cols, rows, png::ColorType::Grayscale, &data)
+}
+
+/// White-balance gains and backgrounds of an RGB image: `balanced_c = (x_c - background_c) * gain_c`.
+/// Gains equalise the channels' background noise (mean gain 1); when a channel's noise is not usable
+/// (no finite pixel, zero noise as in noise-free images) all gains are 1.
+fn white_balance(rgb: &ArrayView3<f32>) -> ([f32; 3], [f32; 3]) {
+    let mut background = [0.0f32; 3];
+    let mut noise = [f32::NAN; 3];
+    for (c, (b, n)) in background.iter_mut().zip(noise.iter_mut()).enumerate() {
+        if let Some(st) = crate::stats::background_and_noise(rgb.index_axis(Axis(0), c), 200_000) {
+            *b = st.median;
+            *n = st.sigma;
+        }
+    }
+    let usable = noise.iter().all(|&n| n.is_finite() && n > 0.0);
+    let gains = if usable {
+        let inv = noise.map(|n| 1.0 / n);
+        let mean = (inv[0] + inv[1] + inv[2]) / 3.0;
+        inv.map(|g| g / mean)
+    } else {
+        [1.0; 3]
+    };
+    let background = background.map(|b| if b.is_finite() { b } else { 0.0 });
+    (background, gains)
+}
+
+/// Writes an RGB image `(3, rows, cols)` (planes R, G, B) as an auto-balanced, auto-stretched 8-bit
+/// colour PNG at `path`, atomically (see the module docs for the white balance and the linked stretch).
+/// NaN samples are black.
+///
+/// # Errors
+/// [`PreviewError::BadPlanes`] unless there are 3 planes, [`PreviewError::BadSize`] for an empty image,
+/// [`PreviewError::Encode`] / [`PreviewError::Io`] when encoding or writing fails.
+pub fn write_rgb_png_preview_atomic(path: &Path, rgb: ArrayView3<f32>) -> Result<(), PreviewError> {
+    let (planes, rows, cols) = rgb.dim();
+    if planes != 3 {
+        return Err(PreviewError::BadPlanes {
+            path: path.to_path_buf(),
+            planes,
+        });
+    }
+    let (background, gains) = white_balance(&rgb);
+    let balanced: Vec<Array2<f32>> = (0..3)
+        .map(|c| {
+            let (b, g) = (background[c], gains[c]);
+            rgb.index_axis(Axis(0), c).mapv(|v| (v - b) * g)
+        })
+        .collect();
+    let mut mean = balanced[0].clone();
+    mean.zip_mut_with(&balanced[1], |a, &b| *a += b);
+    mean.zip_mut_with(&balanced[2], |a, &b| *a = (*a + b) / 3.0);
+    let stretch = Stretch::from_image(mean.view()).map(|mut s| {
+        // white at the brightest sample of any channel, so that no colour clips before the others
+        let high = balanced
+            .iter()
+            .flat_map(|ch| ch.iter().copied())
+            .filter(|v| v.is_finite())
+            .fold(f32::NEG_INFINITY, f32::max);
+        if high > s.high {
+            let m_old = s.midtone;
+            let (low, old_high) = (s.low, s.high);
+            s.high = high;
+            // keep the background at the same grey: the background's position moves with the range
+            let med_frac_old = mtf(TARGET_BACKGROUND, 1.0 - m_old); // inverse mtf: x with mtf(x, m_old) = T
+            let med = low + med_frac_old * (old_high - low);
+            let m = ((med - low) / (high - low)).clamp(0.0, 1.0);
+            s.midtone = mtf(m, TARGET_BACKGROUND).clamp(1e-6, 1.0 - 1e-6);
+        }
+        s
+    });
+    let mut data = vec![0u8; rows * cols * 3];
+    if let Some(s) = stretch {
+        for (c, ch) in balanced.iter().enumerate() {
+            for (i, &v) in ch.iter().enumerate() {
+                data[3 * i + c] = to_u8(s.level(v));
+            }
+        }
+    }
+    write_png_atomic(path, cols, rows, png::ColorType::Rgb, &data)
 }
 
 /// An RGB drawing surface (row-major, 3 bytes per pixel).
