@@ -6,9 +6,10 @@
 //!   `median - 2.8 * sigma` (sigma = 1.4826 MAD), white at the maximum, then the midtone transfer
 //!   function chosen so that the sky background lands at 25 % grey. NaN pixels are black.
 //! - [`write_rgb_png_preview_atomic`]: the same for an RGB image `(3, rows, cols)`, after a simple auto
-//!   white balance from the background: each channel's sky background is subtracted and the channels are
-//!   scaled so that their background noise is equal (a neutral, equally noisy sky); one stretch,
-//!   computed on the mean of the balanced channels, is then applied to all three (linked stretch).
+//!   white balance: each channel's sky background is subtracted (a neutral sky) and the channels are
+//!   scaled so that the bright unsaturated pixels (mostly stars) are white on average, or, when there
+//!   are too few of them, so that the background noise is equal. One stretch, computed on the mean of
+//!   the balanced channels, is then applied to all three (linked stretch).
 //! - [`write_warp_field_png`]: one arrow per tile over the dimmed, stretched image.
 //! - [`write_tile_map_png`]: valid tiles green, invalid tiles red, tile outlines grey.
 //! - [`write_histogram_png`]: a bar chart with the value range and the highest count written under it.
@@ -242,28 +243,85 @@ pub fn write_png_preview_atomic(path: &Path, image: ArrayView2<f32>) -> Result<(
     write_png_atomic(path, cols, rows, png::ColorType::Grayscale, &data)
 }
 
-/// White-balance gains and backgrounds of an RGB image: `balanced_c = (x_c - background_c) * gain_c`.
-/// Gains equalise the channels' background noise (mean gain 1); when a channel's noise is not usable
-/// (no finite pixel, zero noise as in noise-free images) all gains are 1.
+/// Fewest bright unsaturated pixels for a white balance on the objects; below it the noise balance is used.
+const MIN_WHITE_PIXELS: usize = 30;
+
+/// White-balance gains and backgrounds of an RGB image: `balanced_c = (x_c - background_c) * gain_c`
+/// (mean gain 1). The background (sigma-clipped median) of every channel is removed, which makes the
+/// sky neutral. The gains make the summed signal of the bright, unsaturated pixels (mean excess over
+/// 10 sigma, or over 1 % of the brightest excess, and below 95 % of every channel's maximum; mostly
+/// stars) equal in the three channels, i.e. the average star is white. With fewer than
+/// [`MIN_WHITE_PIXELS`] such pixels the gains equalise the background noise instead, and with
+/// unusable noise (no finite pixel, noise-free images) they are 1.
 fn white_balance(rgb: &ArrayView3<f32>) -> ([f32; 3], [f32; 3]) {
     let mut background = [0.0f32; 3];
     let mut noise = [f32::NAN; 3];
-    for (c, (b, n)) in background.iter_mut().zip(noise.iter_mut()).enumerate() {
-        if let Some(st) = crate::stats::background_and_noise(rgb.index_axis(Axis(0), c), 200_000) {
-            *b = st.median;
-            *n = st.sigma;
+    let mut max = [f32::NEG_INFINITY; 3];
+    for c in 0..3 {
+        let ch = rgb.index_axis(Axis(0), c);
+        if let Some(st) = crate::stats::background_and_noise(ch, 200_000) {
+            background[c] = st.median;
+            noise[c] = st.sigma;
+        }
+        max[c] = ch
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(f32::NEG_INFINITY, f32::max);
+    }
+    let background = background.map(|b| if b.is_finite() { b } else { 0.0 });
+    let normalise = |g: [f32; 3]| {
+        let mean = (g[0] + g[1] + g[2]) / 3.0;
+        g.map(|v| v / mean)
+    };
+    // objects: bright, unsaturated pixels
+    let finite_noise: Vec<f32> = noise.iter().copied().filter(|n| n.is_finite()).collect();
+    let mean_noise = if finite_noise.is_empty() {
+        0.0
+    } else {
+        finite_noise.iter().sum::<f32>() / finite_noise.len() as f32
+    };
+    let peak_excess = (0..3).map(|c| max[c] - background[c]).fold(0.0f32, |m, v| {
+        if v.is_finite() {
+            m.max(v)
+        } else {
+            m
+        }
+    });
+    let threshold = (10.0 * mean_noise).max(0.01 * peak_excess);
+    let (r, g, b) = (
+        rgb.index_axis(Axis(0), 0),
+        rgb.index_axis(Axis(0), 1),
+        rgb.index_axis(Axis(0), 2),
+    );
+    let mut sums = [0.0f64; 3];
+    let mut count = 0usize;
+    for ((&vr, &vg), &vb) in r.iter().zip(g.iter()).zip(b.iter()) {
+        let v = [vr, vg, vb];
+        if !v.iter().all(|x| x.is_finite()) {
+            continue;
+        }
+        let excess = [
+            v[0] - background[0],
+            v[1] - background[1],
+            v[2] - background[2],
+        ];
+        let mean = (excess[0] + excess[1] + excess[2]) / 3.0;
+        let unsaturated = (0..3).all(|c| v[c] < background[c] + 0.95 * (max[c] - background[c]));
+        if threshold > 0.0 && mean > threshold && unsaturated {
+            for c in 0..3 {
+                sums[c] += f64::from(excess[c]);
+            }
+            count += 1;
         }
     }
-    let usable = noise.iter().all(|&n| n.is_finite() && n > 0.0);
-    let gains = if usable {
-        let inv = noise.map(|n| 1.0 / n);
-        let mean = (inv[0] + inv[1] + inv[2]) / 3.0;
-        inv.map(|g| g / mean)
-    } else {
-        [1.0; 3]
-    };
-    let background = background.map(|b| if b.is_finite() { b } else { 0.0 });
-    (background, gains)
+    if count >= MIN_WHITE_PIXELS && sums.iter().all(|&s| s > 0.0) {
+        return (background, normalise(sums.map(|s| (1.0 / s) as f32)));
+    }
+    if noise.iter().all(|&n| n.is_finite() && n > 0.0) {
+        return (background, normalise(noise.map(|n| 1.0 / n)));
+    }
+    (background, [1.0; 3])
 }
 
 /// Writes an RGB image `(3, rows, cols)` (planes R, G, B) as an auto-balanced, auto-stretched 8-bit
