@@ -492,3 +492,46 @@ fn luminance_proxy_registers_better_than_green() {
         "luminance should register better than green: {rms:?}"
     );
 }
+
+#[test]
+fn configuration_keys_choose_the_colour_mode() {
+    use tlr_core::bayer::ColorMode;
+    use tlr_core::config::parse_with_cores;
+    let loaded = parse_with_cores("data:\n  color_mode: auto\n", "a.yaml", 4).unwrap();
+    assert_eq!(loaded.config.data.color_mode(), ColorMode::Auto);
+    // tile_compile's own data section: colour keys read, the others ignored with a warning
+    let text = "data:\n  image_width: 1920\n  color_mode: OSC\n  bayer_pattern: GRBG\n  linear_required: true\n";
+    let loaded = parse_with_cores(text, "tile_compile.yaml", 4).unwrap();
+    assert_eq!(
+        loaded.config.data.color_mode(),
+        ColorMode::Bayer(CfaPattern::Grbg)
+    );
+    assert!(loaded
+        .warnings
+        .iter()
+        .any(|w| w.contains("data.image_width")));
+    let loaded = parse_with_cores(
+        "data:\n  color_mode: MONO\n  bayer_pattern: RGGB\n",
+        "b.yaml",
+        4,
+    )
+    .unwrap();
+    assert_eq!(loaded.config.data.color_mode(), ColorMode::Mono);
+    let loaded = parse_with_cores("data:\n  color_mode: osc\n", "c.yaml", 4).unwrap();
+    assert_eq!(loaded.config.data.color_mode(), ColorMode::Osc);
+    // the effective configuration round-trips
+    let again = parse_with_cores(&loaded.config.to_yaml(), "d.yaml", 4).unwrap();
+    assert_eq!(again.config, loaded.config);
+    for bad in [
+        "data:\n  color_mode: rainbow\n",
+        "data:\n  bayer_pattern: RGBG\n",
+    ] {
+        let err = parse_with_cores(bad, "bad.yaml", 4)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("data.color_mode") || err.contains("data.bayer_pattern"),
+            "{err}"
+        );
+    }
+}
