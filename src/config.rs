@@ -3,7 +3,8 @@
 //! What it does:
 //! - reads a YAML file ([`load`]) or text ([`parse`]) into a typed [`Config`] with the published defaults of
 //!   the tile_compile methodology v4 (`v4.*`, `registration.local_tiles.*`, `tile.*`, and
-//!   `data.color_mode` / `data.bayer_pattern` for colour frames) plus a few settings of our own (`tile.size_factor`, `tile.max_size`, `tile.margin_px`, `registration.local_tiles.smoothing`,
+//!   `data.color_mode` / `data.bayer_pattern` for colour frames) plus a few settings of our own
+//!   (`tile.size_factor`, `tile.max_size`, `tile.margin_px`, `registration.local_tiles.smoothing`,
 //!   `registration.local_tiles.rejection_kappa`); `config/default.yaml` documents every key;
 //! - accepts a user's whole `tile_compile.yaml`: sections and keys that tile_compile knows but tlr does not use
 //!   (`stacking.method`, `calibration.*`, `v4.adaptive_tiles.use_warp_probe`, ...) are ignored with one warning
