@@ -540,7 +540,9 @@ pub fn shift_to_full(cells: Shift) -> Shift {
 }
 
 /// The full-resolution box covered by a box in cell space (every coordinate doubled, so the box starts
-/// on a 2x2 cell boundary and every tile sees the same pattern phase).
+/// on a 2x2 cell boundary and every tile sees the same pattern phase). A reader can therefore read this
+/// region of a frame (e.g. with `FitsReader::read_region`) and [`split_planes`] it with the frame's own
+/// pattern to get the tile's cut-out of each plane.
 pub fn cell_box_to_full(cell_box: &TileBox) -> TileBox {
     TileBox {
         index: cell_box.index,
@@ -844,8 +846,8 @@ pub fn demosaic_with(
     Ok(out)
 }
 
-/// Splits a mosaic into its planes after [`demosaic`]-free cropping to an even size, returning the
-/// planes and the cropping warning (see [`even_size`]); convenience for frame readers.
+/// Splits a whole frame into its planes (cropped to an even size), returning the planes and the
+/// cropping warning of [`even_size`] for an odd size; convenience for frame readers.
 ///
 /// # Errors
 /// [`BayerError::TooSmall`] for an image smaller than 2x2.

@@ -249,10 +249,9 @@ fn colour_simulation_is_a_mosaic_and_mono_is_unchanged() {
     // the colour truth's mosaic is the truth; its luminance-weighted sum is the mono truth
     let rgb = sc.truth_rgb();
     assert_eq!(sc.truth(), mosaic(rgb.view(), CfaPattern::Rggb));
-    let lum = (&rgb.index_axis(Axis(0), 0)
-        + &(&rgb.index_axis(Axis(0), 1) * 2.0)
-        + &rgb.index_axis(Axis(0), 2))
-        / 4.0;
+    let lum = Array2::from_shape_fn(sc.truth().dim(), |(y, x)| {
+        (rgb[[0, y, x]] + 2.0 * rgb[[1, y, x]] + rgb[[2, y, x]]) / 4.0
+    });
     let mono_truth = sm.truth();
     let rel = lum
         .iter()
