@@ -534,3 +534,71 @@ fn configuration_keys_choose_the_colour_mode() {
         );
     }
 }
+
+/// By hand: `TLR_M27=/work/shared/data/m27-osc cargo test -p tlr-core --test it bayer::m27 -- --ignored`
+/// also stacks all frames the colour way (global shift measured once per frame on the cell-space
+/// luminance, every plane resampled with the same cell shift, NaN-aware mean, merge, demosaic) into
+/// `/tmp/m27_stack.png`: an end-to-end check of the API the pipeline uses.
+#[test]
+#[ignore = "needs real data (TLR_M27 folder)"]
+fn m27_global_colour_stack() {
+    use tlr_core::global::GlobalPass;
+    let Ok(dir) = std::env::var("TLR_M27") else {
+        return;
+    };
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "fits"))
+        .collect();
+    files.sort();
+    let mut pass = GlobalPass::new();
+    let mut sum: Option<Array3<f32>> = None;
+    let mut count: Option<Array3<f32>> = None;
+    let mut pattern0 = None;
+    for path in &files {
+        let (header, image) = fits::read_image(path).unwrap();
+        let pattern = CfaPattern::from_header(&header).unwrap().unwrap();
+        pattern0.get_or_insert(pattern);
+        let planes = split_planes(image.view(), pattern);
+        let mut norm = planes.clone();
+        let bg = tlr_core::bayer::normalize_planes(norm.view_mut()).unwrap();
+        let lum = luminance(planes.view()).unwrap();
+        let q = pass.add_frame(lum.view());
+        eprintln!(
+            "{}: planes background {bg:?}, {} stars, FWHM {:.2} px, shift {:?} px (ok {})",
+            path.file_name().unwrap().to_string_lossy(),
+            q.stars,
+            2.0 * q.fwhm,
+            tlr_core::bayer::shift_to_full(q.shift),
+            q.shift_ok
+        );
+        if !q.shift_ok {
+            continue;
+        }
+        // aligned(i, j) = plane(i + dy, j + dx): origin = the cell shift
+        let mut aligned = Array3::<f32>::zeros(planes.dim());
+        sample_planes_shifted(planes.view(), q.shift.dy, q.shift.dx, aligned.view_mut()).unwrap();
+        let s = sum.get_or_insert_with(|| Array3::zeros(planes.dim()));
+        let n = count.get_or_insert_with(|| Array3::zeros(planes.dim()));
+        for ((acc, k), &v) in s.iter_mut().zip(n.iter_mut()).zip(aligned.iter()) {
+            if v.is_finite() {
+                *acc += v;
+                *k += 1.0;
+            }
+        }
+    }
+    let (mut stack, count) = (sum.unwrap(), count.unwrap());
+    stack.zip_mut_with(&count, |v, &k| *v = if k > 0.0 { *v / k } else { f32::NAN });
+    let pattern = pattern0.unwrap();
+    let cfa = merge_planes(stack.view(), pattern).unwrap();
+    let rgb = demosaic(cfa.view(), pattern).unwrap();
+    write_rgb_png_preview_atomic(Path::new("/tmp/m27_stack.png"), rgb.view()).unwrap();
+    let q = tlr_core::stars::measure(luminance(stack.view()).unwrap().view());
+    eprintln!(
+        "stack of {} frames: {} stars, median FWHM {:.2} px (full resolution)",
+        files.len(),
+        q.stars,
+        2.0 * q.median_fwhm
+    );
+}
