@@ -2,8 +2,9 @@
 //!
 //! What it does:
 //! - reads a YAML file ([`load`]) or text ([`parse`]) into a typed [`Config`] with the published defaults of
-//!   the tile_compile methodology v4 (`v4.*`, `registration.local_tiles.*`, `tile.*`) plus a few settings
-//!   of our own (`tile.size_factor`, `tile.max_size`, `tile.margin_px`, `registration.local_tiles.smoothing`,
+//!   the tile_compile methodology v4 (`v4.*`, `registration.local_tiles.*`, `tile.*`, and
+//!   `data.color_mode` / `data.bayer_pattern` for colour frames) plus a few settings of our own
+//!   (`tile.size_factor`, `tile.max_size`, `tile.margin_px`, `registration.local_tiles.smoothing`,
 //!   `registration.local_tiles.rejection_kappa`); `config/default.yaml` documents every key;
 //! - accepts a user's whole `tile_compile.yaml`: sections and keys that tile_compile knows but tlr does not use
 //!   (`stacking.method`, `calibration.*`, `v4.adaptive_tiles.use_warp_probe`, ...) are ignored with one warning
@@ -143,6 +144,45 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// Section `tile`: tile geometry.
     pub tile: TileConfig,
+    /// Section `data`: colour handling of the frames (`data.color_mode`, `data.bayer_pattern`).
+    pub data: DataConfig,
+}
+
+/// `data.color_mode`: how the colour of the frames is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorModeSetting {
+    /// From each frame's header: Bayer when it has `BAYERPAT`, mono otherwise.
+    #[default]
+    Auto,
+    /// Every frame is mono, whatever the header says.
+    Mono,
+    /// One-shot colour (Bayer); the pattern comes from `data.bayer_pattern` or the header.
+    Osc,
+}
+
+/// Section `data` (tile_compile's section of the same name; tlr reads only the colour keys).
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct DataConfig {
+    /// `data.color_mode`: `auto` (default), `mono` or `osc` (tile_compile writes `OSC`/`MONO`).
+    pub color_mode: ColorModeSetting,
+    /// `data.bayer_pattern`: `RGGB`, `BGGR`, `GRBG` or `GBRG` in file row order, overriding the header
+    /// (a disagreement is reported as a warning per frame); `null`/`auto` (default) = from the header.
+    pub bayer_pattern: Option<crate::bayer::CfaPattern>,
+}
+
+impl DataConfig {
+    /// The colour mode these settings describe (see [`crate::bayer::resolve_pattern`]): a pattern
+    /// makes `auto`/`osc` a fixed [`crate::bayer::ColorMode::Bayer`]; `mono` ignores it.
+    pub fn color_mode(&self) -> crate::bayer::ColorMode {
+        use crate::bayer::ColorMode;
+        match (self.color_mode, self.bayer_pattern) {
+            (ColorModeSetting::Mono, _) => ColorMode::Mono,
+            (_, Some(p)) => ColorMode::Bayer(p),
+            (ColorModeSetting::Osc, None) => ColorMode::Osc,
+            (ColorModeSetting::Auto, None) => ColorMode::Auto,
+        }
+    }
 }
 
 /// Section `v4`.
@@ -738,10 +778,7 @@ const ROOT: &[(&str, Spec)] = &[
         "output",
         Unused("tlr takes its output path on the command line"),
     ),
-    (
-        "data",
-        Unused("tlr reads image size and frame count from the frames"),
-    ),
+    ("data", Section(DATA)),
     ("linearity", Unused(NO_REASON)),
     ("calibration", Unused("tlr expects calibrated frames")),
     ("assumptions", Unused(NO_REASON)),
@@ -758,6 +795,28 @@ const ROOT: &[(&str, Spec)] = &[
     ("stacking", Unused(NO_REASON)),
     ("validation", Unused(NO_REASON)),
     ("runtime_limits", Unused(NO_REASON)),
+];
+
+const DATA: &[(&str, Spec)] = &[
+    ("color_mode", Leaf),
+    ("bayer_pattern", Leaf),
+    (
+        "image_width",
+        Unused("tlr reads image size and frame count from the frames"),
+    ),
+    (
+        "image_height",
+        Unused("tlr reads image size and frame count from the frames"),
+    ),
+    (
+        "frames_min",
+        Unused("tlr reads image size and frame count from the frames"),
+    ),
+    (
+        "frames_target",
+        Unused("tlr reads image size and frame count from the frames"),
+    ),
+    ("linear_required", Unused("tlr expects linear frames")),
 ];
 
 const V4: &[(&str, Spec)] = &[
@@ -1076,6 +1135,9 @@ impl Reader {
         self.take("tile.max_size", &mut t.max_size, to_usize);
         self.take("tile.overlap_fraction", &mut t.overlap_fraction, to_f64);
         self.take("tile.margin_px", &mut t.margin_px, to_usize);
+        let d = &mut c.data;
+        self.take("data.color_mode", &mut d.color_mode, to_color_mode);
+        self.take("data.bayer_pattern", &mut d.bayer_pattern, to_bayer_pattern);
         debug_assert!(
             self.leaves.is_empty(),
             "leaves in the key table without extraction: {:?}",
@@ -1162,6 +1224,30 @@ fn to_bool(v: &Value) -> Result<bool, String> {
     match v {
         Value::Bool(b) => Ok(*b),
         _ => Err("`true` or `false`".to_string()),
+    }
+}
+
+fn to_color_mode(v: &Value) -> Result<ColorModeSetting, String> {
+    const EXPECTED: &str = "one of `auto`, `mono`, `osc`";
+    match v {
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(ColorModeSetting::Auto),
+            "mono" => Ok(ColorModeSetting::Mono),
+            "osc" | "color" | "colour" | "bayer" => Ok(ColorModeSetting::Osc),
+            _ => Err(EXPECTED.to_string()),
+        },
+        _ => Err(EXPECTED.to_string()),
+    }
+}
+
+fn to_bayer_pattern(v: &Value) -> Result<Option<crate::bayer::CfaPattern>, String> {
+    const EXPECTED: &str = "one of `RGGB`, `BGGR`, `GRBG`, `GBRG`, `auto`";
+    match v {
+        Value::String(s) if s.trim().is_empty() || s.trim().eq_ignore_ascii_case("auto") => {
+            Ok(None)
+        }
+        Value::String(s) => s.parse().map(Some).map_err(|_| EXPECTED.to_string()),
+        _ => Err(EXPECTED.to_string()),
     }
 }
 

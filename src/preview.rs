@@ -5,6 +5,11 @@
 //! - [`write_png_preview_atomic`]: 8-bit grayscale, stretched like Siril's autostretch: shadows clipped at
 //!   `median - 2.8 * sigma` (sigma = 1.4826 MAD), white at the maximum, then the midtone transfer
 //!   function chosen so that the sky background lands at 25 % grey. NaN pixels are black.
+//! - [`write_rgb_png_preview_atomic`]: the same for an RGB image `(3, rows, cols)`, after a simple auto
+//!   white balance: each channel's sky background is subtracted (a neutral sky) and the channels are
+//!   scaled so that the bright unsaturated pixels (mostly stars) are white on average, or, when there
+//!   are too few of them, so that the background noise is equal. One stretch, computed on the mean of
+//!   the balanced channels, is then applied to all three (linked stretch).
 //! - [`write_warp_field_png`]: one arrow per tile over the dimmed, stretched image.
 //! - [`write_tile_map_png`]: valid tiles green, invalid tiles red, tile outlines grey.
 //! - [`write_histogram_png`]: a bar chart with the value range and the highest count written under it.
@@ -18,7 +23,7 @@
 
 use crate::geom::{Shift, TileBox};
 use crate::stats::median_and_sigma;
-use ndarray::ArrayView2;
+use ndarray::{Array2, ArrayView2, ArrayView3, Axis};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -65,6 +70,14 @@ pub enum PreviewError {
         rows: usize,
         /// Columns requested.
         cols: usize,
+    },
+    /// An RGB image that does not have 3 planes.
+    #[error("PNG `{path}`: an RGB preview needs 3 planes (R, G, B), got {planes}")]
+    BadPlanes {
+        /// The target file.
+        path: PathBuf,
+        /// Planes given.
+        planes: usize,
     },
     /// Two inputs that must correspond have different lengths.
     #[error("PNG `{path}`: got {got} {what} for {expected} tiles")]
@@ -228,6 +241,142 @@ pub fn write_png_preview_atomic(path: &Path, image: ArrayView2<f32>) -> Result<(
         None => vec![0; rows * cols],
     };
     write_png_atomic(path, cols, rows, png::ColorType::Grayscale, &data)
+}
+
+/// Fewest bright unsaturated pixels for a white balance on the objects; below it the noise balance is used.
+const MIN_WHITE_PIXELS: usize = 30;
+
+/// White-balance gains and backgrounds of an RGB image: `balanced_c = (x_c - background_c) * gain_c`
+/// (mean gain 1). The background (sigma-clipped median) of every channel is removed, which makes the
+/// sky neutral. The gains make the summed signal of the bright, unsaturated pixels (mean excess over
+/// 10 sigma, or over 1 % of the brightest excess, and below 95 % of every channel's maximum; mostly
+/// stars) equal in the three channels, i.e. the average star is white. With fewer than
+/// [`MIN_WHITE_PIXELS`] such pixels the gains equalise the background noise instead, and with
+/// unusable noise (no finite pixel, noise-free images) they are 1.
+fn white_balance(rgb: &ArrayView3<f32>) -> ([f32; 3], [f32; 3]) {
+    let mut background = [0.0f32; 3];
+    let mut noise = [f32::NAN; 3];
+    let mut max = [f32::NEG_INFINITY; 3];
+    for c in 0..3 {
+        let ch = rgb.index_axis(Axis(0), c);
+        if let Some(st) = crate::stats::background_and_noise(ch, 200_000) {
+            background[c] = st.median;
+            noise[c] = st.sigma;
+        }
+        max[c] = ch
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(f32::NEG_INFINITY, f32::max);
+    }
+    let background = background.map(|b| if b.is_finite() { b } else { 0.0 });
+    let normalise = |g: [f32; 3]| {
+        let mean = (g[0] + g[1] + g[2]) / 3.0;
+        g.map(|v| v / mean)
+    };
+    // objects: bright, unsaturated pixels
+    let finite_noise: Vec<f32> = noise.iter().copied().filter(|n| n.is_finite()).collect();
+    let mean_noise = if finite_noise.is_empty() {
+        0.0
+    } else {
+        finite_noise.iter().sum::<f32>() / finite_noise.len() as f32
+    };
+    let peak_excess = (0..3).map(|c| max[c] - background[c]).fold(0.0f32, |m, v| {
+        if v.is_finite() {
+            m.max(v)
+        } else {
+            m
+        }
+    });
+    let threshold = (10.0 * mean_noise).max(0.01 * peak_excess);
+    let (r, g, b) = (
+        rgb.index_axis(Axis(0), 0),
+        rgb.index_axis(Axis(0), 1),
+        rgb.index_axis(Axis(0), 2),
+    );
+    let mut sums = [0.0f64; 3];
+    let mut count = 0usize;
+    for ((&vr, &vg), &vb) in r.iter().zip(g.iter()).zip(b.iter()) {
+        let v = [vr, vg, vb];
+        if !v.iter().all(|x| x.is_finite()) {
+            continue;
+        }
+        let excess = [
+            v[0] - background[0],
+            v[1] - background[1],
+            v[2] - background[2],
+        ];
+        let mean = (excess[0] + excess[1] + excess[2]) / 3.0;
+        let unsaturated = (0..3).all(|c| v[c] < background[c] + 0.95 * (max[c] - background[c]));
+        if threshold > 0.0 && mean > threshold && unsaturated {
+            for c in 0..3 {
+                sums[c] += f64::from(excess[c]);
+            }
+            count += 1;
+        }
+    }
+    if count >= MIN_WHITE_PIXELS && sums.iter().all(|&s| s > 0.0) {
+        return (background, normalise(sums.map(|s| (1.0 / s) as f32)));
+    }
+    if noise.iter().all(|&n| n.is_finite() && n > 0.0) {
+        return (background, normalise(noise.map(|n| 1.0 / n)));
+    }
+    (background, [1.0; 3])
+}
+
+/// Writes an RGB image `(3, rows, cols)` (planes R, G, B) as an auto-balanced, auto-stretched 8-bit
+/// colour PNG at `path`, atomically (see the module docs for the white balance and the linked stretch).
+/// NaN samples are black.
+///
+/// # Errors
+/// [`PreviewError::BadPlanes`] unless there are 3 planes, [`PreviewError::BadSize`] for an empty image,
+/// [`PreviewError::Encode`] / [`PreviewError::Io`] when encoding or writing fails.
+pub fn write_rgb_png_preview_atomic(path: &Path, rgb: ArrayView3<f32>) -> Result<(), PreviewError> {
+    let (planes, rows, cols) = rgb.dim();
+    if planes != 3 {
+        return Err(PreviewError::BadPlanes {
+            path: path.to_path_buf(),
+            planes,
+        });
+    }
+    let (background, gains) = white_balance(&rgb);
+    let balanced: Vec<Array2<f32>> = (0..3)
+        .map(|c| {
+            let (b, g) = (background[c], gains[c]);
+            rgb.index_axis(Axis(0), c).mapv(|v| (v - b) * g)
+        })
+        .collect();
+    let mut mean = balanced[0].clone();
+    mean.zip_mut_with(&balanced[1], |a, &b| *a += b);
+    mean.zip_mut_with(&balanced[2], |a, &b| *a = (*a + b) / 3.0);
+    let stretch = Stretch::from_image(mean.view()).map(|mut s| {
+        // white at the brightest sample of any channel, so that no colour clips before the others
+        let high = balanced
+            .iter()
+            .flat_map(|ch| ch.iter().copied())
+            .filter(|v| v.is_finite())
+            .fold(f32::NEG_INFINITY, f32::max);
+        if high > s.high {
+            let m_old = s.midtone;
+            let (low, old_high) = (s.low, s.high);
+            s.high = high;
+            // keep the background at the same grey: the background's position moves with the range
+            let med_frac_old = mtf(TARGET_BACKGROUND, 1.0 - m_old); // inverse mtf: x with mtf(x, m_old) = T
+            let med = low + med_frac_old * (old_high - low);
+            let m = ((med - low) / (high - low)).clamp(0.0, 1.0);
+            s.midtone = mtf(m, TARGET_BACKGROUND).clamp(1e-6, 1.0 - 1e-6);
+        }
+        s
+    });
+    let mut data = vec![0u8; rows * cols * 3];
+    if let Some(s) = stretch {
+        for (c, ch) in balanced.iter().enumerate() {
+            for (i, &v) in ch.iter().enumerate() {
+                data[3 * i + c] = to_u8(s.level(v));
+            }
+        }
+    }
+    write_png_atomic(path, cols, rows, png::ColorType::Rgb, &data)
 }
 
 /// An RGB drawing surface (row-major, 3 bytes per pixel).

@@ -8,8 +8,18 @@
 //! quantised like a 16-bit camera (ADU in 0..=65535 with a pedestal). [`write_sequence`] writes them as
 //! FITS plus `truth.fits`, `truth_displacement.json` and `simulation.json`.
 //!
-//! What it does not: optics beyond a circular Moffat PSF (no coma, no diffraction spikes), colour/Bayer
-//! data, cosmic rays, flat-field vignetting, or sub-stamp warping (see "Model" below).
+//! Colour mode ([`SimConfig::color`] = a [`CfaPattern`]): the same scene and motion, but every object
+//! has a colour (stars: a black-body temperature of 3000–12000 K seen through broad R/G/B bands at
+//! 610/535/465 nm; galaxies yellowish; the nebula's components alternately H-alpha red and O-III teal;
+//! the sky a light-polluted orange), normalised so that `(R + 2G + B) / 4` equals the mono flux. The
+//! camera sees the Bayer mosaic of the three colour renderings (noise, hot pixels and quantisation are
+//! applied to the mosaic); [`Simulation::truth_rgb`] is the colour truth and [`Simulation::truth`] its
+//! mosaic. [`write_sequence`] then writes `BAYERPAT`, `XBAYROFF` = `YBAYROFF` = 0 and `ROWORDER` =
+//! 'TOP-DOWN'. Colours are drawn from their own random stream, so mono sequences are unchanged.
+//!
+//! What it does not: optics beyond a circular Moffat PSF (no coma, no diffraction spikes), colour
+//! calibration of a real camera (no colour matrix, no per-channel QE), cosmic rays, flat-field
+//! vignetting, or sub-stamp warping (see "Model" below).
 //!
 //! # Geometry and truth (binding for tests)
 //!
@@ -74,12 +84,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use ndarray::Array2;
+use ndarray::{Array2, Array3, Axis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Poisson, StandardNormal};
 use serde::{Deserialize, Serialize};
 
+use crate::bayer::CfaPattern;
 use crate::geom::Shift;
 
 /// FWHM in pixels of the narrow Gaussian used to render point sources in [`Simulation::truth`].
@@ -89,6 +100,8 @@ pub const TRUTH_FWHM_PX: f32 = 1.5;
 pub const TRUTH_DISPLACEMENT_FILE: &str = "truth_displacement.json";
 /// File name of the truth image written by [`write_sequence`].
 pub const TRUTH_FILE: &str = "truth.fits";
+/// File name of the colour truth `(3, rows, cols)` written by [`write_sequence`] in colour mode.
+pub const TRUTH_RGB_FILE: &str = "truth_rgb.fits";
 /// File name of the simulation configuration written by [`write_sequence`].
 pub const CONFIG_FILE: &str = "simulation.json";
 /// Margin in pixels around the image inside which stars are placed too (they may drift in).
@@ -279,6 +292,10 @@ pub struct SimConfig {
     pub hot_pixels: Option<usize>,
     /// Whether to include one cloudy frame and one frame with a satellite trail (needs >= 5 frames).
     pub bad_frames: bool,
+    /// Colour mode: `Some(pattern)` renders a coloured sky seen through this Bayer mosaic (see the
+    /// module docs); `None` (the default) is a mono camera.
+    #[serde(default)]
+    pub color: Option<CfaPattern>,
 }
 
 impl Default for SimConfig {
@@ -317,6 +334,7 @@ impl Default for SimConfig {
             local_correlation: 0.9,
             hot_pixels: None,
             bad_frames: true,
+            color: None,
         }
     }
 }
@@ -707,6 +725,10 @@ pub struct Simulation {
     trail: Trail,
     cloud: CloudPatch,
     local_rms: f32,
+    /// Colour of each star (R, G, B factors, `(R + 2G + B) / 4 = 1`), parallel to `stars`.
+    star_colors: Vec<[f32; 3]>,
+    /// Colour of each component of each extended object, parallel to `extended`.
+    extended_colors: Vec<Vec<[f32; 3]>>,
 }
 
 /// SplitMix64 finaliser: decorrelates seeds derived from `(seed, stream, index)`.
@@ -724,6 +746,35 @@ fn stream_rng(seed: u64, stream: u64, index: u64) -> StdRng {
 const STREAM_SCENE: u64 = 1;
 const STREAM_TIME: u64 = 2;
 const STREAM_NOISE: u64 = 3;
+const STREAM_COLOR: u64 = 4;
+
+/// Colour of the sky background (light pollution), before normalisation.
+const SKY_COLOR: [f32; 3] = [1.15, 1.0, 0.75];
+/// Colour of galaxies, before normalisation.
+const GALAXY_COLOR: [f32; 3] = [1.2, 1.0, 0.7];
+/// Colours of the nebula components (H-alpha red, O-III teal), before normalisation.
+const NEBULA_COLORS: [[f32; 3]; 2] = [[1.0, 0.22, 0.18], [0.15, 0.9, 0.85]];
+/// Effective wavelengths of the broad R, G, B bands, micrometres.
+const BAND_UM: [f32; 3] = [0.610, 0.535, 0.465];
+
+/// Scales an RGB triple so that `(R + 2G + B) / 4 = 1`.
+fn normalise_color(c: [f32; 3]) -> [f32; 3] {
+    let l = 0.25 * (c[0] + 2.0 * c[1] + c[2]);
+    if l > 0.0 {
+        [c[0] / l, c[1] / l, c[2] / l]
+    } else {
+        [1.0; 3]
+    }
+}
+
+/// Black-body colour of temperature `t_k` in the R, G, B bands, normalised.
+pub fn blackbody_color(t_k: f32) -> [f32; 3] {
+    let planck = |um: f32| -> f32 {
+        let x = (14_387.77 / (um * t_k.max(500.0))).min(80.0);
+        um.powi(-5) / x.exp_m1()
+    };
+    normalise_color([planck(BAND_UM[0]), planck(BAND_UM[1]), planck(BAND_UM[2])])
+}
 
 fn normal(rng: &mut StdRng) -> f32 {
     rng.sample::<f32, _>(StandardNormal)
@@ -935,9 +986,88 @@ impl Simulation {
             trail,
             cloud,
             local_rms: 0.0,
+            star_colors: Vec::new(),
+            extended_colors: Vec::new(),
         };
+        sim.draw_colors();
         sim.normalise_local_field();
         sim
+    }
+
+    /// Draws the colours of every object from their own random stream (so the mono scene is unchanged).
+    fn draw_colors(&mut self) {
+        let mut rng = stream_rng(self.cfg.seed, STREAM_COLOR, 0);
+        self.star_colors = self
+            .stars
+            .iter()
+            .map(|_| {
+                // log-uniform temperature between 3000 K and 12000 K
+                let t = 3000.0 * 4f32.powf(rng.gen::<f32>());
+                blackbody_color(t)
+            })
+            .collect();
+        let nebula_index = if self.cfg.nebula {
+            self.extended.len().checked_sub(1)
+        } else {
+            None
+        };
+        self.extended_colors = self
+            .extended
+            .iter()
+            .enumerate()
+            .map(|(k, obj)| {
+                obj.components
+                    .iter()
+                    .enumerate()
+                    .map(|(j, _)| {
+                        if Some(k) == nebula_index {
+                            normalise_color(NEBULA_COLORS[j % 2])
+                        } else {
+                            normalise_color(GALAXY_COLOR)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+    }
+
+    /// The colour factor of star `k` for `channel` (1 for mono).
+    fn star_factor(&self, k: usize, channel: Option<usize>) -> f32 {
+        match channel {
+            Some(c) => self.star_colors.get(k).map_or(1.0, |col| col[c]),
+            None => 1.0,
+        }
+    }
+
+    /// The colour factor of component `j` of extended object `k` for `channel` (1 for mono).
+    fn extended_factor(&self, k: usize, j: usize, channel: Option<usize>) -> f32 {
+        match channel {
+            Some(c) => self
+                .extended_colors
+                .get(k)
+                .and_then(|v| v.get(j))
+                .map_or(1.0, |col| col[c]),
+            None => 1.0,
+        }
+    }
+
+    /// The sky's colour factor for `channel` (1 for mono).
+    fn sky_factor_of(channel: Option<usize>) -> f32 {
+        match channel {
+            Some(c) => normalise_color(SKY_COLOR)[c],
+            None => 1.0,
+        }
+    }
+
+    /// The colour factor of every star (R, G, B; `(R + 2G + B) / 4 = 1`), parallel to [`Simulation::stars`].
+    /// Used only in colour mode.
+    pub fn star_colors(&self) -> &[[f32; 3]] {
+        &self.star_colors
+    }
+
+    /// The Bayer pattern of colour mode, `None` for mono.
+    pub fn color(&self) -> Option<CfaPattern> {
+        self.cfg.color
     }
 
     /// Like [`Simulation::new`], after checking the configuration.
@@ -1129,14 +1259,51 @@ impl Simulation {
     /// The sky without seeing, motion, transparency loss, noise or detector defects, in truth
     /// geometry (see the module docs): pedestal + sky + objects with a narrow Gaussian PSF of FWHM
     /// [`TRUTH_FWHM_PX`]. ADU, float, not clipped.
+    ///
+    /// In colour mode it is the Bayer mosaic of [`Simulation::truth_rgb`].
     pub fn truth(&self) -> Array2<f32> {
+        match self.cfg.color {
+            None => self.truth_channel(None),
+            Some(p) => self.mosaic_of(|c| self.truth_channel(Some(c)), p),
+        }
+    }
+
+    /// The colour truth `(3, rows, cols)` (R, G, B), as [`Simulation::truth`] per channel (each channel
+    /// includes the pedestal). In mono mode all three channels equal the mono truth.
+    pub fn truth_rgb(&self) -> Array3<f32> {
         let (rows, cols) = (self.cfg.height, self.cfg.width);
+        let mut out = Array3::<f32>::zeros((3, rows, cols));
+        for c in 0..3 {
+            let ch = if self.cfg.color.is_some() {
+                Some(c)
+            } else {
+                None
+            };
+            out.index_axis_mut(Axis(0), c)
+                .assign(&self.truth_channel(ch));
+        }
+        out
+    }
+
+    /// Builds the Bayer mosaic from the three channel renderings given by `render`.
+    fn mosaic_of(&self, render: impl Fn(usize) -> Array2<f32>, pattern: CfaPattern) -> Array2<f32> {
+        let channels = [render(0), render(1), render(2)];
+        let (rows, cols) = (self.cfg.height, self.cfg.width);
+        Array2::from_shape_fn((rows, cols), |(r, c)| {
+            channels[pattern.color_at(r, c).rgb_index()][[r, c]]
+        })
+    }
+
+    /// The truth of one colour channel (`None` = mono).
+    fn truth_channel(&self, channel: Option<usize>) -> Array2<f32> {
+        let (rows, cols) = (self.cfg.height, self.cfg.width);
+        let sky = Self::sky_factor_of(channel);
         let mut img = Array2::<f32>::zeros((rows, cols));
         {
             let buf = img.as_slice_mut().expect("standard layout");
             if cols > 0 {
                 for (r, row) in buf.chunks_mut(cols).enumerate() {
-                    self.sky_row(r, 1.0, row);
+                    self.sky_row(r, sky, row);
                     for v in row.iter_mut() {
                         *v += self.cfg.pedestal_adu;
                     }
@@ -1147,7 +1314,7 @@ impl Simulation {
             let radius = (5.0 * sigma + 1.0).ceil() as i64;
             let mut wy = Vec::new();
             let mut wx = Vec::new();
-            for star in &self.stars {
+            for (k, star) in self.stars.iter().enumerate() {
                 let (r0, r1) = clip_range(star.y, radius as f32, rows);
                 let (c0, c1) = clip_range(star.x, radius as f32, cols);
                 if r0 >= r1 || c0 >= c1 {
@@ -1165,15 +1332,16 @@ impl Simulation {
                 }));
                 for (r, &fy) in (r0..r1).zip(&wy) {
                     let row = &mut buf[r * cols..(r + 1) * cols];
-                    let f = star.flux * fy;
+                    let f = star.flux * self.star_factor(k, channel) * fy;
                     for (v, &fx) in row[c0..c1].iter_mut().zip(&wx) {
                         *v += f * fx;
                     }
                 }
             }
-            for obj in &self.extended {
-                for comp in &obj.components {
-                    render_gaussian(buf, rows, cols, obj.y, obj.x, comp, sigma, 1.0);
+            for (k, obj) in self.extended.iter().enumerate() {
+                for (j, comp) in obj.components.iter().enumerate() {
+                    let f = self.extended_factor(k, j, channel);
+                    render_gaussian(buf, rows, cols, obj.y, obj.x, comp, sigma, f);
                 }
             }
         }
@@ -1185,14 +1353,46 @@ impl Simulation {
     ///
     /// # Panics
     /// When `index >= frames()`.
+    ///
+    /// In colour mode it is the Bayer mosaic of the three colour renderings.
     pub fn expected_frame(&self, index: usize) -> Array2<f32> {
+        match self.cfg.color {
+            None => self.expected_channel(index, None),
+            Some(p) => self.mosaic_of(|c| self.expected_channel(index, Some(c)), p),
+        }
+    }
+
+    /// Frame `index` in colour `(3, rows, cols)` (R, G, B) without noise, hot pixels or quantisation,
+    /// with the pedestal: what the camera's colour filters sample (colour mode); in mono mode all three
+    /// planes equal [`Simulation::expected_frame`].
+    ///
+    /// # Panics
+    /// When `index >= frames()`.
+    pub fn expected_rgb(&self, index: usize) -> Array3<f32> {
+        let (rows, cols) = (self.cfg.height, self.cfg.width);
+        let mut out = Array3::<f32>::zeros((3, rows, cols));
+        for c in 0..3 {
+            let ch = if self.cfg.color.is_some() {
+                Some(c)
+            } else {
+                None
+            };
+            out.index_axis_mut(Axis(0), c)
+                .assign(&self.expected_channel(index, ch));
+        }
+        out
+    }
+
+    /// Frame `index` of one colour channel (`None` = mono) without noise, with pedestal.
+    fn expected_channel(&self, index: usize, channel: Option<usize>) -> Array2<f32> {
         let st = &self.states[index];
+        let sky = Self::sky_factor_of(channel);
         let (rows, cols) = (self.cfg.height, self.cfg.width);
         let mut img = Array2::<f32>::zeros((rows, cols));
         let buf = img.as_slice_mut().expect("standard layout");
         if cols > 0 {
             for (r, row) in buf.chunks_mut(cols).enumerate() {
-                self.sky_row(r, st.sky_factor, row);
+                self.sky_row(r, st.sky_factor * sky, row);
             }
         }
         if st.kind == FrameKind::Cloud {
@@ -1212,14 +1412,14 @@ impl Simulation {
                 self.cloud.x,
                 &patch,
                 0.0,
-                1.0,
+                sky,
             );
         }
-        self.render_stars(index, buf);
+        self.render_stars(index, buf, channel);
         let psf_sigma = st.fwhm / 2.354_82;
-        for obj in &self.extended {
+        for (k, obj) in self.extended.iter().enumerate() {
             let d = self.displacement(index, obj.y, obj.x);
-            for comp in &obj.components {
+            for (j, comp) in obj.components.iter().enumerate() {
                 render_gaussian(
                     buf,
                     rows,
@@ -1228,7 +1428,7 @@ impl Simulation {
                     obj.x + d.dx,
                     comp,
                     psf_sigma,
-                    st.transparency,
+                    st.transparency * self.extended_factor(k, j, channel),
                 );
             }
         }
@@ -1252,7 +1452,7 @@ impl Simulation {
         img
     }
 
-    fn render_stars(&self, index: usize, buf: &mut [f32]) {
+    fn render_stars(&self, index: usize, buf: &mut [f32], channel: Option<usize>) {
         let st = &self.states[index];
         let (rows, cols) = (self.cfg.height, self.cfg.width);
         let beta = self.cfg.moffat_beta;
@@ -1261,10 +1461,10 @@ impl Simulation {
         let norm = (beta - 1.0) / (PI * alpha * alpha);
         let beta_is_3 = (beta - 3.0).abs() < 1e-6;
         let r_min = (1.5 * st.fwhm).max(2.0);
-        for star in &self.stars {
+        for (k, star) in self.stars.iter().enumerate() {
             let d = self.displacement(index, star.y, star.x);
             let (py, px) = (star.y + d.dy, star.x + d.dx);
-            let peak = star.flux * st.transparency * norm;
+            let peak = star.flux * self.star_factor(k, channel) * st.transparency * norm;
             // radius where the profile falls to 0.25 ADU
             let reach = ((peak / 0.25).max(1.0).powf(1.0 / beta) - 1.0)
                 .max(0.0)
@@ -1632,7 +1832,9 @@ const START_EPOCH_S: i64 = 1_795_809_600;
 /// not start with `tlr`, so scans treat them as input), `truth.fits` (F32, CREATOR `tlr <version>
 /// truth`, so scans skip it), `truth_displacement.json` ([`TruthDisplacement`], grid step
 /// [`TRUTH_GRID_STEP_PX`]) and `simulation.json` (the [`SimConfig`]). Existing files of these names
-/// are replaced (atomically).
+/// are replaced (atomically). In colour mode the frames and `truth.fits` (the truth's mosaic) carry
+/// `BAYERPAT`, `XBAYROFF` = `YBAYROFF` = 0 and `ROWORDER` = 'TOP-DOWN', and the colour truth is
+/// written to `truth_rgb.fits` (F32 cube, planes R, G, B).
 ///
 /// # Errors
 /// [`SimError::InvalidConfig`] before anything is written; [`SimError::Io`], [`SimError::Fits`] or
@@ -1703,6 +1905,7 @@ pub fn write_sequence(cfg: &SimConfig, dir: &Path) -> Result<SimSummary, SimErro
                 CardValue::Float(f64::from(sim.fwhm_px(i))),
                 "true Moffat FWHM [px]",
             );
+        let meta = with_bayer_cards(meta, cfg.color);
         write_image_atomic(&path, image.view(), SampleFormat::U16, &meta)
             .map_err(fits_err(&path))?;
         frames.push(path);
@@ -1720,8 +1923,21 @@ pub fn write_sequence(cfg: &SimConfig, dir: &Path) -> Result<SimSummary, SimErro
             "Gaussian FWHM of point sources [px]",
         )
         .with_history("truth of a tlr simulation: no seeing, motion or noise; geometry of frame 0");
+    let meta = with_bayer_cards(meta, cfg.color);
     write_image_atomic(&truth_path, sim.truth().view(), SampleFormat::F32, &meta)
         .map_err(fits_err(&truth_path))?;
+    if cfg.color.is_some() {
+        let rgb_path = dir.join(TRUTH_RGB_FILE);
+        let meta = OutputMeta::tlr_output("truth")
+            .with_card(
+                crate::fits::KEY_OBJECT,
+                CardValue::Str("tlr simulation".to_string()),
+                "",
+            )
+            .with_history("colour truth of a tlr simulation: planes R, G, B");
+        crate::fits::write_cube_atomic(&rgb_path, sim.truth_rgb().view(), &meta)
+            .map_err(fits_err(&rgb_path))?;
+    }
 
     let disp_path = dir.join(TRUTH_DISPLACEMENT_FILE);
     write_json_atomic(&disp_path, &sim.truth_displacement(TRUTH_GRID_STEP_PX))?;
@@ -1740,6 +1956,38 @@ pub fn write_sequence(cfg: &SimConfig, dir: &Path) -> Result<SimSummary, SimErro
         cloud_frame: sim.cloud_frame(),
         trail_frame: sim.trail_frame(),
     })
+}
+
+/// Adds `BAYERPAT`, `XBAYROFF`, `YBAYROFF` and `ROWORDER` for a colour simulation.
+fn with_bayer_cards(
+    meta: crate::fits::OutputMeta,
+    color: Option<CfaPattern>,
+) -> crate::fits::OutputMeta {
+    use crate::fits::CardValue;
+    match color {
+        None => meta,
+        Some(p) => meta
+            .with_card(
+                crate::fits::KEY_BAYERPAT,
+                CardValue::Str(p.name().to_string()),
+                "Bayer colour pattern",
+            )
+            .with_card(
+                crate::fits::KEY_XBAYROFF,
+                CardValue::Int(0),
+                "X offset of Bayer array",
+            )
+            .with_card(
+                crate::fits::KEY_YBAYROFF,
+                CardValue::Int(0),
+                "Y offset of Bayer array",
+            )
+            .with_card(
+                crate::fits::KEY_ROWORDER,
+                CardValue::Str("TOP-DOWN".to_string()),
+                "order of the rows",
+            ),
+    }
 }
 
 /// Writes pretty JSON through a temporary file in the same folder, then renames it.

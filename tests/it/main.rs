@@ -1,5 +1,6 @@
 //! Integration tests of tlr-core, one module per area (a single test binary, as matklad recommends).
 
+mod bayer;
 mod config;
 mod examples;
 mod fits;
