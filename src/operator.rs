@@ -42,7 +42,7 @@ use crate::resample::Resampler;
 pub use smooth::Smoothing;
 
 /// At most this many frames (evenly spaced in time) form the per-pixel median of the initial reference.
-pub const MEDIAN_FRAMES: usize = 31;
+pub const MEDIAN_FRAMES: usize = 21;
 /// A tile whose weight sum is at or below this is invalid.
 pub const MIN_WEIGHT_SUM: f32 = 1e-12;
 /// When at least this fraction of the registrations of a round report `low_structure`, the tile falls
@@ -154,22 +154,40 @@ impl OperatorParams {
         let mut p = Vec::new();
         let finite_nonneg = |v: f32| v.is_finite() && v >= 0.0;
         if !finite_nonneg(self.beta) {
-            p.push(format!("beta must be a finite number >= 0, got {}", self.beta));
+            p.push(format!(
+                "beta must be a finite number >= 0, got {}",
+                self.beta
+            ));
         }
         if !(self.ecc_cc_min.is_finite() && self.ecc_cc_min <= 1.0) {
-            p.push(format!("ecc_cc_min must be a number <= 1, got {}", self.ecc_cc_min));
+            p.push(format!(
+                "ecc_cc_min must be a number <= 1, got {}",
+                self.ecc_cc_min
+            ));
         }
         if !finite_nonneg(self.max_warp_delta_px) {
-            p.push(format!("max_warp_delta_px must be >= 0, got {}", self.max_warp_delta_px));
+            p.push(format!(
+                "max_warp_delta_px must be >= 0, got {}",
+                self.max_warp_delta_px
+            ));
         }
         if !(self.outlier_kappa.is_finite() && self.outlier_kappa > 0.0) {
-            p.push(format!("outlier_kappa must be > 0, got {}", self.outlier_kappa));
+            p.push(format!(
+                "outlier_kappa must be > 0, got {}",
+                self.outlier_kappa
+            ));
         }
         if !(self.rejection_kappa.is_finite() && self.rejection_kappa > 0.0) {
-            p.push(format!("rejection_kappa must be > 0, got {}", self.rejection_kappa));
+            p.push(format!(
+                "rejection_kappa must be > 0, got {}",
+                self.rejection_kappa
+            ));
         }
         if !finite_nonneg(self.epsilon_rel) {
-            p.push(format!("epsilon_rel must be >= 0, got {}", self.epsilon_rel));
+            p.push(format!(
+                "epsilon_rel must be >= 0, got {}",
+                self.epsilon_rel
+            ));
         }
         p
     }
@@ -246,7 +264,12 @@ pub struct TileResult {
 }
 
 impl TileResult {
-    fn invalid(stack: &TileStack, reason: String, frames: Vec<FrameReport>, iterations: usize) -> Self {
+    fn invalid(
+        stack: &TileStack,
+        reason: String,
+        frames: Vec<FrameReport>,
+        iterations: usize,
+    ) -> Self {
         TileResult {
             tile: stack.tile,
             image: Array2::from_elem((stack.tile.h, stack.tile.w), f32::NAN),
@@ -311,7 +334,10 @@ fn despike(cut: ArrayView2<f32>) -> Option<Array2<f32>> {
                     max_n = max_n.max(u);
                 }
             }
-            if max_n.is_finite() && v - max_n > SPIKE_FRACTION * (v - bg) && v - max_n > SPIKE_SIGMA * sigma {
+            if max_n.is_finite()
+                && v - max_n > SPIKE_FRACTION * (v - bg)
+                && v - max_n > SPIKE_SIGMA * sigma
+            {
                 spikes.push((r, c));
             }
         }
@@ -334,7 +360,16 @@ fn despike(cut: ArrayView2<f32>) -> Option<Array2<f32>> {
     Some(out)
 }
 
-const NEIGHBOURS: [(i64, i64); 8] = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)];
+const NEIGHBOURS: [(i64, i64); 8] = [
+    (-1, -1),
+    (-1, 0),
+    (-1, 1),
+    (0, -1),
+    (0, 1),
+    (1, -1),
+    (1, 0),
+    (1, 1),
+];
 
 /// Reconstruct one tile (see the module docs). Never panics; problems give an invalid result.
 pub fn reconstruct_tile(stack: &TileStack, params: &OperatorParams) -> TileResult {
@@ -373,7 +408,11 @@ pub fn reconstruct_tile(stack: &TileStack, params: &OperatorParams) -> TileResul
     }
     let problems = params.problems();
     if !problems.is_empty() {
-        let reason = format!("tile {}: unusable operator settings: {}", stack.tile.index, problems.join("; "));
+        let reason = format!(
+            "tile {}: unusable operator settings: {}",
+            stack.tile.index,
+            problems.join("; ")
+        );
         return TileResult::invalid(stack, reason, blank_reports(), 0);
     }
     Operator::new(stack, params).run()
@@ -404,9 +443,15 @@ impl<'a> Operator<'a> {
             let mut rejected = None;
             let prior_ok = f.prior_shift.dy.is_finite() && f.prior_shift.dx.is_finite();
             if !(f.weight.is_finite() && f.weight > 0.0) {
-                rejected = Some(format!("global weight {} is not a positive number", f.weight));
+                rejected = Some(format!(
+                    "global weight {} is not a positive number",
+                    f.weight
+                ));
             } else if !(f.scale.is_finite() && f.scale > 0.0) {
-                rejected = Some(format!("photometric scale {} is not a positive number", f.scale));
+                rejected = Some(format!(
+                    "photometric scale {} is not a positive number",
+                    f.scale
+                ));
             } else if !prior_ok {
                 rejected = Some("prior shift is not finite".to_string());
             } else if !cut.iter().any(|v| v.is_finite()) {
@@ -505,7 +550,9 @@ impl<'a> Operator<'a> {
             live.clone()
         } else {
             (0..MEDIAN_FRAMES)
-                .map(|k| live[(k * (live.len() - 1) + (MEDIAN_FRAMES - 1) / 2) / (MEDIAN_FRAMES - 1)])
+                .map(|k| {
+                    live[(k * (live.len() - 1) + (MEDIAN_FRAMES - 1) / 2) / (MEDIAN_FRAMES - 1)]
+                })
                 .collect()
         };
         let (mut center, mut spread) = combine::median_and_scale(&self.aligned, np, &subset);
@@ -592,14 +639,23 @@ impl<'a> Operator<'a> {
                 return self.finish_invalid(reason, iterations);
             }
             if !(weight_sum > MIN_WEIGHT_SUM) {
-                let reason = format!("sum of frame weights is {weight_sum:e} (~0): no frame carries weight");
+                let reason =
+                    format!("sum of frame weights is {weight_sum:e} (~0): no frame carries weight");
                 return self.finish_invalid(reason, iterations);
             }
             for &s in &used {
                 self.align(s);
             }
-            let weights: Vec<(usize, f32)> = used.iter().map(|&s| (s, self.frames[s].weight)).collect();
-            let combined = combine::clipped_mean(&self.aligned, np, &weights, &center, &spread, params.rejection_kappa);
+            let weights: Vec<(usize, f32)> =
+                used.iter().map(|&s| (s, self.frames[s].weight)).collect();
+            let combined = combine::clipped_mean(
+                &self.aligned,
+                np,
+                &weights,
+                &center,
+                &spread,
+                params.rejection_kappa,
+            );
             let change = combine::relative_change(&combined.image, &reference);
             reference.clone_from(&combined.image);
             center.clone_from(&combined.image);
@@ -622,7 +678,10 @@ impl<'a> Operator<'a> {
         for &s in live {
             let fs = &mut self.frames[s];
             if fs.cc < params.ecc_cc_min {
-                fs.rejected = Some(format!("cc {:.3} below ecc_cc_min {:.3}", fs.cc, params.ecc_cc_min));
+                fs.rejected = Some(format!(
+                    "cc {:.3} below ecc_cc_min {:.3}",
+                    fs.cc, params.ecc_cc_min
+                ));
             }
         }
         if !local {
@@ -641,7 +700,10 @@ impl<'a> Operator<'a> {
             return;
         }
         // Local parts (shift - prior) in time order; unmeasured frames (sigma inf) do not define the track.
-        let times: Vec<f32> = cand.iter().map(|&s| self.stack.frames[s].index as f32).collect();
+        let times: Vec<f32> = cand
+            .iter()
+            .map(|&s| self.stack.frames[s].index as f32)
+            .collect();
         let local_y: Vec<f32> = cand
             .iter()
             .map(|&s| self.frames[s].measured.dy - self.frames[s].prior.dy)
@@ -697,18 +759,27 @@ impl<'a> Operator<'a> {
     }
 
     fn rejection_summary(&self) -> String {
-        let mut reasons: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        let mut reasons: std::collections::BTreeMap<String, usize> =
+            std::collections::BTreeMap::new();
         for f in &self.frames {
             if let Some(r) = &f.rejected {
                 // Group by the reason's leading words (numbers differ per frame).
-                let key: String = r.split(|c: char| c.is_ascii_digit()).next().unwrap_or(r).trim().to_string();
+                let key: String = r
+                    .split(|c: char| c.is_ascii_digit())
+                    .next()
+                    .unwrap_or(r)
+                    .trim()
+                    .to_string();
                 *reasons.entry(key).or_default() += 1;
             }
         }
         if reasons.is_empty() {
             return String::new();
         }
-        let parts: Vec<String> = reasons.into_iter().map(|(r, n)| format!("{n} x {r}")).collect();
+        let parts: Vec<String> = reasons
+            .into_iter()
+            .map(|(r, n)| format!("{n} x {r}"))
+            .collect();
         format!("; rejected: {}", parts.join(", "))
     }
 
@@ -739,17 +810,30 @@ impl<'a> Operator<'a> {
         TileResult::invalid(self.stack, reason, self.reports(), iterations)
     }
 
-    fn finish(&self, combined: combine::Combined, iterations: usize, fallback: Option<String>) -> TileResult {
-        let used: Vec<&FrameState> = self.frames.iter().filter(|f| f.rejected.is_none()).collect();
+    fn finish(
+        &self,
+        combined: combine::Combined,
+        iterations: usize,
+        fallback: Option<String>,
+    ) -> TileResult {
+        let used: Vec<&FrameState> = self
+            .frames
+            .iter()
+            .filter(|f| f.rejected.is_none())
+            .collect();
         let k = used.len().max(1) as f64;
-        let mean = |g: &dyn Fn(&FrameState) -> f32| used.iter().map(|f| f64::from(g(f))).sum::<f64>() / k;
+        let mean =
+            |g: &dyn Fn(&FrameState) -> f32| used.iter().map(|f| f64::from(g(f))).sum::<f64>() / k;
         let my = mean(&|f| f.used_shift.dy - f.prior.dy);
         let mx = mean(&|f| f.used_shift.dx - f.prior.dx);
         let var = |g: &dyn Fn(&FrameState) -> f32, mu: f64| {
-            used.iter().map(|f| (f64::from(g(f)) - mu).powi(2)).sum::<f64>() / k
+            used.iter()
+                .map(|f| (f64::from(g(f)) - mu).powi(2))
+                .sum::<f64>()
+                / k
         };
-        let warp_variance =
-            (var(&|f| f.used_shift.dy - f.prior.dy, my) + var(&|f| f.used_shift.dx - f.prior.dx, mx)) as f32;
+        let warp_variance = (var(&|f| f.used_shift.dy - f.prior.dy, my)
+            + var(&|f| f.used_shift.dx - f.prior.dx, mx)) as f32;
         let mean_cc = mean(&|f| f.cc) as f32;
         let weight_sum: f32 = used.iter().map(|f| f.weight).sum();
         let image = Array2::from_shape_vec((self.h, self.w), combined.image)

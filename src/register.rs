@@ -444,39 +444,130 @@ struct Eval {
     sigma_px: f32,
 }
 
-/// Lanes of the f32 partial sums (two SSE registers; the compiler keeps them in registers).
+/// Lanes of the f32 partial sums (one AVX register).
 const LANES: usize = 8;
 
-/// `sum a[i] * b[i]` with lane-wise f32 partial sums, totalled in f64.
-fn dot(a: &[f32], b: &[f32]) -> f64 {
-    let mut acc = [0.0f32; LANES];
-    let mut ca = a.chunks_exact(LANES);
-    let mut cb = b.chunks_exact(LANES);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
-        }
+/// `[sum t d, sum d, sum gy d, sum gx d, sum d d]` with `d = (img - mu) * mask`, accumulated in eight
+/// f32 lanes (element `i` goes to lane `i % 8`, in order) and totalled in f64. The AVX2 path does exactly
+/// the same operations in the same order (no FMA), so both paths give bit-identical results.
+fn sums5(img: &[f32], mask: &[f32], t: &[f32], gy: &[f32], gx: &[f32], mu: f32) -> [f64; 5] {
+    let n = img
+        .len()
+        .min(mask.len())
+        .min(t.len())
+        .min(gy.len())
+        .min(gx.len());
+    let (img, mask, t, gy, gx) = (&img[..n], &mask[..n], &t[..n], &gy[..n], &gx[..n]);
+    let body = n / LANES * LANES;
+    #[cfg(target_arch = "x86_64")]
+    let mut lanes = if crate::resample::has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time just above); all slices have length n.
+        unsafe { sums5_avx2(img, mask, t, gy, gx, mu, body) }
+    } else {
+        sums5_lanes(img, mask, t, gy, gx, mu, body)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let mut lanes = sums5_lanes(img, mask, t, gy, gx, mu, body);
+    let mut out = [0.0f64; 5];
+    for (o, l) in out.iter_mut().zip(lanes.iter_mut()) {
+        *o = l.iter().map(|&v| f64::from(v)).sum();
     }
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(&x, &y)| f64::from(x) * f64::from(y))
-        .sum();
-    acc.iter().map(|&v| f64::from(v)).sum::<f64>() + tail
+    for i in body..n {
+        let d = f64::from((img[i] - mu) * mask[i]);
+        out[0] += f64::from(t[i]) * d;
+        out[1] += d;
+        out[2] += f64::from(gy[i]) * d;
+        out[3] += f64::from(gx[i]) * d;
+        out[4] += d * d;
+    }
+    out
 }
 
-/// `sum a[i]` with lane-wise f32 partial sums, totalled in f64.
-fn sum(a: &[f32]) -> f64 {
-    let mut acc = [0.0f32; LANES];
-    let mut ca = a.chunks_exact(LANES);
-    for x in &mut ca {
+/// Portable lane-wise accumulation of [`sums5`] over `0..body` (a multiple of [`LANES`]).
+fn sums5_lanes(
+    img: &[f32],
+    mask: &[f32],
+    t: &[f32],
+    gy: &[f32],
+    gx: &[f32],
+    mu: f32,
+    body: usize,
+) -> [[f32; LANES]; 5] {
+    let mut acc = [[0.0f32; LANES]; 5];
+    let mut i = 0;
+    while i < body {
         for l in 0..LANES {
-            acc[l] += x[l];
+            let k = i + l;
+            let d = (img[k] - mu) * mask[k];
+            acc[0][l] += t[k] * d;
+            acc[1][l] += d;
+            acc[2][l] += gy[k] * d;
+            acc[3][l] += gx[k] * d;
+            acc[4][l] += d * d;
         }
+        i += LANES;
     }
-    let tail: f64 = ca.remainder().iter().map(|&x| f64::from(x)).sum();
-    acc.iter().map(|&v| f64::from(v)).sum::<f64>() + tail
+    acc
+}
+
+/// AVX2 version of [`sums5_lanes`] (eight lanes in one register each).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sums5_avx2(
+    img: &[f32],
+    mask: &[f32],
+    t: &[f32],
+    gy: &[f32],
+    gx: &[f32],
+    mu: f32,
+    body: usize,
+) -> [[f32; LANES]; 5] {
+    use std::arch::x86_64::{
+        _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps, _mm256_sub_ps,
+    };
+    let body = body
+        .min(img.len())
+        .min(mask.len())
+        .min(t.len())
+        .min(gy.len())
+        .min(gx.len())
+        / LANES
+        * LANES;
+    let m = _mm256_set1_ps(mu);
+    let (mut a0, mut a1, mut a2, mut a3, mut a4) = (
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+    );
+    let mut i = 0;
+    while i < body {
+        // SAFETY: i + 8 <= body <= the length of every slice.
+        let (v, k, tv, yv, xv) = unsafe {
+            (
+                _mm256_loadu_ps(img.as_ptr().add(i)),
+                _mm256_loadu_ps(mask.as_ptr().add(i)),
+                _mm256_loadu_ps(t.as_ptr().add(i)),
+                _mm256_loadu_ps(gy.as_ptr().add(i)),
+                _mm256_loadu_ps(gx.as_ptr().add(i)),
+            )
+        };
+        let d = _mm256_mul_ps(_mm256_sub_ps(v, m), k);
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(tv, d));
+        a1 = _mm256_add_ps(a1, d);
+        a2 = _mm256_add_ps(a2, _mm256_mul_ps(yv, d));
+        a3 = _mm256_add_ps(a3, _mm256_mul_ps(xv, d));
+        a4 = _mm256_add_ps(a4, _mm256_mul_ps(d, d));
+        i += LANES;
+    }
+    let mut out = [[0.0f32; LANES]; 5];
+    for (o, a) in out.iter_mut().zip([a0, a1, a2, a3, a4]) {
+        // SAFETY: `o` has room for eight f32.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), a) };
+    }
+    out
 }
 
 /// Register a frame cut-out against a prepared reference.
@@ -489,7 +580,11 @@ fn sum(a: &[f32]) -> f64 {
 ///
 /// Never panics: a frame smaller than the reference, an all-`NaN` frame or a reference without structure
 /// give `converged = false`, `cc = 0` and the initial guess (or zero) as shift.
-pub fn register(reference: &Reference, frame: ArrayView2<f32>, initial: Option<Shift>) -> Registration {
+pub fn register(
+    reference: &Reference,
+    frame: ArrayView2<f32>,
+    initial: Option<Shift>,
+) -> Registration {
     let (fh, fw) = frame.dim();
     let fallback_shift = initial
         .filter(|s| s.dy.is_finite() && s.dx.is_finite())
@@ -506,7 +601,6 @@ pub fn register(reference: &Reference, frame: ArrayView2<f32>, initial: Option<S
         origin_x,
         resampler: Resampler::new(),
         aligned: Array2::from_elem((reference.h, reference.w), 0.0),
-        scratch: std::cell::RefCell::new(Vec::new()),
     };
     let structured = reference.has_structure();
     let finish = |mut r: Registration| {
@@ -525,7 +619,10 @@ pub fn register(reference: &Reference, frame: ArrayView2<f32>, initial: Option<S
             if r.converged {
                 finish(r)
             } else {
-                finish(Registration { shift: fallback_shift, ..r })
+                finish(Registration {
+                    shift: fallback_shift,
+                    ..r
+                })
             }
         }
         None => Registration::failed(fallback_shift, true),
@@ -546,7 +643,6 @@ pub fn correlation_at(reference: &Reference, frame: ArrayView2<f32>, shift: Shif
         origin_x: (fw - reference.w) as f32 / 2.0,
         resampler: Resampler::new(),
         aligned: Array2::from_elem((reference.h, reference.w), 0.0),
-        scratch: std::cell::RefCell::new(Vec::new()),
     };
     ctx.resampler.sample_shifted(
         frame,
@@ -660,7 +756,6 @@ struct Refiner<'a> {
     origin_x: f32,
     resampler: Resampler,
     aligned: Array2<f32>,
-    scratch: std::cell::RefCell<Vec<f32>>,
 }
 
 impl Refiner<'_> {
@@ -673,6 +768,7 @@ impl Refiner<'_> {
         }
         let mut offset = f32::NAN;
         let mut result = Registration::failed(start, false);
+        let mut prev_step: Option<Shift> = None;
         for it in 1..=MAX_ITERATIONS as u32 {
             self.resampler.sample_shifted(
                 self.frame,
@@ -695,9 +791,22 @@ impl Refiner<'_> {
             if !len.is_finite() {
                 break;
             }
+            let raw = d;
             if len > MAX_STEP_PX {
                 d = Shift::new(d.dy * MAX_STEP_PX / len, d.dx * MAX_STEP_PX / len);
+            } else if let Some(prev) = prev_step {
+                // Aitken extrapolation: when the frame's PSF differs from the reference's (a sharp frame
+                // against a blurred first reference), Gauss-Newton steps overshoot or undershoot by a
+                // steady factor; the ratio r of successive steps gives the limit p + d / (1 - r).
+                let pp = prev.dy * prev.dy + prev.dx * prev.dx;
+                if pp > 0.0 {
+                    let r = (d.dy * prev.dy + d.dx * prev.dx) / pp;
+                    if r > -0.9 && r < 0.5 {
+                        d = Shift::new(d.dy / (1.0 - r), d.dx / (1.0 - r));
+                    }
+                }
             }
+            prev_step = (len <= MAX_STEP_PX).then_some(raw);
             let next = p + d;
             result = Registration {
                 shift: p,
@@ -731,7 +840,8 @@ impl Refiner<'_> {
             // Level of the cut-out (any value near the mean keeps the f32 sums well conditioned; a
             // subsample of every 7th pixel is plenty).
             let (mut s, mut k) = (0.0f64, 0usize);
-            for (&v, &m) in img.iter().zip(r.mask.iter()).step_by(7) {
+            for i in (0..img.len().min(r.mask.len())).step_by(7) {
+                let (v, m) = (img[i], r.mask[i]);
                 if m > 0.0 && v.is_finite() {
                     s += f64::from(v);
                     k += 1;
@@ -743,13 +853,8 @@ impl Refiner<'_> {
             *offset = (s / k as f64) as f32;
         }
         let mu = *offset;
-        // Fast path: the masked residual d, then five dot products (each a simple two-slice reduction
-        // with lane-wise partial sums, which the compiler vectorises).
-        let mut d = self.scratch.borrow_mut();
-        d.clear();
-        d.extend(img.iter().zip(r.mask.iter()).map(|(&v, &m)| (v - mu) * m));
-        let sums = [dot(&r.t, &d), sum(&d), dot(&r.gy, &d), dot(&r.gx, &d), dot(&d, &d)];
-        drop(d);
+        // Fast path: five dot products of the masked residual d = (img - mu) * mask in one pass.
+        let sums = sums5(img, &r.mask, &r.t, &r.gy, &r.gx, mu);
         // NaN in a used pixel (0 * NaN is NaN): redo with a joint mask.
         if sums.iter().all(|v| v.is_finite()) {
             let b = [sums[0], sums[1], sums[2], sums[3]];
@@ -770,7 +875,12 @@ impl Refiner<'_> {
         for i in 0..img.len() {
             if r.mask[i] > 0.0 && img[i].is_finite() {
                 let d = f64::from(img[i] - mu);
-                let basis = [f64::from(r.t[i]), 1.0, f64::from(r.gy[i]), f64::from(r.gx[i])];
+                let basis = [
+                    f64::from(r.t[i]),
+                    1.0,
+                    f64::from(r.gy[i]),
+                    f64::from(r.gx[i]),
+                ];
                 for a in 0..4 {
                     b[a] += basis[a] * d;
                     for c in a..4 {
@@ -818,11 +928,7 @@ fn finish_eval(gram: &[[f64; 4]; 4], inv: &[[f64; 4]; 4], b: &[f64; 4], s2: f64,
     } else {
         f32::INFINITY
     };
-    Eval {
-        coef,
-        cc,
-        sigma_px,
-    }
+    Eval { coef, cc, sigma_px }
 }
 
 #[cfg(test)]
@@ -839,7 +945,11 @@ pub(crate) mod tests {
         (0..stars)
             .map(|_| {
                 let flux = 3000.0 * (1.0 + 20.0 * rng.gen::<f64>().powi(4));
-                (rng.gen_range(0.0..h as f64), rng.gen_range(0.0..w as f64), flux)
+                (
+                    rng.gen_range(0.0..h as f64),
+                    rng.gen_range(0.0..w as f64),
+                    flux,
+                )
             })
             .collect()
     }
@@ -894,7 +1004,17 @@ pub(crate) mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xabc);
         let nn = Normal::new(0.0, 3.0).unwrap();
         reference.mapv_inplace(|v| v + nn.sample(&mut rng) as f32);
-        let frame = render(&stars, t + 2 * m, t + 2 * m, 0.0, 0.0, dy, dx, 3.0, Some(seed + 1));
+        let frame = render(
+            &stars,
+            t + 2 * m,
+            t + 2 * m,
+            0.0,
+            0.0,
+            dy,
+            dx,
+            3.0,
+            Some(seed + 1),
+        );
         (reference, frame)
     }
 
@@ -930,12 +1050,21 @@ pub(crate) mod tests {
         for t in [64usize, 128] {
             let m = t / 4;
             let lim = m as f64 - 1.0;
-            for (k, (dy, dx)) in [(lim, -lim), (-lim, 0.3), (0.5 * lim, lim), (-lim, -lim)].into_iter().enumerate() {
+            for (k, (dy, dx)) in [(lim, -lim), (-lim, 0.3), (0.5 * lim, lim), (-lim, -lim)]
+                .into_iter()
+                .enumerate()
+            {
                 let (reference, frame) = case(t, m, dy, dx, 77 + k as u64);
                 let r = register(&Reference::new(reference.view()), frame.view(), None);
                 assert!(r.converged, "t {t} ({dy},{dx}): {r:?}");
-                assert!((f64::from(r.shift.dy) - dy).abs() < 0.1, "t {t} ({dy},{dx}): {r:?}");
-                assert!((f64::from(r.shift.dx) - dx).abs() < 0.1, "t {t} ({dy},{dx}): {r:?}");
+                assert!(
+                    (f64::from(r.shift.dy) - dy).abs() < 0.1,
+                    "t {t} ({dy},{dx}): {r:?}"
+                );
+                assert!(
+                    (f64::from(r.shift.dx) - dx).abs() < 0.1,
+                    "t {t} ({dy},{dx}): {r:?}"
+                );
                 assert!(r.cc > 0.5);
             }
         }
@@ -946,7 +1075,11 @@ pub(crate) mod tests {
         let (reference, frame) = case(96, 24, 3.3, -5.7, 5);
         let rf = Reference::new(reference.view());
         let good = register(&rf, frame.view(), Some(Shift::new(3.0, -6.0)));
-        assert!(good.converged && (good.shift.dy - 3.3).abs() < 0.05 && (good.shift.dx + 5.7).abs() < 0.05);
+        assert!(
+            good.converged
+                && (good.shift.dy - 3.3).abs() < 0.05
+                && (good.shift.dx + 5.7).abs() < 0.05
+        );
         let from_search = register(&rf, frame.view(), None);
         assert!((from_search.shift.dy - good.shift.dy).abs() < 1e-2);
     }
@@ -958,7 +1091,9 @@ pub(crate) mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         let nn = Normal::new(0.0, 10.0).unwrap();
         let reference = Array2::from_shape_fn((t, t), |_| 200.0 + 0.3 * nn.sample(&mut rng) as f32);
-        let frame = Array2::from_shape_fn((t + 2 * m, t + 2 * m), |_| 200.0 + nn.sample(&mut rng) as f32);
+        let frame = Array2::from_shape_fn((t + 2 * m, t + 2 * m), |_| {
+            200.0 + nn.sample(&mut rng) as f32
+        });
         let rf = Reference::new(reference.view());
         assert!(!rf.has_structure(), "{rf:?}");
         let prior = Shift::new(0.4, -0.2);
@@ -979,7 +1114,10 @@ pub(crate) mod tests {
         }
         let r = register(&Reference::new(reference.view()), frame.view(), None);
         assert!(r.converged, "{r:?}");
-        assert!((r.shift.dy - 1.25).abs() < 0.08 && (r.shift.dx + 0.75).abs() < 0.08, "{r:?}");
+        assert!(
+            (r.shift.dy - 1.25).abs() < 0.08 && (r.shift.dx + 0.75).abs() < 0.08,
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -1006,10 +1144,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn dot_products_match_f64_reference_and_paths_agree() {
+        let n = 1003;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut v = || {
+            (0..n)
+                .map(|_| rng.gen_range(-100.0..100.0f32))
+                .collect::<Vec<f32>>()
+        };
+        let (img, t, gy, gx) = (v(), v(), v(), v());
+        let mask: Vec<f32> = (0..n).map(|i| if i % 7 == 0 { 0.0 } else { 1.0 }).collect();
+        let mu = 3.5f32;
+        let got = sums5(&img, &mask, &t, &gy, &gx, mu);
+        let mut want = [0.0f64; 5];
+        for i in 0..n {
+            let d = f64::from((img[i] - mu) * mask[i]);
+            want[0] += f64::from(t[i]) * d;
+            want[1] += d;
+            want[2] += f64::from(gy[i]) * d;
+            want[3] += f64::from(gx[i]) * d;
+            want[4] += d * d;
+        }
+        for k in 0..5 {
+            assert!(
+                (got[k] - want[k]).abs() <= 1e-4 * want[4].abs().max(1.0),
+                "{k}: {} vs {}",
+                got[k],
+                want[k]
+            );
+        }
+        let body = n / LANES * LANES;
+        let portable = sums5_lanes(&img, &mask, &t, &gy, &gx, mu, body);
+        #[cfg(target_arch = "x86_64")]
+        if crate::resample::has_avx2() {
+            // SAFETY: AVX2 checked just above.
+            let fast = unsafe { sums5_avx2(&img, &mask, &t, &gy, &gx, mu, body) };
+            assert_eq!(fast, portable, "the AVX2 path must be bit-identical");
+        }
+        let _ = portable;
+    }
+
+    #[test]
     fn cc_is_one_for_identical_and_low_for_unrelated() {
         let (reference, _) = case(64, 8, 0.0, 0.0, 21);
         let mut frame = Array2::from_elem((80, 80), f32::NAN);
-        frame.slice_mut(ndarray::s![8..72, 8..72]).assign(&reference.mapv(|v| 2.0 * v + 10.0));
+        frame
+            .slice_mut(ndarray::s![8..72, 8..72])
+            .assign(&reference.mapv(|v| 2.0 * v + 10.0));
         let rf = Reference::new(reference.view());
         let r = register(&rf, frame.view(), Some(Shift::ZERO));
         assert!(r.cc > 0.999 && r.shift.norm() < 1e-3, "{r:?}");

@@ -75,7 +75,13 @@ const RAYLEIGH_MEDIAN: f32 = 1.177_410_1;
 /// Decide, for every frame (arrays in time order, `times` non-decreasing), the local shift to use or
 /// that it is an outlier. `sigmas` are the measurement uncertainties (`INFINITY` = no measurement).
 /// All slices must have the same length; shorter ones are treated as missing measurements.
-pub fn plan(times: &[f32], ys: &[f32], xs: &[f32], sigmas: &[f32], p: &TrackParams) -> Vec<Decision> {
+pub fn plan(
+    times: &[f32],
+    ys: &[f32],
+    xs: &[f32],
+    sigmas: &[f32],
+    p: &TrackParams,
+) -> Vec<Decision> {
     let n = times.len();
     let half = (p.window.max(3) / 2).max(1);
     let measured = |i: usize| -> bool {
@@ -110,11 +116,18 @@ pub fn plan(times: &[f32], ys: &[f32], xs: &[f32], sigmas: &[f32], p: &TrackPara
         }
     }
     // 2. Inliers define the smoothed track.
-    let in_idx: Vec<usize> = m_idx.iter().copied().filter(|&i| outlier[i].is_none()).collect();
+    let in_idx: Vec<usize> = m_idx
+        .iter()
+        .copied()
+        .filter(|&i| outlier[i].is_none())
+        .collect();
     if in_idx.is_empty() {
         return (0..n)
             .map(|i| match outlier[i] {
-                Some(d) => Decision::Outlier { deviation: d, limit },
+                Some(d) => Decision::Outlier {
+                    deviation: d,
+                    limit,
+                },
                 None => Decision::Use(Shift::ZERO),
             })
             .collect();
@@ -158,7 +171,10 @@ pub fn plan(times: &[f32], ys: &[f32], xs: &[f32], sigmas: &[f32], p: &TrackPara
     (0..n)
         .map(|i| {
             if let Some(d) = outlier[i] {
-                return Decision::Outlier { deviation: d, limit };
+                return Decision::Outlier {
+                    deviation: d,
+                    limit,
+                };
             }
             let k = pos_in[i];
             if k == usize::MAX {
@@ -195,7 +211,10 @@ pub fn plan(times: &[f32], ys: &[f32], xs: &[f32], sigmas: &[f32], p: &TrackPara
 }
 
 fn finite_or_zero(y: f32, x: f32) -> Shift {
-    Shift::new(if y.is_finite() { y } else { 0.0 }, if x.is_finite() { x } else { 0.0 })
+    Shift::new(
+        if y.is_finite() { y } else { 0.0 },
+        if x.is_finite() { x } else { 0.0 },
+    )
 }
 
 /// Window centred on `k` with the same number of points on both sides (at least three points when
@@ -227,7 +246,14 @@ fn window_insert(ins: usize, len: usize, half: usize) -> std::ops::Range<usize> 
 
 /// Value of the track at time `t` from the points in `range` (excluding position `skip`): median, or the
 /// least-squares parabola (line or mean when there are too few points).
-fn fit(ts: &[f32], vs: &[f32], range: std::ops::Range<usize>, skip: Option<usize>, t: f32, mode: Smoothing) -> f32 {
+fn fit(
+    ts: &[f32],
+    vs: &[f32],
+    range: std::ops::Range<usize>,
+    skip: Option<usize>,
+    t: f32,
+    mode: Smoothing,
+) -> f32 {
     let pts: Vec<(f64, f64)> = range
         .filter(|&j| Some(j) != skip)
         .map(|j| (f64::from(ts[j]) - f64::from(t), f64::from(vs[j])))
@@ -237,7 +263,13 @@ fn fit(ts: &[f32], vs: &[f32], range: std::ops::Range<usize>, skip: Option<usize
     }
     match mode {
         Smoothing::SavitzkyGolay => {
-            let degree = if pts.len() >= 5 { 2 } else if pts.len() >= 3 { 1 } else { 0 };
+            let degree = if pts.len() >= 5 {
+                2
+            } else if pts.len() >= 3 {
+                1
+            } else {
+                0
+            };
             poly_at_zero(&pts, degree) as f32
         }
         _ => {
@@ -255,7 +287,11 @@ fn poly_at_zero(pts: &[(f64, f64)], degree: usize) -> f64 {
         return mean;
     }
     // Scale x for conditioning.
-    let sx = pts.iter().map(|p| p.0.abs()).fold(0.0f64, f64::max).max(1e-9);
+    let sx = pts
+        .iter()
+        .map(|p| p.0.abs())
+        .fold(0.0f64, f64::max)
+        .max(1e-9);
     let d = degree + 1;
     let mut a = [[0.0f64; 3]; 3];
     let mut b = [0.0f64; 3];
@@ -327,10 +363,15 @@ mod tests {
         let out = plan(&t, &y, &x, &s, &p);
         for (k, d) in out.iter().enumerate() {
             let Decision::Use(v) = d else { panic!("{d:?}") };
-            assert!((v.dy - y[k]).abs() < 1e-3 && (v.dx - 0.5).abs() < 1e-5, "{k}: {v:?}");
+            assert!(
+                (v.dy - y[k]).abs() < 1e-3 && (v.dx - 0.5).abs() < 1e-5,
+                "{k}: {v:?}"
+            );
         }
         let out = plan(&t, &x, &x, &s, &params(Smoothing::Median, false));
-        assert!(out.iter().all(|d| *d == Decision::Use(Shift::new(0.5, 0.5))));
+        assert!(out
+            .iter()
+            .all(|d| *d == Decision::Use(Shift::new(0.5, 0.5))));
     }
 
     #[test]
@@ -338,14 +379,20 @@ mod tests {
         // Drift of 5 px over the sequence (0.1 px per frame) with small wobble, one bad registration.
         let n = 50;
         let t: Vec<f32> = (0..n).map(|i| i as f32).collect();
-        let mut y: Vec<f32> = t.iter().map(|&t| 0.1 * t + 0.05 * (t * 0.7).sin()).collect();
+        let mut y: Vec<f32> = t
+            .iter()
+            .map(|&t| 0.1 * t + 0.05 * (t * 0.7).sin())
+            .collect();
         let x: Vec<f32> = t.iter().map(|&t| -0.05 * t).collect();
         y[20] += 3.0;
         let s = vec![0.02f32; n];
         let out = plan(&t, &y, &x, &s, &params(Smoothing::SavitzkyGolay, true));
         for (k, d) in out.iter().enumerate() {
             if k == 20 {
-                assert!(matches!(d, Decision::Outlier { deviation, .. } if *deviation > 2.5), "{d:?}");
+                assert!(
+                    matches!(d, Decision::Outlier { deviation, .. } if *deviation > 2.5),
+                    "{d:?}"
+                );
             } else {
                 assert!(matches!(d, Decision::Use(_)), "{k}: {d:?}");
             }
@@ -359,7 +406,13 @@ mod tests {
         let truth: Vec<f32> = t.iter().map(|&t| (t * 0.5).sin()).collect();
         // Precise measurements: kept nearly as measured.
         let s = vec![0.01f32; n];
-        let out = plan(&t, &truth, &truth, &s, &params(Smoothing::SavitzkyGolay, true));
+        let out = plan(
+            &t,
+            &truth,
+            &truth,
+            &s,
+            &params(Smoothing::SavitzkyGolay, true),
+        );
         for (k, d) in out.iter().enumerate() {
             let Decision::Use(v) = d else { panic!() };
             assert!((v.dy - truth[k]).abs() < 0.01, "{k}: {v:?} vs {}", truth[k]);
@@ -367,7 +420,13 @@ mod tests {
         // A frame without a measurement gets the track.
         let mut s2 = s.clone();
         s2[10] = f32::INFINITY;
-        let out = plan(&t, &truth, &truth, &s2, &params(Smoothing::SavitzkyGolay, true));
+        let out = plan(
+            &t,
+            &truth,
+            &truth,
+            &s2,
+            &params(Smoothing::SavitzkyGolay, true),
+        );
         let Decision::Use(v) = out[10] else { panic!() };
         assert!((v.dy - truth[10]).abs() < 0.2, "{v:?} vs {}", truth[10]);
     }
@@ -375,9 +434,21 @@ mod tests {
     #[test]
     fn degenerate_inputs() {
         assert!(plan(&[], &[], &[], &[], &params(Smoothing::Median, true)).is_empty());
-        let out = plan(&[0.0], &[1.0], &[2.0], &[0.1], &params(Smoothing::SavitzkyGolay, true));
+        let out = plan(
+            &[0.0],
+            &[1.0],
+            &[2.0],
+            &[0.1],
+            &params(Smoothing::SavitzkyGolay, true),
+        );
         assert_eq!(out, vec![Decision::Use(Shift::new(1.0, 2.0))]);
-        let out = plan(&[0.0, 1.0], &[f32::NAN, 1.0], &[0.0, 1.0], &[0.1, f32::INFINITY], &params(Smoothing::None, false));
+        let out = plan(
+            &[0.0, 1.0],
+            &[f32::NAN, 1.0],
+            &[0.0, 1.0],
+            &[0.1, f32::INFINITY],
+            &params(Smoothing::None, false),
+        );
         assert_eq!(out.len(), 2);
     }
 }

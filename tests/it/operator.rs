@@ -7,7 +7,10 @@
 
 use ndarray::{s, Array2, Array3};
 use tlr_core::geom::{Shift, TileBox};
-use tlr_core::operator::{reconstruct_tile, FrameInput, FrameStatus, Mode, OperatorParams, Smoothing, TileResult, TileStack};
+use tlr_core::operator::{
+    reconstruct_tile, FrameInput, FrameStatus, Mode, OperatorParams, Smoothing, TileResult,
+    TileStack,
+};
 use tlr_core::simulate::{Scenario, SimConfig, Simulation};
 
 /// A small simulated sequence and its frames.
@@ -98,7 +101,9 @@ pub fn reconstruct(seq: &Seq, t: usize, params: &OperatorParams) -> (Array2<f32>
     for tile in tiles(size, t) {
         let st = stack(seq, tile, t / 4);
         let r = reconstruct_tile(&st, params);
-        image.slice_mut(s![tile.rows(), tile.cols()]).assign(&r.image);
+        image
+            .slice_mut(s![tile.rows(), tile.cols()])
+            .assign(&r.image);
         results.push(r);
     }
     (image, results)
@@ -243,13 +248,29 @@ fn measure_smoothing_variants() {
 #[test]
 #[ignore = "measurement: registration error against the simulator's true local motion"]
 fn measure_shift_errors() {
-    let scenario = if std::env::var("STATIC").is_ok() { Scenario::Static } else { Scenario::Seeing };
+    let scenario = if std::env::var("STATIC").is_ok() {
+        Scenario::Static
+    } else {
+        Scenario::Seeing
+    };
     let seq = sequence(scenario, 60, 256, 3);
     let t = 64;
     for (name, p) in [
-        ("none", OperatorParams { smoothing: Smoothing::None, ..OperatorParams::default() }),
+        (
+            "none",
+            OperatorParams {
+                smoothing: Smoothing::None,
+                ..OperatorParams::default()
+            },
+        ),
         ("savgol nw", OperatorParams::default()),
-        ("savgol replace", OperatorParams { noise_weighted_smoothing: false, ..OperatorParams::default() }),
+        (
+            "savgol replace",
+            OperatorParams {
+                noise_weighted_smoothing: false,
+                ..OperatorParams::default()
+            },
+        ),
     ] {
         let mut reasons = std::collections::BTreeMap::<String, usize>::new();
         let (mut se_m, mut se_u, mut se_0, mut k) = (0.0f64, 0.0f64, 0.0f64, 0usize);
@@ -259,14 +280,21 @@ fn measure_shift_errors() {
             // Truth at the flux^2-weighted centre of the tile's stars (the registration follows the bright ones).
             let (mut sw, mut sy, mut sx) = (0.0f64, 0.0f64, 0.0f64);
             for st in seq.sim.stars() {
-                if tile.contains(st.y.max(0.0) as usize, st.x.max(0.0) as usize) && st.y >= 0.0 && st.x >= 0.0 {
+                if tile.contains(st.y.max(0.0) as usize, st.x.max(0.0) as usize)
+                    && st.y >= 0.0
+                    && st.x >= 0.0
+                {
                     let wgt = f64::from(st.flux.min(300_000.0)).powi(2);
                     sw += wgt;
                     sy += wgt * f64::from(st.y);
                     sx += wgt * f64::from(st.x);
                 }
             }
-            let (cy, cx) = if sw > 0.0 { ((sy / sw) as f32, (sx / sw) as f32) } else { (tile.y0 as f32 + 32.0, tile.x0 as f32 + 32.0) };
+            let (cy, cx) = if sw > 0.0 {
+                ((sy / sw) as f32, (sx / sw) as f32)
+            } else {
+                (tile.y0 as f32 + 32.0, tile.x0 as f32 + 32.0)
+            };
             for (f, fr) in r.frames.iter().enumerate() {
                 match &fr.status {
                     FrameStatus::Used => {
@@ -286,7 +314,10 @@ fn measure_shift_errors() {
                 }
             }
             if r.fallback.is_some() || !r.valid {
-                println!("  tile {}: fallback {:?} invalid {:?}", tile.index, r.fallback, r.invalid_reason);
+                println!(
+                    "  tile {}: fallback {:?} invalid {:?}",
+                    tile.index, r.fallback, r.invalid_reason
+                );
             }
         }
         let rms = |s: f64| (s / k as f64).sqrt();
@@ -302,10 +333,17 @@ fn measure_shift_errors() {
 #[test]
 #[ignore = "debug"]
 fn debug_one_tile() {
-    let scenario = if std::env::var("STATIC").is_ok() { Scenario::Static } else { Scenario::Seeing };
+    let scenario = if std::env::var("STATIC").is_ok() {
+        Scenario::Static
+    } else {
+        Scenario::Seeing
+    };
     let seq = sequence(scenario, 30, 256, 3);
     let t = 64;
-    let k: usize = std::env::var("TILE").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let k: usize = std::env::var("TILE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let tile = tiles(256, t)[k];
     let st = stack(&seq, tile, t / 4);
     let r = reconstruct_tile(&st, &OperatorParams::default());
@@ -316,6 +354,9 @@ fn debug_one_tile() {
         let prior = st.frames[f].prior_shift;
         let m = fr.measured - prior;
         let u = fr.shift - prior;
-        println!("{f}: truth {:+.2} {:+.2}  measured {:+.2} {:+.2} used {:+.2} {:+.2} cc {:.3} {:?}", truth.dy, truth.dx, m.dy, m.dx, u.dy, u.dx, fr.cc, fr.status);
+        println!(
+            "{f}: truth {:+.2} {:+.2}  measured {:+.2} {:+.2} used {:+.2} {:+.2} cc {:.3} {:?}",
+            truth.dy, truth.dx, m.dy, m.dx, u.dy, u.dx, fr.cc, fr.status
+        );
     }
 }
