@@ -7,8 +7,9 @@
 //!   NAXIS 2, or NAXIS 3 with a single plane; anything else is a clear [`FitsError`];
 //! - validates a file **before** cfitsio touches it, reading the header blocks itself with `std::fs`:
 //!   the first card must be `SIMPLE = T`, every header up to the image must end with an `END` card,
-//!   and the file must be at least as long as the header blocks plus the data its header promises
-//!   (a truncated file otherwise opens fine and even returns its first rows);
+//!   and the file must hold the header blocks plus the data its header promises, padded to a whole
+//!   2880-byte block (a truncated file otherwise opens fine and even returns its first rows; cfitsio
+//!   cannot read an unpadded last block, so that is rejected too, with its own message);
 //! - opens files with `fits_open_diskfile` / creates them with `fits_create_diskfile`, so that file
 //!   names with `[`, `]`, `(`, `)` or spaces are taken literally (cfitsio's extended filename syntax is
 //!   never parsed);
@@ -50,6 +51,8 @@ pub const KEY_EXPTIME: &str = "EXPTIME";
 pub const KEY_EXPOSURE: &str = "EXPOSURE";
 /// Keyword of the start of the observation (ISO 8601).
 pub const KEY_DATE_OBS: &str = "DATE-OBS";
+/// Keyword of the start time when `DATE-OBS` holds only a date (old convention).
+pub const KEY_TIME_OBS: &str = "TIME-OBS";
 /// Keyword of the camera gain setting.
 pub const KEY_GAIN: &str = "GAIN";
 /// Keyword of the camera offset (bias) setting.
@@ -79,6 +82,8 @@ const CARD: usize = 80;
 const MAX_HEADER_BLOCKS: u64 = 2000;
 /// Most HDUs walked while looking for the image.
 const MAX_HDUS: usize = 64;
+/// Largest image accepted (pixels): 2^31, i.e. 8 GiB as f32.
+const MAX_PIXELS: usize = 1 << 31;
 /// cfitsio's longest file name (FLEN_FILENAME - 1).
 const MAX_PATH_BYTES: usize = 1024;
 
@@ -116,14 +121,14 @@ pub enum FitsError {
         reason: String,
     },
     /// The header stops before its `END` card.
-    #[error("frame `{path}`: header of HDU {hdu} ends after {bytes} bytes without an END card (file truncated?)")]
+    #[error("frame `{path}`: header of HDU {hdu} is incomplete: {reason} (file truncated?)")]
     HeaderTruncated {
         /// The file.
         path: PathBuf,
         /// 0-based HDU index.
         hdu: usize,
-        /// File bytes available for that header.
-        bytes: u64,
+        /// What is missing.
+        reason: String,
     },
     /// The data is shorter than the header promises.
     #[error("frame `{path}`: data ends after {have} of {need} bytes (file truncated or still being written?)")]
@@ -133,6 +138,26 @@ pub enum FitsError {
         /// Data bytes present in the file.
         have: u64,
         /// Data bytes the header promises.
+        need: u64,
+    },
+    /// The path cannot be handed to cfitsio (too long, NUL byte).
+    #[error("frame `{path}`: cannot pass this path to cfitsio: {reason}")]
+    BadPath {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The data is complete but the last 2880-byte block is not padded (cfitsio cannot read it).
+    #[error("frame `{path}`: file has {have} data bytes; the header promises {data} plus padding to {need} (file truncated, still being written, or written without FITS padding?)")]
+    Unpadded {
+        /// The file.
+        path: PathBuf,
+        /// Data bytes present in the file.
+        have: u64,
+        /// Data bytes the header promises, without padding.
+        data: u64,
+        /// Data bytes including the padding of the last block.
         need: u64,
     },
     /// A structural header keyword is missing or malformed.
@@ -148,7 +173,9 @@ pub enum FitsError {
         reason: String,
     },
     /// No HDU holds an image.
-    #[error("frame `{path}`: no image found (the primary HDU is empty and no image extension follows)")]
+    #[error(
+        "frame `{path}`: no image found (the primary HDU is empty and no image extension follows)"
+    )]
     NoImage {
         /// The file.
         path: PathBuf,
@@ -182,7 +209,7 @@ pub enum FitsError {
         shape_cols: usize,
     },
     /// cfitsio reported an error.
-    #[error("frame `{path}`: cfitsio failed while {action}: {message} (status {status})")]
+    #[error("FITS file `{path}`: cfitsio failed while {action}: {message} (status {status})")]
     Cfitsio {
         /// The file.
         path: PathBuf,
@@ -242,7 +269,8 @@ pub struct FrameHeader {
     pub bitpix: i64,
     /// `EXPTIME`, else `EXPOSURE`, in seconds.
     pub exposure_s: Option<f64>,
-    /// `DATE-OBS` as written (see [`parse_date_obs`] for ordering).
+    /// `DATE-OBS` as written (see [`parse_date_obs`] for ordering); a date-only `YYYY-MM-DD` value is
+    /// completed with `TIME-OBS` when the header has one.
     pub date_obs: Option<String>,
     /// `GAIN`.
     pub gain: Option<f64>,
@@ -299,54 +327,119 @@ fn card_value(cards: &[HeaderCard], key: &str) -> Option<String> {
         .and_then(|c| c.value.clone())
 }
 
+/// Parses a quoted FITS string starting after its opening quote: `''` is an escaped quote; trailing
+/// blanks are not significant. Returns the value and the text after the closing quote.
+fn parse_quoted(stripped: &str) -> (String, String) {
+    let mut value = String::new();
+    let mut chars = stripped.chars().peekable();
+    let mut after = String::new();
+    while let Some(ch) = chars.next() {
+        if ch == '\'' {
+            if chars.peek() == Some(&'\'') {
+                chars.next();
+                value.push('\'');
+            } else {
+                after = chars.collect();
+                break;
+            }
+        } else {
+            value.push(ch);
+        }
+    }
+    (value.trim_end().to_string(), after)
+}
+
+fn comment_of(after: &str) -> String {
+    after
+        .split_once('/')
+        .map(|(_, c)| c.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Parses one 80-byte card.
 fn parse_card(raw: &[u8]) -> HeaderCard {
     let text = String::from_utf8_lossy(raw);
     let text: &str = &text;
-    let key = text.get(..8.min(text.len())).unwrap_or("").trim().to_string();
+    let key = text
+        .get(..8.min(text.len()))
+        .unwrap_or("")
+        .trim()
+        .to_string();
     let rest = text.get(8..).unwrap_or("");
+    if key == "CONTINUE" {
+        // Long-string continuation: `CONTINUE  'more text&' / comment`.
+        if let Some(stripped) = rest.trim_start().strip_prefix('\'') {
+            let (value, after) = parse_quoted(stripped);
+            return HeaderCard {
+                key,
+                value: Some(value),
+                comment: comment_of(&after),
+            };
+        }
+    }
     if !rest.starts_with("= ") || key == "HISTORY" || key == "COMMENT" || key.is_empty() {
-        return HeaderCard { key, value: None, comment: rest.trim().to_string() };
+        return HeaderCard {
+            key,
+            value: None,
+            comment: rest.trim().to_string(),
+        };
     }
     let body = rest[2..].trim_start();
     if let Some(stripped) = body.strip_prefix('\'') {
-        // Quoted string: '' is an escaped quote; trailing blanks are not significant.
-        let mut value = String::new();
-        let mut chars = stripped.chars().peekable();
-        let mut after = String::new();
-        while let Some(ch) = chars.next() {
-            if ch == '\'' {
-                if chars.peek() == Some(&'\'') {
-                    chars.next();
-                    value.push('\'');
-                } else {
-                    after = chars.collect();
-                    break;
-                }
-            } else {
-                value.push(ch);
-            }
+        let (value, after) = parse_quoted(stripped);
+        HeaderCard {
+            key,
+            value: Some(value),
+            comment: comment_of(&after),
         }
-        let comment = after.split_once('/').map(|(_, c)| c.trim().to_string()).unwrap_or_default();
-        HeaderCard { key, value: Some(value.trim_end().to_string()), comment }
     } else {
         let (value, comment) = match body.split_once('/') {
             Some((v, c)) => (v.trim(), c.trim()),
             None => (body.trim(), ""),
         };
-        HeaderCard { key, value: Some(value.to_string()), comment: comment.to_string() }
+        HeaderCard {
+            key,
+            value: Some(value.to_string()),
+            comment: comment.to_string(),
+        }
     }
 }
 
-fn parse_int(path: &Path, hdu: usize, cards: &[HeaderCard], key: &str) -> Result<Option<i64>, FitsError> {
+/// Appends a card, merging `CONTINUE` cards into a preceding string ending with `&` (the OGIP
+/// long-string convention).
+fn push_card(cards: &mut Vec<HeaderCard>, card: HeaderCard) {
+    if card.key == "CONTINUE" {
+        if let (Some(prev), Some(more)) = (cards.last_mut(), card.value.as_deref()) {
+            if let Some(head) = prev.value.as_deref().and_then(|v| v.strip_suffix('&')) {
+                prev.value = Some(format!("{head}{more}"));
+                if !card.comment.is_empty() {
+                    prev.comment = card.comment;
+                }
+                return;
+            }
+        }
+    }
+    cards.push(card);
+}
+
+fn parse_int(
+    path: &Path,
+    hdu: usize,
+    cards: &[HeaderCard],
+    key: &str,
+) -> Result<Option<i64>, FitsError> {
     match card_value(cards, key) {
         None => Ok(None),
-        Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| FitsError::BadKeyword {
-            path: path.to_path_buf(),
-            hdu,
-            key: key.to_string(),
-            reason: format!("`{v}` is not an integer"),
-        }),
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| FitsError::BadKeyword {
+                path: path.to_path_buf(),
+                hdu,
+                key: key.to_string(),
+                reason: format!("`{v}` is not an integer"),
+            }),
     }
 }
 
@@ -371,7 +464,10 @@ fn read_header_at(
     file_len: u64,
     hdu: usize,
 ) -> Result<(Vec<HeaderCard>, u64), FitsError> {
-    let io_err = |source| FitsError::Io { path: path.to_path_buf(), source };
+    let io_err = |source| FitsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     file.seek(SeekFrom::Start(start)).map_err(io_err)?;
     let mut cards = Vec::new();
     let mut block = vec![0u8; BLOCK as usize];
@@ -383,15 +479,28 @@ fn read_header_at(
                 let mut head = Vec::new();
                 file.take(BLOCK).read_to_end(&mut head).map_err(io_err)?;
                 check_signature(path, &head)?;
-                let found_end = head.chunks(CARD).any(|c| c.len() >= 3 && &c[..3] == b"END" && c[3..].iter().all(|&b| b == b' '));
+                let found_end = head.chunks(CARD).any(|c| {
+                    c.len() >= 3 && &c[..3] == b"END" && c[3..].iter().all(|&b| b == b' ')
+                });
                 if found_end {
-                    return Err(FitsError::NotFits {
+                    return Err(FitsError::HeaderTruncated {
                         path: path.to_path_buf(),
-                        reason: format!("header is {} bytes, not a multiple of 2880", head.len()),
+                        hdu,
+                        reason: format!(
+                            "the file is {} bytes, shorter than one 2880-byte header block",
+                            head.len()
+                        ),
                     });
                 }
             }
-            return Err(FitsError::HeaderTruncated { path: path.to_path_buf(), hdu, bytes: file_len.saturating_sub(start) });
+            return Err(FitsError::HeaderTruncated {
+                path: path.to_path_buf(),
+                hdu,
+                reason: format!(
+                    "the file ends {} bytes into the header, before its END card",
+                    file_len.saturating_sub(start)
+                ),
+            });
         }
         file.read_exact(&mut block).map_err(io_err)?;
         if hdu == 0 && offset == 0 {
@@ -403,7 +512,7 @@ fn read_header_at(
             if card.key == "END" && raw[8..].iter().all(|&b| b == b' ') {
                 return Ok((cards, offset));
             }
-            cards.push(card);
+            push_card(&mut cards, card);
         }
     }
     Err(FitsError::NotFits {
@@ -414,7 +523,17 @@ fn read_header_at(
 
 fn check_signature(path: &Path, head: &[u8]) -> Result<(), FitsError> {
     if head.len() < 30 || &head[..10] != b"SIMPLE  = " {
-        let shown: String = head.iter().take(16).map(|&b| if (32..127).contains(&b) { b as char } else { '.' }).collect();
+        let shown: String = head
+            .iter()
+            .take(16)
+            .map(|&b| {
+                if (32..127).contains(&b) {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
         return Err(FitsError::NotFits {
             path: path.to_path_buf(),
             reason: format!("it does not start with `SIMPLE  =` but with `{shown}`"),
@@ -432,10 +551,18 @@ fn check_signature(path: &Path, head: &[u8]) -> Result<(), FitsError> {
 
 /// Data bytes of an HDU (unpadded): |BITPIX|/8 * GCOUNT * (PCOUNT + NAXIS1*...*NAXISn).
 fn data_bytes(path: &Path, hdu: usize, cards: &[HeaderCard]) -> Result<u64, FitsError> {
-    let bad = |key: &str, reason: String| FitsError::BadKeyword { path: path.to_path_buf(), hdu, key: key.to_string(), reason };
+    let bad = |key: &str, reason: String| FitsError::BadKeyword {
+        path: path.to_path_buf(),
+        hdu,
+        key: key.to_string(),
+        reason,
+    };
     let bitpix = require_int(path, hdu, cards, "BITPIX")?;
     if ![8, 16, 32, 64, -32, -64].contains(&bitpix) {
-        return Err(bad("BITPIX", format!("{bitpix} is not a valid FITS BITPIX")));
+        return Err(bad(
+            "BITPIX",
+            format!("{bitpix} is not a valid FITS BITPIX"),
+        ));
     }
     let naxis = require_int(path, hdu, cards, "NAXIS")?;
     if !(0..=999).contains(&naxis) {
@@ -449,12 +576,16 @@ fn data_bytes(path: &Path, hdu: usize, cards: &[HeaderCard]) -> Result<u64, Fits
         let key = format!("NAXIS{i}");
         let n = require_int(path, hdu, cards, &key)?;
         let n = u64::try_from(n).map_err(|_| bad(&key, format!("{n} is negative")))?;
-        elements = elements.checked_mul(n).ok_or_else(|| bad(&key, "image size overflows".to_string()))?;
+        elements = elements
+            .checked_mul(n)
+            .ok_or_else(|| bad(&key, "image size overflows".to_string()))?;
     }
     let pcount = parse_int(path, hdu, cards, "PCOUNT")?.unwrap_or(0);
     let gcount = parse_int(path, hdu, cards, "GCOUNT")?.unwrap_or(1);
-    let pcount = u64::try_from(pcount).map_err(|_| bad("PCOUNT", format!("{pcount} is negative")))?;
-    let gcount = u64::try_from(gcount).map_err(|_| bad("GCOUNT", format!("{gcount} is negative")))?;
+    let pcount =
+        u64::try_from(pcount).map_err(|_| bad("PCOUNT", format!("{pcount} is negative")))?;
+    let gcount =
+        u64::try_from(gcount).map_err(|_| bad("GCOUNT", format!("{gcount} is negative")))?;
     elements
         .checked_add(pcount)
         .and_then(|e| e.checked_mul(gcount))
@@ -463,11 +594,24 @@ fn data_bytes(path: &Path, hdu: usize, cards: &[HeaderCard]) -> Result<u64, Fits
 }
 
 /// Image geometry of an image HDU: (bitpix, naxis, rows, cols). `prefix` is "" or "Z" (compressed).
-fn image_geometry(path: &Path, hdu: usize, cards: &[HeaderCard], prefix: &str) -> Result<(i64, usize, usize, usize), FitsError> {
-    let bad = |key: &str, reason: String| FitsError::BadKeyword { path: path.to_path_buf(), hdu, key: key.to_string(), reason };
+fn image_geometry(
+    path: &Path,
+    hdu: usize,
+    cards: &[HeaderCard],
+    prefix: &str,
+) -> Result<(i64, usize, usize, usize), FitsError> {
+    let bad = |key: &str, reason: String| FitsError::BadKeyword {
+        path: path.to_path_buf(),
+        hdu,
+        key: key.to_string(),
+        reason,
+    };
     let bitpix = require_int(path, hdu, cards, &format!("{prefix}BITPIX"))?;
     if ![8, 16, 32, 64, -32, -64].contains(&bitpix) {
-        return Err(FitsError::Unsupported { path: path.to_path_buf(), reason: format!("BITPIX {bitpix}") });
+        return Err(FitsError::Unsupported {
+            path: path.to_path_buf(),
+            reason: format!("BITPIX {bitpix}"),
+        });
     }
     let naxis = require_int(path, hdu, cards, &format!("{prefix}NAXIS"))?;
     let mut dims = Vec::new();
@@ -479,12 +623,29 @@ fn image_geometry(path: &Path, hdu: usize, cards: &[HeaderCard], prefix: &str) -
     match dims.as_slice() {
         [cols, rows] | [cols, rows, 1] => {
             if *rows == 0 || *cols == 0 {
-                return Err(FitsError::Unsupported { path: path.to_path_buf(), reason: format!("an empty {rows}x{cols} image") });
+                return Err(FitsError::Unsupported {
+                    path: path.to_path_buf(),
+                    reason: format!("an empty {rows}x{cols} image"),
+                });
+            }
+            // A tile-compressed header can promise any size; refuse what cannot be a camera frame
+            // before anything allocates it.
+            if rows.saturating_mul(*cols) > MAX_PIXELS {
+                return Err(FitsError::Unsupported {
+                    path: path.to_path_buf(),
+                    reason: format!("a {rows}x{cols} image (more than {MAX_PIXELS} pixels)"),
+                });
             }
             Ok((bitpix, dims.len(), *rows, *cols))
         }
-        [_, _, planes] => Err(FitsError::Unsupported { path: path.to_path_buf(), reason: format!("cube with {planes} planes") }),
-        [n] => Err(FitsError::Unsupported { path: path.to_path_buf(), reason: format!("a 1-dimensional image of {n} pixels") }),
+        [_, _, planes] => Err(FitsError::Unsupported {
+            path: path.to_path_buf(),
+            reason: format!("cube with {planes} planes"),
+        }),
+        [n] => Err(FitsError::Unsupported {
+            path: path.to_path_buf(),
+            reason: format!("a 1-dimensional image of {n} pixels"),
+        }),
         other => Err(FitsError::Unsupported {
             path: path.to_path_buf(),
             reason: format!("an image with NAXIS = {} ({:?})", other.len(), other),
@@ -494,15 +655,23 @@ fn image_geometry(path: &Path, hdu: usize, cards: &[HeaderCard], prefix: &str) -
 
 /// Walks the file's HDUs with `std::fs` until the image HDU and checks that the file is complete.
 fn read_layout(path: &Path) -> Result<Layout, FitsError> {
-    let io_err = |source| FitsError::Io { path: path.to_path_buf(), source };
+    let io_err = |source| FitsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut file = fs::File::open(path).map_err(io_err)?;
     let meta = file.metadata().map_err(io_err)?;
     if meta.is_dir() {
-        return Err(FitsError::NotFits { path: path.to_path_buf(), reason: "it is a directory".to_string() });
+        return Err(FitsError::NotFits {
+            path: path.to_path_buf(),
+            reason: "it is a directory".to_string(),
+        });
     }
     let file_len = meta.len();
     if file_len == 0 {
-        return Err(FitsError::Empty { path: path.to_path_buf() });
+        return Err(FitsError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     let mut start = 0u64;
     for hdu in 0..MAX_HDUS {
@@ -524,30 +693,60 @@ fn read_layout(path: &Path) -> Result<Layout, FitsError> {
         let image = match (hdu, xtension.as_deref()) {
             (0, _) if naxis > 0 => {
                 if is_true(&cards, "GROUPS") {
-                    return Err(FitsError::Unsupported { path: path.to_path_buf(), reason: "random-groups data".to_string() });
+                    return Err(FitsError::Unsupported {
+                        path: path.to_path_buf(),
+                        reason: "random-groups data".to_string(),
+                    });
                 }
                 Some(image_geometry(path, hdu, &cards, "")?)
             }
             (_, Some("IMAGE")) if naxis > 0 => Some(image_geometry(path, hdu, &cards, "")?),
-            (_, Some("BINTABLE")) if is_true(&cards, "ZIMAGE") => Some(image_geometry(path, hdu, &cards, "Z")?),
+            (_, Some("BINTABLE")) if is_true(&cards, "ZIMAGE") => {
+                Some(image_geometry(path, hdu, &cards, "Z")?)
+            }
             _ => None,
         };
+        let padded = need.div_ceil(BLOCK) * BLOCK;
         if let Some((bitpix, naxis, rows, cols)) = image {
             if have < need {
-                return Err(FitsError::Truncated { path: path.to_path_buf(), have, need });
+                return Err(FitsError::Truncated {
+                    path: path.to_path_buf(),
+                    have,
+                    need,
+                });
             }
-            return Ok(Layout { hdu, cards, rows, cols, bitpix, naxis });
+            if have < padded {
+                return Err(FitsError::Unpadded {
+                    path: path.to_path_buf(),
+                    have,
+                    data: need,
+                    need: padded,
+                });
+            }
+            return Ok(Layout {
+                hdu,
+                cards,
+                rows,
+                cols,
+                bitpix,
+                naxis,
+            });
         }
-        let padded = need.div_ceil(BLOCK) * BLOCK;
         if have < padded {
             if have < need {
-                return Err(FitsError::Truncated { path: path.to_path_buf(), have, need });
+                return Err(FitsError::Truncated {
+                    path: path.to_path_buf(),
+                    have,
+                    need,
+                });
             }
             break; // last HDU without padding and no image in it
         }
         start = data_start + padded;
     }
-    Err(FitsError::NoImage { path: path.to_path_buf() })
+    Err(FitsError::NoImage {
+        path: path.to_path_buf(),
+    })
 }
 
 fn clean_string(v: Option<String>) -> Option<String> {
@@ -559,6 +758,19 @@ fn number(cards: &[HeaderCard], key: &str) -> Option<f64> {
     let v = card_value(cards, key)?;
     let v = v.trim().replace(['D', 'd'], "E");
     v.parse::<f64>().ok().filter(|x| x.is_finite())
+}
+
+/// `DATE-OBS`; an old-style date without time is completed with `TIME-OBS` when present
+/// (`'2001-02-03'` + `'04:05:06'` -> `'2001-02-03T04:05:06'`).
+fn date_obs(cards: &[HeaderCard]) -> Option<String> {
+    let date = clean_string(card_value(cards, KEY_DATE_OBS))?;
+    if date.contains('T') {
+        return Some(date);
+    }
+    match clean_string(card_value(cards, KEY_TIME_OBS)) {
+        Some(time) if !date.contains('/') => Some(format!("{date}T{time}")),
+        _ => Some(date),
+    }
 }
 
 fn frame_header(path: &Path, layout: &Layout) -> FrameHeader {
@@ -575,7 +787,7 @@ fn frame_header(path: &Path, layout: &Layout) -> FrameHeader {
         cols: layout.cols,
         bitpix: layout.bitpix,
         exposure_s: number(cards, KEY_EXPTIME).or_else(|| number(cards, KEY_EXPOSURE)),
-        date_obs: clean_string(card_value(cards, KEY_DATE_OBS)),
+        date_obs: date_obs(cards),
         gain: number(cards, KEY_GAIN),
         offset: number(cards, KEY_OFFSET),
         bayer,
@@ -665,12 +877,23 @@ pub fn parse_date_obs(text: &str) -> Option<f64> {
         } else if let Some(i) = time.rfind(['+', '-']) {
             let z = &time[i + 1..];
             let digits: String = z.chars().filter(|c| *c != ':').collect();
-            if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || !(digits.len() == 2 || digits.len() == 4) {
+            if digits.is_empty()
+                || !digits.chars().all(|c| c.is_ascii_digit())
+                || !(digits.len() == 2 || digits.len() == 4)
+            {
                 return None;
             }
             let hh: f64 = digits[..2].parse().ok()?;
-            let mm: f64 = if digits.len() == 4 { digits[2..].parse().ok()? } else { 0.0 };
-            let sign = if time.as_bytes()[i] == b'-' { -1.0 } else { 1.0 };
+            let mm: f64 = if digits.len() == 4 {
+                digits[2..].parse().ok()?
+            } else {
+                0.0
+            };
+            let sign = if time.as_bytes()[i] == b'-' {
+                -1.0
+            } else {
+                1.0
+            };
             (&time[..i], sign * (hh * 3600.0 + mm * 60.0))
         } else {
             (time, 0.0)
@@ -682,7 +905,11 @@ pub fn parse_date_obs(text: &str) -> Option<f64> {
             Some(x) => x.parse().ok()?,
             None => 0.0,
         };
-        if f.next().is_some() || !(0.0..24.0).contains(&h) || !(0.0..60.0).contains(&mi) || !(0.0..61.0).contains(&sec) {
+        if f.next().is_some()
+            || !(0.0..24.0).contains(&h)
+            || !(0.0..60.0).contains(&mi)
+            || !(0.0..61.0).contains(&sec)
+        {
             return None;
         }
         // Local time = UTC + zone, so UTC = local - zone.
@@ -709,9 +936,16 @@ fn c_path(path: &Path) -> Result<CString, String> {
         p.as_os_str().as_bytes().to_vec()
     };
     #[cfg(not(unix))]
-    let bytes = p.to_str().ok_or_else(|| "the path is not valid Unicode".to_string())?.as_bytes().to_vec();
+    let bytes = p
+        .to_str()
+        .ok_or_else(|| "the path is not valid Unicode".to_string())?
+        .as_bytes()
+        .to_vec();
     if bytes.len() > MAX_PATH_BYTES {
-        return Err(format!("the path is {} bytes long; cfitsio accepts at most {MAX_PATH_BYTES}", bytes.len()));
+        return Err(format!(
+            "the path is {} bytes long; cfitsio accepts at most {MAX_PATH_BYTES}",
+            bytes.len()
+        ));
     }
     CString::new(bytes).map_err(|_| "the path contains a NUL byte".to_string())
 }
@@ -722,7 +956,9 @@ fn cfitsio_message(status: c_int) -> String {
     // SAFETY: ffgerr writes at most FLEN_STATUS (31) bytes including the NUL.
     unsafe { sys::ffgerr(status, text.as_mut_ptr()) };
     // SAFETY: NUL-terminated by ffgerr.
-    let mut message = unsafe { CStr::from_ptr(text.as_ptr()) }.to_string_lossy().into_owned();
+    let mut message = unsafe { CStr::from_ptr(text.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
     let mut buf = [0 as c_char; 96];
     for _ in 0..8 {
         // SAFETY: ffgmsg writes at most FLEN_ERRMSG (81) bytes including the NUL.
@@ -731,7 +967,10 @@ fn cfitsio_message(status: c_int) -> String {
             break;
         }
         // SAFETY: NUL-terminated by ffgmsg.
-        let line = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().trim().to_string();
+        let line = unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .trim()
+            .to_string();
         if !line.is_empty() && !message.contains(&line) {
             message.push_str("; ");
             message.push_str(&line);
@@ -743,7 +982,12 @@ fn cfitsio_message(status: c_int) -> String {
 }
 
 fn cfitsio_error(path: &Path, action: &'static str, status: c_int) -> FitsError {
-    FitsError::Cfitsio { path: path.to_path_buf(), action, status, message: cfitsio_message(status) }
+    FitsError::Cfitsio {
+        path: path.to_path_buf(),
+        action,
+        status,
+        message: cfitsio_message(status),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -752,6 +996,22 @@ fn cfitsio_error(path: &Path, action: &'static str, status: c_int) -> FitsError 
 
 /// An open frame for repeated region reads. Holds a cfitsio handle: not `Send`; open, read and drop
 /// it inside one thread. The file is closed when the reader is dropped.
+///
+/// ```
+/// use ndarray::{s, Array2};
+/// use tlr_core::fits::{write_image_atomic, FitsReader, OutputMeta, SampleFormat};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("Light [001] (M 27).fits"); // taken literally, no cfitsio syntax
+/// let image = Array2::from_shape_fn((40, 60), |(r, c)| (r * 100 + c) as f32);
+/// write_image_atomic(&path, image.view(), SampleFormat::U16, &OutputMeta::default())?;
+///
+/// let mut reader = FitsReader::open(&path)?;
+/// assert_eq!((reader.header().rows, reader.header().cols), (40, 60));
+/// let tile = reader.read_region(10..20, 30..45)?; // rows, then columns
+/// assert_eq!(tile, image.slice(s![10..20, 30..45]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct FitsReader {
     header: FrameHeader,
     naxis: usize,
@@ -760,7 +1020,9 @@ pub struct FitsReader {
 
 impl std::fmt::Debug for FitsReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FitsReader").field("header", &self.header).finish_non_exhaustive()
+        f.debug_struct("FitsReader")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
     }
 }
 
@@ -770,12 +1032,15 @@ impl FitsReader {
     ///
     /// # Errors
     /// [`FitsError::Io`], [`FitsError::Empty`], [`FitsError::NotFits`], [`FitsError::HeaderTruncated`],
-    /// [`FitsError::Truncated`], [`FitsError::BadKeyword`], [`FitsError::NoImage`],
-    /// [`FitsError::Unsupported`], [`FitsError::Cfitsio`]; each names the file.
+    /// [`FitsError::Truncated`], [`FitsError::Unpadded`], [`FitsError::BadKeyword`], [`FitsError::NoImage`],
+    /// [`FitsError::Unsupported`], [`FitsError::BadPath`], [`FitsError::Cfitsio`]; each names the file.
     pub fn open(path: &Path) -> Result<Self, FitsError> {
         let layout = read_layout(path)?;
         let header = frame_header(path, &layout);
-        let c_name = c_path(path).map_err(|reason| FitsError::NotFits { path: path.to_path_buf(), reason })?;
+        let c_name = c_path(path).map_err(|reason| FitsError::NotFits {
+            path: path.to_path_buf(),
+            reason,
+        })?;
         let mut fptr: *mut sys::fitsfile = ptr::null_mut();
         let mut status: c_int = 0;
         // SAFETY: valid NUL-terminated name, out-pointer to a local; READONLY = 0.
@@ -790,7 +1055,12 @@ impl FitsReader {
         }
         // SAFETY: fptr is a valid open handle; FitsFile takes ownership and closes it on drop.
         let mut file = unsafe { FitsFile::from_raw(fptr, fitsio::FileOpenMode::READONLY) }
-            .map_err(|e| FitsError::Cfitsio { path: path.to_path_buf(), action: "opening the file", status: -1, message: e.to_string() })?;
+            .map_err(|e| FitsError::Cfitsio {
+                path: path.to_path_buf(),
+                action: "opening the file",
+                status: -1,
+                message: e.to_string(),
+            })?;
         // SAFETY: the handle is valid while `file` lives.
         let raw = unsafe { file.as_raw() };
         let mut hdutype: c_int = 0;
@@ -803,7 +1073,16 @@ impl FitsReader {
         let mut naxis: c_int = 0;
         let mut naxes = [0 as sys::LONGLONG; 9];
         // SAFETY: valid handle; naxes holds maxaxis entries.
-        unsafe { sys::ffgiprll(raw, 9, &mut bitpix, &mut naxis, naxes.as_mut_ptr(), &mut status) };
+        unsafe {
+            sys::ffgiprll(
+                raw,
+                9,
+                &mut bitpix,
+                &mut naxis,
+                naxes.as_mut_ptr(),
+                &mut status,
+            )
+        };
         if status != 0 {
             return Err(cfitsio_error(path, "reading the image geometry", status));
         }
@@ -823,7 +1102,11 @@ impl FitsReader {
                 ),
             });
         }
-        Ok(Self { header, naxis: layout.naxis, file })
+        Ok(Self {
+            header,
+            naxis: layout.naxis,
+            file,
+        })
     }
 
     /// The frame's header.
@@ -838,7 +1121,9 @@ impl FitsReader {
     pub fn read_full(&mut self) -> Result<Array2<f32>, FitsError> {
         let image = self.read_region(0..self.header.rows, 0..self.header.cols)?;
         if !image.iter().any(|v| v.is_finite()) {
-            return Err(FitsError::NoFiniteData { path: self.header.path.clone() });
+            return Err(FitsError::NoFiniteData {
+                path: self.header.path.clone(),
+            });
         }
         Ok(image)
     }
@@ -849,7 +1134,11 @@ impl FitsReader {
     /// # Errors
     /// [`FitsError::RegionOutOfBounds`] for an empty region or one reaching outside the image,
     /// [`FitsError::Cfitsio`] when reading fails.
-    pub fn read_region(&mut self, rows: Range<usize>, cols: Range<usize>) -> Result<Array2<f32>, FitsError> {
+    pub fn read_region(
+        &mut self,
+        rows: Range<usize>,
+        cols: Range<usize>,
+    ) -> Result<Array2<f32>, FitsError> {
         let (h, w) = (self.header.rows, self.header.cols);
         if rows.start >= rows.end || cols.start >= cols.end || rows.end > h || cols.end > w {
             return Err(FitsError::RegionOutOfBounds {
@@ -909,17 +1198,26 @@ impl FitsReader {
     ///
     /// # Errors
     /// [`FitsError::Cfitsio`] when reading fails.
-    pub fn read_region_padded(&mut self, y0: i64, x0: i64, h: usize, w: usize) -> Result<Array2<f32>, FitsError> {
+    pub fn read_region_padded(
+        &mut self,
+        y0: i64,
+        x0: i64,
+        h: usize,
+        w: usize,
+    ) -> Result<Array2<f32>, FitsError> {
         let mut out = Array2::from_elem((h, w), f32::NAN);
         let clip = |start: i64, len: usize, limit: usize| -> Option<(Range<usize>, usize)> {
             let lo = start.max(0);
             let hi = (start + len as i64).min(limit as i64);
             (lo < hi).then(|| (lo as usize..hi as usize, (lo - start) as usize))
         };
-        if let (Some((rr, oy)), Some((cr, ox))) = (clip(y0, h, self.header.rows), clip(x0, w, self.header.cols)) {
+        if let (Some((rr, oy)), Some((cr, ox))) =
+            (clip(y0, h, self.header.rows), clip(x0, w, self.header.cols))
+        {
             let (nr, nc) = (rr.len(), cr.len());
             let part = self.read_region(rr, cr)?;
-            out.slice_mut(ndarray::s![oy..oy + nr, ox..ox + nc]).assign(&part);
+            out.slice_mut(ndarray::s![oy..oy + nr, ox..ox + nc])
+                .assign(&part);
         }
         Ok(out)
     }
@@ -978,7 +1276,11 @@ pub struct Card {
 impl Card {
     /// A card from its parts.
     pub fn new(key: &str, value: CardValue, comment: &str) -> Self {
-        Self { key: key.to_string(), value, comment: comment.to_string() }
+        Self {
+            key: key.to_string(),
+            value,
+            comment: comment.to_string(),
+        }
     }
 }
 
@@ -997,7 +1299,10 @@ impl OutputMeta {
         Self {
             cards: vec![Card::new(
                 KEY_CREATOR,
-                CardValue::Str(format!("{CREATOR_PREFIX} {} {kind}", env!("CARGO_PKG_VERSION"))),
+                CardValue::Str(format!(
+                    "{CREATOR_PREFIX} {} {kind}",
+                    env!("CARGO_PKG_VERSION")
+                )),
                 "program that wrote this file",
             )],
             history: Vec::new(),
@@ -1018,29 +1323,51 @@ impl OutputMeta {
 }
 
 /// Keywords that the writer sets itself and that `OutputMeta` must not contain.
-const RESERVED_KEYS: &[&str] = &["SIMPLE", "BITPIX", "NAXIS", "EXTEND", "BZERO", "BSCALE", "BLANK", "END", "HISTORY", "COMMENT", "XTENSION", "PCOUNT", "GCOUNT"];
+const RESERVED_KEYS: &[&str] = &[
+    "SIMPLE", "BITPIX", "NAXIS", "EXTEND", "BZERO", "BSCALE", "BLANK", "END", "HISTORY", "COMMENT",
+    "XTENSION", "PCOUNT", "GCOUNT",
+];
 
 fn check_text(out: &Path, what: &str, text: &str) -> Result<CString, FitsError> {
     if !text.bytes().all(|b| (32..127).contains(&b)) {
-        return Err(FitsError::Output { path: out.to_path_buf(), reason: format!("{what} `{text}` is not printable ASCII") });
+        return Err(FitsError::Output {
+            path: out.to_path_buf(),
+            reason: format!("{what} `{text}` is not printable ASCII"),
+        });
     }
-    CString::new(text).map_err(|_| FitsError::Output { path: out.to_path_buf(), reason: format!("{what} contains NUL") })
+    CString::new(text).map_err(|_| FitsError::Output {
+        path: out.to_path_buf(),
+        reason: format!("{what} contains NUL"),
+    })
 }
 
 fn validate_meta(out: &Path, meta: &OutputMeta) -> Result<(), FitsError> {
     for card in &meta.cards {
         let k = &card.key;
-        let valid = !k.is_empty() && k.len() <= 8 && k.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        let valid = !k.is_empty()
+            && k.len() <= 8
+            && k.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !valid {
-            return Err(FitsError::Output { path: out.to_path_buf(), reason: format!("card key `{k}` is not 1-8 characters of A-Z 0-9 - _") });
+            return Err(FitsError::Output {
+                path: out.to_path_buf(),
+                reason: format!("card key `{k}` is not 1-8 characters of A-Z 0-9 - _"),
+            });
         }
-        let structural = RESERVED_KEYS.contains(&k.as_str()) || (k.starts_with("NAXIS") && k[5..].bytes().all(|b| b.is_ascii_digit()));
+        let structural = RESERVED_KEYS.contains(&k.as_str())
+            || (k.starts_with("NAXIS") && k[5..].bytes().all(|b| b.is_ascii_digit()));
         if structural {
-            return Err(FitsError::Output { path: out.to_path_buf(), reason: format!("card key `{k}` is set by the writer itself") });
+            return Err(FitsError::Output {
+                path: out.to_path_buf(),
+                reason: format!("card key `{k}` is set by the writer itself"),
+            });
         }
         match &card.value {
             CardValue::Float(x) if !x.is_finite() => {
-                return Err(FitsError::Output { path: out.to_path_buf(), reason: format!("card {k} has the non-finite value {x}") });
+                return Err(FitsError::Output {
+                    path: out.to_path_buf(),
+                    reason: format!("card {k} has the non-finite value {x}"),
+                });
             }
             CardValue::Str(s) => {
                 check_text(out, &format!("value of {k}"), s)?;
@@ -1065,9 +1392,10 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Hidden temporary name next to `path` (dot-prefixed, so the frame scan ignores it).
 fn temp_path(path: &Path) -> Result<PathBuf, FitsError> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| FitsError::Output { path: path.to_path_buf(), reason: "the path has no file name".to_string() })?;
+    let name = path.file_name().ok_or_else(|| FitsError::Output {
+        path: path.to_path_buf(),
+        reason: "the path has no file name".to_string(),
+    })?;
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut tmp = std::ffi::OsString::from(".");
     tmp.push(name);
@@ -1076,8 +1404,17 @@ fn temp_path(path: &Path) -> Result<PathBuf, FitsError> {
 }
 
 /// Writes header + data with cfitsio into `tmp` (which must not exist).
-fn write_with_cfitsio(out: &Path, tmp: &Path, dims: &[usize], pixels: &Pixels, meta: &OutputMeta) -> Result<(), FitsError> {
-    let c_name = c_path(tmp).map_err(|reason| FitsError::Output { path: out.to_path_buf(), reason })?;
+fn write_with_cfitsio(
+    out: &Path,
+    tmp: &Path,
+    dims: &[usize],
+    pixels: &Pixels,
+    meta: &OutputMeta,
+) -> Result<(), FitsError> {
+    let c_name = c_path(tmp).map_err(|reason| FitsError::Output {
+        path: out.to_path_buf(),
+        reason,
+    })?;
     let fail = |action: &'static str, status: c_int| {
         let mut e = cfitsio_error(out, action, status);
         if let FitsError::Cfitsio { message, .. } = &mut e {
@@ -1093,8 +1430,13 @@ fn write_with_cfitsio(out: &Path, tmp: &Path, dims: &[usize], pixels: &Pixels, m
         return Err(fail("creating the file", status));
     }
     // SAFETY: a valid handle from ffdkinit; FitsFile closes it on drop (also on early return).
-    let mut file = unsafe { FitsFile::from_raw(fptr, fitsio::FileOpenMode::READWRITE) }
-        .map_err(|e| FitsError::Output { path: out.to_path_buf(), reason: e.to_string() })?;
+    let mut file =
+        unsafe { FitsFile::from_raw(fptr, fitsio::FileOpenMode::READWRITE) }.map_err(|e| {
+            FitsError::Output {
+                path: out.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
     // SAFETY (for every call below): `raw` stays valid while `file` lives; all strings are
     // NUL-terminated CStrings that outlive the call.
     let raw = unsafe { file.as_raw() };
@@ -1103,31 +1445,79 @@ fn write_with_cfitsio(out: &Path, tmp: &Path, dims: &[usize], pixels: &Pixels, m
         Pixels::F32(_) => FLOAT_IMG,
         Pixels::U16 { .. } => USHORT_IMG,
     };
-    unsafe { sys::ffcrimll(raw, img_type, naxes.len() as c_int, naxes.as_mut_ptr(), &mut status) };
+    unsafe {
+        sys::ffcrimll(
+            raw,
+            img_type,
+            naxes.len() as c_int,
+            naxes.as_mut_ptr(),
+            &mut status,
+        )
+    };
     if status != 0 {
         return Err(fail("creating the image", status));
     }
     if let Pixels::U16 { blank: true, .. } = pixels {
         let key = CString::new("BLANK").unwrap_or_default();
-        let comment = CString::new("raw value of undefined pixels (physical 0)").unwrap_or_default();
+        let comment =
+            CString::new("raw value of undefined pixels (physical 0)").unwrap_or_default();
         unsafe { sys::ffpkyj(raw, key.as_ptr(), -32768, comment.as_ptr(), &mut status) };
         if status != 0 {
             return Err(fail("writing BLANK", status));
+        }
+    }
+    if meta
+        .cards
+        .iter()
+        .any(|c| matches!(&c.value, CardValue::Str(v) if v.len() > 68))
+    {
+        // Declares the OGIP long-string (CONTINUE) convention, as fitsverify recommends.
+        unsafe { sys::ffplsw(raw, &mut status) };
+        if status != 0 {
+            return Err(fail("writing LONGSTRN", status));
         }
     }
     for card in &meta.cards {
         let key = check_text(out, "card key", &card.key)?;
         let comment = check_text(out, "card comment", &card.comment)?;
         match &card.value {
-            CardValue::Int(v) => unsafe { sys::ffpkyj(raw, key.as_ptr(), *v, comment.as_ptr(), &mut status) },
-            CardValue::Float(v) => unsafe { sys::ffpkyd(raw, key.as_ptr(), *v, -15, comment.as_ptr(), &mut status) },
-            CardValue::Bool(v) => unsafe { sys::ffpkyl(raw, key.as_ptr(), c_int::from(*v), comment.as_ptr(), &mut status) },
+            CardValue::Int(v) => unsafe {
+                sys::ffpkyj(raw, key.as_ptr(), *v, comment.as_ptr(), &mut status)
+            },
+            CardValue::Float(v) => unsafe {
+                sys::ffpkyd(raw, key.as_ptr(), *v, -15, comment.as_ptr(), &mut status)
+            },
+            CardValue::Bool(v) => unsafe {
+                sys::ffpkyl(
+                    raw,
+                    key.as_ptr(),
+                    c_int::from(*v),
+                    comment.as_ptr(),
+                    &mut status,
+                )
+            },
             CardValue::Str(s) => {
                 let value = check_text(out, "card value", s)?;
                 if s.len() <= 68 {
-                    unsafe { sys::ffpkys(raw, key.as_ptr(), value.as_ptr(), comment.as_ptr(), &mut status) }
+                    unsafe {
+                        sys::ffpkys(
+                            raw,
+                            key.as_ptr(),
+                            value.as_ptr(),
+                            comment.as_ptr(),
+                            &mut status,
+                        )
+                    }
                 } else {
-                    unsafe { sys::ffpkls(raw, key.as_ptr(), value.as_ptr(), comment.as_ptr(), &mut status) }
+                    unsafe {
+                        sys::ffpkls(
+                            raw,
+                            key.as_ptr(),
+                            value.as_ptr(),
+                            comment.as_ptr(),
+                            &mut status,
+                        )
+                    }
                 }
             }
         };
@@ -1145,10 +1535,24 @@ fn write_with_cfitsio(out: &Path, tmp: &Path, dims: &[usize], pixels: &Pixels, m
     let mut first: Vec<c_long> = vec![1; dims.len()];
     match pixels {
         Pixels::F32(data) => unsafe {
-            sys::ffppx(raw, TFLOAT, first.as_mut_ptr(), data.len() as sys::LONGLONG, data.as_ptr() as *mut c_void, &mut status)
+            sys::ffppx(
+                raw,
+                TFLOAT,
+                first.as_mut_ptr(),
+                data.len() as sys::LONGLONG,
+                data.as_ptr() as *mut c_void,
+                &mut status,
+            )
         },
         Pixels::U16 { data, .. } => unsafe {
-            sys::ffppx(raw, TUSHORT, first.as_mut_ptr(), data.len() as sys::LONGLONG, data.as_ptr() as *mut c_void, &mut status)
+            sys::ffppx(
+                raw,
+                TUSHORT,
+                first.as_mut_ptr(),
+                data.len() as sys::LONGLONG,
+                data.as_ptr() as *mut c_void,
+                &mut status,
+            )
         },
     };
     if status != 0 {
@@ -1162,16 +1566,36 @@ fn write_with_cfitsio(out: &Path, tmp: &Path, dims: &[usize], pixels: &Pixels, m
     Ok(())
 }
 
-fn write_atomic(path: &Path, dims: &[usize], pixels: Pixels, meta: &OutputMeta) -> Result<(), FitsError> {
+fn write_atomic(
+    path: &Path,
+    dims: &[usize],
+    pixels: Pixels,
+    meta: &OutputMeta,
+) -> Result<(), FitsError> {
     validate_meta(path, meta)?;
     if dims.contains(&0) {
-        return Err(FitsError::Output { path: path.to_path_buf(), reason: format!("cannot write an empty image of shape {dims:?}") });
+        return Err(FitsError::Output {
+            path: path.to_path_buf(),
+            reason: format!("cannot write an empty image of shape {dims:?}"),
+        });
     }
     let tmp = temp_path(path)?;
     let result = write_with_cfitsio(path, &tmp, dims, &pixels, meta).and_then(|()| {
-        let f = fs::File::open(&tmp).map_err(|source| FitsError::OutputIo { path: tmp.clone(), action: "reopening the temporary file", source })?;
-        f.sync_all().map_err(|source| FitsError::OutputIo { path: tmp.clone(), action: "syncing the temporary file", source })?;
-        fs::rename(&tmp, path).map_err(|source| FitsError::OutputIo { path: path.to_path_buf(), action: "renaming the temporary file into place", source })
+        let f = fs::File::open(&tmp).map_err(|source| FitsError::OutputIo {
+            path: tmp.clone(),
+            action: "reopening the temporary file",
+            source,
+        })?;
+        f.sync_all().map_err(|source| FitsError::OutputIo {
+            path: tmp.clone(),
+            action: "syncing the temporary file",
+            source,
+        })?;
+        fs::rename(&tmp, path).map_err(|source| FitsError::OutputIo {
+            path: path.to_path_buf(),
+            action: "renaming the temporary file into place",
+            source,
+        })
     });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -1187,7 +1611,13 @@ fn u16_pixels<'a>(it: impl Iterator<Item = &'a f32> + Clone) -> Pixels {
     let blank = it.clone().any(|v| v.is_nan());
     let lo = if blank { 1.0 } else { 0.0 };
     let data = it
-        .map(|&v| if v.is_nan() { 0 } else { v.round().clamp(lo, 65535.0) as u16 })
+        .map(|&v| {
+            if v.is_nan() {
+                0
+            } else {
+                v.round().clamp(lo, 65535.0) as u16
+            }
+        })
         .collect();
     Pixels::U16 { data, blank }
 }
@@ -1200,7 +1630,12 @@ fn u16_pixels<'a>(it: impl Iterator<Item = &'a f32> + Clone) -> Pixels {
 /// [`FitsError::Output`] for an empty image or invalid cards (bad key, reserved key such as BITPIX
 /// or BZERO, non-finite float, non-ASCII text), [`FitsError::Cfitsio`] or [`FitsError::OutputIo`] when
 /// writing, syncing or renaming fails (the temporary file is removed).
-pub fn write_image_atomic(path: &Path, image: ArrayView2<f32>, format: SampleFormat, meta: &OutputMeta) -> Result<(), FitsError> {
+pub fn write_image_atomic(
+    path: &Path,
+    image: ArrayView2<f32>,
+    format: SampleFormat,
+    meta: &OutputMeta,
+) -> Result<(), FitsError> {
     let (r, c) = image.dim();
     let pixels = match format {
         SampleFormat::F32 => f32_pixels(image.iter()),
@@ -1214,7 +1649,11 @@ pub fn write_image_atomic(path: &Path, image: ArrayView2<f32>, format: SampleFor
 ///
 /// # Errors
 /// As [`write_image_atomic`].
-pub fn write_cube_atomic(path: &Path, planes: ArrayView3<f32>, meta: &OutputMeta) -> Result<(), FitsError> {
+pub fn write_cube_atomic(
+    path: &Path,
+    planes: ArrayView3<f32>,
+    meta: &OutputMeta,
+) -> Result<(), FitsError> {
     let (p, r, c) = planes.dim();
     write_atomic(path, &[p, r, c], f32_pixels(planes.iter()), meta)
 }

@@ -44,7 +44,10 @@ pub struct ScanOptions {
 
 impl Default for ScanOptions {
     fn default() -> Self {
-        Self { patterns: DEFAULT_PATTERNS.iter().map(|p| p.to_string()).collect(), exclude: Vec::new() }
+        Self {
+            patterns: DEFAULT_PATTERNS.iter().map(|p| p.to_string()).collect(),
+            exclude: Vec::new(),
+        }
     }
 }
 
@@ -60,6 +63,8 @@ pub struct SkippedFile {
 /// The result of a scan: usable frames in order, plus what was left out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScanReport {
+    /// The scanned folder, as given.
+    pub dir: PathBuf,
     /// Usable frames in time order (see the module docs).
     pub frames: Vec<FrameHeader>,
     /// Files that matched but were skipped, with reasons, in file name order.
@@ -79,11 +84,15 @@ impl ScanReport {
     ///
     /// # Errors
     /// [`ScanError::Skipped`] when `skipped` is not empty.
-    pub fn ensure_no_skips(&self, dir: &Path) -> Result<(), ScanError> {
+    pub fn ensure_no_skips(&self) -> Result<(), ScanError> {
         if self.skipped.is_empty() {
             Ok(())
         } else {
-            Err(ScanError::Skipped { dir: dir.to_path_buf(), count: self.skipped.len(), list: list_skipped(&self.skipped) })
+            Err(ScanError::Skipped {
+                dir: self.dir.clone(),
+                count: self.skipped.len(),
+                list: list_skipped(&self.skipped),
+            })
         }
     }
 }
@@ -143,7 +152,10 @@ pub enum ScanError {
 }
 
 fn list_skipped(skipped: &[SkippedFile]) -> String {
-    skipped.iter().map(|s| format!("\n  - {}: {}", s.path.display(), s.reason)).collect()
+    skipped
+        .iter()
+        .map(|s| format!("\n  - {}: {}", s.path.display(), s.reason))
+        .collect()
 }
 
 fn build_globs(dir: &Path, patterns: &[String]) -> Result<GlobSet, ScanError> {
@@ -153,10 +165,18 @@ fn build_globs(dir: &Path, patterns: &[String]) -> Result<GlobSet, ScanError> {
             .case_insensitive(true)
             .literal_separator(true)
             .build()
-            .map_err(|source| ScanError::BadPattern { dir: dir.to_path_buf(), pattern: pattern.clone(), source })?;
+            .map_err(|source| ScanError::BadPattern {
+                dir: dir.to_path_buf(),
+                pattern: pattern.clone(),
+                source,
+            })?;
         builder.add(glob);
     }
-    builder.build().map_err(|source| ScanError::BadPattern { dir: dir.to_path_buf(), pattern: patterns.join(" "), source })
+    builder.build().map_err(|source| ScanError::BadPattern {
+        dir: dir.to_path_buf(),
+        pattern: patterns.join(" "),
+        source,
+    })
 }
 
 fn name_of(path: &Path) -> &std::ffi::OsStr {
@@ -171,12 +191,19 @@ fn name_of(path: &Path) -> &std::ffi::OsStr {
 /// every matching file was skipped or ignored (the message lists each skip with its reason).
 pub fn scan_folder(dir: &Path, options: &ScanOptions) -> Result<ScanReport, ScanError> {
     let globs = build_globs(dir, &options.patterns)?;
-    let unreadable = |source| ScanError::Unreadable { dir: dir.to_path_buf(), source };
+    let unreadable = |source| ScanError::Unreadable {
+        dir: dir.to_path_buf(),
+        source,
+    };
     let meta = fs::metadata(dir).map_err(unreadable)?;
     if !meta.is_dir() {
         return Err(unreadable(io::Error::other("it is not a folder")));
     }
-    let excluded: Vec<PathBuf> = options.exclude.iter().map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
+    let excluded: Vec<PathBuf> = options
+        .exclude
+        .iter()
+        .map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect();
 
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
@@ -194,12 +221,18 @@ pub fn scan_folder(dir: &Path, options: &ScanOptions) -> Result<ScanReport, Scan
         match fs::metadata(&path) {
             Ok(m) if m.is_file() => candidates.push(path),
             Ok(_) => {} // a folder named like a frame: not a file, not reported
-            Err(e) => skipped.push(SkippedFile { path, reason: format!("cannot read it: {e}") }),
+            Err(e) => skipped.push(SkippedFile {
+                path,
+                reason: format!("cannot read it: {e}"),
+            }),
         }
     }
     candidates.sort_by(|a, b| name_of(a).cmp(name_of(b)));
     if candidates.is_empty() && skipped.is_empty() {
-        return Err(ScanError::NoMatches { dir: dir.to_path_buf(), patterns: options.patterns.join(" ") });
+        return Err(ScanError::NoMatches {
+            dir: dir.to_path_buf(),
+            patterns: options.patterns.join(" "),
+        });
     }
 
     let mut ignored = Vec::new();
@@ -213,13 +246,18 @@ pub fn scan_folder(dir: &Path, options: &ScanOptions) -> Result<ScanReport, Scan
         match fits::read_header(&path) {
             Ok(h) if h.creator.as_deref().is_some_and(fits::is_own_output) => ignored.push(path),
             Ok(h) => headers.push(h),
-            Err(e) => skipped.push(SkippedFile { path, reason: e.to_string() }),
+            Err(e) => skipped.push(SkippedFile {
+                path,
+                reason: e.to_string(),
+            }),
         }
     }
 
     // Time order: dated frames by (time, name), then undated frames by name.
-    let mut keyed: Vec<(Option<f64>, FrameHeader)> =
-        headers.into_iter().map(|h| (h.date_obs.as_deref().and_then(fits::parse_date_obs), h)).collect();
+    let mut keyed: Vec<(Option<f64>, FrameHeader)> = headers
+        .into_iter()
+        .map(|h| (h.date_obs.as_deref().and_then(fits::parse_date_obs), h))
+        .collect();
     keyed.sort_by(|(ta, a), (tb, b)| {
         let by_time = match (ta, tb) {
             (Some(x), Some(y)) => x.total_cmp(y),
@@ -245,10 +283,13 @@ pub fn scan_folder(dir: &Path, options: &ScanOptions) -> Result<ScanReport, Scan
             None => sizes.push(((h.rows, h.cols), 1)),
         }
     }
-    let winner = sizes.iter().fold(None::<((usize, usize), usize)>, |best, &(s, n)| match best {
-        Some((_, bn)) if bn >= n => best,
-        _ => Some((s, n)),
-    });
+    let winner = sizes.iter().fold(
+        None::<((usize, usize), usize)>,
+        |best, &(s, n)| match best {
+            Some((_, bn)) if bn >= n => best,
+            _ => Some((s, n)),
+        },
+    );
     let mut frames = Vec::new();
     if let Some(((rows, cols), n)) = winner {
         for (_, h) in keyed {
@@ -273,11 +314,27 @@ pub fn scan_folder(dir: &Path, options: &ScanOptions) -> Result<ScanReport, Scan
             list.push_str(&format!(
                 "\n  ({} file(s) ignored as this tool's own output or excluded: {})",
                 ignored.len(),
-                ignored.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                ignored
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
-        return Err(ScanError::NoUsableFrames { dir: dir.to_path_buf(), count: skipped.len(), list });
+        return Err(ScanError::NoUsableFrames {
+            dir: dir.to_path_buf(),
+            count: skipped.len(),
+            list,
+        });
     }
     let (rows, cols) = (frames[0].rows, frames[0].cols);
-    Ok(ScanReport { frames, skipped, rows, cols, ignored, notes })
+    Ok(ScanReport {
+        dir: dir.to_path_buf(),
+        frames,
+        skipped,
+        rows,
+        cols,
+        ignored,
+        notes,
+    })
 }

@@ -65,6 +65,10 @@
 //! seed shows the same sky. Per-frame parameters are drawn once in [`Simulation::new`]; the noise of frame
 //! `i` comes from its own `StdRng` seeded from `(seed, i)`, so `frame(i)` does not depend on call order.
 
+// `!(x > t)` is used on purpose throughout: unlike `x <= t` it is also true for NaN, which must be
+// rejected as well.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 use std::f32::consts::PI;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -350,6 +354,98 @@ impl SimConfig {
 
     fn area_mpx(&self) -> f32 {
         (self.width as f64 * self.height as f64 / 1.0e6) as f32
+    }
+
+    /// A copy in which every field that [`SimConfig::validate`] would reject is replaced by its
+    /// default: frames clamped to 0..=100000, width and height to 0..=16384, out-of-range numbers and
+    /// inconsistent groups (FWHM min/mean/max, flux min/max, wavelengths) reset to the defaults.
+    /// A valid configuration is returned unchanged.
+    pub fn sanitized(&self) -> SimConfig {
+        let d = SimConfig::default();
+        let mut c = self.clone();
+        c.frames = c.frames.min(100_000);
+        c.width = c.width.min(16_384);
+        c.height = c.height.min(16_384);
+        let fix = |v: &mut f32, default: f32, ok: &dyn Fn(f32) -> bool| {
+            if !(v.is_finite() && ok(*v)) {
+                *v = default;
+            }
+        };
+        fix(&mut c.star_density_per_mpx, d.star_density_per_mpx, &|v| {
+            (0.0..=200_000.0).contains(&v)
+        });
+        fix(&mut c.flux_power_index, d.flux_power_index, &|v| v > 0.0);
+        fix(&mut c.galaxies_per_mpx, d.galaxies_per_mpx, &|v| {
+            (0.0..=1000.0).contains(&v)
+        });
+        fix(&mut c.pedestal_adu, d.pedestal_adu, &|v| {
+            (0.0..=60_000.0).contains(&v)
+        });
+        fix(&mut c.sky_adu, d.sky_adu, &|v| v >= 0.0);
+        fix(&mut c.sky_gradient, d.sky_gradient, &|v| {
+            (0.0..1.0).contains(&v)
+        });
+        fix(&mut c.gain_e_per_adu, d.gain_e_per_adu, &|v| v > 0.0);
+        fix(&mut c.read_noise_e, d.read_noise_e, &|v| v >= 0.0);
+        fix(&mut c.exposure_s, d.exposure_s, &|v| v >= 0.0);
+        fix(&mut c.fwhm_sd_px, d.fwhm_sd_px, &|v| v >= 0.0);
+        fix(&mut c.moffat_beta, d.moffat_beta, &|v| v > 1.0 && v <= 50.0);
+        fix(&mut c.transparency_sd, d.transparency_sd, &|v| {
+            (0.0..=0.2).contains(&v)
+        });
+        fix(&mut c.drift_px, d.drift_px, &|v| {
+            (0.0..=1000.0).contains(&v)
+        });
+        fix(&mut c.jitter_px, d.jitter_px, &|v| {
+            (0.0..=100.0).contains(&v)
+        });
+        fix(&mut c.local_correlation, d.local_correlation, &|v| {
+            (0.0..1.0).contains(&v)
+        });
+        let fwhm_ok = [c.fwhm_min_px, c.fwhm_mean_px, c.fwhm_max_px]
+            .iter()
+            .all(|v| v.is_finite())
+            && c.fwhm_min_px > 0.0
+            && c.fwhm_min_px <= c.fwhm_mean_px
+            && c.fwhm_mean_px <= c.fwhm_max_px
+            && c.fwhm_max_px <= 64.0;
+        if !fwhm_ok {
+            (c.fwhm_min_px, c.fwhm_mean_px, c.fwhm_max_px) =
+                (d.fwhm_min_px, d.fwhm_mean_px, d.fwhm_max_px);
+        }
+        let flux_ok = c.flux_min_adu.is_finite()
+            && c.flux_max_adu.is_finite()
+            && c.flux_min_adu > 0.0
+            && c.flux_max_adu >= c.flux_min_adu;
+        if !flux_ok {
+            (c.flux_min_adu, c.flux_max_adu) = (d.flux_min_adu, d.flux_max_adu);
+        }
+        let wave_ok = c.local_wavelength_min_px.is_finite()
+            && c.local_wavelength_max_px.is_finite()
+            && c.local_wavelength_min_px > 0.0
+            && c.local_wavelength_min_px <= c.local_wavelength_max_px;
+        if !wave_ok {
+            (c.local_wavelength_min_px, c.local_wavelength_max_px) =
+                (d.local_wavelength_min_px, d.local_wavelength_max_px);
+        }
+        if let Some(r) = c.rotation_deg {
+            if !(r.is_finite() && r.abs() <= 45.0) {
+                c.rotation_deg = None;
+            }
+        }
+        if let Some(r) = c.local_rms_px {
+            if !(r.is_finite() && (0.0..=50.0).contains(&r)) {
+                c.local_rms_px = None;
+            }
+        }
+        c.local_modes = c.local_modes.min(64);
+        if c.effective_local_rms_px() > 0.0 && c.local_modes == 0 {
+            c.local_modes = d.local_modes;
+        }
+        if c.effective_hot_pixels() > c.width * c.height / 10 {
+            c.hot_pixels = Some(c.width * c.height / 10);
+        }
+        c
     }
 
     /// Checks every field; returns all problems at once.
@@ -646,10 +742,11 @@ fn erf(x: f32) -> f32 {
 }
 
 impl Simulation {
-    /// Builds the scene and every frame's conditions. Does not validate the configuration: use
-    /// [`Simulation::try_new`] for user input. An invalid configuration (see [`SimConfig::validate`])
-    /// gives meaningless images but no panic.
+    /// Builds the scene and every frame's conditions. Never panics: fields that fail
+    /// [`SimConfig::validate`] are replaced by their defaults (see [`SimConfig::sanitized`]); use
+    /// [`Simulation::try_new`] to reject such a configuration instead.
     pub fn new(cfg: SimConfig) -> Self {
+        let cfg = cfg.sanitized();
         let (w, h) = (cfg.width as f32, cfg.height as f32);
         let area = cfg.area_mpx();
         let s_min = (w.min(h)).max(1.0);
@@ -912,7 +1009,7 @@ impl Simulation {
         }
     }
 
-    /// The configuration this simulation was built from.
+    /// The configuration in effect (after [`SimConfig::sanitized`]).
     pub fn config(&self) -> &SimConfig {
         &self.cfg
     }
@@ -1238,16 +1335,14 @@ impl Simulation {
         img
     }
 
-    /// The true displacement of every frame sampled on a grid of step `step_px` (at least 1), for
-    /// tests that only have the files. Grid points are `0, step, 2 step, ...` plus the last row/column.
+    /// The true displacement of every frame sampled on a uniform grid of step `step_px` (at least 1)
+    /// that reaches one step beyond the image on every side (so bicubic interpolation is valid
+    /// everywhere inside), for tests that only have the files.
     pub fn truth_displacement(&self, step_px: usize) -> TruthDisplacement {
         let step = step_px.max(1);
         let axis = |n: usize| -> Vec<f32> {
-            let mut v: Vec<f32> = (0..n).step_by(step).map(|p| p as f32).collect();
-            if n > 0 && (n - 1) % step != 0 {
-                v.push((n - 1) as f32);
-            }
-            v
+            let last = n.saturating_sub(1).div_ceil(step) as i64 + 1;
+            (-1..=last).map(|k| (k * step as i64) as f32).collect()
         };
         let ys = axis(self.cfg.height);
         let xs = axis(self.cfg.width);
@@ -1279,7 +1374,7 @@ impl Simulation {
         TruthDisplacement {
             convention: "a feature at truth (y, x) appears in frame i at (y + dy, x + dx); \
                          dy/dx are the total displacement (rotation + global + local) sampled at \
-                         grid points (ys[r], xs[c]), row-major; frame 0 has zero global shift and \
+                         grid points (ys[r], xs[c]), row-major, a uniform grid reaching one step beyond the image (interpolate bicubically); frame 0 has zero global shift and \
                          rotation; the local field averages to zero over the sequence"
                 .to_string(),
             width: self.cfg.width,
@@ -1443,26 +1538,43 @@ impl TruthDisplacement {
         })
     }
 
-    /// Total displacement of frame `index` at `(y, x)`, bilinearly interpolated on the grid (clamped at
-    /// the border). `None` when the frame does not exist or the grid is malformed.
+    /// Total displacement of frame `index` at `(y, x)`, interpolated bicubically (Catmull-Rom) on the
+    /// grid (clamped at its border). `None` when the frame does not exist or the grid is malformed.
     pub fn displacement(&self, index: usize, y: f32, x: f32) -> Option<Shift> {
         let f = self.frames.get(index)?;
         let (ny, nx) = (self.ys.len(), self.xs.len());
-        if ny == 0 || nx == 0 || f.dy.len() != ny * nx || f.dx.len() != ny * nx {
+        if ny < 2 || nx < 2 || f.dy.len() != ny * nx || f.dx.len() != ny * nx {
             return None;
         }
         let (iy, ty) = locate(&self.ys, y);
         let (ix, tx) = locate(&self.xs, x);
-        let iy1 = (iy + 1).min(ny - 1);
-        let ix1 = (ix + 1).min(nx - 1);
-        let at = |v: &[f32], r: usize, c: usize| v[r * nx + c];
+        let wy = catmull_rom(ty);
+        let wx = catmull_rom(tx);
+        let clamp = |i: i64, n: usize| i.clamp(0, n as i64 - 1) as usize;
         let interp = |v: &[f32]| {
-            let top = at(v, iy, ix) * (1.0 - tx) + at(v, iy, ix1) * tx;
-            let bottom = at(v, iy1, ix) * (1.0 - tx) + at(v, iy1, ix1) * tx;
-            top * (1.0 - ty) + bottom * ty
+            let mut sum = 0.0f32;
+            for (a, wa) in wy.iter().enumerate() {
+                let r = clamp(iy as i64 + a as i64 - 1, ny);
+                for (b, wb) in wx.iter().enumerate() {
+                    let c = clamp(ix as i64 + b as i64 - 1, nx);
+                    sum += wa * wb * v[r * nx + c];
+                }
+            }
+            sum
         };
         Some(Shift::new(interp(&f.dy), interp(&f.dx)))
     }
+}
+
+/// Catmull-Rom weights of the points `i-1, i, i+1, i+2` at fraction `t` between `i` and `i+1`.
+fn catmull_rom(t: f32) -> [f32; 4] {
+    let (t2, t3) = (t * t, t * t * t);
+    [
+        0.5 * (-t3 + 2.0 * t2 - t),
+        0.5 * (3.0 * t3 - 5.0 * t2 + 2.0),
+        0.5 * (-3.0 * t3 + 4.0 * t2 + t),
+        0.5 * (t3 - t2),
+    ]
 }
 
 /// Index of the grid cell containing `v` and the fraction within it (clamped to the grid).
@@ -1810,13 +1922,19 @@ mod tests {
     fn truth_displacement_grid_interpolates_the_model() {
         let sim = Simulation::new(small(Scenario::Altaz, 5));
         let td = sim.truth_displacement(8);
-        assert_eq!(td.ys.last().copied(), Some(95.0));
-        assert_eq!(td.xs.last().copied(), Some(127.0));
+        assert_eq!(td.ys.first().copied(), Some(-8.0));
+        assert_eq!(td.ys.last().copied(), Some(104.0));
+        assert_eq!(td.xs.last().copied(), Some(136.0));
         let exact = sim.displacement(3, 40.0, 64.0);
         let grid = td.displacement(3, 40.0, 64.0).unwrap();
         assert!((exact - grid).norm() < 1e-3);
         let between = td.displacement(3, 43.3, 61.7).unwrap();
-        assert!((sim.displacement(3, 43.3, 61.7) - between).norm() < 0.05);
+        assert!((sim.displacement(3, 43.3, 61.7) - between).norm() < 0.002);
+        let coarse = sim.truth_displacement(32);
+        for &(y, x) in &[(0.0f32, 0.0f32), (17.3, 101.9), (95.0, 127.0), (50.5, 3.2)] {
+            let err = (sim.displacement(3, y, x) - coarse.displacement(3, y, x).unwrap()).norm();
+            assert!(err < 0.01, "bicubic error {err} px at ({y}, {x})");
+        }
         assert!(td.displacement(5, 0.0, 0.0).is_none());
     }
 
@@ -1838,6 +1956,32 @@ mod tests {
             .map(|s| f64::from(s.flux))
             .sum();
         assert!(total >= expected * 0.999, "{total} vs {expected}");
+    }
+
+    #[test]
+    fn invalid_configs_are_sanitised_not_panicking() {
+        let mut cfg = small(Scenario::Altaz, 6);
+        assert_eq!(cfg.sanitized(), cfg);
+        cfg.fwhm_min_px = f32::NAN;
+        cfg.transparency_sd = -1.0;
+        cfg.local_wavelength_min_px = 900.0;
+        cfg.moffat_beta = 0.5;
+        cfg.gain_e_per_adu = 0.0;
+        cfg.local_rms_px = Some(f32::INFINITY);
+        cfg.hot_pixels = Some(1_000_000);
+        assert!(cfg.validate().is_err());
+        let fixed = cfg.sanitized();
+        assert!(fixed.validate().is_ok(), "{:?}", fixed.validate());
+        let sim = Simulation::new(cfg);
+        let img = sim.frame(5);
+        assert!(img.iter().all(|v| v.is_finite()));
+        for (w, h, n) in [(0, 0, 0), (0, 10, 3), (9, 0, 1)] {
+            let sim = Simulation::new(SimConfig::new(Scenario::Seeing, n, w, h, 1));
+            assert_eq!(sim.truth().dim(), (h, w));
+            if n > 0 {
+                assert_eq!(sim.frame(n - 1).dim(), (h, w));
+            }
+        }
     }
 
     #[test]

@@ -143,7 +143,9 @@ mod tests {
     #[test]
     fn sigma_clipping_removes_outliers() {
         // A plateau of noise-like values plus a few bright "stars".
-        let mut values: Vec<f32> = (0..1000).map(|i| 100.0 + ((i % 21) as f32 - 10.0)).collect();
+        let mut values: Vec<f32> = (0..1000)
+            .map(|i| 100.0 + ((i % 21) as f32 - 10.0))
+            .collect();
         values.extend([5000.0, 8000.0, 12000.0, -3000.0]);
         let stats = sigma_clipped(&values, 3.0, 10).unwrap();
         assert!((stats.median - 100.0).abs() < 1e-3, "{stats:?}");

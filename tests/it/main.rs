@@ -1,3 +1,13 @@
-//! Integration tests of tlr-core, one module per area (a single test binary).
+//! Integration tests of tlr-core, one module per area (a single test binary, as matklad recommends).
 
+mod config;
+mod examples;
+mod fits;
+mod global;
+mod mosaic;
 mod operator;
+mod preview;
+mod scan;
+mod simulate;
+mod stars;
+mod tile;

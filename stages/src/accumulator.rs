@@ -1,0 +1,141 @@
+//! The ordered accumulator: the one task that owns the output image. It receives tile results in any
+//! order, keeps them in a reorder buffer, and applies them to the mosaic strictly in sequence order, so the
+//! floating-point sums — and the output bytes — are the same for any worker count and completion order.
+//!
+//! The reorder buffer is bounded by the window semaphore shared with the workers: a result's permit is
+//! released only when the tile has been applied. What it does not: reconstruct, read or write files.
+
+use std::collections::BTreeMap;
+use tokio::sync::mpsc;
+
+use tlr_core::mosaic::{psi, Mosaic};
+use tlr_core::operator::{FrameReport, TileResult};
+use tlr_core::{Shift, TileBox};
+
+use crate::error::StageError;
+use crate::events::{Event, EventSink};
+use crate::workers::TileDone;
+
+/// Everything about one tile except its pixels, for reports and diagnostics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TileSummary {
+    /// The tile's box.
+    pub tile: TileBox,
+    /// Whether it was reconstructed.
+    pub valid: bool,
+    /// Why not, when invalid.
+    pub invalid_reason: Option<String>,
+    /// Frames that contributed.
+    pub frames_used: usize,
+    /// Mean registration correlation of the used frames.
+    pub mean_cc: f32,
+    /// Var(dx) + Var(dy) of the used shifts, px².
+    pub warp_variance: f32,
+    /// Mean shift of the used frames relative to the global motion, px.
+    pub mean_shift: Shift,
+    /// Operator iterations run.
+    pub iterations: usize,
+    /// Set when the tile fell back to the global motion, and why.
+    pub fallback: Option<String>,
+    /// Blend weight factor psi(warp variance) applied.
+    pub psi: f32,
+    /// Per-frame details.
+    #[serde(skip)]
+    pub frames: Vec<FrameReport>,
+}
+
+/// What the accumulator hands back.
+pub struct Accumulated {
+    /// The blended image (NaN where no valid tile reached).
+    pub image: ndarray::Array2<f32>,
+    /// One summary per tile, in tile order.
+    pub tiles: Vec<TileSummary>,
+}
+
+/// The accumulator stage.
+pub struct Accumulator {
+    mosaic: Mosaic,
+    total: usize,
+    variance_sigma: f32,
+    events: EventSink,
+}
+
+impl Accumulator {
+    /// An accumulator for `tiles` of an image of `rows` x `cols`; `variance_sigma` is
+    /// `registration.local_tiles.variance_window_sigma` (psi's sigma).
+    pub fn new(
+        rows: usize,
+        cols: usize,
+        tiles: &[TileBox],
+        variance_sigma: f32,
+        events: EventSink,
+    ) -> Self {
+        Self {
+            mosaic: Mosaic::new(rows, cols, tiles),
+            total: tiles.len(),
+            variance_sigma,
+            events,
+        }
+    }
+
+    /// Applies results from `result_rx` in sequence order until the channel closes.
+    ///
+    /// # Errors
+    /// When results are missing at the end (a stage stopped early) or a sequence number repeats.
+    pub async fn run(mut self, mut result_rx: mpsc::Receiver<TileDone>) -> Result<Accumulated, StageError> {
+        let mut pending: BTreeMap<usize, TileDone> = BTreeMap::new();
+        let mut next = 0usize;
+        let mut tiles = Vec::with_capacity(self.total);
+        while let Some(done) = result_rx.recv().await {
+            if done.seq < next || pending.contains_key(&done.seq) {
+                return Err(StageError::input(
+                    "accumulator",
+                    format!("tile sequence number {} arrived twice", done.seq),
+                ));
+            }
+            pending.insert(done.seq, done);
+            while let Some(ready) = pending.remove(&next) {
+                tiles.push(self.apply(ready.result));
+                // Releasing the permit frees a place in the reorder window for the workers.
+                drop(ready.permit);
+                next += 1;
+                (self.events)(&Event::TileDone {
+                    done: next,
+                    total: self.total,
+                    valid: tiles.last().is_some_and(|t: &TileSummary| t.valid),
+                });
+            }
+        }
+        if next != self.total || !pending.is_empty() {
+            return Err(StageError::input(
+                "accumulator",
+                format!("only {next} of {} tiles arrived (the run stopped early)", self.total),
+            ));
+        }
+        Ok(Accumulated {
+            image: self.mosaic.finish(),
+            tiles,
+        })
+    }
+
+    /// Adds one result to the mosaic (valid tiles only) and returns its summary.
+    fn apply(&mut self, result: TileResult) -> TileSummary {
+        let weight = psi(result.warp_variance, self.variance_sigma);
+        if result.valid {
+            self.mosaic.add(&result.tile, result.image.view(), weight);
+        }
+        TileSummary {
+            tile: result.tile,
+            valid: result.valid,
+            invalid_reason: result.invalid_reason,
+            frames_used: result.frames_used,
+            mean_cc: result.mean_cc,
+            warp_variance: result.warp_variance,
+            mean_shift: result.mean_shift,
+            iterations: result.iterations,
+            fallback: result.fallback,
+            psi: weight,
+            frames: result.frames,
+        }
+    }
+}

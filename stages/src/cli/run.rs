@@ -1,0 +1,117 @@
+//! `tlr run INPUT_DIR -o OUT.fits`: the batch job on a folder of frames.
+//!
+//! What it does not: watch the folder for new frames (that is `tlr watch`).
+
+use clap::Args;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+use super::progress::{self, Display};
+use super::{block_on_cancellable, load_config, Failure};
+use tlr::output::{self, DiagnosticsSelection};
+use tlr::{Input, PipelineOptions, Registration};
+
+/// Arguments of `tlr run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Folder with the frames (FITS; see --glob).
+    pub input: PathBuf,
+    /// Output FITS file (a PNG preview is written next to it).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Configuration file (YAML; tile_compile files are accepted).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Number of tile workers (overrides v4.parallel_tiles; at most the physical core count, 16).
+    #[arg(long)]
+    pub parallel_tiles: Option<usize>,
+    /// Write diagnostics (tile report, warp maps, pictures) into this folder.
+    #[arg(long)]
+    pub diagnostics: Option<PathBuf>,
+    /// File patterns of frames, separated by spaces (case-insensitive).
+    #[arg(long, default_value = "*.fit *.fits *.fts *.fit.fz *.fits.fz")]
+    pub glob: String,
+    /// Treat any skipped file or frame as an error.
+    #[arg(long)]
+    pub strict: bool,
+    /// Register whole frames only (the global-stack baseline), with the same weights and rejection.
+    #[arg(long)]
+    pub global_only: bool,
+    /// No progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Progress and the summary as JSON lines on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `tlr run`.
+pub fn run(args: RunArgs) -> Result<(), Failure> {
+    let config = load_config(args.config.as_deref(), args.parallel_tiles, args.quiet || args.json)?;
+    let display = Display::from_flags(args.json, args.quiet);
+    let diagnostics_dir = args.diagnostics.clone().or_else(|| {
+        config
+            .v4
+            .diagnostics
+            .enabled
+            .then(|| args.output.with_extension("diagnostics"))
+    });
+    let selection = if args.diagnostics.is_some() {
+        DiagnosticsSelection::ALL
+    } else {
+        DiagnosticsSelection::from_config(&config)
+    };
+    let scan = tlr_core::scan::ScanOptions {
+        patterns: args.glob.split_whitespace().map(String::from).collect(),
+        exclude: vec![args.output.clone(), args.output.with_extension("png")],
+    };
+    let options = PipelineOptions {
+        config,
+        strict: args.strict,
+        registration: if args.global_only {
+            Registration::GlobalOnly
+        } else {
+            Registration::TileLocal
+        },
+        ..PipelineOptions::default()
+    };
+    let workers = tlr::pipeline::worker_count(&options).get();
+    let events = progress::sink(display, "tlr");
+    let cancel = CancellationToken::new();
+    let input = Input::Folder {
+        dir: args.input.clone(),
+        scan,
+    };
+    let result = block_on_cancellable(workers, cancel.clone(), tlr::run(input, options, events, cancel))??;
+    let preview = output::write_image(&result, &args.output)?;
+    let mut files = vec![args.output.clone(), preview];
+    if let Some(dir) = &diagnostics_dir {
+        files.extend(output::write_diagnostics(&result, dir, selection)?);
+    }
+    let s = &result.summary;
+    match display {
+        Display::Json => progress::print_json(&serde_json::json!({
+            "event": "written",
+            "files": files,
+        })),
+        Display::Quiet => {}
+        Display::Bars => {
+            eprintln!(
+                "{} of {} frames used, {} of {} tiles valid ({} px tiles, input FWHM {:.2} px), {:.1} s, \
+                 {} workers",
+                s.frames_used,
+                s.frames_total,
+                s.tiles_valid,
+                s.tiles_total,
+                s.tile_size_px,
+                s.median_fwhm_px,
+                s.elapsed_s,
+                s.parallel_tiles
+            );
+            for f in &files {
+                eprintln!("wrote {}", f.display());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Errors of the staged pipeline. Every error names the stage it came from and, through the core
+//! error it wraps, the file, tile or key and the reason.
+//!
+//! What it does not: print anything; the binary turns these into messages and exit codes.
+
+use std::path::PathBuf;
+
+/// An error that stopped a pipeline run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StageError {
+    /// A stage hit a problem with the input (a file, a frame, the configuration).
+    #[error("{stage}: {message}")]
+    Input {
+        /// The stage that failed (`scan`, `reader`, `workers`, `accumulator`, `output`).
+        stage: &'static str,
+        /// What went wrong, for a user.
+        message: String,
+    },
+    /// A FITS read or write failed.
+    #[error("{stage}: {source}")]
+    Fits {
+        /// The stage that failed.
+        stage: &'static str,
+        /// The underlying error, which names the file.
+        #[source]
+        source: tlr_core::fits::FitsError,
+    },
+    /// Scanning the input folder failed.
+    #[error("scan: {0}")]
+    Scan(#[from] tlr_core::scan::ScanError),
+    /// The configuration is invalid.
+    #[error("config: {0}")]
+    Config(#[from] tlr_core::config::ConfigError),
+    /// A blocking task panicked or was aborted.
+    #[error("{stage}: task failed: {source}")]
+    Join {
+        /// The stage whose task failed.
+        stage: &'static str,
+        /// The join error (a panic shows up here instead of a hang).
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// Too few tiles could be reconstructed (methodology v4: `v4.min_valid_tile_fraction`).
+    #[error(
+        "accumulator: only {valid} of {total} tiles could be reconstructed ({fraction:.0} %), below \
+         v4.min_valid_tile_fraction = {min_fraction}; most common reason: {reason}"
+    )]
+    TooFewValidTiles {
+        /// Valid tiles.
+        valid: usize,
+        /// All tiles.
+        total: usize,
+        /// Percentage of valid tiles.
+        fraction: f64,
+        /// The configured minimum fraction.
+        min_fraction: f64,
+        /// The most frequent invalid reason.
+        reason: String,
+    },
+    /// The process exceeded `v4.memory_limits.rss_abort_mb`.
+    #[error(
+        "reader: memory use {rss_mb} MB exceeds v4.memory_limits.rss_abort_mb = {limit_mb} MB; \
+         lower v4.parallel_tiles or tlr's reader block size"
+    )]
+    Memory {
+        /// Resident set size in MB when the limit was hit.
+        rss_mb: u64,
+        /// The configured limit.
+        limit_mb: u64,
+    },
+    /// The run was cancelled (Ctrl-C or the caller's token) before it finished.
+    #[error("cancelled: the run was stopped before it finished; no output was written")]
+    Cancelled,
+    /// Writing an output file failed.
+    #[error("output: {path}: {message}")]
+    Output {
+        /// The file being written.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl StageError {
+    /// Wraps a FITS error from `stage`.
+    pub fn fits(stage: &'static str, source: tlr_core::fits::FitsError) -> Self {
+        StageError::Fits { stage, source }
+    }
+
+    /// An input problem in `stage`.
+    pub fn input(stage: &'static str, message: impl Into<String>) -> Self {
+        StageError::Input {
+            stage,
+            message: message.into(),
+        }
+    }
+}

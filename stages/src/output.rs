@@ -1,0 +1,275 @@
+//! Writing a run's results: the FITS image, its PNG preview, and the diagnostics folder.
+//!
+//! Every file is written atomically (temporary file in the same folder, then rename), so a viewer or a
+//! cancelled run never leaves a half-written file under the final name.
+//! What it does not: compute anything about the reconstruction; it only lays out what the run produced.
+
+use ndarray::{Array2, Array3};
+use std::path::{Path, PathBuf};
+
+use tlr_core::fits::{self, Card, CardValue, OutputMeta, SampleFormat};
+use tlr_core::preview;
+
+use crate::error::StageError;
+use crate::pipeline::RunOutput;
+
+/// Which diagnostics to write (`v4.diagnostics.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct DiagnosticsSelection {
+    /// warp_dx.fits, warp_dy.fits and warp_field.png.
+    pub warp_field: bool,
+    /// invalid_tile_map.fits and tile_invalid_map.png.
+    pub tile_invalid_map: bool,
+    /// warp_variance_hist.png.
+    pub warp_variance_hist: bool,
+}
+
+impl DiagnosticsSelection {
+    /// Everything.
+    pub const ALL: Self = Self {
+        warp_field: true,
+        tile_invalid_map: true,
+        warp_variance_hist: true,
+    };
+
+    /// The selection configured in `v4.diagnostics` (its switches; `enabled` is the caller's business).
+    pub fn from_config(cfg: &tlr_core::config::Config) -> Self {
+        let d = &cfg.v4.diagnostics;
+        Self {
+            warp_field: d.warp_field,
+            tile_invalid_map: d.tile_invalid_map,
+            warp_variance_hist: d.warp_variance_hist,
+        }
+    }
+}
+
+/// The header of a result: provenance and the figures a user expects.
+pub fn output_meta(run: &RunOutput, kind: &str) -> OutputMeta {
+    let s = &run.summary;
+    let mut cards = vec![
+        card_str(
+            "CREATOR",
+            &format!("{} {} {kind}", fits::CREATOR_PREFIX, env!("CARGO_PKG_VERSION")),
+            "software that wrote this file",
+        ),
+        card_int("NCOMBINE", s.frames_used as i64, "number of frames combined"),
+        card_int("TLRTILES", s.tiles_total as i64, "tiles in the grid"),
+        card_int("TLRVALID", s.tiles_valid as i64, "tiles reconstructed"),
+        card_int("TLRTSIZE", s.tile_size_px as i64, "[px] tile size"),
+        card_float("TLRFWHM", f64::from(s.median_fwhm_px), "[px] median FWHM of input frames"),
+        card_str(
+            "TLRMODE",
+            match s.registration {
+                crate::pipeline::Registration::TileLocal => "tile-local",
+                crate::pipeline::Registration::GlobalOnly => "global",
+            },
+            "registration mode",
+        ),
+    ];
+    if let Some(exposure) = s.exposure_total_s {
+        cards.push(card_float("EXPTIME", exposure, "[s] total exposure of combined frames"));
+    }
+    if let Some(date) = &s.date_obs_first {
+        cards.push(card_str("DATE-OBS", date, "start of the first combined frame"));
+    }
+    let finite: Vec<f32> = run.image.iter().copied().filter(|v| v.is_finite()).collect();
+    if let Some(stats) = tlr_core::stats::sigma_clipped(&finite, 3.0, 5) {
+        cards.push(card_float("DATAMED", f64::from(stats.median), "median of the image (clipped)"));
+        cards.push(card_float("DATASIG", f64::from(stats.sigma), "robust sigma of the image"));
+    }
+    OutputMeta {
+        cards,
+        history: vec![
+            format!(
+                "tlr {} tile-local registration and reconstruction (methodology v4 phase 6)",
+                env!("CARGO_PKG_VERSION")
+            ),
+            format!("config sha256 {}", s.config_digest),
+            format!(
+                "{} of {} frames used, {} of {} tiles valid",
+                s.frames_used, s.frames_total, s.tiles_valid, s.tiles_total
+            ),
+        ],
+    }
+}
+
+/// Writes the image as float32 FITS and, next to it, `<stem>.png` (auto-stretched preview).
+/// Returns the preview's path.
+///
+/// # Errors
+/// When a file cannot be written (the error names it).
+pub fn write_image(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> {
+    let meta = output_meta(run, "result");
+    fits::write_image_atomic(path, run.image.view(), SampleFormat::F32, &meta)
+        .map_err(|e| StageError::fits("output", e))?;
+    let png = path.with_extension("png");
+    preview::write_png_preview_atomic(&png, run.image.view()).map_err(|e| StageError::Output {
+        path: png.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(png)
+}
+
+/// The tile grid as `(row positions, column positions)`: distinct `y0` and `x0` values in order.
+fn grid_axes(run: &RunOutput) -> (Vec<usize>, Vec<usize>) {
+    let mut ys: Vec<usize> = run.tiles.iter().map(|t| t.tile.y0).collect();
+    let mut xs: Vec<usize> = run.tiles.iter().map(|t| t.tile.x0).collect();
+    ys.sort_unstable();
+    ys.dedup();
+    xs.sort_unstable();
+    xs.dedup();
+    (ys, xs)
+}
+
+/// Writes the diagnostics into `dir` (created if needed): `tile_report.json` always, the rest as selected.
+/// Returns the files written.
+///
+/// `warp_dx.fits`/`warp_dy.fits` are cubes `(frames, grid rows, grid cols)`: per used frame and tile, the
+/// tile's local shift relative to the frame's global motion (NaN where the frame was rejected or the tile
+/// invalid). `invalid_tile_map.fits` is `(grid rows, grid cols)`, 1 for invalid tiles.
+///
+/// # Errors
+/// When a file cannot be written (the error names it).
+pub fn write_diagnostics(
+    run: &RunOutput,
+    dir: &Path,
+    selection: DiagnosticsSelection,
+) -> Result<Vec<PathBuf>, StageError> {
+    std::fs::create_dir_all(dir).map_err(|e| StageError::Output {
+        path: dir.to_path_buf(),
+        message: format!("cannot create the diagnostics folder: {e}"),
+    })?;
+    let mut written = Vec::new();
+    let report_path = dir.join("tile_report.json");
+    let report = serde_json::json!({
+        "summary": run.summary,
+        "frames": run.frames,
+        "tiles": run.tiles,
+    });
+    write_atomic(&report_path, serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;
+    written.push(report_path);
+
+    let (ys, xs) = grid_axes(run);
+    let position = |t: &tlr_core::TileBox| {
+        (
+            ys.binary_search(&t.y0).unwrap_or(0),
+            xs.binary_search(&t.x0).unwrap_or(0),
+        )
+    };
+    let meta = output_meta(run, "diagnostics");
+    let fits_out = |name: &str, data: ndarray::ArrayView3<f32>| -> Result<PathBuf, StageError> {
+        let path = dir.join(name);
+        fits::write_cube_atomic(&path, data, &meta).map_err(|e| StageError::fits("output", e))?;
+        Ok(path)
+    };
+
+    if selection.warp_field {
+        let frames = run.used_frames.len();
+        let mut dx = Array3::from_elem((frames, ys.len(), xs.len()), f32::NAN);
+        let mut dy = dx.clone();
+        for t in run.tiles.iter().filter(|t| t.valid) {
+            let (gy, gx) = position(&t.tile);
+            for (slot, report) in t.frames.iter().enumerate().take(frames) {
+                if report.status.is_used() {
+                    let prior = run.used_frames[slot].prior();
+                    dy[[slot, gy, gx]] = report.shift.dy - prior.dy;
+                    dx[[slot, gy, gx]] = report.shift.dx - prior.dx;
+                }
+            }
+        }
+        written.push(fits_out("warp_dx.fits", dx.view())?);
+        written.push(fits_out("warp_dy.fits", dy.view())?);
+        let png = dir.join("warp_field.png");
+        let valid: Vec<&crate::accumulator::TileSummary> = run.tiles.iter().filter(|t| t.valid).collect();
+        let boxes: Vec<tlr_core::TileBox> = valid.iter().map(|t| t.tile).collect();
+        let arrows: Vec<tlr_core::Shift> = valid.iter().map(|t| rms_shift(t)).collect();
+        preview::write_warp_field_png(&png, run.image.view(), &boxes, &arrows, 0.0).map_err(|e| StageError::Output {
+            path: png.clone(),
+            message: e.to_string(),
+        })?;
+        written.push(png);
+    }
+    if selection.tile_invalid_map {
+        let mut map = Array2::<f32>::zeros((ys.len(), xs.len()));
+        for t in run.tiles.iter().filter(|t| !t.valid) {
+            map[position(&t.tile)] = 1.0;
+        }
+        written.push(fits_out("invalid_tile_map.fits", map.view().insert_axis(ndarray::Axis(0)))?);
+        let png = dir.join("tile_invalid_map.png");
+        let boxes: Vec<tlr_core::TileBox> = run.tiles.iter().map(|t| t.tile).collect();
+        let valid: Vec<bool> = run.tiles.iter().map(|t| t.valid).collect();
+        let (rows, cols) = run.image.dim();
+        preview::write_tile_map_png(&png, rows, cols, &boxes, &valid).map_err(|e| StageError::Output {
+            path: png.clone(),
+            message: e.to_string(),
+        })?;
+        written.push(png);
+    }
+    if selection.warp_variance_hist {
+        let png = dir.join("warp_variance_hist.png");
+        let values: Vec<f32> = run.tiles.iter().filter(|t| t.valid).map(|t| t.warp_variance).collect();
+        preview::write_histogram_png(&png, &values, 30).map_err(|e| StageError::Output {
+            path: png.clone(),
+            message: e.to_string(),
+        })?;
+        written.push(png);
+    }
+    Ok(written)
+}
+
+/// The RMS local motion of a tile over its used frames, as a vector per axis (for the arrow picture):
+/// direction of the mean shift, length of the RMS.
+fn rms_shift(tile: &crate::accumulator::TileSummary) -> tlr_core::Shift {
+    let rms = tile.warp_variance.max(0.0).sqrt();
+    let mean = tile.mean_shift;
+    let norm = mean.norm();
+    if norm > 1e-6 {
+        tlr_core::Shift::new(mean.dy / norm * rms, mean.dx / norm * rms)
+    } else {
+        tlr_core::Shift::new(0.0, rms)
+    }
+}
+
+/// Writes bytes to `path` through a temporary file in the same folder and a rename.
+///
+/// # Errors
+/// When the folder is not writable (the error names the file).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StageError> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("out")
+    ));
+    let fail = |e: std::io::Error| StageError::Output {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    std::fs::write(&tmp, bytes).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(e)
+    })
+}
+
+fn card_str(key: &str, value: &str, comment: &str) -> Card {
+    Card {
+        key: key.into(),
+        value: CardValue::Str(value.into()),
+        comment: comment.into(),
+    }
+}
+
+fn card_int(key: &str, value: i64, comment: &str) -> Card {
+    Card {
+        key: key.into(),
+        value: CardValue::Int(value),
+        comment: comment.into(),
+    }
+}
+
+fn card_float(key: &str, value: f64, comment: &str) -> Card {
+    Card {
+        key: key.into(),
+        value: CardValue::Float(value),
+        comment: comment.into(),
+    }
+}

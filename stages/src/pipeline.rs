@@ -1,0 +1,456 @@
+//! The pipeline: wires the stages together and is the library API for embedding.
+//!
+//! ```text
+//! FrameStore ─▶ FrameReader ──TileJob──▶ Workers (≤ parallel_tiles blocking jobs) ──TileDone──▶ Accumulator
+//! (files or     global pass,   bounded     completion order                         bounded     reorder buffer,
+//!  memory)      then blocks                                                                     seq order, mosaic
+//! ```
+//!
+//! [`run`] is the whole job: scan (for a folder), global pass, tile grid, staged reconstruction, result.
+//! Stage tasks are created and spawned only here. Only the reader watches the cancellation token; the
+//! other stages stop when their input channel closes, after draining what is in flight.
+//! What it does not: write files ([`crate::output`] does) or print (events go to the caller's sink).
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use tlr_core::config::Config;
+use tlr_core::operator::{self, OperatorParams};
+use tlr_core::scan::{self, ScanOptions};
+use tlr_core::tile;
+
+use crate::accumulator::{Accumulator, TileSummary};
+use crate::error::StageError;
+use crate::events::{Event, EventSink};
+use crate::memory::{peak_rss_bytes, MemoryGuard};
+use crate::reader::{FrameReader, GlobalSummary, ReadPlan};
+use crate::source::{FileFrames, FrameStore, MemoryFrames};
+use crate::workers::{TileProcessor, Workers};
+
+/// Where the frames come from.
+pub enum Input {
+    /// Every frame in a folder (scanned, checked and time-ordered first).
+    Folder {
+        /// The folder.
+        dir: PathBuf,
+        /// Which files count as frames and which to leave out.
+        scan: ScanOptions,
+    },
+    /// Frames held in memory, in time order.
+    Memory(MemoryFrames),
+    /// Any other frame store (an application's own frame source).
+    Store(Arc<dyn FrameStore>),
+}
+
+/// How tiles are registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    /// Tile-local registration and reconstruction (the method).
+    TileLocal,
+    /// Whole-frame translation only, with the same weights, resampling, rejection and blending: the
+    /// baseline a tile-local result is compared with.
+    GlobalOnly,
+}
+
+/// Settings of one run: the reconstruction configuration plus runtime choices.
+#[derive(Clone)]
+pub struct PipelineOptions {
+    /// The reconstruction configuration (YAML).
+    pub config: Config,
+    /// Worker count; `None` = the configuration's `v4.parallel_tiles` rules for this machine. The library
+    /// does not second-guess an explicit value (the CLI enforces the core-count rules).
+    pub parallel_tiles: Option<NonZeroUsize>,
+    /// Capacity of each channel between stages (tile stacks, results).
+    pub channel_capacity: NonZeroUsize,
+    /// Tiles allowed in flight plus waiting for reordering; `None` = 2 x workers + 2.
+    pub reorder_window: Option<NonZeroUsize>,
+    /// Memory the reader may use for one block of tiles, MiB.
+    pub reader_block_mib: usize,
+    /// A frame that cannot be read or registered stops the run instead of being left out.
+    pub strict: bool,
+    /// Tile-local (default) or the global-registration baseline.
+    pub registration: Registration,
+    /// Replaces the per-tile operator (instrumentation in tests); `None` = the core operator.
+    pub processor: Option<TileProcessor>,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            config: Config::default(),
+            parallel_tiles: None,
+            channel_capacity: NonZeroUsize::new(2).expect("2 > 0"),
+            reorder_window: None,
+            reader_block_mib: 48,
+            strict: false,
+            registration: Registration::TileLocal,
+            processor: None,
+        }
+    }
+}
+
+/// Figures of a finished run (also the JSON summary of the CLI).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Frames found.
+    pub frames_total: usize,
+    /// Frames that took part in the reconstruction.
+    pub frames_used: usize,
+    /// Frames left out (with reasons in the events / report).
+    pub frames_skipped: usize,
+    /// Tiles in the grid.
+    pub tiles_total: usize,
+    /// Tiles reconstructed.
+    pub tiles_valid: usize,
+    /// Tile size, px.
+    pub tile_size_px: usize,
+    /// Search margin around each tile, px.
+    pub margin_px: usize,
+    /// Median star FWHM of the input frames, px.
+    pub median_fwhm_px: f32,
+    /// Workers used.
+    pub parallel_tiles: usize,
+    /// Registration mode.
+    pub registration: Registration,
+    /// Sum of the used frames' exposure times, s (when known).
+    pub exposure_total_s: Option<f64>,
+    /// DATE-OBS of the first used frame.
+    pub date_obs_first: Option<String>,
+    /// Wall time of the run, s.
+    pub elapsed_s: f64,
+    /// Peak resident memory of the process so far, MiB.
+    pub peak_rss_mib: Option<u64>,
+    /// Digest of the effective configuration (also in the FITS HISTORY).
+    pub config_digest: String,
+}
+
+/// Per-frame outcome of the global pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrameSummary {
+    /// The file or `memory:<index>`.
+    pub label: PathBuf,
+    /// Used in the reconstruction.
+    pub used: bool,
+    /// Global weight G_f (0 when unused).
+    pub weight: f32,
+    /// Background level, ADU.
+    pub background: Option<f32>,
+    /// Noise, ADU.
+    pub noise: Option<f32>,
+    /// Median star FWHM, px.
+    pub fwhm_px: Option<f32>,
+    /// Stars detected.
+    pub stars: Option<usize>,
+    /// Global shift relative to the reference frame, px.
+    pub shift: Option<tlr_core::Shift>,
+}
+
+/// The result of [`run`].
+pub struct RunOutput {
+    /// The reconstructed image, `(rows, cols)`; NaN where no valid tile reached.
+    pub image: ndarray::Array2<f32>,
+    /// Figures of the run.
+    pub summary: RunSummary,
+    /// One entry per tile, in tile order.
+    pub tiles: Vec<TileSummary>,
+    /// One entry per frame, in frame order.
+    pub frames: Vec<FrameSummary>,
+    /// Global shift per used frame (slot order of the tiles' frame reports).
+    pub used_frames: Vec<crate::reader::UsedFrame>,
+}
+
+/// The number of workers a run uses.
+pub fn worker_count(options: &PipelineOptions) -> NonZeroUsize {
+    options.parallel_tiles.unwrap_or_else(|| {
+        let n = options
+            .config
+            .parallel_tiles(tlr_core::config::physical_cores());
+        NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
+    })
+}
+
+/// Runs the whole job on `input`. Progress goes to `events`; `cancel` stops it (no result then).
+///
+/// # Errors
+/// Any stage's error, naming the stage and the file, tile or key; [`StageError::Cancelled`] after a
+/// cancellation; [`StageError::TooFewValidTiles`] when the methodology's validity rule fails.
+pub async fn run(
+    input: Input,
+    options: PipelineOptions,
+    events: EventSink,
+    cancel: CancellationToken,
+) -> Result<RunOutput, StageError> {
+    let started = Instant::now();
+    let cfg = &options.config;
+    let memory = MemoryGuard::new(
+        cfg.v4.memory_limits.rss_warn_mb,
+        cfg.v4.memory_limits.rss_abort_mb,
+        Arc::clone(&events),
+    );
+    let (store, skipped_by_scan): (Arc<dyn FrameStore>, usize) = match input {
+        Input::Folder { dir, scan } => {
+            let report = tokio::task::spawn_blocking(move || scan::scan_folder(&dir, &scan))
+                .await
+                .map_err(|source| StageError::Join {
+                    stage: "scan",
+                    source,
+                })??;
+            for skipped in &report.skipped {
+                events(&Event::FrameSkipped {
+                    path: skipped.path.clone(),
+                    reason: skipped.reason.clone(),
+                });
+            }
+            if options.strict && !report.skipped.is_empty() {
+                return Err(StageError::input(
+                    "scan",
+                    format!(
+                        "{} file(s) were skipped and --strict is set: {}",
+                        report.skipped.len(),
+                        report
+                            .skipped
+                            .iter()
+                            .map(|s| format!("`{}`: {}", s.path.display(), s.reason))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                ));
+            }
+            let skipped = report.skipped.len();
+            (Arc::new(FileFrames::new(report.frames)?), skipped)
+        }
+        Input::Memory(frames) => (Arc::new(frames), 0),
+        Input::Store(store) => (store, 0),
+    };
+    let (rows, cols) = store.shape();
+    events(&Event::Scanned {
+        frames: store.len(),
+        skipped: skipped_by_scan,
+        rows,
+        cols,
+    });
+
+    let reader = FrameReader::new(
+        Arc::clone(&store),
+        Arc::clone(&events),
+        options.strict,
+        memory.clone(),
+    );
+    let global = reader.global_pass(&cancel).await?;
+    let median_fwhm = median_fwhm(&global);
+    let tile_px = tile::tile_size_px(
+        median_fwhm,
+        cfg.tile.size_factor as f32,
+        cfg.tile.min_size,
+        cfg.tile.max_size,
+    );
+    let tiles = tile::tile_grid(rows, cols, tile_px, cfg.tile.overlap_fraction as f32)
+        .map_err(|e| StageError::input("reader", e.to_string()))?;
+    let margin = cfg.tile.margin_px;
+    events(&Event::GlobalDone {
+        frames_used: global.frames.len(),
+        median_fwhm_px: median_fwhm,
+        tile_size_px: tile_px,
+        tiles: tiles.len(),
+    });
+
+    let workers_n = worker_count(&options);
+    let plan = ReadPlan::new(
+        tiles.clone(),
+        margin,
+        global.frames.len(),
+        0,
+        options.reader_block_mib << 20,
+    );
+    let window_size = options
+        .reorder_window
+        .map_or(2 * workers_n.get() + 2, NonZeroUsize::get)
+        .max(workers_n.get());
+    let processor = options.processor.clone().unwrap_or_else(|| {
+        let params = operator_params(cfg, options.registration);
+        Arc::new(move |stack: &operator::TileStack| operator::reconstruct_tile(stack, &params))
+    });
+
+    let capacity = options.channel_capacity.get();
+    let (tile_tx, tile_rx) = mpsc::channel(capacity);
+    let (result_tx, result_rx) = mpsc::channel(capacity);
+    let window = Arc::new(Semaphore::new(window_size));
+    let workers = Workers::new(workers_n, processor, Arc::clone(&window));
+    let accumulator = Accumulator::new(
+        rows,
+        cols,
+        &tiles,
+        cfg.registration.local_tiles.variance_window_sigma as f32,
+        Arc::clone(&events),
+    );
+    let used_frames = global.frames.clone();
+    let reader_task = tokio::spawn(reader.run(plan, global.frames.clone(), tile_tx, cancel.clone()));
+    let workers_task = tokio::spawn(workers.run(tile_rx, result_tx));
+    let accumulator_task = tokio::spawn(accumulator.run(result_rx));
+
+    // Join in data-flow order; the first stage that failed is the one to report, since later stages
+    // only see their input end early.
+    let reader_result = reader_task.await.map_err(|source| StageError::Join {
+        stage: "reader",
+        source,
+    })?;
+    let workers_result = workers_task.await.map_err(|source| StageError::Join {
+        stage: "workers",
+        source,
+    })?;
+    let accumulated = accumulator_task.await.map_err(|source| StageError::Join {
+        stage: "accumulator",
+        source,
+    })?;
+    reader_result?;
+    workers_result?;
+    let accumulated = accumulated?;
+
+    let valid = accumulated.tiles.iter().filter(|t| t.valid).count();
+    let min_fraction = cfg.v4.min_valid_tile_fraction;
+    if (valid as f64) < min_fraction * accumulated.tiles.len() as f64 {
+        return Err(StageError::TooFewValidTiles {
+            valid,
+            total: accumulated.tiles.len(),
+            fraction: 100.0 * valid as f64 / accumulated.tiles.len().max(1) as f64,
+            min_fraction,
+            reason: most_common_reason(&accumulated.tiles),
+        });
+    }
+
+    let frames = frame_summaries(store.as_ref(), &global);
+    let exposures: Vec<f64> = used_frames
+        .iter()
+        .filter_map(|f| store.meta(f.index).exposure_s)
+        .collect();
+    let summary = RunSummary {
+        frames_total: store.len() + skipped_by_scan,
+        frames_used: used_frames.len(),
+        frames_skipped: store.len() + skipped_by_scan - used_frames.len(),
+        tiles_total: accumulated.tiles.len(),
+        tiles_valid: valid,
+        tile_size_px: tile_px,
+        margin_px: margin,
+        median_fwhm_px: median_fwhm,
+        parallel_tiles: workers_n.get(),
+        registration: options.registration,
+        exposure_total_s: (exposures.len() == used_frames.len()).then(|| exposures.iter().sum()),
+        date_obs_first: used_frames
+            .first()
+            .and_then(|f| store.meta(f.index).date_obs),
+        elapsed_s: started.elapsed().as_secs_f64(),
+        peak_rss_mib: peak_rss_bytes().map(|b| b >> 20),
+        config_digest: cfg.digest(),
+    };
+    events(&Event::Finished {
+        summary: summary.clone(),
+    });
+    Ok(RunOutput {
+        image: accumulated.image,
+        summary,
+        tiles: accumulated.tiles,
+        frames,
+        used_frames,
+    })
+}
+
+/// Runs [`run`] on a runtime of its own, for callers without one. Blocks until the run ends.
+///
+/// # Errors
+/// As [`run`]; also when the runtime cannot be built.
+pub fn run_blocking(
+    input: Input,
+    options: PipelineOptions,
+    events: EventSink,
+    cancel: CancellationToken,
+) -> Result<RunOutput, StageError> {
+    let workers = worker_count(&options).get();
+    let runtime = build_runtime(workers)
+        .map_err(|e| StageError::input("pipeline", format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(run(input, options, events, cancel))
+}
+
+/// A multi-threaded runtime sized for `parallel_tiles` workers: two async threads (the stages only
+/// await), and enough blocking threads for the workers plus the reader.
+pub fn build_runtime(parallel_tiles: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(parallel_tiles + 2)
+        .enable_all()
+        .build()
+}
+
+/// The operator settings for `mode` from the configuration (the runtime struct the config builds).
+pub fn operator_params(cfg: &Config, mode: Registration) -> OperatorParams {
+    let local = &cfg.registration.local_tiles;
+    OperatorParams {
+        iterations: cfg.v4.iterations,
+        beta: cfg.v4.beta as f32,
+        ecc_cc_min: local.ecc_cc_min as f32,
+        min_valid_frames: local.min_valid_frames,
+        max_warp_delta_px: local.max_warp_delta_px as f32,
+        temporal_smoothing_window: local.temporal_smoothing_window,
+        smoothing: match local.smoothing {
+            tlr_core::config::Smoothing::Savgol => operator::Smoothing::SavitzkyGolay,
+            tlr_core::config::Smoothing::Median => operator::Smoothing::Median,
+            tlr_core::config::Smoothing::None => operator::Smoothing::None,
+        },
+        epsilon_rel: cfg.v4.convergence.epsilon_rel as f32,
+        convergence_enabled: cfg.v4.convergence.enabled,
+        rejection_kappa: local.rejection_kappa as f32,
+        variance_window_sigma: local.variance_window_sigma as f32,
+        mode: match mode {
+            Registration::TileLocal => operator::Mode::Local,
+            Registration::GlobalOnly => operator::Mode::GlobalOnly,
+        },
+        ..OperatorParams::default()
+    }
+}
+
+fn median_fwhm(global: &GlobalSummary) -> f32 {
+    let values: Vec<f32> = global
+        .frames
+        .iter()
+        .filter_map(|f| global.qualities[f.index].as_ref().map(|q| q.fwhm))
+        .collect();
+    tlr_core::stats::median(&values)
+}
+
+fn most_common_reason(tiles: &[TileSummary]) -> String {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for t in tiles.iter().filter(|t| !t.valid) {
+        *counts
+            .entry(t.invalid_reason.as_deref().unwrap_or("unknown"))
+            .or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map_or_else(|| "none".to_string(), |(r, n)| format!("{r} ({n} tiles)"))
+}
+
+fn frame_summaries(store: &dyn FrameStore, global: &GlobalSummary) -> Vec<FrameSummary> {
+    (0..store.len())
+        .map(|index| {
+            let quality = global.qualities[index].as_ref();
+            let used = global.frames.iter().find(|f| f.index == index);
+            FrameSummary {
+                label: store.meta(index).label,
+                used: used.is_some(),
+                weight: used.map_or(0.0, |f| f.weight),
+                background: quality.map(|q| q.background),
+                noise: quality.map(|q| q.noise),
+                fwhm_px: quality.map(|q| q.fwhm),
+                stars: quality.map(|q| q.stars),
+                shift: quality.map(|q| q.shift),
+            }
+        })
+        .collect()
+}

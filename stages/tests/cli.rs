@@ -1,0 +1,149 @@
+//! Tests that run the `tlr` binary the way a user does: simulate, run (with JSON progress and
+//! diagnostics), inspect, and the error paths with their exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn tlr(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tlr"))
+        .args(args)
+        .output()
+        .expect("the tlr binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn simulate(dir: &Path, frames: usize, size: usize) {
+    let out = tlr(&[
+        "simulate",
+        dir.to_str().unwrap(),
+        "--frames",
+        &frames.to_string(),
+        "--width",
+        &size.to_string(),
+        "--height",
+        &size.to_string(),
+        "--seed",
+        "2",
+        "--scenario",
+        "seeing",
+    ]);
+    assert!(out.status.success(), "simulate failed: {}", text(&out.stderr));
+}
+
+#[test]
+fn run_writes_image_preview_and_diagnostics_with_json_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    simulate(&frames, 14, 256);
+    let result = dir.path().join("result.fits");
+    let diagnostics = dir.path().join("diag");
+    let out = tlr(&[
+        "run",
+        frames.to_str().unwrap(),
+        "-o",
+        result.to_str().unwrap(),
+        "--diagnostics",
+        diagnostics.to_str().unwrap(),
+        "--json",
+        "--parallel-tiles",
+        "1",
+    ]);
+    assert!(out.status.success(), "run failed: {}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let kinds: Vec<&str> = lines.iter().filter_map(|v| v["event"].as_str()).collect();
+    for expected in ["scanned", "global_frame", "global_done", "tile_done", "finished", "written"] {
+        assert!(kinds.contains(&expected), "no `{expected}` event in {kinds:?}");
+    }
+    let finished = lines.iter().find(|v| v["event"] == "finished").unwrap();
+    assert_eq!(finished["summary"]["frames_used"], 14);
+    assert!(result.exists() && result.with_extension("png").exists());
+    for name in [
+        "tile_report.json",
+        "warp_dx.fits",
+        "warp_dy.fits",
+        "invalid_tile_map.fits",
+        "warp_field.png",
+        "tile_invalid_map.png",
+        "warp_variance_hist.png",
+    ] {
+        assert!(diagnostics.join(name).exists(), "missing {name}");
+    }
+    // The result is itself a readable FITS image with provenance.
+    let (header, image) = tlr_core::fits::read_image(&result).unwrap();
+    assert_eq!((header.rows, header.cols), (256, 256));
+    assert!(image.iter().all(|v| v.is_finite()));
+    assert!(header.creator.unwrap_or_default().starts_with("tlr"));
+
+    // A result written inside the frames folder is one of tlr's own outputs: later scans skip it.
+    let inside = frames.join("stack.fits");
+    let again = tlr(&[
+        "run",
+        frames.to_str().unwrap(),
+        "-o",
+        inside.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let third = tlr(&["run", frames.to_str().unwrap(), "-o", result.to_str().unwrap(), "--json"]);
+    assert!(third.status.success(), "{}", text(&third.stderr));
+    let finished: serde_json::Value = text(&third.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "finished")
+        .unwrap();
+    assert_eq!(finished["summary"]["frames_total"], 14, "own outputs must not count as frames");
+}
+
+#[test]
+fn inspect_reports_stars() {
+    let dir = tempfile::tempdir().unwrap();
+    simulate(dir.path(), 1, 256);
+    let frame = dir.path().join("frame_0000.fits");
+    let out = tlr(&["inspect", "--json", frame.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert!(v["stars"].as_u64().unwrap() > 10, "{v}");
+    assert!(v["median_fwhm_px"].as_f64().unwrap() > 1.5, "{v}");
+}
+
+#[test]
+fn errors_name_the_problem_and_use_documented_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A missing input folder: the run fails (1) and names the folder.
+    let missing = dir.path().join("nope");
+    let out = tlr(&["run", missing.to_str().unwrap(), "-o", "x.fits", "--quiet"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+
+    // A misspelt configuration key: usage error (2) with a suggestion.
+    let cfg = dir.path().join("bad.yaml");
+    std::fs::write(&cfg, "v4:\n  iteratons: 3\n").unwrap();
+    let out = tlr(&["run", dir.path().to_str().unwrap(), "-o", "x.fits", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("v4.iterations"), "{}", text(&out.stderr));
+
+    // More workers than physical cores: rejected, naming both numbers.
+    let cores = tlr_core::config::physical_cores();
+    let too_many = (cores + 1).to_string();
+    let out = tlr(&["run", dir.path().to_str().unwrap(), "-o", "x.fits", "--parallel-tiles", &too_many]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(&too_many) && stderr.contains(&cores.to_string()), "{stderr}");
+
+    // Above 16: rejected outright.
+    let out = tlr(&["run", dir.path().to_str().unwrap(), "-o", "x.fits", "--parallel-tiles", "17"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    // Inspect on a non-FITS file: exit 1, the file named.
+    let junk = dir.path().join("junk.fits");
+    std::fs::write(&junk, b"not a fits file at all").unwrap();
+    let out = tlr(&["inspect", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("junk.fits"), "{}", text(&out.stderr));
+}

@@ -1,0 +1,237 @@
+//! Whole-pipeline tests of the library API: determinism across worker counts and completion orders,
+//! back-pressure, cancellation, error surfacing (bad frames, panics, too few valid tiles).
+
+use ndarray::Array2;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use tlr::events::no_events;
+use tlr::workers::TileProcessor;
+use tlr::{Event, EventSink, FrameStore, Input, MemoryFrames, PipelineOptions, StageError};
+use tlr_core::operator::{self, TileStack};
+use tlr_core::simulate::{Scenario, SimConfig, Simulation};
+
+fn frames(n: usize, size: usize, scenario: Scenario) -> Vec<Array2<f32>> {
+    let sim = Simulation::new(SimConfig {
+        frames: n,
+        width: size,
+        height: size,
+        seed: 11,
+        scenario,
+        ..SimConfig::default()
+    });
+    (0..n).map(|i| sim.frame(i)).collect()
+}
+
+fn options(workers: usize) -> PipelineOptions {
+    PipelineOptions {
+        parallel_tiles: NonZeroUsize::new(workers),
+        ..PipelineOptions::default()
+    }
+}
+
+fn core_processor(options: &PipelineOptions) -> TileProcessor {
+    let params = tlr::pipeline::operator_params(&options.config, options.registration);
+    Arc::new(move |stack: &TileStack| operator::reconstruct_tile(stack, &params))
+}
+
+async fn run_memory(
+    frames: &[Array2<f32>],
+    options: PipelineOptions,
+) -> Result<tlr::RunOutput, StageError> {
+    let input = Input::Memory(MemoryFrames::new(frames.to_vec()).unwrap());
+    tlr::run(input, options, no_events(), CancellationToken::new()).await
+}
+
+fn bits(image: &Array2<f32>) -> Vec<u32> {
+    image.iter().map(|v| v.to_bits()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_bit_identical_for_1_2_and_8_workers() {
+    let frames = frames(16, 256, Scenario::Seeing);
+    let one = run_memory(&frames, options(1)).await.unwrap();
+    assert!(one.summary.tiles_total > 1, "the test needs several tiles");
+    for workers in [2, 8] {
+        let other = run_memory(&frames, options(workers)).await.unwrap();
+        assert_eq!(bits(&one.image), bits(&other.image), "{workers} workers differ from 1");
+        assert_eq!(other.summary.parallel_tiles, workers);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_completion_order_gives_the_same_bytes() {
+    let frames = frames(16, 256, Scenario::Seeing);
+    let reference = run_memory(&frames, options(1)).await.unwrap();
+    let mut delayed = options(4);
+    let inner = core_processor(&delayed);
+    let counter = Arc::new(AtomicUsize::new(0));
+    delayed.processor = Some(Arc::new(move |stack: &TileStack| {
+        // A deterministic pseudo-random delay per call scrambles the completion order.
+        let k = counter.fetch_add(1, Ordering::Relaxed) as u64;
+        let delay = (k.wrapping_mul(2_654_435_761) >> 7) % 40;
+        std::thread::sleep(Duration::from_millis(delay));
+        inner(stack)
+    }));
+    let scrambled = run_memory(&frames, delayed).await.unwrap();
+    assert_eq!(bits(&reference.image), bits(&scrambled.image));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_workers_cap_what_the_reader_sends() {
+    let frames = frames(12, 256, Scenario::Static);
+    let mut opts = options(2);
+    let inner = core_processor(&opts);
+    let started = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let (seen, gate_in) = (Arc::clone(&started), Arc::clone(&gate));
+    opts.processor = Some(Arc::new(move |stack: &TileStack| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let (lock, cvar) = &*gate_in;
+        let mut open = lock.lock().unwrap();
+        while !*open {
+            open = cvar.wait(open).unwrap();
+        }
+        drop(open);
+        inner(stack)
+    }));
+    opts.channel_capacity = NonZeroUsize::new(1).unwrap();
+    let owned = frames.clone();
+    let task = tokio::spawn(async move { run_memory(&owned, opts).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // With the consumer stalled, at most `parallel_tiles` jobs have started.
+    assert_eq!(started.load(Ordering::SeqCst), 2);
+    assert!(!task.is_finished());
+    let (lock, cvar) = &*gate;
+    *lock.lock().unwrap() = true;
+    cvar.notify_all();
+    let out = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("finishes once released")
+        .unwrap()
+        .unwrap();
+    assert_eq!(started.load(Ordering::SeqCst), out.summary.tiles_total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_stops_within_a_timeout() {
+    let frames = frames(12, 384, Scenario::Static);
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let events: EventSink = Arc::new(move |event: &Event| {
+        if matches!(event, Event::TileDone { done: 1, .. }) {
+            trigger.cancel();
+        }
+    });
+    let input = Input::Memory(MemoryFrames::new(frames).unwrap());
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        tlr::run(input, options(2), events, cancel),
+    )
+    .await
+    .expect("a cancelled run ends promptly");
+    assert!(matches!(outcome, Err(StageError::Cancelled)), "{:?}", outcome.err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_worker_is_an_error_not_a_hang() {
+    let frames = frames(12, 256, Scenario::Static);
+    let mut opts = options(2);
+    opts.processor = Some(Arc::new(|stack: &TileStack| -> operator::TileResult {
+        panic!("simulated failure in tile {}", stack.tile.index)
+    }));
+    let outcome = tokio::time::timeout(Duration::from_secs(30), run_memory(&frames, opts))
+        .await
+        .expect("no hang");
+    match outcome {
+        Err(StageError::Join { stage, .. }) => assert_eq!(stage, "workers"),
+        other => panic!("expected a join error, got {:?}", other.err()),
+    }
+}
+
+/// A store whose frame `bad` cannot be read.
+struct FailingStore {
+    inner: MemoryFrames,
+    bad: usize,
+}
+
+impl FrameStore for FailingStore {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn shape(&self) -> (usize, usize) {
+        self.inner.shape()
+    }
+    fn meta(&self, index: usize) -> tlr::source::FrameMeta {
+        self.inner.meta(index)
+    }
+    fn read_full(&self, index: usize) -> Result<Array2<f32>, StageError> {
+        if index == self.bad {
+            Err(StageError::input("reader", format!("frame {index}: corrupt")))
+        } else {
+            self.inner.read_full(index)
+        }
+    }
+    fn read_regions(
+        &self,
+        index: usize,
+        regions: &[(std::ops::Range<usize>, std::ops::Range<usize>)],
+    ) -> Result<Vec<Array2<f32>>, StageError> {
+        self.inner.read_regions(index, regions)
+    }
+}
+
+#[test]
+fn too_few_valid_tiles_is_a_clear_error() {
+    let frames = frames(12, 256, Scenario::Static);
+    let mut opts = options(1);
+    opts.config.registration.local_tiles.min_valid_frames = 50; // more than there are frames
+    let outcome = tlr::run_blocking(
+        Input::Memory(MemoryFrames::new(frames).unwrap()),
+        opts,
+        no_events(),
+        CancellationToken::new(),
+    );
+    let error = outcome.err().expect("must fail");
+    assert!(matches!(error, StageError::TooFewValidTiles { valid: 0, .. }), "{error}");
+    assert!(error.to_string().contains("min_valid_tile_fraction"), "{error}");
+}
+
+#[test]
+fn a_corrupt_frame_is_skipped_or_fatal_when_strict() {
+    let frames = frames(14, 256, Scenario::Static);
+    let memory = MemoryFrames::new(frames).unwrap();
+    let skipped = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&skipped);
+    let events: EventSink = Arc::new(move |e: &Event| {
+        if let Event::FrameSkipped { path, reason } = e {
+            seen.lock().unwrap().push(format!("{}: {reason}", path.display()));
+        }
+    });
+    let run = |strict: bool, events: EventSink| {
+        let store = FailingStore {
+            inner: memory.clone(),
+            bad: 5,
+        };
+        let runtime = tlr::pipeline::build_runtime(2).unwrap();
+        runtime.block_on(tlr::run(
+            Input::Store(Arc::new(store)),
+            PipelineOptions {
+                strict,
+                ..options(2)
+            },
+            events,
+            CancellationToken::new(),
+        ))
+    };
+    let lenient = run(false, events).unwrap();
+    assert_eq!(lenient.summary.frames_used, 13);
+    let skipped = skipped.lock().unwrap().clone();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].contains("memory:5") && skipped[0].contains("corrupt"), "{skipped:?}");
+    let strict = run(true, no_events()).err().expect("strict fails");
+    assert!(strict.to_string().contains("frame 5: corrupt"), "{strict}");
+}
