@@ -15,6 +15,10 @@
 //!
 //! What it does not: registration, weights (given), or winsorising (values are either in or out).
 
+// Numerical kernels: comparisons are written so that NaN fails them (`!(x > 0.0)` is true for NaN),
+// and index loops over several arrays at once read more clearly than zipped iterators.
+#![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
+
 /// Result of one combination round.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Combined {

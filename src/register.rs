@@ -27,6 +27,10 @@
 //! What it does not: rotation, scale or any non-translational warp; sub-pixel accuracy for shifts that
 //! push the reference outside the cut-out (the margin bounds the searchable shift); threading.
 
+// Numerical kernels: comparisons are written so that NaN fails them (`!(x > 0.0)` is true for NaN),
+// and index loops over several arrays at once read more clearly than zipped iterators.
+#![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
+
 use std::sync::{Arc, OnceLock};
 
 use ndarray::{Array2, ArrayView2};

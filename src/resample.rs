@@ -18,6 +18,10 @@
 //! What it does not: rotation or any non-translational warp, anti-aliasing for down-sampling, or
 //! edge extension (outside is missing, not mirrored).
 
+// Numerical kernels: comparisons are written so that NaN fails them (`!(x > 0.0)` is true for NaN),
+// and index loops over several arrays at once read more clearly than zipped iterators.
+#![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
+
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 /// Kernel half-width of Lanczos-3 in pixels: an output pixel depends on `2 * LANCZOS_RADIUS` source pixels per axis.
