@@ -277,33 +277,46 @@ fn global_params() -> OperatorParams {
 #[test]
 #[ignore = "measurement: prints FWHM for smoothing variants (cargo test --release -- --ignored --nocapture)"]
 fn measure_smoothing_variants() {
-    for (scenario, seed) in [(Scenario::Seeing, 3u64), (Scenario::Static, 3)] {
-        let seq = sequence(scenario, 60, 256, seed);
+    for (scenario, seed) in [
+        (Scenario::Seeing, 11u64),
+        (Scenario::Seeing, 5),
+        (Scenario::Static, 11),
+    ] {
+        let seq = sequence(scenario, 48, 320, seed);
         let t = 64;
         let (g, _) = reconstruct(&seq, t, &global_params());
         let (fg, ng) = median_fwhm(&seq, &g, t);
-        println!("{scenario:?}: global-only FWHM {fg:.3} ({ng} stars)");
-        for (name, smoothing, nw) in [
-            ("none", Smoothing::None, false),
-            ("median replace", Smoothing::Median, false),
-            ("savgol replace", Smoothing::SavitzkyGolay, false),
-            ("median noise-weighted", Smoothing::Median, true),
-            ("savgol noise-weighted", Smoothing::SavitzkyGolay, true),
+        println!("{scenario:?} seed {seed}: global-only FWHM {fg:.3} ({ng} stars)");
+        for (name, smoothing, nw, iterations) in [
+            ("none", Smoothing::None, false, 3),
+            ("median, replace", Smoothing::Median, false, 3),
+            ("savgol, replace", Smoothing::SavitzkyGolay, false, 3),
+            ("median, noise-weighted", Smoothing::Median, true, 3),
+            ("savgol, noise-weighted", Smoothing::SavitzkyGolay, true, 3),
+            (
+                "savgol, noise-weighted, 1 it",
+                Smoothing::SavitzkyGolay,
+                true,
+                1,
+            ),
         ] {
             let p = OperatorParams {
                 smoothing,
                 noise_weighted_smoothing: nw,
+                iterations,
                 ..OperatorParams::default()
             };
             let t0 = std::time::Instant::now();
             let (l, res) = reconstruct(&seq, t, &p);
             let el = t0.elapsed();
-            let (fl, nl) = median_fwhm(&seq, &l, t);
+            let m = measure_stars(&seq, &l, t);
+            let fl = tlr_core::stats::median(&m.fwhm);
             let used: usize = res.iter().map(|r| r.frames_used).sum();
             let fb = res.iter().filter(|r| r.fallback.is_some()).count();
             println!(
-                "  {name:24}: FWHM {fl:.3} ({nl} stars) = {:+.1} % vs global; frames used {used}, fallbacks {fb}, {el:?}",
-                100.0 * (fl / fg - 1.0)
+                "  {name:30}: FWHM {fl:.3} = {:+.1} % vs global; centroid rms {:.3} px; frames used {used}, fallbacks {fb}, {el:?}",
+                100.0 * (fl / fg - 1.0),
+                rms(&m.position_error)
             );
         }
     }
