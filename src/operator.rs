@@ -530,6 +530,19 @@ impl<'a> Operator<'a> {
         self.frames[slot].aligned_at = s;
     }
 
+    /// Correlation of frame `slot` at its prior shift with the prepared reference (resampled only when the
+    /// aligned buffer does not already hold it there).
+    fn cc_at_prior(&mut self, prepared: &Reference, slot: usize) -> f32 {
+        self.frames[slot].used_shift = self.frames[slot].prior;
+        self.align(slot);
+        let np = self.h * self.w;
+        let view =
+            ArrayView2::from_shape((self.h, self.w), &self.aligned[slot * np..(slot + 1) * np]);
+        view.map_or(0.0, |v| {
+            crate::register::correlation_of_aligned(prepared, v)
+        })
+    }
+
     fn live_slots(&self) -> Vec<usize> {
         self.order
             .iter()
@@ -599,7 +612,7 @@ impl<'a> Operator<'a> {
                         fs.sigma_px = f32::INFINITY;
                     }
                 } else {
-                    let cc = crate::register::correlation_at(&prepared, cut, fs.prior);
+                    let cc = self.cc_at_prior(&prepared, s);
                     let fs = &mut self.frames[s];
                     fs.cc = cc;
                     fs.measured = fs.prior;
@@ -614,9 +627,7 @@ impl<'a> Operator<'a> {
                     live.len()
                 ));
                 for &s in &live {
-                    let cut = self.cutout(s);
-                    let fs = &self.frames[s];
-                    let cc = crate::register::correlation_at(&prepared, cut, fs.prior);
+                    let cc = self.cc_at_prior(&prepared, s);
                     let fs = &mut self.frames[s];
                     fs.cc = cc;
                     fs.measured = fs.prior;

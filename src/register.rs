@@ -658,6 +658,24 @@ pub fn correlation_at(reference: &Reference, frame: ArrayView2<f32>, shift: Shif
     ctx.evaluate(&mut offset).map_or(0.0, |e| e.cc)
 }
 
+/// Zero-mean normalised correlation in `[0, 1]` of an image already aligned to the reference (same shape
+/// as the reference; `NaN` pixels are ignored); 0 when it cannot be computed or the shape differs.
+pub fn correlation_of_aligned(reference: &Reference, aligned: ArrayView2<f32>) -> f32 {
+    if aligned.dim() != (reference.h, reference.w) || reference.gram_inv.is_none() {
+        return 0.0;
+    }
+    let owned;
+    let slice = match aligned.as_slice() {
+        Some(s) => s,
+        None => {
+            owned = aligned.iter().copied().collect::<Vec<f32>>();
+            &owned
+        }
+    };
+    let mut offset = f32::NAN;
+    evaluate_slice(reference, slice, &mut offset).map_or(0.0, |e| e.cc)
+}
+
 /// Integer (plus parabolic sub-pixel) search of the shift by normalised cross-correlation.
 /// Returns `None` when the frame has no finite pixel or the FFT fails.
 fn search(reference: &Reference, frame: ArrayView2<f32>) -> Option<Shift> {
@@ -838,74 +856,77 @@ impl Refiner<'_> {
 
     /// Least-squares fit of the aligned cut-out on (t, 1, gy, gx), correlation and shift uncertainty.
     fn evaluate(&self, offset: &mut f32) -> Option<Eval> {
-        let r = self.reference;
-        let img = self.aligned.as_slice()?;
-        if !offset.is_finite() {
-            // Level of the cut-out (any value near the mean keeps the f32 sums well conditioned; a
-            // subsample of every 7th pixel is plenty).
-            let (mut s, mut k) = (0.0f64, 0usize);
-            for i in (0..img.len().min(r.mask.len())).step_by(7) {
-                let (v, m) = (img[i], r.mask[i]);
-                if m > 0.0 && v.is_finite() {
-                    s += f64::from(v);
-                    k += 1;
-                }
-            }
-            if k == 0 {
-                return None;
-            }
-            *offset = (s / k as f64) as f32;
-        }
-        let mu = *offset;
-        // Fast path: five dot products of the masked residual d = (img - mu) * mask in one pass.
-        let sums = sums5(img, &r.mask, &r.t, &r.gy, &r.gx, mu);
-        // NaN in a used pixel (0 * NaN is NaN): redo with a joint mask.
-        if sums.iter().all(|v| v.is_finite()) {
-            let b = [sums[0], sums[1], sums[2], sums[3]];
-            let inv = r.gram_inv.as_ref()?;
-            Some(finish_eval(&r.gram, inv, &b, sums[4], r.n_valid as f64))
-        } else {
-            self.evaluate_masked(mu)
-        }
+        evaluate_slice(self.reference, self.aligned.as_slice()?, offset)
     }
+}
 
-    fn evaluate_masked(&self, mu: f32) -> Option<Eval> {
-        let r = self.reference;
-        let img = self.aligned.as_slice()?;
-        let mut gram = [[0.0f64; 4]; 4];
-        let mut b = [0.0f64; 4];
-        let mut s2 = 0.0f64;
-        let mut n = 0usize;
-        for i in 0..img.len() {
-            if r.mask[i] > 0.0 && img[i].is_finite() {
-                let d = f64::from(img[i] - mu);
-                let basis = [
-                    f64::from(r.t[i]),
-                    1.0,
-                    f64::from(r.gy[i]),
-                    f64::from(r.gx[i]),
-                ];
-                for a in 0..4 {
-                    b[a] += basis[a] * d;
-                    for c in a..4 {
-                        gram[a][c] += basis[a] * basis[c];
-                    }
-                }
-                s2 += d * d;
-                n += 1;
+/// Least-squares fit of an aligned image on (t, 1, gy, gx), correlation and shift uncertainty.
+/// `offset` is the image level used to condition the sums (computed on first use).
+fn evaluate_slice(r: &Reference, img: &[f32], offset: &mut f32) -> Option<Eval> {
+    if !offset.is_finite() {
+        // Level of the cut-out (any value near the mean keeps the f32 sums well conditioned; a
+        // subsample of every 7th pixel is plenty).
+        let (mut s, mut k) = (0.0f64, 0usize);
+        for i in (0..img.len().min(r.mask.len())).step_by(7) {
+            let (v, m) = (img[i], r.mask[i]);
+            if m > 0.0 && v.is_finite() {
+                s += f64::from(v);
+                k += 1;
             }
         }
-        if n < MIN_VALID_PIXELS || n * 4 < r.n_valid {
-            return None; // less than a quarter of the tile overlaps: not a registration
+        if k == 0 {
+            return None;
         }
-        for a in 0..4 {
-            for c in 0..a {
-                gram[a][c] = gram[c][a];
-            }
-        }
-        let inv = invert4(&gram)?;
-        Some(finish_eval(&gram, &inv, &b, s2, n as f64))
+        *offset = (s / k as f64) as f32;
     }
+    let mu = *offset;
+    // Fast path: five dot products of the masked residual d = (img - mu) * mask in one pass.
+    let sums = sums5(img, &r.mask, &r.t, &r.gy, &r.gx, mu);
+    // NaN in a used pixel (0 * NaN is NaN): redo with a joint mask.
+    if sums.iter().all(|v| v.is_finite()) {
+        let b = [sums[0], sums[1], sums[2], sums[3]];
+        let inv = r.gram_inv.as_ref()?;
+        Some(finish_eval(&r.gram, inv, &b, sums[4], r.n_valid as f64))
+    } else {
+        evaluate_masked(r, img, mu)
+    }
+}
+
+/// [`evaluate_slice`] over the joint mask of the reference and the finite image pixels.
+fn evaluate_masked(r: &Reference, img: &[f32], mu: f32) -> Option<Eval> {
+    let mut gram = [[0.0f64; 4]; 4];
+    let mut b = [0.0f64; 4];
+    let mut s2 = 0.0f64;
+    let mut n = 0usize;
+    for i in 0..img.len() {
+        if r.mask[i] > 0.0 && img[i].is_finite() {
+            let d = f64::from(img[i] - mu);
+            let basis = [
+                f64::from(r.t[i]),
+                1.0,
+                f64::from(r.gy[i]),
+                f64::from(r.gx[i]),
+            ];
+            for a in 0..4 {
+                b[a] += basis[a] * d;
+                for c in a..4 {
+                    gram[a][c] += basis[a] * basis[c];
+                }
+            }
+            s2 += d * d;
+            n += 1;
+        }
+    }
+    if n < MIN_VALID_PIXELS || n * 4 < r.n_valid {
+        return None; // less than a quarter of the tile overlaps: not a registration
+    }
+    for a in 0..4 {
+        for c in 0..a {
+            gram[a][c] = gram[c][a];
+        }
+    }
+    let inv = invert4(&gram)?;
+    Some(finish_eval(&gram, &inv, &b, s2, n as f64))
 }
 
 /// Coefficients, correlation and shift uncertainty from the normal equations.
