@@ -981,6 +981,7 @@ pub(crate) mod tests {
 
     /// Render stars shifted by (dy, dx) (feature at y appears at y + dy) on a (h, w) grid, with the field
     /// origin at (oy, ox) of the grid, plus background and Poisson+read noise when `noise_seed` is given.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn render(
         stars: &[(f64, f64, f64)],
         h: usize,
