@@ -15,6 +15,10 @@
 //!
 //! What it does not: registration, weights (given), or winsorising (values are either in or out).
 
+// Numerical kernels: comparisons are written so that NaN fails them (`!(x > 0.0)` is true for NaN),
+// and index loops over several arrays at once read more clearly than zipped iterators.
+#![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
+
 /// Result of one combination round.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Combined {
@@ -148,24 +152,31 @@ pub fn clipped_mean(
     let mut cnt = vec![0.0f32; np];
     let mut s1 = vec![0.0f32; np];
     let mut s2 = vec![0.0f32; np];
-    let mut finite = vec![0u32; np];
-    for &(slot, wt) in weights {
-        let Some(frame) = aligned.get(slot * np..(slot + 1) * np) else {
-            continue;
+    let mut finite = vec![0.0f32; np];
+    // Pixel blocks outside, frames inside: the accumulators of a block stay in L1. The inner loop is
+    // branch-free (selects), so it vectorises.
+    const BLOCK: usize = 1024;
+    let mut b0 = 0;
+    while b0 < np {
+        let b1 = (b0 + BLOCK).min(np);
+        let cb = &c[b0..b1];
+        let tb = &thr[b0..b1];
+        let numb = &mut num[b0..b1];
+        let denb = &mut den[b0..b1];
+        let cntb = &mut cnt[b0..b1];
+        let s1b = &mut s1[b0..b1];
+        let s2b = &mut s2[b0..b1];
+        let finb = &mut finite[b0..b1];
+        let acc = Accumulators {
+            num: numb,
+            den: denb,
+            cnt: cntb,
+            s1: s1b,
+            s2: s2b,
+            finite: finb,
         };
-        for p in 0..np {
-            let d = frame[p] - c[p];
-            // NaN compares false: missing values are neither accepted nor counted.
-            let ok = d.abs() <= thr[p];
-            finite[p] += u32::from(!d.is_nan());
-            if ok {
-                num[p] += wt * d;
-                den[p] += wt;
-                cnt[p] += 1.0;
-                s1[p] += d;
-                s2[p] += d * d;
-            }
-        }
+        accumulate_block(acc, aligned, np, b0, b1, weights, cb, tb);
+        b0 = b1;
     }
     let correction = truncated_sd(kappa);
     let mut image = vec![f32::NAN; np];
@@ -173,7 +184,7 @@ pub fn clipped_mean(
     let mut fallback_pixels = Vec::new();
     let mut rejected = 0usize;
     for p in 0..np {
-        rejected += (finite[p] as usize).saturating_sub(cnt[p] as usize);
+        rejected += (finite[p] - cnt[p]).max(0.0) as usize;
         if den[p] > 0.0 {
             image[p] = c[p] + num[p] / den[p];
             if cnt[p] >= 3.0 {
@@ -185,7 +196,7 @@ pub fn clipped_mean(
             } else {
                 new_scale[p] = scale.get(p).copied().unwrap_or(f32::INFINITY);
             }
-        } else if finite[p] > 0 {
+        } else if finite[p] > 0.0 {
             fallback_pixels.push(p);
         }
     }
@@ -216,6 +227,96 @@ pub fn clipped_mean(
         image,
         scale: new_scale,
         rejected,
+    }
+}
+
+/// Per-pixel accumulators of one block.
+struct Accumulators<'a> {
+    num: &'a mut [f32],
+    den: &'a mut [f32],
+    cnt: &'a mut [f32],
+    s1: &'a mut [f32],
+    s2: &'a mut [f32],
+    finite: &'a mut [f32],
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn accumulate_block(
+    acc: Accumulators<'_>,
+    aligned: &[f32],
+    np: usize,
+    b0: usize,
+    b1: usize,
+    weights: &[(usize, f32)],
+    cb: &[f32],
+    tb: &[f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::resample::has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time just above).
+        unsafe { accumulate_block_avx2(acc, aligned, np, b0, b1, weights, cb, tb) };
+        return;
+    }
+    accumulate_block_body(acc, aligned, np, b0, b1, weights, cb, tb);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+fn accumulate_block_avx2(
+    acc: Accumulators<'_>,
+    aligned: &[f32],
+    np: usize,
+    b0: usize,
+    b1: usize,
+    weights: &[(usize, f32)],
+    cb: &[f32],
+    tb: &[f32],
+) {
+    accumulate_block_body(acc, aligned, np, b0, b1, weights, cb, tb);
+}
+
+/// Branch-free accumulation of every frame's values of pixels `b0..b1` (see [`clipped_mean`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn accumulate_block_body(
+    acc: Accumulators<'_>,
+    aligned: &[f32],
+    np: usize,
+    b0: usize,
+    b1: usize,
+    weights: &[(usize, f32)],
+    cb: &[f32],
+    tb: &[f32],
+) {
+    let len = b1 - b0;
+    let (numb, denb, cntb, s1b, s2b, finb) = (
+        &mut acc.num[..len],
+        &mut acc.den[..len],
+        &mut acc.cnt[..len],
+        &mut acc.s1[..len],
+        &mut acc.s2[..len],
+        &mut acc.finite[..len],
+    );
+    let (cb, tb) = (&cb[..len], &tb[..len]);
+    for &(slot, wt) in weights {
+        let Some(frame) = aligned.get(slot * np + b0..slot * np + b1) else {
+            continue;
+        };
+        for p in 0..len {
+            let d = frame[p] - cb[p];
+            // NaN compares false: missing values are neither accepted nor counted.
+            let ok = d.abs() <= tb[p];
+            let dd = if ok { d } else { 0.0 };
+            let w = if ok { wt } else { 0.0 };
+            numb[p] += w * dd;
+            denb[p] += w;
+            cntb[p] += if ok { 1.0 } else { 0.0 };
+            s1b[p] += dd;
+            s2b[p] += dd * dd;
+            finb[p] += if d.is_nan() { 0.0 } else { 1.0 };
+        }
     }
 }
 

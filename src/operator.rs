@@ -27,6 +27,10 @@
 //! rotation within a tile. It never panics on bad input: inconsistent stacks, all-NaN frames and
 //! degenerate parameters give an invalid tile or rejected frames with a reason in words.
 
+// Numerical kernels: comparisons are written so that NaN fails them (`!(x > 0.0)` is true for NaN),
+// and index loops over several arrays at once read more clearly than zipped iterators.
+#![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
+
 #[path = "combine.rs"]
 pub mod combine;
 #[path = "smooth.rs"]
@@ -42,7 +46,7 @@ use crate::resample::Resampler;
 pub use smooth::Smoothing;
 
 /// At most this many frames (evenly spaced in time) form the per-pixel median of the initial reference.
-pub const MEDIAN_FRAMES: usize = 31;
+pub const MEDIAN_FRAMES: usize = 21;
 /// A tile whose weight sum is at or below this is invalid.
 pub const MIN_WEIGHT_SUM: f32 = 1e-12;
 /// When at least this fraction of the registrations of a round report `low_structure`, the tile falls
@@ -526,6 +530,19 @@ impl<'a> Operator<'a> {
         self.frames[slot].aligned_at = s;
     }
 
+    /// Correlation of frame `slot` at its prior shift with the prepared reference (resampled only when the
+    /// aligned buffer does not already hold it there).
+    fn cc_at_prior(&mut self, prepared: &Reference, slot: usize) -> f32 {
+        self.frames[slot].used_shift = self.frames[slot].prior;
+        self.align(slot);
+        let np = self.h * self.w;
+        let view =
+            ArrayView2::from_shape((self.h, self.w), &self.aligned[slot * np..(slot + 1) * np]);
+        view.map_or(0.0, |v| {
+            crate::register::correlation_of_aligned(prepared, v)
+        })
+    }
+
     fn live_slots(&self) -> Vec<usize> {
         self.order
             .iter()
@@ -595,7 +612,7 @@ impl<'a> Operator<'a> {
                         fs.sigma_px = f32::INFINITY;
                     }
                 } else {
-                    let cc = crate::register::correlation_at(&prepared, cut, fs.prior);
+                    let cc = self.cc_at_prior(&prepared, s);
                     let fs = &mut self.frames[s];
                     fs.cc = cc;
                     fs.measured = fs.prior;
@@ -610,9 +627,7 @@ impl<'a> Operator<'a> {
                     live.len()
                 ));
                 for &s in &live {
-                    let cut = self.cutout(s);
-                    let fs = &self.frames[s];
-                    let cc = crate::register::correlation_at(&prepared, cut, fs.prior);
+                    let cc = self.cc_at_prior(&prepared, s);
                     let fs = &mut self.frames[s];
                     fs.cc = cc;
                     fs.measured = fs.prior;
@@ -852,5 +867,211 @@ impl<'a> Operator<'a> {
             fallback,
             weight_sum,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::register::tests::{render, star_list};
+    use rand::{Rng, SeedableRng};
+    use rand_distr::{Distribution, Normal};
+
+    const T: usize = 64;
+    const M: usize = 16;
+
+    /// A synthetic stack: `n` noisy star-field cut-outs with known priors and local shifts.
+    fn synthetic(n: usize, stars: usize, seed: u64) -> (TileStack, Vec<Shift>) {
+        let field = star_list(T + 2 * M, T + 2 * M, stars, seed);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 1);
+        let mut cutouts = Array3::from_elem((n, T + 2 * M, T + 2 * M), f32::NAN);
+        let mut frames = Vec::new();
+        let mut locals = Vec::new();
+        let mut state = (0.0f64, 0.0f64);
+        for f in 0..n {
+            // AR(1) local motion, correlation 0.9, 1 px RMS per axis.
+            state.0 = 0.9 * state.0 + 0.436 * rng.gen_range(-1.7..1.7);
+            state.1 = 0.9 * state.1 + 0.436 * rng.gen_range(-1.7..1.7);
+            let prior = Shift::new(rng.gen_range(-0.5..0.5), rng.gen_range(-0.5..0.5));
+            let (dy, dx) = (f64::from(prior.dy) + state.0, f64::from(prior.dx) + state.1);
+            let img = render(
+                &field,
+                T + 2 * M,
+                T + 2 * M,
+                0.0,
+                0.0,
+                dy,
+                dx,
+                3.0,
+                Some(seed * 1000 + f as u64),
+            );
+            cutouts.index_axis_mut(ndarray::Axis(0), f).assign(&img);
+            frames.push(FrameInput {
+                index: f,
+                weight: 1.0,
+                scale: 1.0,
+                prior_shift: prior,
+            });
+            locals.push(Shift::new(state.0 as f32, state.1 as f32));
+        }
+        let tile = TileBox {
+            index: 0,
+            x0: 0,
+            y0: 0,
+            w: T,
+            h: T,
+        };
+        (
+            TileStack {
+                tile,
+                margin: M,
+                cutouts,
+                frames,
+            },
+            locals,
+        )
+    }
+
+    #[test]
+    fn recovers_known_local_shifts_up_to_the_common_mean() {
+        let (stack, locals) = synthetic(30, 12, 3);
+        let params = OperatorParams {
+            smoothing: Smoothing::None,
+            ..OperatorParams::default()
+        };
+        let r = reconstruct_tile(&stack, &params);
+        assert!(r.valid && r.fallback.is_none(), "{r:?}");
+        let n = locals.len() as f32;
+        let mean = Shift::new(
+            locals.iter().map(|s| s.dy).sum::<f32>() / n,
+            locals.iter().map(|s| s.dx).sum::<f32>() / n,
+        );
+        let mut se = 0.0f32;
+        for (f, rep) in r.frames.iter().enumerate() {
+            assert!(rep.status.is_used(), "{rep:?}");
+            let got = rep.shift - stack.frames[f].prior_shift;
+            let want = locals[f] - mean;
+            se += (got - want).norm().powi(2);
+        }
+        let rms = (se / (2.0 * n)).sqrt();
+        assert!(rms < 0.05, "rms error of the local shifts {rms} px");
+        assert!(r.warp_variance > 0.3, "{}", r.warp_variance);
+        assert!(
+            r.mean_shift.norm() < 1e-3,
+            "local shifts are anchored to zero mean: {:?}",
+            r.mean_shift
+        );
+    }
+
+    #[test]
+    fn global_only_uses_the_priors() {
+        let (stack, _) = synthetic(12, 12, 4);
+        let params = OperatorParams {
+            mode: Mode::GlobalOnly,
+            ..OperatorParams::default()
+        };
+        let r = reconstruct_tile(&stack, &params);
+        assert!(r.valid);
+        for (rep, f) in r.frames.iter().zip(&stack.frames) {
+            assert_eq!(rep.shift, f.prior_shift);
+        }
+        assert_eq!(r.warp_variance, 0.0);
+    }
+
+    #[test]
+    fn empty_sky_falls_back_to_global_motion_and_says_so() {
+        let n = 15;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let noise = Normal::new(300.0f32, 12.0).unwrap();
+        let cutouts = Array3::from_shape_fn((n, T + 2 * M, T + 2 * M), |_| noise.sample(&mut rng));
+        let frames = (0..n)
+            .map(|i| FrameInput {
+                index: i,
+                weight: 1.0,
+                scale: 1.0,
+                prior_shift: Shift::new(0.1 * i as f32 - 0.7, 0.3),
+            })
+            .collect();
+        let stack = TileStack {
+            tile: TileBox {
+                index: 7,
+                x0: 0,
+                y0: 0,
+                w: T,
+                h: T,
+            },
+            margin: M,
+            cutouts,
+            frames,
+        };
+        let r = reconstruct_tile(&stack, &OperatorParams::default());
+        assert!(r.valid, "{:?}", r.invalid_reason);
+        assert!(
+            r.fallback
+                .as_deref()
+                .is_some_and(|s| s.contains("little structure")),
+            "{:?}",
+            r.fallback
+        );
+        for (rep, f) in r.frames.iter().zip(&stack.frames) {
+            if rep.status.is_used() {
+                assert_eq!(rep.shift, f.prior_shift, "no wild shift on empty sky");
+            }
+        }
+        let bg = crate::stats::median(r.image.as_slice().unwrap());
+        assert!((bg - 300.0).abs() < 2.0, "{bg}");
+    }
+
+    #[test]
+    fn despike_removes_single_pixel_spikes_but_not_stars() {
+        let field = vec![(20.0, 20.0, 20_000.0)];
+        let mut img = render(&field, 40, 40, 0.0, 0.0, 0.0, 0.0, 2.2, Some(5));
+        let star_peak = img[[20, 20]];
+        img[[8, 30]] += 5000.0;
+        let cleaned = despike(img.view()).expect("one spike");
+        assert!(
+            (cleaned[[8, 30]] - 200.0).abs() < 60.0,
+            "{}",
+            cleaned[[8, 30]]
+        );
+        assert_eq!(
+            cleaned[[20, 20]],
+            star_peak,
+            "a star (FWHM 2.2 px) is not a spike"
+        );
+        let clean = render(&field, 40, 40, 0.0, 0.0, 0.0, 0.0, 2.2, Some(6));
+        assert!(despike(clean.view()).is_none());
+    }
+
+    #[test]
+    fn degenerate_parameters_and_empty_stacks_do_not_panic() {
+        let (stack, _) = synthetic(3, 5, 5);
+        let bad = OperatorParams {
+            beta: f32::NAN,
+            rejection_kappa: 0.0,
+            ..OperatorParams::default()
+        };
+        let r = reconstruct_tile(&stack, &bad);
+        assert!(
+            !r.valid
+                && r.invalid_reason
+                    .as_deref()
+                    .is_some_and(|s| s.contains("beta"))
+        );
+        let empty = TileStack {
+            tile: stack.tile,
+            margin: M,
+            cutouts: Array3::zeros((0, T + 2 * M, T + 2 * M)),
+            frames: Vec::new(),
+        };
+        let r = reconstruct_tile(&empty, &OperatorParams::default());
+        assert!(!r.valid && r.invalid_reason.is_some());
+        let zero_iter = OperatorParams {
+            iterations: 0,
+            min_valid_frames: 2,
+            ..OperatorParams::default()
+        };
+        let r = reconstruct_tile(&stack, &zero_iter);
+        assert!(r.valid && r.iterations == 1, "{r:?}");
     }
 }

@@ -27,6 +27,10 @@
 //! What it does not: rotation, scale or any non-translational warp; sub-pixel accuracy for shifts that
 //! push the reference outside the cut-out (the margin bounds the searchable shift); threading.
 
+// Numerical kernels: comparisons are written so that NaN fails them (`!(x > 0.0)` is true for NaN),
+// and index loops over several arrays at once read more clearly than zipped iterators.
+#![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
+
 use std::sync::{Arc, OnceLock};
 
 use ndarray::{Array2, ArrayView2};
@@ -444,39 +448,130 @@ struct Eval {
     sigma_px: f32,
 }
 
-/// Lanes of the f32 partial sums (two SSE registers; the compiler keeps them in registers).
+/// Lanes of the f32 partial sums (one AVX register).
 const LANES: usize = 8;
 
-/// `sum a[i] * b[i]` with lane-wise f32 partial sums, totalled in f64.
-fn dot(a: &[f32], b: &[f32]) -> f64 {
-    let mut acc = [0.0f32; LANES];
-    let mut ca = a.chunks_exact(LANES);
-    let mut cb = b.chunks_exact(LANES);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
-        }
+/// `[sum t d, sum d, sum gy d, sum gx d, sum d d]` with `d = (img - mu) * mask`, accumulated in eight
+/// f32 lanes (element `i` goes to lane `i % 8`, in order) and totalled in f64. The AVX2 path does exactly
+/// the same operations in the same order (no FMA), so both paths give bit-identical results.
+fn sums5(img: &[f32], mask: &[f32], t: &[f32], gy: &[f32], gx: &[f32], mu: f32) -> [f64; 5] {
+    let n = img
+        .len()
+        .min(mask.len())
+        .min(t.len())
+        .min(gy.len())
+        .min(gx.len());
+    let (img, mask, t, gy, gx) = (&img[..n], &mask[..n], &t[..n], &gy[..n], &gx[..n]);
+    let body = n / LANES * LANES;
+    #[cfg(target_arch = "x86_64")]
+    let mut lanes = if crate::resample::has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time just above); all slices have length n.
+        unsafe { sums5_avx2(img, mask, t, gy, gx, mu, body) }
+    } else {
+        sums5_lanes(img, mask, t, gy, gx, mu, body)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let mut lanes = sums5_lanes(img, mask, t, gy, gx, mu, body);
+    let mut out = [0.0f64; 5];
+    for (o, l) in out.iter_mut().zip(lanes.iter_mut()) {
+        *o = l.iter().map(|&v| f64::from(v)).sum();
     }
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(&x, &y)| f64::from(x) * f64::from(y))
-        .sum();
-    acc.iter().map(|&v| f64::from(v)).sum::<f64>() + tail
+    for i in body..n {
+        let d = f64::from((img[i] - mu) * mask[i]);
+        out[0] += f64::from(t[i]) * d;
+        out[1] += d;
+        out[2] += f64::from(gy[i]) * d;
+        out[3] += f64::from(gx[i]) * d;
+        out[4] += d * d;
+    }
+    out
 }
 
-/// `sum a[i]` with lane-wise f32 partial sums, totalled in f64.
-fn sum(a: &[f32]) -> f64 {
-    let mut acc = [0.0f32; LANES];
-    let mut ca = a.chunks_exact(LANES);
-    for x in &mut ca {
+/// Portable lane-wise accumulation of [`sums5`] over `0..body` (a multiple of [`LANES`]).
+fn sums5_lanes(
+    img: &[f32],
+    mask: &[f32],
+    t: &[f32],
+    gy: &[f32],
+    gx: &[f32],
+    mu: f32,
+    body: usize,
+) -> [[f32; LANES]; 5] {
+    let mut acc = [[0.0f32; LANES]; 5];
+    let mut i = 0;
+    while i < body {
         for l in 0..LANES {
-            acc[l] += x[l];
+            let k = i + l;
+            let d = (img[k] - mu) * mask[k];
+            acc[0][l] += t[k] * d;
+            acc[1][l] += d;
+            acc[2][l] += gy[k] * d;
+            acc[3][l] += gx[k] * d;
+            acc[4][l] += d * d;
         }
+        i += LANES;
     }
-    let tail: f64 = ca.remainder().iter().map(|&x| f64::from(x)).sum();
-    acc.iter().map(|&v| f64::from(v)).sum::<f64>() + tail
+    acc
+}
+
+/// AVX2 version of [`sums5_lanes`] (eight lanes in one register each).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sums5_avx2(
+    img: &[f32],
+    mask: &[f32],
+    t: &[f32],
+    gy: &[f32],
+    gx: &[f32],
+    mu: f32,
+    body: usize,
+) -> [[f32; LANES]; 5] {
+    use std::arch::x86_64::{
+        _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps, _mm256_sub_ps,
+    };
+    let body = body
+        .min(img.len())
+        .min(mask.len())
+        .min(t.len())
+        .min(gy.len())
+        .min(gx.len())
+        / LANES
+        * LANES;
+    let m = _mm256_set1_ps(mu);
+    let (mut a0, mut a1, mut a2, mut a3, mut a4) = (
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+    );
+    let mut i = 0;
+    while i < body {
+        // SAFETY: i + 8 <= body <= the length of every slice.
+        let (v, k, tv, yv, xv) = unsafe {
+            (
+                _mm256_loadu_ps(img.as_ptr().add(i)),
+                _mm256_loadu_ps(mask.as_ptr().add(i)),
+                _mm256_loadu_ps(t.as_ptr().add(i)),
+                _mm256_loadu_ps(gy.as_ptr().add(i)),
+                _mm256_loadu_ps(gx.as_ptr().add(i)),
+            )
+        };
+        let d = _mm256_mul_ps(_mm256_sub_ps(v, m), k);
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(tv, d));
+        a1 = _mm256_add_ps(a1, d);
+        a2 = _mm256_add_ps(a2, _mm256_mul_ps(yv, d));
+        a3 = _mm256_add_ps(a3, _mm256_mul_ps(xv, d));
+        a4 = _mm256_add_ps(a4, _mm256_mul_ps(d, d));
+        i += LANES;
+    }
+    let mut out = [[0.0f32; LANES]; 5];
+    for (o, a) in out.iter_mut().zip([a0, a1, a2, a3, a4]) {
+        // SAFETY: `o` has room for eight f32.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), a) };
+    }
+    out
 }
 
 /// Register a frame cut-out against a prepared reference.
@@ -510,7 +605,6 @@ pub fn register(
         origin_x,
         resampler: Resampler::new(),
         aligned: Array2::from_elem((reference.h, reference.w), 0.0),
-        scratch: std::cell::RefCell::new(Vec::new()),
     };
     let structured = reference.has_structure();
     let finish = |mut r: Registration| {
@@ -553,7 +647,6 @@ pub fn correlation_at(reference: &Reference, frame: ArrayView2<f32>, shift: Shif
         origin_x: (fw - reference.w) as f32 / 2.0,
         resampler: Resampler::new(),
         aligned: Array2::from_elem((reference.h, reference.w), 0.0),
-        scratch: std::cell::RefCell::new(Vec::new()),
     };
     ctx.resampler.sample_shifted(
         frame,
@@ -563,6 +656,24 @@ pub fn correlation_at(reference: &Reference, frame: ArrayView2<f32>, shift: Shif
     );
     let mut offset = f32::NAN;
     ctx.evaluate(&mut offset).map_or(0.0, |e| e.cc)
+}
+
+/// Zero-mean normalised correlation in `[0, 1]` of an image already aligned to the reference (same shape
+/// as the reference; `NaN` pixels are ignored); 0 when it cannot be computed or the shape differs.
+pub fn correlation_of_aligned(reference: &Reference, aligned: ArrayView2<f32>) -> f32 {
+    if aligned.dim() != (reference.h, reference.w) || reference.gram_inv.is_none() {
+        return 0.0;
+    }
+    let owned;
+    let slice = match aligned.as_slice() {
+        Some(s) => s,
+        None => {
+            owned = aligned.iter().copied().collect::<Vec<f32>>();
+            &owned
+        }
+    };
+    let mut offset = f32::NAN;
+    evaluate_slice(reference, slice, &mut offset).map_or(0.0, |e| e.cc)
 }
 
 /// Integer (plus parabolic sub-pixel) search of the shift by normalised cross-correlation.
@@ -667,7 +778,6 @@ struct Refiner<'a> {
     origin_x: f32,
     resampler: Resampler,
     aligned: Array2<f32>,
-    scratch: std::cell::RefCell<Vec<f32>>,
 }
 
 impl Refiner<'_> {
@@ -680,6 +790,7 @@ impl Refiner<'_> {
         }
         let mut offset = f32::NAN;
         let mut result = Registration::failed(start, false);
+        let mut prev_step: Option<Shift> = None;
         for it in 1..=MAX_ITERATIONS as u32 {
             self.resampler.sample_shifted(
                 self.frame,
@@ -702,9 +813,22 @@ impl Refiner<'_> {
             if !len.is_finite() {
                 break;
             }
+            let raw = d;
             if len > MAX_STEP_PX {
                 d = Shift::new(d.dy * MAX_STEP_PX / len, d.dx * MAX_STEP_PX / len);
+            } else if let Some(prev) = prev_step {
+                // Aitken extrapolation: when the frame's PSF differs from the reference's (a sharp frame
+                // against a blurred first reference), Gauss-Newton steps overshoot or undershoot by a
+                // steady factor; the ratio r of successive steps gives the limit p + d / (1 - r).
+                let pp = prev.dy * prev.dy + prev.dx * prev.dx;
+                if pp > 0.0 {
+                    let r = (d.dy * prev.dy + d.dx * prev.dx) / pp;
+                    if r > -0.9 && r < 0.5 {
+                        d = Shift::new(d.dy / (1.0 - r), d.dx / (1.0 - r));
+                    }
+                }
             }
+            prev_step = (len <= MAX_STEP_PX).then_some(raw);
             let next = p + d;
             result = Registration {
                 shift: p,
@@ -732,84 +856,77 @@ impl Refiner<'_> {
 
     /// Least-squares fit of the aligned cut-out on (t, 1, gy, gx), correlation and shift uncertainty.
     fn evaluate(&self, offset: &mut f32) -> Option<Eval> {
-        let r = self.reference;
-        let img = self.aligned.as_slice()?;
-        if !offset.is_finite() {
-            // Level of the cut-out (any value near the mean keeps the f32 sums well conditioned; a
-            // subsample of every 7th pixel is plenty).
-            let (mut s, mut k) = (0.0f64, 0usize);
-            for (&v, &m) in img.iter().zip(r.mask.iter()).step_by(7) {
-                if m > 0.0 && v.is_finite() {
-                    s += f64::from(v);
-                    k += 1;
-                }
-            }
-            if k == 0 {
-                return None;
-            }
-            *offset = (s / k as f64) as f32;
-        }
-        let mu = *offset;
-        // Fast path: the masked residual d, then five dot products (each a simple two-slice reduction
-        // with lane-wise partial sums, which the compiler vectorises).
-        let mut d = self.scratch.borrow_mut();
-        d.clear();
-        d.extend(img.iter().zip(r.mask.iter()).map(|(&v, &m)| (v - mu) * m));
-        let sums = [
-            dot(&r.t, &d),
-            sum(&d),
-            dot(&r.gy, &d),
-            dot(&r.gx, &d),
-            dot(&d, &d),
-        ];
-        drop(d);
-        // NaN in a used pixel (0 * NaN is NaN): redo with a joint mask.
-        if sums.iter().all(|v| v.is_finite()) {
-            let b = [sums[0], sums[1], sums[2], sums[3]];
-            let inv = r.gram_inv.as_ref()?;
-            Some(finish_eval(&r.gram, inv, &b, sums[4], r.n_valid as f64))
-        } else {
-            self.evaluate_masked(mu)
-        }
+        evaluate_slice(self.reference, self.aligned.as_slice()?, offset)
     }
+}
 
-    fn evaluate_masked(&self, mu: f32) -> Option<Eval> {
-        let r = self.reference;
-        let img = self.aligned.as_slice()?;
-        let mut gram = [[0.0f64; 4]; 4];
-        let mut b = [0.0f64; 4];
-        let mut s2 = 0.0f64;
-        let mut n = 0usize;
-        for i in 0..img.len() {
-            if r.mask[i] > 0.0 && img[i].is_finite() {
-                let d = f64::from(img[i] - mu);
-                let basis = [
-                    f64::from(r.t[i]),
-                    1.0,
-                    f64::from(r.gy[i]),
-                    f64::from(r.gx[i]),
-                ];
-                for a in 0..4 {
-                    b[a] += basis[a] * d;
-                    for c in a..4 {
-                        gram[a][c] += basis[a] * basis[c];
-                    }
-                }
-                s2 += d * d;
-                n += 1;
+/// Least-squares fit of an aligned image on (t, 1, gy, gx), correlation and shift uncertainty.
+/// `offset` is the image level used to condition the sums (computed on first use).
+fn evaluate_slice(r: &Reference, img: &[f32], offset: &mut f32) -> Option<Eval> {
+    if !offset.is_finite() {
+        // Level of the cut-out (any value near the mean keeps the f32 sums well conditioned; a
+        // subsample of every 7th pixel is plenty).
+        let (mut s, mut k) = (0.0f64, 0usize);
+        for i in (0..img.len().min(r.mask.len())).step_by(7) {
+            let (v, m) = (img[i], r.mask[i]);
+            if m > 0.0 && v.is_finite() {
+                s += f64::from(v);
+                k += 1;
             }
         }
-        if n < MIN_VALID_PIXELS || n * 4 < r.n_valid {
-            return None; // less than a quarter of the tile overlaps: not a registration
+        if k == 0 {
+            return None;
         }
-        for a in 0..4 {
-            for c in 0..a {
-                gram[a][c] = gram[c][a];
-            }
-        }
-        let inv = invert4(&gram)?;
-        Some(finish_eval(&gram, &inv, &b, s2, n as f64))
+        *offset = (s / k as f64) as f32;
     }
+    let mu = *offset;
+    // Fast path: five dot products of the masked residual d = (img - mu) * mask in one pass.
+    let sums = sums5(img, &r.mask, &r.t, &r.gy, &r.gx, mu);
+    // NaN in a used pixel (0 * NaN is NaN): redo with a joint mask.
+    if sums.iter().all(|v| v.is_finite()) {
+        let b = [sums[0], sums[1], sums[2], sums[3]];
+        let inv = r.gram_inv.as_ref()?;
+        Some(finish_eval(&r.gram, inv, &b, sums[4], r.n_valid as f64))
+    } else {
+        evaluate_masked(r, img, mu)
+    }
+}
+
+/// [`evaluate_slice`] over the joint mask of the reference and the finite image pixels.
+fn evaluate_masked(r: &Reference, img: &[f32], mu: f32) -> Option<Eval> {
+    let mut gram = [[0.0f64; 4]; 4];
+    let mut b = [0.0f64; 4];
+    let mut s2 = 0.0f64;
+    let mut n = 0usize;
+    for i in 0..img.len() {
+        if r.mask[i] > 0.0 && img[i].is_finite() {
+            let d = f64::from(img[i] - mu);
+            let basis = [
+                f64::from(r.t[i]),
+                1.0,
+                f64::from(r.gy[i]),
+                f64::from(r.gx[i]),
+            ];
+            for a in 0..4 {
+                b[a] += basis[a] * d;
+                for c in a..4 {
+                    gram[a][c] += basis[a] * basis[c];
+                }
+            }
+            s2 += d * d;
+            n += 1;
+        }
+    }
+    if n < MIN_VALID_PIXELS || n * 4 < r.n_valid {
+        return None; // less than a quarter of the tile overlaps: not a registration
+    }
+    for a in 0..4 {
+        for c in 0..a {
+            gram[a][c] = gram[c][a];
+        }
+    }
+    let inv = invert4(&gram)?;
+    Some(finish_eval(&gram, &inv, &b, s2, n as f64))
 }
 
 /// Coefficients, correlation and shift uncertainty from the normal equations.
@@ -864,6 +981,7 @@ pub(crate) mod tests {
 
     /// Render stars shifted by (dy, dx) (feature at y appears at y + dy) on a (h, w) grid, with the field
     /// origin at (oy, ox) of the grid, plus background and Poisson+read noise when `noise_seed` is given.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn render(
         stars: &[(f64, f64, f64)],
         h: usize,
@@ -1049,6 +1167,47 @@ pub(crate) mod tests {
         assert!(!r.converged || r.low_structure);
         let _ = Reference::new(Array2::<f32>::zeros((0, 0)).view());
         let _ = sample_shifted;
+    }
+
+    #[test]
+    fn dot_products_match_f64_reference_and_paths_agree() {
+        let n = 1003;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut v = || {
+            (0..n)
+                .map(|_| rng.gen_range(-100.0..100.0f32))
+                .collect::<Vec<f32>>()
+        };
+        let (img, t, gy, gx) = (v(), v(), v(), v());
+        let mask: Vec<f32> = (0..n).map(|i| if i % 7 == 0 { 0.0 } else { 1.0 }).collect();
+        let mu = 3.5f32;
+        let got = sums5(&img, &mask, &t, &gy, &gx, mu);
+        let mut want = [0.0f64; 5];
+        for i in 0..n {
+            let d = f64::from((img[i] - mu) * mask[i]);
+            want[0] += f64::from(t[i]) * d;
+            want[1] += d;
+            want[2] += f64::from(gy[i]) * d;
+            want[3] += f64::from(gx[i]) * d;
+            want[4] += d * d;
+        }
+        for k in 0..5 {
+            assert!(
+                (got[k] - want[k]).abs() <= 1e-4 * want[4].abs().max(1.0),
+                "{k}: {} vs {}",
+                got[k],
+                want[k]
+            );
+        }
+        let body = n / LANES * LANES;
+        let portable = sums5_lanes(&img, &mask, &t, &gy, &gx, mu, body);
+        #[cfg(target_arch = "x86_64")]
+        if crate::resample::has_avx2() {
+            // SAFETY: AVX2 checked just above.
+            let fast = unsafe { sums5_avx2(&img, &mask, &t, &gy, &gx, mu, body) };
+            assert_eq!(fast, portable, "the AVX2 path must be bit-identical");
+        }
+        let _ = portable;
     }
 
     #[test]

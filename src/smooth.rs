@@ -24,6 +24,10 @@
 //!
 //! What it does not: look at images; know about frames' weights.
 
+// Numerical kernels: comparisons are written so that NaN fails them (`!(x > 0.0)` is true for NaN),
+// and index loops over several arrays at once read more clearly than zipped iterators.
+#![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
+
 use serde::{Deserialize, Serialize};
 
 use crate::geom::Shift;
@@ -191,7 +195,7 @@ pub fn plan(
                 s if p.noise_weighted => {
                     let _ = s;
                     let (ty, tx) = loo[k];
-                    if !(ty.is_finite() && tx.is_finite()) || !tau2.is_finite() {
+                    if !(ty.is_finite() && tx.is_finite() && tau2.is_finite()) {
                         return Decision::Use(Shift::new(vy, vx));
                     }
                     let s2 = sigmas[i] * sigmas[i];
