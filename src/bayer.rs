@@ -1117,11 +1117,11 @@ mod tests {
             let cfa = Array2::from_shape_fn((10, 12), |(r, c)| rgb[p.color_at(r, c).rgb_index()]);
             for method in [Demosaic::Bilinear, Demosaic::MalvarHeCutler] {
                 let out = demosaic_with(cfa.view(), p, method).unwrap();
-                for ch in 0..3 {
+                for (ch, want) in rgb.iter().enumerate() {
                     assert!(out
                         .index_axis(Axis(0), ch)
                         .iter()
-                        .all(|&v| (v - rgb[ch]).abs() < 1e-3));
+                        .all(|&v| (v - want).abs() < 1e-3));
                 }
             }
             let mut holed = cfa.clone();

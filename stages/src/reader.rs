@@ -332,9 +332,9 @@ fn select_frames(
     let measured: Vec<(usize, FrameQuality)> = qualities
         .iter()
         .enumerate()
-        .filter_map(|(i, q)| q.clone().map(|q| (i, q)))
+        .filter_map(|(i, q)| q.map(|q| (i, q)))
         .collect();
-    let only: Vec<FrameQuality> = measured.iter().map(|(_, q)| q.clone()).collect();
+    let only: Vec<FrameQuality> = measured.iter().map(|(_, q)| *q).collect();
     let weights = tlr_core::global::global_weights(&only);
     let scales = tlr_core::global::photometric_scales(&only);
     let mut used = Vec::with_capacity(measured.len());
