@@ -3,7 +3,8 @@
 //! floating-point sums — and the output bytes — are the same for any worker count and completion order.
 //!
 //! The reorder buffer is bounded by the window semaphore shared with the workers: a result's permit is
-//! released only when the tile has been applied. What it does not: reconstruct, read or write files.
+//! released only when the tile has been applied. In colour mode each Bayer plane is blended by a mosaic
+//! of its own (same tiles, same weights). What it does not: reconstruct, read or write files.
 
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;
@@ -48,6 +49,8 @@ pub struct TileSummary {
 pub struct Accumulated {
     /// The blended image (NaN where no valid tile reached).
     pub image: ndarray::Array2<f32>,
+    /// Colour mode: the blended planes `(4, rows, cols)` (R, G1, G2, B); `None` for mono.
+    pub planes: Option<ndarray::Array3<f32>>,
     /// One summary per tile, in tile order.
     pub tiles: Vec<TileSummary>,
 }
@@ -55,6 +58,7 @@ pub struct Accumulated {
 /// The accumulator stage.
 pub struct Accumulator {
     mosaic: Mosaic,
+    planes: Vec<Mosaic>,
     total: usize,
     variance_sigma: f32,
     events: EventSink,
@@ -72,10 +76,17 @@ impl Accumulator {
     ) -> Self {
         Self {
             mosaic: Mosaic::new(rows, cols, tiles),
+            planes: Vec::new(),
             total: tiles.len(),
             variance_sigma,
             events,
         }
+    }
+
+    /// Blends `planes` colour planes too (one mosaic each, same tiles and weights as the image).
+    pub fn with_planes(mut self, planes: usize, rows: usize, cols: usize, tiles: &[TileBox]) -> Self {
+        self.planes = (0..planes).map(|_| Mosaic::new(rows, cols, tiles)).collect();
+        self
     }
 
     /// Applies results from `result_rx` in sequence order until the channel closes.
@@ -98,7 +109,7 @@ impl Accumulator {
             }
             pending.insert(done.seq, done);
             while let Some(ready) = pending.remove(&next) {
-                tiles.push(self.apply(ready.result));
+                tiles.push(self.apply(ready.result, &ready.planes));
                 // Releasing the permit frees a place in the reorder window for the workers.
                 drop(ready.permit);
                 next += 1;
@@ -118,17 +129,31 @@ impl Accumulator {
                 ),
             ));
         }
+        let planes = if self.planes.is_empty() {
+            None
+        } else {
+            let finished: Vec<ndarray::Array2<f32>> =
+                self.planes.into_iter().map(Mosaic::finish).collect();
+            let views: Vec<ndarray::ArrayView2<f32>> = finished.iter().map(|p| p.view()).collect();
+            Some(ndarray::stack(ndarray::Axis(0), &views).map_err(|e| {
+                StageError::input("accumulator", format!("colour planes: {e}"))
+            })?)
+        };
         Ok(Accumulated {
             image: self.mosaic.finish(),
+            planes,
             tiles,
         })
     }
 
     /// Adds one result to the mosaic (valid tiles only) and returns its summary.
-    fn apply(&mut self, result: TileResult) -> TileSummary {
+    fn apply(&mut self, result: TileResult, planes: &[ndarray::Array2<f32>]) -> TileSummary {
         let weight = psi(result.warp_variance, self.variance_sigma);
         if result.valid {
             self.mosaic.add(&result.tile, result.image.view(), weight);
+            for (mosaic, plane) in self.planes.iter_mut().zip(planes) {
+                mosaic.add(&result.tile, plane.view(), weight);
+            }
         }
         TileSummary {
             tile: result.tile,

@@ -2,6 +2,8 @@
 //!
 //! Every file is written atomically (temporary file in the same folder, then rename), so a viewer or a
 //! cancelled run never leaves a half-written file under the final name.
+//! A colour run's image is the demosaiced RGB cube `(3, H, W)` (NAXIS3 = 3) with a colour preview;
+//! [`write_cfa`] also keeps the reconstructed mosaic for users who debayer elsewhere.
 //! What it does not: compute anything about the reconstruction; it only lays out what the run produced.
 
 use ndarray::{Array2, Array3};
@@ -127,12 +129,38 @@ pub fn output_meta(run: &RunOutput, kind: &str) -> OutputMeta {
 }
 
 /// Writes the image as float32 FITS and, next to it, `<stem>.png` (auto-stretched preview).
-/// Returns the preview's path.
+/// Returns the preview's path. A colour run writes the demosaiced RGB cube `(3, H, W)` and a colour
+/// preview (auto white balance from the background).
 ///
 /// # Errors
 /// When a file cannot be written (the error names it).
 pub fn write_image(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> {
-    let meta = output_meta(run, "result");
+    let mut meta = output_meta(run, "result");
+    if let Some(colour) = &run.colour {
+        let rgb = colour.rgb().map_err(|e| StageError::Output {
+            path: path.to_path_buf(),
+            message: format!("demosaicing the result: {e}"),
+        })?;
+        meta.cards.push(card_str(
+            "CSPACE",
+            "RGB",
+            "planes R, G, B (demosaiced, Malvar-He-Cutler)",
+        ));
+        meta.history.push(format!(
+            "colour: Bayer {} reconstructed per plane, demosaiced to RGB",
+            colour.pattern.name()
+        ));
+        fits::write_cube_atomic(path, rgb.view(), &meta)
+            .map_err(|e| StageError::fits("output", e))?;
+        let png = path.with_extension("png");
+        preview::write_rgb_png_preview_atomic(&png, rgb.view()).map_err(|e| {
+            StageError::Output {
+                path: png.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        return Ok(png);
+    }
     fits::write_image_atomic(path, run.image.view(), SampleFormat::F32, &meta)
         .map_err(|e| StageError::fits("output", e))?;
     let png = path.with_extension("png");
@@ -141,6 +169,42 @@ pub fn write_image(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> 
         message: e.to_string(),
     })?;
     Ok(png)
+}
+
+/// The path of the kept mosaic next to `output`: `OUT.fits` -> `OUT.cfa.fits`.
+pub fn cfa_path(output: &Path) -> PathBuf {
+    output.with_extension("cfa.fits")
+}
+
+/// Writes the reconstructed mosaic (CFA, full resolution, float32, with `BAYERPAT` and
+/// `ROWORDER = 'TOP-DOWN'`) of a colour run to `path`. Returns `Ok(false)` for a mono run (nothing
+/// written).
+///
+/// # Errors
+/// When the file cannot be written (the error names it).
+pub fn write_cfa(run: &RunOutput, path: &Path) -> Result<bool, StageError> {
+    let Some(colour) = &run.colour else {
+        return Ok(false);
+    };
+    let cfa = colour.cfa().map_err(|e| StageError::Output {
+        path: path.to_path_buf(),
+        message: format!("merging the colour planes: {e}"),
+    })?;
+    let mut meta = output_meta(run, "cfa");
+    meta.cards.push(card_str(
+        "BAYERPAT",
+        colour.pattern.name(),
+        "Bayer pattern of the reconstructed mosaic",
+    ));
+    meta.cards
+        .push(card_int("XBAYROFF", 0, "Bayer pattern x offset"));
+    meta.cards
+        .push(card_int("YBAYROFF", 0, "Bayer pattern y offset"));
+    meta.cards
+        .push(card_str("ROWORDER", "TOP-DOWN", "order of the rows"));
+    fits::write_image_atomic(path, cfa.view(), SampleFormat::F32, &meta)
+        .map_err(|e| StageError::fits("output", e))?;
+    Ok(true)
 }
 
 /// The tile grid as `(row positions, column positions)`: distinct `y0` and `x0` values in order.

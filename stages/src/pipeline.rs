@@ -9,6 +9,11 @@
 //! [`run`] is the whole job: scan (for a folder), global pass, tile grid, staged reconstruction, result.
 //! Stage tasks are created and spawned only here. Only the reader watches the cancellation token; the
 //! other stages stop when their input channel closes, after draining what is in flight.
+//! Colour (Bayer) frames: the pattern is decided once per run from the first frame's header and the
+//! configuration (`data.color_mode`, `data.bayer_pattern`; see [`tlr_core::bayer::resolve_pattern`]),
+//! warnings go out as events. A colour run works in cell space (`H/2 x W/2`) throughout: registration on
+//! the luminance per 2x2 cell, every plane reconstructed with the same shifts and weights
+//! ([`crate::source::ColourFrames`]); the result carries the four blended planes ([`ColourResult`]).
 //! What it does not: write files ([`crate::output`] does) or print (events go to the caller's sink).
 
 use std::num::NonZeroUsize;
@@ -30,7 +35,7 @@ use crate::error::StageError;
 use crate::events::{Event, EventSink};
 use crate::memory::{bytes_read, peak_rss_bytes, MemoryGuard};
 use crate::reader::{FrameReader, GlobalSummary, ReadPlan};
-use crate::source::{FileFrames, FrameStore, MemoryFrames};
+use crate::source::{ColourFrames, FileFrames, FrameStore, MemoryFrames};
 use crate::workers::{TileProcessor, Workers};
 
 /// Where the frames come from.
@@ -155,10 +160,40 @@ pub struct FrameSummary {
     pub shift: Option<tlr_core::Shift>,
 }
 
+/// The colour part of a colour run's result.
+#[derive(Debug, Clone)]
+pub struct ColourResult {
+    /// The Bayer pattern of the input frames (file row order).
+    pub pattern: tlr_core::bayer::CfaPattern,
+    /// The blended planes `(4, H/2, W/2)`: R, G1, G2, B (NaN where no valid tile reached).
+    pub planes: ndarray::Array3<f32>,
+}
+
+impl ColourResult {
+    /// The reconstructed mosaic (CFA) at full resolution, `(H, W)` (even size), in the input's pattern.
+    ///
+    /// # Errors
+    /// When the planes are not four (cannot happen for a pipeline result).
+    pub fn cfa(&self) -> Result<ndarray::Array2<f32>, tlr_core::bayer::BayerError> {
+        tlr_core::bayer::merge_planes(self.planes.view(), self.pattern)
+    }
+
+    /// The demosaiced RGB image `(3, H, W)` (Malvar-He-Cutler).
+    ///
+    /// # Errors
+    /// As [`tlr_core::bayer::demosaic`].
+    pub fn rgb(&self) -> Result<ndarray::Array3<f32>, tlr_core::bayer::BayerError> {
+        tlr_core::bayer::demosaic(self.cfa()?.view(), self.pattern)
+    }
+}
+
 /// The result of [`run`].
 pub struct RunOutput {
-    /// The reconstructed image, `(rows, cols)`; NaN where no valid tile reached.
+    /// The reconstructed image, `(rows, cols)`; NaN where no valid tile reached. In colour mode the
+    /// luminance per 2x2 cell, `(H/2, W/2)` (the tile grid and diagnostics are in this space too).
     pub image: ndarray::Array2<f32>,
+    /// Colour mode: the reconstructed planes; `None` for mono.
+    pub colour: Option<ColourResult>,
     /// Figures of the run.
     pub summary: RunSummary,
     /// One entry per tile, in tile order.
@@ -198,6 +233,7 @@ pub async fn run(
         cfg.v4.memory_limits.rss_abort_mb,
         Arc::clone(&events),
     );
+    let mut header: Option<tlr_core::fits::FrameHeader> = None;
     let (store, skipped_by_scan): (Arc<dyn FrameStore>, usize) = match input {
         Input::Folder { dir, scan } => {
             let report = tokio::task::spawn_blocking(move || scan::scan_folder(&dir, &scan))
@@ -228,11 +264,14 @@ pub async fn run(
                 ));
             }
             let skipped = report.skipped.len();
-            (Arc::new(FileFrames::new(report.frames)?), skipped)
+            let files = FileFrames::new(report.frames)?;
+            header = files.headers().first().cloned();
+            (Arc::new(files), skipped)
         }
         Input::Memory(frames) => (Arc::new(frames), 0),
         Input::Store(store) => (store, 0),
     };
+    let (store, pattern) = colour_store(store, header.as_ref(), cfg, &events)?;
     let (rows, cols) = store.shape();
     events(&Event::Scanned {
         frames: store.len(),
@@ -269,7 +308,7 @@ pub async fn run(
     let plan = ReadPlan::new(
         &grid,
         margin,
-        global.frames.len(),
+        global.frames.len() * store.planes(),
         options.reader_block_mib << 20,
     );
     let tiles = plan.tiles.clone();
@@ -286,14 +325,18 @@ pub async fn run(
     let (tile_tx, tile_rx) = mpsc::channel(capacity);
     let (result_tx, result_rx) = mpsc::channel(capacity);
     let window = Arc::new(Semaphore::new(window_size));
-    let workers = Workers::new(workers_n, processor, Arc::clone(&window));
-    let accumulator = Accumulator::new(
+    let workers = Workers::new(workers_n, processor, Arc::clone(&window))
+        .with_plane_params(operator_params(cfg, options.registration));
+    let mut accumulator = Accumulator::new(
         rows,
         cols,
         &tiles,
         cfg.registration.local_tiles.variance_window_sigma as f32,
         Arc::clone(&events),
     );
+    if store.planes() > 1 {
+        accumulator = accumulator.with_planes(store.planes(), rows, cols, &tiles);
+    }
     let used_frames = global.frames.clone();
     let reader_task =
         tokio::spawn(reader.run(plan, global.frames.clone(), tile_tx, cancel.clone()));
@@ -360,8 +403,13 @@ pub async fn run(
     events(&Event::Finished {
         summary: summary.clone(),
     });
+    let colour = match (pattern, accumulated.planes) {
+        (Some(pattern), Some(planes)) => Some(ColourResult { pattern, planes }),
+        _ => None,
+    };
     Ok(RunOutput {
         image: accumulated.image,
+        colour,
         summary,
         tiles: accumulated.tiles,
         frames,
@@ -420,6 +468,49 @@ pub fn operator_params(cfg: &Config, mode: Registration) -> OperatorParams {
         },
         ..OperatorParams::default()
     }
+}
+
+/// Decides mono or colour for the run (first frame's header plus `data.color_mode`/`data.bayer_pattern`)
+/// and wraps the store in cell space for colour. Frames from memory have no header: they are colour only
+/// when the configuration names a pattern.
+fn colour_store(
+    store: Arc<dyn FrameStore>,
+    header: Option<&tlr_core::fits::FrameHeader>,
+    cfg: &Config,
+    events: &EventSink,
+) -> Result<(Arc<dyn FrameStore>, Option<tlr_core::bayer::CfaPattern>), StageError> {
+    use tlr_core::bayer::{self, ColorMode};
+    let mode = cfg.data.color_mode();
+    let pattern = match header {
+        Some(header) => {
+            let decision = bayer::resolve_pattern(header, mode)
+                .map_err(|e| StageError::input("scan", e.to_string()))?;
+            for message in decision.warnings {
+                events(&Event::Warning { message });
+            }
+            decision.pattern
+        }
+        None => match mode {
+            ColorMode::Bayer(p) => Some(p),
+            ColorMode::Osc => {
+                return Err(StageError::input(
+                    "reader",
+                    "data.color_mode is osc but frames from memory carry no BAYERPAT: set \
+                     data.bayer_pattern",
+                ))
+            }
+            ColorMode::Auto | ColorMode::Mono => None,
+        },
+    };
+    let Some(pattern) = pattern else {
+        return Ok((store, None));
+    };
+    let (rows, cols) = store.shape();
+    if let (_, Some(message)) = bayer::even_size(rows, cols) {
+        events(&Event::Warning { message });
+    }
+    let colour = ColourFrames::new(store, pattern)?;
+    Ok((Arc::new(colour), Some(pattern)))
 }
 
 fn median_fwhm(global: &GlobalSummary) -> f32 {

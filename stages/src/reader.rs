@@ -8,16 +8,19 @@
 //! only the new ones, in one file visit per frame. So every frame row is read once per band (not once per
 //! tile, nor per iteration), and memory is bounded by the window budget plus the channel capacity. Stacks
 //! are cut from the windows one at a time, just before each is sent.
+//! In colour mode (a store with 4 planes, see [`crate::source::ColourFrames`]) everything is in cell
+//! space: windows hold the four planes of every frame, a stack's cut-outs are the luminance and each
+//! job also carries the four plane cut-outs with their per-channel photometric scales.
 //! What it does not: any reconstruction (workers do that) or any blending (the accumulator does that).
 
-use ndarray::{s, Array2, Array3};
+use ndarray::{s, Array3};
 use std::ops::Range;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use tlr_core::global::{FrameQuality, GlobalPass};
-use tlr_core::operator::{FrameInput, TileStack};
+use tlr_core::operator::{FrameInput, PlaneStack, TileStack};
 use tlr_core::{Shift, TileBox};
 
 use crate::error::StageError;
@@ -30,8 +33,10 @@ use crate::source::FrameStore;
 pub struct TileJob {
     /// Position in the order the accumulator applies results (0, 1, 2, …).
     pub seq: usize,
-    /// The stack to reconstruct.
+    /// The stack to reconstruct (the luminance in colour mode).
     pub stack: TileStack,
+    /// Colour mode: the cut-outs of each plane (R, G1, G2, B); empty for mono.
+    pub planes: Vec<PlaneStack>,
 }
 
 /// What the global pass found out about the frames.
@@ -39,6 +44,8 @@ pub struct TileJob {
 pub struct GlobalSummary {
     /// Per-frame measurements, index = frame index in the store (`None`: unreadable frame).
     pub qualities: Vec<Option<FrameQuality>>,
+    /// Colour mode: per-frame background of each plane (R, G1, G2, B), index = frame index.
+    pub plane_backgrounds: Vec<Option<[f32; 4]>>,
     /// Frames that take part, with their global weight, photometric scale and global shift.
     pub frames: Vec<UsedFrame>,
 }
@@ -54,6 +61,9 @@ pub struct UsedFrame {
     pub scale: f32,
     /// Global shift relative to the geometric reference frame.
     pub shift: Shift,
+    /// Colour mode: photometric scale per plane (R, G1, G2, B), `median_f(B_f,p) / B_f,p`
+    /// (per-channel background normalisation); equal to `scale` for mono.
+    pub plane_scales: [f32; 4],
 }
 
 impl UsedFrame {
@@ -88,6 +98,8 @@ impl ReadPlan {
     /// Plans reading `grid` (row-major tiles) for `frames` frames: the fewest column bands whose rolling
     /// window (one tile row plus margins, for all frames, as f32) fits in `budget_bytes`; a band is at
     /// least one tile column wide. Tiles are re-indexed in band order.
+    /// In colour mode pass frames x planes as `frames` (each plane is a quarter of a frame's pixels in
+    /// cell space, so the bytes equal those of the full-resolution frames).
     pub fn new(grid: &[TileBox], margin: usize, frames: usize, budget_bytes: usize) -> Self {
         let mut xs: Vec<usize> = grid.iter().map(|t| t.x0).collect();
         xs.sort_unstable();
@@ -183,6 +195,7 @@ impl FrameReader {
         let total = self.store.len();
         let mut pass = Some(GlobalPass::new());
         let mut qualities = Vec::with_capacity(total);
+        let mut plane_backgrounds = Vec::with_capacity(total);
         for index in 0..total {
             if cancel.is_cancelled() {
                 return Err(StageError::Cancelled);
@@ -195,8 +208,8 @@ impl FrameReader {
             // cfitsio and the measurement are blocking work: keep them off the async threads.
             let (state, outcome) = tokio::task::spawn_blocking(move || {
                 let outcome = store
-                    .read_full(index)
-                    .map(|image| state.add_frame(image.view()));
+                    .read_full_planes(index)
+                    .and_then(|planes| measure_planes(&mut state, &planes));
                 (state, outcome)
             })
             .await
@@ -206,7 +219,10 @@ impl FrameReader {
             })?;
             pass = Some(state);
             match outcome {
-                Ok(quality) => qualities.push(Some(quality)),
+                Ok((quality, backgrounds)) => {
+                    qualities.push(Some(quality));
+                    plane_backgrounds.push(backgrounds);
+                }
                 Err(error) if self.strict => return Err(error),
                 Err(error) => {
                     (self.events)(&Event::FrameSkipped {
@@ -214,6 +230,7 @@ impl FrameReader {
                         reason: error.to_string(),
                     });
                     qualities.push(None);
+                    plane_backgrounds.push(None);
                 }
             }
             (self.events)(&Event::GlobalFrame {
@@ -221,13 +238,20 @@ impl FrameReader {
                 total,
             });
         }
-        let frames = select_frames(&qualities, self.strict, |index, reason| {
+        let mut frames = select_frames(&qualities, self.strict, |index, reason| {
             (self.events)(&Event::FrameSkipped {
                 path: self.store.meta(index).label,
                 reason,
             })
         })?;
-        Ok(GlobalSummary { qualities, frames })
+        if self.store.planes() > 1 {
+            set_plane_scales(&mut frames, &plane_backgrounds);
+        }
+        Ok(GlobalSummary {
+            qualities,
+            plane_backgrounds,
+            frames,
+        })
     }
 
     /// Reads every tile stack of `plan` in order and sends it to `tile_tx`.
@@ -294,15 +318,20 @@ impl FrameReader {
                         plan.margin,
                     );
                     // Copying a stack out of the windows is a few MB: keep it off the async threads.
-                    let stack = tokio::task::spawn_blocking(move || {
-                        cut_windows.cut(&tile, &cut_frames, margin)
+                    let planes = self.store.planes();
+                    let (stack, plane_stacks) = tokio::task::spawn_blocking(move || {
+                        cut_windows.cut(&tile, &cut_frames, margin, planes)
                     })
                     .await
                     .map_err(|source| StageError::Join {
                         stage: "reader",
                         source,
                     })?;
-                    let job = TileJob { seq: sent, stack };
+                    let job = TileJob {
+                        seq: sent,
+                        stack,
+                        planes: plane_stacks,
+                    };
                     // The send is the back-pressure: it waits while the workers are busy. Only the
                     // reader watches the token; downstream stages stop when this channel closes.
                     tokio::select! {
@@ -320,6 +349,46 @@ impl FrameReader {
         }
         // Dropping `tile_tx` here closes the channel: that is the workers' signal to finish.
         Ok(sent)
+    }
+}
+
+/// Measures one frame for the global pass: mono as it is; colour planes through their luminance, plus
+/// the background of each plane.
+fn measure_planes(
+    state: &mut GlobalPass,
+    planes: &Array3<f32>,
+) -> Result<(FrameQuality, Option<[f32; 4]>), StageError> {
+    if planes.dim().0 == 1 {
+        return Ok((state.add_frame(planes.index_axis(ndarray::Axis(0), 0)), None));
+    }
+    let lum = tlr_core::bayer::luminance(planes.view())
+        .map_err(|e| StageError::input("reader", e.to_string()))?;
+    let quality = state.add_frame(lum.view());
+    let backgrounds = tlr_core::bayer::plane_backgrounds(planes.view())
+        .ok()
+        .map(|st| st.map(|s| s.median));
+    Ok((quality, backgrounds))
+}
+
+/// Per-channel background normalisation: `plane_scales[p] = median over used frames of B_p / B_f,p`
+/// (a plane keeps its mean level, so colours are preserved). A frame or plane without a usable
+/// background falls back to the frame's luminance scale.
+fn set_plane_scales(frames: &mut [UsedFrame], backgrounds: &[Option<[f32; 4]>]) {
+    let usable = |b: f32| b.is_finite() && b > 0.0;
+    for p in 0..4 {
+        let values: Vec<f32> = frames
+            .iter()
+            .filter_map(|f| backgrounds.get(f.index).copied().flatten().map(|b| b[p]))
+            .filter(|&b| usable(b))
+            .collect();
+        let med = tlr_core::stats::median(&values);
+        for f in frames.iter_mut() {
+            let b = backgrounds.get(f.index).copied().flatten().map(|b| b[p]);
+            f.plane_scales[p] = match b {
+                Some(b) if usable(b) && usable(med) => med / b,
+                _ => f.scale,
+            };
+        }
     }
 }
 
@@ -361,6 +430,7 @@ fn select_frames(
                 weight: weights[k],
                 scale: scales[k],
                 shift: quality.shift,
+                plane_scales: [scales[k]; 4],
             }),
         }
     }
@@ -396,7 +466,8 @@ impl Need {
 /// Per used frame, the rows of the current band held in memory: `data` covers frame rows
 /// `row0..row0 + data.nrows()` and frame columns `col0..col0 + data.ncols()`.
 struct Window {
-    data: Array2<f32>,
+    /// `(planes, rows, cols)`.
+    data: Array3<f32>,
     row0: usize,
     col0: usize,
 }
@@ -439,10 +510,10 @@ impl Windows {
             // Keep the held rows that are still wanted (same columns: a band's columns are fixed).
             let kept = self.frames[slot]
                 .take()
-                .filter(|w| w.col0 == want_cols.start && w.data.ncols() == want_cols.len());
+                .filter(|w| w.col0 == want_cols.start && w.data.dim().2 == want_cols.len());
             let (kept_rows, held_end) = match &kept {
                 Some(w) => {
-                    let end = w.row0 + w.data.nrows();
+                    let end = w.row0 + w.data.dim().1;
                     let from = want_rows.start.max(w.row0).min(end);
                     (Some((w, from, end)), end.max(want_rows.start))
                 }
@@ -450,7 +521,7 @@ impl Windows {
             };
             let read_from = held_end.min(want_rows.end);
             let fresh = if read_from < want_rows.end {
-                match store.read_regions(
+                match store.read_plane_regions(
                     frame.index,
                     &[(read_from..want_rows.end, want_cols.clone())],
                 ) {
@@ -463,18 +534,22 @@ impl Windows {
             } else {
                 None
             };
-            let mut data = Array2::from_elem((want_rows.len(), want_cols.len()), f32::NAN);
+            let planes = store.planes();
+            let mut data =
+                Array3::from_elem((planes, want_rows.len(), want_cols.len()), f32::NAN);
             if let Some((w, from, end)) = kept_rows {
                 let to = end.min(want_rows.end);
-                if from < to {
-                    data.slice_mut(s![from - want_rows.start..to - want_rows.start, ..])
-                        .assign(&w.data.slice(s![from - w.row0..to - w.row0, ..]));
+                if from < to && w.data.dim().0 == planes {
+                    data.slice_mut(s![.., from - want_rows.start..to - want_rows.start, ..])
+                        .assign(&w.data.slice(s![.., from - w.row0..to - w.row0, ..]));
                 }
             }
             if let Some(fresh) = fresh {
                 let at = read_from - want_rows.start;
-                data.slice_mut(s![at..at + fresh.nrows(), ..])
-                    .assign(&fresh);
+                if fresh.dim().0 == planes {
+                    data.slice_mut(s![.., at..at + fresh.dim().1, ..])
+                        .assign(&fresh);
+                }
             }
             self.frames[slot] = Some(Window {
                 data,
@@ -487,9 +562,18 @@ impl Windows {
 
     /// The tile stack of `tile`: each frame's cut-out of the tile plus margin, shifted by the frame's
     /// whole-pixel offset; pixels outside the frame (or of failed frames) are NaN.
-    fn cut(&self, tile: &TileBox, frames: &[UsedFrame], margin: usize) -> TileStack {
+    ///
+    /// With more than one plane (colour) the stack's cut-outs are the luminance of the planes and the
+    /// planes' cut-outs are returned beside it; with one plane the list is empty.
+    fn cut(
+        &self,
+        tile: &TileBox,
+        frames: &[UsedFrame],
+        margin: usize,
+        planes: usize,
+    ) -> (TileStack, Vec<PlaneStack>) {
         let (h, w) = (tile.h + 2 * margin, tile.w + 2 * margin);
-        let mut cutouts = Array3::from_elem((frames.len(), h, w), f32::NAN);
+        let mut cuts = vec![Array3::from_elem((frames.len(), h, w), f32::NAN); planes.max(1)];
         for (slot, frame) in frames.iter().enumerate() {
             let Some(window) = &self.frames[slot] else {
                 continue;
@@ -499,24 +583,49 @@ impl Windows {
             let cy0 = tile.y0 as isize - margin as isize + oy;
             let cx0 = tile.x0 as isize - margin as isize + ox;
             let (ry0, rx0) = (window.row0 as isize, window.col0 as isize);
-            let (rh, rw) = window.data.dim();
+            let (wp, rh, rw) = window.data.dim();
             let ys = cy0.max(ry0)..(cy0 + h as isize).min(ry0 + rh as isize);
             let xs = cx0.max(rx0)..(cx0 + w as isize).min(rx0 + rw as isize);
             if ys.is_empty() || xs.is_empty() {
                 continue;
             }
-            let src = window.data.slice(s![
-                (ys.start - ry0) as usize..(ys.end - ry0) as usize,
-                (xs.start - rx0) as usize..(xs.end - rx0) as usize
-            ]);
-            cutouts
-                .slice_mut(s![
-                    slot,
-                    (ys.start - cy0) as usize..(ys.end - cy0) as usize,
-                    (xs.start - cx0) as usize..(xs.end - cx0) as usize
-                ])
-                .assign(&src);
+            for (p, cutouts) in cuts.iter_mut().enumerate().take(wp) {
+                let src = window.data.slice(s![
+                    p,
+                    (ys.start - ry0) as usize..(ys.end - ry0) as usize,
+                    (xs.start - rx0) as usize..(xs.end - rx0) as usize
+                ]);
+                cutouts
+                    .slice_mut(s![
+                        slot,
+                        (ys.start - cy0) as usize..(ys.end - cy0) as usize,
+                        (xs.start - cx0) as usize..(xs.end - cx0) as usize
+                    ])
+                    .assign(&src);
+            }
         }
+        let (cutouts, plane_stacks) = if cuts.len() == 1 {
+            (cuts.pop().unwrap_or_default(), Vec::new())
+        } else {
+            // Luminance per 2x2 cell: the mean of the planes (NaN where any plane is NaN).
+            let mut lum = cuts[0].clone();
+            for plane in &cuts[1..] {
+                lum += plane;
+            }
+            lum.mapv_inplace(|v| v / cuts.len() as f32);
+            let stacks = cuts
+                .into_iter()
+                .enumerate()
+                .map(|(p, cutouts)| PlaneStack {
+                    cutouts,
+                    scales: frames
+                        .iter()
+                        .map(|f| f.plane_scales.get(p).copied().unwrap_or(f.scale))
+                        .collect(),
+                })
+                .collect();
+            (lum, stacks)
+        };
         let inputs = frames
             .iter()
             .map(|f| FrameInput {
@@ -526,12 +635,15 @@ impl Windows {
                 prior_shift: f.prior(),
             })
             .collect();
-        TileStack {
-            tile: *tile,
-            margin,
-            cutouts,
-            frames: inputs,
-        }
+        (
+            TileStack {
+                tile: *tile,
+                margin,
+                cutouts,
+                frames: inputs,
+            },
+            plane_stacks,
+        )
     }
 }
 
@@ -545,6 +657,7 @@ fn clip(start: isize, end: isize, len: usize) -> Range<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::Array2;
 
     fn tiles(n: usize) -> Vec<TileBox> {
         (0..n)
@@ -607,6 +720,7 @@ mod tests {
                 weight: 1.0,
                 scale: 1.0,
                 shift: Shift::new(i as f32 * 3.4 - 2.0, 5.0 - i as f32 * 4.6),
+                plane_scales: [1.0; 4],
             })
             .collect();
         let grid = tlr_core::tile::tile_grid(100, 120, 40, 0.25).unwrap();
@@ -625,7 +739,7 @@ mod tests {
                 );
                 assert!(errors.is_empty());
                 for tile in tiles {
-                    let stack = windows.cut(tile, &used, margin);
+                    let (stack, _) = windows.cut(tile, &used, margin, 1);
                     for (slot, f) in used.iter().enumerate() {
                         let (oy, ox) = f.offset();
                         for ((r, c), v) in stack.cutouts.slice(s![slot, .., ..]).indexed_iter() {

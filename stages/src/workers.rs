@@ -4,6 +4,8 @@
 //! results leave in completion order, tagged with their sequence number, and the accumulator restores the
 //! order. A semaphore shared with the accumulator bounds how far work may run ahead of the oldest tile not
 //! yet applied (the reorder window), so one slow tile causes back-pressure, not unbounded buffering.
+//! In colour mode a job also carries the Bayer planes: the same blocking job reconstructs them after the
+//! luminance, with the luminance's shifts and weights ([`tlr_core::operator::reconstruct_planes`]).
 //! What it does not: read files, touch the output, or parallelise inside a tile.
 
 use std::num::NonZeroUsize;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use tlr_core::operator::{TileResult, TileStack};
+use tlr_core::operator::{OperatorParams, TileResult, TileStack};
 
 use crate::error::StageError;
 use crate::reader::TileJob;
@@ -25,6 +27,8 @@ pub struct TileDone {
     pub seq: usize,
     /// The operator's result.
     pub result: TileResult,
+    /// Colour mode: the reconstructed planes (R, G1, G2, B), each `(h, w)`; empty for mono.
+    pub planes: Vec<ndarray::Array2<f32>>,
     /// Holds one place of the reorder window until the accumulator has applied the tile.
     pub permit: OwnedSemaphorePermit,
 }
@@ -34,6 +38,7 @@ pub struct Workers {
     parallel_tiles: NonZeroUsize,
     processor: TileProcessor,
     window: Arc<Semaphore>,
+    plane_params: Arc<OperatorParams>,
 }
 
 impl Workers {
@@ -48,7 +53,14 @@ impl Workers {
             parallel_tiles,
             processor,
             window,
+            plane_params: Arc::new(OperatorParams::default()),
         }
+    }
+
+    /// The operator settings used to combine colour planes (rejection threshold, rounds).
+    pub fn with_plane_params(mut self, params: OperatorParams) -> Self {
+        self.plane_params = Arc::new(params);
+        self
     }
 
     /// Takes stacks from `tile_rx` until it closes, sends results to `result_tx`.
@@ -81,11 +93,26 @@ impl Workers {
                 .await
                 .map_err(|_| StageError::input("workers", "reorder window closed"))?;
             let processor = Arc::clone(&self.processor);
+            let plane_params = Arc::clone(&self.plane_params);
             // CPU work runs on blocking threads; the bound above keeps their number at parallel_tiles.
-            running.spawn_blocking(move || TileDone {
-                seq: job.seq,
-                result: processor(&job.stack),
-                permit,
+            running.spawn_blocking(move || {
+                let result = processor(&job.stack);
+                let planes = if job.planes.is_empty() {
+                    Vec::new()
+                } else {
+                    tlr_core::operator::reconstruct_planes(
+                        &result,
+                        &job.stack,
+                        &job.planes,
+                        &plane_params,
+                    )
+                };
+                TileDone {
+                    seq: job.seq,
+                    result,
+                    planes,
+                    permit,
+                }
             });
         }
         while !running.is_empty() {

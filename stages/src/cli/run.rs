@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// Register whole frames only (the global-stack baseline), with the same weights and rejection.
     #[arg(long)]
     pub global_only: bool,
+    /// Colour (Bayer) input: also write the reconstructed mosaic as OUT.cfa.fits (with BAYERPAT).
+    #[arg(long)]
+    pub keep_cfa: bool,
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
@@ -67,7 +70,11 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     };
     let scan = tlr_core::scan::ScanOptions {
         patterns: args.glob.split_whitespace().map(String::from).collect(),
-        exclude: vec![args.output.clone(), args.output.with_extension("png")],
+        exclude: vec![
+            args.output.clone(),
+            args.output.with_extension("png"),
+            output::cfa_path(&args.output),
+        ],
     };
     let options = PipelineOptions {
         config,
@@ -93,6 +100,14 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     )??;
     let preview = output::write_image(&result, &args.output)?;
     let mut files = vec![args.output.clone(), preview];
+    if args.keep_cfa {
+        let cfa = output::cfa_path(&args.output);
+        if output::write_cfa(&result, &cfa)? {
+            files.push(cfa);
+        } else if display == Display::Bars {
+            eprintln!("--keep-cfa: the input is not a Bayer mosaic; no CFA written");
+        }
+    }
     if let Some(dir) = &diagnostics_dir {
         files.extend(output::write_diagnostics(&result, dir, selection)?);
     }

@@ -6,6 +6,7 @@ use clap::Args;
 use std::path::PathBuf;
 
 use super::Failure;
+use tlr_core::bayer::CfaPattern;
 use tlr_core::simulate::{self, Scenario, SimConfig};
 
 /// Arguments of `tlr simulate`.
@@ -28,6 +29,13 @@ pub struct SimulateArgs {
     /// Motion model: static, seeing (local tip/tilt) or altaz (plus field rotation).
     #[arg(long, default_value = "seeing")]
     pub scenario: Scenario,
+    /// Simulate a one-shot colour camera with this Bayer pattern (RGGB, BGGR, GRBG or GBRG).
+    #[arg(long, value_parser = parse_pattern)]
+    pub color: Option<CfaPattern>,
+}
+
+fn parse_pattern(value: &str) -> Result<CfaPattern, String> {
+    value.parse::<CfaPattern>().map_err(|e| e.to_string())
 }
 
 /// Runs `tlr simulate`.
@@ -38,6 +46,7 @@ pub fn simulate(args: SimulateArgs) -> Result<(), Failure> {
         height: args.height,
         seed: args.seed,
         scenario: args.scenario,
+        color: args.color,
         ..SimConfig::default()
     };
     let started = std::time::Instant::now();
