@@ -84,8 +84,16 @@ impl Accumulator {
     }
 
     /// Blends `planes` colour planes too (one mosaic each, same tiles and weights as the image).
-    pub fn with_planes(mut self, planes: usize, rows: usize, cols: usize, tiles: &[TileBox]) -> Self {
-        self.planes = (0..planes).map(|_| Mosaic::new(rows, cols, tiles)).collect();
+    pub fn with_planes(
+        mut self,
+        planes: usize,
+        rows: usize,
+        cols: usize,
+        tiles: &[TileBox],
+    ) -> Self {
+        self.planes = (0..planes)
+            .map(|_| Mosaic::new(rows, cols, tiles))
+            .collect();
         self
     }
 
@@ -135,9 +143,10 @@ impl Accumulator {
             let finished: Vec<ndarray::Array2<f32>> =
                 self.planes.into_iter().map(Mosaic::finish).collect();
             let views: Vec<ndarray::ArrayView2<f32>> = finished.iter().map(|p| p.view()).collect();
-            Some(ndarray::stack(ndarray::Axis(0), &views).map_err(|e| {
-                StageError::input("accumulator", format!("colour planes: {e}"))
-            })?)
+            Some(
+                ndarray::stack(ndarray::Axis(0), &views)
+                    .map_err(|e| StageError::input("accumulator", format!("colour planes: {e}")))?,
+            )
         };
         Ok(Accumulated {
             image: self.mosaic.finish(),

@@ -359,7 +359,10 @@ fn measure_planes(
     planes: &Array3<f32>,
 ) -> Result<(FrameQuality, Option<[f32; 4]>), StageError> {
     if planes.dim().0 == 1 {
-        return Ok((state.add_frame(planes.index_axis(ndarray::Axis(0), 0)), None));
+        return Ok((
+            state.add_frame(planes.index_axis(ndarray::Axis(0), 0)),
+            None,
+        ));
     }
     let lum = tlr_core::bayer::luminance(planes.view())
         .map_err(|e| StageError::input("reader", e.to_string()))?;
@@ -535,8 +538,7 @@ impl Windows {
                 None
             };
             let planes = store.planes();
-            let mut data =
-                Array3::from_elem((planes, want_rows.len(), want_cols.len()), f32::NAN);
+            let mut data = Array3::from_elem((planes, want_rows.len(), want_cols.len()), f32::NAN);
             if let Some((w, from, end)) = kept_rows {
                 let to = end.min(want_rows.end);
                 if from < to && w.data.dim().0 == planes {
