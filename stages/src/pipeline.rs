@@ -233,6 +233,14 @@ pub async fn run(
         Input::Memory(frames) => (Arc::new(frames), 0),
         Input::Store(store) => (store, 0),
     };
+    if cfg.v4.adaptive_tiles.enabled {
+        events(&Event::Warning {
+            message:
+                "v4.adaptive_tiles.enabled is accepted, but this version of tlr does not split \
+                      tiles yet: every tile keeps the size chosen from the FWHM"
+                    .into(),
+        });
+    }
     let (rows, cols) = store.shape();
     events(&Event::Scanned {
         frames: store.len(),
