@@ -8,8 +8,7 @@
 //!
 //! Run: `cargo bench --bench global` (a filter such as `-- measure_frame` runs one benchmark).
 
-use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ndarray::Array2;
 use std::time::Duration;
 use tlr_core::global::{measure_frame, GlobalOptions, GlobalPass, MAX_MEASURED_STARS};
@@ -17,65 +16,9 @@ use tlr_core::simulate::{SimConfig, Simulation};
 use tlr_core::stars::{detect_stars, measure, DetectOptions};
 use tlr_core::stats::background_and_noise;
 
-/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`), in ns.
-struct ThreadCpuTime;
-
-fn thread_cpu_ns() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is supported on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
-}
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = f64;
-    type Value = f64;
-    fn start(&self) -> f64 {
-        thread_cpu_ns()
-    }
-    fn end(&self, start: f64) -> f64 {
-        thread_cpu_ns() - start
-    }
-    fn add(&self, a: &f64, b: &f64) -> f64 {
-        a + b
-    }
-    fn zero(&self) -> f64 {
-        0.0
-    }
-    fn to_f64(&self, value: &f64) -> f64 {
-        *value
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        &CpuFormatter
-    }
-}
-
-/// Prints nanosecond values as "ms cpu" (or µs / ns for small ones).
-struct CpuFormatter;
-
-impl ValueFormatter for CpuFormatter {
-    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
-        let (factor, unit) = if typical >= 1e6 {
-            (1e-6, "ms cpu")
-        } else if typical >= 1e3 {
-            (1e-3, "µs cpu")
-        } else {
-            (1.0, "ns cpu")
-        };
-        values.iter_mut().for_each(|v| *v *= factor);
-        unit
-    }
-    fn scale_throughputs(&self, _: f64, _: &Throughput, values: &mut [f64]) -> &'static str {
-        values.iter_mut().for_each(|v| *v = 0.0);
-        "n/a"
-    }
-    fn scale_for_machines(&self, _: &mut [f64]) -> &'static str {
-        "ns cpu"
-    }
-}
+#[path = "cpu_time.rs"]
+mod cpu_time;
+use cpu_time::ThreadCpuTime;
 
 fn frames(n: usize) -> Vec<Array2<f32>> {
     let sim = Simulation::new(SimConfig::default());
