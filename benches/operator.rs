@@ -9,14 +9,18 @@
 //!
 //! Run: `cargo bench --bench operator`.
 
-use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::Measurement;
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ndarray::{s, Array2, Array3};
 use tlr_core::geom::{Shift, TileBox};
 use tlr_core::operator::{reconstruct_tile, FrameInput, Mode, OperatorParams, TileStack};
 use tlr_core::register::{register, Reference};
 use tlr_core::resample::{sample_shifted, Resampler};
 use tlr_core::simulate::{Scenario, SimConfig, Simulation};
+
+#[path = "cpu_time.rs"]
+mod cpu_time;
+use cpu_time::ThreadCpuTime;
 
 const TILE: usize = 128;
 const MARGIN: usize = 32;
@@ -61,78 +65,6 @@ fn tile_stack(frames: usize) -> TileStack {
         margin: MARGIN,
         cutouts,
         frames: inputs,
-    }
-}
-
-/// CPU time of the calling thread, in nanoseconds.
-fn thread_cpu_ns() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is supported on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
-}
-
-/// Criterion measurement of the benchmarking thread's CPU time.
-struct ThreadCpuTime;
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = f64;
-    type Value = f64;
-    fn start(&self) -> f64 {
-        thread_cpu_ns()
-    }
-    fn end(&self, started: f64) -> f64 {
-        thread_cpu_ns() - started
-    }
-    fn add(&self, a: &f64, b: &f64) -> f64 {
-        a + b
-    }
-    fn zero(&self) -> f64 {
-        0.0
-    }
-    fn to_f64(&self, value: &f64) -> f64 {
-        *value
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        &NanosFormatter
-    }
-}
-
-/// Formats nanoseconds like criterion's wall-clock formatter (ns, µs, ms, s).
-struct NanosFormatter;
-
-impl ValueFormatter for NanosFormatter {
-    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
-        let (factor, unit) = if typical < 1e3 {
-            (1.0, "ns")
-        } else if typical < 1e6 {
-            (1e-3, "µs")
-        } else if typical < 1e9 {
-            (1e-6, "ms")
-        } else {
-            (1e-9, "s")
-        };
-        for v in values.iter_mut() {
-            *v *= factor;
-        }
-        unit
-    }
-    fn scale_throughputs(
-        &self,
-        _typical: f64,
-        _throughput: &Throughput,
-        _values: &mut [f64],
-    ) -> &'static str {
-        "ns"
-    }
-    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
-        "ns"
     }
 }
 

@@ -494,7 +494,7 @@ impl<'a> Operator<'a> {
             order,
             aligned: vec![f32::NAN; n * h * w],
             cleaned,
-            resampler: Resampler::new(),
+            resampler: Resampler::new().with_deringing(true),
         }
     }
 

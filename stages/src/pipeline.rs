@@ -272,6 +272,14 @@ pub async fn run(
         Input::Store(store) => (store, 0),
     };
     let (store, pattern) = colour_store(store, header.as_ref(), cfg, &events)?;
+    if cfg.v4.adaptive_tiles.enabled {
+        events(&Event::Warning {
+            message:
+                "v4.adaptive_tiles.enabled is accepted, but this version of tlr does not split \
+                      tiles yet: every tile keeps the size chosen from the FWHM"
+                    .into(),
+        });
+    }
     let (rows, cols) = store.shape();
     events(&Event::Scanned {
         frames: store.len(),

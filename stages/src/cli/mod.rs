@@ -3,6 +3,7 @@
 //!
 //! What it does not: any processing; every subcommand calls the `tlr` / `tlr_core` libraries.
 
+mod config;
 mod demo;
 mod inspect;
 mod progress;
@@ -37,6 +38,8 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Measure stars, FWHM, background and noise of FITS images.
     Inspect(inspect::InspectArgs),
+    /// Check a configuration file and print the effective configuration with its digest.
+    Config(config::ConfigArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -47,6 +50,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Simulate(args) => simulate::simulate(args),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::Config(args) => config::config(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
