@@ -76,69 +76,73 @@ impl Workers {
     ) -> Result<usize, StageError> {
         let mut running: JoinSet<TileDone> = JoinSet::new();
         let mut processed = 0usize;
+        let mut input_open = true;
         loop {
-            // Keep at most `parallel_tiles` jobs running: wait for one to finish before taking more input.
-            while running.len() >= self.parallel_tiles.get() {
-                if !self.forward(&mut running, &result_tx).await? {
-                    return Ok(processed);
+            let can_start = input_open && running.len() < self.parallel_tiles.get();
+            // Finished jobs are forwarded as soon as they finish, also while waiting for input or for a
+            // place in the reorder window: the accumulator may be waiting for exactly that tile, and the
+            // places it holds are only given back once it has it.
+            tokio::select! {
+                biased;
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    let done = joined.map_err(|source| StageError::Join {
+                        stage: "workers",
+                        source,
+                    })?;
+                    // A failed send means the accumulator stopped; it reports why.
+                    if result_tx.send(done).await.is_err() {
+                        return Ok(processed);
+                    }
+                    processed += 1;
                 }
-                processed += 1;
+                next = self.next_job(&mut tile_rx), if can_start => match next? {
+                    Some((job, permit)) => self.start(&mut running, job, permit),
+                    // The reader closed the channel: drain what is in flight, then stop.
+                    None => input_open = false,
+                },
+                else => break,
             }
-            let Some(job) = tile_rx.recv().await else {
-                break; // the reader closed the channel: drain what is in flight, then stop
-            };
-            // A place in the reorder window; waits while the accumulator is stuck behind a slow tile.
-            let permit = Arc::clone(&self.window)
-                .acquire_owned()
-                .await
-                .map_err(|_| StageError::input("workers", "reorder window closed"))?;
-            let processor = Arc::clone(&self.processor);
-            let plane_params = Arc::clone(&self.plane_params);
-            // CPU work runs on blocking threads; the bound above keeps their number at parallel_tiles.
-            running.spawn_blocking(move || {
-                let result = processor(&job.stack);
-                let planes = if job.planes.is_empty() {
-                    Vec::new()
-                } else {
-                    tlr_core::operator::reconstruct_planes(
-                        &result,
-                        &job.stack,
-                        &job.planes,
-                        &plane_params,
-                    )
-                };
-                TileDone {
-                    seq: job.seq,
-                    result,
-                    planes,
-                    permit,
-                }
-            });
-        }
-        while !running.is_empty() {
-            if !self.forward(&mut running, &result_tx).await? {
-                return Ok(processed);
-            }
-            processed += 1;
         }
         // Dropping `result_tx` closes the channel: the accumulator then finishes.
         Ok(processed)
     }
 
-    /// Waits for one finished job and sends it on. `Ok(false)` when the accumulator is gone.
-    async fn forward(
+    /// A place in the reorder window (waits while the accumulator is stuck behind a slow tile), then the
+    /// next job. `None` when the input is closed. Cancel-safe: dropping it loses neither.
+    async fn next_job(
         &self,
-        running: &mut JoinSet<TileDone>,
-        result_tx: &mpsc::Sender<TileDone>,
-    ) -> Result<bool, StageError> {
-        let Some(joined) = running.join_next().await else {
-            return Ok(true);
-        };
-        let done = joined.map_err(|source| StageError::Join {
-            stage: "workers",
-            source,
-        })?;
-        // A failed send means the accumulator stopped; it reports why.
-        Ok(result_tx.send(done).await.is_ok())
+        tile_rx: &mut mpsc::Receiver<TileJob>,
+    ) -> Result<Option<(TileJob, OwnedSemaphorePermit)>, StageError> {
+        let permit = Arc::clone(&self.window)
+            .acquire_owned()
+            .await
+            .map_err(|_| StageError::input("workers", "reorder window closed"))?;
+        Ok(tile_rx.recv().await.map(|job| (job, permit)))
+    }
+
+    /// Starts `job` on a blocking thread (CPU work never runs on the async threads; the caller keeps their
+    /// number at `parallel_tiles`).
+    fn start(&self, running: &mut JoinSet<TileDone>, job: TileJob, permit: OwnedSemaphorePermit) {
+        let processor = Arc::clone(&self.processor);
+        let plane_params = Arc::clone(&self.plane_params);
+        running.spawn_blocking(move || {
+            let result = processor(&job.stack);
+            let planes = if job.planes.is_empty() {
+                Vec::new()
+            } else {
+                tlr_core::operator::reconstruct_planes(
+                    &result,
+                    &job.stack,
+                    &job.planes,
+                    &plane_params,
+                )
+            };
+            TileDone {
+                seq: job.seq,
+                result,
+                planes,
+                permit,
+            }
+        });
     }
 }

@@ -257,3 +257,24 @@ fn a_corrupt_frame_is_skipped_or_fatal_when_strict() {
     let strict = run(true, no_events()).err().expect("strict fails");
     assert!(strict.to_string().contains("frame 5: corrupt"), "{strict}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_head_tile_with_a_tight_reorder_window_does_not_deadlock() {
+    // Regression: with the head tile slow and later tiles finishing first, a finished tile must be
+    // forwarded even while the workers wait for a place in the reorder window.
+    let frames = frames(12, 320, Scenario::Static);
+    let mut opts = options(2);
+    opts.reorder_window = NonZeroUsize::new(2);
+    let inner = core_processor(&opts);
+    opts.processor = Some(Arc::new(move |stack: &TileStack| {
+        if stack.tile.index % 3 == 0 {
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        inner(stack)
+    }));
+    let out = tokio::time::timeout(Duration::from_secs(60), run_memory(&frames, opts))
+        .await
+        .expect("no deadlock")
+        .unwrap();
+    assert!(out.summary.tiles_total > 3);
+}
