@@ -343,8 +343,25 @@ fn fix_missing(
     let abs_total = abs_y * abs_x;
     let r0 = ty.first + i as i64;
     let (ny, ky) = nearest(ty, i);
+    if ny[..ky]
+        .iter()
+        .all(|&(r, _)| r < 0 || r >= src.nrows() as i64)
+    {
+        return; // both nearest rows outside the source: the whole row stays NaN
+    }
     for (j, d) in dst.iter_mut().enumerate() {
         if !d.is_nan() {
+            continue;
+        }
+        let (nx, kx) = nearest(tx, j);
+        // The 2x2 nearest pixels carry at least 62 % of the absolute weight (0.79^2 at a half-pixel
+        // offset, more elsewhere): when all are missing, the pixel stays NaN (cheap early exit for the
+        // large all-missing areas of frames that do not cover a tile).
+        if ny[..ky].iter().all(|&(r, _)| {
+            nx[..kx]
+                .iter()
+                .all(|&(c, _)| finite_at(&src, r, c).is_none())
+        }) {
             continue;
         }
         let c0 = tx.first + j as i64;
@@ -361,7 +378,6 @@ fn fix_missing(
                 }
             }
         }
-        let (nx, kx) = nearest(tx, j);
         // Range and bilinear value of the 2x2 nearest pixels (only those with non-zero weight count).
         let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
         let (mut bil, mut all_near) = (0.0f64, true);
