@@ -8,6 +8,7 @@ mod inspect;
 mod progress;
 mod run;
 mod simulate;
+mod watch;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Measure stars, FWHM, background and noise of FITS images.
     Inspect(inspect::InspectArgs),
+    /// Follow a folder that capture software writes into and keep an up-to-date reconstruction.
+    Watch(watch::WatchArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -47,6 +50,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Simulate(args) => simulate::simulate(args),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::Watch(args) => watch::watch(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,1 @@
+//! (module `live`: being written)
