@@ -374,7 +374,13 @@ impl LiveTile {
     /// settings; the operator's image becomes the reference, its used frames fill the accumulators
     /// (two passes: per-pixel statistics of all used frames, then accumulation with rejection).
     pub fn bootstrap(stack: &TileStack, options: &LiveOptions) -> (Self, Vec<FrameReport>) {
-        let params = &options.params;
+        // A bootstrap shorter than min_valid_frames would make every tile invalid: the batch operator
+        // runs with min_valid_frames capped at the bootstrap length.
+        let mut bootstrap_params = options.params;
+        bootstrap_params.min_valid_frames = bootstrap_params
+            .min_valid_frames
+            .min(options.bootstrap_frames.max(1));
+        let params = &bootstrap_params;
         let result = reconstruct_tile(stack, params);
         let mut state = Self::empty(stack.tile, stack.margin);
         let (h, w, m) = (stack.tile.h, stack.tile.w, stack.margin);

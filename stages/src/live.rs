@@ -442,6 +442,11 @@ impl LiveSession {
         self.snapshots.borrow().clone()
     }
 
+    /// A receiver of published snapshots (stays readable after the session ended).
+    pub fn subscribe(&self) -> watch::Receiver<Option<Snapshot>> {
+        self.snapshots.clone()
+    }
+
     /// Waits until a snapshot with at least `frames` frames is published (or the session ends).
     pub async fn wait_for_frames(&mut self, frames: usize) -> Option<Snapshot> {
         let found = self

@@ -5,6 +5,7 @@ mod config;
 mod examples;
 mod fits;
 mod follow;
+mod live;
 mod global;
 mod mosaic;
 mod operator;
