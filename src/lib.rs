@@ -21,6 +21,7 @@ pub mod fits;
 pub mod follow;
 pub mod geom;
 pub mod global;
+pub mod live;
 pub mod mosaic;
 pub mod operator;
 pub mod preview;

@@ -24,6 +24,7 @@
 pub mod accumulator;
 pub mod error;
 pub mod events;
+pub mod live;
 pub mod memory;
 pub mod output;
 pub mod pipeline;

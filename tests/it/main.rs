@@ -6,6 +6,7 @@ mod examples;
 mod fits;
 mod follow;
 mod global;
+mod live;
 mod mosaic;
 mod operator;
 mod preview;

@@ -9,6 +9,7 @@ mod inspect;
 mod progress;
 mod run;
 mod simulate;
+mod watch;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -40,6 +41,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a configuration file and print the effective configuration with its digest.
     Config(config::ConfigArgs),
+    /// Follow a folder that capture software writes into and keep an up-to-date reconstruction.
+    Watch(watch::WatchArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -51,6 +54,7 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate::simulate(args),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Config(args) => config::config(args),
+        Command::Watch(args) => watch::watch(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,1474 @@
+//! Incremental (live) tile-local reconstruction: one state per tile that takes frames one at a time,
+//! with memory constant in the number of frames. Tail mode (`tlr watch`) and the embeddable live
+//! session of the `tlr` crate are built on it.
+//!
+//! What it does:
+//! - **Bootstrap** ([`LiveState::bootstrap`]): the first `bootstrap_frames` frames (default
+//!   `min_valid_frames`) fix the tile grid (from their median FWHM, as batch mode does), the
+//!   normalisation of global weights and photometric scales, and run through the batch operator
+//!   ([`crate::operator::reconstruct_tile`]) exactly as a batch run of those frames would. The
+//!   operator's per-tile image becomes the first reference; its per-frame shifts and weights fill the
+//!   accumulators.
+//! - **Per frame and tile** ([`LiveTile::add_frame`]): register the cut-out against the tile reference
+//!   ([`crate::register::register`], prior = the sub-pixel rest of the global shift), reject the frame
+//!   for this tile when the correlation is below `ecc_cc_min` or its local shift deviates from the
+//!   median of the recent shift history (last `temporal_smoothing_window` shifts) by more than
+//!   `max_warp_delta_px`, resample (Lanczos-3, [`crate::resample`]), reject single pixels beyond
+//!   `rejection_kappa` sigma of the running per-pixel mean (Welford statistics of accepted values,
+//!   active once a pixel has [`LiveOptions::min_rejection_frames`] values), and add
+//!   `W = G * exp(beta (cc - 1))` weighted values to per-pixel sums.
+//! - **Re-basing**: every [`LiveOptions::rebase_every`] frames used by a tile, its registration
+//!   reference is replaced by its current reconstruction (where finite), so registration follows the
+//!   sharpening stack as the batch operator's iterations do.
+//! - **Snapshot** ([`LiveState::snapshot`]): the tiles' current images blended with [`Mosaic`] (Hann
+//!   windows, `psi` of each tile's recent warp variance).
+//! - **Checkpoint** ([`LiveState::save`] / [`LiveState::load`]): a folder with `checkpoint.json`
+//!   (grid, counters, shift histories, the names of the frames used and rejected, the bootstrap
+//!   qualities) and `state-<generation>.fits` (all per-tile arrays as one 2-D f32 image, tiles stacked
+//!   vertically), plus `global_reference.fits` (the frame the global pass matched against, so that a
+//!   restarted session measures global shifts in the same geometry). Files are written atomically and
+//!   the JSON is written last: it is the commit point, so an interrupted save leaves the previous
+//!   checkpoint valid.
+//!
+//! What it does not: read files or follow folders (the `tlr` crate's live stages do), run the global
+//! pass (the caller feeds [`crate::global::GlobalPass`] and passes its [`FrameQuality`]), smooth shifts
+//! over future frames (a live stack cannot see them; the measured shift is used, which the batch
+//! operator's noise-weighted smoothing also keeps for well-measured frames), iterate over old frames
+//! (they are not kept), use threads.
+//!
+//! Memory: per tile six `(h, w)` f32 arrays plus a short shift history; the list of frame names used
+//! (a few bytes per frame) is the only part that grows with the number of frames. During bootstrap,
+//! the bootstrap frames are held in memory once.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ndarray::{s, Array2, Array3, ArrayView2, Zip};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::fits::{self, FitsError, OutputMeta, SampleFormat};
+use crate::global::{global_weights, photometric_scales, FrameQuality};
+use crate::mosaic::{psi, Mosaic};
+use crate::operator::{
+    reconstruct_tile, FrameInput, FrameReport, FrameStatus, Mode, OperatorParams, TileStack,
+};
+use crate::register::{correlation_at, register, Reference};
+use crate::resample::Resampler;
+use crate::tile::{tile_grid, tile_size_px, TileError};
+use crate::{Shift, TileBox};
+
+/// Version of the checkpoint format written by [`LiveState::save`].
+pub const CHECKPOINT_VERSION: u32 = 1;
+/// Name of the checkpoint's JSON file (the commit point).
+pub const CHECKPOINT_JSON: &str = "checkpoint.json";
+/// Name of the global reference frame in a checkpoint folder.
+pub const GLOBAL_REFERENCE_FITS: &str = "global_reference.fits";
+/// Per-tile arrays stored in a checkpoint, in plane order.
+const PLANES: usize = 6;
+
+/// Errors of live reconstruction. Each names the frame or checkpoint file and the reason.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LiveError {
+    /// The bootstrap frames cannot start a session.
+    #[error("live bootstrap: {reason}")]
+    Bootstrap {
+        /// Why, for a user.
+        reason: String,
+    },
+    /// The tile grid could not be built.
+    #[error("live bootstrap: tile grid: {source}")]
+    Grid {
+        /// The grid error.
+        #[source]
+        source: TileError,
+    },
+    /// A frame does not have the session's size.
+    #[error(
+        "frame `{frame}`: size {got_rows}x{got_cols} differs from the session's {rows}x{cols}"
+    )]
+    FrameSize {
+        /// The frame's name.
+        frame: String,
+        /// Rows of the frame.
+        got_rows: usize,
+        /// Columns of the frame.
+        got_cols: usize,
+        /// Rows of the session.
+        rows: usize,
+        /// Columns of the session.
+        cols: usize,
+    },
+    /// A checkpoint file could not be read or written.
+    #[error("checkpoint `{path}`: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A checkpoint FITS file could not be read or written.
+    #[error("checkpoint `{path}`: {source}")]
+    CheckpointFits {
+        /// The file.
+        path: PathBuf,
+        /// The FITS error.
+        #[source]
+        source: FitsError,
+    },
+    /// A checkpoint folder or file could not be created, read or removed.
+    #[error("checkpoint `{path}`: {source}")]
+    CheckpointIo {
+        /// The file or folder.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Settings of a live session. Build with [`LiveOptions::from_config`] or [`LiveOptions::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LiveOptions {
+    /// Operator settings (the batch operator's, used for bootstrap and per-frame rules).
+    pub params: OperatorParams,
+    /// Frames collected before the first reconstruction (default `params.min_valid_frames`, at least 1).
+    pub bootstrap_frames: usize,
+    /// A tile's registration reference is replaced by its current reconstruction after every this many
+    /// frames it used (default 10; 0 = never).
+    pub rebase_every: usize,
+    /// Pixel rejection starts once a pixel has this many accepted values (default 8: with fewer, the
+    /// sample sigma is so uncertain that a 3-sigma cut rejects several per cent of good values).
+    pub min_rejection_frames: usize,
+    /// Tile size factor times FWHM (`tile.size_factor`).
+    pub tile_size_factor: f32,
+    /// Smallest tile, px (`tile.min_size`).
+    pub tile_min_px: usize,
+    /// Largest tile, px (`tile.max_size`).
+    pub tile_max_px: usize,
+    /// Tile overlap fraction (`tile.overlap_fraction`).
+    pub overlap_fraction: f32,
+    /// Search margin around each tile, px (`tile.margin_px`).
+    pub margin_px: usize,
+}
+
+impl LiveOptions {
+    /// Options with `params` and the batch defaults for everything else.
+    pub fn new(params: OperatorParams) -> Self {
+        let tile = crate::config::Config::default().tile;
+        Self {
+            params,
+            bootstrap_frames: params.min_valid_frames.max(1),
+            rebase_every: 10,
+            min_rejection_frames: 8,
+            tile_size_factor: tile.size_factor as f32,
+            tile_min_px: tile.min_size,
+            tile_max_px: tile.max_size,
+            overlap_fraction: tile.overlap_fraction as f32,
+            margin_px: tile.margin_px,
+        }
+    }
+
+    /// Options from a configuration's `tile` section and the operator settings built from it.
+    pub fn from_config(cfg: &Config, params: OperatorParams) -> Self {
+        Self {
+            tile_size_factor: cfg.tile.size_factor as f32,
+            tile_min_px: cfg.tile.min_size,
+            tile_max_px: cfg.tile.max_size,
+            overlap_fraction: cfg.tile.overlap_fraction as f32,
+            margin_px: cfg.tile.margin_px,
+            ..Self::new(params)
+        }
+    }
+}
+
+/// A frame of the bootstrap: its name, pixels and global-pass measurements.
+#[derive(Debug, Clone)]
+pub struct BootstrapFrame {
+    /// File name (or `memory:<n>`), recorded in the checkpoint.
+    pub name: String,
+    /// The pixels, `(rows, cols)`.
+    pub image: Array2<f32>,
+    /// What the global pass measured.
+    pub quality: FrameQuality,
+}
+
+/// How a new frame enters the tiles: its global weight, photometric scale and global shift.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FramePlan {
+    /// The frame's name.
+    pub name: String,
+    /// Position in the session (0-based over all frames seen).
+    pub index: usize,
+    /// Global weight G_f, normalised against the bootstrap frames.
+    pub weight: f32,
+    /// Photometric scale (I' = I * scale), against the bootstrap frames' median background.
+    pub scale: f32,
+    /// Global shift relative to the global reference frame.
+    pub shift: Shift,
+}
+
+impl FramePlan {
+    /// The operator input of this frame for a cut-out made by [`cutout`] (prior = sub-pixel rest).
+    pub fn input(&self) -> FrameInput {
+        FrameInput {
+            index: self.index,
+            weight: self.weight,
+            scale: self.scale,
+            prior_shift: prior_of(self.shift),
+        }
+    }
+}
+
+/// What happened to one frame over all tiles.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveFrameReport {
+    /// The frame's name.
+    pub name: String,
+    /// Tiles that used it.
+    pub tiles_used: usize,
+    /// Tiles that rejected it.
+    pub tiles_rejected: usize,
+    /// The most common rejection reason, if any tile rejected it.
+    pub reason: Option<String>,
+    /// Pixels rejected as outliers over all tiles.
+    pub pixels_rejected: usize,
+}
+
+/// Whole-pixel part of a global shift (applied by offsetting the cut-out).
+pub fn offset_of(shift: Shift) -> (isize, isize) {
+    (shift.dy.round() as isize, shift.dx.round() as isize)
+}
+
+/// Sub-pixel rest of a global shift (the operator's prior).
+pub fn prior_of(shift: Shift) -> Shift {
+    let (oy, ox) = offset_of(shift);
+    Shift::new(shift.dy - oy as f32, shift.dx - ox as f32)
+}
+
+/// Cuts `tile` plus `margin` on every side out of `image`, offset by the whole-pixel part of the global
+/// `shift` (as batch mode's reader does); `NaN` where the cut-out leaves the frame.
+pub fn cutout(image: ArrayView2<f32>, tile: &TileBox, margin: usize, shift: Shift) -> Array2<f32> {
+    let (rows, cols) = image.dim();
+    let (oy, ox) = offset_of(shift);
+    let (h, w) = (tile.h + 2 * margin, tile.w + 2 * margin);
+    let y0 = tile.y0 as isize - margin as isize + oy;
+    let x0 = tile.x0 as isize - margin as isize + ox;
+    let mut out = Array2::from_elem((h, w), f32::NAN);
+    let ys = y0.max(0)..(y0 + h as isize).min(rows as isize);
+    let xs = x0.max(0)..(x0 + w as isize).min(cols as isize);
+    if ys.is_empty() || xs.is_empty() {
+        return out;
+    }
+    let (oy0, ox0) = ((ys.start - y0) as usize, (xs.start - x0) as usize);
+    out.slice_mut(s![oy0..oy0 + ys.len(), ox0..ox0 + xs.len()])
+        .assign(&image.slice(s![
+            ys.start as usize..ys.end as usize,
+            xs.start as usize..xs.end as usize
+        ]));
+    out
+}
+
+/// Incremental state of one tile.
+#[derive(Debug)]
+pub struct LiveTile {
+    tile: TileBox,
+    margin: usize,
+    /// Registration reference, `(h, w)`.
+    reference: Array2<f32>,
+    /// Precomputed registration data of `reference`; rebuilt lazily.
+    prepared: Option<Reference>,
+    sum_wi: Array2<f32>,
+    sum_w: Array2<f32>,
+    /// Welford statistics of accepted values per pixel.
+    count: Array2<f32>,
+    mean: Array2<f32>,
+    m2: Array2<f32>,
+    /// Local shifts (shift - prior) of the last frames used, oldest first.
+    history: Vec<Shift>,
+    frames_used: usize,
+    frames_rejected: usize,
+    since_rebase: usize,
+    rebases: usize,
+}
+
+/// The small part of a tile's state kept in the checkpoint JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TileMeta {
+    tile: TileBox,
+    history: Vec<Shift>,
+    frames_used: usize,
+    frames_rejected: usize,
+    since_rebase: usize,
+    rebases: usize,
+}
+
+impl LiveTile {
+    fn empty(tile: TileBox, margin: usize) -> Self {
+        let z = || Array2::zeros((tile.h, tile.w));
+        Self {
+            tile,
+            margin,
+            reference: Array2::from_elem((tile.h, tile.w), f32::NAN),
+            prepared: None,
+            sum_wi: z(),
+            sum_w: z(),
+            count: z(),
+            mean: z(),
+            m2: z(),
+            history: Vec::new(),
+            frames_used: 0,
+            frames_rejected: 0,
+            since_rebase: 0,
+            rebases: 0,
+        }
+    }
+
+    /// The tile box.
+    pub fn tile(&self) -> &TileBox {
+        &self.tile
+    }
+
+    /// Frames this tile used so far.
+    pub fn frames_used(&self) -> usize {
+        self.frames_used
+    }
+
+    /// Frames this tile rejected so far.
+    pub fn frames_rejected(&self) -> usize {
+        self.frames_rejected
+    }
+
+    /// How often the reference was re-based on the current reconstruction.
+    pub fn rebases(&self) -> usize {
+        self.rebases
+    }
+
+    /// The current registration reference, `(h, w)`.
+    pub fn reference(&self) -> ArrayView2<'_, f32> {
+        self.reference.view()
+    }
+
+    /// `Var(dy) + Var(dx)` of the recent local shifts, px² (NaN with fewer than 2).
+    pub fn warp_variance(&self) -> f32 {
+        let n = self.history.len();
+        if n < 2 {
+            return f32::NAN;
+        }
+        let var = |f: fn(&Shift) -> f32| {
+            let m = self.history.iter().map(f).sum::<f32>() / n as f32;
+            self.history.iter().map(|s| (f(s) - m).powi(2)).sum::<f32>() / (n - 1) as f32
+        };
+        var(|s| s.dy) + var(|s| s.dx)
+    }
+
+    /// The current reconstruction `sum(W I) / sum(W)`, `(h, w)`; `NaN` where no frame contributed.
+    pub fn current(&self) -> Array2<f32> {
+        Zip::from(&self.sum_wi)
+            .and(&self.sum_w)
+            .map_collect(|&a, &w| if w > 0.0 { a / w } else { f32::NAN })
+    }
+
+    /// Bootstrap from the batch operator: `stack` is the first frames' stack and `params` the operator
+    /// settings; the operator's image becomes the reference, its used frames fill the accumulators
+    /// (two passes: per-pixel statistics of all used frames, then accumulation with rejection).
+    pub fn bootstrap(stack: &TileStack, options: &LiveOptions) -> (Self, Vec<FrameReport>) {
+        // A bootstrap shorter than min_valid_frames would make every tile invalid: the batch operator
+        // runs with min_valid_frames capped at the bootstrap length.
+        let mut bootstrap_params = options.params;
+        bootstrap_params.min_valid_frames = bootstrap_params
+            .min_valid_frames
+            .min(options.bootstrap_frames.max(1));
+        let params = &bootstrap_params;
+        let result = reconstruct_tile(stack, params);
+        let mut state = Self::empty(stack.tile, stack.margin);
+        let (h, w, m) = (stack.tile.h, stack.tile.w, stack.margin);
+        let mut resampler = Resampler::new();
+        let mut aligned: Vec<(Array2<f32>, f32)> = Vec::new();
+        for (slot, report) in result.frames.iter().enumerate() {
+            if !report.status.is_used() || slot >= stack.frames.len() {
+                continue;
+            }
+            let input = &stack.frames[slot];
+            let cut = despike(stack.cutouts.index_axis(ndarray::Axis(0), slot));
+            let scaled = cut.mapv(|v| v * input.scale);
+            let mut out = Array2::from_elem((h, w), f32::NAN);
+            resampler.sample_shifted(
+                scaled.view(),
+                m as f32 + report.shift.dy,
+                m as f32 + report.shift.dx,
+                out.view_mut(),
+            );
+            state.push_history(report.shift - input.prior_shift, params);
+            aligned.push((out, report.weight));
+        }
+        // Pass 1: statistics of all used frames; pass 2: accumulate with rejection against them.
+        for (img, _) in &aligned {
+            Zip::from(img)
+                .and(&mut state.count)
+                .and(&mut state.mean)
+                .and(&mut state.m2)
+                .for_each(|&v, n, mean, m2| welford(v, n, mean, m2));
+        }
+        let kappa = params.rejection_kappa;
+        let min_n = options.min_rejection_frames as f32;
+        for (img, weight) in &aligned {
+            Zip::from(img)
+                .and(&state.count)
+                .and(&state.mean)
+                .and(&state.m2)
+                .and(&mut state.sum_wi)
+                .and(&mut state.sum_w)
+                .for_each(|&v, &n, &mean, &m2, swi, sw| {
+                    if v.is_finite() && !is_outlier(v, n, mean, m2, kappa, min_n) {
+                        *swi += weight * v;
+                        *sw += weight;
+                    }
+                });
+        }
+        state.frames_used = aligned.len();
+        state.frames_rejected = result.frames.len() - aligned.len();
+        state.reference = if result.valid {
+            result.image.clone()
+        } else {
+            state.current()
+        };
+        (state, result.frames)
+    }
+
+    fn push_history(&mut self, local: Shift, params: &OperatorParams) {
+        self.history.push(local);
+        let keep = params.temporal_smoothing_window.max(3);
+        if self.history.len() > keep {
+            let extra = self.history.len() - keep;
+            self.history.drain(..extra);
+        }
+    }
+
+    /// Adds one frame's cut-out (`(h + 2 margin, w + 2 margin)`, as [`cutout`] makes it) to the tile.
+    /// Never panics; a frame the tile cannot use is reported as rejected with the reason.
+    pub fn add_frame(
+        &mut self,
+        cut: ArrayView2<f32>,
+        input: &FrameInput,
+        options: &LiveOptions,
+    ) -> (FrameReport, usize) {
+        let params = &options.params;
+        let (h, w, m) = (self.tile.h, self.tile.w, self.margin);
+        let mut report = FrameReport {
+            index: input.index,
+            shift: input.prior_shift,
+            measured: input.prior_shift,
+            cc: 0.0,
+            weight: 0.0,
+            status: FrameStatus::Used,
+        };
+        let reject = |mut report: FrameReport, reason: String, tile: &mut Self| {
+            report.status = FrameStatus::Rejected(reason);
+            report.weight = 0.0;
+            tile.frames_rejected += 1;
+            (report, 0)
+        };
+        if cut.dim() != (h + 2 * m, w + 2 * m) {
+            return reject(
+                report,
+                format!(
+                    "cut-out is {:?}, expected {:?}",
+                    cut.dim(),
+                    (h + 2 * m, w + 2 * m)
+                ),
+                self,
+            );
+        }
+        if !(input.weight.is_finite() && input.weight > 0.0 && input.scale.is_finite()) {
+            return reject(report, "no usable global weight".to_string(), self);
+        }
+        let scaled = despike(cut).mapv(|v| v * input.scale);
+        if self.prepared.is_none() {
+            self.prepared = Some(Reference::new(self.reference.view()));
+        }
+        let Some(reference) = self.prepared.as_ref() else {
+            return reject(report, "no reference".to_string(), self);
+        };
+        let prior = input.prior_shift;
+        // A tile without structure (empty sky) has a noise-dominated correlation: it is used with the
+        // prior (global) shift and not rejected for a low cc (in batch mode the frame is part of its
+        // own reference, which lifts such correlations; a live frame is not).
+        let mut structured = reference.has_structure();
+        let (shift, cc) = match params.mode {
+            Mode::GlobalOnly => (prior, correlation_at(reference, scaled.view(), prior)),
+            Mode::Local => {
+                let reg = register(reference, scaled.view(), Some(prior));
+                report.measured = reg.shift;
+                if reg.low_structure {
+                    structured = false;
+                }
+                if reg.low_structure || !reg.converged || !reg.shift.norm().is_finite() {
+                    (prior, correlation_at(reference, scaled.view(), prior))
+                } else {
+                    (reg.shift, reg.cc)
+                }
+            }
+        };
+        report.shift = shift;
+        report.cc = cc;
+        if structured && cc < params.ecc_cc_min {
+            return reject(
+                report,
+                format!(
+                    "correlation {cc:.2} below ecc_cc_min {:.2}",
+                    params.ecc_cc_min
+                ),
+                self,
+            );
+        }
+        let local = shift - prior;
+        if self.history.len() >= 3 {
+            // As the batch operator: a shift is an outlier beyond max(max_warp_delta_px,
+            // outlier_kappa * robust scatter) from the track (here: the median of recent shifts).
+            let dys: Vec<f32> = self.history.iter().map(|s| s.dy).collect();
+            let dxs: Vec<f32> = self.history.iter().map(|s| s.dx).collect();
+            let (my, sy) = crate::stats::median_and_sigma(&dys);
+            let (mx, sx) = crate::stats::median_and_sigma(&dxs);
+            let limit = |sigma: f32| {
+                let scatter = if sigma.is_finite() { sigma } else { 0.0 };
+                params.max_warp_delta_px.max(params.outlier_kappa * scatter)
+            };
+            let (ey, ex) = ((local.dy - my).abs(), (local.dx - mx).abs());
+            if ey > limit(sy) || ex > limit(sx) {
+                return reject(
+                    report,
+                    format!(
+                        "local shift deviates ({ey:.2}, {ex:.2}) px from the recent track (limit {:.2}, {:.2} px)",
+                        limit(sy),
+                        limit(sx)
+                    ),
+                    self,
+                );
+            }
+        }
+        let weight = input.weight * (params.beta * (cc - 1.0)).exp();
+        if !(weight.is_finite() && weight > 0.0) {
+            return reject(report, "weight not usable".to_string(), self);
+        }
+        report.weight = weight;
+        let mut aligned = Array2::from_elem((h, w), f32::NAN);
+        Resampler::new().sample_shifted(
+            scaled.view(),
+            m as f32 + shift.dy,
+            m as f32 + shift.dx,
+            aligned.view_mut(),
+        );
+        let kappa = params.rejection_kappa;
+        let min_n = options.min_rejection_frames as f32;
+        let mut rejected_px = 0usize;
+        Zip::from(&aligned)
+            .and(&mut self.count)
+            .and(&mut self.mean)
+            .and(&mut self.m2)
+            .and(&mut self.sum_wi)
+            .and(&mut self.sum_w)
+            .for_each(|&v, n, mean, m2, swi, sw| {
+                if !v.is_finite() {
+                    return;
+                }
+                if is_outlier(v, *n, *mean, *m2, kappa, min_n) {
+                    rejected_px += 1;
+                    return;
+                }
+                welford(v, n, mean, m2);
+                *swi += weight * v;
+                *sw += weight;
+            });
+        self.push_history(local, params);
+        self.frames_used += 1;
+        self.since_rebase += 1;
+        if options.rebase_every > 0 && self.since_rebase >= options.rebase_every {
+            self.rebase();
+        }
+        (report, rejected_px)
+    }
+
+    /// Replaces the registration reference by the current reconstruction where it is finite.
+    fn rebase(&mut self) {
+        let current = self.current();
+        Zip::from(&mut self.reference)
+            .and(&current)
+            .for_each(|r, &c| {
+                if c.is_finite() {
+                    *r = c;
+                }
+            });
+        self.prepared = None;
+        self.since_rebase = 0;
+        self.rebases += 1;
+    }
+
+    fn meta(&self) -> TileMeta {
+        TileMeta {
+            tile: self.tile,
+            history: self.history.clone(),
+            frames_used: self.frames_used,
+            frames_rejected: self.frames_rejected,
+            since_rebase: self.since_rebase,
+            rebases: self.rebases,
+        }
+    }
+
+    fn planes(&self) -> [&Array2<f32>; PLANES] {
+        [
+            &self.reference,
+            &self.sum_wi,
+            &self.sum_w,
+            &self.count,
+            &self.mean,
+            &self.m2,
+        ]
+    }
+}
+
+// Copied from `operator.rs` (private there): the live path must clean cut-outs exactly as the batch
+// operator does, or registration locks onto fixed hot pixels. The lead may make it public and shared.
+/// A pixel this many noise sigmas above the background can be a spike.
+const SPIKE_SIGMA: f32 = 6.0;
+/// A spike exceeds its brightest neighbour by more than this fraction of its own height above the
+/// background (a sampled star with FWHM >= 1.9 px cannot: its brightest neighbour has >= 45 % of the peak).
+const SPIKE_FRACTION: f32 = 0.55;
+
+/// Replace isolated single-pixel spikes (hot pixels, cosmic-ray hits) by the median of their eight
+/// neighbours. Returns `None` when there is none (or the noise cannot be estimated). Registration would
+/// otherwise lock onto hot pixels, which are fixed to the detector and move against the sky.
+fn despike_spikes(cut: ArrayView2<f32>) -> Option<Array2<f32>> {
+    let stats = crate::stats::background_and_noise(cut, 1024)?;
+    let (bg, sigma) = (stats.median, stats.sigma);
+    if !(sigma > 0.0) {
+        return None;
+    }
+    let (rows, cols) = cut.dim();
+    let threshold = bg + SPIKE_SIGMA * sigma;
+    let mut spikes = Vec::new();
+    for r in 1..rows.saturating_sub(1) {
+        for c in 1..cols.saturating_sub(1) {
+            let v = cut[[r, c]];
+            if !(v > threshold) {
+                continue;
+            }
+            let mut max_n = f32::NEG_INFINITY;
+            for (dr, dc) in NEIGHBOURS {
+                let u = cut[[(r as i64 + dr) as usize, (c as i64 + dc) as usize]];
+                if u.is_finite() {
+                    max_n = max_n.max(u);
+                }
+            }
+            if max_n.is_finite()
+                && v - max_n > SPIKE_FRACTION * (v - bg)
+                && v - max_n > SPIKE_SIGMA * sigma
+            {
+                spikes.push((r, c));
+            }
+        }
+    }
+    if spikes.is_empty() {
+        return None;
+    }
+    let mut out = cut.to_owned();
+    let mut nb = Vec::with_capacity(8);
+    for (r, c) in spikes {
+        nb.clear();
+        for (dr, dc) in NEIGHBOURS {
+            let u = cut[[(r as i64 + dr) as usize, (c as i64 + dc) as usize]];
+            if u.is_finite() {
+                nb.push(u);
+            }
+        }
+        out[[r, c]] = crate::stats::median_in_place(&mut nb);
+    }
+    Some(out)
+}
+
+const NEIGHBOURS: [(i64, i64); 8] = [
+    (-1, -1),
+    (-1, 0),
+    (-1, 1),
+    (0, -1),
+    (0, 1),
+    (1, -1),
+    (1, 0),
+    (1, 1),
+];
+
+/// The cut-out with isolated spikes (hot pixels, cosmic rays) replaced, as the batch operator does.
+pub fn despike(cut: ArrayView2<f32>) -> Array2<f32> {
+    despike_spikes(cut).unwrap_or_else(|| cut.to_owned())
+}
+
+fn welford(v: f32, n: &mut f32, mean: &mut f32, m2: &mut f32) {
+    if !v.is_finite() {
+        return;
+    }
+    *n += 1.0;
+    let d = v - *mean;
+    *mean += d / *n;
+    *m2 += d * (v - *mean);
+}
+
+fn is_outlier(v: f32, n: f32, mean: f32, m2: f32, kappa: f32, min_n: f32) -> bool {
+    if n < min_n.max(2.0) {
+        return false;
+    }
+    let sigma = (m2 / (n - 1.0)).max(0.0).sqrt();
+    sigma > 0.0 && (v - mean).abs() > kappa * sigma
+}
+
+/// The checkpoint JSON.
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointFile {
+    version: u32,
+    generation: u64,
+    rows: usize,
+    cols: usize,
+    tile_px: usize,
+    options: LiveOptions,
+    norm: Vec<FrameQuality>,
+    frames_seen: usize,
+    frames_used: Vec<String>,
+    frames_rejected: Vec<String>,
+    tiles: Vec<TileMeta>,
+    /// Largest tile size (rows, cols) of the state image layout.
+    block: (usize, usize),
+}
+
+/// The state of a live session over all tiles.
+#[derive(Debug)]
+pub struct LiveState {
+    rows: usize,
+    cols: usize,
+    tile_px: usize,
+    options: LiveOptions,
+    tiles: Vec<LiveTile>,
+    /// Bootstrap qualities: the basis of weight and scale normalisation.
+    norm: Vec<FrameQuality>,
+    frames_seen: usize,
+    frames_used: Vec<String>,
+    frames_rejected: Vec<String>,
+    generation: u64,
+}
+
+impl LiveState {
+    /// Starts a session from the first frames (see the module docs). Returns the state and one report
+    /// per bootstrap frame.
+    ///
+    /// # Errors
+    /// [`LiveError::Bootstrap`] when no frame is given, none registered globally, or sizes differ;
+    /// [`LiveError::Grid`] when the grid cannot be built.
+    pub fn bootstrap(
+        frames: &[BootstrapFrame],
+        options: LiveOptions,
+    ) -> Result<(Self, Vec<LiveFrameReport>), LiveError> {
+        let first = frames.first().ok_or_else(|| LiveError::Bootstrap {
+            reason: "no frame to start from".to_string(),
+        })?;
+        let (rows, cols) = first.image.dim();
+        for f in frames {
+            if f.image.dim() != (rows, cols) {
+                return Err(LiveError::FrameSize {
+                    frame: f.name.clone(),
+                    got_rows: f.image.nrows(),
+                    got_cols: f.image.ncols(),
+                    rows,
+                    cols,
+                });
+            }
+        }
+        let norm: Vec<FrameQuality> = frames.iter().map(|f| f.quality).collect();
+        let weights = global_weights(&norm);
+        let scales = photometric_scales(&norm);
+        let mut reports: Vec<LiveFrameReport> = frames
+            .iter()
+            .map(|f| LiveFrameReport {
+                name: f.name.clone(),
+                tiles_used: 0,
+                tiles_rejected: 0,
+                reason: None,
+                pixels_rejected: 0,
+            })
+            .collect();
+        let mut used: Vec<usize> = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            match frame_problem(&f.quality, weights[i], scales[i]) {
+                Some(reason) => reports[i].reason = Some(reason),
+                None => used.push(i),
+            }
+        }
+        if used.is_empty() {
+            return Err(LiveError::Bootstrap {
+                reason: format!(
+                    "none of the first {} frames could be registered globally (too few stars?)",
+                    frames.len()
+                ),
+            });
+        }
+        let fwhm: Vec<f32> = used
+            .iter()
+            .map(|&i| frames[i].quality.fwhm)
+            .filter(|v| v.is_finite())
+            .collect();
+        let median_fwhm = crate::stats::median(&fwhm);
+        let tile_px = tile_size_px(
+            median_fwhm,
+            options.tile_size_factor,
+            options.tile_min_px,
+            options.tile_max_px,
+        );
+        let grid = tile_grid(rows, cols, tile_px, options.overlap_fraction)
+            .map_err(|source| LiveError::Grid { source })?;
+        let margin = options.margin_px;
+        let inputs: Vec<FrameInput> = used
+            .iter()
+            .map(|&i| FrameInput {
+                index: i,
+                weight: weights[i],
+                scale: scales[i],
+                prior_shift: prior_of(frames[i].quality.shift),
+            })
+            .collect();
+        let mut tiles = Vec::with_capacity(grid.len());
+        let mut reasons: Vec<Vec<String>> = vec![Vec::new(); frames.len()];
+        for tile in &grid {
+            let (ch, cw) = (tile.h + 2 * margin, tile.w + 2 * margin);
+            let mut cutouts = Array3::from_elem((used.len(), ch, cw), f32::NAN);
+            for (slot, &i) in used.iter().enumerate() {
+                cutouts
+                    .index_axis_mut(ndarray::Axis(0), slot)
+                    .assign(&cutout(
+                        frames[i].image.view(),
+                        tile,
+                        margin,
+                        frames[i].quality.shift,
+                    ));
+            }
+            let stack = TileStack {
+                tile: *tile,
+                margin,
+                cutouts,
+                frames: inputs.clone(),
+            };
+            let (state, frame_reports) = LiveTile::bootstrap(&stack, &options);
+            for (slot, r) in frame_reports.iter().enumerate() {
+                let Some(&i) = used.get(slot) else { continue };
+                match &r.status {
+                    FrameStatus::Used => reports[i].tiles_used += 1,
+                    FrameStatus::Rejected(reason) => {
+                        reports[i].tiles_rejected += 1;
+                        reasons[i].push(reason.clone());
+                    }
+                }
+            }
+            tiles.push(state);
+        }
+        let mut state = Self {
+            rows,
+            cols,
+            tile_px,
+            options,
+            tiles,
+            norm,
+            frames_seen: frames.len(),
+            frames_used: Vec::new(),
+            frames_rejected: Vec::new(),
+            generation: 0,
+        };
+        for (i, r) in reports.iter_mut().enumerate() {
+            if r.reason.is_none() {
+                r.reason = most_common(&reasons[i]);
+            }
+            state.record(r);
+        }
+        Ok((state, reports))
+    }
+
+    /// Records a frame's outcome (used when at least one tile used it).
+    fn record(&mut self, report: &LiveFrameReport) {
+        if report.tiles_used > 0 {
+            self.frames_used.push(report.name.clone());
+        } else {
+            self.frames_rejected.push(report.name.clone());
+        }
+    }
+
+    /// Plans a new frame from its global-pass quality: its weight and scale normalised against the
+    /// bootstrap frames. Counts the frame as seen.
+    ///
+    /// # Errors
+    /// The reason (for a user) when the frame cannot be used at all (global registration failed,
+    /// unusable weight or background); the frame is then recorded as rejected.
+    pub fn plan(&mut self, name: &str, quality: &FrameQuality) -> Result<FramePlan, String> {
+        let index = self.frames_seen;
+        self.frames_seen += 1;
+        let mut q = self.norm.clone();
+        q.push(*quality);
+        let weight = global_weights(&q).last().copied().unwrap_or(f32::NAN);
+        let scale = photometric_scales(&q).last().copied().unwrap_or(f32::NAN);
+        if let Some(reason) = frame_problem(quality, weight, scale) {
+            self.frames_rejected.push(name.to_string());
+            return Err(reason);
+        }
+        Ok(FramePlan {
+            name: name.to_string(),
+            index,
+            weight,
+            scale,
+            shift: quality.shift,
+        })
+    }
+
+    /// Cuts every tile's cut-out of `image` for `plan`, in tile order.
+    ///
+    /// # Errors
+    /// [`LiveError::FrameSize`] when the frame's size differs from the session's.
+    pub fn cutouts(
+        &self,
+        image: ArrayView2<f32>,
+        plan: &FramePlan,
+    ) -> Result<Vec<Array2<f32>>, LiveError> {
+        self.check_size(&plan.name, image.dim())?;
+        Ok(self
+            .tiles
+            .iter()
+            .map(|t| cutout(image, &t.tile, self.options.margin_px, plan.shift))
+            .collect())
+    }
+
+    fn check_size(&self, name: &str, (r, c): (usize, usize)) -> Result<(), LiveError> {
+        if (r, c) != (self.rows, self.cols) {
+            return Err(LiveError::FrameSize {
+                frame: name.to_string(),
+                got_rows: r,
+                got_cols: c,
+                rows: self.rows,
+                cols: self.cols,
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the tile states out (to update them on worker threads); put them back with
+    /// [`LiveState::put_tiles`] in the same order.
+    pub fn take_tiles(&mut self) -> Vec<LiveTile> {
+        std::mem::take(&mut self.tiles)
+    }
+
+    /// Puts back the tiles taken with [`LiveState::take_tiles`] and records the frame's outcome from
+    /// the per-tile reports.
+    pub fn put_tiles(
+        &mut self,
+        tiles: Vec<LiveTile>,
+        plan: &FramePlan,
+        reports: &[(FrameReport, usize)],
+    ) -> LiveFrameReport {
+        self.tiles = tiles;
+        let used = reports.iter().filter(|(r, _)| r.status.is_used()).count();
+        let reasons: Vec<String> = reports
+            .iter()
+            .filter_map(|(r, _)| r.status.reason().map(str::to_string))
+            .collect();
+        let report = LiveFrameReport {
+            name: plan.name.clone(),
+            tiles_used: used,
+            tiles_rejected: reports.len() - used,
+            reason: most_common(&reasons),
+            pixels_rejected: reports.iter().map(|(_, p)| p).sum(),
+        };
+        self.record(&report);
+        report
+    }
+
+    /// Adds one frame serially over all tiles (the async stages do the same over a worker pool).
+    ///
+    /// # Errors
+    /// The reason when the frame cannot be used at all (see [`LiveState::plan`]) or has the wrong size.
+    pub fn add_frame(
+        &mut self,
+        name: &str,
+        image: ArrayView2<f32>,
+        quality: &FrameQuality,
+    ) -> Result<LiveFrameReport, String> {
+        self.check_size(name, image.dim())
+            .map_err(|e| e.to_string())?;
+        let plan = self.plan(name, quality)?;
+        let cuts = self.cutouts(image, &plan).map_err(|e| e.to_string())?;
+        let input = plan.input();
+        let options = self.options;
+        let mut tiles = self.take_tiles();
+        let reports: Vec<(FrameReport, usize)> = tiles
+            .iter_mut()
+            .zip(&cuts)
+            .map(|(t, c)| t.add_frame(c.view(), &input, &options))
+            .collect();
+        Ok(self.put_tiles(tiles, &plan, &reports))
+    }
+
+    /// The blended current reconstruction, `(rows, cols)`; `NaN` where no tile has data.
+    pub fn snapshot(&self) -> Array2<f32> {
+        let images: Vec<(TileBox, Array2<f32>, f32)> = self
+            .tiles
+            .iter()
+            .map(|t| (t.tile, t.current(), t.warp_variance()))
+            .collect();
+        blend(
+            self.rows,
+            self.cols,
+            &images,
+            self.options.params.variance_window_sigma,
+        )
+    }
+
+    /// Session settings.
+    pub fn options(&self) -> &LiveOptions {
+        &self.options
+    }
+
+    /// Image size `(rows, cols)`.
+    pub fn dim(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// Tile size chosen at bootstrap, px.
+    pub fn tile_px(&self) -> usize {
+        self.tile_px
+    }
+
+    /// The tile boxes in order.
+    pub fn tiles(&self) -> Vec<TileBox> {
+        self.tiles.iter().map(|t| t.tile).collect()
+    }
+
+    /// The tile states (empty while taken).
+    pub fn tile_states(&self) -> &[LiveTile] {
+        &self.tiles
+    }
+
+    /// Frames seen (bootstrap included).
+    pub fn frames_seen(&self) -> usize {
+        self.frames_seen
+    }
+
+    /// Names of the frames used, in order.
+    pub fn frames_used(&self) -> &[String] {
+        &self.frames_used
+    }
+
+    /// Names of the frames no tile used.
+    pub fn frames_rejected(&self) -> &[String] {
+        &self.frames_rejected
+    }
+
+    /// Saves the state into `dir` (created if needed); `global_reference` is written once if given.
+    /// Atomic: the JSON, written last, is the commit point; older state images are removed after it.
+    ///
+    /// # Errors
+    /// [`LiveError::CheckpointIo`] / [`LiveError::CheckpointFits`] / [`LiveError::Checkpoint`] naming
+    /// the file.
+    pub fn save(
+        &mut self,
+        dir: &Path,
+        global_reference: Option<ArrayView2<f32>>,
+    ) -> Result<(), LiveError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LiveError::CheckpointIo { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        if let Some(image) = global_reference {
+            let path = dir.join(GLOBAL_REFERENCE_FITS);
+            if !path.exists() {
+                fits::write_image_atomic(
+                    &path,
+                    image,
+                    SampleFormat::F32,
+                    &OutputMeta::tlr_output("live-checkpoint"),
+                )
+                .map_err(|source| LiveError::CheckpointFits { path, source })?;
+            }
+        }
+        self.generation += 1;
+        let bh = self.tiles.iter().map(|t| t.tile.h).max().unwrap_or(0);
+        let bw = self.tiles.iter().map(|t| t.tile.w).max().unwrap_or(0);
+        let mut image = Array2::from_elem((self.tiles.len() * PLANES * bh, bw.max(1)), f32::NAN);
+        for (k, t) in self.tiles.iter().enumerate() {
+            for (p, plane) in t.planes().iter().enumerate() {
+                let y = (k * PLANES + p) * bh;
+                image
+                    .slice_mut(s![y..y + t.tile.h, ..t.tile.w])
+                    .assign(plane);
+            }
+        }
+        let state_name = format!("state-{}.fits", self.generation);
+        let state_path = dir.join(&state_name);
+        fits::write_image_atomic(
+            &state_path,
+            image.view(),
+            SampleFormat::F32,
+            &OutputMeta::tlr_output("live-checkpoint"),
+        )
+        .map_err(|source| LiveError::CheckpointFits {
+            path: state_path.clone(),
+            source,
+        })?;
+        let file = CheckpointFile {
+            version: CHECKPOINT_VERSION,
+            generation: self.generation,
+            rows: self.rows,
+            cols: self.cols,
+            tile_px: self.tile_px,
+            options: self.options,
+            norm: self.norm.clone(),
+            frames_seen: self.frames_seen,
+            frames_used: self.frames_used.clone(),
+            frames_rejected: self.frames_rejected.clone(),
+            tiles: self.tiles.iter().map(LiveTile::meta).collect(),
+            block: (bh, bw),
+        };
+        let json_path = dir.join(CHECKPOINT_JSON);
+        let text = serde_json::to_string(&file).map_err(|e| LiveError::Checkpoint {
+            path: json_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let tmp = dir.join(format!(".{CHECKPOINT_JSON}.tmp"));
+        fs::write(&tmp, text).map_err(io(&tmp))?;
+        fs::rename(&tmp, &json_path).map_err(io(&json_path))?;
+        // The JSON now points at the new state image: older ones are garbage.
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if name.starts_with("state-") && name.ends_with(".fits") && name != state_name {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a checkpoint folder written by [`LiveState::save`]; also returns the global reference
+    /// frame when the folder has one.
+    ///
+    /// # Errors
+    /// [`LiveError::Checkpoint`] for a missing, unreadable or inconsistent checkpoint (naming the
+    /// file), [`LiveError::CheckpointFits`] for an unreadable state image.
+    pub fn load(dir: &Path) -> Result<(Self, Option<Array2<f32>>), LiveError> {
+        let json_path = dir.join(CHECKPOINT_JSON);
+        let bad = |path: &Path, reason: String| LiveError::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = fs::read_to_string(&json_path).map_err(|source| LiveError::CheckpointIo {
+            path: json_path.clone(),
+            source,
+        })?;
+        let file: CheckpointFile = serde_json::from_str(&text)
+            .map_err(|e| bad(&json_path, format!("not a tlr live checkpoint: {e}")))?;
+        if file.version != CHECKPOINT_VERSION {
+            return Err(bad(
+                &json_path,
+                format!(
+                    "checkpoint format {} is not supported (expected {CHECKPOINT_VERSION})",
+                    file.version
+                ),
+            ));
+        }
+        let state_path = dir.join(format!("state-{}.fits", file.generation));
+        let (_, image) =
+            fits::read_image(&state_path).map_err(|source| LiveError::CheckpointFits {
+                path: state_path.clone(),
+                source,
+            })?;
+        let (bh, bw) = file.block;
+        if image.dim() != (file.tiles.len() * PLANES * bh, bw.max(1)) {
+            return Err(bad(
+                &state_path,
+                format!(
+                    "state image is {:?}, the checkpoint JSON expects {:?}",
+                    image.dim(),
+                    (file.tiles.len() * PLANES * bh, bw.max(1))
+                ),
+            ));
+        }
+        let mut tiles = Vec::with_capacity(file.tiles.len());
+        for (k, meta) in file.tiles.iter().enumerate() {
+            let t = meta.tile;
+            if t.h > bh || t.w > bw || t.y0 + t.h > file.rows || t.x0 + t.w > file.cols {
+                return Err(bad(&json_path, format!("tile {k} does not fit the image")));
+            }
+            let plane = |p: usize| {
+                let y = (k * PLANES + p) * bh;
+                image.slice(s![y..y + t.h, ..t.w]).to_owned()
+            };
+            tiles.push(LiveTile {
+                tile: t,
+                margin: file.options.margin_px,
+                reference: plane(0),
+                prepared: None,
+                sum_wi: plane(1),
+                sum_w: plane(2),
+                count: plane(3),
+                mean: plane(4),
+                m2: plane(5),
+                history: meta.history.clone(),
+                frames_used: meta.frames_used,
+                frames_rejected: meta.frames_rejected,
+                since_rebase: meta.since_rebase,
+                rebases: meta.rebases,
+            });
+        }
+        let reference_path = dir.join(GLOBAL_REFERENCE_FITS);
+        let reference = if reference_path.exists() {
+            Some(
+                fits::read_image(&reference_path)
+                    .map_err(|source| LiveError::CheckpointFits {
+                        path: reference_path.clone(),
+                        source,
+                    })?
+                    .1,
+            )
+        } else {
+            None
+        };
+        Ok((
+            Self {
+                rows: file.rows,
+                cols: file.cols,
+                tile_px: file.tile_px,
+                options: file.options,
+                tiles,
+                norm: file.norm,
+                frames_seen: file.frames_seen,
+                frames_used: file.frames_used,
+                frames_rejected: file.frames_rejected,
+                generation: file.generation,
+            },
+            reference,
+        ))
+    }
+}
+
+/// Blends tile images with [`Mosaic`] in the given (tile index) order: each entry is the tile, its
+/// image and its warp variance (for `psi` with `sigma`).
+pub fn blend(
+    rows: usize,
+    cols: usize,
+    images: &[(TileBox, Array2<f32>, f32)],
+    sigma: f32,
+) -> Array2<f32> {
+    let boxes: Vec<TileBox> = images.iter().map(|(t, _, _)| *t).collect();
+    let mut mosaic = Mosaic::new(rows, cols, &boxes);
+    for (tile, image, var) in images {
+        mosaic.add(tile, image.view(), psi(*var, sigma));
+    }
+    mosaic.finish()
+}
+
+fn frame_problem(q: &FrameQuality, weight: f32, scale: f32) -> Option<String> {
+    if !q.shift_ok {
+        Some("global registration failed (too few matching stars)".to_string())
+    } else if !(weight.is_finite() && weight > 0.0) {
+        Some("no usable global weight".to_string())
+    } else if !(scale.is_finite() && scale > 0.0) {
+        Some("background level unusable for normalisation".to_string())
+    } else {
+        None
+    }
+}
+
+fn most_common(reasons: &[String]) -> Option<String> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for r in reasons {
+        // Numbers differ per tile: group by the words before the first digit.
+        let key = r.split(|c: char| c.is_ascii_digit()).next().unwrap_or(r);
+        *counts.entry(key.trim_end()).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(r, n)| format!("{r} … ({n} tiles)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::global::GlobalPass;
+    use crate::simulate::{Scenario, SimConfig, Simulation};
+
+    fn sim(frames: usize) -> Simulation {
+        Simulation::new(SimConfig {
+            frames,
+            width: 192,
+            height: 192,
+            seed: 7,
+            scenario: Scenario::Seeing,
+            ..SimConfig::default()
+        })
+    }
+
+    fn options() -> LiveOptions {
+        let mut o = LiveOptions::new(OperatorParams {
+            min_valid_frames: 5,
+            ..OperatorParams::default()
+        });
+        o.bootstrap_frames = 5;
+        o.rebase_every = 4;
+        o
+    }
+
+    fn start(
+        sim: &Simulation,
+        pass: &mut GlobalPass,
+        n: usize,
+    ) -> (LiveState, Vec<LiveFrameReport>) {
+        let frames: Vec<BootstrapFrame> = (0..n)
+            .map(|i| {
+                let image = sim.frame(i);
+                let quality = pass.add_frame(image.view());
+                BootstrapFrame {
+                    name: format!("f{i:03}.fits"),
+                    image,
+                    quality,
+                }
+            })
+            .collect();
+        LiveState::bootstrap(&frames, options()).expect("bootstrap")
+    }
+
+    #[test]
+    fn cutout_pads_with_nan_and_offsets() {
+        let img = Array2::from_shape_fn((10, 10), |(r, c)| (r * 10 + c) as f32);
+        let tile = TileBox {
+            index: 0,
+            x0: 0,
+            y0: 0,
+            w: 4,
+            h: 4,
+        };
+        let cut = cutout(img.view(), &tile, 2, Shift::new(1.2, -0.4));
+        assert_eq!(cut.dim(), (8, 8));
+        // offset (1, 0): cut (r, c) = img(r - 2 + 1, c - 2)
+        assert!(cut[[0, 0]].is_nan());
+        assert_eq!(cut[[2, 2]], img[[1, 0]]);
+        assert!((prior_of(Shift::new(1.2, -0.4)).dy - 0.2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn frames_accumulate_and_snapshot_is_finite() {
+        let s = sim(12);
+        let mut pass = GlobalPass::new();
+        let (mut state, reports) = start(&s, &mut pass, 5);
+        assert_eq!(reports.len(), 5);
+        assert_eq!(state.frames_used().len(), 5, "{reports:?}");
+        let before: usize = state.tile_states().iter().map(LiveTile::frames_used).sum();
+        for i in 5..12 {
+            let image = s.frame(i);
+            let q = pass.add_frame(image.view());
+            let r = state
+                .add_frame(&format!("f{i:03}.fits"), image.view(), &q)
+                .expect("usable frame");
+            assert!(r.tiles_used > 0, "{r:?}");
+        }
+        assert_eq!(state.frames_used().len(), 12);
+        assert_eq!(state.frames_seen(), 12);
+        let after: usize = state.tile_states().iter().map(LiveTile::frames_used).sum();
+        assert!(after > before);
+        assert!(state.tile_states().iter().any(|t| t.rebases() > 0));
+        let snap = state.snapshot();
+        assert_eq!(snap.dim(), (192, 192));
+        let finite = snap.iter().filter(|v| v.is_finite()).count();
+        assert!(finite > 95 * 192 * 192 / 100, "finite pixels {finite}");
+    }
+
+    #[test]
+    fn outlier_pixels_are_rejected() {
+        let s = sim(10);
+        let mut pass = GlobalPass::new();
+        let (mut state, _) = start(&s, &mut pass, 5);
+        for i in 5..9 {
+            let image = s.frame(i);
+            let q = pass.add_frame(image.view());
+            state.add_frame("x", image.view(), &q).expect("ok");
+        }
+        let mut image = s.frame(9);
+        // A satellite trail: one bright row.
+        image.row_mut(100).fill(60000.0);
+        let q = pass.add_frame(image.view());
+        let r = state.add_frame("trail", image.view(), &q).expect("ok");
+        assert!(r.pixels_rejected >= 150, "{r:?}");
+        let snap = state.snapshot();
+        let bg = crate::stats::median(&snap.row(60).to_vec());
+        assert!(
+            snap[[100, 96]] < bg + 2000.0,
+            "trail leaked: {}",
+            snap[[100, 96]]
+        );
+    }
+
+    #[test]
+    fn checkpoint_round_trip_is_exact() {
+        let s = sim(8);
+        let mut pass = GlobalPass::new();
+        let (mut state, _) = start(&s, &mut pass, 5);
+        let image = s.frame(5);
+        let q = pass.add_frame(image.view());
+        state.add_frame("f005.fits", image.view(), &q).expect("ok");
+        let dir = tempfile::tempdir().expect("tmp");
+        let reference = s.frame(0);
+        state
+            .save(dir.path(), Some(reference.view()))
+            .expect("save");
+        state
+            .save(dir.path(), Some(reference.view()))
+            .expect("save twice");
+        let (mut loaded, gref) = LiveState::load(dir.path()).expect("load");
+        assert_eq!(gref.expect("reference").dim(), (192, 192));
+        assert_eq!(loaded.frames_used(), state.frames_used());
+        let a = state.snapshot();
+        let b = loaded.snapshot();
+        assert!(a
+            .iter()
+            .zip(b.iter())
+            .all(|(x, y)| x == y || (x.is_nan() && y.is_nan())));
+        // Both continue identically.
+        let image = s.frame(6);
+        let q = pass.add_frame(image.view());
+        let ra = state.add_frame("f006.fits", image.view(), &q).expect("ok");
+        let rb = loaded.add_frame("f006.fits", image.view(), &q).expect("ok");
+        assert_eq!(ra, rb);
+        let states = fs::read_dir(dir.path())
+            .expect("dir")
+            .filter(|e| {
+                e.as_ref()
+                    .map(|e| e.file_name().to_string_lossy().starts_with("state-"))
+                    .unwrap_or(false)
+            })
+            .count();
+        assert_eq!(states, 1, "old state images are removed");
+    }
+
+    #[test]
+    fn bad_checkpoint_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        fs::write(dir.path().join(CHECKPOINT_JSON), "{nope").expect("write");
+        let err = LiveState::load(dir.path()).expect_err("must fail");
+        assert!(err.to_string().contains(CHECKPOINT_JSON), "{err}");
+    }
+
+    #[test]
+    fn wrong_size_frame_is_rejected() {
+        let s = sim(6);
+        let mut pass = GlobalPass::new();
+        let (mut state, _) = start(&s, &mut pass, 5);
+        let small = Array2::<f32>::zeros((10, 10));
+        let q = pass.add_frame(s.frame(5).view());
+        let err = state
+            .add_frame("small", small.view(), &q)
+            .expect_err("size");
+        assert!(err.contains("small"), "{err}");
+    }
+}

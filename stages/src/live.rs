@@ -1,0 +1,1002 @@
+//! Live (tail-mode) sessions: frames arrive one by one, from a folder that capture software writes
+//! into or pushed from memory by an application, and an up-to-date tile-local reconstruction is
+//! published as they come.
+//!
+//! ```text
+//!  FrameFeed            Reader                 Tiles                                  Publisher
+//! (Follower or  ─▶ one blocking thread:  ─Frame─▶ owns the LiveState; per frame,  ─Update─▶ one task: snapshot
+//!  pushed frames)  reads each frame once,  bounded  ≤ parallel_tiles blocking jobs   bounded  schedule (every N frames
+//!                  global pass (weights,           (cut-out + register + accumulate          / S s), blend, FITS + PNG
+//!                  shift)                          one tile each), in tile order             atomically, events
+//! ```
+//!
+//! - The reader owns the frame source and all FITS reads of frames: it asks the
+//!   [`tlr_core::follow::Follower`] for the next complete frame only when it can send one, so frames
+//!   that arrive faster than they are processed wait on disk (none is dropped; the follower hands
+//!   each out once). Pushed frames wait in a bounded channel ([`LiveSession::push`] waits).
+//! - The tile stage bootstraps the first `bootstrap_frames` frames through the batch operator
+//!   ([`tlr_core::live::LiveState::bootstrap`]), then moves each tile's state into a blocking job per
+//!   frame (parallelism over tiles only) and takes it back in tile order, so results do not depend on
+//!   the worker count. It writes the checkpoint every `checkpoint_every` frames and at the end.
+//! - The publisher owns the snapshot schedule; the latest snapshot is also readable in memory
+//!   ([`LiveSession::snapshot`]). Latency is measured from the moment a frame was handed out
+//!   (complete on disk, or pushed) to the publication of the first snapshot that includes it.
+//! - Shutdown: the reader stops on the cancellation token, on `until_idle`, or when the push side is
+//!   closed; the other stages drain and stop when their input closes; the final snapshot and the
+//!   checkpoint are written then (a stop is not a failure in tail mode).
+//!
+//! What it does not: print (events go to the caller's sink), parse the command line (`tlr watch`),
+//! keep old frames (only per-tile accumulators; memory does not grow with the number of frames,
+//! apart from the list of used frame names).
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use ndarray::Array2;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use tlr_core::config::Config;
+use tlr_core::fits::{self, OutputMeta, SampleFormat};
+use tlr_core::follow::{FollowEvent, FollowOptions, Follower};
+use tlr_core::global::{FrameQuality, GlobalPass};
+use tlr_core::live::{self as core_live, BootstrapFrame, LiveOptions, LiveState, LiveTile};
+use tlr_core::operator::FrameReport;
+use tlr_core::TileBox;
+
+use crate::error::StageError;
+use crate::memory::{peak_rss_bytes, rss_bytes};
+use crate::pipeline::{operator_params, Registration};
+
+/// A callback receiving every [`LiveEvent`]; it runs on pipeline tasks and must return quickly.
+pub type LiveEventSink = Arc<dyn Fn(&LiveEvent) + Send + Sync>;
+
+/// What a live session reports.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LiveEvent {
+    /// A checkpoint was loaded: the session continues from it.
+    Resumed {
+        /// The checkpoint folder.
+        checkpoint: PathBuf,
+        /// Frames already used.
+        frames_used: usize,
+        /// Frames already rejected.
+        frames_rejected: usize,
+    },
+    /// A new frame was read (bootstrap included).
+    FrameSeen {
+        /// File name or `memory:<n>`.
+        name: String,
+        /// Frames seen by this session so far.
+        seen: usize,
+    },
+    /// The bootstrap ran: the grid is fixed.
+    Bootstrapped {
+        /// Bootstrap frames.
+        frames: usize,
+        /// Tile size, px.
+        tile_size_px: usize,
+        /// Tiles.
+        tiles: usize,
+    },
+    /// A frame was added (used by at least one tile).
+    FrameUsed {
+        /// The frame.
+        name: String,
+        /// Tiles that used it.
+        tiles_used: usize,
+        /// Tiles that rejected it.
+        tiles_rejected: usize,
+        /// Pixels rejected as outliers.
+        pixels_rejected: usize,
+        /// The most common tile rejection reason, if any.
+        reason: Option<String>,
+    },
+    /// A frame or file was not used, and why.
+    FrameRejected {
+        /// The frame or file.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A snapshot was published.
+    Snapshot {
+        /// The FITS file (None for in-memory sessions without output).
+        path: Option<PathBuf>,
+        /// Frames in it.
+        frames_used: usize,
+        /// Latency of the newest frame in it (handed out -> published), s.
+        latency_s: f64,
+        /// Largest latency among the frames it newly includes, s.
+        max_latency_s: f64,
+        /// Resident memory of the process when it was published, MiB.
+        resident_mib: Option<u64>,
+    },
+    /// The checkpoint was written.
+    Checkpoint {
+        /// The folder.
+        dir: PathBuf,
+        /// Frames used in it.
+        frames_used: usize,
+    },
+    /// Something the user should know that does not stop the session.
+    Warning {
+        /// The message.
+        message: String,
+    },
+    /// The session ended.
+    Finished {
+        /// Figures.
+        summary: LiveSummary,
+    },
+}
+
+/// Figures of a finished live session.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct LiveSummary {
+    /// Frames seen by this session (not counting a resumed checkpoint's).
+    pub frames_seen: usize,
+    /// Names of all frames used, checkpointed sessions included, in order.
+    pub frames_used: Vec<String>,
+    /// Names of all frames rejected (whole frame), checkpointed sessions included.
+    pub frames_rejected: Vec<String>,
+    /// Files the follower skipped, with reasons.
+    pub files_skipped: Vec<(PathBuf, String)>,
+    /// Snapshots published.
+    pub snapshots: usize,
+    /// Largest latency from frame hand-out to the snapshot including it, s.
+    pub max_latency_s: f64,
+    /// Mean such latency, s.
+    pub mean_latency_s: f64,
+    /// Frames processed per second of processing time (bootstrap excluded).
+    pub frames_per_s: f64,
+    /// Wall time of the session, s.
+    pub elapsed_s: f64,
+    /// Peak resident memory of the process, MiB.
+    pub peak_rss_mib: Option<u64>,
+    /// Resident memory at the end, MiB.
+    pub rss_mib: Option<u64>,
+}
+
+/// When snapshots are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// After every N used frames.
+    Frames(NonZeroUsize),
+    /// At most every this long (when a new frame was used since the last one).
+    Every(Duration),
+}
+
+/// Settings of a live session.
+#[derive(Clone)]
+pub struct LiveSettings {
+    /// The reconstruction configuration.
+    pub config: Config,
+    /// Tile-local (default) or the global-registration baseline.
+    pub registration: Registration,
+    /// Tile jobs in flight (parallelism over tiles).
+    pub parallel_tiles: NonZeroUsize,
+    /// Snapshot schedule (default: every frame).
+    pub schedule: Schedule,
+    /// Snapshot FITS path (a PNG preview goes next to it); `None` = in memory only.
+    pub output: Option<PathBuf>,
+    /// Checkpoint folder: loaded at start when present, written every `checkpoint_every` frames and
+    /// at the end. `None` = no checkpoint.
+    pub checkpoint: Option<PathBuf>,
+    /// Frames between checkpoints (default 10).
+    pub checkpoint_every: NonZeroUsize,
+    /// Capacity of each channel between stages (default 2).
+    pub channel_capacity: NonZeroUsize,
+    /// Bootstrap frames (default: `registration.local_tiles.min_valid_frames`).
+    pub bootstrap_frames: Option<usize>,
+    /// Stop after this long without a new frame (folder sessions; `None` = until cancelled).
+    pub until_idle: Option<Duration>,
+}
+
+impl LiveSettings {
+    /// Settings for `config` with the defaults above.
+    pub fn new(config: Config) -> Self {
+        let workers = config.parallel_tiles(tlr_core::config::physical_cores());
+        Self {
+            config,
+            registration: Registration::TileLocal,
+            parallel_tiles: NonZeroUsize::new(workers).unwrap_or(NonZeroUsize::MIN),
+            schedule: Schedule::Frames(NonZeroUsize::MIN),
+            output: None,
+            checkpoint: None,
+            checkpoint_every: NonZeroUsize::new(10).unwrap_or(NonZeroUsize::MIN),
+            channel_capacity: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
+            bootstrap_frames: None,
+            until_idle: None,
+        }
+    }
+
+    fn live_options(&self) -> LiveOptions {
+        let params = operator_params(&self.config, self.registration);
+        let mut options = LiveOptions::from_config(&self.config, params);
+        if let Some(n) = self.bootstrap_frames {
+            options.bootstrap_frames = n.max(1);
+        }
+        options
+    }
+}
+
+/// A published snapshot.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The reconstruction, `(rows, cols)`.
+    pub image: Arc<Array2<f32>>,
+    /// Frames in it.
+    pub frames_used: usize,
+}
+
+/// Where frames come from.
+enum Feed {
+    Folder(Box<Follower>),
+    Memory(mpsc::Receiver<Pushed>),
+}
+
+struct Pushed {
+    image: Array2<f32>,
+    arrival: Instant,
+}
+
+/// A frame on its way from the reader to the tile stage.
+struct FrameMsg {
+    name: String,
+    image: Arc<Array2<f32>>,
+    quality: FrameQuality,
+    /// This frame is the global pass's reference frame.
+    is_reference: bool,
+    arrival: Instant,
+}
+
+/// A frame's outcome on its way to the publisher, with the tiles' current images.
+struct Update {
+    used: bool,
+    frames_used: usize,
+    arrival: Instant,
+    dim: (usize, usize),
+    sigma: f32,
+    tiles: Option<Arc<Vec<(TileBox, Array2<f32>, f32)>>>,
+}
+
+/// A running live session. Create it inside a tokio runtime.
+pub struct LiveSession {
+    push_tx: Option<mpsc::Sender<Pushed>>,
+    snapshots: watch::Receiver<Option<Snapshot>>,
+    cancel: CancellationToken,
+    handle: JoinHandle<Result<LiveSummary, StageError>>,
+}
+
+impl LiveSession {
+    /// Starts a session fed by [`LiveSession::push`].
+    ///
+    /// # Errors
+    /// An unreadable checkpoint.
+    pub fn start_memory(settings: LiveSettings, events: LiveEventSink) -> Result<Self, StageError> {
+        let (tx, rx) = mpsc::channel(settings.channel_capacity.get());
+        let mut session = Self::start(Feed::Memory(rx), settings, events)?;
+        session.push_tx = Some(tx);
+        Ok(session)
+    }
+
+    /// Starts a session following `dir` (frames present first, then new ones).
+    ///
+    /// # Errors
+    /// The folder cannot be followed, or an unreadable checkpoint.
+    pub fn start_folder(
+        dir: &Path,
+        mut follow: FollowOptions,
+        settings: LiveSettings,
+        events: LiveEventSink,
+    ) -> Result<Self, StageError> {
+        follow.exclude.extend(settings.output.iter().cloned());
+        if let Some(out) = &settings.output {
+            follow.exclude.push(out.with_extension("png"));
+        }
+        let follower = Follower::new(dir, follow)
+            .map_err(|e| StageError::input("reader", format!("cannot follow the folder: {e}")))?;
+        Self::start(Feed::Folder(Box::new(follower)), settings, events)
+    }
+
+    fn start(
+        mut feed: Feed,
+        settings: LiveSettings,
+        events: LiveEventSink,
+    ) -> Result<Self, StageError> {
+        let started = Instant::now();
+        let options = settings.live_options();
+        // Resume from the checkpoint when there is one.
+        let mut resumed: Option<(LiveState, Option<Array2<f32>>)> = None;
+        if let Some(dir) = &settings.checkpoint {
+            if dir.join(core_live::CHECKPOINT_JSON).exists() {
+                let (state, reference) = LiveState::load(dir)
+                    .map_err(|e| StageError::input("checkpoint", e.to_string()))?;
+                events(&LiveEvent::Resumed {
+                    checkpoint: dir.clone(),
+                    frames_used: state.frames_used().len(),
+                    frames_rejected: state.frames_rejected().len(),
+                });
+                if let Feed::Folder(f) = &mut feed {
+                    f.mark_seen(
+                        state
+                            .frames_used()
+                            .iter()
+                            .chain(state.frames_rejected())
+                            .cloned(),
+                    );
+                }
+                resumed = Some((state, reference));
+            }
+        }
+        let (state, reference) = match resumed {
+            Some((s, r)) => (Some(s), r),
+            None => (None, None),
+        };
+        let cap = settings.channel_capacity.get();
+        let (frame_tx, frame_rx) = mpsc::channel::<FrameMsg>(cap);
+        let (update_tx, update_rx) = mpsc::channel::<Update>(cap);
+        let (snap_tx, snap_rx) = watch::channel(None);
+        let cancel = CancellationToken::new();
+        let skipped = Arc::new(std::sync::Mutex::new(Vec::new()));
+
+        let reader = {
+            let events = Arc::clone(&events);
+            let cancel = cancel.clone();
+            let until_idle = settings.until_idle;
+            let skipped = Arc::clone(&skipped);
+            // The reader blocks on the follower and on cfitsio: a blocking thread of its own.
+            tokio::task::spawn_blocking(move || {
+                read_frames(
+                    feed, reference, frame_tx, events, cancel, until_idle, skipped,
+                )
+            })
+        };
+        let tiles = tokio::spawn(run_tiles(
+            state,
+            options,
+            settings.clone(),
+            frame_rx,
+            update_tx,
+            Arc::clone(&events),
+        ));
+        let publisher = tokio::spawn(publish(
+            settings.clone(),
+            update_rx,
+            snap_tx,
+            Arc::clone(&events),
+        ));
+        let handle = tokio::spawn(async move {
+            let seen = reader.await.map_err(|source| StageError::Join {
+                stage: "reader",
+                source,
+            })?;
+            let tiles = tiles.await.map_err(|source| StageError::Join {
+                stage: "tiles",
+                source,
+            })?;
+            let published = publisher.await.map_err(|source| StageError::Join {
+                stage: "publisher",
+                source,
+            })?;
+            let seen = seen?;
+            let (used, rejected, busy_s, processed) = tiles?;
+            let (snapshots, max_latency_s, mean_latency_s) = published?;
+            let summary = LiveSummary {
+                frames_seen: seen,
+                frames_used: used,
+                frames_rejected: rejected,
+                files_skipped: skipped.lock().map(|s| s.clone()).unwrap_or_default(),
+                snapshots,
+                max_latency_s,
+                mean_latency_s,
+                frames_per_s: if busy_s > 0.0 {
+                    processed as f64 / busy_s
+                } else {
+                    0.0
+                },
+                elapsed_s: started.elapsed().as_secs_f64(),
+                peak_rss_mib: peak_rss_bytes().map(|b| b >> 20),
+                rss_mib: rss_bytes().map(|b| b >> 20),
+            };
+            events(&LiveEvent::Finished {
+                summary: summary.clone(),
+            });
+            Ok(summary)
+        });
+        Ok(Self {
+            push_tx: None,
+            snapshots: snap_rx,
+            cancel,
+            handle,
+        })
+    }
+
+    /// Pushes a frame (in time order); waits while the session is busy (bounded queue).
+    ///
+    /// # Errors
+    /// When the session was not started with [`LiveSession::start_memory`] or has stopped.
+    pub async fn push(&self, image: Array2<f32>) -> Result<(), StageError> {
+        let tx = self
+            .push_tx
+            .as_ref()
+            .ok_or_else(|| StageError::input("reader", "this session follows a folder"))?;
+        tx.send(Pushed {
+            image,
+            arrival: Instant::now(),
+        })
+        .await
+        .map_err(|_| StageError::input("reader", "the live session has stopped"))
+    }
+
+    /// The latest published snapshot, if any.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+
+    /// A receiver of published snapshots (stays readable after the session ended).
+    pub fn subscribe(&self) -> watch::Receiver<Option<Snapshot>> {
+        self.snapshots.clone()
+    }
+
+    /// Waits until a snapshot with at least `frames` frames is published (or the session ends).
+    pub async fn wait_for_frames(&mut self, frames: usize) -> Option<Snapshot> {
+        let found = self
+            .snapshots
+            .wait_for(|s| s.as_ref().is_some_and(|s| s.frames_used >= frames))
+            .await
+            .map(|s| s.clone());
+        match found {
+            Ok(s) => s,
+            Err(_) => self.snapshot(),
+        }
+    }
+
+    /// A token that stops the session when cancelled (like Ctrl-C): the reader stops, the rest drains,
+    /// the final snapshot and checkpoint are written.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Ends the input (no more pushes; a folder session stops reading) and waits for the final
+    /// snapshot and checkpoint.
+    ///
+    /// # Errors
+    /// The first stage error.
+    pub async fn finish(mut self) -> Result<LiveSummary, StageError> {
+        // Dropping the sender closes the push channel: the reader's signal to stop. A folder session
+        // has none and is stopped through the token.
+        if self.push_tx.take().is_none() {
+            self.cancel.cancel();
+        }
+        self.wait().await
+    }
+
+    /// Waits for the session to end by itself (cancellation or `until_idle`).
+    ///
+    /// # Errors
+    /// The first stage error.
+    pub async fn wait(self) -> Result<LiveSummary, StageError> {
+        self.handle.await.map_err(|source| StageError::Join {
+            stage: "live",
+            source,
+        })?
+    }
+}
+
+/// The reader: the frame source, FITS reads, the global pass. Returns the frames seen.
+fn read_frames(
+    mut feed: Feed,
+    reference: Option<Array2<f32>>,
+    frame_tx: mpsc::Sender<FrameMsg>,
+    events: LiveEventSink,
+    cancel: CancellationToken,
+    until_idle: Option<Duration>,
+    skipped: Arc<std::sync::Mutex<Vec<(PathBuf, String)>>>,
+) -> Result<usize, StageError> {
+    let mut pass = GlobalPass::new();
+    if let Some(image) = &reference {
+        // A resumed session measures shifts against the same reference frame as before.
+        let q = pass.add_frame(image.view());
+        if !q.shift_ok {
+            events(&LiveEvent::Warning {
+                message: "the checkpoint's global reference frame has too few stars; \
+                          the next good frame becomes the reference"
+                    .to_string(),
+            });
+        }
+    }
+    let mut seen = 0usize;
+    let mut pushed = 0usize;
+    let mut last_activity = Instant::now();
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let next: Option<(String, Array2<f32>, Instant)> = match &mut feed {
+            Feed::Folder(follower) => match follower.next(Duration::from_millis(200)) {
+                Ok(Some(FollowEvent::Ready(header))) => {
+                    let arrival = Instant::now();
+                    let name = header
+                        .path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_else(|| header.path.display().to_string());
+                    match fits::read_image(&header.path) {
+                        Ok((_, image)) => Some((name, image, arrival)),
+                        Err(e) => {
+                            events(&LiveEvent::FrameRejected {
+                                name,
+                                reason: e.to_string(),
+                            });
+                            last_activity = Instant::now();
+                            continue;
+                        }
+                    }
+                }
+                Ok(Some(FollowEvent::Skipped { path, reason })) => {
+                    events(&LiveEvent::FrameRejected {
+                        name: path.display().to_string(),
+                        reason: reason.clone(),
+                    });
+                    if let Ok(mut s) = skipped.lock() {
+                        s.push((path, reason));
+                    }
+                    continue;
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    events(&LiveEvent::Warning {
+                        message: e.to_string(),
+                    });
+                    None
+                }
+            },
+            Feed::Memory(rx) => match rx.blocking_recv() {
+                Some(p) => {
+                    pushed += 1;
+                    Some((format!("memory:{pushed}"), p.image, p.arrival))
+                }
+                // Every sender dropped: the application finished pushing.
+                None => break,
+            },
+        };
+        let Some((name, image, arrival)) = next else {
+            if let (Some(idle), Feed::Folder(f)) = (until_idle, &feed) {
+                if last_activity.elapsed() >= idle && f.backlog() == 0 {
+                    break;
+                }
+            }
+            continue;
+        };
+        last_activity = Instant::now();
+        seen += 1;
+        events(&LiveEvent::FrameSeen {
+            name: name.clone(),
+            seen,
+        });
+        let before = pass.reference_index();
+        let quality = pass.add_frame(image.view());
+        let is_reference = before.is_none() && pass.reference_index().is_some();
+        let msg = FrameMsg {
+            name,
+            image: Arc::new(image),
+            quality,
+            is_reference,
+            arrival,
+        };
+        // The blocking send is the back-pressure: while the tiles are busy, new frames stay on disk.
+        if frame_tx.blocking_send(msg).is_err() {
+            break;
+        }
+    }
+    // Dropping `frame_tx` closes the channel: the tile stage drains and finishes.
+    Ok(seen)
+}
+
+type TileOutcome = (LiveTile, (FrameReport, usize), Array2<f32>, f32);
+
+/// The tile stage: bootstrap, then every frame through all tiles. Returns (used, rejected names,
+/// busy seconds, frames processed after bootstrap).
+async fn run_tiles(
+    mut state: Option<LiveState>,
+    options: LiveOptions,
+    settings: LiveSettings,
+    mut frame_rx: mpsc::Receiver<FrameMsg>,
+    update_tx: mpsc::Sender<Update>,
+    events: LiveEventSink,
+) -> Result<(Vec<String>, Vec<String>, f64, usize), StageError> {
+    let mut boot: Vec<BootstrapFrame> = Vec::new();
+    let mut boot_arrivals: Vec<Instant> = Vec::new();
+    let mut global_reference: Option<Arc<Array2<f32>>> = None;
+    let mut since_checkpoint = 0usize;
+    let mut busy = Duration::ZERO;
+    let mut processed = 0usize;
+    let workers = settings.parallel_tiles.get();
+    let sigma = options.params.variance_window_sigma;
+    while let Some(msg) = frame_rx.recv().await {
+        if msg.is_reference {
+            global_reference = Some(Arc::clone(&msg.image));
+        }
+        let Some(mut st) = state.take() else {
+            boot.push(BootstrapFrame {
+                name: msg.name,
+                image: Arc::unwrap_or_clone(msg.image),
+                quality: msg.quality,
+            });
+            boot_arrivals.push(msg.arrival);
+            if boot.len() >= options.bootstrap_frames {
+                let frames = std::mem::take(&mut boot);
+                let (st, reports) = bootstrap(frames, options).await?;
+                for r in &reports {
+                    report_event(&events, r);
+                }
+                events(&LiveEvent::Bootstrapped {
+                    frames: reports.len(),
+                    tile_size_px: st.tile_px(),
+                    tiles: st.tiles().len(),
+                });
+                let arrival = boot_arrivals.drain(..).min().unwrap_or_else(Instant::now);
+                let update = full_update(&st, true, arrival, sigma);
+                state = Some(st);
+                if update_tx.send(update).await.is_err() {
+                    break;
+                }
+            }
+            continue;
+        };
+        let t0 = Instant::now();
+        let plan = match st.plan(&msg.name, &msg.quality) {
+            Ok(plan) => plan,
+            Err(reason) => {
+                events(&LiveEvent::FrameRejected {
+                    name: msg.name.clone(),
+                    reason,
+                });
+                state = Some(st);
+                continue;
+            }
+        };
+        if msg.image.dim() != st.dim() {
+            events(&LiveEvent::FrameRejected {
+                name: msg.name.clone(),
+                reason: format!(
+                    "size {:?} differs from the session's {:?}",
+                    msg.image.dim(),
+                    st.dim()
+                ),
+            });
+            state = Some(st);
+            continue;
+        }
+        let input = plan.input();
+        let margin = options.margin_px;
+        let tiles = st.take_tiles();
+        let image = Arc::clone(&msg.image);
+        let shift = plan.shift;
+        // One blocking job per tile, at most `workers` at once; `buffered` returns them in tile order.
+        let outcomes: Vec<Result<TileOutcome, tokio::task::JoinError>> =
+            stream::iter(tiles.into_iter().map(|mut tile| {
+                let image = Arc::clone(&image);
+                tokio::task::spawn_blocking(move || {
+                    let cut = core_live::cutout(image.view(), tile.tile(), margin, shift);
+                    let r = tile.add_frame(cut.view(), &input, &options);
+                    let current = tile.current();
+                    let var = tile.warp_variance();
+                    (tile, r, current, var)
+                })
+            }))
+            .buffered(workers)
+            .collect()
+            .await;
+        let mut tiles = Vec::with_capacity(outcomes.len());
+        let mut reports = Vec::with_capacity(outcomes.len());
+        let mut images = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            let (tile, r, current, var) = outcome.map_err(|source| StageError::Join {
+                stage: "tiles",
+                source,
+            })?;
+            images.push((*tile.tile(), current, var));
+            tiles.push(tile);
+            reports.push(r);
+        }
+        let report = st.put_tiles(tiles, &plan, &reports);
+        report_event(&events, &report);
+        busy += t0.elapsed();
+        processed += 1;
+        let update = Update {
+            used: report.tiles_used > 0,
+            frames_used: st.frames_used().len(),
+            arrival: msg.arrival,
+            dim: st.dim(),
+            sigma,
+            tiles: Some(Arc::new(images)),
+        };
+        since_checkpoint += 1;
+        if since_checkpoint >= settings.checkpoint_every.get() {
+            since_checkpoint = 0;
+            st = checkpoint(st, &settings, global_reference.clone(), &events).await?;
+        }
+        state = Some(st);
+        if update_tx.send(update).await.is_err() {
+            break;
+        }
+    }
+    // Input closed: bootstrap with what there is (a short session), then the final checkpoint.
+    if state.is_none() && !boot.is_empty() {
+        let frames = std::mem::take(&mut boot);
+        match bootstrap(frames, options).await {
+            Ok((st, reports)) => {
+                for r in &reports {
+                    report_event(&events, r);
+                }
+                let arrival = boot_arrivals.drain(..).min().unwrap_or_else(Instant::now);
+                let update = full_update(&st, true, arrival, sigma);
+                state = Some(st);
+                let _ = update_tx.send(update).await;
+            }
+            Err(e) => events(&LiveEvent::Warning {
+                message: format!("{e}; nothing was reconstructed"),
+            }),
+        }
+    }
+    let Some(mut st) = state else {
+        return Ok((Vec::new(), Vec::new(), busy.as_secs_f64(), processed));
+    };
+    if settings.checkpoint.is_some() {
+        st = checkpoint(st, &settings, global_reference, &events).await?;
+    }
+    // Dropping `update_tx` closes the channel: the publisher writes the final snapshot.
+    Ok((
+        st.frames_used().to_vec(),
+        st.frames_rejected().to_vec(),
+        busy.as_secs_f64(),
+        processed,
+    ))
+}
+
+async fn bootstrap(
+    frames: Vec<BootstrapFrame>,
+    options: LiveOptions,
+) -> Result<(LiveState, Vec<core_live::LiveFrameReport>), StageError> {
+    tokio::task::spawn_blocking(move || LiveState::bootstrap(&frames, options))
+        .await
+        .map_err(|source| StageError::Join {
+            stage: "tiles",
+            source,
+        })?
+        .map_err(|e| StageError::input("tiles", e.to_string()))
+}
+
+fn full_update(st: &LiveState, used: bool, arrival: Instant, sigma: f32) -> Update {
+    let images = st
+        .tile_states()
+        .iter()
+        .map(|t| (*t.tile(), t.current(), t.warp_variance()))
+        .collect();
+    Update {
+        used,
+        frames_used: st.frames_used().len(),
+        arrival,
+        dim: st.dim(),
+        sigma,
+        tiles: Some(Arc::new(images)),
+    }
+}
+
+async fn checkpoint(
+    mut st: LiveState,
+    settings: &LiveSettings,
+    reference: Option<Arc<Array2<f32>>>,
+    events: &LiveEventSink,
+) -> Result<LiveState, StageError> {
+    let Some(dir) = settings.checkpoint.clone() else {
+        return Ok(st);
+    };
+    let d = dir.clone();
+    // Writing FITS is blocking I/O.
+    let (st, result) = tokio::task::spawn_blocking(move || {
+        let r = st.save(&d, reference.as_ref().map(|a| a.view()));
+        (st, r)
+    })
+    .await
+    .map_err(|source| StageError::Join {
+        stage: "checkpoint",
+        source,
+    })?;
+    result.map_err(|e| StageError::input("checkpoint", e.to_string()))?;
+    events(&LiveEvent::Checkpoint {
+        dir,
+        frames_used: st.frames_used().len(),
+    });
+    Ok(st)
+}
+
+fn report_event(events: &LiveEventSink, r: &core_live::LiveFrameReport) {
+    if r.tiles_used > 0 {
+        events(&LiveEvent::FrameUsed {
+            name: r.name.clone(),
+            tiles_used: r.tiles_used,
+            tiles_rejected: r.tiles_rejected,
+            pixels_rejected: r.pixels_rejected,
+            reason: r.reason.clone(),
+        });
+    } else {
+        events(&LiveEvent::FrameRejected {
+            name: r.name.clone(),
+            reason: r
+                .reason
+                .clone()
+                .unwrap_or_else(|| "no tile used it".to_string()),
+        });
+    }
+}
+
+/// The publisher: snapshot schedule, blend, atomic FITS + PNG, latency. Returns (snapshots, max and
+/// mean latency).
+async fn publish(
+    settings: LiveSettings,
+    mut update_rx: mpsc::Receiver<Update>,
+    snap_tx: watch::Sender<Option<Snapshot>>,
+    events: LiveEventSink,
+) -> Result<(usize, f64, f64), StageError> {
+    let mut latest: Option<Update> = None;
+    // Arrival times of frames not yet in a published snapshot (bounded by the schedule).
+    let mut pending: Vec<Instant> = Vec::new();
+    let mut last_publish = Instant::now();
+    let mut frames_since = 0usize;
+    let mut snapshots = 0usize;
+    let mut max_latency = 0.0f64;
+    let mut latency_sum = 0.0f64;
+    let mut latency_n = 0usize;
+    let mut published_frames = usize::MAX;
+    loop {
+        let tick = match settings.schedule {
+            Schedule::Every(d) => d.saturating_sub(last_publish.elapsed()),
+            Schedule::Frames(_) => Duration::from_secs(3600),
+        };
+        let received = tokio::select! {
+            u = update_rx.recv() => Some(u),
+            () = tokio::time::sleep(tick) => None,
+        };
+        let closed = matches!(received, Some(None));
+        if let Some(Some(update)) = received {
+            if update.used {
+                pending.push(update.arrival);
+                frames_since += 1;
+            }
+            latest = Some(update);
+        }
+        let due = match settings.schedule {
+            Schedule::Frames(n) => frames_since >= n.get(),
+            Schedule::Every(d) => frames_since > 0 && last_publish.elapsed() >= d,
+        };
+        if (due || closed) && latest.is_some() {
+            let Some(update) = latest.as_ref() else {
+                continue;
+            };
+            if update.frames_used != published_frames {
+                published_frames = update.frames_used;
+                let path = publish_one(&settings, update, &snap_tx).await?;
+                let now = Instant::now();
+                let lat: Vec<f64> = pending
+                    .iter()
+                    .map(|a| now.duration_since(*a).as_secs_f64())
+                    .collect();
+                let newest = lat.iter().copied().fold(f64::INFINITY, f64::min);
+                let oldest = lat.iter().copied().fold(0.0f64, f64::max);
+                latency_sum += lat.iter().sum::<f64>();
+                latency_n += lat.len();
+                max_latency = max_latency.max(oldest);
+                snapshots += 1;
+                events(&LiveEvent::Snapshot {
+                    path,
+                    frames_used: update.frames_used,
+                    latency_s: if newest.is_finite() { newest } else { 0.0 },
+                    max_latency_s: oldest,
+                    resident_mib: rss_bytes().map(|b| b >> 20),
+                });
+            }
+            pending.clear();
+            frames_since = 0;
+            last_publish = Instant::now();
+        }
+        if closed {
+            break;
+        }
+    }
+    let mean = if latency_n > 0 {
+        latency_sum / latency_n as f64
+    } else {
+        0.0
+    };
+    Ok((snapshots, max_latency, mean))
+}
+
+async fn publish_one(
+    settings: &LiveSettings,
+    update: &Update,
+    snap_tx: &watch::Sender<Option<Snapshot>>,
+) -> Result<Option<PathBuf>, StageError> {
+    let Some(tiles) = update.tiles.clone() else {
+        return Ok(None);
+    };
+    let (rows, cols) = update.dim;
+    let sigma = update.sigma;
+    let output = settings.output.clone();
+    let frames_used = update.frames_used;
+    let digest = settings.config.digest();
+    // Blending and writing are CPU work and blocking I/O.
+    let (image, written) = tokio::task::spawn_blocking(move || {
+        let image = core_live::blend(rows, cols, &tiles, sigma);
+        let written = match &output {
+            Some(path) => {
+                write_snapshot(path, &image, frames_used, &digest).map(|()| Some(path.clone()))
+            }
+            None => Ok(None),
+        };
+        (image, written)
+    })
+    .await
+    .map_err(|source| StageError::Join {
+        stage: "publisher",
+        source,
+    })?;
+    let written = written?;
+    snap_tx.send_replace(Some(Snapshot {
+        image: Arc::new(image),
+        frames_used,
+    }));
+    Ok(written)
+}
+
+/// Writes the snapshot FITS and its PNG preview, each atomically (temporary file + rename).
+///
+/// # Errors
+/// [`StageError::Output`] naming the file.
+pub fn write_snapshot(
+    path: &Path,
+    image: &Array2<f32>,
+    frames_used: usize,
+    config_digest: &str,
+) -> Result<(), StageError> {
+    let meta = OutputMeta::tlr_output("live")
+        .with_card(
+            "NCOMBINE",
+            fits::CardValue::Int(frames_used as i64),
+            "frames in this live snapshot",
+        )
+        .with_history(&format!("tlr live snapshot, config digest {config_digest}"));
+    fits::write_image_atomic(path, image.view(), SampleFormat::F32, &meta).map_err(|e| {
+        StageError::Output {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    })?;
+    let png = path.with_extension("png");
+    tlr_core::preview::write_png_preview_atomic(&png, image.view()).map_err(|e| {
+        StageError::Output {
+            path: png.clone(),
+            message: e.to_string(),
+        }
+    })
+}
+
+/// The checkpoint folder used for an output file: `OUT.checkpoint` next to it.
+pub fn checkpoint_dir_for(output: &Path) -> PathBuf {
+    let mut name = output
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".checkpoint");
+    output.with_file_name(name)
+}

@@ -1,0 +1,346 @@
+//! `tlr watch` against a simulated capture process: frames written slowly in chunks directly under
+//! their final names at a steady rate, plus a stray text file, a hidden temporary file and a truncated
+//! frame. Checks that every complete frame is used exactly once (also across a stop and restart), that
+//! nothing else is used, and that the final live result is close to the batch result and sharper than
+//! a global stack.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tlr_core::fits::{self, OutputMeta, SampleFormat};
+use tlr_core::simulate::{Scenario, SimConfig, Simulation};
+
+const FRAMES: usize = 24;
+const SIZE: usize = 256;
+/// Frames present before the watcher starts.
+const PRESENT: usize = 6;
+
+fn tlr() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tlr"))
+}
+
+/// Writes the simulated frames (camera format) into `scratch`; returns their paths in order.
+fn make_frames(scratch: &Path) -> Vec<PathBuf> {
+    let sim = Simulation::new(SimConfig {
+        frames: FRAMES,
+        width: SIZE,
+        height: SIZE,
+        seed: 11,
+        scenario: Scenario::Seeing,
+        ..SimConfig::default()
+    });
+    (0..FRAMES)
+        .map(|i| {
+            let path = scratch.join(format!("light_{i:04}.fits"));
+            fits::write_image_atomic(
+                &path,
+                sim.frame(i).view(),
+                SampleFormat::U16,
+                &OutputMeta::default(),
+            )
+            .expect("write a simulated frame");
+            path
+        })
+        .collect()
+}
+
+/// Copies `src` to `dst` in 4 chunks, `pause` apart, directly under the final name (as N.I.N.A. does).
+fn copy_slowly(src: &Path, dst: &Path, pause: Duration) {
+    let bytes = fs::read(src).expect("read frame");
+    let mut out = fs::File::create(dst).expect("create frame");
+    for chunk in bytes.chunks(bytes.len().div_ceil(4)) {
+        out.write_all(chunk).expect("write chunk");
+        out.flush().expect("flush");
+        thread::sleep(pause);
+    }
+}
+
+/// The capture process: frames `range` written one every `interval`.
+fn capture(frames: Vec<PathBuf>, dir: PathBuf, interval: Duration) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for src in frames {
+            let start = Instant::now();
+            let name = src.file_name().expect("name").to_owned();
+            copy_slowly(&src, &dir.join(name), Duration::from_millis(40));
+            thread::sleep(interval.saturating_sub(start.elapsed()));
+        }
+    })
+}
+
+fn spawn_watch(dir: &Path, out: &Path) -> Child {
+    tlr()
+        .arg("watch")
+        .arg(dir)
+        .arg("-o")
+        .arg(out)
+        .args([
+            "--until-idle",
+            "4",
+            "--stable-ms",
+            "300",
+            "--json",
+            "--bootstrap",
+            "5",
+            "--parallel-tiles",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tlr watch")
+}
+
+/// Reads JSON lines until the process exits (or `limit` passes, then kills it and fails).
+fn collect(mut child: Child, limit: Duration) -> (Vec<Value>, bool) {
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+            .collect::<Vec<_>>()
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("tlr watch did not stop within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    assert!(status.success(), "tlr watch failed: {status}\n{stderr}");
+    (reader.join().expect("reader"), true)
+}
+
+fn summary(events: &[Value]) -> &Value {
+    events
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "finished")
+        .map(|e| &e["summary"])
+        .expect("a finished event")
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn used_events(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "frame_used")
+        .filter_map(|e| e["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn expected_names() -> Vec<String> {
+    (0..FRAMES).map(|i| format!("light_{i:04}.fits")).collect()
+}
+
+fn assert_once(used: &[String]) {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in used {
+        *counts.entry(n.as_str()).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.is_empty(), "frames used more than once: {twice:?}");
+    let mut sorted = used.to_vec();
+    sorted.sort();
+    assert_eq!(sorted, expected_names(), "every complete frame used once");
+}
+
+/// Sets up the watched folder: the first frames, a stray text file, a hidden temp file and a truncated
+/// frame. Returns (scratch dir guard, watched dir, output dir, frame paths).
+fn setup(root: &Path) -> (PathBuf, PathBuf, Vec<PathBuf>) {
+    let scratch = root.join("scratch");
+    let watched = root.join("capture");
+    let outdir = root.join("out");
+    for d in [&scratch, &watched, &outdir] {
+        fs::create_dir_all(d).expect("mkdir");
+    }
+    let frames = make_frames(&scratch);
+    for src in &frames[..PRESENT] {
+        fs::copy(src, watched.join(src.file_name().expect("name"))).expect("copy");
+    }
+    fs::write(watched.join("notes.txt"), "seeing 2.1\", focus 1234\n").expect("stray");
+    let bytes = fs::read(&frames[0]).expect("read");
+    fs::write(watched.join(".light_tmp.fits"), &bytes).expect("hidden");
+    fs::write(watched.join("broken_0099.fits"), &bytes[..bytes.len() / 2]).expect("truncated");
+    (watched, outdir, frames)
+}
+
+#[test]
+fn watch_uses_every_complete_frame_once_and_matches_batch() {
+    let root = tempfile::tempdir().expect("tmp");
+    let (watched, outdir, frames) = setup(root.path());
+    let out = outdir.join("live.fits");
+    let child = spawn_watch(&watched, &out);
+    let writer = capture(
+        frames[PRESENT..].to_vec(),
+        watched.clone(),
+        Duration::from_millis(250),
+    );
+    let (events, _) = collect(child, Duration::from_secs(240));
+    writer.join().expect("capture process");
+
+    let s = summary(&events);
+    let used = names(&s["frames_used"]);
+    assert_once(&used);
+    assert_once(&used_events(&events));
+    assert!(names(&s["frames_rejected"]).is_empty(), "{s}");
+    // The truncated frame is reported (given up), the stray and hidden files are ignored or reported,
+    // and none of them is ever used.
+    let rejected: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == "frame_rejected")
+        .filter_map(|e| e["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        rejected.iter().any(|n| n.contains("broken_0099.fits")),
+        "truncated frame reported: {rejected:?}"
+    );
+    for n in &rejected {
+        assert!(!n.contains("light_"), "a complete frame was rejected: {n}");
+    }
+    let snaps: Vec<&Value> = events.iter().filter(|e| e["event"] == "snapshot").collect();
+    assert!(
+        snaps.len() >= FRAMES - 5,
+        "a snapshot per frame: {}",
+        snaps.len()
+    );
+    assert!(out.exists() && out.with_extension("png").exists());
+    let latency = s["max_latency_s"].as_f64().unwrap_or(f64::NAN);
+    eprintln!(
+        "live: {} frames, {} snapshots, max latency {latency:.2} s, {:.1} frames/s",
+        used.len(),
+        snaps.len(),
+        s["frames_per_s"]
+    );
+
+    // Batch and global-only stacks of the same frames.
+    let batch = outdir.join("batch.fits");
+    let global = outdir.join("global.fits");
+    for (path, extra) in [(&batch, None), (&global, Some("--global-only"))] {
+        let mut cmd = tlr();
+        cmd.arg("run")
+            .arg(&watched)
+            .arg("-o")
+            .arg(path)
+            .arg("--quiet");
+        cmd.args(["--parallel-tiles", "2"]);
+        if let Some(x) = extra {
+            cmd.arg(x);
+        }
+        let o = cmd.output().expect("tlr run");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (_, live_img) = fits::read_image(&out).expect("live result");
+    let (_, batch_img) = fits::read_image(&batch).expect("batch result");
+    let (_, global_img) = fits::read_image(&global).expect("global result");
+    let ql = tlr_core::stars::measure(live_img.view());
+    let qb = tlr_core::stars::measure(batch_img.view());
+    let qg = tlr_core::stars::measure(global_img.view());
+    // Per-pixel difference live - batch, inside the image (8 px border left out), against batch noise.
+    let mut diffs: Vec<f32> = Vec::new();
+    for ((r, c), &l) in live_img.indexed_iter() {
+        let b = batch_img[[r, c]];
+        if r >= 8 && c >= 8 && r < SIZE - 8 && c < SIZE - 8 && l.is_finite() && b.is_finite() {
+            diffs.push(l - b);
+        }
+    }
+    let (median_diff, sigma_diff) = tlr_core::stats::median_and_sigma(&diffs);
+    let rms = (diffs.iter().map(|d| d * d).sum::<f32>() / diffs.len().max(1) as f32).sqrt();
+    eprintln!(
+        "FWHM live {:.2} px, batch {:.2} px, global {:.2} px; noise live {:.2}, batch {:.2}; \
+         live-batch: median {median_diff:.2} ADU, robust sigma {sigma_diff:.2} ADU, rms {rms:.1} ADU",
+        ql.median_fwhm, qb.median_fwhm, qg.median_fwhm, ql.noise, qb.noise
+    );
+    assert!(
+        ql.median_fwhm <= qb.median_fwhm * 1.10,
+        "live FWHM {} vs batch {}",
+        ql.median_fwhm,
+        qb.median_fwhm
+    );
+    assert!(
+        ql.median_fwhm < qg.median_fwhm,
+        "live FWHM {} not sharper than global {}",
+        ql.median_fwhm,
+        qg.median_fwhm
+    );
+    assert!(median_diff.abs() < 0.5 * qb.noise, "offset {median_diff}");
+    assert!(
+        sigma_diff < 2.0 * qb.noise,
+        "scatter {sigma_diff} vs noise {}",
+        qb.noise
+    );
+}
+
+#[test]
+fn stop_and_restart_uses_every_frame_once() {
+    let root = tempfile::tempdir().expect("tmp");
+    let (watched, outdir, frames) = setup(root.path());
+    let out = outdir.join("live.fits");
+    let child = spawn_watch(&watched, &out);
+    let pid = child.id();
+    let writer = capture(
+        frames[PRESENT..].to_vec(),
+        watched.clone(),
+        Duration::from_millis(300),
+    );
+    // Stop the watcher (as Ctrl-C does) in the middle of the sequence.
+    let stopper = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(3500));
+        // SAFETY: plain kill(2) on the child we started; no memory is involved.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGINT);
+        }
+    });
+    let (first, _) = collect(child, Duration::from_secs(120));
+    stopper.join().expect("stopper");
+    let first_used = names(&summary(&first)["frames_used"]);
+    assert!(
+        first_used.len() < FRAMES,
+        "the first session should stop early (used {})",
+        first_used.len()
+    );
+    assert!(
+        outdir.join("live.fits.checkpoint/checkpoint.json").exists(),
+        "checkpoint written"
+    );
+    // Restart while the capture continues.
+    let child = spawn_watch(&watched, &out);
+    let (second, _) = collect(child, Duration::from_secs(240));
+    writer.join().expect("capture process");
+    assert!(second.iter().any(|e| e["event"] == "resumed"));
+    let all = names(&summary(&second)["frames_used"]);
+    assert_once(&all);
+    // Across both sessions each frame was added exactly once.
+    let mut events_used = used_events(&first);
+    events_used.extend(used_events(&second));
+    assert_once(&events_used);
+    eprintln!(
+        "first session used {}, second {} (total {})",
+        first_used.len(),
+        used_events(&second).len(),
+        all.len()
+    );
+}
