@@ -258,6 +258,9 @@ struct FrameMsg {
     arrival: Instant,
 }
 
+/// Every tile's box, current image and blend weight psi, shared with the publisher.
+type TileImages = Arc<Vec<(TileBox, Array2<f32>, f32)>>;
+
 /// A frame's outcome on its way to the publisher, with the tiles' current images.
 struct Update {
     used: bool,
@@ -265,7 +268,7 @@ struct Update {
     arrival: Instant,
     dim: (usize, usize),
     sigma: f32,
-    tiles: Option<Arc<Vec<(TileBox, Array2<f32>, f32)>>>,
+    tiles: Option<TileImages>,
 }
 
 /// A running live session. Create it inside a tokio runtime.
