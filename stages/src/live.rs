@@ -265,8 +265,11 @@ struct Update {
     arrival: Instant,
     dim: (usize, usize),
     sigma: f32,
-    tiles: Option<Arc<Vec<(TileBox, Array2<f32>, f32)>>>,
+    tiles: Option<Arc<TileImages>>,
 }
+
+/// Each tile's box, current image and warp variance, in tile order.
+type TileImages = Vec<(TileBox, Array2<f32>, f32)>;
 
 /// A running live session. Create it inside a tokio runtime.
 pub struct LiveSession {
