@@ -628,79 +628,9 @@ impl LiveTile {
     }
 }
 
-// Copied from `operator.rs` (private there): the live path must clean cut-outs exactly as the batch
-// operator does, or registration locks onto fixed hot pixels. The lead may make it public and shared.
-/// A pixel this many noise sigmas above the background can be a spike.
-const SPIKE_SIGMA: f32 = 6.0;
-/// A spike exceeds its brightest neighbour by more than this fraction of its own height above the
-/// background (a sampled star with FWHM >= 1.9 px cannot: its brightest neighbour has >= 45 % of the peak).
-const SPIKE_FRACTION: f32 = 0.55;
-
-/// Replace isolated single-pixel spikes (hot pixels, cosmic-ray hits) by the median of their eight
-/// neighbours. Returns `None` when there is none (or the noise cannot be estimated). Registration would
-/// otherwise lock onto hot pixels, which are fixed to the detector and move against the sky.
-fn despike_spikes(cut: ArrayView2<f32>) -> Option<Array2<f32>> {
-    let stats = crate::stats::background_and_noise(cut, 1024)?;
-    let (bg, sigma) = (stats.median, stats.sigma);
-    if !(sigma > 0.0) {
-        return None;
-    }
-    let (rows, cols) = cut.dim();
-    let threshold = bg + SPIKE_SIGMA * sigma;
-    let mut spikes = Vec::new();
-    for r in 1..rows.saturating_sub(1) {
-        for c in 1..cols.saturating_sub(1) {
-            let v = cut[[r, c]];
-            if !(v > threshold) {
-                continue;
-            }
-            let mut max_n = f32::NEG_INFINITY;
-            for (dr, dc) in NEIGHBOURS {
-                let u = cut[[(r as i64 + dr) as usize, (c as i64 + dc) as usize]];
-                if u.is_finite() {
-                    max_n = max_n.max(u);
-                }
-            }
-            if max_n.is_finite()
-                && v - max_n > SPIKE_FRACTION * (v - bg)
-                && v - max_n > SPIKE_SIGMA * sigma
-            {
-                spikes.push((r, c));
-            }
-        }
-    }
-    if spikes.is_empty() {
-        return None;
-    }
-    let mut out = cut.to_owned();
-    let mut nb = Vec::with_capacity(8);
-    for (r, c) in spikes {
-        nb.clear();
-        for (dr, dc) in NEIGHBOURS {
-            let u = cut[[(r as i64 + dr) as usize, (c as i64 + dc) as usize]];
-            if u.is_finite() {
-                nb.push(u);
-            }
-        }
-        out[[r, c]] = crate::stats::median_in_place(&mut nb);
-    }
-    Some(out)
-}
-
-const NEIGHBOURS: [(i64, i64); 8] = [
-    (-1, -1),
-    (-1, 0),
-    (-1, 1),
-    (0, -1),
-    (0, 1),
-    (1, -1),
-    (1, 0),
-    (1, 1),
-];
-
 /// The cut-out with isolated spikes (hot pixels, cosmic rays) replaced, as the batch operator does.
 pub fn despike(cut: ArrayView2<f32>) -> Array2<f32> {
-    despike_spikes(cut).unwrap_or_else(|| cut.to_owned())
+    crate::operator::despike(cut).unwrap_or_else(|| cut.to_owned())
 }
 
 fn welford(v: f32, n: &mut f32, mean: &mut f32, m2: &mut f32) {

@@ -316,7 +316,7 @@ const SPIKE_FRACTION: f32 = 0.55;
 /// Replace isolated single-pixel spikes (hot pixels, cosmic-ray hits) by the median of their eight
 /// neighbours. Returns `None` when there is none (or the noise cannot be estimated). Registration would
 /// otherwise lock onto hot pixels, which are fixed to the detector and move against the sky.
-fn despike(cut: ArrayView2<f32>) -> Option<Array2<f32>> {
+pub fn despike(cut: ArrayView2<f32>) -> Option<Array2<f32>> {
     let stats = crate::stats::background_and_noise(cut, 1024)?;
     let (bg, sigma) = (stats.median, stats.sigma);
     if !(sigma > 0.0) {

@@ -258,9 +258,6 @@ struct FrameMsg {
     arrival: Instant,
 }
 
-/// Every tile's box, current image and blend weight psi, shared with the publisher.
-type TileImages = Arc<Vec<(TileBox, Array2<f32>, f32)>>;
-
 /// A frame's outcome on its way to the publisher, with the tiles' current images.
 struct Update {
     used: bool,
@@ -268,8 +265,11 @@ struct Update {
     arrival: Instant,
     dim: (usize, usize),
     sigma: f32,
-    tiles: Option<TileImages>,
+    tiles: Option<Arc<TileImages>>,
 }
+
+/// Each tile's box, current image and warp variance, in tile order.
+type TileImages = Vec<(TileBox, Array2<f32>, f32)>;
 
 /// A running live session. Create it inside a tokio runtime.
 pub struct LiveSession {
