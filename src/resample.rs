@@ -48,16 +48,7 @@ pub const LANCZOS_RADIUS: usize = 3;
 
 /// Lanczos-3 kernel value at distance `x` pixels (not normalised): `sinc(x) * sinc(x / 3)` for `|x| < 3`, else 0.
 pub fn lanczos3(x: f32) -> f32 {
-    let ax = x.abs();
-    if ax < 1e-6 {
-        return 1.0;
-    }
-    if ax >= LANCZOS_RADIUS as f32 {
-        return 0.0;
-    }
-    let px = std::f32::consts::PI * x;
-    let a = LANCZOS_RADIUS as f32;
-    a * px.sin() * (px / a).sin() / (px * px)
+    lanczos3_f64(f64::from(x)) as f32
 }
 
 /// The taps of one axis for a given origin: first source index relative to the output index, and weights.
