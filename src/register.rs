@@ -603,7 +603,7 @@ pub fn register(
         frame,
         origin_y,
         origin_x,
-        resampler: Resampler::new(),
+        resampler: Resampler::new().with_edge_fill(false),
         aligned: Array2::from_elem((reference.h, reference.w), 0.0),
     };
     let structured = reference.has_structure();
@@ -645,7 +645,7 @@ pub fn correlation_at(reference: &Reference, frame: ArrayView2<f32>, shift: Shif
         frame,
         origin_y: (fh - reference.h) as f32 / 2.0,
         origin_x: (fw - reference.w) as f32 / 2.0,
-        resampler: Resampler::new(),
+        resampler: Resampler::new().with_edge_fill(false),
         aligned: Array2::from_elem((reference.h, reference.w), 0.0),
     };
     ctx.resampler.sample_shifted(
@@ -893,14 +893,21 @@ fn evaluate_slice(r: &Reference, img: &[f32], offset: &mut f32) -> Option<Eval> 
 }
 
 /// [`evaluate_slice`] over the joint mask of the reference and the finite image pixels.
+///
+/// Missing pixels are few (a frame edge, a hole), so instead of a second full pass with a per-pixel
+/// normal matrix this takes the vectorised [`sums5`] over the image with its missing pixels set to the
+/// level `mu` (their residual is then exactly 0) and removes their share from the reference's normal
+/// matrix, which is a sum over pixels too.
 fn evaluate_masked(r: &Reference, img: &[f32], mu: f32) -> Option<Eval> {
-    let mut gram = [[0.0f64; 4]; 4];
-    let mut b = [0.0f64; 4];
-    let mut s2 = 0.0f64;
-    let mut n = 0usize;
-    for i in 0..img.len() {
-        if r.mask[i] > 0.0 && img[i].is_finite() {
-            let d = f64::from(img[i] - mu);
+    let n_px = img.len().min(r.mask.len());
+    let filled: Vec<f32> = img[..n_px]
+        .iter()
+        .map(|&v| if v.is_finite() { v } else { mu })
+        .collect();
+    let mut gram = r.gram;
+    let mut n = r.n_valid;
+    for i in 0..n_px {
+        if r.mask[i] > 0.0 && !img[i].is_finite() {
             let basis = [
                 f64::from(r.t[i]),
                 1.0,
@@ -908,13 +915,11 @@ fn evaluate_masked(r: &Reference, img: &[f32], mu: f32) -> Option<Eval> {
                 f64::from(r.gx[i]),
             ];
             for a in 0..4 {
-                b[a] += basis[a] * d;
                 for c in a..4 {
-                    gram[a][c] += basis[a] * basis[c];
+                    gram[a][c] -= basis[a] * basis[c];
                 }
             }
-            s2 += d * d;
-            n += 1;
+            n -= 1;
         }
     }
     if n < MIN_VALID_PIXELS || n * 4 < r.n_valid {
@@ -925,8 +930,13 @@ fn evaluate_masked(r: &Reference, img: &[f32], mu: f32) -> Option<Eval> {
             gram[a][c] = gram[c][a];
         }
     }
+    let sums = sums5(&filled, &r.mask, &r.t, &r.gy, &r.gx, mu);
+    if !sums.iter().all(|v| v.is_finite()) {
+        return None;
+    }
     let inv = invert4(&gram)?;
-    Some(finish_eval(&gram, &inv, &b, s2, n as f64))
+    let b = [sums[0], sums[1], sums[2], sums[3]];
+    Some(finish_eval(&gram, &inv, &b, sums[4], n as f64))
 }
 
 /// Coefficients, correlation and shift uncertainty from the normal equations.
@@ -1128,6 +1138,79 @@ pub(crate) mod tests {
         // A star tile has structure.
         let (sref, _) = case(64, 16, 0.0, 0.0, 3);
         assert!(Reference::new(sref.view()).has_structure());
+    }
+
+    /// The obvious masked fit: one pass with a per-pixel normal matrix over the joint mask.
+    fn evaluate_masked_slow(r: &Reference, img: &[f32], mu: f32) -> Option<Eval> {
+        let mut gram = [[0.0f64; 4]; 4];
+        let mut b = [0.0f64; 4];
+        let (mut s2, mut n) = (0.0f64, 0usize);
+        for i in 0..img.len() {
+            if r.mask[i] > 0.0 && img[i].is_finite() {
+                let d = f64::from(img[i] - mu);
+                let basis = [
+                    f64::from(r.t[i]),
+                    1.0,
+                    f64::from(r.gy[i]),
+                    f64::from(r.gx[i]),
+                ];
+                for a in 0..4 {
+                    b[a] += basis[a] * d;
+                    for c in 0..4 {
+                        gram[a][c] += basis[a] * basis[c];
+                    }
+                }
+                s2 += d * d;
+                n += 1;
+            }
+        }
+        if n < MIN_VALID_PIXELS || n * 4 < r.n_valid {
+            return None;
+        }
+        let inv = invert4(&gram)?;
+        Some(finish_eval(&gram, &inv, &b, s2, n as f64))
+    }
+
+    #[test]
+    fn masked_evaluation_matches_the_per_pixel_fit() {
+        let (reference, frame) = case(64, 16, 0.3, -0.4, 5);
+        let rf = Reference::new(reference.view());
+        let (h, w) = reference.dim();
+        let mut img: Vec<f32> = frame
+            .slice(ndarray::s![16..16 + h, 16..16 + w])
+            .iter()
+            .copied()
+            .collect();
+        // A missing edge strip and scattered holes.
+        for r in 0..h {
+            for c in 0..5 {
+                img[r * w + c] = f32::NAN;
+            }
+        }
+        for k in (7..img.len()).step_by(97) {
+            img[k] = f32::NAN;
+        }
+        let mu = 210.0;
+        let fast = evaluate_masked(&rf, &img, mu).expect("enough pixels");
+        let slow = evaluate_masked_slow(&rf, &img, mu).expect("enough pixels");
+        for (a, b) in fast.coef.iter().zip(slow.coef.iter()) {
+            assert!((a - b).abs() <= 1e-3 * b.abs().max(1e-3), "{a} vs {b}");
+        }
+        assert!(
+            (fast.cc - slow.cc).abs() < 1e-4,
+            "{} vs {}",
+            fast.cc,
+            slow.cc
+        );
+        assert!((fast.sigma_px - slow.sigma_px).abs() <= 1e-3 * slow.sigma_px);
+        // Too little overlap is refused by both.
+        let mostly_nan: Vec<f32> = img
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if i % w < w * 4 / 5 { f32::NAN } else { v })
+            .collect();
+        assert!(evaluate_masked(&rf, &mostly_nan, mu).is_none());
+        assert!(evaluate_masked_slow(&rf, &mostly_nan, mu).is_none());
     }
 
     #[test]
