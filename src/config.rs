@@ -681,13 +681,18 @@ impl Config {
             .max(1)
     }
 
-    /// SHA-256 (lowercase hex, 64 characters) of a canonical serialization of the effective configuration,
-    /// for FITS `HISTORY`. `parallel_tiles` enters as configured (`auto` or a number), not as resolved for
-    /// this machine, so the same file gives the same digest everywhere.
+    /// SHA-256 (lowercase hex, 64 characters) of a canonical serialization of the settings that shape the
+    /// result, for FITS `HISTORY`. Settings that only say how a run is executed and cannot change the
+    /// image (`v4.parallel_tiles`, `v4.memory_limits`, `v4.diagnostics`) are left out, so that the same
+    /// data and settings give a bit-identical output file whatever the worker count.
     pub fn digest(&self) -> String {
+        let mut shaping = self.clone();
+        shaping.v4.parallel_tiles = None;
+        shaping.v4.memory_limits = MemoryLimitsConfig::default();
+        shaping.v4.diagnostics = DiagnosticsConfig::default();
         // serde_json writes struct fields in declaration order and floats in their shortest round-trip
         // form, so this text is canonical for a given Config.
-        let json = serde_json::to_string(self).unwrap_or_default();
+        let json = serde_json::to_string(&shaping).unwrap_or_default();
         let mut hasher = Sha256::new();
         hasher.update(DIGEST_DOMAIN.as_bytes());
         hasher.update(b"\n");

@@ -251,6 +251,11 @@ impl GlobalPass {
         self.add_frame_detailed(image).quality
     }
 
+    /// The options of this pass (for measuring frames elsewhere, see [`GlobalPass::add_measurement`]).
+    pub fn options(&self) -> &GlobalOptions {
+        &self.options
+    }
+
     /// Like [`GlobalPass::add_frame`], also returning the fitted geometry ([`FrameTransform`], which
     /// gives a better prior shift per tile than the single translation when the field rotates) and the
     /// quality of the star match.
@@ -344,13 +349,130 @@ pub fn measure_frame(image: ArrayView2<f32>, options: &GlobalOptions) -> FrameMe
 }
 
 /// [`measure_frame`] with a caller-owned detector (whose options are used), so that its working
-/// buffers are reused from frame to frame; the results are the same.
+/// buffers are reused from frame to frame; the results are the same. Runs the parts of a
+/// [`MeasurePlan`] one after the other and merges them.
 pub fn measure_frame_with(
     image: ArrayView2<f32>,
     options: &GlobalOptions,
     detector: &mut StarDetector,
 ) -> FrameMeasurement {
     let (rows, cols) = image.dim();
+    let plan = MeasurePlan::new(rows, cols);
+    let parts = (0..plan.parts())
+        .map(|part| measure_part(image, &plan, part, options, detector))
+        .collect();
+    merge_parts(&plan, parts, options)
+}
+
+/// Fewest core rows of a strip of [`MeasurePlan`]: frames up to about this height are measured in one
+/// piece, taller ones in strips of at least this many rows.
+pub const MIN_STRIP_ROWS: usize = 512;
+/// Most strips of a [`MeasurePlan`].
+pub const MAX_STRIPS: usize = 8;
+/// Rows of frame data read above and below a strip's core: one block of the detector's background
+/// mesh (so strips see the same mesh blocks as the whole frame), and far more than a star's
+/// measurement radius, so stars in the core are measured on complete data.
+pub const STRIP_HALO_ROWS: usize = 64;
+
+/// How a frame is measured in independent parts, so that a pool of workers can share one frame (the
+/// global pass parallelises over regions of a frame, never over frames): horizontal strips whose
+/// star lists are merged, plus one part for the sky background and noise of the whole frame.
+///
+/// The split depends only on the frame's size (never on the number of workers), so results are the
+/// same however the parts are scheduled. Strip borders lie on multiples of [`STRIP_HALO_ROWS`];
+/// each strip detects stars on its core plus [`STRIP_HALO_ROWS`] above and below and keeps the stars
+/// whose centre lies in its core. Detection thresholds (noise of the smoothed image, saturation) are
+/// estimated per strip, which on a frame with a strong noise gradient differs slightly from one
+/// estimate for the whole frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeasurePlan {
+    rows: usize,
+    cols: usize,
+    strips: Vec<std::ops::Range<usize>>,
+}
+
+impl MeasurePlan {
+    /// The plan for a `rows` x `cols` frame: `clamp(rows / MIN_STRIP_ROWS, 1, MAX_STRIPS)` strips of
+    /// about equal height.
+    pub fn new(rows: usize, cols: usize) -> Self {
+        let count = (rows / MIN_STRIP_ROWS).clamp(1, MAX_STRIPS);
+        let blocks = rows.div_ceil(STRIP_HALO_ROWS);
+        let edge = |k: usize| (blocks * k / count * STRIP_HALO_ROWS).min(rows);
+        let strips = (0..count).map(|k| edge(k)..edge(k + 1)).collect();
+        Self { rows, cols, strips }
+    }
+
+    /// Number of parts: the strips, then the sky.
+    pub fn parts(&self) -> usize {
+        self.strips.len() + 1
+    }
+
+    /// The core rows of each strip, top to bottom (they cover the frame once).
+    pub fn strips(&self) -> &[std::ops::Range<usize>] {
+        &self.strips
+    }
+}
+
+/// The result of one part of a [`MeasurePlan`] ([`measure_part`]), to be merged by [`merge_parts`].
+#[derive(Debug, Clone)]
+pub struct MeasurePart(PartResult);
+
+#[derive(Debug, Clone)]
+enum PartResult {
+    /// Stars of a strip's core, in frame coordinates.
+    Stars(Vec<Star>),
+    /// Background and noise of the whole frame (`None`: no finite pixel).
+    Sky(Option<crate::stats::ClippedStats>),
+    /// The image did not have the plan's shape.
+    Mismatch,
+}
+
+/// Measures part `part` of `plan` on `image` (the whole frame): a strip's stars or the frame's sky.
+/// Parts are independent; pure apart from the detector's scratch buffers. An image of another shape
+/// than the plan's, or a part number out of range, gives a part that merges into "no measurement".
+pub fn measure_part(
+    image: ArrayView2<f32>,
+    plan: &MeasurePlan,
+    part: usize,
+    options: &GlobalOptions,
+    detector: &mut StarDetector,
+) -> MeasurePart {
+    if image.dim() != (plan.rows, plan.cols) || part >= plan.parts() {
+        return MeasurePart(PartResult::Mismatch);
+    }
+    let Some(core) = plan.strips.get(part) else {
+        return MeasurePart(PartResult::Sky(background_and_noise(
+            image,
+            options.background_samples,
+        )));
+    };
+    let top = core.start.saturating_sub(STRIP_HALO_ROWS);
+    let bottom = (core.end + STRIP_HALO_ROWS).min(plan.rows);
+    let strip = image.slice(ndarray::s![top..bottom, ..]);
+    let (lo, hi) = (core.start as f32 - 0.5, core.end as f32 - 0.5);
+    let stars = detector
+        .detect(strip)
+        .into_iter()
+        .map(|mut s| {
+            s.y += top as f32;
+            s
+        })
+        // Each star belongs to the strip whose core holds the pixel of its centre; a star without a
+        // finite position cannot be placed and is left out.
+        .filter(|s| s.x.is_finite() && s.y >= lo && s.y < hi)
+        .collect();
+    MeasurePart(PartResult::Stars(stars))
+}
+
+/// Merges the parts of `plan` (in part order, as [`measure_part`] returned them) into the frame's
+/// measurement: the sky part's background and noise, the strips' stars (the [`MAX_MEASURED_STARS`]
+/// with the highest peaks), their median FWHM and the brightest as points for matching.
+pub fn merge_parts(
+    plan: &MeasurePlan,
+    parts: Vec<MeasurePart>,
+    options: &GlobalOptions,
+) -> FrameMeasurement {
+    let (rows, cols) = (plan.rows, plan.cols);
     let centre = (
         0.5 * (rows as f32 - 1.0).max(0.0),
         0.5 * (cols as f32 - 1.0).max(0.0),
@@ -363,12 +485,27 @@ pub fn measure_frame_with(
         points: Vec::new(),
         centre,
     };
-    let Some(sky) = background_and_noise(image, options.background_samples) else {
+    let mut sky = None;
+    let mut stars: Vec<Star> = Vec::new();
+    for part in parts {
+        match part.0 {
+            PartResult::Stars(s) => stars.extend(s),
+            PartResult::Sky(s) => sky = s,
+            PartResult::Mismatch => return m,
+        }
+    }
+    let Some(sky) = sky else {
         return m;
     };
     m.background = sky.median;
     m.noise = sky.sigma;
-    let stars = detector.detect(image);
+    stars.sort_by(|a, b| {
+        b.peak
+            .total_cmp(&a.peak)
+            .then(a.y.total_cmp(&b.y))
+            .then(a.x.total_cmp(&b.x))
+    });
+    stars.truncate(MAX_MEASURED_STARS);
     m.points = star_points(&stars, options.refine_stars);
     m.stars = stars.len();
     let fwhms: Vec<f32> = stars
@@ -859,6 +996,96 @@ mod tests {
             })
             .filter(|p| (0.0..1000.0).contains(&p.y) && (0.0..1000.0).contains(&p.x))
             .collect()
+    }
+
+    #[test]
+    fn measure_plans_cover_every_row_once_on_halo_multiples() {
+        for rows in [
+            1, 63, 64, 500, 511, 1023, 1024, 1025, 2048, 3000, 4096, 9000,
+        ] {
+            let plan = MeasurePlan::new(rows, 100);
+            let strips = plan.strips();
+            assert_eq!(strips.len(), (rows / MIN_STRIP_ROWS).clamp(1, MAX_STRIPS));
+            assert_eq!(plan.parts(), strips.len() + 1);
+            assert_eq!(strips[0].start, 0);
+            assert_eq!(strips.last().map(|s| s.end), Some(rows));
+            for pair in strips.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start, "{rows}: {strips:?}");
+                assert_eq!(pair[0].end % STRIP_HALO_ROWS, 0);
+                assert!(pair[0].end > pair[0].start);
+            }
+        }
+    }
+
+    #[test]
+    fn strips_find_the_stars_of_the_whole_frame() {
+        // 1100 rows: two strips, compared with the same frame measured in one piece.
+        let mut cfg =
+            crate::simulate::SimConfig::new(crate::simulate::Scenario::Static, 1, 600, 1100, 3);
+        cfg.star_density_per_mpx = 400.0;
+        let sim = crate::simulate::Simulation::new(cfg);
+        let frame = sim.frame(0);
+        let options = GlobalOptions::default();
+        let plan = MeasurePlan::new(1100, 600);
+        assert_eq!(plan.strips().len(), 2);
+        let whole = {
+            let one = MeasurePlan {
+                rows: 1100,
+                cols: 600,
+                strips: vec![0..1100],
+            };
+            let mut d = StarDetector::new(detect_options());
+            let parts = (0..one.parts())
+                .map(|p| measure_part(frame.view(), &one, p, &options, &mut d))
+                .collect();
+            merge_parts(&one, parts, &options)
+        };
+        let split = measure_frame(frame.view(), &options);
+        assert_eq!(split.background, whole.background);
+        assert_eq!(split.noise, whole.noise);
+        assert!(
+            whole.points.len() >= 20,
+            "{} points of {} stars",
+            whole.points.len(),
+            whole.stars
+        );
+        // The bright stars are found and measured identically: strips only change which faint
+        // candidates fill the last places of the list.
+        let brightest = &whole.points[..20];
+        for p in brightest {
+            assert!(
+                split
+                    .points
+                    .iter()
+                    .any(|q| (q.y - p.y).abs() < 1e-3 && (q.x - p.x).abs() < 1e-3),
+                "star at ({}, {}) lost",
+                p.y,
+                p.x
+            );
+        }
+        // Both median FWHMs are close to the simulated seeing.
+        let truth = sim.fwhm_px(0);
+        for m in [&whole, &split] {
+            assert!(
+                (m.fwhm - truth).abs() < 0.05 * truth,
+                "{} vs {truth}",
+                m.fwhm
+            );
+        }
+        // Parts measured in another order (as parallel workers may finish) merge to the same result.
+        let mut d = StarDetector::new(detect_options());
+        let mut parts: Vec<(usize, MeasurePart)> = (0..plan.parts())
+            .rev()
+            .map(|p| (p, measure_part(frame.view(), &plan, p, &options, &mut d)))
+            .collect();
+        parts.sort_by_key(|(p, _)| *p);
+        let again = merge_parts(&plan, parts.into_iter().map(|(_, m)| m).collect(), &options);
+        assert_eq!(again, split);
+        // A wrong-shaped image measures as nothing rather than panicking.
+        let wrong = measure_part(frame.view(), &MeasurePlan::new(10, 10), 0, &options, &mut d);
+        assert!(merge_parts(&plan, vec![wrong], &options)
+            .background
+            .is_nan());
     }
 
     #[test]

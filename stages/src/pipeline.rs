@@ -294,7 +294,8 @@ pub async fn run(
         options.strict,
         memory.clone(),
     );
-    let global = reader.global_pass(&cancel).await?;
+    let workers_n = worker_count(&options);
+    let global = reader.global_pass(&cancel, workers_n.get()).await?;
     let median_fwhm = median_fwhm(&global);
     let tile_px = tile::tile_size_px(
         median_fwhm,
@@ -312,7 +313,6 @@ pub async fn run(
         tiles: grid.len(),
     });
 
-    let workers_n = worker_count(&options);
     let plan = ReadPlan::new(
         &grid,
         margin,

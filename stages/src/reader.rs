@@ -13,14 +13,18 @@
 //! job also carries the four plane cut-outs with their per-channel photometric scales.
 //! What it does not: any reconstruction (workers do that) or any blending (the accumulator does that).
 
-use ndarray::{s, Array3};
+use ndarray::{s, Array2, Array3};
 use std::ops::Range;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use tlr_core::global::{FrameQuality, GlobalPass};
+use tlr_core::global::{
+    detect_options, measure_part, merge_parts, FrameMeasurement, FrameQuality, GlobalOptions,
+    GlobalPass, MeasurePlan,
+};
 use tlr_core::operator::{FrameInput, PlaneStack, TileStack};
+use tlr_core::stars::StarDetector;
 use tlr_core::{Shift, TileBox};
 
 use crate::error::StageError;
@@ -184,40 +188,50 @@ impl FrameReader {
         }
     }
 
-    /// The global pass: every frame once, one at a time (one frame in memory), on a blocking thread.
+    /// The global pass: every frame once, in order. The reader reads frame `k + 1` (blocking I/O, one
+    /// file at a time) while up to `workers` blocking jobs measure the parts of frame `k` (strips of the
+    /// frame and its sky, [`MeasurePlan`]: the pass parallelises over regions of one frame, never over
+    /// frames); the parts are merged and matched against the reference in frame order. At most two
+    /// frames are in memory.
     ///
     /// # Errors
     /// Cancellation, an unreadable frame with `strict`, or no usable frame at all.
     pub async fn global_pass(
         &self,
         cancel: &CancellationToken,
+        workers: usize,
     ) -> Result<GlobalSummary, StageError> {
         let total = self.store.len();
-        let mut pass = Some(GlobalPass::new());
+        let mut pass = GlobalPass::new();
+        let options = Arc::new(pass.options().clone());
+        let pool = Arc::new(Semaphore::new(workers.max(1)));
+        let mut detectors: Vec<Option<StarDetector>> = Vec::new();
         let mut qualities = Vec::with_capacity(total);
         let mut plane_backgrounds = Vec::with_capacity(total);
+        let mut next = (total > 0).then(|| self.spawn_read(0));
         for index in 0..total {
             if cancel.is_cancelled() {
                 return Err(StageError::Cancelled);
             }
             self.memory.check()?;
-            let store = Arc::clone(&self.store);
-            let mut state = pass
-                .take()
-                .expect("global pass state is put back every round");
-            // cfitsio and the measurement are blocking work: keep them off the async threads.
-            let (state, outcome) = tokio::task::spawn_blocking(move || {
-                let outcome = store
-                    .read_full_planes(index)
-                    .and_then(|planes| measure_planes(&mut state, &planes));
-                (state, outcome)
-            })
-            .await
-            .map_err(|source| StageError::Join {
-                stage: "reader",
-                source,
-            })?;
-            pass = Some(state);
+            let read = match next.take() {
+                Some(handle) => handle.await.map_err(|source| StageError::Join {
+                    stage: "reader",
+                    source,
+                })?,
+                None => break,
+            };
+            // Reading the next frame overlaps with measuring this one.
+            if index + 1 < total {
+                next = Some(self.spawn_read(index + 1));
+            }
+            let outcome = match read {
+                Ok((image, backgrounds)) => {
+                    let m = measure_parts(image, &options, &pool, &mut detectors).await?;
+                    Ok((pass.add_measurement(m).quality, backgrounds))
+                }
+                Err(error) => Err(error),
+            };
             match outcome {
                 Ok((quality, backgrounds)) => {
                     qualities.push(Some(quality));
@@ -251,6 +265,16 @@ impl FrameReader {
             qualities,
             plane_backgrounds,
             frames,
+        })
+    }
+
+    /// Reads frame `index` for the global pass on a blocking thread: the image to measure (mono as it
+    /// is, colour as the luminance of its planes) and, in colour mode, the background of each plane.
+    fn spawn_read(&self, index: usize) -> tokio::task::JoinHandle<Result<ReadFrame, StageError>> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            let planes = store.read_full_planes(index)?;
+            measurable(planes)
         })
     }
 
@@ -352,25 +376,66 @@ impl FrameReader {
     }
 }
 
-/// Measures one frame for the global pass: mono as it is; colour planes through their luminance, plus
+/// A frame as the global pass measures it: the image (shared by the part jobs) and, in colour mode,
 /// the background of each plane.
-fn measure_planes(
-    state: &mut GlobalPass,
-    planes: &Array3<f32>,
-) -> Result<(FrameQuality, Option<[f32; 4]>), StageError> {
+type ReadFrame = (Arc<Array2<f32>>, Option<[f32; 4]>);
+
+/// The image the global pass measures: mono as it is; colour planes through their luminance, plus the
+/// background of each plane.
+fn measurable(planes: Array3<f32>) -> Result<ReadFrame, StageError> {
     if planes.dim().0 == 1 {
-        return Ok((
-            state.add_frame(planes.index_axis(ndarray::Axis(0), 0)),
-            None,
-        ));
+        let image = planes.index_axis_move(ndarray::Axis(0), 0);
+        return Ok((Arc::new(image), None));
     }
     let lum = tlr_core::bayer::luminance(planes.view())
         .map_err(|e| StageError::input("reader", e.to_string()))?;
-    let quality = state.add_frame(lum.view());
     let backgrounds = tlr_core::bayer::plane_backgrounds(planes.view())
         .ok()
         .map(|st| st.map(|s| s.median));
-    Ok((quality, backgrounds))
+    Ok((Arc::new(lum), backgrounds))
+}
+
+/// Measures `image` as the parts of its [`MeasurePlan`], each on a blocking thread, at most as many at
+/// once as `pool` has permits, and merges them in part order (the result does not depend on the number
+/// of permits). `detectors` keeps one star detector (with its scratch buffers) per part across frames.
+async fn measure_parts(
+    image: Arc<Array2<f32>>,
+    options: &Arc<GlobalOptions>,
+    pool: &Arc<Semaphore>,
+    detectors: &mut Vec<Option<StarDetector>>,
+) -> Result<FrameMeasurement, StageError> {
+    let (rows, cols) = image.dim();
+    let plan = Arc::new(MeasurePlan::new(rows, cols));
+    let parts = plan.parts();
+    if detectors.len() < parts {
+        detectors.resize_with(parts, || None);
+    }
+    let mut jobs = Vec::with_capacity(parts);
+    for part in 0..parts {
+        let permit = Arc::clone(pool)
+            .acquire_owned()
+            .await
+            .map_err(|_| StageError::input("reader", "measuring pool closed"))?;
+        let mut detector = detectors[part]
+            .take()
+            .unwrap_or_else(|| StarDetector::new(detect_options()));
+        let (image, plan, options) = (Arc::clone(&image), Arc::clone(&plan), Arc::clone(options));
+        jobs.push(tokio::task::spawn_blocking(move || {
+            let m = measure_part(image.view(), &plan, part, &options, &mut detector);
+            drop(permit);
+            (m, detector)
+        }));
+    }
+    let mut measured = Vec::with_capacity(parts);
+    for (part, job) in jobs.into_iter().enumerate() {
+        let (m, detector) = job.await.map_err(|source| StageError::Join {
+            stage: "reader",
+            source,
+        })?;
+        detectors[part] = Some(detector);
+        measured.push(m);
+    }
+    Ok(merge_parts(&plan, measured, options))
 }
 
 /// Per-channel background normalisation: `plane_scales[p] = median over used frames of B_p / B_f,p`

@@ -94,6 +94,25 @@ fn run_writes_image_preview_and_diagnostics_with_json_progress() {
     assert!(image.iter().all(|v| v.is_finite()));
     assert!(header.creator.unwrap_or_default().starts_with("tlr"));
 
+    // Another worker count gives the same file, byte for byte (header included). (A one-core
+    // machine refuses two workers.)
+    let two = dir.path().join("two.fits");
+    let workers = tlr_core::config::physical_cores().min(2).to_string();
+    let out = tlr(&[
+        "run",
+        frames.to_str().unwrap(),
+        "-o",
+        two.to_str().unwrap(),
+        "--quiet",
+        "--parallel-tiles",
+        &workers,
+    ]);
+    assert!(out.status.success(), "run failed: {}", text(&out.stderr));
+    assert!(
+        std::fs::read(&two).unwrap() == std::fs::read(&result).unwrap(),
+        "1 and 2 workers wrote different files"
+    );
+
     // A result written inside the frames folder is one of tlr's own outputs: later scans skip it.
     let inside = frames.join("stack.fits");
     let again = tlr(&[
