@@ -411,12 +411,12 @@ async fn measure_parts(
         detectors.resize_with(parts, || None);
     }
     let mut jobs = Vec::with_capacity(parts);
-    for part in 0..parts {
+    for (part, slot) in detectors.iter_mut().enumerate().take(parts) {
         let permit = Arc::clone(pool)
             .acquire_owned()
             .await
             .map_err(|_| StageError::input("reader", "measuring pool closed"))?;
-        let mut detector = detectors[part]
+        let mut detector = slot
             .take()
             .unwrap_or_else(|| StarDetector::new(detect_options()));
         let (image, plan, options) = (Arc::clone(&image), Arc::clone(&plan), Arc::clone(options));
