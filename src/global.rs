@@ -1032,7 +1032,7 @@ mod tests {
             let one = MeasurePlan {
                 rows: 1100,
                 cols: 600,
-                strips: vec![0..1100],
+                strips: std::iter::once(0..1100).collect(),
             };
             let mut d = StarDetector::new(detect_options());
             let parts = (0..one.parts())
