@@ -1218,7 +1218,17 @@ mod tests {
     fn planes_with_zero_shifts_and_equal_weights_are_the_mean_of_each_plane() {
         let (n, h, w, m) = (8, 24, 20, 4);
         let (ch, cw) = (h + 2 * m, w + 2 * m);
-        let base = render(&star_list(ch, cw, 6, 11), ch, cw, 0.0, 0.0, 0.0, 0.0, 3.0, None);
+        let base = render(
+            &star_list(ch, cw, 6, 11),
+            ch,
+            cw,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            3.0,
+            None,
+        );
         let mut cutouts = Array3::zeros((n, ch, cw));
         for f in 0..n {
             cutouts
@@ -1303,7 +1313,10 @@ mod tests {
             / 7.0;
         assert!((out[1][[r, c]] - seven).abs() < 1e-3 * seven);
         let d = max_rel_diff(&out[2], &result.image);
-        assert!(d < 1e-5, "the proxy as a plane: max relative difference {d}");
+        assert!(
+            d < 1e-5,
+            "the proxy as a plane: max relative difference {d}"
+        );
     }
 
     #[test]
@@ -1320,17 +1333,31 @@ mod tests {
         };
         let result = reconstruct_tile(&stack, &params);
         assert!(result.valid, "{:?}", result.invalid_reason);
-        let used: Vec<&FrameReport> = result.frames.iter().filter(|r| r.status.is_used()).collect();
+        let used: Vec<&FrameReport> = result
+            .frames
+            .iter()
+            .filter(|r| r.status.is_used())
+            .collect();
         assert!(used.len() >= 12, "{} frames used", used.len());
         // The check is only meaningful when shifts and weights really differ between frames.
-        let (wmin, wmax) = used
-            .iter()
-            .fold((f32::INFINITY, 0.0f32), |(a, b), r| (a.min(r.weight), b.max(r.weight)));
+        let (wmin, wmax) = used.iter().fold((f32::INFINITY, 0.0f32), |(a, b), r| {
+            (a.min(r.weight), b.max(r.weight))
+        });
         assert!(wmax > 1.01 * wmin, "weights {wmin}..{wmax}");
         assert!(used.iter().any(|r| (r.shift - used[0].shift).norm() > 0.3));
 
         let (n, ch, cw) = stack.cutouts.dim();
-        let base = render(&star_list(ch, cw, 8, 77), ch, cw, 0.0, 0.0, 0.0, 0.0, 3.5, None);
+        let base = render(
+            &star_list(ch, cw, 8, 77),
+            ch,
+            cw,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            3.5,
+            None,
+        );
         let mut a = Array3::zeros((n, ch, cw));
         for f in 0..n {
             a.index_axis_mut(ndarray::Axis(0), f)
