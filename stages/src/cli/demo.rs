@@ -67,6 +67,15 @@ fn measured_image(run: &RunOutput) -> Result<Array2<f32>, Failure> {
     }
 }
 
+/// What the demo prints for one stack.
+struct StackFigures {
+    name: &'static str,
+    quality: ImageQuality,
+    elapsed_s: f64,
+    /// Median star colour error against the truth and the number of stars measured (colour only).
+    colour_error: Option<(f64, usize)>,
+}
+
 /// Runs `tlr demo`.
 pub fn demo(args: DemoArgs) -> Result<(), Failure> {
     let config = load_config(None, args.parallel_tiles, args.quiet)?;
@@ -108,7 +117,7 @@ pub fn demo(args: DemoArgs) -> Result<(), Failure> {
     })?;
 
     let display = Display::from_flags(false, args.quiet);
-    let mut results: Vec<(&str, ImageQuality, f64, Option<(f64, usize)>)> = Vec::new();
+    let mut results: Vec<StackFigures> = Vec::new();
     let truth = args
         .color
         .map(|_| Simulation::try_new(sim.clone()))
@@ -146,7 +155,12 @@ pub fn demo(args: DemoArgs) -> Result<(), Failure> {
             }
             _ => None,
         };
-        results.push((name, quality, run.summary.elapsed_s, colour_error));
+        results.push(StackFigures {
+            name,
+            quality,
+            elapsed_s: run.summary.elapsed_s,
+            colour_error,
+        });
     }
     let (_, frame0) = tlr_core::fits::read_image(&frames_dir.path().join("frame_0000.fits"))
         .map_err(Failure::failed)?;
@@ -177,7 +191,13 @@ pub fn demo(args: DemoArgs) -> Result<(), Failure> {
         "{:<28} {:>8} {:>9.2} {:>8}",
         "single frame (frame 0)", first.stars, first.median_fwhm, "-"
     );
-    for (name, q, elapsed, colour_error) in &results {
+    for StackFigures {
+        name,
+        quality: q,
+        elapsed_s: elapsed,
+        colour_error,
+    } in &results
+    {
         let colour = match (args.color, colour_error) {
             (Some(_), Some((e, stars))) => format!("  {:>6.1} % ({stars} stars)", 100.0 * e),
             (Some(_), None) => "  (no bright isolated stars)".to_string(),
@@ -191,7 +211,10 @@ pub fn demo(args: DemoArgs) -> Result<(), Failure> {
             elapsed
         );
     }
-    if let [(_, local, ..), (_, global, ..)] = results.as_slice() {
+    if let [StackFigures { quality: local, .. }, StackFigures {
+        quality: global, ..
+    }] = results.as_slice()
+    {
         println!(
             "\ntile-local FWHM is {:.1} % {} than the global stack's",
             100.0 * (1.0 - local.median_fwhm / global.median_fwhm).abs(),
