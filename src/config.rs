@@ -672,6 +672,29 @@ impl Config {
         }
     }
 
+    /// `None` when `frames` usable frames can give valid tiles; otherwise the message for the user.
+    ///
+    /// Methodology v4 makes a tile invalid when fewer than `registration.local_tiles.min_valid_frames`
+    /// frames survive in it, so a run with fewer usable frames than that cannot reconstruct a single
+    /// tile. Checking this right after the scan (and again after the global pass, which may reject
+    /// frames) turns a long run ending in "0 of N tiles valid" into an immediate, actionable error.
+    /// `what` says which count this is (e.g. "frames in `dir`"). The message names the key, both numbers
+    /// and the value to set; it does not lower the minimum by itself: that is the user's choice, because
+    /// it weakens the per-pixel outlier rejection the minimum protects.
+    pub fn too_few_frames(&self, frames: usize, what: &str) -> Option<String> {
+        let min = self.registration.local_tiles.min_valid_frames;
+        (frames < min).then(|| {
+            let suggest = frames.max(1);
+            format!(
+                "only {frames} usable {what}, but registration.local_tiles.min_valid_frames is {min}: \
+                 every tile needs at least {min} frames, so no tile could be reconstructed. Add frames, \
+                 or set registration.local_tiles.min_valid_frames to {suggest} or less in the \
+                 configuration (YAML: `registration: {{local_tiles: {{min_valid_frames: {suggest}}}}}`); \
+                 with so few frames, outlier rejection (satellites, hot pixels) is weak"
+            )
+        })
+    }
+
     /// The number of tile workers to run: the configured `v4.parallel_tiles`, or min(8, `physical_cores`)
     /// when it is `auto`; at least 1. It does not check the rules: call [`Config::validate`] first.
     pub fn parallel_tiles(&self, physical_cores: usize) -> usize {
@@ -1354,6 +1377,37 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_few_frames_names_the_key_and_a_yaml_fix_that_works() {
+        let cfg = Config::default();
+        let min = cfg.registration.local_tiles.min_valid_frames;
+        assert!(cfg.too_few_frames(min, "frames").is_none());
+        assert!(cfg.too_few_frames(min + 5, "frames").is_none());
+        let m = cfg
+            .too_few_frames(6, "frames in `m27`")
+            .expect("6 < default minimum");
+        assert!(
+            m.contains("registration.local_tiles.min_valid_frames is 10"),
+            "{m}"
+        );
+        assert!(m.contains("only 6 usable frames in `m27`"), "{m}");
+        // The suggested YAML is a configuration tlr accepts, and it resolves the problem.
+        let yaml = m
+            .split('`')
+            .find(|s| s.starts_with("registration:"))
+            .expect("yaml");
+        let fixed = parse(yaml, "suggestion")
+            .expect("the suggestion parses")
+            .config;
+        assert_eq!(fixed.registration.local_tiles.min_valid_frames, 6);
+        assert!(fixed.validate(4).is_ok());
+        assert!(fixed.too_few_frames(6, "frames").is_none());
+        // No frames at all still suggests a valid minimum (>= 1).
+        assert!(cfg
+            .too_few_frames(0, "frames")
+            .is_some_and(|m| m.contains("min_valid_frames: 1")));
+    }
 
     #[test]
     fn edit_distance_counts_typos() {

@@ -4,7 +4,9 @@
 //! - finds the image of a frame: the primary HDU, or the first image extension when the primary is
 //!   empty (tile-compressed `.fz` files keep the image in HDU 1 as a compressed binary table);
 //! - accepts BITPIX 8, 16, 32, 64, -32, -64 with BZERO/BSCALE applied (cfitsio does the scaling),
-//!   NAXIS 2, or NAXIS 3 with a single plane; anything else is a clear [`FitsError`];
+//!   NAXIS 2, or NAXIS 3 with a single plane, as frames; cubes of several planes (tlr's RGB result)
+//!   only through [`read_cube`] (a frame that is a cube is [`FitsError::Cube`]); anything else is a
+//!   clear [`FitsError`];
 //! - validates a file **before** cfitsio touches it, reading the header blocks itself with `std::fs`:
 //!   the first card must be `SIMPLE = T`, every header up to the image must end with an `END` card,
 //!   and the file must hold the header blocks plus the data its header promises, padded to a whole
@@ -37,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fitsio::FitsFile;
 use fitsio_sys as sys;
-use ndarray::{Array2, ArrayView2, ArrayView3};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
 
 /// Prefix of the `CREATOR` card of every file `tlr` writes: `CREATOR = 'tlr <version> <kind>'`.
 ///
@@ -185,8 +187,20 @@ pub enum FitsError {
     Unsupported {
         /// The file.
         path: PathBuf,
-        /// What is not supported, e.g. "cube with 3 planes".
+        /// What is not supported, e.g. "a 1-dimensional image of 5 pixels".
         reason: String,
+    },
+    /// The image is a cube of several planes (e.g. an RGB result) where a 2-D frame is needed.
+    /// [`read_cube`] reads such files.
+    #[error(
+        "frame `{path}`: cube with {planes} planes is not supported as a frame: frames must be 2-D \
+         images (a 3-plane cube is an RGB result such as tlr's colour output; `tlr inspect` measures it)"
+    )]
+    Cube {
+        /// The file.
+        path: PathBuf,
+        /// `NAXIS3`.
+        planes: usize,
     },
     /// Every pixel is NaN, Inf or undefined.
     #[error("frame `{path}`: every pixel is NaN, Inf or undefined (BLANK): no usable data")]
@@ -318,6 +332,8 @@ struct Layout {
     bitpix: i64,
     /// NAXIS of the image (2 or 3).
     naxis: usize,
+    /// `NAXIS3` (1 for a 2-D image).
+    planes: usize,
 }
 
 fn card_value(cards: &[HeaderCard], key: &str) -> Option<String> {
@@ -593,13 +609,26 @@ fn data_bytes(path: &Path, hdu: usize, cards: &[HeaderCard]) -> Result<u64, Fits
         .ok_or_else(|| bad("NAXIS", "data size overflows".to_string()))
 }
 
-/// Image geometry of an image HDU: (bitpix, naxis, rows, cols). `prefix` is "" or "Z" (compressed).
+/// Geometry of an image HDU.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    bitpix: i64,
+    naxis: usize,
+    rows: usize,
+    cols: usize,
+    /// `NAXIS3`, 1 for a 2-D image.
+    planes: usize,
+}
+
+/// Image geometry of an image HDU. `prefix` is "" or "Z" (compressed). Cubes (`NAXIS = 3`) are
+/// accepted here with their plane count; whether a cube is acceptable is the caller's decision
+/// ([`FitsReader::open`] refuses them, [`read_cube`] reads them).
 fn image_geometry(
     path: &Path,
     hdu: usize,
     cards: &[HeaderCard],
     prefix: &str,
-) -> Result<(i64, usize, usize, usize), FitsError> {
+) -> Result<Geometry, FitsError> {
     let bad = |key: &str, reason: String| FitsError::BadKeyword {
         path: path.to_path_buf(),
         hdu,
@@ -621,27 +650,36 @@ fn image_geometry(
         dims.push(usize::try_from(n).map_err(|_| bad(&key, format!("{n} is negative")))?);
     }
     match dims.as_slice() {
-        [cols, rows] | [cols, rows, 1] => {
-            if *rows == 0 || *cols == 0 {
+        [cols, rows] | [cols, rows, _] => {
+            let planes = dims.get(2).copied().unwrap_or(1);
+            if *rows == 0 || *cols == 0 || planes == 0 {
                 return Err(FitsError::Unsupported {
                     path: path.to_path_buf(),
-                    reason: format!("an empty {rows}x{cols} image"),
+                    reason: if planes == 0 {
+                        format!("an empty cube of 0 planes of {rows}x{cols}")
+                    } else {
+                        format!("an empty {rows}x{cols} image")
+                    },
                 });
             }
             // A tile-compressed header can promise any size; refuse what cannot be a camera frame
-            // before anything allocates it.
-            if rows.saturating_mul(*cols) > MAX_PIXELS {
+            // (or a cube of a few such planes) before anything allocates it.
+            if rows.saturating_mul(*cols).saturating_mul(planes) > MAX_PIXELS {
                 return Err(FitsError::Unsupported {
                     path: path.to_path_buf(),
-                    reason: format!("a {rows}x{cols} image (more than {MAX_PIXELS} pixels)"),
+                    reason: format!(
+                        "a {planes}x{rows}x{cols} image (more than {MAX_PIXELS} pixels)"
+                    ),
                 });
             }
-            Ok((bitpix, dims.len(), *rows, *cols))
+            Ok(Geometry {
+                bitpix,
+                naxis: dims.len(),
+                rows: *rows,
+                cols: *cols,
+                planes,
+            })
         }
-        [_, _, planes] => Err(FitsError::Unsupported {
-            path: path.to_path_buf(),
-            reason: format!("cube with {planes} planes"),
-        }),
         [n] => Err(FitsError::Unsupported {
             path: path.to_path_buf(),
             reason: format!("a 1-dimensional image of {n} pixels"),
@@ -707,7 +745,7 @@ fn read_layout(path: &Path) -> Result<Layout, FitsError> {
             _ => None,
         };
         let padded = need.div_ceil(BLOCK) * BLOCK;
-        if let Some((bitpix, naxis, rows, cols)) = image {
+        if let Some(geometry) = image {
             if have < need {
                 return Err(FitsError::Truncated {
                     path: path.to_path_buf(),
@@ -726,10 +764,11 @@ fn read_layout(path: &Path) -> Result<Layout, FitsError> {
             return Ok(Layout {
                 hdu,
                 cards,
-                rows,
-                cols,
-                bitpix,
-                naxis,
+                rows: geometry.rows,
+                cols: geometry.cols,
+                bitpix: geometry.bitpix,
+                naxis: geometry.naxis,
+                planes: geometry.planes,
             });
         }
         if have < padded {
@@ -1015,6 +1054,8 @@ fn cfitsio_error(path: &Path, action: &'static str, status: c_int) -> FitsError 
 pub struct FitsReader {
     header: FrameHeader,
     naxis: usize,
+    /// `NAXIS3`; more than 1 only for a reader opened by [`read_cube`].
+    planes: usize,
     file: FitsFile,
 }
 
@@ -1033,9 +1074,21 @@ impl FitsReader {
     /// # Errors
     /// [`FitsError::Io`], [`FitsError::Empty`], [`FitsError::NotFits`], [`FitsError::HeaderTruncated`],
     /// [`FitsError::Truncated`], [`FitsError::Unpadded`], [`FitsError::BadKeyword`], [`FitsError::NoImage`],
-    /// [`FitsError::Unsupported`], [`FitsError::BadPath`], [`FitsError::Cfitsio`]; each names the file.
+    /// [`FitsError::Unsupported`], [`FitsError::Cube`] (a frame must be 2-D; see [`read_cube`]),
+    /// [`FitsError::BadPath`], [`FitsError::Cfitsio`]; each names the file.
     pub fn open(path: &Path) -> Result<Self, FitsError> {
+        Self::open_layout(path, false)
+    }
+
+    /// [`FitsReader::open`], optionally accepting a cube of several planes (only [`read_cube`] does).
+    fn open_layout(path: &Path, allow_cube: bool) -> Result<Self, FitsError> {
         let layout = read_layout(path)?;
+        if layout.planes > 1 && !allow_cube {
+            return Err(FitsError::Cube {
+                path: path.to_path_buf(),
+                planes: layout.planes,
+            });
+        }
         let header = frame_header(path, &layout);
         let c_name = c_path(path).map_err(|reason| FitsError::NotFits {
             path: path.to_path_buf(),
@@ -1089,6 +1142,7 @@ impl FitsReader {
         let agrees = naxis as usize == layout.naxis
             && naxes[0] == layout.cols as sys::LONGLONG
             && naxes[1] == layout.rows as sys::LONGLONG
+            && (layout.naxis < 3 || naxes[2] == layout.planes as sys::LONGLONG)
             && i64::from(bitpix) == layout.bitpix;
         if !agrees {
             return Err(FitsError::NotFits {
@@ -1105,6 +1159,7 @@ impl FitsReader {
         Ok(Self {
             header,
             naxis: layout.naxis,
+            planes: layout.planes,
             file,
         })
     }
@@ -1139,6 +1194,16 @@ impl FitsReader {
         rows: Range<usize>,
         cols: Range<usize>,
     ) -> Result<Array2<f32>, FitsError> {
+        self.read_plane_region(0, rows, cols)
+    }
+
+    /// [`FitsReader::read_region`] of plane `plane` (0-based) of a cube; plane 0 of a 2-D image.
+    fn read_plane_region(
+        &mut self,
+        plane: usize,
+        rows: Range<usize>,
+        cols: Range<usize>,
+    ) -> Result<Array2<f32>, FitsError> {
         let (h, w) = (self.header.rows, self.header.cols);
         if rows.start >= rows.end || cols.start >= cols.end || rows.end > h || cols.end > w {
             return Err(FitsError::RegionOutOfBounds {
@@ -1155,8 +1220,9 @@ impl FitsReader {
         let mut trc: Vec<c_long> = vec![cols.end as c_long, rows.end as c_long];
         let mut inc: Vec<c_long> = vec![1, 1];
         if self.naxis == 3 {
-            blc.push(1);
-            trc.push(1);
+            let p = plane.min(self.planes.saturating_sub(1)) as c_long + 1;
+            blc.push(p);
+            trc.push(p);
             inc.push(1);
         }
         let mut data = vec![0f32; nr * nc];
@@ -1232,6 +1298,45 @@ pub fn read_image(path: &Path) -> Result<(FrameHeader, Array2<f32>), FitsError> 
     let mut reader = FitsReader::open(path)?;
     let image = reader.read_full()?;
     Ok((reader.header, image))
+}
+
+/// Reads a whole image or cube: header and `(planes, rows, cols)` pixels. A 2-D image (or a cube with
+/// `NAXIS3 = 1`) is one plane; tlr's colour result is 3 planes R, G, B. This is the reader for
+/// *results* (e.g. `tlr inspect`); frames go through [`read_image`] / [`FitsReader`], which refuse
+/// cubes. All validation is the same as [`read_image`]'s (the same header walk and cfitsio open).
+///
+/// ```
+/// use ndarray::Array3;
+/// use tlr_core::fits::{read_cube, read_image, write_cube_atomic, FitsError, OutputMeta};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("rgb.fits");
+/// let rgb = Array3::from_shape_fn((3, 4, 5), |(p, r, c)| (p * 100 + r * 10 + c) as f32);
+/// write_cube_atomic(&path, rgb.view(), &OutputMeta::default())?;
+/// let (header, cube) = read_cube(&path)?;
+/// assert_eq!(cube, rgb);
+/// assert_eq!((header.rows, header.cols), (4, 5));
+/// assert!(matches!(read_image(&path), Err(FitsError::Cube { planes: 3, .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// Every [`FitsError`] of [`read_image`] except [`FitsError::Cube`]; [`FitsError::NoFiniteData`] when no
+/// pixel of any plane is finite.
+pub fn read_cube(path: &Path) -> Result<(FrameHeader, Array3<f32>), FitsError> {
+    let mut reader = FitsReader::open_layout(path, true)?;
+    let (rows, cols, planes) = (reader.header.rows, reader.header.cols, reader.planes);
+    let mut cube = Array3::from_elem((planes, rows, cols), f32::NAN);
+    for p in 0..planes {
+        let plane = reader.read_plane_region(p, 0..rows, 0..cols)?;
+        cube.index_axis_mut(Axis(0), p).assign(&plane);
+    }
+    if !cube.iter().any(|v| v.is_finite()) {
+        return Err(FitsError::NoFiniteData {
+            path: reader.header.path.clone(),
+        });
+    }
+    Ok((reader.header, cube))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1170,4 +1170,238 @@ mod tests {
         let r = reconstruct_tile(&stack, &zero_iter);
         assert!(r.valid && r.iterations == 1, "{r:?}");
     }
+
+    /// Largest `|a - b| / max(|b|, 1)` over pixels; both NaN counts as equal, one NaN as infinitely far.
+    fn max_rel_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
+        assert_eq!(a.dim(), b.dim());
+        a.iter()
+            .zip(b.iter())
+            .map(|(&x, &y)| match (x.is_nan(), y.is_nan()) {
+                (true, true) => 0.0,
+                (false, false) => (x - y).abs() / y.abs().max(1.0),
+                _ => f32::INFINITY,
+            })
+            .fold(0.0, f32::max)
+    }
+
+    /// Slow, obvious reference of one plane: every used frame's cut-out resampled at the shift the proxy
+    /// reported, times the plane's own scale, then `sum(w v) / sum(w)` over the finite values with the
+    /// proxy's reported weights (no clipping: the tests use a huge kappa).
+    fn plane_reference(result: &TileResult, stack: &TileStack, plane: &PlaneStack) -> Array2<f32> {
+        let (h, w, m) = (stack.tile.h, stack.tile.w, stack.margin as f32);
+        let mut num = Array2::<f64>::zeros((h, w));
+        let mut den = Array2::<f64>::zeros((h, w));
+        for (slot, rep) in result.frames.iter().enumerate() {
+            if !rep.status.is_used() {
+                continue;
+            }
+            let mut aligned = Array2::from_elem((h, w), f32::NAN);
+            crate::resample::sample_shifted(
+                plane.cutouts.index_axis(ndarray::Axis(0), slot),
+                m + rep.shift.dy,
+                m + rep.shift.dx,
+                aligned.view_mut(),
+            );
+            for ((p, &v), n) in aligned.indexed_iter().zip(num.iter_mut()) {
+                if v.is_finite() {
+                    *n += f64::from(rep.weight) * f64::from(v * plane.scales[slot]);
+                    den[p] += f64::from(rep.weight);
+                }
+            }
+        }
+        Array2::from_shape_fn((h, w), |p| {
+            if den[p] > 0.0 {
+                (num[p] / den[p]) as f32
+            } else {
+                f32::NAN
+            }
+        })
+    }
+
+    #[test]
+    fn planes_with_zero_shifts_and_equal_weights_are_the_mean_of_each_plane() {
+        let (n, h, w, m) = (8, 24, 20, 4);
+        let (ch, cw) = (h + 2 * m, w + 2 * m);
+        let base = render(
+            &star_list(ch, cw, 6, 11),
+            ch,
+            cw,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            3.0,
+            None,
+        );
+        let mut cutouts = Array3::zeros((n, ch, cw));
+        for f in 0..n {
+            cutouts
+                .index_axis_mut(ndarray::Axis(0), f)
+                .assign(&(&base * (1.0 + 0.02 * f as f32)));
+        }
+        let stack = TileStack {
+            tile: TileBox {
+                index: 3,
+                x0: 0,
+                y0: 0,
+                w,
+                h,
+            },
+            margin: m,
+            cutouts: cutouts.clone(),
+            frames: (0..n)
+                .map(|f| FrameInput {
+                    index: f,
+                    weight: 1.0,
+                    scale: 1.0,
+                    prior_shift: Shift::ZERO,
+                })
+                .collect(),
+        };
+        // Global-only at zero priors, beta 0 (every weight is G = 1), no clipping in practice.
+        let params = OperatorParams {
+            mode: Mode::GlobalOnly,
+            beta: 0.0,
+            rejection_kappa: 1e6,
+            min_valid_frames: 2,
+            ..OperatorParams::default()
+        };
+        let result = reconstruct_tile(&stack, &params);
+        assert!(result.valid, "{:?}", result.invalid_reason);
+        assert!(result
+            .frames
+            .iter()
+            .all(|r| r.status.is_used() && r.weight == 1.0 && r.shift == Shift::ZERO));
+
+        // Two planes with their own content and their own scales; one missing pixel in frame 2 of plane 1.
+        let value = |p: usize, f: usize, r: usize, c: usize| {
+            100.0 * (p + 1) as f32 + 3.0 * f as f32 + 0.5 * r as f32 + 0.25 * c as f32
+        };
+        let scales = [
+            (0..n).map(|f| 1.0 + 0.1 * f as f32).collect::<Vec<_>>(),
+            (0..n).map(|f| 2.0 - 0.05 * f as f32).collect::<Vec<_>>(),
+        ];
+        let mut planes: Vec<PlaneStack> = (0..2)
+            .map(|p| PlaneStack {
+                cutouts: Array3::from_shape_fn((n, ch, cw), |(f, r, c)| value(p, f, r, c)),
+                scales: scales[p].clone(),
+            })
+            .collect();
+        let (hole_r, hole_c) = (m + 5, m + 7);
+        planes[1].cutouts[[2, hole_r, hole_c]] = f32::NAN;
+        // The proxy itself as a plane must give the proxy's own reconstruction.
+        planes.push(PlaneStack {
+            cutouts,
+            scales: vec![1.0; n],
+        });
+        let out = reconstruct_planes(&result, &stack, &planes, &params);
+        assert_eq!(out.len(), 3);
+        for p in 0..2 {
+            // Obvious reference: the per-pixel mean over frames of scale * value (finite values only).
+            let expected = Array2::from_shape_fn((h, w), |(r, c)| {
+                let vals: Vec<f32> = (0..n)
+                    .map(|f| scales[p][f] * planes[p].cutouts[[f, r + m, c + m]])
+                    .filter(|v| v.is_finite())
+                    .collect();
+                vals.iter().sum::<f32>() / vals.len() as f32
+            });
+            let d = max_rel_diff(&out[p], &expected);
+            assert!(d < 1e-5, "plane {p}: max relative difference {d}");
+        }
+        // The hole is filled from the other seven frames of that plane only.
+        let (r, c) = (hole_r - m, hole_c - m);
+        let seven: f32 = (0..n)
+            .filter(|&f| f != 2)
+            .map(|f| scales[1][f] * value(1, f, hole_r, hole_c))
+            .sum::<f32>()
+            / 7.0;
+        assert!((out[1][[r, c]] - seven).abs() < 1e-3 * seven);
+        let d = max_rel_diff(&out[2], &result.image);
+        assert!(
+            d < 1e-5,
+            "the proxy as a plane: max relative difference {d}"
+        );
+    }
+
+    #[test]
+    fn planes_use_the_proxys_shifts_and_weights() {
+        let (mut stack, _) = synthetic(16, 12, 21);
+        // Distinct global weights G, so that the weights the planes must reuse really differ.
+        for (f, frame) in stack.frames.iter_mut().enumerate() {
+            frame.weight = 0.5 + 0.1 * f as f32;
+        }
+        let params = OperatorParams {
+            smoothing: Smoothing::None,
+            rejection_kappa: 1e6,
+            ..OperatorParams::default()
+        };
+        let result = reconstruct_tile(&stack, &params);
+        assert!(result.valid, "{:?}", result.invalid_reason);
+        let used: Vec<&FrameReport> = result
+            .frames
+            .iter()
+            .filter(|r| r.status.is_used())
+            .collect();
+        assert!(used.len() >= 12, "{} frames used", used.len());
+        // The check is only meaningful when shifts and weights really differ between frames.
+        let (wmin, wmax) = used.iter().fold((f32::INFINITY, 0.0f32), |(a, b), r| {
+            (a.min(r.weight), b.max(r.weight))
+        });
+        assert!(wmax > 1.01 * wmin, "weights {wmin}..{wmax}");
+        assert!(used.iter().any(|r| (r.shift - used[0].shift).norm() > 0.3));
+
+        let (n, ch, cw) = stack.cutouts.dim();
+        let base = render(
+            &star_list(ch, cw, 8, 77),
+            ch,
+            cw,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            3.5,
+            None,
+        );
+        let mut a = Array3::zeros((n, ch, cw));
+        for f in 0..n {
+            a.index_axis_mut(ndarray::Axis(0), f)
+                .assign(&(&base * (1.0 + 0.03 * f as f32)));
+        }
+        // A block of missing data in one frame.
+        a.slice_mut(ndarray::s![1, 30..34, 40..44]).fill(f32::NAN);
+        let b = a.mapv(|v| 2.0 * v + 100.0);
+        let planes = vec![
+            PlaneStack {
+                cutouts: a.clone(),
+                scales: (0..n).map(|f| 1.0 + 0.05 * f as f32).collect(),
+            },
+            PlaneStack {
+                cutouts: b,
+                scales: (0..n).map(|f| 0.8 + 0.02 * f as f32).collect(),
+            },
+            PlaneStack {
+                cutouts: a,
+                scales: (0..n).map(|f| 1.0 + 0.05 * f as f32).collect(),
+            },
+        ];
+        let out = reconstruct_planes(&result, &stack, &planes, &params);
+        for (p, plane) in planes.iter().enumerate().take(2) {
+            let expected = plane_reference(&result, &stack, plane);
+            let d = max_rel_diff(&out[p], &expected);
+            assert!(d < 1e-4, "plane {p}: max relative difference {d}");
+        }
+        assert_eq!(out[0], out[2], "equal planes give equal results");
+
+        // Mismatched planes and an invalid proxy give NaN planes, never a panic.
+        let short = PlaneStack {
+            cutouts: Array3::zeros((n, ch, cw)),
+            scales: vec![1.0; n - 1],
+        };
+        let out = reconstruct_planes(&result, &stack, &[short], &params);
+        assert!(out[0].iter().all(|v| v.is_nan()));
+        let mut invalid = result.clone();
+        invalid.valid = false;
+        let out = reconstruct_planes(&invalid, &stack, &planes[..1], &params);
+        assert!(out[0].iter().all(|v| v.is_nan()));
+    }
 }

@@ -221,3 +221,154 @@ fn errors_name_the_problem_and_use_documented_exit_codes() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn colour_run_with_too_few_frames_is_refused_up_front_then_inspect_measures_the_rgb_cube() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    let out = tlr(&[
+        "simulate",
+        frames.to_str().unwrap(),
+        "--frames",
+        "6",
+        "--width",
+        "192",
+        "--height",
+        "192",
+        "--seed",
+        "4",
+        "--color",
+        "RGGB",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let result = dir.path().join("rgb.fits");
+
+    // 6 frames < the default registration.local_tiles.min_valid_frames (10): a configuration error (2)
+    // right after the scan, naming the key, the count and the value to set; nothing is written.
+    let started = std::time::Instant::now();
+    let out = tlr(&[
+        "run",
+        frames.to_str().unwrap(),
+        "-o",
+        result.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("registration.local_tiles.min_valid_frames is 10")
+            && stderr.contains("only 6 usable frames")
+            && stderr.contains("min_valid_frames: 6"),
+        "{stderr}"
+    );
+    assert!(!result.exists());
+    assert!(started.elapsed().as_secs() < 20, "not refused up front");
+
+    // Following the advice: the simulation's cloudy frame is then rejected by the global pass, which
+    // leaves 5 frames; that is caught right after the global pass, again with the value to set.
+    let cfg = dir.path().join("six.yaml");
+    let run_with = |min: usize| {
+        std::fs::write(
+            &cfg,
+            format!("registration: {{local_tiles: {{min_valid_frames: {min}}}}}\n"),
+        )
+        .unwrap();
+        tlr(&[
+            "run",
+            frames.to_str().unwrap(),
+            "-o",
+            result.to_str().unwrap(),
+            "-c",
+            cfg.to_str().unwrap(),
+            "--quiet",
+        ])
+    };
+    let out = run_with(6);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("only 5 usable frames after the global pass")
+            && stderr.contains("min_valid_frames: 5"),
+        "{stderr}"
+    );
+    let out = run_with(5);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The result is an RGB cube; the frame reader refuses it as a frame, inspect measures it.
+    let err = tlr_core::fits::read_image(&result).unwrap_err();
+    assert!(
+        matches!(err, tlr_core::fits::FitsError::Cube { planes: 3, .. }),
+        "{err}"
+    );
+    let out = tlr(&["inspect", "--json", result.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(v["planes"], 3, "{v}");
+    assert!(v["stars"].as_u64().unwrap() > 10, "{v}");
+    let fwhm = v["median_fwhm_px"].as_f64().unwrap();
+    assert!(fwhm > 1.5 && fwhm < 8.0, "{v}");
+    let planes = v["per_plane"].as_array().unwrap();
+    let names: Vec<&str> = planes.iter().filter_map(|p| p["plane"].as_str()).collect();
+    assert_eq!(names, ["R", "G", "B"]);
+    for p in planes {
+        assert!(p["stars"].as_u64().unwrap() > 5, "{p}");
+        assert!(p["background"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    // The table: the luminance line, then one line per plane.
+    let out = tlr(&["inspect", result.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("luminance") && table.contains("[B]"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 5, "{table}");
+}
+
+#[test]
+fn colour_demo_compares_tile_local_and_global_and_writes_rgb_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("demo");
+    let out = tlr(&[
+        "demo",
+        "--color",
+        "--frames",
+        "16",
+        "--size",
+        "256",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    for name in ["tile-local", "global"] {
+        let fits = out_dir.join(format!("{name}.fits"));
+        assert!(
+            fits.exists() && fits.with_extension("png").exists(),
+            "{name}"
+        );
+        let (_, rgb) = tlr_core::fits::read_cube(&fits).unwrap();
+        assert_eq!(rgb.dim(), (3, 256, 256));
+        // The line of this stack: stars, FWHM, time and a colour error in percent.
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} stack")))
+            .unwrap_or_else(|| panic!("no `{name} stack` line in\n{stdout}"));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let fwhm: f64 = fields[3].parse().unwrap();
+        assert!(fwhm > 1.0 && fwhm < 8.0, "{line}");
+        let colour: f64 = fields[5].parse().unwrap();
+        assert!(colour < 15.0, "star colour error {colour} % in {line}");
+    }
+    assert!(stdout.contains("luminance") && stdout.contains("tile-local FWHM is"));
+    // An unknown pattern is a usage error.
+    let out = tlr(&[
+        "demo",
+        "--color",
+        "RGBG",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

@@ -11,8 +11,8 @@ use fitsio::images::{ImageDescription, ImageType};
 use fitsio::FitsFile;
 use ndarray::{s, Array2, Array3};
 use tlr_core::fits::{
-    read_header, read_header_cards, read_image, write_cube_atomic, write_image_atomic, CardValue,
-    FitsError, FitsReader, OutputMeta, SampleFormat,
+    read_cube, read_header, read_header_cards, read_image, write_cube_atomic, write_image_atomic,
+    CardValue, FitsError, FitsReader, OutputMeta, SampleFormat,
 };
 
 /// Byte-level FITS builder, independent of cfitsio.
@@ -320,6 +320,22 @@ fn single_plane_cube_reads_and_multi_plane_cube_is_rejected() {
     let hdu = f.primary_hdu().expect("hdu");
     let data: Vec<f32> = hdu.read_image(&mut f).expect("read");
     assert_eq!(data, cube.iter().copied().collect::<Vec<_>>());
+    // ... and `read_cube` (the reader for results, e.g. `tlr inspect`) reads every plane of it, and a
+    // 2-D image as one plane; the cards of a cube are readable too.
+    let (header, read) = read_cube(&path).expect("read_cube");
+    assert_eq!((header.rows, header.cols), (4, 5));
+    assert_eq!(read, cube);
+    let (_, one) = read_cube(&p).expect("single plane");
+    assert_eq!(one.dim(), (1, rows, cols));
+    assert_eq!(one.index_axis(ndarray::Axis(0), 0), full);
+    assert!(read_header_cards(&path).is_ok());
+    let nan = Array3::from_elem((3, 2, 2), f32::NAN);
+    let nan_path = dir.path().join("nan_cube.fits");
+    write_cube_atomic(&nan_path, nan.view(), &OutputMeta::default()).expect("nan cube");
+    assert!(matches!(
+        read_cube(&nan_path),
+        Err(FitsError::NoFiniteData { .. })
+    ));
 }
 
 #[test]
@@ -578,7 +594,7 @@ fn each_bad_file_class_has_a_clear_error() {
             &write(&d.join("cube.fits"), &cube),
             "cube with 3 planes is not supported"
         ),
-        FitsError::Unsupported { .. }
+        FitsError::Cube { planes: 3, .. }
     ));
     assert_bad(
         &write(

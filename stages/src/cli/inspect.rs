@@ -1,22 +1,113 @@
 //! `tlr inspect FILE...`: star count, median FWHM and ellipticity, background and noise per image.
 //!
-//! What it does not: change files.
+//! A 2-D image is measured as it is. A cube of several planes (tlr's colour result is an RGB cube,
+//! NAXIS3 = 3) is measured on its luminance, the per-pixel mean of the planes (the first line, and the
+//! top-level JSON fields), and on every plane by itself (`R`, `G`, `B` for three planes).
+//!
+//! What it does not: change files, or read any pixels itself (that is `tlr_core::fits::read_cube`).
 
 use clap::Args;
-use std::path::PathBuf;
+use ndarray::{Array2, Array3, Axis};
+use std::path::{Path, PathBuf};
 
 use super::progress::print_json;
 use super::Failure;
+use tlr_core::stars::ImageQuality;
 
 /// Arguments of `tlr inspect`.
 #[derive(Args)]
 pub struct InspectArgs {
-    /// FITS images to measure.
+    /// FITS images to measure (2-D images, or cubes such as tlr's RGB result).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// One JSON object per file on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Names of the planes of a cube: R, G, B for three planes (tlr writes RGB), else 1-based numbers.
+fn plane_names(planes: usize) -> Vec<String> {
+    if planes == 3 {
+        ["R", "G", "B"].iter().map(|s| s.to_string()).collect()
+    } else {
+        (1..=planes).map(|p| p.to_string()).collect()
+    }
+}
+
+/// Per-pixel mean of the planes; NaN where any plane is NaN (missing data stays missing).
+pub(super) fn luminance(cube: &Array3<f32>) -> Array2<f32> {
+    let planes = cube.len_of(Axis(0)).max(1) as f32;
+    cube.sum_axis(Axis(0)).mapv(|v| v / planes)
+}
+
+fn quality_json(q: &ImageQuality) -> serde_json::Value {
+    serde_json::json!({
+        "stars": q.stars,
+        "median_fwhm_px": q.median_fwhm,
+        "median_ellipticity": q.median_ellipticity,
+        "background": q.background,
+        "noise": q.noise,
+    })
+}
+
+fn print_row(q: &ImageQuality, label: &str) {
+    println!(
+        "{:>6} {:>9.2} {:>7.3} {:>11.1} {:>9.2}  {label}",
+        q.stars, q.median_fwhm, q.median_ellipticity, q.background, q.noise,
+    );
+}
+
+/// Measures one file and prints its line(s).
+fn inspect_file(path: &Path, json: bool) -> Result<(), tlr_core::fits::FitsError> {
+    let (_, cube) = tlr_core::fits::read_cube(path)?;
+    let planes = cube.len_of(Axis(0));
+    if planes == 1 {
+        let q = tlr_core::stars::measure(cube.index_axis(Axis(0), 0));
+        if json {
+            let mut v = quality_json(&q);
+            v["file"] = serde_json::json!(path);
+            v["planes"] = serde_json::json!(1);
+            print_json(&v);
+        } else {
+            print_row(&q, &path.display().to_string());
+        }
+        return Ok(());
+    }
+    let names = plane_names(planes);
+    let lum = tlr_core::stars::measure(luminance(&cube).view());
+    let per_plane: Vec<ImageQuality> = cube
+        .axis_iter(Axis(0))
+        .map(tlr_core::stars::measure)
+        .collect();
+    if json {
+        let mut v = quality_json(&lum);
+        v["file"] = serde_json::json!(path);
+        v["planes"] = serde_json::json!(planes);
+        v["measured_on"] = serde_json::json!("luminance (mean of the planes)");
+        v["per_plane"] = per_plane
+            .iter()
+            .zip(&names)
+            .map(|(q, name)| {
+                let mut p = quality_json(q);
+                p["plane"] = serde_json::json!(name);
+                p
+            })
+            .collect();
+        print_json(&v);
+    } else {
+        print_row(
+            &lum,
+            &format!(
+                "{} ({planes}-plane cube {}: luminance = mean of the planes)",
+                path.display(),
+                names.join(",")
+            ),
+        );
+        for (q, name) in per_plane.iter().zip(&names) {
+            print_row(q, &format!("{} [{name}]", path.display()));
+        }
+    }
+    Ok(())
 }
 
 /// Runs `tlr inspect`. Unreadable files are reported and make the exit code 1, the others are measured.
@@ -29,34 +120,9 @@ pub fn inspect(args: InspectArgs) -> Result<(), Failure> {
     }
     let mut failures = 0usize;
     for path in &args.files {
-        match tlr_core::fits::read_image(path) {
-            Ok((_, image)) => {
-                let q = tlr_core::stars::measure(image.view());
-                if args.json {
-                    print_json(&serde_json::json!({
-                        "file": path,
-                        "stars": q.stars,
-                        "median_fwhm_px": q.median_fwhm,
-                        "median_ellipticity": q.median_ellipticity,
-                        "background": q.background,
-                        "noise": q.noise,
-                    }));
-                } else {
-                    println!(
-                        "{:>6} {:>9.2} {:>7.3} {:>11.1} {:>9.2}  {}",
-                        q.stars,
-                        q.median_fwhm,
-                        q.median_ellipticity,
-                        q.background,
-                        q.noise,
-                        path.display()
-                    );
-                }
-            }
-            Err(error) => {
-                failures += 1;
-                eprintln!("error: {error}");
-            }
+        if let Err(error) = inspect_file(path, args.json) {
+            failures += 1;
+            eprintln!("error: {error}");
         }
     }
     if failures > 0 {

@@ -1,13 +1,15 @@
 //! `tlr run INPUT_DIR -o OUT.fits`: the batch job on a folder of frames.
 //!
+//! A folder with fewer frames than `registration.local_tiles.min_valid_frames` is refused right after
+//! the scan (exit 2, naming the key and the value to set), see [`run_pipeline`].
+//!
 //! What it does not: watch the folder for new frames (that is `tlr watch`).
 
 use clap::Args;
 use std::path::PathBuf;
-use tokio_util::sync::CancellationToken;
 
 use super::progress::{self, Display};
-use super::{block_on_cancellable, load_config, Failure};
+use super::{load_config, run_pipeline, Failure};
 use tlr::output::{self, DiagnosticsSelection};
 use tlr::{Input, PipelineOptions, Registration};
 
@@ -86,18 +88,12 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         },
         ..PipelineOptions::default()
     };
-    let workers = tlr::pipeline::worker_count(&options).get();
     let events = progress::sink(display, "tlr");
-    let cancel = CancellationToken::new();
     let input = Input::Folder {
         dir: args.input.clone(),
         scan,
     };
-    let result = block_on_cancellable(
-        workers,
-        cancel.clone(),
-        tlr::run(input, options, events, cancel),
-    )??;
+    let result = run_pipeline(input, options, events)?;
     let preview = output::write_image(&result, &args.output)?;
     let mut files = vec![args.output.clone(), preview];
     if args.keep_cfa {

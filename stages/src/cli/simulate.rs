@@ -34,7 +34,8 @@ pub struct SimulateArgs {
     pub color: Option<CfaPattern>,
 }
 
-fn parse_pattern(value: &str) -> Result<CfaPattern, String> {
+/// Parses a Bayer pattern name (`RGGB`, `BGGR`, `GRBG`, `GBRG`) for clap.
+pub(super) fn parse_pattern(value: &str) -> Result<CfaPattern, String> {
     value.parse::<CfaPattern>().map_err(|e| e.to_string())
 }
 
