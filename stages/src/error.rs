@@ -32,6 +32,11 @@ pub enum StageError {
     /// The configuration is invalid.
     #[error("config: {0}")]
     Config(#[from] tlr_core::config::ConfigError),
+    /// Fewer usable frames than `registration.local_tiles.min_valid_frames`: no tile could be
+    /// reconstructed, so the run stops before reading any tile
+    /// ([`tlr_core::config::Config::too_few_frames`] words the message).
+    #[error("config: {0}")]
+    TooFewFrames(String),
     /// A blocking task panicked or was aborted.
     #[error("{stage}: task failed: {source}")]
     Join {

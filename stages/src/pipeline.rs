@@ -234,6 +234,10 @@ pub async fn run(
         Arc::clone(&events),
     );
     let mut header: Option<tlr_core::fits::FrameHeader> = None;
+    let source = match &input {
+        Input::Folder { dir, .. } => format!("frames in `{}`", dir.display()),
+        _ => "frames".to_string(),
+    };
     let (store, skipped_by_scan): (Arc<dyn FrameStore>, usize) = match input {
         Input::Folder { dir, scan } => {
             let report = tokio::task::spawn_blocking(move || scan::scan_folder(&dir, &scan))
@@ -287,6 +291,9 @@ pub async fn run(
         rows,
         cols,
     });
+    if let Some(message) = cfg.too_few_frames(store.len(), &source) {
+        return Err(StageError::TooFewFrames(message));
+    }
 
     let reader = FrameReader::new(
         Arc::clone(&store),
@@ -296,6 +303,9 @@ pub async fn run(
     );
     let workers_n = worker_count(&options);
     let global = reader.global_pass(&cancel, workers_n.get()).await?;
+    if let Some(message) = cfg.too_few_frames(global.frames.len(), "frames after the global pass") {
+        return Err(StageError::TooFewFrames(message));
+    }
     let median_fwhm = median_fwhm(&global);
     let tile_px = tile::tile_size_px(
         median_fwhm,

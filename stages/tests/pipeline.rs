@@ -199,7 +199,14 @@ impl FrameStore for FailingStore {
 fn too_few_valid_tiles_is_a_clear_error() {
     let frames = frames(12, 256, Scenario::Static);
     let mut opts = options(1);
-    opts.config.registration.local_tiles.min_valid_frames = 50; // more than there are frames
+    // Every tile comes back invalid, as when the data cannot be registered anywhere.
+    let core = core_processor(&opts);
+    opts.processor = Some(Arc::new(move |stack: &TileStack| {
+        let mut result = core(stack);
+        result.valid = false;
+        result.invalid_reason = Some("forced invalid by the test".into());
+        result
+    }));
     let outcome = tlr::run_blocking(
         Input::Memory(MemoryFrames::new(frames).unwrap()),
         opts,
@@ -211,10 +218,41 @@ fn too_few_valid_tiles_is_a_clear_error() {
         matches!(error, StageError::TooFewValidTiles { valid: 0, .. }),
         "{error}"
     );
+    let text = error.to_string();
     assert!(
-        error.to_string().contains("min_valid_tile_fraction"),
+        text.contains("min_valid_tile_fraction") && text.contains("forced invalid"),
         "{error}"
     );
+}
+
+#[test]
+fn fewer_frames_than_min_valid_frames_stops_before_any_tile() {
+    let frames = frames(12, 256, Scenario::Static);
+    let mut opts = options(1);
+    opts.config.registration.local_tiles.min_valid_frames = 50; // more than there are frames
+    let tiles = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&tiles);
+    let events: EventSink = Arc::new(move |e: &Event| {
+        if matches!(e, Event::TileDone { .. }) {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let outcome = tlr::run_blocking(
+        Input::Memory(MemoryFrames::new(frames).unwrap()),
+        opts,
+        events,
+        CancellationToken::new(),
+    );
+    let error = outcome.err().expect("must fail");
+    assert!(matches!(error, StageError::TooFewFrames(_)), "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains("registration.local_tiles.min_valid_frames")
+            && text.contains("12")
+            && text.contains("50"),
+        "{text}"
+    );
+    assert_eq!(tiles.load(Ordering::SeqCst), 0, "no tile may run");
 }
 
 #[test]

@@ -93,7 +93,7 @@ impl From<tlr::StageError> for Failure {
     fn from(error: tlr::StageError) -> Self {
         let code = match error {
             tlr::StageError::Cancelled => EXIT_INTERRUPTED,
-            tlr::StageError::Config(_) => EXIT_USAGE,
+            tlr::StageError::Config(_) | tlr::StageError::TooFewFrames(_) => EXIT_USAGE,
             _ => EXIT_FAILED,
         };
         Self {
@@ -162,60 +162,26 @@ pub fn block_on_cancellable<T>(
     }))
 }
 
-/// Runs the pipeline on `input` like [`tlr::run`] (runtime, Ctrl-C), and stops it early when it cannot
-/// give a single valid tile: as soon as the scan, or the global pass (which may reject frames), leaves
-/// fewer frames than `registration.local_tiles.min_valid_frames`, the run is cancelled and the result is a
-/// configuration error (exit 2) that names the key, the frame count and the value to set
-/// ([`tlr_core::config::Config::too_few_frames`]), instead of a long run ending in "0 of N tiles".
+/// Runs the pipeline on `input` like [`tlr::run`], on a runtime with Ctrl-C handling. A run with fewer
+/// frames than `registration.local_tiles.min_valid_frames` stops at once with a configuration error
+/// (exit 2; the pipeline checks after the scan and again after the global pass); the message then also
+/// says how to give a configuration file.
 pub fn run_pipeline(
     input: tlr::Input,
     options: tlr::PipelineOptions,
     events: tlr::EventSink,
 ) -> Result<tlr::RunOutput, Failure> {
-    use std::sync::{Arc, Mutex};
     let workers = tlr::pipeline::worker_count(&options).get();
     let cancel = tokio_util::sync::CancellationToken::new();
-    let source = match &input {
-        tlr::Input::Folder { dir, .. } => format!("frames in `{}`", dir.display()),
-        _ => "frames".to_string(),
-    };
-    let problem: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    let guard: tlr::EventSink = {
-        let config = options.config.clone();
-        let problem = Arc::clone(&problem);
-        let cancel = cancel.clone();
-        Arc::new(move |event: &tlr::Event| {
-            events(event);
-            let found = match event {
-                tlr::Event::Scanned { frames, .. } => config.too_few_frames(*frames, &source),
-                tlr::Event::GlobalDone { frames_used, .. } => {
-                    config.too_few_frames(*frames_used, "frames after the global pass")
-                }
-                _ => None,
-            };
-            if let Some(message) = found {
-                if let Ok(mut slot) = problem.lock() {
-                    slot.get_or_insert(message);
-                }
-                // Cancelling stops the reader before any tile is read; the run returns `Cancelled`.
-                cancel.cancel();
-            }
-        })
-    };
     let result = block_on_cancellable(
         workers,
         cancel.clone(),
-        tlr::run(input, options, guard, cancel),
+        tlr::run(input, options, events, cancel),
     )?;
-    match result {
-        Err(tlr::StageError::Cancelled) => {
-            match problem.lock().ok().and_then(|mut slot| slot.take()) {
-                Some(message) => Err(Failure::usage(anyhow::anyhow!(
-                    "{message} (a configuration file is given with `tlr run -c FILE`)"
-                ))),
-                None => Err(tlr::StageError::Cancelled.into()),
-            }
-        }
-        other => other.map_err(Failure::from),
-    }
+    result.map_err(|error| match error {
+        tlr::StageError::TooFewFrames(message) => Failure::usage(anyhow::anyhow!(
+            "{message} (a configuration file is given with `tlr run -c FILE`)"
+        )),
+        other => Failure::from(other),
+    })
 }
