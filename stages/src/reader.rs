@@ -603,14 +603,49 @@ impl Windows {
                 None
             };
             let planes = store.planes();
-            let mut data = Array3::from_elem((planes, want_rows.len(), want_cols.len()), f32::NAN);
-            if let Some((w, from, end)) = kept_rows {
-                let to = end.min(want_rows.end);
-                if from < to && w.data.dim().0 == planes {
-                    data.slice_mut(s![.., from - want_rows.start..to - want_rows.start, ..])
-                        .assign(&w.data.slice(s![.., from - w.row0..to - w.row0, ..]));
+            let shape = (planes, want_rows.len(), want_cols.len());
+            // Same shape and moving down (every tile row but a clipped last one): move the kept rows up
+            // in place, so no window is allocated (and page-faulted in) again for every tile row.
+            let in_place = matches!(kept_rows, Some((w, _, _)) if w.data.dim() == shape && want_rows.start >= w.row0);
+            let copy =
+                kept_rows.map(|(w, from, end)| (from - w.row0, from, end.min(want_rows.end)));
+            let mut data = match (kept, copy) {
+                (Some(w), Some((drop_rows, from, to))) if in_place => {
+                    let (keep, row_len) = (to.saturating_sub(from), shape.2);
+                    let mut data = w.data;
+                    for mut plane in data.outer_iter_mut() {
+                        match plane.as_slice_mut() {
+                            Some(rows) => {
+                                rows.copy_within(
+                                    drop_rows * row_len..(drop_rows + keep) * row_len,
+                                    0,
+                                );
+                                rows[keep * row_len..].fill(f32::NAN);
+                            }
+                            None => plane.fill(f32::NAN),
+                        }
+                    }
+                    data
                 }
-            }
+                (kept, copy) => {
+                    let mut data = Array3::from_elem(shape, f32::NAN);
+                    if let (Some(w), Some((drop_rows, from, to))) = (kept, copy) {
+                        if from < to && w.data.dim().0 == planes {
+                            data.slice_mut(s![
+                                ..,
+                                from - want_rows.start..to - want_rows.start,
+                                ..
+                            ])
+                            .assign(&w.data.slice(s![
+                                ..,
+                                drop_rows..drop_rows + (to - from),
+                                ..
+                            ]));
+                        }
+                    }
+                    data
+                }
+            };
             if let Some(fresh) = fresh {
                 let at = read_from - want_rows.start;
                 if fresh.dim().0 == planes {
@@ -775,9 +810,11 @@ mod tests {
     #[test]
     fn rolling_windows_reproduce_direct_cut_outs() {
         use crate::source::MemoryFrames;
+        // Tall enough for several full-height windows in a row (they are moved in place).
+        const ROWS: usize = 190;
         let frames: Vec<Array2<f32>> = (0..3)
             .map(|f| {
-                Array2::from_shape_fn((100, 120), |(r, c)| (f * 100_000 + r * 1000 + c) as f32)
+                Array2::from_shape_fn((ROWS, 120), |(r, c)| (f * 100_000 + r * 1000 + c) as f32)
             })
             .collect();
         let store = MemoryFrames::new(frames.clone()).unwrap();
@@ -790,7 +827,7 @@ mod tests {
                 plane_scales: [1.0; 4],
             })
             .collect();
-        let grid = tlr_core::tile::tile_grid(100, 120, 40, 0.25).unwrap();
+        let grid = tlr_core::tile::tile_grid(ROWS, 120, 40, 0.25).unwrap();
         let plan = ReadPlan::new(&grid, 6, 3, 40_000);
         let margin = plan.margin;
         for band in &plan.bands {
@@ -801,7 +838,7 @@ mod tests {
                     &store,
                     &used,
                     &Need::of(tiles, margin),
-                    (100, 120),
+                    (ROWS, 120),
                     &[false; 3],
                 );
                 assert!(errors.is_empty());
@@ -812,7 +849,7 @@ mod tests {
                         for ((r, c), v) in stack.cutouts.slice(s![slot, .., ..]).indexed_iter() {
                             let fy = tile.y0 as isize - margin as isize + oy + r as isize;
                             let fx = tile.x0 as isize - margin as isize + ox + c as isize;
-                            let inside = (0..100).contains(&fy) && (0..120).contains(&fx);
+                            let inside = (0..ROWS as isize).contains(&fy) && (0..120).contains(&fx);
                             if inside {
                                 assert_eq!(*v, frames[slot][[fy as usize, fx as usize]]);
                             } else {
