@@ -320,17 +320,6 @@ fn nearest(t: &Taps, o: usize) -> ([(i64, f64); 2], usize) {
     }
 }
 
-/// Source value at `(r, c)`, `None` outside `src` or non-finite.
-#[inline]
-fn finite_at(src: &ArrayView2<f32>, r: i64, c: i64) -> Option<f32> {
-    if r < 0 || c < 0 {
-        return None;
-    }
-    src.get((r as usize, c as usize))
-        .copied()
-        .filter(|v| v.is_finite())
-}
-
 /// Replace the `NaN`s of output row `i` (pixels whose kernel support touches missing data) by the
 /// Lanczos estimate renormalised over the finite taps when at most [`MAX_MISSING_WEIGHT_SHARE`] of the
 /// absolute weight is missing, else by bilinear interpolation when the 2x2 nearest pixels are all finite,
@@ -356,6 +345,28 @@ fn fix_missing(
     {
         return; // both nearest rows outside the source: the whole row stays NaN
     }
+    // Rows of the source as plain slices (`None` outside it): the taps below are read thousands of
+    // times per call along a frame edge, so they avoid ndarray's per-element index arithmetic.
+    let standard = src.as_standard_layout();
+    let Some(data) = standard.as_slice() else {
+        return;
+    };
+    let cols = src.ncols();
+    let row_at = |r: i64| -> Option<&[f32]> {
+        (r >= 0 && (r as usize) < src.nrows())
+            .then(|| &data[r as usize * cols..(r as usize + 1) * cols])
+    };
+    let tap_rows: Vec<Option<&[f32]>> = (0..ty.n).map(|a| row_at(r0 + a as i64)).collect();
+    let near_rows: Vec<(Option<&[f32]>, f64)> =
+        ny[..ky].iter().map(|&(r, wr)| (row_at(r), wr)).collect();
+    let finite = |row: Option<&[f32]>, c: i64| -> Option<f32> {
+        let row = row?;
+        if c < 0 || c as usize >= cols {
+            return None;
+        }
+        let v = row[c as usize];
+        v.is_finite().then_some(v)
+    };
     for (j, d) in dst.iter_mut().enumerate() {
         if !d.is_nan() {
             continue;
@@ -364,19 +375,18 @@ fn fix_missing(
         // The 2x2 nearest pixels carry at least 62 % of the absolute weight (0.79^2 at a half-pixel
         // offset, more elsewhere): when all are missing, the pixel stays NaN (cheap early exit for the
         // large all-missing areas of frames that do not cover a tile).
-        if ny[..ky].iter().all(|&(r, _)| {
-            nx[..kx]
-                .iter()
-                .all(|&(c, _)| finite_at(&src, r, c).is_none())
-        }) {
+        if near_rows
+            .iter()
+            .all(|&(row, _)| nx[..kx].iter().all(|&(c, _)| finite(row, c).is_none()))
+        {
             continue;
         }
         let c0 = tx.first + j as i64;
         let (mut missing, mut wsum, mut acc) = (0.0f64, 0.0f64, 0.0f64);
-        for (a, &wy) in ty.w[..ty.n].iter().enumerate() {
+        for (&wy, &row) in ty.w[..ty.n].iter().zip(tap_rows.iter()) {
             for (b, &wx) in tx.w[..tx.n].iter().enumerate() {
                 let w = f64::from(wy) * f64::from(wx);
-                match finite_at(&src, r0 + a as i64, c0 + b as i64) {
+                match finite(row, c0 + b as i64) {
                     Some(v) => {
                         wsum += w;
                         acc += w * f64::from(v);
@@ -388,9 +398,9 @@ fn fix_missing(
         // Range and bilinear value of the 2x2 nearest pixels (only those with non-zero weight count).
         let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
         let (mut bil, mut all_near) = (0.0f64, true);
-        for &(r, wr) in &ny[..ky] {
+        for &(row, wr) in &near_rows {
             for &(c, wc) in &nx[..kx] {
-                match finite_at(&src, r, c) {
+                match finite(row, c) {
                     Some(v) => {
                         lo = lo.min(v);
                         hi = hi.max(v);

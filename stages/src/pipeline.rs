@@ -343,8 +343,13 @@ pub async fn run(
     let (tile_tx, tile_rx) = mpsc::channel(capacity);
     let (result_tx, result_rx) = mpsc::channel(capacity);
     let window = Arc::new(Semaphore::new(window_size));
+    // Finished stacks go back to the reader to be cut into again: at most what can be in flight.
+    let (recycle_tx, recycle_rx) =
+        crossbeam_channel::bounded(store.planes().max(1) * (workers_n.get() + capacity + 1));
+    let reader = reader.with_recycling(recycle_rx);
     let workers = Workers::new(workers_n, processor, Arc::clone(&window))
-        .with_plane_params(operator_params(cfg, options.registration));
+        .with_plane_params(operator_params(cfg, options.registration))
+        .with_recycling(recycle_tx);
     let mut accumulator = Accumulator::new(
         rows,
         cols,

@@ -169,6 +169,9 @@ pub struct FrameReader {
     events: EventSink,
     strict: bool,
     memory: MemoryGuard,
+    /// Stack buffers the workers are done with, to cut the next stacks into (see
+    /// [`FrameReader::with_recycling`]).
+    recycled: Option<crossbeam_channel::Receiver<Array3<f32>>>,
 }
 
 impl FrameReader {
@@ -185,7 +188,16 @@ impl FrameReader {
             events,
             strict,
             memory,
+            recycled: None,
         }
+    }
+
+    /// Cuts stacks into buffers the workers send back on `recycled` (when their shape fits) instead of
+    /// allocating each stack anew: a stack is several MB, so a fresh one is page-faulted in by the
+    /// kernel, which cost about as much as copying the pixels. Also caps the stack memory in use.
+    pub fn with_recycling(mut self, recycled: crossbeam_channel::Receiver<Array3<f32>>) -> Self {
+        self.recycled = Some(recycled);
+        self
     }
 
     /// The global pass: every frame once, in order. The reader reads frame `k + 1` (blocking I/O, one
@@ -343,8 +355,13 @@ impl FrameReader {
                     );
                     // Copying a stack out of the windows is a few MB: keep it off the async threads.
                     let planes = self.store.planes();
+                    let spare: Vec<Array3<f32>> = self
+                        .recycled
+                        .as_ref()
+                        .map(|rx| rx.try_iter().take(planes.max(1)).collect())
+                        .unwrap_or_default();
                     let (stack, plane_stacks) = tokio::task::spawn_blocking(move || {
-                        cut_windows.cut(&tile, &cut_frames, margin, planes)
+                        cut_windows.cut(&tile, &cut_frames, margin, planes, spare)
                     })
                     .await
                     .map_err(|source| StageError::Join {
@@ -673,9 +690,20 @@ impl Windows {
         frames: &[UsedFrame],
         margin: usize,
         planes: usize,
+        mut spare: Vec<Array3<f32>>,
     ) -> (TileStack, Vec<PlaneStack>) {
         let (h, w) = (tile.h + 2 * margin, tile.w + 2 * margin);
-        let mut cuts = vec![Array3::from_elem((frames.len(), h, w), f32::NAN); planes.max(1)];
+        let shape = (frames.len(), h, w);
+        let mut cuts: Vec<Array3<f32>> = (0..planes.max(1))
+            .map(|_| match spare.iter().position(|b| b.dim() == shape) {
+                Some(k) => {
+                    let mut buffer = spare.swap_remove(k);
+                    buffer.fill(f32::NAN);
+                    buffer
+                }
+                None => Array3::from_elem(shape, f32::NAN),
+            })
+            .collect();
         for (slot, frame) in frames.iter().enumerate() {
             let Some(window) = &self.frames[slot] else {
                 continue;
@@ -843,7 +871,7 @@ mod tests {
                 );
                 assert!(errors.is_empty());
                 for tile in tiles {
-                    let (stack, _) = windows.cut(tile, &used, margin, 1);
+                    let (stack, _) = windows.cut(tile, &used, margin, 1, Vec::new());
                     for (slot, f) in used.iter().enumerate() {
                         let (oy, ox) = f.offset();
                         for ((r, c), v) in stack.cutouts.slice(s![slot, .., ..]).indexed_iter() {

@@ -39,6 +39,7 @@ pub struct Workers {
     processor: TileProcessor,
     window: Arc<Semaphore>,
     plane_params: Arc<OperatorParams>,
+    recycle: Option<crossbeam_channel::Sender<ndarray::Array3<f32>>>,
 }
 
 impl Workers {
@@ -54,7 +55,18 @@ impl Workers {
             processor,
             window,
             plane_params: Arc::new(OperatorParams::default()),
+            recycle: None,
         }
+    }
+
+    /// Hands every finished stack's buffers back to the reader on `recycle` (see
+    /// [`crate::reader::FrameReader::with_recycling`]); a full channel drops them.
+    pub fn with_recycling(
+        mut self,
+        recycle: crossbeam_channel::Sender<ndarray::Array3<f32>>,
+    ) -> Self {
+        self.recycle = Some(recycle);
+        self
     }
 
     /// The operator settings used to combine colour planes (rejection threshold, rounds).
@@ -125,6 +137,7 @@ impl Workers {
     fn start(&self, running: &mut JoinSet<TileDone>, job: TileJob, permit: OwnedSemaphorePermit) {
         let processor = Arc::clone(&self.processor);
         let plane_params = Arc::clone(&self.plane_params);
+        let recycle = self.recycle.clone();
         running.spawn_blocking(move || {
             let result = processor(&job.stack);
             let planes = if job.planes.is_empty() {
@@ -137,6 +150,12 @@ impl Workers {
                     &plane_params,
                 )
             };
+            if let Some(recycle) = recycle {
+                let _ = recycle.try_send(job.stack.cutouts);
+                for plane in job.planes {
+                    let _ = recycle.try_send(plane.cutouts);
+                }
+            }
             TileDone {
                 seq: job.seq,
                 result,
