@@ -76,8 +76,9 @@ pub struct PipelineOptions {
     pub channel_capacity: NonZeroUsize,
     /// Tiles allowed in flight plus waiting for reordering; `None` = 2 x workers + 2.
     pub reorder_window: Option<NonZeroUsize>,
-    /// Memory the reader may use for its rolling window of frame rows (one tile row of every frame), MiB;
-    /// above it, the image is read in column bands.
+    /// Memory the reader may use for its rolling windows of frame rows, MiB: two sets (the tile row the
+    /// workers cut from and the next one) of one tile row of every frame; above it, the image is read
+    /// in column bands.
     pub reader_block_mib: usize,
     /// A frame that cannot be read or registered stops the run instead of being left out.
     pub strict: bool,
@@ -327,7 +328,8 @@ pub async fn run(
         &grid,
         margin,
         global.frames.len() * store.planes(),
-        options.reader_block_mib << 20,
+        // Two sets of windows are alive at a time (see `reader`): each gets half the block.
+        (options.reader_block_mib << 20) / 2,
     );
     let tiles = plan.tiles.clone();
     let window_size = options
@@ -343,13 +345,8 @@ pub async fn run(
     let (tile_tx, tile_rx) = mpsc::channel(capacity);
     let (result_tx, result_rx) = mpsc::channel(capacity);
     let window = Arc::new(Semaphore::new(window_size));
-    // Finished stacks go back to the reader to be cut into again: at most what can be in flight.
-    let (recycle_tx, recycle_rx) =
-        crossbeam_channel::bounded(store.planes().max(1) * (workers_n.get() + capacity + 1));
-    let reader = reader.with_recycling(recycle_rx);
     let workers = Workers::new(workers_n, processor, Arc::clone(&window))
-        .with_plane_params(operator_params(cfg, options.registration))
-        .with_recycling(recycle_tx);
+        .with_plane_params(operator_params(cfg, options.registration));
     let mut accumulator = Accumulator::new(
         rows,
         cols,

@@ -4,10 +4,12 @@
 //!
 //! Reading is sequential and row-wise: tiles are read in column bands (one band when the budget allows),
 //! tile row by tile row from the top. Each frame keeps a rolling window of the frame rows the current tile
-//! row needs (tile height plus margins); moving to the next tile row drops rows no longer needed and reads
+//! row needs (tile height plus margins); moving to the next tile row copies the rows still needed and reads
 //! only the new ones, in one file visit per frame. So every frame row is read once per band (not once per
-//! tile, nor per iteration), and memory is bounded by the window budget plus the channel capacity. Stacks
-//! are cut from the windows one at a time, just before each is sent.
+//! tile, nor per iteration). The reader does I/O only: a job carries its tile row's windows (shared), and
+//! the worker cuts its own stack from them, so copying fans out with the compute. Two sets of windows
+//! take turns (workers cut from one while the reader fills the other), so memory is bounded by twice the
+//! window budget plus the channel capacity.
 //! In colour mode (a store with 4 planes, see [`crate::source::ColourFrames`]) everything is in cell
 //! space: windows hold the four planes of every frame, a stack's cut-outs are the luminance and each
 //! job also carries the four plane cut-outs with their per-channel photometric scales.
@@ -32,15 +34,43 @@ use crate::events::{Event, EventSink};
 use crate::memory::MemoryGuard;
 use crate::source::FrameStore;
 
-/// One tile stack on its way to the workers, with its position in the application order.
-#[derive(Debug)]
+/// One tile on its way to the workers, with its position in the application order. It carries the
+/// frame windows of its tile row (shared with the other tiles of the row), not a stack: the worker cuts
+/// its own stack ([`TileJob::cut`]), so the reader does I/O only and copying fans out with the compute.
 pub struct TileJob {
     /// Position in the order the accumulator applies results (0, 1, 2, …).
     pub seq: usize,
-    /// The stack to reconstruct (the luminance in colour mode).
-    pub stack: TileStack,
-    /// Colour mode: the cut-outs of each plane (R, G1, G2, B); empty for mono.
-    pub planes: Vec<PlaneStack>,
+    /// The tile.
+    pub tile: TileBox,
+    windows: Arc<Windows>,
+    frames: Arc<Vec<UsedFrame>>,
+    margin: usize,
+    planes: usize,
+}
+
+impl std::fmt::Debug for TileJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TileJob")
+            .field("seq", &self.seq)
+            .field("tile", &self.tile)
+            .field("frames", &self.frames.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TileJob {
+    /// The tile's stack (the luminance in colour mode) and, in colour mode, the cut-outs of each plane
+    /// (R, G1, G2, B; empty for mono). Cuts into buffers from `spare` whose shape fits, else allocates.
+    /// Releases the job's hold on the shared windows.
+    pub fn cut(self, spare: Vec<Array3<f32>>) -> (TileStack, Vec<PlaneStack>) {
+        self.windows
+            .cut(&self.tile, &self.frames, self.margin, self.planes, spare)
+    }
+
+    /// How many stack buffers [`TileJob::cut`] fills (1 for mono, the planes for colour).
+    pub fn buffers(&self) -> usize {
+        self.planes.max(1)
+    }
 }
 
 /// What the global pass found out about the frames.
@@ -169,9 +199,6 @@ pub struct FrameReader {
     events: EventSink,
     strict: bool,
     memory: MemoryGuard,
-    /// Stack buffers the workers are done with, to cut the next stacks into (see
-    /// [`FrameReader::with_recycling`]).
-    recycled: Option<crossbeam_channel::Receiver<Array3<f32>>>,
 }
 
 impl FrameReader {
@@ -188,16 +215,7 @@ impl FrameReader {
             events,
             strict,
             memory,
-            recycled: None,
         }
-    }
-
-    /// Cuts stacks into buffers the workers send back on `recycled` (when their shape fits) instead of
-    /// allocating each stack anew: a stack is several MB, so a fresh one is page-faulted in by the
-    /// kernel, which cost about as much as copying the pixels. Also caps the stack memory in use.
-    pub fn with_recycling(mut self, recycled: crossbeam_channel::Receiver<Array3<f32>>) -> Self {
-        self.recycled = Some(recycled);
-        self
     }
 
     /// The global pass: every frame once, in order. The reader reads frame `k + 1` (blocking I/O, one
@@ -306,10 +324,14 @@ impl FrameReader {
     ) -> Result<usize, StageError> {
         let frames = Arc::new(frames);
         let shape = self.store.shape();
+        let planes = self.store.planes();
         let mut failed = vec![false; frames.len()];
         let mut sent = 0usize;
         for band in &plan.bands {
-            let mut windows = Arc::new(Windows::new(frames.len()));
+            // Two sets of windows take turns: workers cut the current row's stacks from one while the
+            // reader fills the other with the next row (copying the rows both need, reading the rest).
+            let mut current = Arc::new(Windows::new(frames.len()));
+            let mut previous: Option<Arc<Windows>> = None;
             for tile_row in band {
                 if cancel.is_cancelled() {
                     return Err(StageError::Cancelled);
@@ -317,24 +339,33 @@ impl FrameReader {
                 self.memory.check()?;
                 let tiles = &plan.tiles[tile_row.clone()];
                 let need = Need::of(tiles, plan.margin);
-                // All clones of the Arc were held by finished cut jobs, so this is the only owner now.
-                let mut owned = Arc::try_unwrap(windows).map_err(|_| {
-                    StageError::input("reader", "internal: frame windows still shared")
-                })?;
-                let store = Arc::clone(&self.store);
-                let row_frames = Arc::clone(&frames);
+                // The set from two rows back is free once every job of that row has been cut.
+                let target = match previous.take() {
+                    Some(set) => match released(set, &tile_tx, &cancel).await? {
+                        Some(set) => set,
+                        None => return Ok(sent), // downstream stopped; it reports why
+                    },
+                    None => Windows::new(frames.len()),
+                };
+                let (store, row_frames, from) = (
+                    Arc::clone(&self.store),
+                    Arc::clone(&frames),
+                    Arc::clone(&current),
+                );
                 let skip = failed.clone();
                 // Reading is blocking I/O: one sequential pass over the frames, new rows only.
-                let (advanced, errors) = tokio::task::spawn_blocking(move || {
-                    let errors = owned.advance(store.as_ref(), &row_frames, &need, shape, &skip);
-                    (owned, errors)
+                let (next, errors) = tokio::task::spawn_blocking(move || {
+                    let mut target = target;
+                    let errors =
+                        target.refill(&from, store.as_ref(), &row_frames, &need, shape, &skip);
+                    (target, errors)
                 })
                 .await
                 .map_err(|source| StageError::Join {
                     stage: "reader",
                     source,
                 })?;
-                windows = Arc::new(advanced);
+                previous = Some(std::mem::replace(&mut current, Arc::new(next)));
                 for (slot, error) in errors {
                     if self.strict {
                         return Err(error);
@@ -347,31 +378,13 @@ impl FrameReader {
                     });
                 }
                 for tile in tiles {
-                    let (cut_windows, cut_frames, tile, margin) = (
-                        Arc::clone(&windows),
-                        Arc::clone(&frames),
-                        *tile,
-                        plan.margin,
-                    );
-                    // Copying a stack out of the windows is a few MB: keep it off the async threads.
-                    let planes = self.store.planes();
-                    let spare: Vec<Array3<f32>> = self
-                        .recycled
-                        .as_ref()
-                        .map(|rx| rx.try_iter().take(planes.max(1)).collect())
-                        .unwrap_or_default();
-                    let (stack, plane_stacks) = tokio::task::spawn_blocking(move || {
-                        cut_windows.cut(&tile, &cut_frames, margin, planes, spare)
-                    })
-                    .await
-                    .map_err(|source| StageError::Join {
-                        stage: "reader",
-                        source,
-                    })?;
                     let job = TileJob {
                         seq: sent,
-                        stack,
-                        planes: plane_stacks,
+                        tile: *tile,
+                        windows: Arc::clone(&current),
+                        frames: Arc::clone(&frames),
+                        margin: plan.margin,
+                        planes,
                     };
                     // The send is the back-pressure: it waits while the workers are busy. Only the
                     // reader watches the token; downstream stages stop when this channel closes.
@@ -390,6 +403,29 @@ impl FrameReader {
         }
         // Dropping `tile_tx` here closes the channel: that is the workers' signal to finish.
         Ok(sent)
+    }
+}
+
+/// Waits until the workers have cut every stack from `set` (only the reader holds it then) and returns
+/// it for reuse; `None` when downstream stopped (jobs still queued would never be cut).
+async fn released(
+    mut set: Arc<Windows>,
+    tile_tx: &mpsc::Sender<TileJob>,
+    cancel: &CancellationToken,
+) -> Result<Option<Windows>, StageError> {
+    loop {
+        match Arc::try_unwrap(set) {
+            Ok(windows) => return Ok(Some(windows)),
+            Err(shared) => set = shared,
+        }
+        if cancel.is_cancelled() {
+            return Err(StageError::Cancelled);
+        }
+        if tile_tx.is_closed() {
+            return Ok(None);
+        }
+        // Rare and short: the last job of the row before is being cut right now.
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
 
@@ -569,10 +605,14 @@ impl Windows {
         }
     }
 
-    /// Moves every frame's window down to what `need` asks for: rows no longer needed are dropped, only
-    /// rows not yet held are read (one file visit per frame). Returns the frames that failed now, by slot.
-    fn advance(
+    /// Fills these windows (a set released by the workers, or an empty one) with what `need` asks for,
+    /// given the previous tile row's windows `from`: rows both need are copied from `from`, only rows
+    /// not held there are read (one file visit per frame). A frame's buffer is reused when its shape
+    /// fits, so no window is allocated (and page-faulted in) again for every tile row. Returns the
+    /// frames that failed now, by slot.
+    fn refill(
         &mut self,
+        from: &Windows,
         store: &dyn FrameStore,
         frames: &[UsedFrame],
         need: &Need,
@@ -580,27 +620,29 @@ impl Windows {
         skip: &[bool],
     ) -> Vec<(usize, StageError)> {
         let mut errors = Vec::new();
+        let planes = store.planes();
         for (slot, frame) in frames.iter().enumerate() {
+            let reuse = self.frames[slot].take();
             if skip[slot] {
-                self.frames[slot] = None;
                 continue;
             }
             let (oy, ox) = frame.offset();
             let want_rows = clip(need.rows.start + oy, need.rows.end + oy, rows);
             let want_cols = clip(need.cols.start + ox, need.cols.end + ox, cols);
             if want_rows.is_empty() || want_cols.is_empty() {
-                self.frames[slot] = None;
                 continue;
             }
-            // Keep the held rows that are still wanted (same columns: a band's columns are fixed).
-            let kept = self.frames[slot]
-                .take()
-                .filter(|w| w.col0 == want_cols.start && w.data.dim().2 == want_cols.len());
-            let (kept_rows, held_end) = match &kept {
+            // The held rows that are still wanted (same columns: a band's columns are fixed).
+            let kept = from.frames[slot]
+                .as_ref()
+                .filter(|w| w.col0 == want_cols.start && w.data.dim().2 == want_cols.len())
+                .filter(|w| w.data.dim().0 == planes);
+            let (copy, held_end) = match kept {
                 Some(w) => {
                     let end = w.row0 + w.data.dim().1;
-                    let from = want_rows.start.max(w.row0).min(end);
-                    (Some((w, from, end)), end.max(want_rows.start))
+                    let from_row = want_rows.start.max(w.row0).min(end);
+                    let to_row = end.min(want_rows.end);
+                    (Some((w, from_row, to_row)), end.max(want_rows.start))
                 }
                 None => (None, want_rows.start),
             };
@@ -619,50 +661,29 @@ impl Windows {
             } else {
                 None
             };
-            let planes = store.planes();
             let shape = (planes, want_rows.len(), want_cols.len());
-            // Same shape and moving down (every tile row but a clipped last one): move the kept rows up
-            // in place, so no window is allocated (and page-faulted in) again for every tile row.
-            let in_place = matches!(kept_rows, Some((w, _, _)) if w.data.dim() == shape && want_rows.start >= w.row0);
-            let copy =
-                kept_rows.map(|(w, from, end)| (from - w.row0, from, end.min(want_rows.end)));
-            let mut data = match (kept, copy) {
-                (Some(w), Some((drop_rows, from, to))) if in_place => {
-                    let (keep, row_len) = (to.saturating_sub(from), shape.2);
+            let mut data = match reuse {
+                Some(w) if w.data.dim() == shape => {
                     let mut data = w.data;
-                    for mut plane in data.outer_iter_mut() {
-                        match plane.as_slice_mut() {
-                            Some(rows) => {
-                                rows.copy_within(
-                                    drop_rows * row_len..(drop_rows + keep) * row_len,
-                                    0,
-                                );
-                                rows[keep * row_len..].fill(f32::NAN);
-                            }
-                            None => plane.fill(f32::NAN),
-                        }
-                    }
+                    data.fill(f32::NAN);
                     data
                 }
-                (kept, copy) => {
-                    let mut data = Array3::from_elem(shape, f32::NAN);
-                    if let (Some(w), Some((drop_rows, from, to))) = (kept, copy) {
-                        if from < to && w.data.dim().0 == planes {
-                            data.slice_mut(s![
-                                ..,
-                                from - want_rows.start..to - want_rows.start,
-                                ..
-                            ])
-                            .assign(&w.data.slice(s![
-                                ..,
-                                drop_rows..drop_rows + (to - from),
-                                ..
-                            ]));
-                        }
-                    }
-                    data
-                }
+                _ => Array3::from_elem(shape, f32::NAN),
             };
+            if let Some((w, from_row, to_row)) = copy {
+                if from_row < to_row {
+                    data.slice_mut(s![
+                        ..,
+                        from_row - want_rows.start..to_row - want_rows.start,
+                        ..
+                    ])
+                    .assign(&w.data.slice(s![
+                        ..,
+                        from_row - w.row0..to_row - w.row0,
+                        ..
+                    ]));
+                }
+            }
             if let Some(fresh) = fresh {
                 let at = read_from - want_rows.start;
                 if fresh.dim().0 == planes {
@@ -859,10 +880,12 @@ mod tests {
         let plan = ReadPlan::new(&grid, 6, 3, 40_000);
         let margin = plan.margin;
         for band in &plan.bands {
-            let mut windows = Windows::new(3);
+            // Two sets taking turns, as in `FrameReader::run`.
+            let (mut windows, mut spare) = (Windows::new(3), Windows::new(3));
             for row in band {
                 let tiles = &plan.tiles[row.clone()];
-                let errors = windows.advance(
+                let errors = spare.refill(
+                    &windows,
                     &store,
                     &used,
                     &Need::of(tiles, margin),
@@ -870,6 +893,7 @@ mod tests {
                     &[false; 3],
                 );
                 assert!(errors.is_empty());
+                std::mem::swap(&mut windows, &mut spare);
                 for tile in tiles {
                     let (stack, _) = windows.cut(tile, &used, margin, 1, Vec::new());
                     for (slot, f) in used.iter().enumerate() {

@@ -1,6 +1,7 @@
 //! The tile-worker pool: runs the per-tile operator on at most `parallel_tiles` blocking threads at once.
 //!
-//! Parallelism is over tiles only (methodology v4). Each stack is reconstructed by one blocking job;
+//! Parallelism is over tiles only (methodology v4). Each tile is cut from its row's frame windows and
+//! reconstructed by one blocking job (stack buffers of finished tiles are reused for the next cuts);
 //! results leave in completion order, tagged with their sequence number, and the accumulator restores the
 //! order. A semaphore shared with the accumulator bounds how far work may run ahead of the oldest tile not
 //! yet applied (the reorder window), so one slow tile causes back-pressure, not unbounded buffering.
@@ -39,7 +40,11 @@ pub struct Workers {
     processor: TileProcessor,
     window: Arc<Semaphore>,
     plane_params: Arc<OperatorParams>,
-    recycle: Option<crossbeam_channel::Sender<ndarray::Array3<f32>>>,
+    /// Stack buffers of finished tiles, to cut the next stacks into.
+    buffers: (
+        crossbeam_channel::Sender<ndarray::Array3<f32>>,
+        crossbeam_channel::Receiver<ndarray::Array3<f32>>,
+    ),
 }
 
 impl Workers {
@@ -55,18 +60,9 @@ impl Workers {
             processor,
             window,
             plane_params: Arc::new(OperatorParams::default()),
-            recycle: None,
+            // At most what the running jobs hold (a colour job holds five: luminance and planes).
+            buffers: crossbeam_channel::bounded(5 * parallel_tiles.get()),
         }
-    }
-
-    /// Hands every finished stack's buffers back to the reader on `recycle` (see
-    /// [`crate::reader::FrameReader::with_recycling`]); a full channel drops them.
-    pub fn with_recycling(
-        mut self,
-        recycle: crossbeam_channel::Sender<ndarray::Array3<f32>>,
-    ) -> Self {
-        self.recycle = Some(recycle);
-        self
     }
 
     /// The operator settings used to combine colour planes (rejection threshold, rounds).
@@ -137,27 +133,32 @@ impl Workers {
     fn start(&self, running: &mut JoinSet<TileDone>, job: TileJob, permit: OwnedSemaphorePermit) {
         let processor = Arc::clone(&self.processor);
         let plane_params = Arc::clone(&self.plane_params);
-        let recycle = self.recycle.clone();
+        let (give_back, spare) = (self.buffers.0.clone(), self.buffers.1.clone());
         running.spawn_blocking(move || {
-            let result = processor(&job.stack);
-            let planes = if job.planes.is_empty() {
+            // Cut the stack here, on the worker: copying fans out with the compute. Buffers of
+            // finished stacks are reused: a fresh stack of several MB is page-faulted in by the
+            // kernel, which costs about as much as copying the pixels.
+            let seq = job.seq;
+            let reuse = spare.try_iter().take(job.buffers()).collect();
+            let (stack, plane_stacks) = job.cut(reuse);
+            let result = processor(&stack);
+            let planes = if plane_stacks.is_empty() {
                 Vec::new()
             } else {
                 tlr_core::operator::reconstruct_planes(
                     &result,
-                    &job.stack,
-                    &job.planes,
+                    &stack,
+                    &plane_stacks,
                     &plane_params,
                 )
             };
-            if let Some(recycle) = recycle {
-                let _ = recycle.try_send(job.stack.cutouts);
-                for plane in job.planes {
-                    let _ = recycle.try_send(plane.cutouts);
-                }
+            // A full channel drops the buffer.
+            let _ = give_back.try_send(stack.cutouts);
+            for plane in plane_stacks {
+                let _ = give_back.try_send(plane.cutouts);
             }
             TileDone {
-                seq: job.seq,
+                seq,
                 result,
                 planes,
                 permit,
