@@ -76,9 +76,8 @@ pub struct PipelineOptions {
     pub channel_capacity: NonZeroUsize,
     /// Tiles allowed in flight plus waiting for reordering; `None` = 2 x workers + 2.
     pub reorder_window: Option<NonZeroUsize>,
-    /// Memory the reader may use for its rolling windows of frame rows, MiB: two sets (the tile row the
-    /// workers cut from and the next one) of one tile row of every frame; above it, the image is read
-    /// in column bands.
+    /// Memory the reader may use for its rolling window of frame rows (one tile row of every frame), MiB;
+    /// above it, the image is read in column bands.
     pub reader_block_mib: usize,
     /// A frame that cannot be read or registered stops the run instead of being left out.
     pub strict: bool,
@@ -328,8 +327,7 @@ pub async fn run(
         &grid,
         margin,
         global.frames.len() * store.planes(),
-        // Two sets of windows are alive at a time (see `reader`): each gets half the block.
-        (options.reader_block_mib << 20) / 2,
+        options.reader_block_mib << 20,
     );
     let tiles = plan.tiles.clone();
     let window_size = options

@@ -7,9 +7,10 @@
 //! row needs (tile height plus margins); moving to the next tile row copies the rows still needed and reads
 //! only the new ones, in one file visit per frame. So every frame row is read once per band (not once per
 //! tile, nor per iteration). The reader does I/O only: a job carries its tile row's windows (shared), and
-//! the worker cuts its own stack from them, so copying fans out with the compute. Two sets of windows
-//! take turns (workers cut from one while the reader fills the other), so memory is bounded by twice the
-//! window budget plus the channel capacity.
+//! the worker cuts its own stack from them, so copying fans out with the compute. The reader reads the
+//! next row's new rows while workers still cut from the windows, and moves the windows on once every
+//! stack of the row has been cut, so memory is bounded by the window budget, the rows read ahead and the
+//! channel capacity.
 //! In colour mode (a store with 4 planes, see [`crate::source::ColourFrames`]) everything is in cell
 //! space: windows hold the four planes of every frame, a stack's cut-outs are the luminance and each
 //! job also carries the four plane cut-outs with their per-channel photometric scales.
@@ -328,10 +329,10 @@ impl FrameReader {
         let mut failed = vec![false; frames.len()];
         let mut sent = 0usize;
         for band in &plan.bands {
-            // Two sets of windows take turns: workers cut the current row's stacks from one while the
-            // reader fills the other with the next row (copying the rows both need, reading the rest).
-            let mut current = Arc::new(Windows::new(frames.len()));
-            let mut previous: Option<Arc<Windows>> = None;
+            // One set of windows per band. While workers cut the current row's stacks from it, the reader
+            // reads the rows the next tile row adds; once every stack of the row has been cut, the kept
+            // rows move up in place and the new rows go in below.
+            let mut windows = Arc::new(Windows::new(frames.len()));
             for tile_row in band {
                 if cancel.is_cancelled() {
                     return Err(StageError::Cancelled);
@@ -339,33 +340,26 @@ impl FrameReader {
                 self.memory.check()?;
                 let tiles = &plan.tiles[tile_row.clone()];
                 let need = Need::of(tiles, plan.margin);
-                // The set from two rows back is free once every job of that row has been cut.
-                let target = match previous.take() {
-                    Some(set) => match released(set, &tile_tx, &cancel).await? {
-                        Some(set) => set,
-                        None => return Ok(sent), // downstream stopped; it reports why
-                    },
-                    None => Windows::new(frames.len()),
-                };
-                let (store, row_frames, from) = (
+                let (store, row_frames, held) = (
                     Arc::clone(&self.store),
                     Arc::clone(&frames),
-                    Arc::clone(&current),
+                    Arc::clone(&windows),
                 );
                 let skip = failed.clone();
                 // Reading is blocking I/O: one sequential pass over the frames, new rows only.
-                let (next, errors) = tokio::task::spawn_blocking(move || {
-                    let mut target = target;
-                    let errors =
-                        target.refill(&from, store.as_ref(), &row_frames, &need, shape, &skip);
-                    (target, errors)
+                let (steps, errors) = tokio::task::spawn_blocking(move || {
+                    held.read_next(store.as_ref(), &row_frames, &need, shape, &skip)
                 })
                 .await
                 .map_err(|source| StageError::Join {
                     stage: "reader",
                     source,
                 })?;
-                previous = Some(std::mem::replace(&mut current, Arc::new(next)));
+                let Some(mut owned) = released(windows, &tile_tx, &cancel).await? else {
+                    return Ok(sent); // downstream stopped; it reports why
+                };
+                owned.advance(steps, planes);
+                windows = Arc::new(owned);
                 for (slot, error) in errors {
                     if self.strict {
                         return Err(error);
@@ -381,7 +375,7 @@ impl FrameReader {
                     let job = TileJob {
                         seq: sent,
                         tile: *tile,
-                        windows: Arc::clone(&current),
+                        windows: Arc::clone(&windows),
                         frames: Arc::clone(&frames),
                         margin: plan.margin,
                         planes,
@@ -407,7 +401,7 @@ impl FrameReader {
 }
 
 /// Waits until the workers have cut every stack from `set` (only the reader holds it then) and returns
-/// it for reuse; `None` when downstream stopped (jobs still queued would never be cut).
+/// it to be moved on; `None` when downstream stopped (jobs still queued would never be cut).
 async fn released(
     mut set: Arc<Windows>,
     tile_tx: &mpsc::Sender<TileJob>,
@@ -593,6 +587,18 @@ struct Window {
     col0: usize,
 }
 
+/// What [`Windows::read_next`] found for one frame: leave it out of the next tile row, or move its window
+/// to `rows` x `cols` with the rows from `read_from` on taken from `fresh`.
+enum Step {
+    Drop,
+    Move {
+        rows: Range<usize>,
+        cols: Range<usize>,
+        read_from: usize,
+        fresh: Option<Array3<f32>>,
+    },
+}
+
 /// The rolling windows of all used frames for one band.
 struct Windows {
     frames: Vec<Option<Window>>,
@@ -605,46 +611,32 @@ impl Windows {
         }
     }
 
-    /// Fills these windows (a set released by the workers, or an empty one) with what `need` asks for,
-    /// given the previous tile row's windows `from`: rows both need are copied from `from`, only rows
-    /// not held there are read (one file visit per frame). A frame's buffer is reused when its shape
-    /// fits, so no window is allocated (and page-faulted in) again for every tile row. Returns the
-    /// frames that failed now, by slot.
-    fn refill(
-        &mut self,
-        from: &Windows,
+    /// The first half of moving every frame's window down to what `need` asks for, done while workers
+    /// may still cut from these windows (it only reads them): reads the rows not yet held (one file
+    /// visit per frame). [`Windows::advance`] then applies the result. Returns the frames that failed
+    /// now, by slot.
+    fn read_next(
+        &self,
         store: &dyn FrameStore,
         frames: &[UsedFrame],
         need: &Need,
         (rows, cols): (usize, usize),
         skip: &[bool],
-    ) -> Vec<(usize, StageError)> {
+    ) -> (Vec<Step>, Vec<(usize, StageError)>) {
         let mut errors = Vec::new();
-        let planes = store.planes();
+        let mut steps = Vec::with_capacity(frames.len());
         for (slot, frame) in frames.iter().enumerate() {
-            let reuse = self.frames[slot].take();
-            if skip[slot] {
-                continue;
-            }
             let (oy, ox) = frame.offset();
             let want_rows = clip(need.rows.start + oy, need.rows.end + oy, rows);
             let want_cols = clip(need.cols.start + ox, need.cols.end + ox, cols);
-            if want_rows.is_empty() || want_cols.is_empty() {
+            if skip[slot] || want_rows.is_empty() || want_cols.is_empty() {
+                steps.push(Step::Drop);
                 continue;
             }
             // The held rows that are still wanted (same columns: a band's columns are fixed).
-            let kept = from.frames[slot]
-                .as_ref()
-                .filter(|w| w.col0 == want_cols.start && w.data.dim().2 == want_cols.len())
-                .filter(|w| w.data.dim().0 == planes);
-            let (copy, held_end) = match kept {
-                Some(w) => {
-                    let end = w.row0 + w.data.dim().1;
-                    let from_row = want_rows.start.max(w.row0).min(end);
-                    let to_row = end.min(want_rows.end);
-                    (Some((w, from_row, to_row)), end.max(want_rows.start))
-                }
-                None => (None, want_rows.start),
+            let held_end = match self.kept(slot, &want_cols, store.planes()) {
+                Some(w) => (w.row0 + w.data.dim().1).max(want_rows.start),
+                None => want_rows.start,
             };
             let read_from = held_end.min(want_rows.end);
             let fresh = if read_from < want_rows.end {
@@ -655,38 +647,95 @@ impl Windows {
                     Ok(mut parts) => parts.pop(),
                     Err(error) => {
                         errors.push((slot, error));
+                        steps.push(Step::Drop);
                         continue;
                     }
                 }
             } else {
                 None
             };
+            steps.push(Step::Move {
+                rows: want_rows,
+                cols: want_cols,
+                read_from,
+                fresh,
+            });
+        }
+        (steps, errors)
+    }
+
+    /// The window of `slot` when it can keep serving `cols` (same columns and planes).
+    fn kept(&self, slot: usize, cols: &Range<usize>, planes: usize) -> Option<&Window> {
+        self.frames[slot].as_ref().filter(|w| {
+            let (p, _, c) = w.data.dim();
+            w.col0 == cols.start && c == cols.len() && p == planes
+        })
+    }
+
+    /// The second half (once no worker cuts from these windows any more): rows no longer needed are
+    /// dropped, the rows still needed move up in place (no window is allocated, and page-faulted in,
+    /// again for every tile row), and the rows read by [`Windows::read_next`] go in below them.
+    fn advance(&mut self, steps: Vec<Step>, planes: usize) {
+        for (slot, step) in steps.into_iter().enumerate() {
+            let Step::Move {
+                rows: want_rows,
+                cols: want_cols,
+                read_from,
+                fresh,
+            } = step
+            else {
+                self.frames[slot] = None;
+                continue;
+            };
             let shape = (planes, want_rows.len(), want_cols.len());
-            let mut data = match reuse {
-                Some(w) if w.data.dim() == shape => {
+            let kept = self.kept(slot, &want_cols, planes).is_some();
+            let old = self.frames[slot].take().filter(|_| kept);
+            let mut data = match old {
+                // Same shape and moving down (every tile row but a clipped last one): in place.
+                Some(w) if w.data.dim() == shape && want_rows.start >= w.row0 => {
+                    let end = w.row0 + shape.1;
+                    let drop_rows = (want_rows.start - w.row0).min(shape.1);
+                    let keep = end.min(want_rows.end).saturating_sub(want_rows.start);
+                    let row_len = shape.2;
                     let mut data = w.data;
-                    data.fill(f32::NAN);
+                    for mut plane in data.outer_iter_mut() {
+                        match plane.as_slice_mut() {
+                            Some(px) => {
+                                px.copy_within(
+                                    drop_rows * row_len..(drop_rows + keep) * row_len,
+                                    0,
+                                );
+                                px[keep * row_len..].fill(f32::NAN);
+                            }
+                            None => plane.fill(f32::NAN),
+                        }
+                    }
                     data
                 }
-                _ => Array3::from_elem(shape, f32::NAN),
-            };
-            if let Some((w, from_row, to_row)) = copy {
-                if from_row < to_row {
-                    data.slice_mut(s![
-                        ..,
-                        from_row - want_rows.start..to_row - want_rows.start,
-                        ..
-                    ])
-                    .assign(&w.data.slice(s![
-                        ..,
-                        from_row - w.row0..to_row - w.row0,
-                        ..
-                    ]));
+                old => {
+                    let mut data = Array3::from_elem(shape, f32::NAN);
+                    if let Some(w) = old {
+                        let end = w.row0 + w.data.dim().1;
+                        let (from, to) = (want_rows.start.max(w.row0), end.min(want_rows.end));
+                        if from < to {
+                            data.slice_mut(s![
+                                ..,
+                                from - want_rows.start..to - want_rows.start,
+                                ..
+                            ])
+                            .assign(&w.data.slice(s![
+                                ..,
+                                from - w.row0..to - w.row0,
+                                ..
+                            ]));
+                        }
+                    }
+                    data
                 }
-            }
+            };
             if let Some(fresh) = fresh {
                 let at = read_from - want_rows.start;
-                if fresh.dim().0 == planes {
+                if fresh.dim().0 == planes && at + fresh.dim().1 <= shape.1 {
                     data.slice_mut(s![.., at..at + fresh.dim().1, ..])
                         .assign(&fresh);
                 }
@@ -697,7 +746,6 @@ impl Windows {
                 col0: want_cols.start,
             });
         }
-        errors
     }
 
     /// The tile stack of `tile`: each frame's cut-out of the tile plus margin, shifted by the frame's
@@ -880,12 +928,10 @@ mod tests {
         let plan = ReadPlan::new(&grid, 6, 3, 40_000);
         let margin = plan.margin;
         for band in &plan.bands {
-            // Two sets taking turns, as in `FrameReader::run`.
-            let (mut windows, mut spare) = (Windows::new(3), Windows::new(3));
+            let mut windows = Windows::new(3);
             for row in band {
                 let tiles = &plan.tiles[row.clone()];
-                let errors = spare.refill(
-                    &windows,
+                let (steps, errors) = windows.read_next(
                     &store,
                     &used,
                     &Need::of(tiles, margin),
@@ -893,7 +939,7 @@ mod tests {
                     &[false; 3],
                 );
                 assert!(errors.is_empty());
-                std::mem::swap(&mut windows, &mut spare);
+                windows.advance(steps, 1);
                 for tile in tiles {
                     let (stack, _) = windows.cut(tile, &used, margin, 1, Vec::new());
                     for (slot, f) in used.iter().enumerate() {
