@@ -407,6 +407,11 @@ impl MeasurePlan {
         self.strips.len() + 1
     }
 
+    /// The number of the sky part (the last).
+    pub fn sky_part(&self) -> usize {
+        self.strips.len()
+    }
+
     /// The core rows of each strip, top to bottom (they cover the frame once).
     pub fn strips(&self) -> &[std::ops::Range<usize>] {
         &self.strips

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use tlr_core::global::{
     detect_options, measure_part, merge_parts, FrameMeasurement, FrameQuality, GlobalOptions,
-    GlobalPass, MeasurePlan,
+    GlobalPass, MeasurePart, MeasurePlan,
 };
 use tlr_core::operator::{FrameInput, PlaneStack, TileStack};
 use tlr_core::stars::StarDetector;
@@ -239,7 +239,7 @@ impl FrameReader {
         let mut detectors: Vec<Option<StarDetector>> = Vec::new();
         let mut qualities = Vec::with_capacity(total);
         let mut plane_backgrounds = Vec::with_capacity(total);
-        let mut next = (total > 0).then(|| self.spawn_read(0));
+        let mut next = (total > 0).then(|| self.spawn_read(0, Arc::clone(&options)));
         for index in 0..total {
             if cancel.is_cancelled() {
                 return Err(StageError::Cancelled);
@@ -254,11 +254,11 @@ impl FrameReader {
             };
             // Reading the next frame overlaps with measuring this one.
             if index + 1 < total {
-                next = Some(self.spawn_read(index + 1));
+                next = Some(self.spawn_read(index + 1, Arc::clone(&options)));
             }
             let outcome = match read {
-                Ok((image, backgrounds)) => {
-                    let m = measure_parts(image, &options, &pool, &mut detectors).await?;
+                Ok((image, sky, backgrounds)) => {
+                    let m = measure_parts(image, sky, &options, &pool, &mut detectors).await?;
                     Ok((pass.add_measurement(m).quality, backgrounds))
                 }
                 Err(error) => Err(error),
@@ -301,11 +301,22 @@ impl FrameReader {
 
     /// Reads frame `index` for the global pass on a blocking thread: the image to measure (mono as it
     /// is, colour as the luminance of its planes) and, in colour mode, the background of each plane.
-    fn spawn_read(&self, index: usize) -> tokio::task::JoinHandle<Result<ReadFrame, StageError>> {
+    /// The frame's sky level and noise are measured here too (the sky part of its [`MeasurePlan`]): a
+    /// sampled statistic that is cheap next to star detection, and the reader would otherwise wait for
+    /// the workers; left to the pool it was a third job for two workers on every frame.
+    fn spawn_read(
+        &self,
+        index: usize,
+        options: Arc<GlobalOptions>,
+    ) -> tokio::task::JoinHandle<Result<ReadFrame, StageError>> {
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || {
             let planes = store.read_full_planes(index)?;
-            measurable(planes)
+            let (image, backgrounds) = measurable(planes)?;
+            let plan = MeasurePlan::new(image.nrows(), image.ncols());
+            let mut unused = StarDetector::default();
+            let sky = measure_part(image.view(), &plan, plan.sky_part(), &options, &mut unused);
+            Ok((image, sky, backgrounds))
         })
     }
 
@@ -423,13 +434,13 @@ async fn released(
     }
 }
 
-/// A frame as the global pass measures it: the image (shared by the part jobs) and, in colour mode,
-/// the background of each plane.
-type ReadFrame = (Arc<Array2<f32>>, Option<[f32; 4]>);
+/// A frame as the global pass measures it: the image (shared by the part jobs), its measured sky part
+/// and, in colour mode, the background of each plane.
+type ReadFrame = (Arc<Array2<f32>>, MeasurePart, Option<[f32; 4]>);
 
 /// The image the global pass measures: mono as it is; colour planes through their luminance, plus the
 /// background of each plane.
-fn measurable(planes: Array3<f32>) -> Result<ReadFrame, StageError> {
+fn measurable(planes: Array3<f32>) -> Result<(Arc<Array2<f32>>, Option<[f32; 4]>), StageError> {
     if planes.dim().0 == 1 {
         let image = planes.index_axis_move(ndarray::Axis(0), 0);
         return Ok((Arc::new(image), None));
@@ -442,18 +453,20 @@ fn measurable(planes: Array3<f32>) -> Result<ReadFrame, StageError> {
     Ok((Arc::new(lum), backgrounds))
 }
 
-/// Measures `image` as the parts of its [`MeasurePlan`], each on a blocking thread, at most as many at
-/// once as `pool` has permits, and merges them in part order (the result does not depend on the number
-/// of permits). `detectors` keeps one star detector (with its scratch buffers) per part across frames.
+/// Measures `image` as the strips of its [`MeasurePlan`], each on a blocking thread, at most as many at
+/// once as `pool` has permits, and merges them with the `sky` part in part order (the result does not
+/// depend on the number of permits). `detectors` keeps one star detector (with its scratch buffers) per
+/// strip across frames.
 async fn measure_parts(
     image: Arc<Array2<f32>>,
+    sky: MeasurePart,
     options: &Arc<GlobalOptions>,
     pool: &Arc<Semaphore>,
     detectors: &mut Vec<Option<StarDetector>>,
 ) -> Result<FrameMeasurement, StageError> {
     let (rows, cols) = image.dim();
     let plan = Arc::new(MeasurePlan::new(rows, cols));
-    let parts = plan.parts();
+    let parts = plan.strips().len();
     if detectors.len() < parts {
         detectors.resize_with(parts, || None);
     }
@@ -482,6 +495,7 @@ async fn measure_parts(
         detectors[part] = Some(detector);
         measured.push(m);
     }
+    measured.push(sky);
     Ok(merge_parts(&plan, measured, options))
 }
 
