@@ -438,9 +438,12 @@ async fn released(
 /// and, in colour mode, the background of each plane.
 type ReadFrame = (Arc<Array2<f32>>, MeasurePart, Option<[f32; 4]>);
 
+/// The image to measure and, in colour mode, the background of each plane.
+type Measurable = (Arc<Array2<f32>>, Option<[f32; 4]>);
+
 /// The image the global pass measures: mono as it is; colour planes through their luminance, plus the
 /// background of each plane.
-fn measurable(planes: Array3<f32>) -> Result<(Arc<Array2<f32>>, Option<[f32; 4]>), StageError> {
+fn measurable(planes: Array3<f32>) -> Result<Measurable, StageError> {
     if planes.dim().0 == 1 {
         let image = planes.index_axis_move(ndarray::Axis(0), 0);
         return Ok((Arc::new(image), None));
