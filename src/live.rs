@@ -1288,12 +1288,10 @@ impl LiveState {
                     }
                 }
             }
-            let file = out
-                .into_inner()
-                .map_err(|e| LiveError::CheckpointIo {
-                    path: tmp.clone(),
-                    source: e.into_error(),
-                })?;
+            let file = out.into_inner().map_err(|e| LiveError::CheckpointIo {
+                path: tmp.clone(),
+                source: e.into_error(),
+            })?;
             file.sync_all().map_err(io_error(&tmp))?;
             fs::rename(&tmp, path).map_err(io_error(path))?;
             Ok((bytes, hex(&hasher.finalize())))
@@ -1336,7 +1334,10 @@ impl LiveState {
             !name.is_empty() && Path::new(name).file_name() == Some(std::ffi::OsStr::new(name))
         };
         if !plain(&file.state_file) || !file.global_reference.as_deref().is_none_or(plain) {
-            return Err(bad(&json_path, "file names must be plain names".to_string()));
+            return Err(bad(
+                &json_path,
+                "file names must be plain names".to_string(),
+            ));
         }
         let mut tiles = Vec::with_capacity(file.tiles.len());
         let mut expected = 0u64;
@@ -1701,7 +1702,9 @@ mod tests {
         let mut pass = GlobalPass::new();
         let (mut state, _) = start(&s, &mut pass, 5);
         let dir = tempfile::tempdir().expect("tmp");
-        state.save(dir.path(), Some(s.frame(0).view())).expect("save");
+        state
+            .save(dir.path(), Some(s.frame(0).view()))
+            .expect("save");
         let committed = state.snapshot();
         // What a save killed before its commit point leaves behind: a newer state file, a newer
         // reference and temporary files. The JSON still names the old ones.
@@ -1767,7 +1770,9 @@ mod tests {
             })
             .collect();
         assert!(
-            frames.iter().all(|f| matches!(f.image, CompactImage::U16(_))),
+            frames
+                .iter()
+                .all(|f| matches!(f.image, CompactImage::U16(_))),
             "simulated camera frames are held as u16"
         );
         let (serial, serial_reports) = LiveState::bootstrap(&frames, options()).expect("serial");

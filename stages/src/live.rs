@@ -52,7 +52,8 @@ use tlr_core::fits::{self, OutputMeta, SampleFormat};
 use tlr_core::follow::{FollowEvent, FollowOptions, Follower};
 use tlr_core::global::{FrameQuality, GlobalPass};
 use tlr_core::live::{
-    self as core_live, BootstrapFrame, BootstrapPlan, CompactImage, LiveOptions, LiveState, LiveTile,
+    self as core_live, BootstrapFrame, BootstrapPlan, CompactImage, LiveOptions, LiveState,
+    LiveTile,
 };
 use tlr_core::mosaic::{psi, Mosaic};
 use tlr_core::operator::FrameReport;
