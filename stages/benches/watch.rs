@@ -145,6 +145,7 @@ fn main() -> anyhow::Result<()> {
 
     // Hand-out times (FrameSeen) and snapshots (time, frames in it, RSS).
     let mut handed: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut added: BTreeMap<String, Instant> = BTreeMap::new();
     let mut snaps: Vec<(Instant, usize, u64)> = Vec::new();
     let mut bootstrap_frames = 0usize;
     let mut summary = Value::Null;
@@ -153,6 +154,11 @@ fn main() -> anyhow::Result<()> {
             Some("frame_seen") => {
                 if let Some(n) = e["name"].as_str() {
                     handed.insert(n.to_string(), *at);
+                }
+            }
+            Some("frame_used") => {
+                if let Some(n) = e["name"].as_str() {
+                    added.insert(n.to_string(), *at);
                 }
             }
             Some("snapshot") => snaps.push((
@@ -172,6 +178,9 @@ fn main() -> anyhow::Result<()> {
     let mut total = Vec::new();
     let mut detect = Vec::new();
     let mut steady = Vec::new();
+    // Steady-state stages: completion -> read (frame_seen), -> added to the tiles (frame_used), ->
+    // published.
+    let mut stage_times: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for (i, done) in completed.iter().enumerate().skip(bootstrap_frames) {
         let Some(snap) = in_snapshot(i) else { continue };
         let lat = snap.duration_since(*done).as_secs_f64();
@@ -182,6 +191,12 @@ fn main() -> anyhow::Result<()> {
         // Steady state: frames completed after the bootstrap's snapshot plus one interval.
         if bootstrap_done.is_some_and(|b| *done > b + interval) {
             steady.push(lat);
+            let name = format!("light_{i:05}.fits");
+            if let (Some(h), Some(a)) = (handed.get(&name), added.get(&name)) {
+                stage_times[0].push(h.saturating_duration_since(*done).as_secs_f64());
+                stage_times[1].push(a.saturating_duration_since(*h).as_secs_f64());
+                stage_times[2].push(snap.saturating_duration_since(*a).as_secs_f64());
+            }
         }
     }
     let stats = |v: &[f64]| {
@@ -236,8 +251,19 @@ fn main() -> anyhow::Result<()> {
     );
     let (m, _, x) = stats(&detect);
     println!(
-        "    of which completion detection (stable for 1 s + checks): mean {m:.2} s, max {x:.2} s"
+        "    completion detection + read, all frames after bootstrap: mean {m:.2} s, max {x:.2} s"
     );
+    for (label, v) in [
+        "completion -> read (stable for 1 s + checks + read)",
+        "read -> added to the tiles (global pass + tile stage)",
+        "added -> snapshot published (blend + FITS + PNG)",
+    ]
+    .iter()
+    .zip(&stage_times)
+    {
+        let (m, p, x) = stats(v);
+        println!("    steady state, {label}: mean {m:.2} s, p95 {p:.2} s, max {x:.2} s");
+    }
     println!("  backlog (complete, not yet published) max per quarter of the run: {backlog_max:?}");
     println!(
         "  sustained processing: {:.2} frames/s of tile-stage time; wall throughput {:.2} frames/s",
