@@ -211,6 +211,18 @@ impl CompactImage {
         }
     }
 
+    /// Like [`CompactImage::new`] from a borrowed image (copies the pixels once, compactly).
+    pub fn from_view(image: ArrayView2<f32>) -> Self {
+        let counts = image
+            .iter()
+            .all(|&v| (0.0..=65535.0).contains(&v) && v.fract() == 0.0);
+        if counts {
+            Self::U16(image.mapv(|v| v as u16))
+        } else {
+            Self::F32(image.to_owned())
+        }
+    }
+
     /// `(rows, cols)`.
     pub fn dim(&self) -> (usize, usize) {
         match self {

@@ -286,9 +286,17 @@ fn main() -> anyhow::Result<()> {
         ),
         _ => "n/a".to_string(),
     };
+    let after_boot = match (boot_snap, last_snap) {
+        (Some(b), Some(e)) if e.1 > b.1 => format!(
+            "{:.2} frames/s",
+            (e.1 - b.1) as f64 / e.0.duration_since(b.0).as_secs_f64().max(1e-9)
+        ),
+        _ => "n/a".to_string(),
+    };
     println!(
         "  sustained processing: {:.2} frames/s of tile-stage time; whole pipeline while catching up \
-         after the bootstrap: {catch_up}",
+         after the bootstrap: {catch_up}; from the bootstrap to the end: {after_boot} \
+         (= capacity with TLR_BENCH_INTERVAL_MS=0)",
         summary["frames_per_s"].as_f64().unwrap_or(f64::NAN),
     );
     println!(

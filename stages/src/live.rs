@@ -655,7 +655,11 @@ async fn run_tiles(
             boot.push(BootstrapFrame {
                 name: msg.name,
                 // Compact (u16 for camera counts): bootstrap frames are the only frames kept.
-                image: CompactImage::new(Arc::unwrap_or_clone(msg.image)),
+                image: match Arc::try_unwrap(msg.image) {
+                    Ok(image) => CompactImage::new(image),
+                    // Shared with `global_reference`: converted without an f32 copy.
+                    Err(shared) => CompactImage::from_view(shared.view()),
+                },
                 quality: msg.quality,
             });
             boot_arrivals.push(msg.arrival);
