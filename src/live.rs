@@ -479,11 +479,14 @@ impl LiveTile {
     /// (two passes: per-pixel statistics of all used frames, then accumulation with rejection).
     pub fn bootstrap(stack: &TileStack, options: &LiveOptions) -> (Self, Vec<FrameReport>) {
         // A bootstrap shorter than min_valid_frames would make every tile invalid: the batch operator
-        // runs with min_valid_frames capped at the bootstrap length.
+        // runs with min_valid_frames capped at the frames in the stack (the bootstrap frames that
+        // registered globally; capping at `bootstrap_frames` alone made every tile invalid, and
+        // every bootstrap frame rejected, as soon as one bootstrap frame failed the global pass).
         let mut bootstrap_params = options.params;
         bootstrap_params.min_valid_frames = bootstrap_params
             .min_valid_frames
-            .min(options.bootstrap_frames.max(1));
+            .min(options.bootstrap_frames.max(1))
+            .min(stack.frames.len().max(1));
         let params = &bootstrap_params;
         let result = reconstruct_tile(stack, params);
         let mut state = Self::empty(stack.tile, stack.margin);
