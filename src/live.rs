@@ -24,11 +24,15 @@
 //!   windows, `psi` of each tile's recent warp variance).
 //! - **Checkpoint** ([`LiveState::save`] / [`LiveState::load`]): a folder with `checkpoint.json`
 //!   (grid, counters, shift histories, the names of the frames used and rejected, the bootstrap
-//!   qualities) and `state-<generation>.fits` (all per-tile arrays as one 2-D f32 image, tiles stacked
-//!   vertically), plus `global_reference.fits` (the frame the global pass matched against, so that a
-//!   restarted session measures global shifts in the same geometry). Files are written atomically and
-//!   the JSON is written last: it is the commit point, so an interrupted save leaves the previous
-//!   checkpoint valid.
+//!   qualities, the names, length and SHA-256 of the files below), `state-<generation>.bin` (all
+//!   per-tile arrays as little-endian f32, streamed from the tiles without a copy) and
+//!   `global_reference-<generation>.fits` (the frame the global pass matched against, so that a
+//!   restarted session measures global shifts in the same geometry). Every file is written under a
+//!   new name (temporary file, fsync, rename) and the JSON last: it is the commit point, so a save
+//!   interrupted at any moment (SIGKILL, power cut) leaves the previous checkpoint complete, and
+//!   the frame list and the accumulators of a checkpoint are always from the same moment. A hard
+//!   kill can lose the work since the last checkpoint, never correctness: the frames it had
+//!   processed are not in the checkpoint's list and are processed again.
 //!
 //! What it does not: read files or follow folders (the `tlr` crate's live stages do), run the global
 //! pass (the caller feeds [`crate::global::GlobalPass`] and passes its [`FrameQuality`]), smooth shifts
@@ -38,13 +42,16 @@
 //!
 //! Memory: per tile six `(h, w)` f32 arrays plus a short shift history; the list of frame names used
 //! (a few bytes per frame) is the only part that grows with the number of frames. During bootstrap,
-//! the bootstrap frames are held in memory once.
+//! the bootstrap frames are held in memory once, as u16 when their values are camera counts
+//! ([`CompactImage`]); [`BootstrapPlan`] lets a caller run the per-tile part on a worker pool.
 
 use std::fs;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
-use ndarray::{s, Array2, Array3, ArrayView2, Zip};
+use ndarray::{s, Array2, Array3, ArrayView2, ArrayViewMut2, Zip};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::config::Config;
 use crate::fits::{self, FitsError, OutputMeta, SampleFormat};
@@ -59,11 +66,9 @@ use crate::tile::{tile_grid, tile_size_px, TileError};
 use crate::{Shift, TileBox};
 
 /// Version of the checkpoint format written by [`LiveState::save`].
-pub const CHECKPOINT_VERSION: u32 = 1;
+pub const CHECKPOINT_VERSION: u32 = 2;
 /// Name of the checkpoint's JSON file (the commit point).
 pub const CHECKPOINT_JSON: &str = "checkpoint.json";
-/// Name of the global reference frame in a checkpoint folder.
-pub const GLOBAL_REFERENCE_FITS: &str = "global_reference.fits";
 /// Per-tile arrays stored in a checkpoint, in plane order.
 const PLANES: usize = 6;
 
@@ -183,13 +188,94 @@ impl LiveOptions {
     }
 }
 
+/// A frame's pixels held compactly: as u16 when every value is a whole number in 0..=65535 (camera
+/// counts, as cameras write them), else as f32. Bootstrap frames are kept this way.
+#[derive(Debug, Clone)]
+pub enum CompactImage {
+    /// Whole camera counts, `(rows, cols)`.
+    U16(Array2<u16>),
+    /// Any other values (`NaN` = missing), `(rows, cols)`.
+    F32(Array2<f32>),
+}
+
+impl CompactImage {
+    /// Stores `image` as u16 when that loses nothing, else keeps it as f32.
+    pub fn new(image: Array2<f32>) -> Self {
+        let counts = image
+            .iter()
+            .all(|&v| (0.0..=65535.0).contains(&v) && v.fract() == 0.0);
+        if counts {
+            Self::U16(image.mapv(|v| v as u16))
+        } else {
+            Self::F32(image)
+        }
+    }
+
+    /// Like [`CompactImage::new`] from a borrowed image (copies the pixels once, compactly).
+    pub fn from_view(image: ArrayView2<f32>) -> Self {
+        let counts = image
+            .iter()
+            .all(|&v| (0.0..=65535.0).contains(&v) && v.fract() == 0.0);
+        if counts {
+            Self::U16(image.mapv(|v| v as u16))
+        } else {
+            Self::F32(image.to_owned())
+        }
+    }
+
+    /// `(rows, cols)`.
+    pub fn dim(&self) -> (usize, usize) {
+        match self {
+            Self::U16(a) => a.dim(),
+            Self::F32(a) => a.dim(),
+        }
+    }
+
+    /// Bytes of pixel data held.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::U16(a) => a.len() * 2,
+            Self::F32(a) => a.len() * 4,
+        }
+    }
+
+    /// The pixels as f32 (a copy).
+    pub fn to_f32(&self) -> Array2<f32> {
+        match self {
+            Self::U16(a) => a.mapv(f32::from),
+            Self::F32(a) => a.clone(),
+        }
+    }
+
+    /// Writes the cut-out of [`cutout`] into `out` (shape `(h + 2 margin, w + 2 margin)`; other
+    /// shapes are left as they are).
+    pub fn cutout_into(
+        &self,
+        tile: &TileBox,
+        margin: usize,
+        shift: Shift,
+        out: ArrayViewMut2<f32>,
+    ) {
+        match self {
+            Self::U16(a) => cut_into(a.view(), tile, margin, shift, f32::from, out),
+            Self::F32(a) => cut_into(a.view(), tile, margin, shift, |v| v, out),
+        }
+    }
+}
+
+impl From<Array2<f32>> for CompactImage {
+    fn from(image: Array2<f32>) -> Self {
+        Self::new(image)
+    }
+}
+
 /// A frame of the bootstrap: its name, pixels and global-pass measurements.
 #[derive(Debug, Clone)]
 pub struct BootstrapFrame {
     /// File name (or `memory:<n>`), recorded in the checkpoint.
     pub name: String,
-    /// The pixels, `(rows, cols)`.
-    pub image: Array2<f32>,
+    /// The pixels, `(rows, cols)` (see [`CompactImage::new`]).
+    pub image: CompactImage,
     /// What the global pass measured.
     pub quality: FrameQuality,
 }
@@ -250,24 +336,42 @@ pub fn prior_of(shift: Shift) -> Shift {
 /// Cuts `tile` plus `margin` on every side out of `image`, offset by the whole-pixel part of the global
 /// `shift` (as batch mode's reader does); `NaN` where the cut-out leaves the frame.
 pub fn cutout(image: ArrayView2<f32>, tile: &TileBox, margin: usize, shift: Shift) -> Array2<f32> {
+    let mut out = Array2::from_elem((tile.h + 2 * margin, tile.w + 2 * margin), f32::NAN);
+    cut_into(image, tile, margin, shift, |v| v, out.view_mut());
+    out
+}
+
+/// [`cutout`] into `out` (which must have the cut-out's shape; else nothing is written), converting
+/// pixels with `value`.
+fn cut_into<T: Copy>(
+    image: ArrayView2<T>,
+    tile: &TileBox,
+    margin: usize,
+    shift: Shift,
+    value: impl Fn(T) -> f32,
+    mut out: ArrayViewMut2<f32>,
+) {
     let (rows, cols) = image.dim();
     let (oy, ox) = offset_of(shift);
     let (h, w) = (tile.h + 2 * margin, tile.w + 2 * margin);
+    if out.dim() != (h, w) {
+        return;
+    }
+    out.fill(f32::NAN);
     let y0 = tile.y0 as isize - margin as isize + oy;
     let x0 = tile.x0 as isize - margin as isize + ox;
-    let mut out = Array2::from_elem((h, w), f32::NAN);
     let ys = y0.max(0)..(y0 + h as isize).min(rows as isize);
     let xs = x0.max(0)..(x0 + w as isize).min(cols as isize);
     if ys.is_empty() || xs.is_empty() {
-        return out;
+        return;
     }
     let (oy0, ox0) = ((ys.start - y0) as usize, (xs.start - x0) as usize);
-    out.slice_mut(s![oy0..oy0 + ys.len(), ox0..ox0 + xs.len()])
-        .assign(&image.slice(s![
+    Zip::from(out.slice_mut(s![oy0..oy0 + ys.len(), ox0..ox0 + xs.len()]))
+        .and(image.slice(s![
             ys.start as usize..ys.end as usize,
             xs.start as usize..xs.end as usize
-        ]));
-    out
+        ]))
+        .for_each(|o, &v| *o = value(v));
 }
 
 /// Incremental state of one tile.
@@ -375,11 +479,14 @@ impl LiveTile {
     /// (two passes: per-pixel statistics of all used frames, then accumulation with rejection).
     pub fn bootstrap(stack: &TileStack, options: &LiveOptions) -> (Self, Vec<FrameReport>) {
         // A bootstrap shorter than min_valid_frames would make every tile invalid: the batch operator
-        // runs with min_valid_frames capped at the bootstrap length.
+        // runs with min_valid_frames capped at the frames in the stack (the bootstrap frames that
+        // registered globally; capping at `bootstrap_frames` alone made every tile invalid, and
+        // every bootstrap frame rejected, as soon as one bootstrap frame failed the global pass).
         let mut bootstrap_params = options.params;
         bootstrap_params.min_valid_frames = bootstrap_params
             .min_valid_frames
-            .min(options.bootstrap_frames.max(1));
+            .min(options.bootstrap_frames.max(1))
+            .min(stack.frames.len().max(1));
         let params = &bootstrap_params;
         let result = reconstruct_tile(stack, params);
         let mut state = Self::empty(stack.tile, stack.margin);
@@ -665,47 +772,50 @@ struct CheckpointFile {
     frames_used: Vec<String>,
     frames_rejected: Vec<String>,
     tiles: Vec<TileMeta>,
-    /// Largest tile size (rows, cols) of the state image layout.
-    block: (usize, usize),
+    /// The state file (`state-<generation>.bin`) holding the tiles' planes.
+    state_file: String,
+    /// Its length after the magic, bytes.
+    state_bytes: u64,
+    /// SHA-256 of those bytes, hex.
+    state_sha256: String,
+    /// The global reference frame's file, if the session has one.
+    global_reference: Option<String>,
 }
 
-/// The state of a live session over all tiles.
-#[derive(Debug)]
-pub struct LiveState {
+/// The frame-level half of a bootstrap (weights, scales, grid), from which every tile is bootstrapped
+/// on its own ([`BootstrapPlan::bootstrap_tile`], pure, any thread) and the state assembled in tile
+/// order ([`BootstrapPlan::finish`]). [`LiveState::bootstrap`] is the serial composition.
+#[derive(Debug, Clone)]
+pub struct BootstrapPlan {
     rows: usize,
     cols: usize,
     tile_px: usize,
     options: LiveOptions,
-    tiles: Vec<LiveTile>,
-    /// Bootstrap qualities: the basis of weight and scale normalisation.
+    grid: Vec<TileBox>,
+    /// Indices (into the bootstrap frames) of the frames that enter the tiles.
+    used: Vec<usize>,
+    inputs: Vec<FrameInput>,
     norm: Vec<FrameQuality>,
-    frames_seen: usize,
-    frames_used: Vec<String>,
-    frames_rejected: Vec<String>,
-    generation: u64,
+    reports: Vec<LiveFrameReport>,
 }
 
-impl LiveState {
-    /// Starts a session from the first frames (see the module docs). Returns the state and one report
-    /// per bootstrap frame.
+impl BootstrapPlan {
+    /// Checks the frames, normalises weights and scales, picks the tile size and grid.
     ///
     /// # Errors
-    /// [`LiveError::Bootstrap`] when no frame is given, none registered globally, or sizes differ;
-    /// [`LiveError::Grid`] when the grid cannot be built.
-    pub fn bootstrap(
-        frames: &[BootstrapFrame],
-        options: LiveOptions,
-    ) -> Result<(Self, Vec<LiveFrameReport>), LiveError> {
+    /// As [`LiveState::bootstrap`].
+    pub fn new(frames: &[BootstrapFrame], options: LiveOptions) -> Result<Self, LiveError> {
         let first = frames.first().ok_or_else(|| LiveError::Bootstrap {
             reason: "no frame to start from".to_string(),
         })?;
         let (rows, cols) = first.image.dim();
         for f in frames {
-            if f.image.dim() != (rows, cols) {
+            let (r, c) = f.image.dim();
+            if (r, c) != (rows, cols) {
                 return Err(LiveError::FrameSize {
                     frame: f.name.clone(),
-                    got_rows: f.image.nrows(),
-                    got_cols: f.image.ncols(),
+                    got_rows: r,
+                    got_cols: c,
                     rows,
                     cols,
                 });
@@ -753,7 +863,6 @@ impl LiveState {
         );
         let grid = tile_grid(rows, cols, tile_px, options.overlap_fraction)
             .map_err(|source| LiveError::Grid { source })?;
-        let margin = options.margin_px;
         let inputs: Vec<FrameInput> = used
             .iter()
             .map(|&i| FrameInput {
@@ -763,30 +872,83 @@ impl LiveState {
                 prior_shift: prior_of(frames[i].quality.shift),
             })
             .collect();
-        let mut tiles = Vec::with_capacity(grid.len());
-        let mut reasons: Vec<Vec<String>> = vec![Vec::new(); frames.len()];
-        for tile in &grid {
-            let (ch, cw) = (tile.h + 2 * margin, tile.w + 2 * margin);
-            let mut cutouts = Array3::from_elem((used.len(), ch, cw), f32::NAN);
-            for (slot, &i) in used.iter().enumerate() {
-                cutouts
-                    .index_axis_mut(ndarray::Axis(0), slot)
-                    .assign(&cutout(
-                        frames[i].image.view(),
-                        tile,
-                        margin,
-                        frames[i].quality.shift,
-                    ));
-            }
-            let stack = TileStack {
-                tile: *tile,
-                margin,
-                cutouts,
-                frames: inputs.clone(),
+        Ok(Self {
+            rows,
+            cols,
+            tile_px,
+            options,
+            grid,
+            used,
+            inputs,
+            norm,
+            reports,
+        })
+    }
+
+    /// The tile grid, in tile order.
+    pub fn tiles(&self) -> &[TileBox] {
+        &self.grid
+    }
+
+    /// Tile size, px.
+    pub fn tile_px(&self) -> usize {
+        self.tile_px
+    }
+
+    /// Bootstraps tile `k` of [`BootstrapPlan::tiles`] from `frames` (the frames given to
+    /// [`BootstrapPlan::new`]) through the batch operator ([`LiveTile::bootstrap`]). Only this
+    /// tile's cut-outs are made. An index beyond the grid gives an empty tile without reports.
+    pub fn bootstrap_tile(
+        &self,
+        k: usize,
+        frames: &[BootstrapFrame],
+    ) -> (LiveTile, Vec<FrameReport>) {
+        let margin = self.options.margin_px;
+        let Some(tile) = self.grid.get(k) else {
+            let empty = TileBox {
+                index: k,
+                x0: 0,
+                y0: 0,
+                w: 0,
+                h: 0,
             };
-            let (state, frame_reports) = LiveTile::bootstrap(&stack, &options);
+            return (LiveTile::empty(empty, margin), Vec::new());
+        };
+        let (ch, cw) = (tile.h + 2 * margin, tile.w + 2 * margin);
+        let mut cutouts = Array3::from_elem((self.used.len(), ch, cw), f32::NAN);
+        for (slot, &i) in self.used.iter().enumerate() {
+            if let Some(f) = frames.get(i) {
+                f.image.cutout_into(
+                    tile,
+                    margin,
+                    f.quality.shift,
+                    cutouts.index_axis_mut(ndarray::Axis(0), slot),
+                );
+            }
+        }
+        let stack = TileStack {
+            tile: *tile,
+            margin,
+            cutouts,
+            frames: self.inputs.clone(),
+        };
+        LiveTile::bootstrap(&stack, &self.options)
+    }
+
+    /// Assembles the state from the bootstrapped tiles, in tile order; returns it with one report
+    /// per bootstrap frame.
+    pub fn finish(
+        &self,
+        tiles: Vec<(LiveTile, Vec<FrameReport>)>,
+    ) -> (LiveState, Vec<LiveFrameReport>) {
+        let mut reports = self.reports.clone();
+        let mut reasons: Vec<Vec<String>> = vec![Vec::new(); reports.len()];
+        let mut states = Vec::with_capacity(tiles.len());
+        for (state, frame_reports) in tiles {
             for (slot, r) in frame_reports.iter().enumerate() {
-                let Some(&i) = used.get(slot) else { continue };
+                let Some(&i) = self.used.get(slot) else {
+                    continue;
+                };
                 match &r.status {
                     FrameStatus::Used => reports[i].tiles_used += 1,
                     FrameStatus::Rejected(reason) => {
@@ -795,19 +957,20 @@ impl LiveState {
                     }
                 }
             }
-            tiles.push(state);
+            states.push(state);
         }
-        let mut state = Self {
-            rows,
-            cols,
-            tile_px,
-            options,
-            tiles,
-            norm,
-            frames_seen: frames.len(),
+        let mut state = LiveState {
+            rows: self.rows,
+            cols: self.cols,
+            tile_px: self.tile_px,
+            options: self.options,
+            tiles: states,
+            norm: self.norm.clone(),
+            frames_seen: reports.len(),
             frames_used: Vec::new(),
             frames_rejected: Vec::new(),
             generation: 0,
+            reference_file: None,
         };
         for (i, r) in reports.iter_mut().enumerate() {
             if r.reason.is_none() {
@@ -815,7 +978,45 @@ impl LiveState {
             }
             state.record(r);
         }
-        Ok((state, reports))
+        (state, reports)
+    }
+}
+
+/// The state of a live session over all tiles.
+#[derive(Debug)]
+pub struct LiveState {
+    rows: usize,
+    cols: usize,
+    tile_px: usize,
+    options: LiveOptions,
+    tiles: Vec<LiveTile>,
+    /// Bootstrap qualities: the basis of weight and scale normalisation.
+    norm: Vec<FrameQuality>,
+    frames_seen: usize,
+    frames_used: Vec<String>,
+    frames_rejected: Vec<String>,
+    generation: u64,
+    /// The checkpoint file of the global reference frame, once saved.
+    reference_file: Option<String>,
+}
+
+impl LiveState {
+    /// Starts a session from the first frames (see the module docs). Returns the state and one report
+    /// per bootstrap frame. Serial; [`BootstrapPlan`] runs the same steps with the per-tile part
+    /// anywhere (the results are identical).
+    ///
+    /// # Errors
+    /// [`LiveError::Bootstrap`] when no frame is given, none registered globally, or sizes differ;
+    /// [`LiveError::Grid`] when the grid cannot be built.
+    pub fn bootstrap(
+        frames: &[BootstrapFrame],
+        options: LiveOptions,
+    ) -> Result<(Self, Vec<LiveFrameReport>), LiveError> {
+        let plan = BootstrapPlan::new(frames, options)?;
+        let tiles = (0..plan.tiles().len())
+            .map(|k| plan.bootstrap_tile(k, frames))
+            .collect();
+        Ok(plan.finish(tiles))
     }
 
     /// Records a frame's outcome (used when at least one tile used it).
@@ -994,8 +1195,16 @@ impl LiveState {
         &self.frames_rejected
     }
 
-    /// Saves the state into `dir` (created if needed); `global_reference` is written once if given.
-    /// Atomic: the JSON, written last, is the commit point; older state images are removed after it.
+    /// Saves the state into `dir` (created if needed). `global_reference`, when given, is written as
+    /// this generation's global reference frame (pass it once, when the global pass has fixed it;
+    /// later saves keep pointing at it).
+    ///
+    /// Atomic and crash-safe: the state file and the reference are written under new names
+    /// (temporary file, fsync, rename), then the JSON, which names them and holds the state file's
+    /// length and SHA-256, replaces the previous JSON (fsync, rename, fsync of the folder). The JSON is
+    /// the commit point: a save interrupted at any moment (also by SIGKILL or a power cut) leaves the
+    /// previous checkpoint complete and loadable, and the frames list and accumulators a JSON points
+    /// at are always from the same moment. Files no JSON points at any more are removed afterwards.
     ///
     /// # Errors
     /// [`LiveError::CheckpointIo`] / [`LiveError::CheckpointFits`] / [`LiveError::Checkpoint`] naming
@@ -1005,50 +1214,27 @@ impl LiveState {
         dir: &Path,
         global_reference: Option<ArrayView2<f32>>,
     ) -> Result<(), LiveError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| LiveError::CheckpointIo { path, source }
-        };
-        fs::create_dir_all(dir).map_err(io(dir))?;
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        remove_stale_temporaries(dir);
+        let generation = self.generation + 1;
+        let mut reference_file = self.reference_file.clone();
         if let Some(image) = global_reference {
-            let path = dir.join(GLOBAL_REFERENCE_FITS);
-            if !path.exists() {
-                fits::write_image_atomic(
-                    &path,
-                    image,
-                    SampleFormat::F32,
-                    &OutputMeta::tlr_output("live-checkpoint"),
-                )
-                .map_err(|source| LiveError::CheckpointFits { path, source })?;
-            }
+            let name = format!("global_reference-{generation}.fits");
+            let path = dir.join(&name);
+            fits::write_image_atomic(
+                &path,
+                image,
+                SampleFormat::F32,
+                &OutputMeta::tlr_output("live-checkpoint"),
+            )
+            .map_err(|source| LiveError::CheckpointFits { path, source })?;
+            reference_file = Some(name);
         }
-        self.generation += 1;
-        let bh = self.tiles.iter().map(|t| t.tile.h).max().unwrap_or(0);
-        let bw = self.tiles.iter().map(|t| t.tile.w).max().unwrap_or(0);
-        let mut image = Array2::from_elem((self.tiles.len() * PLANES * bh, bw.max(1)), f32::NAN);
-        for (k, t) in self.tiles.iter().enumerate() {
-            for (p, plane) in t.planes().iter().enumerate() {
-                let y = (k * PLANES + p) * bh;
-                image
-                    .slice_mut(s![y..y + t.tile.h, ..t.tile.w])
-                    .assign(plane);
-            }
-        }
-        let state_name = format!("state-{}.fits", self.generation);
-        let state_path = dir.join(&state_name);
-        fits::write_image_atomic(
-            &state_path,
-            image.view(),
-            SampleFormat::F32,
-            &OutputMeta::tlr_output("live-checkpoint"),
-        )
-        .map_err(|source| LiveError::CheckpointFits {
-            path: state_path.clone(),
-            source,
-        })?;
+        let state_file = format!("state-{generation}.bin");
+        let (state_bytes, state_sha256) = self.write_state(&dir.join(&state_file))?;
         let file = CheckpointFile {
             version: CHECKPOINT_VERSION,
-            generation: self.generation,
+            generation,
             rows: self.rows,
             cols: self.cols,
             tile_px: self.tile_px,
@@ -1058,21 +1244,34 @@ impl LiveState {
             frames_used: self.frames_used.clone(),
             frames_rejected: self.frames_rejected.clone(),
             tiles: self.tiles.iter().map(LiveTile::meta).collect(),
-            block: (bh, bw),
+            state_file: state_file.clone(),
+            state_bytes,
+            state_sha256,
+            global_reference: reference_file.clone(),
         };
         let json_path = dir.join(CHECKPOINT_JSON);
         let text = serde_json::to_string(&file).map_err(|e| LiveError::Checkpoint {
             path: json_path.clone(),
             reason: e.to_string(),
         })?;
-        let tmp = dir.join(format!(".{CHECKPOINT_JSON}.tmp"));
-        fs::write(&tmp, text).map_err(io(&tmp))?;
-        fs::rename(&tmp, &json_path).map_err(io(&json_path))?;
-        // The JSON now points at the new state image: older ones are garbage.
+        write_synced(&json_path, text.as_bytes())?;
+        // The folder entry of the rename must reach the disk too, or a power cut could bring back
+        // the previous JSON after newer frames were reported as checkpointed. Best effort: some
+        // file systems cannot sync a folder, and the rename itself is atomic either way.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        self.generation = generation;
+        self.reference_file = reference_file;
+        // The JSON now points at the new files: the others are garbage.
         if let Ok(entries) = fs::read_dir(dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
-                if name.starts_with("state-") && name.ends_with(".fits") && name != state_name {
+                let ours = (name.starts_with("state-")
+                    && (name.ends_with(".bin") || name.ends_with(".fits")))
+                    || (name.starts_with("global_reference") && name.ends_with(".fits"));
+                let kept = name == state_file || Some(&name) == self.reference_file.as_ref();
+                if ours && !kept {
                     let _ = fs::remove_file(entry.path());
                 }
             }
@@ -1080,70 +1279,148 @@ impl LiveState {
         Ok(())
     }
 
+    /// Writes every tile's planes, in tile order, as little-endian f32 after [`STATE_MAGIC`], streamed
+    /// (no copy of the state is made), atomically. Returns the data length and its SHA-256 (hex).
+    fn write_state(&self, path: &Path) -> Result<(u64, String), LiveError> {
+        let tmp = temporary_name(path);
+        let result = (|| {
+            let file = fs::File::create(&tmp).map_err(io_error(&tmp))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            out.write_all(STATE_MAGIC).map_err(io_error(&tmp))?;
+            let mut hasher = Sha256::new();
+            let mut bytes = 0u64;
+            let mut buf: Vec<u8> = Vec::new();
+            for tile in &self.tiles {
+                for plane in tile.planes() {
+                    for row in plane.rows() {
+                        buf.clear();
+                        for v in row {
+                            buf.extend_from_slice(&v.to_le_bytes());
+                        }
+                        hasher.update(&buf);
+                        out.write_all(&buf).map_err(io_error(&tmp))?;
+                        bytes += buf.len() as u64;
+                    }
+                }
+            }
+            let file = out.into_inner().map_err(|e| LiveError::CheckpointIo {
+                path: tmp.clone(),
+                source: e.into_error(),
+            })?;
+            file.sync_all().map_err(io_error(&tmp))?;
+            fs::rename(&tmp, path).map_err(io_error(path))?;
+            Ok((bytes, hex(&hasher.finalize())))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
     /// Loads a checkpoint folder written by [`LiveState::save`]; also returns the global reference
-    /// frame when the folder has one.
+    /// frame when the checkpoint has one.
     ///
     /// # Errors
     /// [`LiveError::Checkpoint`] for a missing, unreadable or inconsistent checkpoint (naming the
-    /// file), [`LiveError::CheckpointFits`] for an unreadable state image.
+    /// file: e.g. a state file whose length or checksum differs from what the JSON recorded),
+    /// [`LiveError::CheckpointFits`] for an unreadable reference frame.
     pub fn load(dir: &Path) -> Result<(Self, Option<Array2<f32>>), LiveError> {
         let json_path = dir.join(CHECKPOINT_JSON);
         let bad = |path: &Path, reason: String| LiveError::Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
-        let text = fs::read_to_string(&json_path).map_err(|source| LiveError::CheckpointIo {
-            path: json_path.clone(),
-            source,
-        })?;
-        let file: CheckpointFile = serde_json::from_str(&text)
+        let text = fs::read_to_string(&json_path).map_err(io_error(&json_path))?;
+        let version: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| bad(&json_path, format!("not a tlr live checkpoint: {e}")))?;
-        if file.version != CHECKPOINT_VERSION {
+        if version["version"].as_u64() != Some(u64::from(CHECKPOINT_VERSION)) {
             return Err(bad(
                 &json_path,
                 format!(
-                    "checkpoint format {} is not supported (expected {CHECKPOINT_VERSION})",
-                    file.version
+                    "checkpoint format {} is not supported (expected {CHECKPOINT_VERSION}); \
+                     start a fresh session (`tlr watch --fresh`)",
+                    version["version"]
                 ),
             ));
         }
-        let state_path = dir.join(format!("state-{}.fits", file.generation));
-        let (_, image) =
-            fits::read_image(&state_path).map_err(|source| LiveError::CheckpointFits {
-                path: state_path.clone(),
-                source,
-            })?;
-        let (bh, bw) = file.block;
-        if image.dim() != (file.tiles.len() * PLANES * bh, bw.max(1)) {
+        let file: CheckpointFile = serde_json::from_value(version)
+            .map_err(|e| bad(&json_path, format!("not a tlr live checkpoint: {e}")))?;
+        let plain = |name: &str| {
+            !name.is_empty() && Path::new(name).file_name() == Some(std::ffi::OsStr::new(name))
+        };
+        if !plain(&file.state_file) || !file.global_reference.as_deref().is_none_or(plain) {
             return Err(bad(
-                &state_path,
-                format!(
-                    "state image is {:?}, the checkpoint JSON expects {:?}",
-                    image.dim(),
-                    (file.tiles.len() * PLANES * bh, bw.max(1))
-                ),
+                &json_path,
+                "file names must be plain names".to_string(),
             ));
         }
         let mut tiles = Vec::with_capacity(file.tiles.len());
+        let mut expected = 0u64;
         for (k, meta) in file.tiles.iter().enumerate() {
             let t = meta.tile;
-            if t.h > bh || t.w > bw || t.y0 + t.h > file.rows || t.x0 + t.w > file.cols {
+            if t.h == 0 || t.w == 0 || t.y0 + t.h > file.rows || t.x0 + t.w > file.cols {
                 return Err(bad(&json_path, format!("tile {k} does not fit the image")));
             }
-            let plane = |p: usize| {
-                let y = (k * PLANES + p) * bh;
-                image.slice(s![y..y + t.h, ..t.w]).to_owned()
+            expected += (PLANES * t.h * t.w * 4) as u64;
+        }
+        let state_path = dir.join(&file.state_file);
+        if expected != file.state_bytes {
+            return Err(bad(
+                &json_path,
+                format!(
+                    "the tiles need {expected} bytes of state, the JSON records {}",
+                    file.state_bytes
+                ),
+            ));
+        }
+        let len = fs::metadata(&state_path)
+            .map_err(io_error(&state_path))?
+            .len();
+        if len != STATE_MAGIC.len() as u64 + expected {
+            return Err(bad(
+                &state_path,
+                format!(
+                    "state file has {len} bytes, {CHECKPOINT_JSON} expects {} (not from the same save?)",
+                    STATE_MAGIC.len() as u64 + expected
+                ),
+            ));
+        }
+        let mut input = std::io::BufReader::with_capacity(
+            1 << 20,
+            fs::File::open(&state_path).map_err(io_error(&state_path))?,
+        );
+        let mut magic = [0u8; 8];
+        input
+            .read_exact(&mut magic)
+            .map_err(io_error(&state_path))?;
+        if &magic != STATE_MAGIC {
+            return Err(bad(&state_path, "not a tlr live state file".to_string()));
+        }
+        let mut hasher = Sha256::new();
+        let mut buf: Vec<u8> = Vec::new();
+        for meta in &file.tiles {
+            let t = meta.tile;
+            let mut plane = || -> Result<Array2<f32>, LiveError> {
+                buf.resize(t.h * t.w * 4, 0);
+                input.read_exact(&mut buf).map_err(io_error(&state_path))?;
+                hasher.update(&buf);
+                let values = buf
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                Array2::from_shape_vec((t.h, t.w), values)
+                    .map_err(|e| bad(&state_path, e.to_string()))
             };
             tiles.push(LiveTile {
                 tile: t,
                 margin: file.options.margin_px,
-                reference: plane(0),
+                reference: plane()?,
                 prepared: None,
-                sum_wi: plane(1),
-                sum_w: plane(2),
-                count: plane(3),
-                mean: plane(4),
-                m2: plane(5),
+                sum_wi: plane()?,
+                sum_w: plane()?,
+                count: plane()?,
+                mean: plane()?,
+                m2: plane()?,
                 history: meta.history.clone(),
                 frames_used: meta.frames_used,
                 frames_rejected: meta.frames_rejected,
@@ -1151,18 +1428,22 @@ impl LiveState {
                 rebases: meta.rebases,
             });
         }
-        let reference_path = dir.join(GLOBAL_REFERENCE_FITS);
-        let reference = if reference_path.exists() {
-            Some(
-                fits::read_image(&reference_path)
-                    .map_err(|source| LiveError::CheckpointFits {
-                        path: reference_path.clone(),
-                        source,
-                    })?
-                    .1,
-            )
-        } else {
-            None
+        if hex(&hasher.finalize()) != file.state_sha256 {
+            return Err(bad(
+                &state_path,
+                format!("checksum differs from the one in {CHECKPOINT_JSON} (file damaged?)"),
+            ));
+        }
+        let reference = match &file.global_reference {
+            Some(name) => {
+                let path = dir.join(name);
+                Some(
+                    fits::read_image(&path)
+                        .map_err(|source| LiveError::CheckpointFits { path, source })?
+                        .1,
+                )
+            }
+            None => None,
         };
         Ok((
             Self {
@@ -1176,10 +1457,59 @@ impl LiveState {
                 frames_used: file.frames_used,
                 frames_rejected: file.frames_rejected,
                 generation: file.generation,
+                reference_file: file.global_reference,
             },
             reference,
         ))
     }
+}
+
+/// First bytes of a checkpoint state file.
+pub const STATE_MAGIC: &[u8; 8] = b"TLRLIVE2";
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LiveError {
+    let path = path.to_path_buf();
+    move |source| LiveError::CheckpointIo { path, source }
+}
+
+/// `.name.tmp-<pid>` next to `path`: hidden, so folder followers ignore it.
+fn temporary_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LiveError> {
+    let tmp = temporary_name(path);
+    let result = (|| {
+        let mut file = fs::File::create(&tmp).map_err(io_error(&tmp))?;
+        file.write_all(bytes).map_err(io_error(&tmp))?;
+        file.sync_all().map_err(io_error(&tmp))?;
+        fs::rename(&tmp, path).map_err(io_error(path))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes temporary files of interrupted saves (hidden `.*.tmp-*` names) from a checkpoint folder.
+fn remove_stale_temporaries(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Blends tile images with [`Mosaic`] in the given (tile index) order: each entry is the tile, its
@@ -1261,7 +1591,7 @@ mod tests {
                 let quality = pass.add_frame(image.view());
                 BootstrapFrame {
                     name: format!("f{i:03}.fits"),
-                    image,
+                    image: CompactImage::new(image),
                     quality,
                 }
             })
@@ -1379,6 +1709,121 @@ mod tests {
             })
             .count();
         assert_eq!(states, 1, "old state images are removed");
+    }
+
+    #[test]
+    fn interrupted_save_leaves_the_previous_checkpoint_and_damage_is_detected() {
+        let s = sim(8);
+        let mut pass = GlobalPass::new();
+        let (mut state, _) = start(&s, &mut pass, 5);
+        let dir = tempfile::tempdir().expect("tmp");
+        state
+            .save(dir.path(), Some(s.frame(0).view()))
+            .expect("save");
+        let committed = state.snapshot();
+        // What a save killed before its commit point leaves behind: a newer state file, a newer
+        // reference and temporary files. The JSON still names the old ones.
+        let image = s.frame(5);
+        let q = pass.add_frame(image.view());
+        state.add_frame("f005.fits", image.view(), &q).expect("ok");
+        fs::write(dir.path().join("state-2.bin"), b"TLRLIVE2 half").expect("write");
+        fs::write(dir.path().join(".checkpoint.json.tmp-1"), b"{").expect("write");
+        fs::write(dir.path().join(".state-2.bin.tmp-1"), b"x").expect("write");
+        let (loaded, reference) = LiveState::load(dir.path()).expect("previous checkpoint");
+        assert_eq!(loaded.frames_used().len(), 5);
+        assert!(reference.is_some());
+        let again = loaded.snapshot();
+        assert!(committed
+            .iter()
+            .zip(again.iter())
+            .all(|(x, y)| x == y || (x.is_nan() && y.is_nan())));
+        // The next save cleans up and commits generation 2.
+        state.save(dir.path(), None).expect("save 2");
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["checkpoint.json", "global_reference-1.fits", "state-2.bin"]
+        );
+        let (loaded, reference) = LiveState::load(dir.path()).expect("load 2");
+        assert_eq!(loaded.frames_used().len(), 6);
+        assert!(reference.is_some(), "the reference is kept across saves");
+        // A damaged state file is an error naming it, never a silently wrong state.
+        let path = dir.path().join("state-2.bin");
+        let mut bytes = fs::read(&path).expect("read");
+        let k = bytes.len() / 2;
+        bytes[k] ^= 0x40;
+        fs::write(&path, &bytes).expect("write");
+        let err = LiveState::load(dir.path()).expect_err("damaged");
+        assert!(
+            err.to_string().contains("state-2.bin") && err.to_string().contains("checksum"),
+            "{err}"
+        );
+        bytes.truncate(k);
+        fs::write(&path, &bytes).expect("write");
+        let err = LiveState::load(dir.path()).expect_err("truncated");
+        assert!(err.to_string().contains("state-2.bin"), "{err}");
+    }
+
+    #[test]
+    fn bootstrap_plan_in_any_tile_order_equals_serial_bootstrap() {
+        let s = sim(6);
+        let mut pass = GlobalPass::new();
+        let frames: Vec<BootstrapFrame> = (0..5)
+            .map(|i| {
+                let image = s.frame(i);
+                let quality = pass.add_frame(image.view());
+                BootstrapFrame {
+                    name: format!("f{i:03}.fits"),
+                    image: CompactImage::new(image),
+                    quality,
+                }
+            })
+            .collect();
+        assert!(
+            frames
+                .iter()
+                .all(|f| matches!(f.image, CompactImage::U16(_))),
+            "simulated camera frames are held as u16"
+        );
+        let (serial, serial_reports) = LiveState::bootstrap(&frames, options()).expect("serial");
+        let plan = BootstrapPlan::new(&frames, options()).expect("plan");
+        let n = plan.tiles().len();
+        let mut tiles: Vec<_> = (0..n)
+            .rev()
+            .map(|k| plan.bootstrap_tile(k, &frames))
+            .collect();
+        tiles.reverse();
+        let (planned, planned_reports) = plan.finish(tiles);
+        assert_eq!(serial_reports, planned_reports);
+        let (a, b) = (serial.snapshot(), planned.snapshot());
+        assert!(a
+            .iter()
+            .zip(b.iter())
+            .all(|(x, y)| x == y || (x.is_nan() && y.is_nan())));
+        // Compact and f32 frames give the same cut-outs.
+        let f32_frame = CompactImage::F32(frames[1].image.to_f32());
+        let tile = plan.tiles()[0];
+        let mut x = Array2::zeros((tile.h + 8, tile.w + 8));
+        let mut y = Array2::zeros((tile.h + 8, tile.w + 8));
+        let shift = Shift::new(-2.6, 1.4);
+        frames[1].image.cutout_into(&tile, 4, shift, x.view_mut());
+        f32_frame.cutout_into(&tile, 4, shift, y.view_mut());
+        assert!(x
+            .iter()
+            .zip(y.iter())
+            .all(|(p, q)| p == q || (p.is_nan() && q.is_nan())));
+        assert_eq!(frames[1].image.bytes() * 2, f32_frame.bytes());
+        let mut noninteger = s.frame(0);
+        noninteger[[3, 3]] = 0.5;
+        assert!(matches!(
+            CompactImage::new(noninteger),
+            CompactImage::F32(_)
+        ));
     }
 
     #[test]

@@ -6,21 +6,27 @@
 //!  FrameFeed            Reader                 Tiles                                  Publisher
 //! (Follower or  ─▶ one blocking thread:  ─Frame─▶ owns the LiveState; per frame,  ─Update─▶ one task: snapshot
 //!  pushed frames)  reads each frame once,  bounded  ≤ parallel_tiles blocking jobs   bounded  schedule (every N frames
-//!                  global pass (weights,           (cut-out + register + accumulate          / S s), blend, FITS + PNG
-//!                  shift)                          one tile each), in tile order             atomically, events
+//!                  global pass (weights,           (cut-out + register + accumulate          / S s), FITS + PNG
+//!                  shift)                          one tile each), blend in tile order       atomically, events
 //! ```
 //!
 //! - The reader owns the frame source and all FITS reads of frames: it asks the
 //!   [`tlr_core::follow::Follower`] for the next complete frame only when it can send one, so frames
 //!   that arrive faster than they are processed wait on disk (none is dropped; the follower hands
 //!   each out once). Pushed frames wait in a bounded channel ([`LiveSession::push`] waits).
-//! - The tile stage bootstraps the first `bootstrap_frames` frames through the batch operator
-//!   ([`tlr_core::live::LiveState::bootstrap`]), then moves each tile's state into a blocking job per
-//!   frame (parallelism over tiles only) and takes it back in tile order, so results do not depend on
-//!   the worker count. It writes the checkpoint every `checkpoint_every` frames and at the end.
-//! - The publisher owns the snapshot schedule; the latest snapshot is also readable in memory
-//!   ([`LiveSession::snapshot`]). Latency is measured from the moment a frame was handed out
-//!   (complete on disk, or pushed) to the publication of the first snapshot that includes it.
+//! - The tile stage bootstraps the first `bootstrap_frames` frames (held as u16 camera counts) through
+//!   the batch operator, one blocking job per tile on the same bounded pool
+//!   ([`tlr_core::live::BootstrapPlan`]), then moves each tile's state into a blocking job per frame
+//!   (parallelism over tiles only) and takes it back in tile order, adding each tile's new image to
+//!   the frame's mosaic as its turn comes (the ordered accumulator: no per-tile copies are kept, and
+//!   results do not depend on the worker count). It writes the checkpoint after the bootstrap, every
+//!   `checkpoint_every` frames and at the end; a resumed session first publishes the checkpoint's
+//!   state. A hard kill loses at most the frames since the last checkpoint, which the next session
+//!   processes again ([`tlr_core::live::LiveState::save`] is crash-safe).
+//! - The publisher owns the snapshot schedule and writes FITS + PNG atomically; the latest snapshot is
+//!   also readable in memory ([`LiveSession::snapshot`]). Latency is measured from the moment a frame
+//!   was handed out (complete on disk, or pushed) to the publication of the first snapshot that
+//!   includes it.
 //! - Shutdown: the reader stops on the cancellation token, on `until_idle`, or when the push side is
 //!   closed; the other stages drain and stop when their input closes; the final snapshot and the
 //!   checkpoint are written then (a stop is not a failure in tail mode).
@@ -45,7 +51,11 @@ use tlr_core::config::Config;
 use tlr_core::fits::{self, OutputMeta, SampleFormat};
 use tlr_core::follow::{FollowEvent, FollowOptions, Follower};
 use tlr_core::global::{FrameQuality, GlobalPass};
-use tlr_core::live::{self as core_live, BootstrapFrame, LiveOptions, LiveState, LiveTile};
+use tlr_core::live::{
+    self as core_live, BootstrapFrame, BootstrapPlan, CompactImage, LiveOptions, LiveState,
+    LiveTile,
+};
+use tlr_core::mosaic::{psi, Mosaic};
 use tlr_core::operator::FrameReport;
 use tlr_core::TileBox;
 
@@ -258,18 +268,15 @@ struct FrameMsg {
     arrival: Instant,
 }
 
-/// A frame's outcome on its way to the publisher, with the tiles' current images.
+/// A frame's outcome on its way to the publisher, with the blended reconstruction.
 struct Update {
     used: bool,
+    /// Publish at once, whatever the schedule (the state loaded from a checkpoint).
+    force: bool,
     frames_used: usize,
     arrival: Instant,
-    dim: (usize, usize),
-    sigma: f32,
-    tiles: Option<Arc<TileImages>>,
+    image: Option<Arc<Array2<f32>>>,
 }
-
-/// Each tile's box, current image and warp variance, in tile order.
-type TileImages = Vec<(TileBox, Array2<f32>, f32)>;
 
 /// A running live session. Create it inside a tokio runtime.
 pub struct LiveSession {
@@ -317,6 +324,10 @@ impl LiveSession {
     ) -> Result<Self, StageError> {
         let started = Instant::now();
         let options = settings.live_options();
+        if let Some(out) = &settings.output {
+            remove_stale_temporaries(out);
+            remove_stale_temporaries(&out.with_extension("png"));
+        }
         // Resume from the checkpoint when there is one.
         let mut resumed: Option<(LiveState, Option<Array2<f32>>)> = None;
         if let Some(dir) = &settings.checkpoint {
@@ -607,8 +618,9 @@ fn read_frames(
 
 type TileOutcome = (LiveTile, (FrameReport, usize), Array2<f32>, f32);
 
-/// The tile stage: bootstrap, then every frame through all tiles. Returns (used, rejected names,
-/// busy seconds, frames processed after bootstrap).
+/// The tile stage (incremental state + ordered accumulator): bootstrap, then every frame through all
+/// tiles, each tile's new image blended in tile order as it comes back. Returns (used, rejected
+/// names, busy seconds, frames processed after bootstrap).
 async fn run_tiles(
     mut state: Option<LiveState>,
     options: LiveOptions,
@@ -619,26 +631,41 @@ async fn run_tiles(
 ) -> Result<(Vec<String>, Vec<String>, f64, usize), StageError> {
     let mut boot: Vec<BootstrapFrame> = Vec::new();
     let mut boot_arrivals: Vec<Instant> = Vec::new();
+    // The global pass's reference frame, kept only until a checkpoint has saved it.
     let mut global_reference: Option<Arc<Array2<f32>>> = None;
     let mut since_checkpoint = 0usize;
     let mut busy = Duration::ZERO;
     let mut processed = 0usize;
     let workers = settings.parallel_tiles.get();
     let sigma = options.params.variance_window_sigma;
+    if let Some(st) = state.take() {
+        // A resumed session publishes the checkpoint's state at once, so the published result is
+        // never older than the checkpoint (a hard kill may have happened between the two).
+        let (st, update) = full_update(st, Instant::now(), true).await?;
+        state = Some(st);
+        if update_tx.send(update).await.is_err() {
+            return Ok((Vec::new(), Vec::new(), 0.0, 0));
+        }
+    }
     while let Some(msg) = frame_rx.recv().await {
-        if msg.is_reference {
+        if msg.is_reference && settings.checkpoint.is_some() {
             global_reference = Some(Arc::clone(&msg.image));
         }
         let Some(mut st) = state.take() else {
             boot.push(BootstrapFrame {
                 name: msg.name,
-                image: Arc::unwrap_or_clone(msg.image),
+                // Compact (u16 for camera counts): bootstrap frames are the only frames kept.
+                image: match Arc::try_unwrap(msg.image) {
+                    Ok(image) => CompactImage::new(image),
+                    // Shared with `global_reference`: converted without an f32 copy.
+                    Err(shared) => CompactImage::from_view(shared.view()),
+                },
                 quality: msg.quality,
             });
             boot_arrivals.push(msg.arrival);
             if boot.len() >= options.bootstrap_frames {
                 let frames = std::mem::take(&mut boot);
-                let (st, reports) = bootstrap(frames, options).await?;
+                let (st, reports) = bootstrap(frames, options, workers).await?;
                 for r in &reports {
                     report_event(&events, r);
                 }
@@ -648,11 +675,14 @@ async fn run_tiles(
                     tiles: st.tiles().len(),
                 });
                 let arrival = boot_arrivals.drain(..).min().unwrap_or_else(Instant::now);
-                let update = full_update(&st, true, arrival, sigma);
-                state = Some(st);
+                let (st, update) = full_update(st, arrival, false).await?;
                 if update_tx.send(update).await.is_err() {
+                    state = Some(st);
                     break;
                 }
+                // The bootstrap is the most expensive step: checkpoint it at once.
+                since_checkpoint = 0;
+                state = Some(checkpoint(st, &settings, &mut global_reference, &events).await?);
             }
             continue;
         };
@@ -683,67 +713,76 @@ async fn run_tiles(
         let input = plan.input();
         let margin = options.margin_px;
         let tiles = st.take_tiles();
+        let boxes: Vec<TileBox> = tiles.iter().map(|t| *t.tile()).collect();
         let image = Arc::clone(&msg.image);
+        drop(msg.image);
         let shift = plan.shift;
-        // One blocking job per tile, at most `workers` at once; `buffered` returns them in tile order.
-        let outcomes: Vec<Result<TileOutcome, tokio::task::JoinError>> =
-            stream::iter(tiles.into_iter().map(|mut tile| {
-                let image = Arc::clone(&image);
-                tokio::task::spawn_blocking(move || {
-                    let cut = core_live::cutout(image.view(), tile.tile(), margin, shift);
-                    let r = tile.add_frame(cut.view(), &input, &options);
-                    let current = tile.current();
-                    let var = tile.warp_variance();
-                    (tile, r, current, var)
-                })
-            }))
-            .buffered(workers)
-            .collect()
-            .await;
-        let mut tiles = Vec::with_capacity(outcomes.len());
-        let mut reports = Vec::with_capacity(outcomes.len());
-        let mut images = Vec::with_capacity(outcomes.len());
-        for outcome in outcomes {
-            let (tile, r, current, var) = outcome.map_err(|source| StageError::Join {
-                stage: "tiles",
-                source,
-            })?;
-            images.push((*tile.tile(), current, var));
+        // One blocking job per tile, at most `workers` at once; `buffered` returns them in tile order,
+        // and each tile's image goes into the mosaic as soon as it is its turn (no copies are kept).
+        let mut outcomes = stream::iter(tiles.into_iter().map(move |mut tile| {
+            let image = Arc::clone(&image);
+            tokio::task::spawn_blocking(move || {
+                let cut = core_live::cutout(image.view(), tile.tile(), margin, shift);
+                let r = tile.add_frame(cut.view(), &input, &options);
+                let current = tile.current();
+                let var = tile.warp_variance();
+                (tile, r, current, var)
+            })
+        }))
+        .buffered(workers);
+        let (rows, cols) = st.dim();
+        let mut mosaic = Mosaic::new(rows, cols, &boxes);
+        let mut tiles = Vec::with_capacity(boxes.len());
+        let mut reports = Vec::with_capacity(boxes.len());
+        while let Some(outcome) = outcomes.next().await {
+            let (tile, r, current, var): TileOutcome =
+                outcome.map_err(|source| StageError::Join {
+                    stage: "tiles",
+                    source,
+                })?;
+            mosaic.add(tile.tile(), current.view(), psi(var, sigma));
             tiles.push(tile);
             reports.push(r);
         }
+        drop(outcomes);
         let report = st.put_tiles(tiles, &plan, &reports);
         report_event(&events, &report);
+        let blended = tokio::task::spawn_blocking(move || mosaic.finish())
+            .await
+            .map_err(|source| StageError::Join {
+                stage: "tiles",
+                source,
+            })?;
         busy += t0.elapsed();
         processed += 1;
         let update = Update {
             used: report.tiles_used > 0,
+            force: false,
             frames_used: st.frames_used().len(),
             arrival: msg.arrival,
-            dim: st.dim(),
-            sigma,
-            tiles: Some(Arc::new(images)),
+            image: Some(Arc::new(blended)),
         };
+        if update_tx.send(update).await.is_err() {
+            state = Some(st);
+            break;
+        }
         since_checkpoint += 1;
         if since_checkpoint >= settings.checkpoint_every.get() {
             since_checkpoint = 0;
-            st = checkpoint(st, &settings, global_reference.clone(), &events).await?;
+            st = checkpoint(st, &settings, &mut global_reference, &events).await?;
         }
         state = Some(st);
-        if update_tx.send(update).await.is_err() {
-            break;
-        }
     }
     // Input closed: bootstrap with what there is (a short session), then the final checkpoint.
     if state.is_none() && !boot.is_empty() {
         let frames = std::mem::take(&mut boot);
-        match bootstrap(frames, options).await {
+        match bootstrap(frames, options, workers).await {
             Ok((st, reports)) => {
                 for r in &reports {
                     report_event(&events, r);
                 }
                 let arrival = boot_arrivals.drain(..).min().unwrap_or_else(Instant::now);
-                let update = full_update(&st, true, arrival, sigma);
+                let (st, update) = full_update(st, arrival, false).await?;
                 state = Some(st);
                 let _ = update_tx.send(update).await;
             }
@@ -756,7 +795,7 @@ async fn run_tiles(
         return Ok((Vec::new(), Vec::new(), busy.as_secs_f64(), processed));
     };
     if settings.checkpoint.is_some() {
-        st = checkpoint(st, &settings, global_reference, &events).await?;
+        st = checkpoint(st, &settings, &mut global_reference, &events).await?;
     }
     // Dropping `update_tx` closes the channel: the publisher writes the final snapshot.
     Ok((
@@ -767,55 +806,93 @@ async fn run_tiles(
     ))
 }
 
+/// Bootstraps on the worker pool: the frame-level plan, then one blocking job per tile (at most
+/// `workers` at once), assembled in tile order (identical to the serial [`LiveState::bootstrap`]).
 async fn bootstrap(
     frames: Vec<BootstrapFrame>,
     options: LiveOptions,
+    workers: usize,
 ) -> Result<(LiveState, Vec<core_live::LiveFrameReport>), StageError> {
-    tokio::task::spawn_blocking(move || LiveState::bootstrap(&frames, options))
+    let join = |source| StageError::Join {
+        stage: "tiles",
+        source,
+    };
+    let frames = Arc::new(frames);
+    let plan = BootstrapPlan::new(&frames, options)
+        .map_err(|e| StageError::input("tiles", e.to_string()))?;
+    let plan = Arc::new(plan);
+    let results: Vec<Result<(LiveTile, Vec<FrameReport>), tokio::task::JoinError>> =
+        stream::iter((0..plan.tiles().len()).map(|k| {
+            let plan = Arc::clone(&plan);
+            let frames = Arc::clone(&frames);
+            tokio::task::spawn_blocking(move || plan.bootstrap_tile(k, &frames))
+        }))
+        .buffered(workers)
+        .collect()
+        .await;
+    // The bootstrap frames are not needed any more.
+    drop(frames);
+    let tiles = results
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(join)?;
+    tokio::task::spawn_blocking(move || plan.finish(tiles))
         .await
-        .map_err(|source| StageError::Join {
-            stage: "tiles",
-            source,
-        })?
-        .map_err(|e| StageError::input("tiles", e.to_string()))
+        .map_err(join)
 }
 
-fn full_update(st: &LiveState, used: bool, arrival: Instant, sigma: f32) -> Update {
-    let images = st
-        .tile_states()
-        .iter()
-        .map(|t| (*t.tile(), t.current(), t.warp_variance()))
-        .collect();
-    Update {
-        used,
+/// Blends the state's tiles (on a blocking thread) into an update for the publisher.
+async fn full_update(
+    st: LiveState,
+    arrival: Instant,
+    force: bool,
+) -> Result<(LiveState, Update), StageError> {
+    let (st, image) = tokio::task::spawn_blocking(move || {
+        let image = st.snapshot();
+        (st, image)
+    })
+    .await
+    .map_err(|source| StageError::Join {
+        stage: "tiles",
+        source,
+    })?;
+    let update = Update {
+        used: true,
+        force,
         frames_used: st.frames_used().len(),
         arrival,
-        dim: st.dim(),
-        sigma,
-        tiles: Some(Arc::new(images)),
-    }
+        image: Some(Arc::new(image)),
+    };
+    Ok((st, update))
 }
 
+/// Writes the checkpoint (when the session has one) on a blocking thread; the global reference frame
+/// is handed over once and dropped after it was saved.
 async fn checkpoint(
     mut st: LiveState,
     settings: &LiveSettings,
-    reference: Option<Arc<Array2<f32>>>,
+    reference: &mut Option<Arc<Array2<f32>>>,
     events: &LiveEventSink,
 ) -> Result<LiveState, StageError> {
     let Some(dir) = settings.checkpoint.clone() else {
         return Ok(st);
     };
     let d = dir.clone();
-    // Writing FITS is blocking I/O.
-    let (st, result) = tokio::task::spawn_blocking(move || {
-        let r = st.save(&d, reference.as_ref().map(|a| a.view()));
-        (st, r)
+    let image = reference.take();
+    // Writing the checkpoint is blocking I/O.
+    let (st, image, result) = tokio::task::spawn_blocking(move || {
+        let r = st.save(&d, image.as_ref().map(|a| a.view()));
+        (st, image, r)
     })
     .await
     .map_err(|source| StageError::Join {
         stage: "checkpoint",
         source,
     })?;
+    if result.is_err() {
+        // Not saved: keep it for the next attempt.
+        *reference = image;
+    }
     result.map_err(|e| StageError::input("checkpoint", e.to_string()))?;
     events(&LiveEvent::Checkpoint {
         dir,
@@ -872,17 +949,20 @@ async fn publish(
             () = tokio::time::sleep(tick) => None,
         };
         let closed = matches!(received, Some(None));
+        let mut force = false;
         if let Some(Some(update)) = received {
-            if update.used {
+            if update.used && !update.force {
                 pending.push(update.arrival);
                 frames_since += 1;
             }
+            force = update.force;
             latest = Some(update);
         }
-        let due = match settings.schedule {
-            Schedule::Frames(n) => frames_since >= n.get(),
-            Schedule::Every(d) => frames_since > 0 && last_publish.elapsed() >= d,
-        };
+        let due = force
+            || match settings.schedule {
+                Schedule::Frames(n) => frames_since >= n.get(),
+                Schedule::Every(d) => frames_since > 0 && last_publish.elapsed() >= d,
+            };
         if (due || closed) && latest.is_some() {
             let Some(update) = latest.as_ref() else {
                 continue;
@@ -930,17 +1010,14 @@ async fn publish_one(
     update: &Update,
     snap_tx: &watch::Sender<Option<Snapshot>>,
 ) -> Result<Option<PathBuf>, StageError> {
-    let Some(tiles) = update.tiles.clone() else {
+    let Some(image) = update.image.clone() else {
         return Ok(None);
     };
-    let (rows, cols) = update.dim;
-    let sigma = update.sigma;
     let output = settings.output.clone();
     let frames_used = update.frames_used;
     let digest = settings.config.digest();
-    // Blending and writing are CPU work and blocking I/O.
+    // Writing is blocking I/O (and PNG encoding CPU work).
     let (image, written) = tokio::task::spawn_blocking(move || {
-        let image = core_live::blend(rows, cols, &tiles, sigma);
         let written = match &output {
             Some(path) => {
                 write_snapshot(path, &image, frames_used, &digest).map(|()| Some(path.clone()))
@@ -955,10 +1032,7 @@ async fn publish_one(
         source,
     })?;
     let written = written?;
-    snap_tx.send_replace(Some(Snapshot {
-        image: Arc::new(image),
-        frames_used,
-    }));
+    snap_tx.send_replace(Some(Snapshot { image, frames_used }));
     Ok(written)
 }
 
@@ -1002,4 +1076,36 @@ pub fn checkpoint_dir_for(output: &Path) -> PathBuf {
         .unwrap_or_default();
     name.push(".checkpoint");
     output.with_file_name(name)
+}
+
+/// Removes the hidden temporary files (`.NAME.tmp-<pid>…`) that a killed earlier session left next to
+/// `path` while writing it; files of live processes (another writer) are left alone.
+fn remove_stale_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().to_string();
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let Ok(pid) = pid.parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: kill(2) with signal 0 only checks whether the process exists; nothing is sent.
+        let alive = pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0;
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }

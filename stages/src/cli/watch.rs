@@ -4,8 +4,9 @@
 //!
 //! Output: a status line per snapshot on stderr, JSON lines on stdout with `--json` (one per
 //! [`tlr::live::LiveEvent`], the last one `{"event":"finished","summary":{…}}`), nothing with `--quiet`.
-//! Hidden test knob: `--stable-ms MS` sets how long a file must stay unchanged before it is examined
-//! (default 1000 ms; tests use less).
+//! Hidden test knobs: `--stable-ms MS` sets how long a file must stay unchanged before it is examined
+//! (default 1000 ms; tests use less); `--checkpoint-every N` sets the frames between checkpoints
+//! (default 10).
 //!
 //! What it does not: reconstruct anything itself (the `tlr::live` stages do).
 
@@ -66,6 +67,9 @@ pub struct WatchArgs {
     /// How long a file must stay unchanged before it is examined, ms (for tests).
     #[arg(long, hide = true)]
     pub stable_ms: Option<u64>,
+    /// Frames between checkpoints (default 10; the bootstrap and the end are always checkpointed).
+    #[arg(long, hide = true)]
+    pub checkpoint_every: Option<usize>,
 }
 
 /// Runs `tlr watch`.
@@ -116,6 +120,11 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
         })?;
     }
     settings.checkpoint = Some(checkpoint);
+    if let Some(n) = args.checkpoint_every {
+        settings.checkpoint_every = NonZeroUsize::new(n).ok_or_else(|| {
+            Failure::usage(anyhow::anyhow!("--checkpoint-every must be at least 1"))
+        })?;
+    }
     let mut follow = FollowOptions {
         poll: args.poll,
         ..FollowOptions::default()
