@@ -6,7 +6,7 @@
 //! directly under their final names) every `TLR_BENCH_INTERVAL_MS` (default 2000) until
 //! `TLR_BENCH_FRAMES` (default 60) frames; `tlr watch --json` publishes a snapshot per frame (FITS +
 //! PNG) and checkpoints every 10 frames, with its default completion policy (a file must be unchanged
-//! for 1 s before it is examined; `TLR_BENCH_STABLE_MS` passes `--stable-ms`). `TLR_BENCH_WORKERS` sets `--parallel-tiles` (default: the
+//! for 500 ms before it is examined; `TLR_BENCH_STABLE_MS` passes `--stable-ms`). `TLR_BENCH_WORKERS` sets `--parallel-tiles` (default: the
 //! configuration's choice). Printed, from the watcher's JSON events and the writer's clock:
 //! - latency from a frame's completion on disk to the first published snapshot that includes it
 //!   (mean / p95 / max, after the bootstrap has caught up), split into the wait for completion
@@ -257,7 +257,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "    completion detection + read, all frames after bootstrap: mean {m:.2} s, max {x:.2} s"
     );
-    let stable = std::env::var("TLR_BENCH_STABLE_MS").unwrap_or_else(|_| "1000".into());
+    let stable = std::env::var("TLR_BENCH_STABLE_MS").unwrap_or_else(|_| "500 (default)".into());
     let first = format!("completion -> read (stable for {stable} ms + checks + read)");
     for (label, v) in [
         first.as_str(),

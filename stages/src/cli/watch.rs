@@ -4,8 +4,8 @@
 //!
 //! Output: a status line per snapshot on stderr, JSON lines on stdout with `--json` (one per
 //! [`tlr::live::LiveEvent`], the last one `{"event":"finished","summary":{…}}`), nothing with `--quiet`.
-//! `--stable-ms MS` sets how long a file must stay unchanged before it is examined (default 1000 ms;
-//! most of the latency from a frame's completion to its snapshot). Hidden test knob:
+//! `--stable-ms MS` sets how long a file must stay unchanged before it is examined (default 500 ms with
+//! file events, 1000 ms with `--poll`; most of the latency from a frame's completion to its snapshot). Hidden test knob:
 //! `--checkpoint-every N` sets the frames between checkpoints (default 10).
 //!
 //! What it does not: reconstruct anything itself (the `tlr::live` stages do).
@@ -65,14 +65,17 @@ pub struct WatchArgs {
     #[arg(short, long)]
     pub quiet: bool,
     /// How long a frame file must stay unchanged (size, modification time) before it is examined, ms
-    /// [default: 1000]. The header and data length are checked as well, so on a local disk 300-500
-    /// gives lower latency; raise it for slow network shares.
+    /// [default: 500 with file events, 1000 with --poll]. The header and data length are checked as
+    /// well; raise it for capture programs that pause while writing a file.
     #[arg(long, value_name = "MS")]
     pub stable_ms: Option<u64>,
     /// Frames between checkpoints (default 10; the bootstrap and the end are always checkpointed).
     #[arg(long, hide = true)]
     pub checkpoint_every: Option<usize>,
 }
+
+/// Default `--stable-ms` when following a local folder through file events.
+const STABLE_MS_WITH_EVENTS: u64 = 500;
 
 /// Runs `tlr watch`.
 pub fn watch(args: WatchArgs) -> Result<(), Failure> {
@@ -131,9 +134,15 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
         poll: args.poll,
         ..FollowOptions::default()
     };
-    if let Some(ms) = args.stable_ms {
-        follow.stable_for = Duration::from_millis(ms);
-        follow.give_up_after = Duration::from_millis(ms.saturating_mul(10).max(500));
+    match args.stable_ms {
+        Some(ms) => {
+            follow.stable_for = Duration::from_millis(ms);
+            follow.give_up_after = Duration::from_millis(ms.saturating_mul(10).max(500));
+        }
+        // With file events the close after writing is seen, and the header and data length are
+        // checked too: half a second of stability is plenty and keeps a frame's latency under 2 s.
+        None if !args.poll => follow.stable_for = Duration::from_millis(STABLE_MS_WITH_EVENTS),
+        None => {}
     }
     let events = sink(args.json, args.quiet);
     let cancel = tokio_util::sync::CancellationToken::new();
