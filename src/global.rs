@@ -16,6 +16,9 @@
 //!   seeing it is the field-averaged motion), and the fitted model ([`FrameTransform`]) is available from
 //!   [`GlobalPass::add_frame_detailed`] for per-tile priors. When too few stars agree, `shift_ok` is
 //!   false (e.g. a cloudy frame) and the shift is zero.
+//! - [`MeasurePlan`], [`measure_part`], [`merge_parts`]: the same measurement of one frame split into
+//!   independent parts (horizontal strips with a halo, and the sky), so that a pool of workers can share
+//!   a frame; [`measure_frame`] runs the parts one after the other, so every caller gets the same result.
 //! - [`global_weights`]: `G_f = exp(clamp(Q_f, -3, 3))` with `Q_f = -0.4 z(B) - 0.3 z(noise) - 0.3 z(FWHM)`,
 //!   `z` the robust z-score `(v - median) / (1.4826 MAD)` over the usable frames (tile_compile's weighting;
 //!   our addition: the scale is at least 3 % of the median, so that a very homogeneous night does not

@@ -1,19 +1,24 @@
-//! The frame reader: the one actor that touches frame data. It makes the global pass over all frames,
-//! then reads every tile's stack (the tile plus a search margin, from every frame) and sends the stacks
-//! downstream in a fixed order.
+//! The frame reader: the one actor that reads frames (owns all frame I/O). It makes the global pass over
+//! all frames, then reads every tile row's frame windows (the tiles plus a search margin, from every
+//! frame) and sends one job per tile downstream, in a fixed order.
 //!
-//! Reading is sequential and row-wise: tiles are read in column bands (one band when the budget allows),
-//! tile row by tile row from the top. Each frame keeps a rolling window of the frame rows the current tile
-//! row needs (tile height plus margins); moving to the next tile row copies the rows still needed and reads
-//! only the new ones, in one file visit per frame. So every frame row is read once per band (not once per
-//! tile, nor per iteration). The reader does I/O only: a job carries its tile row's windows (shared), and
-//! the worker cuts its own stack from them, so copying fans out with the compute. The reader reads the
-//! next row's new rows while workers still cut from the windows, and moves the windows on once every
-//! stack of the row has been cut, so memory is bounded by the window budget, the rows read ahead and the
-//! channel capacity.
+//! Global pass: frame k+1 is read (and its sky level measured) while blocking jobs, at most
+//! `parallel_tiles` at once, detect the stars of frame k in horizontal strips
+//! ([`tlr_core::global::MeasurePlan`]: parallel over regions of a frame, never over frames); the parts
+//! are merged and matched in frame order, so at most two frames are in memory.
+//!
+//! Tile phase: reading is sequential and row-wise: tiles are read in column bands (one band when the
+//! budget allows), tile row by tile row from the top. Each frame keeps a rolling window of the frame rows
+//! the current tile row needs (tile height plus margins); moving to the next tile row keeps the rows
+//! still needed and reads only the new ones, in one file visit per frame. So every frame row is read once
+//! per band (not once per tile, nor per iteration). The reader does I/O only: a job carries its tile row's
+//! windows (shared), and the worker cuts its own stack from them ([`TileJob::cut`]), so copying fans out
+//! with the compute. The reader reads the next row's new rows while workers still cut from the windows,
+//! and moves the windows on once every stack of the row has been cut, so memory is bounded by the window
+//! budget, the rows read ahead and the channel capacity.
 //! In colour mode (a store with 4 planes, see [`crate::source::ColourFrames`]) everything is in cell
 //! space: windows hold the four planes of every frame, a stack's cut-outs are the luminance and each
-//! job also carries the four plane cut-outs with their per-channel photometric scales.
+//! job also yields the four plane cut-outs with their per-channel photometric scales.
 //! What it does not: any reconstruction (workers do that) or any blending (the accumulator does that).
 
 use ndarray::{s, Array2, Array3};
