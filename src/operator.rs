@@ -261,7 +261,9 @@ pub struct TileResult {
     pub mean_shift: Shift,
     /// Rounds run (registration + combination).
     pub iterations: usize,
-    /// When the operator did not use local shifts, why (e.g. "little structure: used global motion").
+    /// When the operator did not run as configured, what it did instead and why: "little structure:
+    /// used global motion" (no local shifts), or "round 3 failed (…): kept round 2" (a later round lost
+    /// too many frames, so the last valid round's result stands, as an early stop).
     pub fallback: Option<String>,
     /// Sum of the used frames' weights.
     pub weight_sum: f32,
@@ -292,6 +294,7 @@ impl TileResult {
 }
 
 /// Per-frame working state.
+#[derive(Clone)]
 struct FrameState {
     /// Position in the stack.
     slot: usize,
@@ -583,6 +586,8 @@ impl<'a> Operator<'a> {
         let rounds = params.iterations.max(1);
         let mut iterations = 0;
         let mut last: Option<combine::Combined> = None;
+        // The frame states that produced `last` (restored when a later round fails).
+        let mut last_frames: Vec<FrameState> = Vec::new();
         for round in 0..rounds {
             iterations = round + 1;
             let ref_view = ArrayView2::from_shape((h, w), &reference[..]);
@@ -647,20 +652,40 @@ impl<'a> Operator<'a> {
                 fs.weight = g * (params.beta * (fs.cc - 1.0)).exp();
             }
             let weight_sum: f32 = used.iter().map(|&s| self.frames[s].weight).sum();
-            if used.len() < params.min_valid_frames.max(1) {
-                let reason = format!(
+            let failure = if used.len() < params.min_valid_frames.max(1) {
+                Some(format!(
                     "only {} of {} frames usable (min_valid_frames {}){}",
                     used.len(),
                     self.frames.len(),
                     params.min_valid_frames,
                     self.rejection_summary()
-                );
-                return self.finish_invalid(reason, iterations);
-            }
-            if !(weight_sum > MIN_WEIGHT_SUM) {
-                let reason =
-                    format!("sum of frame weights is {weight_sum:e} (~0): no frame carries weight");
-                return self.finish_invalid(reason, iterations);
+                ))
+            } else if !(weight_sum > MIN_WEIGHT_SUM) {
+                Some(format!(
+                    "sum of frame weights is {weight_sum:e} (~0): no frame carries weight"
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = failure {
+                // A later round that loses too many frames (their correlation with the sharper
+                // reference fell below ecc_cc_min) does not undo the rounds before it: keep the
+                // last valid round's result, as an early stop, and say so.
+                return match last.take() {
+                    Some(previous) => {
+                        self.frames = std::mem::take(&mut last_frames);
+                        let note = format!(
+                            "round {iterations} failed ({reason}): kept round {}",
+                            iterations - 1
+                        );
+                        let fallback = Some(match fallback {
+                            Some(f) => format!("{f}; {note}"),
+                            None => note,
+                        });
+                        self.finish(previous, iterations - 1, fallback)
+                    }
+                    None => self.finish_invalid(reason, iterations),
+                };
             }
             for &s in &used {
                 self.align(s);
@@ -680,6 +705,7 @@ impl<'a> Operator<'a> {
             center.clone_from(&combined.image);
             spread.clone_from(&combined.scale);
             last = Some(combined);
+            last_frames.clone_from(&self.frames);
             if params.convergence_enabled && round > 0 && change < params.epsilon_rel {
                 break;
             }
