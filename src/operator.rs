@@ -15,7 +15,10 @@
 //!    - Lanczos-3 resampling of every used frame at its shift ([`crate::resample`]);
 //!    - robust weighted mean with per-pixel sigma clipping (see [`combine`]): hot pixels, trails and cosmic
 //!      rays are rejected;
-//!    - early stop when the reference changes by less than `epsilon_rel` (relative, background removed).
+//!    - early stop when the reference changes by less than `epsilon_rel` (relative, background removed);
+//!    - the tile is invalid when fewer than `min_valid_frames` frames (or no weight) remain in round 1; when
+//!      that happens in a later round (the sharper reference pushed frames below `ecc_cc_min`), the last
+//!      valid round's result stands instead, as an early stop, and `fallback` says so.
 //! 4. a report: per-frame shift, cc, weight and status (used, or rejected and why), warp variance, mean cc,
 //!    mean shift, iterations, the fallback used, validity and the reason when invalid.
 //!
