@@ -2,8 +2,9 @@
 //!
 //! Simulates `--scenario seeing --frames 100 --width 1024 --height 1024` once (cached under
 //! `target/bench-data/`), then runs the `tlr` binary on it with 1 and 2 workers in this one process's
-//! lifetime, alternating, and reports per run: wall time, the speed-up 1 → 2 workers as a ratio measured in
-//! this run, the child's peak RSS (VmHWM) and the bytes it read relative to the data set size.
+//! lifetime, alternating, and reports per run: wall time, CPU time (and so how many cores were busy), the
+//! speed-up 1 → 2 workers as a ratio measured in this run, the child's peak RSS (VmHWM) and the bytes it
+//! read relative to the data set size.
 //!
 //! Run: `cargo bench -p tlr --bench pipeline` (env `TLR_BENCH_FRAMES`, `TLR_BENCH_SIZE`, `TLR_BENCH_REPEAT`).
 
@@ -56,12 +57,26 @@ fn data_bytes(dir: &Path) -> u64 {
 
 struct Figures {
     wall_s: f64,
+    /// User + system CPU time of the child run.
+    cpu_s: f64,
     peak_rss_mib: f64,
     bytes_read: f64,
     tiles: u64,
 }
 
+/// User + system CPU seconds of all waited-for children so far.
+fn children_cpu_s() -> f64 {
+    // SAFETY: getrusage only writes into the zeroed struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
+    t(usage.ru_utime) + t(usage.ru_stime)
+}
+
 fn run(dir: &Path, workers: usize, out: &Path, global_only: bool) -> Figures {
+    let cpu_before = children_cpu_s();
     let started = Instant::now();
     let mut cmd = tlr();
     cmd.args([
@@ -90,6 +105,7 @@ fn run(dir: &Path, workers: usize, out: &Path, global_only: bool) -> Figures {
         .clone();
     Figures {
         wall_s,
+        cpu_s: children_cpu_s() - cpu_before,
         peak_rss_mib: summary["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
         bytes_read: summary["bytes_read"].as_f64().unwrap_or(f64::NAN),
         tiles: summary["tiles_total"].as_u64().unwrap_or(0),
@@ -109,13 +125,20 @@ fn main() {
         total / 1e6
     );
     let mut best = [f64::INFINITY; 2];
+    let mut cores_busy = Vec::new();
     for round in 0..repeat {
         for (slot, workers) in [1usize, 2].into_iter().enumerate() {
             let f = run(&dir, workers, &out, false);
             best[slot] = best[slot].min(f.wall_s);
+            if workers == 2 {
+                cores_busy.push(f.cpu_s / f.wall_s);
+            }
             println!(
-                "round {round} workers {workers}: wall {:.2} s, peak RSS {:.0} MiB, read {:.2}x the data set, {} tiles",
+                "round {round} workers {workers}: wall {:.2} s, CPU {:.2} s ({:.2} cores busy), peak RSS {:.0} MiB, \
+                 read {:.2}x the data set, {} tiles",
                 f.wall_s,
+                f.cpu_s,
+                f.cpu_s / f.wall_s,
                 f.peak_rss_mib,
                 f.bytes_read / total,
                 f.tiles
@@ -128,6 +151,13 @@ fn main() {
         best[1],
         best[0] / best[1]
     );
+    // The machine's speed drifts; how busy the two cores were during the 2-worker runs does not.
+    cores_busy.sort_by(f64::total_cmp);
+    if let Some(median) = cores_busy.get(cores_busy.len() / 2) {
+        println!(
+            "2 workers kept {median:.2} of 2 cores busy (median over rounds; 2.00 = no idle time)"
+        );
+    }
     let g = run(&dir, 2, &out, true);
     println!("global-only baseline, 2 workers: wall {:.2} s", g.wall_s);
 }
