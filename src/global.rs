@@ -411,11 +411,6 @@ impl MeasurePlan {
         self.strips.len() + 1
     }
 
-    /// The number of the sky part (the last).
-    pub fn sky_part(&self) -> usize {
-        self.strips.len()
-    }
-
     /// The core rows of each strip, top to bottom (they cover the frame once).
     pub fn strips(&self) -> &[std::ops::Range<usize>] {
         &self.strips
@@ -450,10 +445,7 @@ pub fn measure_part(
         return MeasurePart(PartResult::Mismatch);
     }
     let Some(core) = plan.strips.get(part) else {
-        return MeasurePart(PartResult::Sky(background_and_noise(
-            image,
-            options.background_samples,
-        )));
+        return measure_sky(image, options);
     };
     let top = core.start.saturating_sub(STRIP_HALO_ROWS);
     let bottom = (core.end + STRIP_HALO_ROWS).min(plan.rows);
@@ -471,6 +463,15 @@ pub fn measure_part(
         .filter(|s| s.x.is_finite() && s.y >= lo && s.y < hi)
         .collect();
     MeasurePart(PartResult::Stars(stars))
+}
+
+/// The sky part of a frame's [`MeasurePlan`] (background and noise of the whole frame, sampled); needs
+/// no star detector, so a caller can measure it wherever it has the frame at hand.
+pub fn measure_sky(image: ArrayView2<f32>, options: &GlobalOptions) -> MeasurePart {
+    MeasurePart(PartResult::Sky(background_and_noise(
+        image,
+        options.background_samples,
+    )))
 }
 
 /// Merges the parts of `plan` (in part order, as [`measure_part`] returned them) into the frame's

@@ -207,6 +207,10 @@ impl Resampler {
             out.fill(f32::NAN);
             return;
         }
+        // One contiguous copy up front for the rare strided source (the edge fix-up reads rows as
+        // slices); a standard-layout source is used as it is.
+        let standard = src.as_standard_layout();
+        let src = standard.view();
         let ty = taps(origin_y);
         let tx = taps(origin_x);
 
@@ -347,8 +351,8 @@ fn fix_missing(
     }
     // Rows of the source as plain slices (`None` outside it): the taps below are read thousands of
     // times per call along a frame edge, so they avoid ndarray's per-element index arithmetic.
-    let standard = src.as_standard_layout();
-    let Some(data) = standard.as_slice() else {
+    // (`Resampler::sample_shifted` hands in a standard-layout source.)
+    let Some(data) = src.as_slice() else {
         return;
     };
     let cols = src.ncols();

@@ -28,8 +28,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use tlr_core::global::{
-    detect_options, measure_part, merge_parts, FrameMeasurement, FrameQuality, GlobalOptions,
-    GlobalPass, MeasurePart, MeasurePlan,
+    detect_options, measure_part, measure_sky, merge_parts, FrameMeasurement, FrameQuality,
+    GlobalOptions, GlobalPass, MeasurePart, MeasurePlan,
 };
 use tlr_core::operator::{FrameInput, PlaneStack, TileStack};
 use tlr_core::stars::StarDetector;
@@ -318,9 +318,7 @@ impl FrameReader {
         tokio::task::spawn_blocking(move || {
             let planes = store.read_full_planes(index)?;
             let (image, backgrounds) = measurable(planes)?;
-            let plan = MeasurePlan::new(image.nrows(), image.ncols());
-            let mut unused = StarDetector::default();
-            let sky = measure_part(image.view(), &plan, plan.sky_part(), &options, &mut unused);
+            let sky = measure_sky(image.view(), &options);
             Ok((image, sky, backgrounds))
         })
     }
