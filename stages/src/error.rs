@@ -46,6 +46,16 @@ pub enum StageError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// A job on a thread of a stage's own pool panicked (the pool caught it and goes on; the run stops).
+    #[error("{stage}: {what} panicked: {message}")]
+    Panicked {
+        /// The stage whose job panicked.
+        stage: &'static str,
+        /// What the job was doing.
+        what: &'static str,
+        /// The panic's message.
+        message: String,
+    },
     /// Too few tiles could be reconstructed (methodology v4: `v4.min_valid_tile_fraction`).
     #[error(
         "accumulator: only {valid} of {total} tiles could be reconstructed ({fraction:.0} %), below \

@@ -22,9 +22,10 @@
 //! What it does not: any reconstruction (workers do that) or any blending (the accumulator does that).
 
 use ndarray::{s, Array2, Array3};
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use tlr_core::global::{
@@ -225,10 +226,12 @@ impl FrameReader {
     }
 
     /// The global pass: every frame once, in order. The reader reads frame `k + 1` (blocking I/O, one
-    /// file at a time) while up to `workers` blocking jobs measure the parts of frame `k` (strips of the
-    /// frame and its sky, [`MeasurePlan`]: the pass parallelises over regions of one frame, never over
-    /// frames); the parts are merged and matched against the reference in frame order. At most two
-    /// frames are in memory.
+    /// file at a time) while a pool of `workers` blocking threads measures the parts of frames `k - 1`
+    /// and `k` (strips of the frame, [`MeasurePlan`]: the pass parallelises over regions of one frame,
+    /// never over frames; the reader measures the sky part as it reads). Strips are taken first come,
+    /// first served, so a worker that finishes the last strip of one frame starts on the next frame
+    /// instead of waiting for its partner; the parts are merged and matched against the reference in
+    /// frame order. At most [`FRAMES_IN_FLIGHT`] frames are being measured, plus the one being read.
     ///
     /// # Errors
     /// Cancellation, an unreadable frame with `strict`, or no usable frame at all.
@@ -240,16 +243,12 @@ impl FrameReader {
         let total = self.store.len();
         let mut pass = GlobalPass::new();
         let options = Arc::new(pass.options().clone());
-        let pool = Arc::new(Semaphore::new(workers.max(1)));
-        let mut detectors: Vec<Option<StarDetector>> = Vec::new();
+        let strips = StripPool::new(workers.max(1), Arc::clone(&options));
         let mut qualities = Vec::with_capacity(total);
         let mut plane_backgrounds = Vec::with_capacity(total);
+        let mut in_flight: VecDeque<Result<PendingFrame, StageError>> = VecDeque::new();
         let mut next = (total > 0).then(|| self.spawn_read(0, Arc::clone(&options)));
         for index in 0..total {
-            if cancel.is_cancelled() {
-                return Err(StageError::Cancelled);
-            }
-            self.memory.check()?;
             let read = match next.take() {
                 Some(handle) => handle.await.map_err(|source| StageError::Join {
                     stage: "reader",
@@ -257,36 +256,50 @@ impl FrameReader {
                 })?,
                 None => break,
             };
-            // Reading the next frame overlaps with measuring this one.
+            // Reading the next frame overlaps with measuring this one and the one before.
             if index + 1 < total {
                 next = Some(self.spawn_read(index + 1, Arc::clone(&options)));
             }
-            let outcome = match read {
-                Ok((image, sky, backgrounds)) => {
-                    let m = measure_parts(image, sky, &options, &pool, &mut detectors).await?;
-                    Ok((pass.add_measurement(m).quality, backgrounds))
+            in_flight.push_back(
+                read.map(|(image, sky, backgrounds)| strips.submit(image, sky, backgrounds)),
+            );
+            while in_flight.len() >= FRAMES_IN_FLIGHT
+                || (index + 1 == total && !in_flight.is_empty())
+            {
+                if cancel.is_cancelled() {
+                    return Err(StageError::Cancelled);
                 }
-                Err(error) => Err(error),
-            };
-            match outcome {
-                Ok((quality, backgrounds)) => {
-                    qualities.push(Some(quality));
-                    plane_backgrounds.push(backgrounds);
+                self.memory.check()?;
+                let done = qualities.len();
+                let outcome = match in_flight.pop_front() {
+                    Some(Ok(pending)) => pending
+                        .finish(&options)
+                        .await
+                        .map(|(m, backgrounds)| (pass.add_measurement(m).quality, backgrounds)),
+                    Some(Err(error)) => Err(error),
+                    None => break,
+                };
+                match outcome {
+                    Ok((quality, backgrounds)) => {
+                        qualities.push(Some(quality));
+                        plane_backgrounds.push(backgrounds);
+                    }
+                    Err(error @ StageError::Panicked { .. }) => return Err(error),
+                    Err(error) if self.strict => return Err(error),
+                    Err(error) => {
+                        (self.events)(&Event::FrameSkipped {
+                            path: self.store.meta(done).label,
+                            reason: error.to_string(),
+                        });
+                        qualities.push(None);
+                        plane_backgrounds.push(None);
+                    }
                 }
-                Err(error) if self.strict => return Err(error),
-                Err(error) => {
-                    (self.events)(&Event::FrameSkipped {
-                        path: self.store.meta(index).label,
-                        reason: error.to_string(),
-                    });
-                    qualities.push(None);
-                    plane_backgrounds.push(None);
-                }
+                (self.events)(&Event::GlobalFrame {
+                    done: done + 1,
+                    total,
+                });
             }
-            (self.events)(&Event::GlobalFrame {
-                done: index + 1,
-                total,
-            });
         }
         let mut frames = select_frames(&qualities, self.strict, |index, reason| {
             (self.events)(&Event::FrameSkipped {
@@ -459,50 +472,128 @@ fn measurable(planes: Array3<f32>) -> Result<Measurable, StageError> {
     Ok((Arc::new(lum), backgrounds))
 }
 
-/// Measures `image` as the strips of its [`MeasurePlan`], each on a blocking thread, at most as many at
-/// once as `pool` has permits, and merges them with the `sky` part in part order (the result does not
-/// depend on the number of permits). `detectors` keeps one star detector (with its scratch buffers) per
-/// strip across frames.
-async fn measure_parts(
+/// Frames whose strips may be queued or measured at once in the global pass (the frame being read comes
+/// on top). Two: while the workers finish the last strips of one frame, the next frame's strips are
+/// already waiting for them.
+const FRAMES_IN_FLIGHT: usize = 2;
+
+/// One strip of a frame for the [`StripPool`], with where its result goes.
+struct StripJob {
     image: Arc<Array2<f32>>,
+    plan: Arc<MeasurePlan>,
+    part: usize,
+    done: oneshot::Sender<std::thread::Result<MeasurePart>>,
+}
+
+/// The global pass's measuring pool: `workers` blocking threads taking strips from one queue in the
+/// order they were submitted, each with its own star detector (scratch buffers kept across frames).
+/// Dropping the pool closes the queue; the threads finish their strip and end.
+struct StripPool {
+    jobs: crossbeam_channel::Sender<StripJob>,
+}
+
+impl StripPool {
+    fn new(workers: usize, options: Arc<GlobalOptions>) -> Self {
+        let (jobs, queue) = crossbeam_channel::unbounded::<StripJob>();
+        for _ in 0..workers {
+            let (queue, options) = (queue.clone(), Arc::clone(&options));
+            tokio::task::spawn_blocking(move || {
+                let mut detector = StarDetector::new(detect_options());
+                for job in queue {
+                    let m = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        measure_part(
+                            job.image.view(),
+                            &job.plan,
+                            job.part,
+                            &options,
+                            &mut detector,
+                        )
+                    }));
+                    if m.is_err() {
+                        // Its scratch buffers may be half-written: start afresh.
+                        detector = StarDetector::new(detect_options());
+                    }
+                    // A closed receiver means the pass stopped; the strip is simply dropped.
+                    let _ = job.done.send(m);
+                }
+            });
+        }
+        Self { jobs }
+    }
+
+    /// Queues the strips of `image` (a frame whose `sky` part the reader measured) and returns the frame
+    /// waiting for them. The queue is unbounded; the global pass bounds it by [`FRAMES_IN_FLIGHT`].
+    fn submit(
+        &self,
+        image: Arc<Array2<f32>>,
+        sky: MeasurePart,
+        backgrounds: Option<[f32; 4]>,
+    ) -> PendingFrame {
+        let (rows, cols) = image.dim();
+        let plan = Arc::new(MeasurePlan::new(rows, cols));
+        let strips = (0..plan.strips().len())
+            .map(|part| {
+                let (done, result) = oneshot::channel();
+                let job = StripJob {
+                    image: Arc::clone(&image),
+                    plan: Arc::clone(&plan),
+                    part,
+                    done,
+                };
+                // The threads only end once `jobs` is dropped, so sending cannot fail while `self` lives.
+                let _ = self.jobs.send(job);
+                result
+            })
+            .collect();
+        PendingFrame {
+            plan,
+            strips,
+            sky,
+            backgrounds,
+        }
+    }
+}
+
+/// A frame whose strips are queued or being measured by the [`StripPool`].
+struct PendingFrame {
+    plan: Arc<MeasurePlan>,
+    strips: Vec<oneshot::Receiver<std::thread::Result<MeasurePart>>>,
     sky: MeasurePart,
-    options: &Arc<GlobalOptions>,
-    pool: &Arc<Semaphore>,
-    detectors: &mut Vec<Option<StarDetector>>,
-) -> Result<FrameMeasurement, StageError> {
-    let (rows, cols) = image.dim();
-    let plan = Arc::new(MeasurePlan::new(rows, cols));
-    let parts = plan.strips().len();
-    if detectors.len() < parts {
-        detectors.resize_with(parts, || None);
+    backgrounds: Option<[f32; 4]>,
+}
+
+impl PendingFrame {
+    /// Waits for every strip and merges them with the sky part in part order (the result does not depend
+    /// on the number of workers or on which worker measured what), with the frame's plane backgrounds.
+    async fn finish(
+        self,
+        options: &GlobalOptions,
+    ) -> Result<(FrameMeasurement, Option<[f32; 4]>), StageError> {
+        let mut measured = Vec::with_capacity(self.plan.parts());
+        for strip in self.strips {
+            let panicked = |message: String| StageError::Panicked {
+                stage: "reader",
+                what: "measuring a frame's stars",
+                message,
+            };
+            match strip.await {
+                Ok(Ok(part)) => measured.push(part),
+                Ok(Err(panic)) => return Err(panicked(panic_message(panic.as_ref()))),
+                Err(_) => return Err(panicked("the measuring thread ended".into())),
+            }
+        }
+        measured.push(self.sky);
+        Ok((merge_parts(&self.plan, measured, options), self.backgrounds))
     }
-    let mut jobs = Vec::with_capacity(parts);
-    for (part, slot) in detectors.iter_mut().enumerate().take(parts) {
-        let permit = Arc::clone(pool)
-            .acquire_owned()
-            .await
-            .map_err(|_| StageError::input("reader", "measuring pool closed"))?;
-        let mut detector = slot
-            .take()
-            .unwrap_or_else(|| StarDetector::new(detect_options()));
-        let (image, plan, options) = (Arc::clone(&image), Arc::clone(&plan), Arc::clone(options));
-        jobs.push(tokio::task::spawn_blocking(move || {
-            let m = measure_part(image.view(), &plan, part, &options, &mut detector);
-            drop(permit);
-            (m, detector)
-        }));
-    }
-    let mut measured = Vec::with_capacity(parts);
-    for (part, job) in jobs.into_iter().enumerate() {
-        let (m, detector) = job.await.map_err(|source| StageError::Join {
-            stage: "reader",
-            source,
-        })?;
-        detectors[part] = Some(detector);
-        measured.push(m);
-    }
-    measured.push(sky);
-    Ok(merge_parts(&plan, measured, options))
+}
+
+/// The text of a panic's payload (a `&str` or `String` message), or a placeholder for other payloads.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Per-channel background normalisation: `plane_scales[p] = median over used frames of B_p / B_f,p`
