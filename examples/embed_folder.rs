@@ -63,17 +63,22 @@ pub fn run(frames_dir: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<
         )
         .await
     })?;
-    let preview = output::write_image(&run, &out)?;
-    let diagnostics = output::write_diagnostics(
+    let diagnostics = out.with_extension("diagnostics");
+    let files = output::write_outputs(
         &run,
-        &out.with_extension("diagnostics"),
-        DiagnosticsSelection::ALL,
+        &output::OutputRequest {
+            image: &out,
+            keep_cfa: false,
+            diagnostics: Some((diagnostics.as_path(), DiagnosticsSelection::ALL)),
+        },
     )?;
+    // Image, preview, then the diagnostics.
+    let preview = &files[1];
     println!(
         "wrote {} and {} ({} diagnostics files); {} of {} frames used",
         out.display(),
         preview.display(),
-        diagnostics.len(),
+        files.len() - 2,
         run.summary.frames_used,
         run.summary.frames_total
     );

@@ -111,3 +111,12 @@ impl StageError {
         }
     }
 }
+
+/// The text of a panic's payload (a `&str` or `String` message), or a placeholder for other payloads.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}

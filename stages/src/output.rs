@@ -128,47 +128,99 @@ pub fn output_meta(run: &RunOutput, kind: &str) -> OutputMeta {
     }
 }
 
-/// Writes the image as float32 FITS and, next to it, `<stem>.png` (auto-stretched preview).
-/// Returns the preview's path. A colour run writes the demosaiced RGB cube `(3, H, W)` and a colour
-/// preview (auto white balance from the background).
+/// Everything a finished run can write, for [`write_outputs`].
+#[derive(Debug, Clone, Copy)]
+pub struct OutputRequest<'a> {
+    /// The image (FITS); its preview goes next to it as `<stem>.png`.
+    pub image: &'a Path,
+    /// Also write the reconstructed mosaic to [`cfa_path`] (colour runs only; a mono run writes none).
+    pub keep_cfa: bool,
+    /// The diagnostics folder and what to write into it.
+    pub diagnostics: Option<(&'a Path, DiagnosticsSelection)>,
+}
+
+/// Writes what `request` asks for: the image and its preview ([`write_image`]), the mosaic
+/// ([`write_cfa`]) and the diagnostics ([`write_diagnostics`]), side by side on threads of their own
+/// (they only read the finished run; one after another they kept one core busy for 0.2 s at the end of
+/// every run). Returns the files written: image, preview, mosaic, then the diagnostics.
 ///
 /// # Errors
-/// When a file cannot be written (the error names it).
+/// The first failure in that order (the error names the file). The other files are still written.
+pub fn write_outputs(run: &RunOutput, request: &OutputRequest) -> Result<Vec<PathBuf>, StageError> {
+    std::thread::scope(|scope| {
+        let cfa = request.keep_cfa.then(|| {
+            let path = cfa_path(request.image);
+            scope.spawn(move || write_cfa(run, &path).map(|written| written.then_some(path)))
+        });
+        let diagnostics = request
+            .diagnostics
+            .map(|(dir, selection)| scope.spawn(move || write_diagnostics(run, dir, selection)));
+        let preview = write_image(run, request.image)?;
+        let mut files = vec![request.image.to_path_buf(), preview];
+        if let Some(cfa) = cfa {
+            files.extend(joined(cfa, "writing the mosaic")??);
+        }
+        if let Some(diagnostics) = diagnostics {
+            files.extend(joined(diagnostics, "writing the diagnostics")??);
+        }
+        Ok(files)
+    })
+}
+
+/// The result of a scoped output thread; a panic becomes [`StageError::Panicked`].
+fn joined<T>(
+    handle: std::thread::ScopedJoinHandle<'_, T>,
+    what: &'static str,
+) -> Result<T, StageError> {
+    handle.join().map_err(|panic| StageError::Panicked {
+        stage: "output",
+        what,
+        message: crate::error::panic_message(panic.as_ref()),
+    })
+}
+
+/// Writes the image as float32 FITS and, next to it, `<stem>.png` (auto-stretched preview), the two
+/// side by side. Returns the preview's path. A colour run writes the demosaiced RGB cube `(3, H, W)`
+/// and a colour preview (auto white balance from the background).
+///
+/// # Errors
+/// When a file cannot be written (the error names it; the FITS file's error comes first).
 pub fn write_image(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> {
     let mut meta = output_meta(run, "result");
-    if let Some(colour) = &run.colour {
-        let rgb = colour.rgb().map_err(|e| StageError::Output {
-            path: path.to_path_buf(),
-            message: format!("demosaicing the result: {e}"),
-        })?;
-        meta.cards.push(card_str(
-            "CSPACE",
-            "RGB",
-            "planes R, G, B (demosaiced, Malvar-He-Cutler)",
-        ));
-        meta.history.push(format!(
-            "colour: Bayer {} reconstructed per plane, demosaiced to RGB",
-            colour.pattern.name()
-        ));
-        fits::write_cube_atomic(path, rgb.view(), &meta)
-            .map_err(|e| StageError::fits("output", e))?;
-        let png = path.with_extension("png");
-        preview::write_rgb_png_preview_atomic(&png, rgb.view()).map_err(|e| {
-            StageError::Output {
-                path: png.clone(),
-                message: e.to_string(),
-            }
-        })?;
-        return Ok(png);
-    }
-    fits::write_image_atomic(path, run.image.view(), SampleFormat::F32, &meta)
-        .map_err(|e| StageError::fits("output", e))?;
     let png = path.with_extension("png");
-    preview::write_png_preview_atomic(&png, run.image.view()).map_err(|e| StageError::Output {
+    let preview_error = |e: tlr_core::preview::PreviewError| StageError::Output {
         path: png.clone(),
         message: e.to_string(),
+    };
+    let Some(colour) = &run.colour else {
+        return std::thread::scope(|scope| {
+            let preview = scope.spawn(|| preview::write_png_preview_atomic(&png, run.image.view()));
+            fits::write_image_atomic(path, run.image.view(), SampleFormat::F32, &meta)
+                .map_err(|e| StageError::fits("output", e))?;
+            joined(preview, "writing the preview")?.map_err(preview_error)?;
+            Ok(png.clone())
+        });
+    };
+    let rgb = colour.rgb().map_err(|e| StageError::Output {
+        path: path.to_path_buf(),
+        message: format!("demosaicing the result: {e}"),
     })?;
-    Ok(png)
+    meta.cards.push(card_str(
+        "CSPACE",
+        "RGB",
+        "planes R, G, B (demosaiced, Malvar-He-Cutler)",
+    ));
+    meta.history.push(format!(
+        "colour: Bayer {} reconstructed per plane, demosaiced to RGB",
+        colour.pattern.name()
+    ));
+    std::thread::scope(|scope| {
+        let preview = scope.spawn(|| preview::write_rgb_png_preview_atomic(&png, rgb.view()));
+        fits::write_cube_atomic(path, rgb.view(), &meta)
+            .map_err(|e| StageError::fits("output", e))?;
+        joined(preview, "writing the preview")?.map_err(preview_error)?;
+        Ok(png.clone())
+    })
 }
 
 /// The path of the kept mosaic next to `output`: `OUT.fits` -> `OUT.cfa.fits`.

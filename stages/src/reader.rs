@@ -578,22 +578,15 @@ impl PendingFrame {
             };
             match strip.await {
                 Ok(Ok(part)) => measured.push(part),
-                Ok(Err(panic)) => return Err(panicked(panic_message(panic.as_ref()))),
+                Ok(Err(panic)) => {
+                    return Err(panicked(crate::error::panic_message(panic.as_ref())))
+                }
                 Err(_) => return Err(panicked("the measuring thread ended".into())),
             }
         }
         measured.push(self.sky);
         Ok((merge_parts(&self.plan, measured, options), self.backgrounds))
     }
-}
-
-/// The text of a panic's payload (a `&str` or `String` message), or a placeholder for other payloads.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Per-channel background normalisation: `plane_scales[p] = median over used frames of B_p / B_f,p`

@@ -138,14 +138,16 @@ pub fn demo(args: DemoArgs) -> Result<(), Failure> {
         };
         let run = run_pipeline(input, options, progress::sink(display, name))?;
         let path = args.out.join(format!("{name}.fits"));
-        output::write_image(&run, &path)?;
-        if mode == Registration::TileLocal {
-            output::write_diagnostics(
-                &run,
-                &args.out.join("diagnostics"),
-                DiagnosticsSelection::ALL,
-            )?;
-        }
+        let diagnostics = args.out.join("diagnostics");
+        output::write_outputs(
+            &run,
+            &output::OutputRequest {
+                image: &path,
+                keep_cfa: false,
+                diagnostics: (mode == Registration::TileLocal)
+                    .then_some((diagnostics.as_path(), DiagnosticsSelection::ALL)),
+            },
+        )?;
         let quality = tlr_core::stars::measure(measured_image(&run)?.view());
         let colour_error = match (&truth, &run.colour) {
             (Some(truth), Some(colour)) => {

@@ -94,18 +94,16 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         scan,
     };
     let result = run_pipeline(input, options, events)?;
-    let preview = output::write_image(&result, &args.output)?;
-    let mut files = vec![args.output.clone(), preview];
-    if args.keep_cfa {
-        let cfa = output::cfa_path(&args.output);
-        if output::write_cfa(&result, &cfa)? {
-            files.push(cfa);
-        } else if display == Display::Bars {
-            eprintln!("--keep-cfa: the input is not a Bayer mosaic; no CFA written");
-        }
-    }
-    if let Some(dir) = &diagnostics_dir {
-        files.extend(output::write_diagnostics(&result, dir, selection)?);
+    let files = output::write_outputs(
+        &result,
+        &output::OutputRequest {
+            image: &args.output,
+            keep_cfa: args.keep_cfa,
+            diagnostics: diagnostics_dir.as_deref().map(|dir| (dir, selection)),
+        },
+    )?;
+    if args.keep_cfa && result.colour.is_none() && display == Display::Bars {
+        eprintln!("--keep-cfa: the input is not a Bayer mosaic; no CFA written");
     }
     let s = &result.summary;
     match display {
