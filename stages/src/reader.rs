@@ -9,13 +9,14 @@
 //!
 //! Tile phase: reading is sequential and row-wise: tiles are read in column bands (one band when the
 //! budget allows), tile row by tile row from the top. Each frame keeps a rolling window of the frame rows
-//! the current tile row needs (tile height plus margins); moving to the next tile row keeps the rows
-//! still needed and reads only the new ones, in one file visit per frame. So every frame row is read once
-//! per band (not once per tile, nor per iteration). The reader does I/O only: a job carries its tile row's
+//! the current tile row needs (tile height plus margins), held as chunks of rows as they were read;
+//! the next tile row's window shares the chunks it still needs and reads only the new rows, in one file
+//! visit per frame. So every frame row is read once per band (not once per tile, nor per iteration),
+//! and no row is ever copied to move a window on. The reader does I/O only: a job carries its tile row's
 //! windows (shared), and the worker cuts its own stack from them ([`TileJob::cut`]), so copying fans out
-//! with the compute. The reader reads the next row's new rows while workers still cut from the windows,
-//! and moves the windows on once every stack of the row has been cut, so memory is bounded by the window
-//! budget, the rows read ahead and the channel capacity.
+//! with the compute. The reader builds the next row's windows while workers still cut from the current
+//! ones, which go once their last stack has been cut, so memory is bounded by the window budget, one
+//! row's new rows and the channel capacity.
 //! In colour mode (a store with 4 planes, see [`crate::source::ColourFrames`]) everything is in cell
 //! space: windows hold the four planes of every frame, a stack's cut-outs are the luminance and each
 //! job also yields the four plane cut-outs with their per-channel photometric scales.
@@ -356,9 +357,9 @@ impl FrameReader {
         let mut failed = vec![false; frames.len()];
         let mut sent = 0usize;
         for band in &plan.bands {
-            // One set of windows per band. While workers cut the current row's stacks from it, the reader
-            // reads the rows the next tile row adds; once every stack of the row has been cut, the kept
-            // rows move up in place and the new rows go in below.
+            // One chain of windows per band. While workers cut the current row's stacks from its
+            // windows, the reader builds the next row's: the chunks both need are shared, only the rows
+            // the next tile row adds are read. A row's windows go once its last stack has been cut.
             let mut windows = Arc::new(Windows::new(frames.len()));
             for tile_row in band {
                 if cancel.is_cancelled() {
@@ -374,19 +375,15 @@ impl FrameReader {
                 );
                 let skip = failed.clone();
                 // Reading is blocking I/O: one sequential pass over the frames, new rows only.
-                let (steps, errors) = tokio::task::spawn_blocking(move || {
-                    held.read_next(store.as_ref(), &row_frames, &need, shape, &skip)
+                let (next, errors) = tokio::task::spawn_blocking(move || {
+                    held.next(store.as_ref(), &row_frames, &need, shape, &skip)
                 })
                 .await
                 .map_err(|source| StageError::Join {
                     stage: "reader",
                     source,
                 })?;
-                let Some(mut owned) = released(windows, &tile_tx, &cancel).await? else {
-                    return Ok(sent); // downstream stopped; it reports why
-                };
-                owned.advance(steps, planes);
-                windows = Arc::new(owned);
+                windows = Arc::new(next);
                 for (slot, error) in errors {
                     if self.strict {
                         return Err(error);
@@ -424,29 +421,6 @@ impl FrameReader {
         }
         // Dropping `tile_tx` here closes the channel: that is the workers' signal to finish.
         Ok(sent)
-    }
-}
-
-/// Waits until the workers have cut every stack from `set` (only the reader holds it then) and returns
-/// it to be moved on; `None` when downstream stopped (jobs still queued would never be cut).
-async fn released(
-    mut set: Arc<Windows>,
-    tile_tx: &mpsc::Sender<TileJob>,
-    cancel: &CancellationToken,
-) -> Result<Option<Windows>, StageError> {
-    loop {
-        match Arc::try_unwrap(set) {
-            Ok(windows) => return Ok(Some(windows)),
-            Err(shared) => set = shared,
-        }
-        if cancel.is_cancelled() {
-            return Err(StageError::Cancelled);
-        }
-        if tile_tx.is_closed() {
-            return Ok(None);
-        }
-        // Rare and short: the last job of the row before is being cut right now.
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
 
@@ -682,28 +656,29 @@ impl Need {
     }
 }
 
-/// Per used frame, the rows of the current band held in memory: `data` covers frame rows
-/// `row0..row0 + data.nrows()` and frame columns `col0..col0 + data.ncols()`.
-struct Window {
+/// Frame rows `row0..row0 + data.dim().1` of one frame, all planes, the band's columns: what one read
+/// brought in. Windows of consecutive tile rows share the chunks they both need.
+struct Chunk {
     /// `(planes, rows, cols)`.
     data: Array3<f32>,
     row0: usize,
-    col0: usize,
 }
 
-/// What [`Windows::read_next`] found for one frame: leave it out of the next tile row, or move its window
-/// to `rows` x `cols` with the rows from `read_from` on taken from `fresh`.
-enum Step {
-    Drop,
-    Move {
-        rows: Range<usize>,
-        cols: Range<usize>,
-        read_from: usize,
-        fresh: Option<Array3<f32>>,
-    },
+impl Chunk {
+    fn rows(&self) -> Range<usize> {
+        self.row0..self.row0 + self.data.dim().1
+    }
 }
 
-/// The rolling windows of all used frames for one band.
+/// Per used frame, the rows of the current tile row held in memory: frame rows `rows`, columns
+/// `cols`, in contiguous chunks top to bottom (shared with the windows of the tile row before).
+struct Window {
+    chunks: Vec<Arc<Chunk>>,
+    rows: Range<usize>,
+    cols: Range<usize>,
+}
+
+/// The rolling windows of all used frames for one tile row of a band.
 struct Windows {
     frames: Vec<Option<Window>>,
 }
@@ -715,141 +690,65 @@ impl Windows {
         }
     }
 
-    /// The first half of moving every frame's window down to what `need` asks for, done while workers
-    /// may still cut from these windows (it only reads them): reads the rows not yet held (one file
-    /// visit per frame). [`Windows::advance`] then applies the result. Returns the frames that failed
-    /// now, by slot.
-    fn read_next(
+    /// The windows of the next tile row, for what `need` asks for: every frame keeps the chunks it still
+    /// needs (shared, no copy) and reads the rows it does not hold yet (one file visit per frame). It
+    /// only reads `self`, so workers may go on cutting from it meanwhile, and no rows are ever moved.
+    /// Returns the new windows and the frames that failed now, by slot (their window is gone).
+    fn next(
         &self,
         store: &dyn FrameStore,
         frames: &[UsedFrame],
         need: &Need,
         (rows, cols): (usize, usize),
         skip: &[bool],
-    ) -> (Vec<Step>, Vec<(usize, StageError)>) {
+    ) -> (Windows, Vec<(usize, StageError)>) {
         let mut errors = Vec::new();
-        let mut steps = Vec::with_capacity(frames.len());
+        let mut next = Windows::new(frames.len());
         for (slot, frame) in frames.iter().enumerate() {
             let (oy, ox) = frame.offset();
             let want_rows = clip(need.rows.start + oy, need.rows.end + oy, rows);
             let want_cols = clip(need.cols.start + ox, need.cols.end + ox, cols);
             if skip[slot] || want_rows.is_empty() || want_cols.is_empty() {
-                steps.push(Step::Drop);
                 continue;
             }
-            // The held rows that are still wanted (same columns: a band's columns are fixed).
-            let held_end = match self.kept(slot, &want_cols, store.planes()) {
-                Some(w) => (w.row0 + w.data.dim().1).max(want_rows.start),
-                None => want_rows.start,
+            // Held chunks still wanted: same columns (a band's columns are fixed) and rows from the
+            // top of what is wanted on (frames move down, tile row by tile row).
+            let mut chunks: Vec<Arc<Chunk>> = match &self.frames[slot] {
+                Some(w) if w.cols == want_cols && w.rows.start <= want_rows.start => w
+                    .chunks
+                    .iter()
+                    .filter(|c| c.rows().end > want_rows.start && c.row0 < want_rows.end)
+                    .cloned()
+                    .collect(),
+                _ => Vec::new(),
             };
-            let read_from = held_end.min(want_rows.end);
-            let fresh = if read_from < want_rows.end {
+            let held_end = chunks.last().map_or(want_rows.start, |c| c.rows().end);
+            if held_end < want_rows.end {
                 match store.read_plane_regions(
                     frame.index,
-                    &[(read_from..want_rows.end, want_cols.clone())],
+                    &[(held_end..want_rows.end, want_cols.clone())],
                 ) {
-                    Ok(mut parts) => parts.pop(),
+                    Ok(mut parts) => {
+                        if let Some(data) = parts.pop() {
+                            chunks.push(Arc::new(Chunk {
+                                data,
+                                row0: held_end,
+                            }));
+                        }
+                    }
                     Err(error) => {
                         errors.push((slot, error));
-                        steps.push(Step::Drop);
                         continue;
                     }
                 }
-            } else {
-                None
-            };
-            steps.push(Step::Move {
-                rows: want_rows,
-                cols: want_cols,
-                read_from,
-                fresh,
-            });
-        }
-        (steps, errors)
-    }
-
-    /// The window of `slot` when it can keep serving `cols` (same columns and planes).
-    fn kept(&self, slot: usize, cols: &Range<usize>, planes: usize) -> Option<&Window> {
-        self.frames[slot].as_ref().filter(|w| {
-            let (p, _, c) = w.data.dim();
-            w.col0 == cols.start && c == cols.len() && p == planes
-        })
-    }
-
-    /// The second half (once no worker cuts from these windows any more): rows no longer needed are
-    /// dropped, the rows still needed move up in place (no window is allocated, and page-faulted in,
-    /// again for every tile row), and the rows read by [`Windows::read_next`] go in below them.
-    fn advance(&mut self, steps: Vec<Step>, planes: usize) {
-        for (slot, step) in steps.into_iter().enumerate() {
-            let Step::Move {
-                rows: want_rows,
-                cols: want_cols,
-                read_from,
-                fresh,
-            } = step
-            else {
-                self.frames[slot] = None;
-                continue;
-            };
-            let shape = (planes, want_rows.len(), want_cols.len());
-            let kept = self.kept(slot, &want_cols, planes).is_some();
-            let old = self.frames[slot].take().filter(|_| kept);
-            let mut data = match old {
-                // Same shape and moving down (every tile row but a clipped last one): in place.
-                Some(w) if w.data.dim() == shape && want_rows.start >= w.row0 => {
-                    let end = w.row0 + shape.1;
-                    let drop_rows = (want_rows.start - w.row0).min(shape.1);
-                    let keep = end.min(want_rows.end).saturating_sub(want_rows.start);
-                    let row_len = shape.2;
-                    let mut data = w.data;
-                    for mut plane in data.outer_iter_mut() {
-                        match plane.as_slice_mut() {
-                            Some(px) => {
-                                px.copy_within(
-                                    drop_rows * row_len..(drop_rows + keep) * row_len,
-                                    0,
-                                );
-                                px[keep * row_len..].fill(f32::NAN);
-                            }
-                            None => plane.fill(f32::NAN),
-                        }
-                    }
-                    data
-                }
-                old => {
-                    let mut data = Array3::from_elem(shape, f32::NAN);
-                    if let Some(w) = old {
-                        let end = w.row0 + w.data.dim().1;
-                        let (from, to) = (want_rows.start.max(w.row0), end.min(want_rows.end));
-                        if from < to {
-                            data.slice_mut(s![
-                                ..,
-                                from - want_rows.start..to - want_rows.start,
-                                ..
-                            ])
-                            .assign(&w.data.slice(s![
-                                ..,
-                                from - w.row0..to - w.row0,
-                                ..
-                            ]));
-                        }
-                    }
-                    data
-                }
-            };
-            if let Some(fresh) = fresh {
-                let at = read_from - want_rows.start;
-                if fresh.dim().0 == planes && at + fresh.dim().1 <= shape.1 {
-                    data.slice_mut(s![.., at..at + fresh.dim().1, ..])
-                        .assign(&fresh);
-                }
             }
-            self.frames[slot] = Some(Window {
-                data,
-                row0: want_rows.start,
-                col0: want_cols.start,
+            next.frames[slot] = Some(Window {
+                chunks,
+                rows: want_rows,
+                cols: want_cols,
             });
         }
+        (next, errors)
     }
 
     /// The tile stack of `tile`: each frame's cut-out of the tile plus margin, shifted by the frame's
@@ -885,26 +784,31 @@ impl Windows {
             // Cut-out origin in frame coordinates.
             let cy0 = tile.y0 as isize - margin as isize + oy;
             let cx0 = tile.x0 as isize - margin as isize + ox;
-            let (ry0, rx0) = (window.row0 as isize, window.col0 as isize);
-            let (wp, rh, rw) = window.data.dim();
-            let ys = cy0.max(ry0)..(cy0 + h as isize).min(ry0 + rh as isize);
-            let xs = cx0.max(rx0)..(cx0 + w as isize).min(rx0 + rw as isize);
-            if ys.is_empty() || xs.is_empty() {
+            let xs = cx0.max(window.cols.start as isize)
+                ..(cx0 + w as isize).min(window.cols.end as isize);
+            if xs.is_empty() {
                 continue;
             }
-            for (p, cutouts) in cuts.iter_mut().enumerate().take(wp) {
-                let src = window.data.slice(s![
-                    p,
-                    (ys.start - ry0) as usize..(ys.end - ry0) as usize,
-                    (xs.start - rx0) as usize..(xs.end - rx0) as usize
-                ]);
-                cutouts
-                    .slice_mut(s![
-                        slot,
-                        (ys.start - cy0) as usize..(ys.end - cy0) as usize,
-                        (xs.start - cx0) as usize..(xs.end - cx0) as usize
-                    ])
-                    .assign(&src);
+            let band_xs = (xs.start - window.cols.start as isize) as usize
+                ..(xs.end - window.cols.start as isize) as usize;
+            let cut_xs = (xs.start - cx0) as usize..(xs.end - cx0) as usize;
+            for chunk in &window.chunks {
+                let held = chunk.rows();
+                let (from, to) = (
+                    cy0.max(held.start.max(window.rows.start) as isize),
+                    (cy0 + h as isize).min(held.end.min(window.rows.end) as isize),
+                );
+                if from >= to {
+                    continue;
+                }
+                let chunk_ys =
+                    (from - chunk.row0 as isize) as usize..(to - chunk.row0 as isize) as usize;
+                let cut_ys = (from - cy0) as usize..(to - cy0) as usize;
+                for (p, cutouts) in cuts.iter_mut().enumerate().take(chunk.data.dim().0) {
+                    cutouts
+                        .slice_mut(s![slot, cut_ys.clone(), cut_xs.clone()])
+                        .assign(&chunk.data.slice(s![p, chunk_ys.clone(), band_xs.clone()]));
+                }
             }
         }
         let (cutouts, plane_stacks) = if cuts.len() == 1 {
@@ -1011,7 +915,7 @@ mod tests {
     #[test]
     fn rolling_windows_reproduce_direct_cut_outs() {
         use crate::source::MemoryFrames;
-        // Tall enough for several full-height windows in a row (they are moved in place).
+        // Tall enough for several full-height windows in a row (they share chunks).
         const ROWS: usize = 190;
         let frames: Vec<Array2<f32>> = (0..3)
             .map(|f| {
@@ -1035,7 +939,7 @@ mod tests {
             let mut windows = Windows::new(3);
             for row in band {
                 let tiles = &plan.tiles[row.clone()];
-                let (steps, errors) = windows.read_next(
+                let (next, errors) = windows.next(
                     &store,
                     &used,
                     &Need::of(tiles, margin),
@@ -1043,7 +947,17 @@ mod tests {
                     &[false; 3],
                 );
                 assert!(errors.is_empty());
-                windows.advance(steps, 1);
+                // Consecutive rows share chunks instead of reading them again.
+                let shared = next.frames.iter().zip(&windows.frames).any(|(new, old)| {
+                    let (Some(new), Some(old)) = (new, old) else {
+                        return false;
+                    };
+                    new.chunks
+                        .iter()
+                        .any(|c| old.chunks.iter().any(|o| Arc::ptr_eq(c, o)))
+                });
+                assert!(windows.frames.iter().all(Option::is_none) || shared);
+                windows = next;
                 for tile in tiles {
                     let (stack, _) = windows.cut(tile, &used, margin, 1, Vec::new());
                     for (slot, f) in used.iter().enumerate() {
