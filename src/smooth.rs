@@ -88,6 +88,7 @@ pub fn plan(
 ) -> Vec<Decision> {
     let n = times.len();
     let half = (p.window.max(3) / 2).max(1);
+    let mut fitter = Fitter::default();
     let measured = |i: usize| -> bool {
         i < ys.len()
             && i < xs.len()
@@ -107,8 +108,8 @@ pub fn plan(
     let mut devs = Vec::with_capacity(m_idx.len());
     for k in 0..m_idx.len() {
         let r = window_symmetric(k, mt.len(), half);
-        let jy = fit(&mt, &my, r.clone(), None, mt[k], Smoothing::Median);
-        let jx = fit(&mt, &mx, r, None, mt[k], Smoothing::Median);
+        let jy = fitter.fit(&mt, &my, r.clone(), None, mt[k], Smoothing::Median);
+        let jx = fitter.fit(&mt, &mx, r, None, mt[k], Smoothing::Median);
         devs.push((my[k] - jy).hypot(mx[k] - jx));
     }
     let scatter = crate::stats::median(&devs) / RAYLEIGH_MEDIAN;
@@ -149,8 +150,8 @@ pub fn plan(
     let mut noise2 = Vec::with_capacity(in_idx.len());
     for k in 0..in_idx.len() {
         let r = window_around(k, true, it.len(), half);
-        let ty = fit(&it, &iy, r.clone(), Some(k), it[k], track_mode);
-        let tx = fit(&it, &ix, r, Some(k), it[k], track_mode);
+        let ty = fitter.fit(&it, &iy, r.clone(), Some(k), it[k], track_mode);
+        let tx = fitter.fit(&it, &ix, r, Some(k), it[k], track_mode);
         loo.push((ty, tx));
         if ty.is_finite() && tx.is_finite() {
             resid2.push(0.5 * ((iy[k] - ty).powi(2) + (ix[k] - tx).powi(2)));
@@ -185,8 +186,8 @@ pub fn plan(
                 // No measurement: the track at this time.
                 let ins = it.partition_point(|&t| t <= times[i]);
                 let r = window_insert(ins, it.len(), half);
-                let ty = fit(&it, &iy, r.clone(), None, times[i], track_mode);
-                let tx = fit(&it, &ix, r, None, times[i], track_mode);
+                let ty = fitter.fit(&it, &iy, r.clone(), None, times[i], track_mode);
+                let tx = fitter.fit(&it, &ix, r, None, times[i], track_mode);
                 return Decision::Use(finite_or_zero(ty, tx));
             }
             let (vy, vx) = (iy[k], ix[k]);
@@ -205,8 +206,8 @@ pub fn plan(
                 }
                 s => {
                     let r = window_around(k, true, it.len(), half);
-                    let ty = fit(&it, &iy, r.clone(), None, it[k], s);
-                    let tx = fit(&it, &ix, r, None, it[k], s);
+                    let ty = fitter.fit(&it, &iy, r.clone(), None, it[k], s);
+                    let tx = fitter.fit(&it, &ix, r, None, it[k], s);
                     Decision::Use(finite_or_zero(ty, tx))
                 }
             }
@@ -248,37 +249,53 @@ fn window_insert(ins: usize, len: usize, half: usize) -> std::ops::Range<usize> 
     start..start + size
 }
 
-/// Value of the track at time `t` from the points in `range` (excluding position `skip`): median, or the
-/// least-squares parabola (line or mean when there are too few points).
-fn fit(
-    ts: &[f32],
-    vs: &[f32],
-    range: std::ops::Range<usize>,
-    skip: Option<usize>,
-    t: f32,
-    mode: Smoothing,
-) -> f32 {
-    let pts: Vec<(f64, f64)> = range
-        .filter(|&j| Some(j) != skip)
-        .map(|j| (f64::from(ts[j]) - f64::from(t), f64::from(vs[j])))
-        .collect();
-    if pts.is_empty() {
-        return f32::NAN;
-    }
-    match mode {
-        Smoothing::SavitzkyGolay => {
-            let degree = if pts.len() >= 5 {
-                2
-            } else if pts.len() >= 3 {
-                1
-            } else {
-                0
-            };
-            poly_at_zero(&pts, degree) as f32
+/// Fits the track through a window of points; keeps its scratch buffers from one fit to the next (a
+/// plan makes several fits per frame, for every tile).
+#[derive(Default)]
+struct Fitter {
+    pts: Vec<(f64, f64)>,
+    vals: Vec<f32>,
+}
+
+impl Fitter {
+    /// Value of the track at time `t` from the points in `range` (excluding position `skip`): median,
+    /// or the least-squares parabola (line or mean when there are too few points).
+    fn fit(
+        &mut self,
+        ts: &[f32],
+        vs: &[f32],
+        range: std::ops::Range<usize>,
+        skip: Option<usize>,
+        t: f32,
+        mode: Smoothing,
+    ) -> f32 {
+        let pts = &mut self.pts;
+        pts.clear();
+        pts.extend(
+            range
+                .filter(|&j| Some(j) != skip)
+                .map(|j| (f64::from(ts[j]) - f64::from(t), f64::from(vs[j]))),
+        );
+        if pts.is_empty() {
+            return f32::NAN;
         }
-        _ => {
-            let vals: Vec<f32> = pts.iter().map(|p| p.1 as f32).collect();
-            crate::stats::median(&vals)
+        match mode {
+            Smoothing::SavitzkyGolay => {
+                let degree = if pts.len() >= 5 {
+                    2
+                } else if pts.len() >= 3 {
+                    1
+                } else {
+                    0
+                };
+                poly_at_zero(pts, degree) as f32
+            }
+            _ => {
+                self.vals.clear();
+                self.vals
+                    .extend(pts.iter().map(|p| p.1 as f32).filter(|v| v.is_finite()));
+                crate::stats::median_in_place(&mut self.vals)
+            }
         }
     }
 }

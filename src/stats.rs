@@ -40,16 +40,24 @@ pub fn median_in_place(values: &mut [f32]) -> f32 {
     }
 }
 
+/// The finite values of `values`, in one allocation (collecting a filter would grow the vector step by
+/// step, a reallocation each time: under a shared allocator lock, worker threads then wait for each
+/// other).
+fn finite(values: &[f32]) -> Vec<f32> {
+    let mut kept = Vec::with_capacity(values.len());
+    kept.extend(values.iter().copied().filter(|v| v.is_finite()));
+    kept
+}
+
 /// Median of the finite values of `values`; `NaN` when there is none.
 pub fn median(values: &[f32]) -> f32 {
-    let mut finite: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    median_in_place(&mut finite)
+    median_in_place(&mut finite(values))
 }
 
 /// Median and MAD-sigma of finite `values` (reorders a scratch copy, not the input).
 /// Returns `(NaN, NaN)` when there is no finite value.
 pub fn median_and_sigma(values: &[f32]) -> (f32, f32) {
-    let mut scratch: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    let mut scratch = finite(values);
     let med = median_in_place(&mut scratch);
     for v in scratch.iter_mut() {
         *v = (*v - med).abs();
@@ -64,7 +72,7 @@ pub fn median_and_sigma(values: &[f32]) -> (f32, f32) {
 /// until nothing changes or `max_rounds` is reached. Non-finite values are ignored.
 /// Returns `None` when no finite value exists.
 pub fn sigma_clipped(values: &[f32], kappa: f32, max_rounds: usize) -> Option<ClippedStats> {
-    let mut kept: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    let mut kept = finite(values);
     if kept.is_empty() {
         return None;
     }
