@@ -2,9 +2,11 @@
 //!
 //! Simulates `--scenario seeing --frames 100 --width 1024 --height 1024` once (cached under
 //! `target/bench-data/`), then runs the `tlr` binary on it with 1 and 2 workers in this one process's
-//! lifetime, alternating, and reports per run: wall time, CPU time (and so how many cores were busy), the
-//! speed-up 1 → 2 workers as a ratio measured in this run, the child's peak RSS (VmHWM) and the bytes it
-//! read relative to the data set size.
+//! lifetime, alternating (which goes first alternates from round to round), and reports per run: wall
+//! time, CPU time (and so how many cores were busy), the child's peak RSS (VmHWM) and the bytes it read
+//! relative to the data set size; then the speed-up 1 → 2 workers measured in this run, three ways: best
+//! wall of each, the median over rounds of back-to-back pairs, and the ratio of cores kept busy (the
+//! machine's speed drifts by up to ±20 % within a minute; the last does not depend on it).
 //!
 //! Run: `cargo bench -p tlr --bench pipeline` (env `TLR_BENCH_FRAMES`, `TLR_BENCH_SIZE`, `TLR_BENCH_REPEAT`).
 
@@ -125,14 +127,19 @@ fn main() {
         total / 1e6
     );
     let mut best = [f64::INFINITY; 2];
-    let mut cores_busy = Vec::new();
+    let mut busy: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut paired = Vec::new();
     for round in 0..repeat {
-        for (slot, workers) in [1usize, 2].into_iter().enumerate() {
+        // Alternate which goes first, so that a drift of the machine's speed within a round favours
+        // neither.
+        let order = if round % 2 == 0 { [1usize, 2] } else { [2, 1] };
+        let mut wall = [f64::NAN; 2];
+        for workers in order {
+            let slot = workers - 1;
             let f = run(&dir, workers, &out, false);
             best[slot] = best[slot].min(f.wall_s);
-            if workers == 2 {
-                cores_busy.push(f.cpu_s / f.wall_s);
-            }
+            wall[slot] = f.wall_s;
+            busy[slot].push(f.cpu_s / f.wall_s);
             println!(
                 "round {round} workers {workers}: wall {:.2} s, CPU {:.2} s ({:.2} cores busy), peak RSS {:.0} MiB, \
                  read {:.2}x the data set, {} tiles",
@@ -144,20 +151,33 @@ fn main() {
                 f.tiles
             );
         }
+        paired.push(wall[0] / wall[1]);
+        println!(
+            "round {round}: speed-up 1 -> 2 workers {:.2}x",
+            wall[0] / wall[1]
+        );
     }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
     println!(
         "best wall: 1 worker {:.2} s, 2 workers {:.2} s, speed-up 1 -> 2 workers {:.2}x",
         best[0],
         best[1],
         best[0] / best[1]
     );
-    // The machine's speed drifts; how busy the two cores were during the 2-worker runs does not.
-    cores_busy.sort_by(f64::total_cmp);
-    if let Some(median) = cores_busy.get(cores_busy.len() / 2) {
-        println!(
-            "2 workers kept {median:.2} of 2 cores busy (median over rounds; 2.00 = no idle time)"
-        );
-    }
+    println!(
+        "speed-up 1 -> 2 workers per round (back-to-back runs): median {:.2}x",
+        median(&mut paired)
+    );
+    // The machine's speed drifts; how busy the cores were during a run does not.
+    let (busy1, busy2) = (median(&mut busy[0]), median(&mut busy[1]));
+    println!(
+        "cores busy (median over rounds): 1 worker {busy1:.2}, 2 workers {busy2:.2} of 2 \
+         (their ratio {:.2}x is the speed-up for equal CPU work)",
+        busy2 / busy1
+    );
     let g = run(&dir, 2, &out, true);
     println!("global-only baseline, 2 workers: wall {:.2} s", g.wall_s);
 }
