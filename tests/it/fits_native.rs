@@ -195,7 +195,13 @@ fn samples(rng: &mut Rng, bitpix: i64, n: usize, blank: Option<i64>) -> Vec<u8> 
                     (1 << 53) + 1,
                     (1 << 24) + 1,
                     i64::MIN + 1,
-                ][(i / 7) % 7]
+                    // Just above a tie between two f32 values: a direct cast rounds up, a cast via
+                    // f64 lands exactly on the tie first and rounds to even (down). As unsigned
+                    // (sign bit flipped) the same for `BZERO = 2^63`.
+                    (1 << 60) + (1 << 36) + 1,
+                    -((1 << 60) + (1 << 36) + 1),
+                    ((1u64 << 63) | (1 << 60) | (1 << 36) | 1) as i64,
+                ][(i / 7) % 10]
                     .to_be_bytes()
                     .to_vec(),
             ),
