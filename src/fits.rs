@@ -3,19 +3,29 @@
 //! What it does:
 //! - finds the image of a frame: the primary HDU, or the first image extension when the primary is
 //!   empty (tile-compressed `.fz` files keep the image in HDU 1 as a compressed binary table);
-//! - accepts BITPIX 8, 16, 32, 64, -32, -64 with BZERO/BSCALE applied (cfitsio does the scaling),
+//! - accepts BITPIX 8, 16, 32, 64, -32, -64 with BZERO/BSCALE applied,
 //!   NAXIS 2, or NAXIS 3 with a single plane, as frames; cubes of several planes (tlr's RGB result)
 //!   only through [`read_cube`] (a frame that is a cube is [`FitsError::Cube`]); anything else is a
 //!   clear [`FitsError`];
-//! - validates a file **before** cfitsio touches it, reading the header blocks itself with `std::fs`:
-//!   the first card must be `SIMPLE = T`, every header up to the image must end with an `END` card,
+//! - validates a file **before** reading pixels (and before cfitsio touches it), reading the header
+//!   blocks itself with `std::fs`: the first card must be `SIMPLE = T`, every header up to the image must end with an `END` card,
 //!   and the file must hold the header blocks plus the data its header promises, padded to a whole
 //!   2880-byte block (a truncated file otherwise opens fine and even returns its first rows; cfitsio
 //!   cannot read an unpadded last block, so that is rejected too, with its own message);
-//! - opens files with `fits_open_diskfile` / creates them with `fits_create_diskfile`, so that file
-//!   names with `[`, `]`, `(`, `)` or spaces are taken literally (cfitsio's extended filename syntax is
+//! - opens files with `std::fs`, or with `fits_open_diskfile` where cfitsio reads them, and creates
+//!   them with `fits_create_diskfile`, so that file names with `[`, `]`, `(`, `)` or spaces are taken literally (cfitsio's extended filename syntax is
 //!   never parsed);
-//! - reads rectangular regions (a tile plus its margin) without reading the whole frame;
+//! - reads rectangular regions (a tile plus its margin) without reading the whole frame, with one
+//!   of two backends:
+//!   - **native** for uncompressed images (primary HDU or `IMAGE` extension): positioned reads with
+//!     `std::fs` from the data offset the header walk found (a full-width region is one read), and
+//!     the big-endian samples converted to `f32` in one pass, replicating cfitsio's conversion rules
+//!     bit for bit (integers cast straight to `f32` without scaling, else `raw * BSCALE + BZERO` in
+//!     double; float zeros and subnormals become `+0.0`, or `BZERO` when scaled; BITPIX 64 with
+//!     `BZERO = 2^63` as unsigned). cfitsio never opens these files;
+//!   - **cfitsio** (`ffgsv`) for tile-compressed images, and for the rare uncompressed image whose
+//!     `BSCALE`/`BZERO`/`BLANK`/`PCOUNT`/`GCOUNT` or axis cards are not plain (repeated, quoted,
+//!     malformed or out-of-range numbers, `PCOUNT` other than 0): cfitsio keeps its own reading of those;
 //! - converts pixels to `f32`; undefined pixels (integer `BLANK`, NaN) and ±Inf become `f32::NAN`,
 //!   the crate's marker for missing data;
 //! - writes `f32` images (BITPIX -32), camera-like `u16` images (BITPIX 16, BZERO 32768) and `f32`
@@ -23,8 +33,8 @@
 //!
 //! What it does not: no WCS, no Bayer demosaicing (the Bayer keywords are reported, pixels stay
 //! raw), no flipping for `ROWORDER` (rows stay in file order, see [`crate::geom`]), no tables, no
-//! writing of compressed files, no threads. A [`FitsReader`] holds a cfitsio handle and is not `Send`:
-//! open, read and drop it inside one thread.
+//! writing of compressed files, no threads. A [`FitsReader`] may hold a cfitsio handle and is not
+//! `Send`: open, read and drop it inside one thread.
 //!
 //! Shapes are `(rows, cols)` = `(NAXIS2, NAXIS1)`; cubes are `(planes, rows, cols)`.
 
@@ -334,6 +344,147 @@ struct Layout {
     naxis: usize,
     /// `NAXIS3` (1 for a 2-D image).
     planes: usize,
+    /// Byte offset of the image HDU's data (the block after its `END` card).
+    data_start: u64,
+    /// How the pixels are read: natively (with the scaling to apply) or through cfitsio.
+    storage: Storage,
+}
+
+/// How an image HDU's pixels are stored, i.e. which backend reads them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Storage {
+    /// Plain big-endian samples right at `data_start`, read natively with this scaling.
+    Plain(Scaling),
+    /// Tile-compressed (a `ZIMAGE` binary table), or an uncompressed image whose structural or
+    /// scaling keywords cfitsio might read differently from a plain parse (duplicates, quoted or
+    /// malformed numbers, `PCOUNT`/`GCOUNT` other than 0/1): cfitsio reads these, so that they keep
+    /// exactly cfitsio's interpretation.
+    Cfitsio,
+}
+
+/// `BSCALE`, `BZERO` and `BLANK` of an uncompressed image, as cfitsio's `ffgphd` reads them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Scaling {
+    bscale: f64,
+    bzero: f64,
+    /// Raw value of undefined integer pixels; `None` without a `BLANK` card (or with cfitsio's own
+    /// "undefined" marker value 1234554321).
+    blank: Option<i64>,
+}
+
+/// Keywords whose raw cards [`read_header_at`] keeps for [`plain_scaling`] (prefixes of the 8-byte
+/// keyword field; `NAXIS` covers `NAXISn`).
+const RAW_KEYS: &[&[u8]] = &[
+    b"BSCALE", b"BZERO", b"BLANK", b"PCOUNT", b"GCOUNT", b"BITPIX", b"NAXIS",
+];
+
+/// cfitsio's marker for "no null value defined" (`NULL_UNDEFINED` in fitsio2.h): a `BLANK` with this
+/// value disables its null check.
+const CFITSIO_NULL_UNDEFINED: i64 = 1_234_554_321;
+
+/// The value text of a raw `KEY     = value / comment` card when it is a plain (unquoted) value;
+/// `None` for anything else (no `= ` value indicator, quoted string, non-ASCII).
+fn raw_value(raw: &[u8]) -> Option<&str> {
+    if raw.len() < 10 || &raw[8..10] != b"= " {
+        return None;
+    }
+    let text = std::str::from_utf8(&raw[10..]).ok()?;
+    if text.contains('\'') {
+        return None;
+    }
+    let value = text.split_once('/').map_or(text, |(v, _)| v);
+    Some(value.trim_matches(' '))
+}
+
+/// A number in the form both Rust's parser and C's `strtod` (as cfitsio's `ffc2dd` calls it) read
+/// the same: `[+-]digits[.digits][(E|e|D)[+-]digits]`. `None` for anything else, and for values
+/// `strtod` reports as out of range (overflow, underflow to 0, subnormal): cfitsio then ignores the
+/// keyword, which only cfitsio itself should decide.
+fn plain_float(text: &str) -> Option<f64> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - start
+    };
+    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+        i += 1;
+    }
+    let mantissa_start = i;
+    let mut n = digits(&mut i);
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        n += digits(&mut i);
+    }
+    if n == 0 {
+        return None;
+    }
+    let mantissa_nonzero = b[mantissa_start..i]
+        .iter()
+        .any(|c| (b'1'..=b'9').contains(c));
+    if i < b.len() && matches!(b[i], b'E' | b'e' | b'D') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return None;
+        }
+    }
+    if i != b.len() {
+        return None;
+    }
+    let v: f64 = text.replace('D', "E").parse().ok()?;
+    let out_of_range = !v.is_finite() || v.is_subnormal() || (v == 0.0 && mantissa_nonzero);
+    (!out_of_range).then_some(v)
+}
+
+/// An integer `[+-]digits` within `i64` (what `strtoll` reads without error).
+fn plain_int(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// The scaling of an uncompressed image from its raw structural cards, when a plain parse is sure to
+/// read them as cfitsio does: each keyword at most once, plain numbers, `PCOUNT` 0 and `GCOUNT` 1
+/// when present. `None` sends the image to the cfitsio backend.
+fn plain_scaling(raw_cards: &[[u8; CARD]]) -> Option<Scaling> {
+    let mut seen: Vec<&[u8]> = Vec::new();
+    let mut scaling = Scaling {
+        bscale: 1.0,
+        bzero: 0.0,
+        blank: None,
+    };
+    for raw in raw_cards {
+        let key = raw[..8].trim_ascii_end();
+        if seen.contains(&key) {
+            return None;
+        }
+        seen.push(key);
+        match key {
+            b"BSCALE" => scaling.bscale = plain_float(raw_value(raw)?)?,
+            b"BZERO" => scaling.bzero = plain_float(raw_value(raw)?)?,
+            b"BLANK" => {
+                let blank = plain_int(raw_value(raw)?)?;
+                scaling.blank = (blank != CFITSIO_NULL_UNDEFINED).then_some(blank);
+            }
+            b"PCOUNT" if plain_int(raw_value(raw)?)? != 0 => return None,
+            b"GCOUNT" if plain_int(raw_value(raw)?)? != 1 => return None,
+            b"PCOUNT" | b"GCOUNT" | b"BITPIX" | b"NAXIS" => {}
+            k if k.len() > 5
+                && k.starts_with(b"NAXIS")
+                && k[5..].iter().all(u8::is_ascii_digit) => {}
+            // Another keyword sharing a prefix (e.g. `BLANKS`): cfitsio ignores it, and so do we.
+            _ => {}
+        }
+    }
+    Some(scaling)
 }
 
 fn card_value(cards: &[HeaderCard], key: &str) -> Option<String> {
@@ -472,20 +623,30 @@ fn is_true(cards: &[HeaderCard], key: &str) -> bool {
     card_value(cards, key).is_some_and(|v| v.trim() == "T")
 }
 
-/// Reads one header starting at `start`; returns its cards and the offset after the header.
+/// One header as [`read_header_at`] returns it.
+struct RawHeader {
+    cards: Vec<HeaderCard>,
+    /// Offset of the first byte after the header (where the HDU's data starts).
+    end: u64,
+    /// The raw cards whose keyword starts with one of [`RAW_KEYS`], in order.
+    raw_keys: Vec<[u8; CARD]>,
+}
+
+/// Reads one header starting at `start`.
 fn read_header_at(
     path: &Path,
     file: &mut fs::File,
     start: u64,
     file_len: u64,
     hdu: usize,
-) -> Result<(Vec<HeaderCard>, u64), FitsError> {
+) -> Result<RawHeader, FitsError> {
     let io_err = |source| FitsError::Io {
         path: path.to_path_buf(),
         source,
     };
     file.seek(SeekFrom::Start(start)).map_err(io_err)?;
     let mut cards = Vec::new();
+    let mut raw_keys = Vec::new();
     let mut block = vec![0u8; BLOCK as usize];
     let mut offset = start;
     for _ in 0..MAX_HEADER_BLOCKS {
@@ -523,10 +684,19 @@ fn read_header_at(
             check_signature(path, &block)?;
         }
         offset += BLOCK;
-        for raw in block.chunks(CARD) {
+        for raw in block.chunks_exact(CARD) {
             let card = parse_card(raw);
             if card.key == "END" && raw[8..].iter().all(|&b| b == b' ') {
-                return Ok((cards, offset));
+                return Ok(RawHeader {
+                    cards,
+                    end: offset,
+                    raw_keys,
+                });
+            }
+            if RAW_KEYS.iter().any(|k| raw.starts_with(k)) {
+                let mut copy = [b' '; CARD];
+                copy.copy_from_slice(raw);
+                raw_keys.push(copy);
             }
             push_card(&mut cards, card);
         }
@@ -693,6 +863,11 @@ fn image_geometry(
 
 /// Walks the file's HDUs with `std::fs` until the image HDU and checks that the file is complete.
 fn read_layout(path: &Path) -> Result<Layout, FitsError> {
+    read_layout_file(path).map(|(layout, _)| layout)
+}
+
+/// [`read_layout`], also handing back the open file (the native backend reads its pixels from it).
+fn read_layout_file(path: &Path) -> Result<(Layout, fs::File), FitsError> {
     let io_err = |source| FitsError::Io {
         path: path.to_path_buf(),
         source,
@@ -716,7 +891,11 @@ fn read_layout(path: &Path) -> Result<Layout, FitsError> {
         if hdu > 0 && start >= file_len {
             break;
         }
-        let (cards, data_start) = read_header_at(path, &mut file, start, file_len, hdu)?;
+        let RawHeader {
+            cards,
+            end: data_start,
+            raw_keys,
+        } = read_header_at(path, &mut file, start, file_len, hdu)?;
         if hdu > 0 {
             let xt = card_value(&cards, "XTENSION");
             if xt.is_none() {
@@ -728,6 +907,7 @@ fn read_layout(path: &Path) -> Result<Layout, FitsError> {
         let have = file_len - data_start;
         let xtension = card_value(&cards, "XTENSION").map(|s| s.trim().to_ascii_uppercase());
         let naxis = parse_int(path, hdu, &cards, "NAXIS")?.unwrap_or(0);
+        let plain = || plain_scaling(&raw_keys).map_or(Storage::Cfitsio, Storage::Plain);
         let image = match (hdu, xtension.as_deref()) {
             (0, _) if naxis > 0 => {
                 if is_true(&cards, "GROUPS") {
@@ -736,16 +916,18 @@ fn read_layout(path: &Path) -> Result<Layout, FitsError> {
                         reason: "random-groups data".to_string(),
                     });
                 }
-                Some(image_geometry(path, hdu, &cards, "")?)
+                Some((image_geometry(path, hdu, &cards, "")?, plain()))
             }
-            (_, Some("IMAGE")) if naxis > 0 => Some(image_geometry(path, hdu, &cards, "")?),
+            (_, Some("IMAGE")) if naxis > 0 => {
+                Some((image_geometry(path, hdu, &cards, "")?, plain()))
+            }
             (_, Some("BINTABLE")) if is_true(&cards, "ZIMAGE") => {
-                Some(image_geometry(path, hdu, &cards, "Z")?)
+                Some((image_geometry(path, hdu, &cards, "Z")?, Storage::Cfitsio))
             }
             _ => None,
         };
         let padded = need.div_ceil(BLOCK) * BLOCK;
-        if let Some(geometry) = image {
+        if let Some((geometry, storage)) = image {
             if have < need {
                 return Err(FitsError::Truncated {
                     path: path.to_path_buf(),
@@ -761,7 +943,7 @@ fn read_layout(path: &Path) -> Result<Layout, FitsError> {
                     need: padded,
                 });
             }
-            return Ok(Layout {
+            let layout = Layout {
                 hdu,
                 cards,
                 rows: geometry.rows,
@@ -769,7 +951,10 @@ fn read_layout(path: &Path) -> Result<Layout, FitsError> {
                 bitpix: geometry.bitpix,
                 naxis: geometry.naxis,
                 planes: geometry.planes,
-            });
+                data_start,
+                storage,
+            };
+            return Ok((layout, file));
         }
         if have < padded {
             if have < need {
@@ -841,7 +1026,9 @@ fn frame_header(path: &Path, layout: &Layout) -> FrameHeader {
 /// Reads and validates a frame's header without reading its pixels.
 ///
 /// Validation: FITS signature, `END` cards, complete data (file length), supported image shape and
-/// BITPIX, and that cfitsio opens the image HDU and agrees on its geometry.
+/// BITPIX (all by this module's own header walk); for images read through cfitsio (tile-compressed
+/// ones, see the module docs) also that cfitsio opens the image HDU and agrees on its geometry.
+/// Uncompressed images are read natively, so cfitsio does not see them here either.
 ///
 /// # Errors
 /// Every [`FitsError`] class of [`FitsReader::open`].
@@ -850,7 +1037,7 @@ pub fn read_header(path: &Path) -> Result<FrameHeader, FitsError> {
 }
 
 /// The raw cards of a frame's image HDU (for display, e.g. `tlr inspect`), after the same completeness
-/// checks as [`read_header`] except the cfitsio open.
+/// checks as [`read_header`] except the cfitsio open of tile-compressed images.
 ///
 /// # Errors
 /// The [`FitsError`]s of the header and completeness checks.
@@ -1033,8 +1220,344 @@ fn cfitsio_error(path: &Path, action: &'static str, status: c_int) -> FitsError 
 // Reading
 // ---------------------------------------------------------------------------------------------
 
-/// An open frame for repeated region reads. Holds a cfitsio handle: not `Send`; open, read and drop
-/// it inside one thread. The file is closed when the reader is dropped.
+/// Regions whose rows are at most this many bytes apart on disk (beyond the region's own columns)
+/// are read in chunks spanning several rows, gaps included; wider gaps are skipped with one read per
+/// row. One read call costs about as much as copying a few KiB.
+const MAX_GAP_BYTES: usize = 16 * 1024;
+/// Largest single read of the native backend when a region is read in row-spanning chunks.
+const MAX_CHUNK_BYTES: usize = 1 << 20;
+
+/// How raw integer samples become `f32` (after the `BLANK` check).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum IntMap {
+    /// `BSCALE = 1`, `BZERO = 0`: the integer cast straight to `f32`.
+    Cast,
+    /// `BSCALE = 1` and an integral `BZERO` small enough that `raw + BZERO` is exact in `i32`: the
+    /// same value (and so the same single rounding to `f32`) as cfitsio's `raw * 1.0 + BZERO` in
+    /// double, without the round trip through `f64`.
+    Offset(i32),
+    /// `(raw as f64 * BSCALE + BZERO) as f32`, cfitsio's general rule.
+    Linear(f64, f64),
+}
+
+/// Conversion of big-endian samples of one BITPIX to `f32`, replicating cfitsio's `fffXXr4` routines
+/// as `ffgsv` calls them with `TFLOAT` and a NaN null value, followed by this module's rule that
+/// every non-finite result is `f32::NAN`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Conversion {
+    /// BITPIX 8 (`fffi1r4`); `BLANK` counts only within 0..=255.
+    U8 { blank: Option<u8>, map: IntMap },
+    /// BITPIX 16 (`fffi2r4`); `BLANK` counts only within the `i16` range.
+    I16 { blank: Option<i16>, map: IntMap },
+    /// BITPIX 32 (`fffi4r4`); cfitsio casts `BLANK` to 32 bits without a range check.
+    I32 { blank: Option<i32>, map: IntMap },
+    /// BITPIX 64 (`fffi8r4`): `BSCALE = 1, BZERO = 2^63` flips the sign bit and casts the `u64`
+    /// straight to `f32`; no scaling casts the `i64` straight to `f32`; otherwise via `f64`.
+    I64 {
+        blank: Option<i64>,
+        unsigned: bool,
+        scale: Option<(f64, f64)>,
+    },
+    /// BITPIX -32 (`fffr4r4`): NaN/Inf are null; zero and subnormal samples (exponent bits 0) become
+    /// `+0.0`, or `BZERO` when scaled; others `v` or `(v as f64 * BSCALE + BZERO) as f32`.
+    F32 { scale: Option<(f64, f64)> },
+    /// BITPIX -64 (`fffr8r4`), the same rules for doubles.
+    F64 { scale: Option<(f64, f64)> },
+}
+
+impl Conversion {
+    fn new(bitpix: i64, s: Scaling) -> Self {
+        let unscaled = s.bscale == 1.0 && s.bzero == 0.0;
+        let scale = (!unscaled).then_some((s.bscale, s.bzero));
+        let small_map = || {
+            if unscaled {
+                IntMap::Cast
+            } else if s.bscale == 1.0 && s.bzero.fract() == 0.0 && s.bzero.abs() <= (1 << 30) as f64
+            {
+                IntMap::Offset(s.bzero as i32)
+            } else {
+                IntMap::Linear(s.bscale, s.bzero)
+            }
+        };
+        let linear = if unscaled {
+            IntMap::Cast
+        } else {
+            IntMap::Linear(s.bscale, s.bzero)
+        };
+        match bitpix {
+            8 => Self::U8 {
+                blank: s.blank.and_then(|b| u8::try_from(b).ok()),
+                map: small_map(),
+            },
+            16 => Self::I16 {
+                blank: s.blank.and_then(|b| i16::try_from(b).ok()),
+                map: small_map(),
+            },
+            // `(INT32BIT) tnull` in cfitsio: the low 32 bits.
+            32 => Self::I32 {
+                blank: s.blank.map(|b| b as i32),
+                map: linear,
+            },
+            64 => Self::I64 {
+                blank: s.blank,
+                unsigned: s.bscale == 1.0 && s.bzero == 9_223_372_036_854_775_808.0,
+                scale,
+            },
+            -32 => Self::F32 { scale },
+            _ => Self::F64 { scale },
+        }
+    }
+
+    /// Bytes per sample.
+    fn width(self) -> usize {
+        match self {
+            Self::U8 { .. } => 1,
+            Self::I16 { .. } => 2,
+            Self::I32 { .. } | Self::F32 { .. } => 4,
+            Self::I64 { .. } | Self::F64 { .. } => 8,
+        }
+    }
+
+    /// Appends the converted samples of `bytes` (a whole number of samples) to `out`.
+    fn extend(self, bytes: &[u8], out: &mut Vec<f32>) {
+        fn each<const N: usize>(bytes: &[u8], out: &mut Vec<f32>, f: impl Fn([u8; N]) -> f32) {
+            out.extend(bytes.chunks_exact(N).map(|c| {
+                let mut a = [0u8; N];
+                a.copy_from_slice(c);
+                f(a)
+            }));
+        }
+        fn finite(v: f32) -> f32 {
+            if v.is_finite() {
+                v
+            } else {
+                f32::NAN
+            }
+        }
+        fn linear(v: f64, bscale: f64, bzero: f64) -> f32 {
+            finite((v * bscale + bzero) as f32)
+        }
+        // One loop per case, so that none tests the case per pixel.
+        macro_rules! int {
+            ($n:literal, $t:ty, $blank:expr, $map:expr) => {
+                match ($blank, $map) {
+                    (None, IntMap::Cast) => {
+                        each::<$n>(bytes, out, |a| <$t>::from_be_bytes(a) as f32)
+                    }
+                    (None, IntMap::Offset(z)) => each::<$n>(bytes, out, |a| {
+                        (i32::from(<$t>::from_be_bytes(a)) + z) as f32
+                    }),
+                    (None, IntMap::Linear(m, z)) => each::<$n>(bytes, out, |a| {
+                        linear(f64::from(<$t>::from_be_bytes(a)), m, z)
+                    }),
+                    (Some(b), IntMap::Cast) => each::<$n>(bytes, out, |a| {
+                        let r = <$t>::from_be_bytes(a);
+                        if r == b {
+                            f32::NAN
+                        } else {
+                            r as f32
+                        }
+                    }),
+                    (Some(b), IntMap::Offset(z)) => each::<$n>(bytes, out, |a| {
+                        let r = <$t>::from_be_bytes(a);
+                        if r == b {
+                            f32::NAN
+                        } else {
+                            (i32::from(r) + z) as f32
+                        }
+                    }),
+                    (Some(b), IntMap::Linear(m, z)) => each::<$n>(bytes, out, |a| {
+                        let r = <$t>::from_be_bytes(a);
+                        if r == b {
+                            f32::NAN
+                        } else {
+                            linear(f64::from(r), m, z)
+                        }
+                    }),
+                }
+            };
+        }
+        match self {
+            Self::U8 { blank, map } => int!(1, u8, blank, map),
+            Self::I16 { blank, map } => int!(2, i16, blank, map),
+            Self::I32 { blank, map } => match (blank, map) {
+                (None, IntMap::Linear(m, z)) => each::<4>(bytes, out, |a| {
+                    linear(f64::from(i32::from_be_bytes(a)), m, z)
+                }),
+                (None, _) => each::<4>(bytes, out, |a| i32::from_be_bytes(a) as f32),
+                (Some(b), IntMap::Linear(m, z)) => each::<4>(bytes, out, |a| {
+                    let r = i32::from_be_bytes(a);
+                    if r == b {
+                        f32::NAN
+                    } else {
+                        linear(f64::from(r), m, z)
+                    }
+                }),
+                (Some(b), _) => each::<4>(bytes, out, |a| {
+                    let r = i32::from_be_bytes(a);
+                    if r == b {
+                        f32::NAN
+                    } else {
+                        r as f32
+                    }
+                }),
+            },
+            Self::I64 {
+                blank,
+                unsigned,
+                scale,
+            } => {
+                let blank_or = |r: i64, v: f32| if Some(r) == blank { f32::NAN } else { v };
+                if unsigned {
+                    each::<8>(bytes, out, |a| {
+                        let r = i64::from_be_bytes(a);
+                        blank_or(r, ((r as u64) ^ (1 << 63)) as f32)
+                    })
+                } else if let Some((m, z)) = scale {
+                    each::<8>(bytes, out, |a| {
+                        let r = i64::from_be_bytes(a);
+                        blank_or(r, linear(r as f64, m, z))
+                    })
+                } else {
+                    each::<8>(bytes, out, |a| {
+                        let r = i64::from_be_bytes(a);
+                        blank_or(r, r as f32)
+                    })
+                }
+            }
+            Self::F32 { scale } => {
+                const EXP: u32 = 0x7f80_0000;
+                match scale {
+                    None => each::<4>(bytes, out, |a| {
+                        let bits = u32::from_be_bytes(a);
+                        match bits & EXP {
+                            EXP => f32::NAN,
+                            0 => 0.0,
+                            _ => f32::from_bits(bits),
+                        }
+                    }),
+                    Some((m, z)) => each::<4>(bytes, out, |a| {
+                        let bits = u32::from_be_bytes(a);
+                        match bits & EXP {
+                            EXP => f32::NAN,
+                            0 => finite(z as f32),
+                            _ => linear(f64::from(f32::from_bits(bits)), m, z),
+                        }
+                    }),
+                }
+            }
+            Self::F64 { scale } => {
+                const EXP: u64 = 0x7ff0_0000_0000_0000;
+                match scale {
+                    None => each::<8>(bytes, out, |a| {
+                        let bits = u64::from_be_bytes(a);
+                        match bits & EXP {
+                            EXP => f32::NAN,
+                            0 => 0.0,
+                            _ => finite(f64::from_bits(bits) as f32),
+                        }
+                    }),
+                    Some((m, z)) => each::<8>(bytes, out, |a| {
+                        let bits = u64::from_be_bytes(a);
+                        match bits & EXP {
+                            EXP => f32::NAN,
+                            0 => finite(z as f32),
+                            _ => linear(f64::from_bits(bits), m, z),
+                        }
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`.
+fn read_exact_at(file: &mut fs::File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(buf, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(buf)
+    }
+}
+
+/// The native backend: an uncompressed image read with `std::fs`.
+struct NativeImage {
+    file: fs::File,
+    /// Byte offset of the first sample.
+    data_start: u64,
+    conversion: Conversion,
+    /// Read buffer, kept from one region to the next.
+    bytes: Vec<u8>,
+}
+
+impl NativeImage {
+    /// Reads plane `plane`, rows `rows`, columns `cols` (checked by the caller) of a `h x w` image.
+    fn read(
+        &mut self,
+        (h, w): (usize, usize),
+        plane: usize,
+        rows: Range<usize>,
+        cols: Range<usize>,
+    ) -> io::Result<Vec<f32>> {
+        let bpp = self.conversion.width();
+        let (nr, nc) = (rows.len(), cols.len());
+        let mut out = Vec::with_capacity(nr * nc);
+        // Sample index of (plane, row, col) in the data unit; all fit in u64 (the layout checked
+        // that the file holds every sample).
+        let index = |row: usize, col: usize| ((plane * h + row) * w + col) as u64;
+        let offset = |row: usize, col: usize| self.data_start + index(row, col) * bpp as u64;
+        let stride = w * bpp;
+        let (seg, gap) = (nc * bpp, (w - nc) * bpp);
+        if nc == w || gap <= MAX_GAP_BYTES {
+            // Chunks of whole rows: from the region's first column in the chunk's first row to its
+            // last column in the chunk's last row (for full-width regions, contiguous samples).
+            let per_chunk = (MAX_CHUNK_BYTES / stride).max(1);
+            let mut r = rows.start;
+            while r < rows.end {
+                let n = per_chunk.min(rows.end - r);
+                let len = (n - 1) * stride + seg;
+                self.bytes.resize(len, 0);
+                read_exact_at(&mut self.file, &mut self.bytes, offset(r, cols.start))?;
+                if nc == w {
+                    self.conversion.extend(&self.bytes, &mut out);
+                } else {
+                    for i in 0..n {
+                        let start = i * stride;
+                        self.conversion
+                            .extend(&self.bytes[start..start + seg], &mut out);
+                    }
+                }
+                r += n;
+            }
+        } else {
+            self.bytes.resize(seg, 0);
+            for r in rows {
+                read_exact_at(&mut self.file, &mut self.bytes, offset(r, cols.start))?;
+                self.conversion.extend(&self.bytes, &mut out);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Where a [`FitsReader`] gets its pixels.
+enum Backend {
+    /// Uncompressed image: positioned reads with `std::fs`, conversion in this module.
+    Native(NativeImage),
+    /// Tile-compressed image (or unusual scaling keywords): cfitsio's `ffgsv`.
+    Cfitsio(FitsFile),
+}
+
+/// An open frame for repeated region reads. Not `Send` (it may hold a cfitsio handle): open, read and
+/// drop it inside one thread. The file is closed when the reader is dropped.
+///
+/// Uncompressed images are read natively (one positioned read per region, or per chunk of rows),
+/// tile-compressed ones through cfitsio; both give the same `f32` values, bit for bit.
 ///
 /// ```
 /// use ndarray::{s, Array2};
@@ -1056,20 +1579,27 @@ pub struct FitsReader {
     naxis: usize,
     /// `NAXIS3`; more than 1 only for a reader opened by [`read_cube`].
     planes: usize,
-    file: FitsFile,
+    /// Not `Send` (its cfitsio variant is not), whichever backend it holds.
+    backend: Backend,
 }
 
 impl std::fmt::Debug for FitsReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match &self.backend {
+            Backend::Native(_) => "native",
+            Backend::Cfitsio(_) => "cfitsio",
+        };
         f.debug_struct("FitsReader")
             .field("header", &self.header)
+            .field("backend", &backend)
             .finish_non_exhaustive()
     }
 }
 
 impl FitsReader {
-    /// Validates the file (see [`read_header`]) and opens its image HDU with cfitsio, taking the
-    /// file name literally.
+    /// Validates the file (see [`read_header`]) and opens its image HDU, taking the file name
+    /// literally: an uncompressed image with `std::fs` (cfitsio is not involved), a tile-compressed
+    /// one with cfitsio.
     ///
     /// # Errors
     /// [`FitsError::Io`], [`FitsError::Empty`], [`FitsError::NotFits`], [`FitsError::HeaderTruncated`],
@@ -1077,12 +1607,23 @@ impl FitsReader {
     /// [`FitsError::Unsupported`], [`FitsError::Cube`] (a frame must be 2-D; see [`read_cube`]),
     /// [`FitsError::BadPath`], [`FitsError::Cfitsio`]; each names the file.
     pub fn open(path: &Path) -> Result<Self, FitsError> {
-        Self::open_layout(path, false)
+        Self::open_layout(path, false, false)
     }
 
-    /// [`FitsReader::open`], optionally accepting a cube of several planes (only [`read_cube`] does).
-    fn open_layout(path: &Path, allow_cube: bool) -> Result<Self, FitsError> {
-        let layout = read_layout(path)?;
+    /// [`FitsReader::open`], but always reading the pixels through cfitsio, as the reader did before
+    /// it had a native backend. For comparisons in tests and benchmarks only.
+    ///
+    /// # Errors
+    /// As [`FitsReader::open`].
+    #[doc(hidden)]
+    pub fn open_with_cfitsio(path: &Path) -> Result<Self, FitsError> {
+        Self::open_layout(path, false, true)
+    }
+
+    /// [`FitsReader::open`], optionally accepting a cube of several planes (only [`read_cube`] does)
+    /// and optionally forcing the cfitsio backend.
+    fn open_layout(path: &Path, allow_cube: bool, force_cfitsio: bool) -> Result<Self, FitsError> {
+        let (layout, file) = read_layout_file(path)?;
         if layout.planes > 1 && !allow_cube {
             return Err(FitsError::Cube {
                 path: path.to_path_buf(),
@@ -1090,77 +1631,23 @@ impl FitsReader {
             });
         }
         let header = frame_header(path, &layout);
-        let c_name = c_path(path).map_err(|reason| FitsError::NotFits {
-            path: path.to_path_buf(),
-            reason,
-        })?;
-        let mut fptr: *mut sys::fitsfile = ptr::null_mut();
-        let mut status: c_int = 0;
-        // SAFETY: valid NUL-terminated name, out-pointer to a local; READONLY = 0.
-        unsafe { sys::ffdkopn(&mut fptr, c_name.as_ptr(), 0, &mut status) };
-        if status != 0 || fptr.is_null() {
-            if !fptr.is_null() {
-                let mut s2 = 0;
-                // SAFETY: fptr came from ffdkopn.
-                unsafe { sys::ffclos(fptr, &mut s2) };
+        let backend = match layout.storage {
+            Storage::Plain(scaling) if !force_cfitsio => Backend::Native(NativeImage {
+                file,
+                data_start: layout.data_start,
+                conversion: Conversion::new(layout.bitpix, scaling),
+                bytes: Vec::new(),
+            }),
+            _ => {
+                drop(file);
+                Backend::Cfitsio(open_cfitsio(path, &layout)?)
             }
-            return Err(cfitsio_error(path, "opening the file", status));
-        }
-        // SAFETY: fptr is a valid open handle; FitsFile takes ownership and closes it on drop.
-        let mut file = unsafe { FitsFile::from_raw(fptr, fitsio::FileOpenMode::READONLY) }
-            .map_err(|e| FitsError::Cfitsio {
-                path: path.to_path_buf(),
-                action: "opening the file",
-                status: -1,
-                message: e.to_string(),
-            })?;
-        // SAFETY: the handle is valid while `file` lives.
-        let raw = unsafe { file.as_raw() };
-        let mut hdutype: c_int = 0;
-        // SAFETY: valid handle; cfitsio HDU numbers are 1-based.
-        unsafe { sys::ffmahd(raw, layout.hdu as c_int + 1, &mut hdutype, &mut status) };
-        if status != 0 {
-            return Err(cfitsio_error(path, "moving to the image HDU", status));
-        }
-        let mut bitpix: c_int = 0;
-        let mut naxis: c_int = 0;
-        let mut naxes = [0 as sys::LONGLONG; 9];
-        // SAFETY: valid handle; naxes holds maxaxis entries.
-        unsafe {
-            sys::ffgiprll(
-                raw,
-                9,
-                &mut bitpix,
-                &mut naxis,
-                naxes.as_mut_ptr(),
-                &mut status,
-            )
         };
-        if status != 0 {
-            return Err(cfitsio_error(path, "reading the image geometry", status));
-        }
-        let agrees = naxis as usize == layout.naxis
-            && naxes[0] == layout.cols as sys::LONGLONG
-            && naxes[1] == layout.rows as sys::LONGLONG
-            && (layout.naxis < 3 || naxes[2] == layout.planes as sys::LONGLONG)
-            && i64::from(bitpix) == layout.bitpix;
-        if !agrees {
-            return Err(FitsError::NotFits {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "cfitsio sees BITPIX {bitpix}, NAXIS {naxis} {:?} where the header says BITPIX {}, {}x{}",
-                    &naxes[..naxis.clamp(0, 9) as usize],
-                    layout.bitpix,
-                    layout.rows,
-                    layout.cols
-                ),
-            });
-        }
         Ok(Self {
             header,
             naxis: layout.naxis,
             planes: layout.planes,
-            file,
+            backend,
         })
     }
 
@@ -1172,7 +1659,8 @@ impl FitsReader {
     /// Reads the whole image as `(rows, cols)`.
     ///
     /// # Errors
-    /// [`FitsError::Cfitsio`] when reading fails, [`FitsError::NoFiniteData`] when no pixel is finite.
+    /// [`FitsError::Io`] or [`FitsError::Cfitsio`] when reading fails, [`FitsError::NoFiniteData`]
+    /// when no pixel is finite.
     pub fn read_full(&mut self) -> Result<Array2<f32>, FitsError> {
         let image = self.read_region(0..self.header.rows, 0..self.header.cols)?;
         if !image.iter().any(|v| v.is_finite()) {
@@ -1188,7 +1676,8 @@ impl FitsReader {
     ///
     /// # Errors
     /// [`FitsError::RegionOutOfBounds`] for an empty region or one reaching outside the image,
-    /// [`FitsError::Cfitsio`] when reading fails.
+    /// [`FitsError::Io`] or [`FitsError::Cfitsio`] when reading fails (e.g. the file shrank since it
+    /// was opened).
     pub fn read_region(
         &mut self,
         rows: Range<usize>,
@@ -1215,42 +1704,20 @@ impl FitsReader {
             });
         }
         let (nr, nc) = (rows.len(), cols.len());
-        // cfitsio pixel coordinates are 1-based, inclusive, in FITS axis order (x first).
-        let mut blc: Vec<c_long> = vec![cols.start as c_long + 1, rows.start as c_long + 1];
-        let mut trc: Vec<c_long> = vec![cols.end as c_long, rows.end as c_long];
-        let mut inc: Vec<c_long> = vec![1, 1];
-        if self.naxis == 3 {
-            let p = plane.min(self.planes.saturating_sub(1)) as c_long + 1;
-            blc.push(p);
-            trc.push(p);
-            inc.push(1);
-        }
-        let mut data = vec![0f32; nr * nc];
-        let mut nulval = f32::NAN;
-        let mut anynul: c_int = 0;
-        let mut status: c_int = 0;
-        // SAFETY: valid handle; blc/trc/inc have NAXIS entries; data holds exactly the region.
-        unsafe {
-            sys::ffgsv(
-                self.file.as_raw(),
-                TFLOAT,
-                blc.as_mut_ptr(),
-                trc.as_mut_ptr(),
-                inc.as_mut_ptr(),
-                &mut nulval as *mut f32 as *mut c_void,
-                data.as_mut_ptr() as *mut c_void,
-                &mut anynul,
-                &mut status,
-            )
-        };
-        if status != 0 {
-            return Err(cfitsio_error(&self.header.path, "reading pixels", status));
-        }
-        for v in &mut data {
-            if !v.is_finite() {
-                *v = f32::NAN;
+        let plane = plane.min(self.planes.saturating_sub(1));
+        let data = match &mut self.backend {
+            Backend::Native(image) => {
+                image
+                    .read((h, w), plane, rows, cols)
+                    .map_err(|source| FitsError::Io {
+                        path: self.header.path.clone(),
+                        source,
+                    })?
             }
-        }
+            Backend::Cfitsio(file) => {
+                cfitsio_region(file, &self.header.path, self.naxis, plane, rows, cols)?
+            }
+        };
         Array2::from_shape_vec((nr, nc), data).map_err(|e| FitsError::Cfitsio {
             path: self.header.path.clone(),
             action: "reshaping pixels",
@@ -1263,7 +1730,7 @@ impl FitsReader {
     /// (e.g. a tile plus margin at the border): those pixels are NaN.
     ///
     /// # Errors
-    /// [`FitsError::Cfitsio`] when reading fails.
+    /// [`FitsError::Io`] or [`FitsError::Cfitsio`] when reading fails.
     pub fn read_region_padded(
         &mut self,
         y0: i64,
@@ -1289,6 +1756,129 @@ impl FitsReader {
     }
 }
 
+/// Opens the image HDU of a validated file with cfitsio and checks that cfitsio agrees with
+/// `layout` on its geometry.
+fn open_cfitsio(path: &Path, layout: &Layout) -> Result<FitsFile, FitsError> {
+    let c_name = c_path(path).map_err(|reason| FitsError::NotFits {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    let mut fptr: *mut sys::fitsfile = ptr::null_mut();
+    let mut status: c_int = 0;
+    // SAFETY: valid NUL-terminated name, out-pointer to a local; READONLY = 0.
+    unsafe { sys::ffdkopn(&mut fptr, c_name.as_ptr(), 0, &mut status) };
+    if status != 0 || fptr.is_null() {
+        if !fptr.is_null() {
+            let mut s2 = 0;
+            // SAFETY: fptr came from ffdkopn.
+            unsafe { sys::ffclos(fptr, &mut s2) };
+        }
+        return Err(cfitsio_error(path, "opening the file", status));
+    }
+    // SAFETY: fptr is a valid open handle; FitsFile takes ownership and closes it on drop.
+    let mut file =
+        unsafe { FitsFile::from_raw(fptr, fitsio::FileOpenMode::READONLY) }.map_err(|e| {
+            FitsError::Cfitsio {
+                path: path.to_path_buf(),
+                action: "opening the file",
+                status: -1,
+                message: e.to_string(),
+            }
+        })?;
+    // SAFETY: the handle is valid while `file` lives.
+    let raw = unsafe { file.as_raw() };
+    let mut hdutype: c_int = 0;
+    // SAFETY: valid handle; cfitsio HDU numbers are 1-based.
+    unsafe { sys::ffmahd(raw, layout.hdu as c_int + 1, &mut hdutype, &mut status) };
+    if status != 0 {
+        return Err(cfitsio_error(path, "moving to the image HDU", status));
+    }
+    let mut bitpix: c_int = 0;
+    let mut naxis: c_int = 0;
+    let mut naxes = [0 as sys::LONGLONG; 9];
+    // SAFETY: valid handle; naxes holds maxaxis entries.
+    unsafe {
+        sys::ffgiprll(
+            raw,
+            9,
+            &mut bitpix,
+            &mut naxis,
+            naxes.as_mut_ptr(),
+            &mut status,
+        )
+    };
+    if status != 0 {
+        return Err(cfitsio_error(path, "reading the image geometry", status));
+    }
+    let agrees = naxis as usize == layout.naxis
+        && naxes[0] == layout.cols as sys::LONGLONG
+        && naxes[1] == layout.rows as sys::LONGLONG
+        && (layout.naxis < 3 || naxes[2] == layout.planes as sys::LONGLONG)
+        && i64::from(bitpix) == layout.bitpix;
+    if !agrees {
+        return Err(FitsError::NotFits {
+            path: path.to_path_buf(),
+            reason: format!(
+                "cfitsio sees BITPIX {bitpix}, NAXIS {naxis} {:?} where the header says BITPIX {}, {}x{}",
+                &naxes[..naxis.clamp(0, 9) as usize],
+                layout.bitpix,
+                layout.rows,
+                layout.cols
+            ),
+        });
+    }
+    Ok(file)
+}
+
+/// Reads a checked region of plane `plane` with cfitsio's `ffgsv` (`TFLOAT`, null value NaN) and
+/// turns every non-finite value into `f32::NAN`.
+fn cfitsio_region(
+    file: &mut FitsFile,
+    path: &Path,
+    naxis: usize,
+    plane: usize,
+    rows: Range<usize>,
+    cols: Range<usize>,
+) -> Result<Vec<f32>, FitsError> {
+    // cfitsio pixel coordinates are 1-based, inclusive, in FITS axis order (x first).
+    let mut blc: Vec<c_long> = vec![cols.start as c_long + 1, rows.start as c_long + 1];
+    let mut trc: Vec<c_long> = vec![cols.end as c_long, rows.end as c_long];
+    let mut inc: Vec<c_long> = vec![1, 1];
+    if naxis == 3 {
+        let p = plane as c_long + 1;
+        blc.push(p);
+        trc.push(p);
+        inc.push(1);
+    }
+    let mut data = vec![0f32; rows.len() * cols.len()];
+    let mut nulval = f32::NAN;
+    let mut anynul: c_int = 0;
+    let mut status: c_int = 0;
+    // SAFETY: valid handle; blc/trc/inc have NAXIS entries; data holds exactly the region.
+    unsafe {
+        sys::ffgsv(
+            file.as_raw(),
+            TFLOAT,
+            blc.as_mut_ptr(),
+            trc.as_mut_ptr(),
+            inc.as_mut_ptr(),
+            &mut nulval as *mut f32 as *mut c_void,
+            data.as_mut_ptr() as *mut c_void,
+            &mut anynul,
+            &mut status,
+        )
+    };
+    if status != 0 {
+        return Err(cfitsio_error(path, "reading pixels", status));
+    }
+    for v in &mut data {
+        if !v.is_finite() {
+            *v = f32::NAN;
+        }
+    }
+    Ok(data)
+}
+
 /// Reads a whole frame: header and `(rows, cols)` pixels.
 ///
 /// # Errors
@@ -1303,7 +1893,7 @@ pub fn read_image(path: &Path) -> Result<(FrameHeader, Array2<f32>), FitsError> 
 /// Reads a whole image or cube: header and `(planes, rows, cols)` pixels. A 2-D image (or a cube with
 /// `NAXIS3 = 1`) is one plane; tlr's colour result is 3 planes R, G, B. This is the reader for
 /// *results* (e.g. `tlr inspect`); frames go through [`read_image`] / [`FitsReader`], which refuse
-/// cubes. All validation is the same as [`read_image`]'s (the same header walk and cfitsio open).
+/// cubes. All validation is the same as [`read_image`]'s (the same header walk and backend choice).
 ///
 /// ```
 /// use ndarray::Array3;
@@ -1324,7 +1914,7 @@ pub fn read_image(path: &Path) -> Result<(FrameHeader, Array2<f32>), FitsError> 
 /// Every [`FitsError`] of [`read_image`] except [`FitsError::Cube`]; [`FitsError::NoFiniteData`] when no
 /// pixel of any plane is finite.
 pub fn read_cube(path: &Path) -> Result<(FrameHeader, Array3<f32>), FitsError> {
-    let mut reader = FitsReader::open_layout(path, true)?;
+    let mut reader = FitsReader::open_layout(path, true, false)?;
     let (rows, cols, planes) = (reader.header.rows, reader.header.cols, reader.planes);
     let mut cube = Array3::from_elem((planes, rows, cols), f32::NAN);
     for p in 0..planes {

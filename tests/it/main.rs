@@ -4,6 +4,7 @@ mod bayer;
 mod config;
 mod examples;
 mod fits;
+mod fits_native;
 mod follow;
 mod global;
 mod live;
