@@ -159,7 +159,11 @@ fn main() {
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+        }
     };
     println!(
         "best wall: 1 worker {:.2} s, 2 workers {:.2} s, speed-up 1 -> 2 workers {:.2}x",
