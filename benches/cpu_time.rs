@@ -1,21 +1,33 @@
-//! Criterion measurement of the benchmarking thread's CPU time (shared by the benchmarks through
-//! `#[path]`): on a shared, loaded machine wall time mostly measures the other users, CPU time does not.
+//! Criterion measurement of the benchmarking thread's CPU time, and the process's CPU time (shared by
+//! the benchmarks through `#[path]`): on a shared, loaded machine wall time mostly measures the other
+//! users, CPU time does not.
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::Throughput;
 
 /// CPU time of the calling thread, in nanoseconds.
 fn thread_cpu_ns() -> f64 {
+    clock_s(libc::CLOCK_THREAD_CPUTIME_ID) * 1e9
+}
+
+/// CPU time of the whole process (all its threads), in seconds.
+#[allow(dead_code)] // only the timed loops (fits_read) use it
+pub fn process_cpu_s() -> f64 {
+    clock_s(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// The time of `clock` in seconds (NaN when the clock cannot be read).
+fn clock_s(clock: libc::clockid_t) -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is supported on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    // SAFETY: `ts` is a valid, writable timespec; the CPU-time clocks are supported on Linux.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {
         return f64::NAN;
     }
-    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 /// Criterion measurement of the benchmarking thread's CPU time.

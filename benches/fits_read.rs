@@ -13,26 +13,18 @@ use std::time::Instant;
 use ndarray::Array2;
 use tlr_core::fits::{write_image_atomic, FitsError, FitsReader, OutputMeta, SampleFormat};
 
-const SIDE: usize = 1024;
+#[path = "cpu_time.rs"]
+#[allow(dead_code)] // the criterion measurement in it is for the other benches
+mod cpu_time;
+use cpu_time::process_cpu_s;
 
-fn cpu_s() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
+const SIDE: usize = 1024;
 
 type Open = fn(&Path) -> Result<FitsReader, FitsError>;
 
 /// Runs `phase` over all frames; returns (CPU s, wall s) and a checksum.
 fn timed(frames: &[PathBuf], open: Open, phase: &str) -> (f64, f64, f64) {
-    let (c0, w0) = (cpu_s(), Instant::now());
+    let (c0, w0) = (process_cpu_s(), Instant::now());
     let mut sum = 0.0f64;
     for path in frames {
         let mut reader = open(path).expect("open");
@@ -58,7 +50,7 @@ fn timed(frames: &[PathBuf], open: Open, phase: &str) -> (f64, f64, f64) {
             }
         }
     }
-    (cpu_s() - c0, w0.elapsed().as_secs_f64(), sum)
+    (process_cpu_s() - c0, w0.elapsed().as_secs_f64(), sum)
 }
 
 fn main() {
