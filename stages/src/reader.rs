@@ -978,6 +978,65 @@ mod tests {
         }
     }
 
+    /// A frame of `rows` x `cols` with a sky gradient, noise and Gaussian stars (deterministic).
+    fn starry_frame(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
+        let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let mut image = Array2::from_shape_fn((rows, cols), |(r, _)| 100.0 + 0.01 * r as f32);
+        for v in image.iter_mut() {
+            *v += 3.0 * (next() + next() + next() - 1.5);
+        }
+        for _ in 0..60 {
+            let (cy, cx) = (next() * rows as f32, next() * cols as f32);
+            let peak = 200.0 + 2000.0 * next();
+            for r in (cy as usize).saturating_sub(8)..(cy as usize + 9).min(rows) {
+                for c in (cx as usize).saturating_sub(8)..(cx as usize + 9).min(cols) {
+                    let d2 = (r as f32 - cy).powi(2) + (c as f32 - cx).powi(2);
+                    image[[r, c]] += peak * (-d2 / (2.0 * 1.5 * 1.5)).exp();
+                }
+            }
+        }
+        image
+    }
+
+    #[test]
+    fn strip_pool_measures_frames_as_the_sequential_measurement_does() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let options = Arc::new(GlobalPass::new().options().clone());
+        // 1200 rows: two strips per frame, so strips of consecutive frames interleave in the queue.
+        let frames: Vec<Arc<Array2<f32>>> = (0..3)
+            .map(|seed| Arc::new(starry_frame(1200, 300, seed)))
+            .collect();
+        assert!(MeasurePlan::new(1200, 300).strips().len() > 1);
+        let measured = runtime.block_on(async {
+            let pool = StripPool::new(2, Arc::clone(&options));
+            let pending: Vec<PendingFrame> = frames
+                .iter()
+                .map(|image| {
+                    let sky = measure_sky(image.view(), &options);
+                    pool.submit(Arc::clone(image), sky, None)
+                })
+                .collect();
+            let mut out = Vec::new();
+            for frame in pending {
+                out.push(frame.finish(&options).await.unwrap().0);
+            }
+            out
+        });
+        for (image, m) in frames.iter().zip(&measured) {
+            assert!(m.stars > 10, "stars found: {}", m.stars);
+            assert_eq!(*m, tlr_core::global::measure_frame(image.view(), &options));
+        }
+    }
+
     #[test]
     fn clip_handles_outside_ranges() {
         assert_eq!(clip(-5, 10, 8), 0..8);
