@@ -188,18 +188,13 @@ fn joined<T>(
 pub fn write_image(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> {
     let mut meta = output_meta(run, "result");
     let png = path.with_extension("png");
-    let preview_error = |e: tlr_core::preview::PreviewError| StageError::Output {
-        path: png.clone(),
-        message: e.to_string(),
-    };
     let Some(colour) = &run.colour else {
-        return std::thread::scope(|scope| {
-            let preview = scope.spawn(|| preview::write_png_preview_atomic(&png, run.image.view()));
-            fits::write_image_atomic(path, run.image.view(), SampleFormat::F32, &meta)
-                .map_err(|e| StageError::fits("output", e))?;
-            joined(preview, "writing the preview")?.map_err(preview_error)?;
-            Ok(png.clone())
-        });
+        side_by_side(
+            || fits::write_image_atomic(path, run.image.view(), SampleFormat::F32, &meta),
+            || preview::write_png_preview_atomic(&png, run.image.view()),
+            &png,
+        )?;
+        return Ok(png);
     };
     let rgb = colour.rgb().map_err(|e| StageError::Output {
         path: path.to_path_buf(),
@@ -214,12 +209,28 @@ pub fn write_image(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> 
         "colour: Bayer {} reconstructed per plane, demosaiced to RGB",
         colour.pattern.name()
     ));
+    side_by_side(
+        || fits::write_cube_atomic(path, rgb.view(), &meta),
+        || preview::write_rgb_png_preview_atomic(&png, rgb.view()),
+        &png,
+    )?;
+    Ok(png)
+}
+
+/// Runs `write_fits` here and `write_preview` (publishing `png`) on a thread of its own; the FITS
+/// file's error comes first.
+fn side_by_side(
+    write_fits: impl FnOnce() -> Result<(), fits::FitsError>,
+    write_preview: impl FnOnce() -> Result<(), preview::PreviewError> + Send,
+    png: &Path,
+) -> Result<(), StageError> {
     std::thread::scope(|scope| {
-        let preview = scope.spawn(|| preview::write_rgb_png_preview_atomic(&png, rgb.view()));
-        fits::write_cube_atomic(path, rgb.view(), &meta)
-            .map_err(|e| StageError::fits("output", e))?;
-        joined(preview, "writing the preview")?.map_err(preview_error)?;
-        Ok(png.clone())
+        let preview = scope.spawn(write_preview);
+        write_fits().map_err(|e| StageError::fits("output", e))?;
+        joined(preview, "writing the preview")?.map_err(|e| StageError::Output {
+            path: png.to_path_buf(),
+            message: e.to_string(),
+        })
     })
 }
 
