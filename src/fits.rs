@@ -45,7 +45,6 @@ use std::ops::Range;
 use std::os::raw::{c_char, c_int, c_long, c_void};
 use std::path::{Path, PathBuf};
 use std::ptr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use fitsio::FitsFile;
 use fitsio_sys as sys;
@@ -263,6 +262,16 @@ pub enum FitsError {
         #[source]
         source: io::Error,
     },
+}
+
+impl From<crate::atomic::AtomicError> for FitsError {
+    fn from(e: crate::atomic::AtomicError) -> Self {
+        FitsError::OutputIo {
+            path: e.path,
+            action: e.action,
+            source: e.source,
+        }
+    }
 }
 
 /// Bayer colour filter description of a one-shot-colour frame.
@@ -2083,21 +2092,6 @@ enum Pixels {
     U16 { data: Vec<u16>, blank: bool },
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Hidden temporary name next to `path` (dot-prefixed, so the frame scan ignores it).
-fn temp_path(path: &Path) -> Result<PathBuf, FitsError> {
-    let name = path.file_name().ok_or_else(|| FitsError::Output {
-        path: path.to_path_buf(),
-        reason: "the path has no file name".to_string(),
-    })?;
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut tmp = std::ffi::OsString::from(".");
-    tmp.push(name);
-    tmp.push(format!(".tmp-{}-{n}", std::process::id()));
-    Ok(path.with_file_name(tmp))
-}
-
 /// Writes header + data with cfitsio into `tmp` (which must not exist).
 fn write_with_cfitsio(
     out: &Path,
@@ -2274,28 +2268,9 @@ fn write_atomic(
             reason: format!("cannot write an empty image of shape {dims:?}"),
         });
     }
-    let tmp = temp_path(path)?;
-    let result = write_with_cfitsio(path, &tmp, dims, &pixels, meta).and_then(|()| {
-        let f = fs::File::open(&tmp).map_err(|source| FitsError::OutputIo {
-            path: tmp.clone(),
-            action: "reopening the temporary file",
-            source,
-        })?;
-        f.sync_all().map_err(|source| FitsError::OutputIo {
-            path: tmp.clone(),
-            action: "syncing the temporary file",
-            source,
-        })?;
-        fs::rename(&tmp, path).map_err(|source| FitsError::OutputIo {
-            path: path.to_path_buf(),
-            action: "renaming the temporary file into place",
-            source,
-        })
-    });
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic::write_file(path, |tmp| {
+        write_with_cfitsio(path, tmp, dims, &pixels, meta)
+    })
 }
 
 fn f32_pixels<'a>(it: impl Iterator<Item = &'a f32>) -> Pixels {

@@ -15,6 +15,7 @@
 //! Shared conventions (shapes, shift sign) are stated once in [`geom`].
 #![warn(missing_docs)]
 
+pub mod atomic;
 pub mod bayer;
 pub mod config;
 pub mod fits;

@@ -133,6 +133,15 @@ pub enum LiveError {
     },
 }
 
+impl From<crate::atomic::AtomicError> for LiveError {
+    fn from(e: crate::atomic::AtomicError) -> Self {
+        LiveError::CheckpointIo {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// Settings of a live session. Build with [`LiveOptions::from_config`] or [`LiveOptions::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LiveOptions {
@@ -1215,7 +1224,7 @@ impl LiveState {
         global_reference: Option<ArrayView2<f32>>,
     ) -> Result<(), LiveError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
-        remove_stale_temporaries(dir);
+        crate::atomic::remove_stale_temporaries(dir, None);
         let generation = self.generation + 1;
         let mut reference_file = self.reference_file.clone();
         if let Some(image) = global_reference {
@@ -1254,13 +1263,9 @@ impl LiveState {
             path: json_path.clone(),
             reason: e.to_string(),
         })?;
-        write_synced(&json_path, text.as_bytes())?;
-        // The folder entry of the rename must reach the disk too, or a power cut could bring back
-        // the previous JSON after newer frames were reported as checkpointed. Best effort: some
-        // file systems cannot sync a folder, and the rename itself is atomic either way.
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+        // The JSON is the commit point; the atomic writer also syncs the folder entry, so a power cut
+        // cannot bring back the previous JSON after newer frames were reported as checkpointed.
+        crate::atomic::write_bytes(&json_path, text.as_bytes())?;
         self.generation = generation;
         self.reference_file = reference_file;
         // The JSON now points at the new files: the others are garbage.
@@ -1282,11 +1287,11 @@ impl LiveState {
     /// Writes every tile's planes, in tile order, as little-endian f32 after [`STATE_MAGIC`], streamed
     /// (no copy of the state is made), atomically. Returns the data length and its SHA-256 (hex).
     fn write_state(&self, path: &Path) -> Result<(u64, String), LiveError> {
-        let tmp = temporary_name(path);
-        let result = (|| {
-            let file = fs::File::create(&tmp).map_err(io_error(&tmp))?;
+        let mut digest = (0u64, String::new());
+        crate::atomic::write_file(path, |tmp| {
+            let file = crate::atomic::create_new(tmp)?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            out.write_all(STATE_MAGIC).map_err(io_error(&tmp))?;
+            out.write_all(STATE_MAGIC).map_err(io_error(tmp))?;
             let mut hasher = Sha256::new();
             let mut bytes = 0u64;
             let mut buf: Vec<u8> = Vec::new();
@@ -1298,23 +1303,20 @@ impl LiveState {
                             buf.extend_from_slice(&v.to_le_bytes());
                         }
                         hasher.update(&buf);
-                        out.write_all(&buf).map_err(io_error(&tmp))?;
+                        out.write_all(&buf).map_err(io_error(tmp))?;
                         bytes += buf.len() as u64;
                     }
                 }
             }
             let file = out.into_inner().map_err(|e| LiveError::CheckpointIo {
-                path: tmp.clone(),
+                path: tmp.to_path_buf(),
                 source: e.into_error(),
             })?;
-            file.sync_all().map_err(io_error(&tmp))?;
-            fs::rename(&tmp, path).map_err(io_error(path))?;
-            Ok((bytes, hex(&hasher.finalize())))
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+            drop(file); // the atomic writer syncs and renames it
+            digest = (bytes, hex(&hasher.finalize()));
+            Ok::<(), LiveError>(())
+        })?;
+        Ok(digest)
     }
 
     /// Loads a checkpoint folder written by [`LiveState::save`]; also returns the global reference
@@ -1470,42 +1472,6 @@ pub const STATE_MAGIC: &[u8; 8] = b"TLRLIVE2";
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LiveError {
     let path = path.to_path_buf();
     move |source| LiveError::CheckpointIo { path, source }
-}
-
-/// `.name.tmp-<pid>` next to `path`: hidden, so folder followers ignore it.
-fn temporary_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LiveError> {
-    let tmp = temporary_name(path);
-    let result = (|| {
-        let mut file = fs::File::create(&tmp).map_err(io_error(&tmp))?;
-        file.write_all(bytes).map_err(io_error(&tmp))?;
-        file.sync_all().map_err(io_error(&tmp))?;
-        fs::rename(&tmp, path).map_err(io_error(path))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Removes temporary files of interrupted saves (hidden `.*.tmp-*` names) from a checkpoint folder.
-fn remove_stale_temporaries(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with('.') && name.contains(".tmp-") {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -1727,8 +1693,8 @@ mod tests {
         let q = pass.add_frame(image.view());
         state.add_frame("f005.fits", image.view(), &q).expect("ok");
         fs::write(dir.path().join("state-2.bin"), b"TLRLIVE2 half").expect("write");
-        fs::write(dir.path().join(".checkpoint.json.tmp-1"), b"{").expect("write");
-        fs::write(dir.path().join(".state-2.bin.tmp-1"), b"x").expect("write");
+        fs::write(dir.path().join(".checkpoint.json.tmp-99999999-0"), b"{").expect("write");
+        fs::write(dir.path().join(".state-2.bin.tmp-99999999"), b"x").expect("write");
         let (loaded, reference) = LiveState::load(dir.path()).expect("previous checkpoint");
         assert_eq!(loaded.frames_used().len(), 5);
         assert!(reference.is_some());

@@ -24,7 +24,6 @@
 use crate::geom::{Shift, TileBox};
 use crate::stats::median_and_sigma;
 use ndarray::{Array2, ArrayView2, ArrayView3, Axis};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -199,32 +198,11 @@ fn write_png_atomic(
         writer.write_image_data(data).map_err(encode_err)?;
         writer.finish().map_err(encode_err)?;
     }
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "preview.png".to_owned());
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let io_err = |p: &Path, action: &'static str| {
-        let p = p.to_path_buf();
-        move |source| PreviewError::Io {
-            path: p,
-            action,
-            source,
-        }
-    };
-    let result = (|| {
-        let mut f =
-            std::fs::File::create(&tmp).map_err(io_err(&tmp, "creating the temporary file"))?;
-        f.write_all(&encoded)
-            .map_err(io_err(&tmp, "writing the temporary file"))?;
-        f.sync_all()
-            .map_err(io_err(&tmp, "syncing the temporary file"))?;
-        std::fs::rename(&tmp, path).map_err(io_err(path, "renaming the temporary file into place"))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp); // best effort: the error above is what the user needs
-    }
-    result
+    crate::atomic::write_bytes(path, &encoded).map_err(|e| PreviewError::Io {
+        path: e.path,
+        action: e.action,
+        source: e.source,
+    })
 }
 
 /// Writes `image` as an auto-stretched 8-bit grayscale PNG (Siril-like autostretch, NaN black) at `path`,

@@ -1998,17 +1998,10 @@ fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), SimErro
         path: path.to_path_buf(),
         source,
     })?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let io_err = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| SimError::Io { path: p, source }
-    };
-    std::fs::write(&tmp, text.as_bytes()).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    crate::atomic::write_bytes(path, text.as_bytes()).map_err(|e| SimError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// Formats milliseconds since 1970-01-01 UTC as `YYYY-MM-DDThh:mm:ss.sss`.

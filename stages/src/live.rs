@@ -1081,31 +1081,7 @@ pub fn checkpoint_dir_for(output: &Path) -> PathBuf {
 /// Removes the hidden temporary files (`.NAME.tmp-<pid>…`) that a killed earlier session left next to
 /// `path` while writing it; files of live processes (another writer) are left alone.
 fn remove_stale_temporaries(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return;
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!(".{}.tmp-", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().to_string();
-        let Some(rest) = file.strip_prefix(&prefix) else {
-            continue;
-        };
-        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let Ok(pid) = pid.parse::<i32>() else {
-            continue;
-        };
-        // SAFETY: kill(2) with signal 0 only checks whether the process exists; nothing is sent.
-        let alive = pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0;
-        if !alive {
-            let _ = std::fs::remove_file(entry.path());
-        }
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        tlr_core::atomic::remove_stale_temporaries(dir, Some(name));
     }
 }

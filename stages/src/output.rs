@@ -431,18 +431,9 @@ fn strongest_frame(dx: &Array3<f32>, dy: &Array3<f32>) -> usize {
 /// # Errors
 /// When the folder is not writable (the error names the file).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StageError> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("out")
-    ));
-    let fail = |e: std::io::Error| StageError::Output {
+    tlr_core::atomic::write_bytes(path, bytes).map_err(|e| StageError::Output {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    std::fs::write(&tmp, bytes).map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(e)
+        message: format!("{e}: {}", e.source),
     })
 }
 
