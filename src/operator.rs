@@ -327,6 +327,53 @@ const DESPIKE_SAMPLES: usize = 256;
 /// neighbours. Returns `None` when there is none (or the noise cannot be estimated). Registration would
 /// otherwise lock onto hot pixels, which are fixed to the detector and move against the sky.
 pub fn despike(cut: ArrayView2<f32>) -> Option<Array2<f32>> {
+    despike_unless(cut, |_, _| false)
+}
+
+/// Another colour's sample this many noise sigmas above its background next to a spike candidate
+/// marks the candidate as light from the sky. A hot pixel survives this test only when one of the 27
+/// samples around it (3 planes x 3x3 cells) is a 4-sigma noise peak: about 0.1 % of them.
+const CROSS_COLOUR_SIGMA: f32 = 4.0;
+
+/// [`despike`] for colour plane `p` of a one-shot-colour frame split into cell space (`planes`: the
+/// frame's planes, e.g. R, G1, G2, B, all of one shape), keeping undersampled star cores.
+///
+/// At plane resolution a star of an OSC camera is often under one cell wide, so within its own plane a
+/// core looks exactly like a hot pixel. The two differ across colours: a hot pixel (or a cosmic-ray
+/// hit) is one sensor pixel, so the other colours of its cell and of the cells around it show only sky;
+/// a star lights the neighbouring pixels of every colour. A candidate is therefore replaced only when
+/// no other plane has a sample above `background + 4 sigma` within one cell of it. Hot pixels that
+/// share a cell with real signal are left to the temporal rejection (they stay on one sensor pixel while
+/// the sky moves). With one plane this is [`despike`].
+pub fn despike_plane(planes: &[ArrayView2<f32>], p: usize) -> Option<Array2<f32>> {
+    let own = *planes.get(p)?;
+    let mut others: Option<Vec<(ArrayView2<f32>, f32)>> = None;
+    despike_unless(own, |r, c| {
+        let others = others.get_or_insert_with(|| {
+            planes
+                .iter()
+                .enumerate()
+                .filter(|&(q, v)| q != p && v.dim() == own.dim())
+                .filter_map(|(_, v)| {
+                    let s = crate::stats::background_and_noise(*v, DESPIKE_SAMPLES)?;
+                    (s.sigma > 0.0).then_some((*v, s.median + CROSS_COLOUR_SIGMA * s.sigma))
+                })
+                .collect()
+        });
+        let (rows, cols) = own.dim();
+        others.iter().any(|(v, threshold)| {
+            (r.saturating_sub(1)..(r + 2).min(rows)).any(|rr| {
+                (c.saturating_sub(1)..(c + 2).min(cols)).any(|cc| v[[rr, cc]] > *threshold)
+            })
+        })
+    })
+}
+
+/// [`despike`] that keeps a candidate at `(row, col)` when `is_signal(row, col)` says it is light.
+fn despike_unless(
+    cut: ArrayView2<f32>,
+    mut is_signal: impl FnMut(usize, usize) -> bool,
+) -> Option<Array2<f32>> {
     let stats = crate::stats::background_and_noise(cut, DESPIKE_SAMPLES)?;
     let (bg, sigma) = (stats.median, stats.sigma);
     if !(sigma > 0.0) {
@@ -351,6 +398,7 @@ pub fn despike(cut: ArrayView2<f32>) -> Option<Array2<f32>> {
             if max_n.is_finite()
                 && v - max_n > SPIKE_FRACTION * (v - bg)
                 && v - max_n > SPIKE_SIGMA * sigma
+                && !is_signal(r, c)
             {
                 spikes.push((r, c));
             }
@@ -914,7 +962,8 @@ pub struct PlaneStack {
 
 /// Reconstructs further planes of a tile (e.g. the four Bayer planes) with the registration of an
 /// already reconstructed proxy (`result`, from [`reconstruct_tile`] on `stack`, e.g. the luminance):
-/// every plane is despiked, resampled at the SAME final per-frame shifts and combined with the SAME
+/// every plane is despiked ([`despike_plane`]: star cores, lit in the other colours too, are kept),
+/// resampled at the SAME final per-frame shifts and combined with the SAME
 /// weights and frames as the proxy, with per-pixel sigma clipping of its own (median start, then
 /// `min(iterations, 2)` clipped means). Planes are never mixed.
 ///
@@ -945,14 +994,25 @@ pub fn reconstruct_planes(
     let mut resampler = Resampler::new();
     planes
         .iter()
-        .map(|plane| {
+        .enumerate()
+        .map(|(p, plane)| {
             if plane.cutouts.dim() != stack.cutouts.dim() || plane.scales.len() != n {
                 return blank();
             }
             let mut aligned = vec![f32::NAN; n * np];
             for &(slot, shift, _) in &used {
-                let raw = plane.cutouts.index_axis(ndarray::Axis(0), slot);
-                let cleaned = despike(raw);
+                // This frame's planes that match the stack (`p` among them, checked above).
+                let frame: Vec<ArrayView2<f32>> = planes
+                    .iter()
+                    .filter(|q| q.cutouts.dim() == stack.cutouts.dim())
+                    .map(|q| q.cutouts.index_axis(ndarray::Axis(0), slot))
+                    .collect();
+                let own = planes[..p]
+                    .iter()
+                    .filter(|q| q.cutouts.dim() == stack.cutouts.dim())
+                    .count();
+                let raw = frame[own];
+                let cleaned = despike_plane(&frame, own);
                 let cut = cleaned.as_ref().map_or(raw, |c| c.view());
                 let dst = &mut aligned[slot * np..(slot + 1) * np];
                 if let Ok(view) = ndarray::ArrayViewMut2::from_shape((h, w), &mut dst[..]) {
@@ -1166,6 +1226,31 @@ mod tests {
         );
         let clean = render(&field, 40, 40, 0.0, 0.0, 0.0, 0.0, 2.2, Some(6));
         assert!(despike(clean.view()).is_none());
+    }
+
+    #[test]
+    fn colour_planes_keep_undersampled_star_cores_and_lose_hot_pixels() {
+        // Four planes of one OSC frame in cell space: a star of 0.8 cells FWHM (undersampled: its core
+        // is a lone bright sample in every plane), and a hot pixel in the red plane only.
+        let field = vec![(20.0, 20.0, 6_000.0)];
+        let planes: Vec<Array2<f32>> = (0..4)
+            .map(|p| render(&field, 40, 40, 0.0, 0.0, 0.0, 0.0, 0.8, Some(40 + p)))
+            .collect();
+        let mut red = planes[0].clone();
+        red[[8, 30]] += 5000.0;
+        let star_peak = red[[20, 20]];
+        assert!(
+            despike(red.view()).is_some_and(|d| d[[20, 20]] < 0.5 * star_peak),
+            "the single-plane rule takes this core for a spike (the defect this guards against)"
+        );
+        let mut views: Vec<ArrayView2<f32>> = planes.iter().map(|p| p.view()).collect();
+        views[0] = red.view();
+        let cleaned = despike_plane(&views, 0).expect("the hot pixel is a spike");
+        assert_eq!(cleaned[[20, 20]], star_peak, "the star is lit in the other colours");
+        assert!((cleaned[[8, 30]] - 200.0).abs() < 60.0, "{}", cleaned[[8, 30]]);
+        // The same hot pixel in a plane of its own is still removed.
+        let alone = despike_plane(&views[..1], 0).expect("one plane: plain despike");
+        assert!((alone[[8, 30]] - 200.0).abs() < 60.0);
     }
 
     #[test]
