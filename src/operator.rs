@@ -1246,8 +1246,16 @@ mod tests {
         let mut views: Vec<ArrayView2<f32>> = planes.iter().map(|p| p.view()).collect();
         views[0] = red.view();
         let cleaned = despike_plane(&views, 0).expect("the hot pixel is a spike");
-        assert_eq!(cleaned[[20, 20]], star_peak, "the star is lit in the other colours");
-        assert!((cleaned[[8, 30]] - 200.0).abs() < 60.0, "{}", cleaned[[8, 30]]);
+        assert_eq!(
+            cleaned[[20, 20]],
+            star_peak,
+            "the star is lit in the other colours"
+        );
+        assert!(
+            (cleaned[[8, 30]] - 200.0).abs() < 60.0,
+            "{}",
+            cleaned[[8, 30]]
+        );
         // The same hot pixel in a plane of its own is still removed.
         let alone = despike_plane(&views[..1], 0).expect("one plane: plain despike");
         assert!((alone[[8, 30]] - 200.0).abs() < 60.0);
