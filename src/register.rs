@@ -395,19 +395,32 @@ impl SearchPlan {
 }
 
 /// Invert a symmetric 4x4 matrix (Gauss-Jordan with partial pivoting); `None` when (nearly) singular.
+///
+/// The normal matrices here mix columns of different units (the template in data units, a constant
+/// column of ones, gradients in data units per pixel), so their diagonal spans many decades that depend
+/// on the data's scale: 1e-13 to 1 for float frames scaled by 1e-8, 1 to 1e13 for 32-bit frames scaled
+/// by 65536. The matrix is therefore equilibrated first (`D^-1/2 M D^-1/2`, unit diagonal), which makes
+/// the singularity test and the rounding independent of the data's units; the inverse is scaled back.
 fn invert4(m: &[[f64; 4]; 4]) -> Option<[[f64; 4]; 4]> {
-    let mut a = *m;
-    let mut inv = [[0.0f64; 4]; 4];
-    for (i, row) in inv.iter_mut().enumerate() {
-        row[i] = 1.0;
+    let mut d = [0.0f64; 4];
+    for (i, di) in d.iter_mut().enumerate() {
+        let v = m[i][i];
+        if !(v > 0.0) || !v.is_finite() {
+            return None;
+        }
+        *di = v.sqrt();
     }
-    let scale = (0..4).map(|i| m[i][i].abs()).fold(0.0f64, f64::max);
-    if !(scale > 0.0) || !scale.is_finite() {
-        return None;
+    let mut a = [[0.0f64; 4]; 4];
+    let mut inv = [[0.0f64; 4]; 4];
+    for i in 0..4 {
+        for j in 0..4 {
+            a[i][j] = m[i][j] / (d[i] * d[j]);
+        }
+        inv[i][i] = 1.0;
     }
     for col in 0..4 {
         let pivot = (col..4).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))?;
-        if a[pivot][col].abs() <= 1e-12 * scale {
+        if !(a[pivot][col].abs() > 1e-12) {
             return None;
         }
         a.swap(col, pivot);
@@ -427,6 +440,11 @@ fn invert4(m: &[[f64; 4]; 4]) -> Option<[[f64; 4]; 4]> {
                     }
                 }
             }
+        }
+    }
+    for i in 0..4 {
+        for j in 0..4 {
+            inv[i][j] /= d[i] * d[j];
         }
     }
     inv.iter().flatten().all(|v| v.is_finite()).then_some(inv)
@@ -1118,6 +1136,23 @@ pub(crate) mod tests {
         );
         let from_search = register(&rf, frame.view(), None);
         assert!((from_search.shift.dy - good.shift.dy).abs() < 1e-2);
+    }
+
+    #[test]
+    fn registration_does_not_depend_on_the_data_units() {
+        let (reference, frame) = case(64, 16, 0.6, -1.3, 7);
+        let base = register(&Reference::new(reference.view()), frame.view(), None);
+        assert!(base.converged && base.cc > 0.9, "{base:?}");
+        for scale in [1e-8f32, 1e-4, 1e3, 1e5, 65536.0 * 65536.0] {
+            let rf = Reference::new(reference.mapv(|v| v * scale).view());
+            let r = register(&rf, frame.mapv(|v| v * scale).view(), None);
+            assert!(
+                (r.shift.dy - base.shift.dy).abs() < 1e-3
+                    && (r.shift.dx - base.shift.dx).abs() < 1e-3
+                    && (r.cc - base.cc).abs() < 1e-4,
+                "scale {scale}: {r:?} vs {base:?}"
+            );
+        }
     }
 
     #[test]
