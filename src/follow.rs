@@ -162,7 +162,7 @@ pub enum FollowEvent {
 #[non_exhaustive]
 pub enum FollowError {
     /// The folder is missing, not a folder, or cannot be listed.
-    #[error("following folder `{dir}`: cannot list it: {source}")]
+    #[error("following folder `{dir}`: cannot list it")]
     Folder {
         /// The folder.
         dir: PathBuf,
@@ -171,7 +171,7 @@ pub enum FollowError {
         source: io::Error,
     },
     /// The file watcher could not be started (e.g. the inotify watch limit is reached).
-    #[error("following folder `{dir}`: cannot watch it for changes: {source} (the polling watcher does not need file events)")]
+    #[error("following folder `{dir}`: cannot watch it for changes (the polling watcher does not need file events)")]
     Watch {
         /// The folder.
         dir: PathBuf,

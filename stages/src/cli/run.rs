@@ -74,7 +74,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         patterns: args.glob.split_whitespace().map(String::from).collect(),
         exclude: vec![
             args.output.clone(),
-            args.output.with_extension("png"),
+            output::preview_path(&args.output),
             output::cfa_path(&args.output),
         ],
     };
@@ -88,20 +88,26 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         },
         ..PipelineOptions::default()
     };
+    let request = output::OutputRequest {
+        image: &args.output,
+        keep_cfa: args.keep_cfa,
+        diagnostics: diagnostics_dir.as_deref().map(|dir| (dir, selection)),
+    };
+    // Before anything is read: no output may replace an input, a folder or a special file (exit 2),
+    // and what killed runs left next to the outputs goes.
+    output::check_output_paths(
+        &args.input,
+        &scan.patterns,
+        &output::planned_files(&request),
+    )?;
+    output::remove_stale_temporaries(&request);
     let events = progress::sink(display, "tlr");
     let input = Input::Folder {
         dir: args.input.clone(),
         scan,
     };
     let result = run_pipeline(input, options, events)?;
-    let files = output::write_outputs(
-        &result,
-        &output::OutputRequest {
-            image: &args.output,
-            keep_cfa: args.keep_cfa,
-            diagnostics: diagnostics_dir.as_deref().map(|dir| (dir, selection)),
-        },
-    )?;
+    let files = output::write_outputs(&result, &request)?;
     if args.keep_cfa && result.colour.is_none() && display == Display::Bars {
         eprintln!("--keep-cfa: the input is not a Bayer mosaic; no CFA written");
     }
@@ -109,7 +115,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     match display {
         Display::Json => progress::print_json(&serde_json::json!({
             "event": "written",
-            "files": files,
+            "files": files.iter().map(|f| f.to_string_lossy()).collect::<Vec<_>>(),
         })),
         Display::Quiet => {}
         Display::Bars => {
