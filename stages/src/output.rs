@@ -154,10 +154,9 @@ pub struct OutputRequest<'a> {
 /// # Errors
 /// The first failure in that order (the error names the file). The other files are still written.
 pub fn write_outputs(run: &RunOutput, request: &OutputRequest) -> Result<Vec<PathBuf>, StageError> {
-    // Folders first, once: writers running side by side must never race to create them.
-    for dir in output_folders(request) {
-        create_folder(&dir)?;
-    }
+    // Folders first, before any writer starts: writers running side by side must never race to create
+    // them (a no-op when the caller already called `create_output_folders`).
+    let _created = create_output_folders(request)?;
     std::thread::scope(|scope| {
         let cfa = request.keep_cfa.then(|| {
             let path = cfa_path(request.image);
@@ -227,12 +226,35 @@ pub fn planned_files(request: &OutputRequest) -> Vec<PathBuf> {
     files
 }
 
-/// The folders `request` writes into: the image's (also the preview's and the mosaic's) and the
-/// diagnostics folder.
-fn output_folders(request: &OutputRequest) -> Vec<PathBuf> {
-    let mut dirs = vec![folder_of(request.image).to_path_buf()];
-    dirs.extend(request.diagnostics.map(|(dir, _)| dir.to_path_buf()));
-    dirs
+/// Creates the folders `request` writes into when missing: the image's (also the preview's and the
+/// mosaic's) and the diagnostics folder. `tlr run` calls it before the run, so a folder that cannot be
+/// created stops it at once rather than after the reconstruction; [`write_outputs`] calls it again.
+/// Returns the folders it created, for [`CreatedFolders::remove_empty`] after a failed run.
+///
+/// # Errors
+/// When a folder cannot be created (the error names it).
+pub fn create_output_folders(request: &OutputRequest) -> Result<CreatedFolders, StageError> {
+    let mut created = CreatedFolders(Vec::new());
+    create_folder(folder_of(request.image), &mut created.0)?;
+    if let Some((dir, _)) = request.diagnostics {
+        create_folder(dir, &mut created.0)?;
+    }
+    Ok(created)
+}
+
+/// Folders [`create_output_folders`] created, outermost first.
+#[derive(Debug, Default)]
+#[must_use = "a failed run removes the folders it created with `remove_empty`"]
+pub struct CreatedFolders(Vec<PathBuf>);
+
+impl CreatedFolders {
+    /// Removes those of the folders that are still empty (innermost first): a run that published
+    /// nothing leaves no new folders behind either.
+    pub fn remove_empty(self) {
+        for dir in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(dir); // fails, as it should, when something is inside
+        }
+    }
 }
 
 /// The folder `path` is in (`.` for a bare file name).
@@ -243,11 +265,19 @@ fn folder_of(path: &Path) -> &Path {
     }
 }
 
-fn create_folder(dir: &Path) -> Result<(), StageError> {
+/// Creates `dir` and its missing parents, adding those it created (outermost first) to `created`.
+fn create_folder(dir: &Path, created: &mut Vec<PathBuf>) -> Result<(), StageError> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
     std::fs::create_dir_all(dir).map_err(|e| StageError::Output {
         path: dir.to_path_buf(),
         message: format!("cannot create the folder: {e}"),
-    })
+    })?;
+    created.extend(missing.into_iter().rev());
+    Ok(())
 }
 
 /// Removes the temporary files that killed runs (SIGKILL, a power cut) left next to the outputs of
@@ -501,7 +531,7 @@ pub fn write_diagnostics(
     dir: &Path,
     selection: DiagnosticsSelection,
 ) -> Result<Vec<PathBuf>, StageError> {
-    create_folder(dir)?;
+    create_folder(dir, &mut Vec::new())?;
     let mut written = Vec::new();
     let report_path = dir.join(TILE_REPORT);
     #[derive(serde::Serialize)]

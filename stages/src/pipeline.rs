@@ -415,9 +415,7 @@ pub async fn run(
         parallel_tiles: workers_n.get(),
         registration: options.registration,
         exposure_total_s: (exposures.len() == combined.len()).then(|| exposures.iter().sum()),
-        date_obs_first: combined
-            .first()
-            .and_then(|f| store.meta(f.index).date_obs),
+        date_obs_first: combined.first().and_then(|f| store.meta(f.index).date_obs),
         elapsed_s: started.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_bytes().map(|b| b >> 20),
         bytes_read: bytes_read()

@@ -1,7 +1,7 @@
 //! Tests of what `tlr run` may write and when, run through the binary: outputs that would replace an
 //! input frame, a folder or a special file are refused (exit 2); missing output folders are created
-//! before any writer starts; a non-UTF-8 frame name neither panics nor loses JSON events; SIGTERM
-//! cancels like Ctrl-C (exit 143, nothing published, no temporary files); stale temporary files of
+//! before any writer starts; a non-UTF-8 frame name neither panics nor loses JSON events; SIGTERM and
+//! SIGHUP cancel like Ctrl-C (exit 143 / 129, nothing published, no temporary files); stale temporary files of
 //! dead runs are removed; every error cause is printed exactly once.
 //!
 //! What it does not: test the numerics (see `cli.rs`, `pipeline.rs`).
@@ -87,8 +87,7 @@ fn outputs_that_would_replace_an_input_a_folder_or_a_special_file_are_refused() 
     let out = run(&frames, &frame, &["--quiet"]);
     refused(&out, "-o frame");
     assert!(
-        text(&out.stderr).contains("frame_0000.fits")
-            && text(&out.stderr).contains("input frame"),
+        text(&out.stderr).contains("frame_0000.fits") && text(&out.stderr).contains("input frame"),
         "{}",
         text(&out.stderr)
     );
@@ -107,16 +106,26 @@ fn outputs_that_would_replace_an_input_a_folder_or_a_special_file_are_refused() 
     // The preview (`<stem>.png`) or the kept mosaic (`<stem>.cfa.fits`) would replace a matched file.
     let glob = ["--quiet", "--glob", "*.fits *.png"];
     std::fs::copy(&frame, frames.join("frame_0002.png")).unwrap();
-    refused(&run(&frames, &frames.join("frame_0002.out"), &glob), "preview");
+    refused(
+        &run(&frames, &frames.join("frame_0002.out"), &glob),
+        "preview",
+    );
     std::fs::remove_file(frames.join("frame_0002.png")).unwrap();
     std::fs::copy(&frame, frames.join("frame_0004.cfa.fits")).unwrap();
     refused(
-        &run(&frames, &frames.join("frame_0004.out"), &["--quiet", "--keep-cfa"]),
+        &run(
+            &frames,
+            &frames.join("frame_0004.out"),
+            &["--quiet", "--keep-cfa"],
+        ),
         "cfa",
     );
     std::fs::remove_file(frames.join("frame_0004.cfa.fits")).unwrap();
     // Two outputs on one file: the image would be its own preview.
-    refused(&run(&frames, &dir.path().join("r.png"), &["--quiet"]), "image = preview");
+    refused(
+        &run(&frames, &dir.path().join("r.png"), &["--quiet"]),
+        "image = preview",
+    );
     // The diagnostics folder is the frames folder and would replace a frame named like a diagnostic.
     std::fs::copy(frames.join("frame_0003.fits"), frames.join("warp_dx.fits")).unwrap();
     refused(
@@ -193,7 +202,11 @@ fn a_non_utf8_frame_name_neither_panics_nor_loses_json_events() {
     let result = dir.path().join("r.fits");
     let out = run(&frames, &result, &["--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
     let lines: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -221,7 +234,7 @@ fn a_non_utf8_frame_name_neither_panics_nor_loses_json_events() {
 }
 
 #[test]
-fn sigterm_cancels_like_ctrl_c_and_stale_temporaries_are_removed() {
+fn sigterm_and_sighup_cancel_like_ctrl_c_and_stale_temporaries_are_removed() {
     let dir = tempfile::tempdir().unwrap();
     let frames = dir.path().join("g");
     simulate(&frames, 24, 384);
@@ -239,9 +252,40 @@ fn sigterm_cancels_like_ctrl_c_and_stale_temporaries_are_removed() {
     let other = out_dir.join(".unrelated.fits.tmp-99999999-0");
     std::fs::write(&other, b"not ours").unwrap();
 
+    let (code, stderr, rest) = interrupt(&frames, &result, libc::SIGTERM);
+    assert_eq!(code, Some(143), "{stderr}");
+    assert!(!rest.iter().any(|l| l.contains("\"written\"")), "{rest:?}");
+    assert!(!result.exists() && !out_dir.join("r.png").exists());
+    assert!(!out_dir.join("r.diagnostics").exists());
+    // The stale temporaries of this run's outputs are gone; a temporary of another file stays.
+    let left = temporaries(&out_dir);
+    assert_eq!(left, vec![other.clone()], "{left:?}");
+
+    // A complete run afterwards also removes stale temporaries of its outputs.
+    for s in &stale {
+        std::fs::write(s, b"half").unwrap();
+    }
+    let out = run(&frames, &result, &["--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(temporaries(&out_dir), vec![other]);
+    assert!(result.exists());
+
+    // SIGHUP likewise (exit 129); output folders the run created are gone again.
+    let nested = dir.path().join("new").join("sub").join("r.fits");
+    let (code, stderr, _) = interrupt(&frames, &nested, libc::SIGHUP);
+    assert_eq!(code, Some(129), "{stderr}");
+    assert!(
+        !dir.path().join("new").exists(),
+        "empty output folders stay"
+    );
+}
+
+/// Starts `tlr run frames -o result --json`, sends `signal` once the global pass is under way, and
+/// returns the exit code, stderr and the JSON lines printed after the signal.
+fn interrupt(frames: &Path, result: &Path, signal: i32) -> (Option<i32>, String, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tlr"))
         .args(["run", frames.to_str().unwrap(), "-o"])
-        .arg(&result)
+        .arg(result)
         .args(["--json", "--parallel-tiles", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -257,30 +301,12 @@ fn sigterm_cancels_like_ctrl_c_and_stale_temporaries_are_removed() {
     assert!(started, "the run never started");
     let pid = i32::try_from(child.id()).unwrap();
     // SAFETY: kill(2) on the child we spawned.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(143), "{status:?}: {stderr}");
-    assert!(
-        !rest.iter().any(|l| l.contains("\"written\"")),
-        "{rest:?}"
-    );
-    assert!(!result.exists() && !out_dir.join("r.png").exists());
-    assert!(!out_dir.join("r.diagnostics").exists());
-    // The stale temporaries of this run's outputs are gone; a temporary of another file stays.
-    let left = temporaries(&out_dir);
-    assert_eq!(left, vec![other.clone()], "{left:?}");
-
-    // A complete run afterwards also removes stale temporaries of its outputs.
-    for s in &stale {
-        std::fs::write(s, b"half").unwrap();
-    }
-    let out = run(&frames, &result, &["--quiet"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(temporaries(&out_dir), vec![other]);
-    assert!(result.exists());
+    (status.code(), stderr, rest)
 }
 
 #[test]

@@ -373,9 +373,15 @@ fn a_frame_failing_mid_run_is_counted_as_unused_everywhere() {
         CancellationToken::new(),
     )
     .unwrap();
-    assert!(out.summary.tiles_total > 4, "the test needs several tile rows");
+    assert!(
+        out.summary.tiles_total > 4,
+        "the test needs several tile rows"
+    );
     let s = &out.summary;
-    assert_eq!((s.frames_total, s.frames_used, s.frames_skipped), (14, 13, 1));
+    assert_eq!(
+        (s.frames_total, s.frames_used, s.frames_skipped),
+        (14, 13, 1)
+    );
     assert_eq!(s.exposure_total_s, Some(130.0));
     assert!(!out.frames[5].used && out.frames[5].weight == 0.0);
     assert_eq!(out.frames.iter().filter(|f| f.used).count(), 13);
@@ -386,7 +392,10 @@ fn a_frame_failing_mid_run_is_counted_as_unused_everywhere() {
         "{:?}",
         ncombine.value
     );
-    assert!(meta.history.iter().any(|h| h.contains("13 of 14 frames used")));
+    assert!(meta
+        .history
+        .iter()
+        .any(|h| h.contains("13 of 14 frames used")));
     let events = seen.lock().unwrap();
     assert!(events.iter().any(|e| matches!(e, Event::Warning { message }
         if message.contains("frame 5: deleted") && message.contains("left out"))));

@@ -94,19 +94,27 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         diagnostics: diagnostics_dir.as_deref().map(|dir| (dir, selection)),
     };
     // Before anything is read: no output may replace an input, a folder or a special file (exit 2),
-    // and what killed runs left next to the outputs goes.
+    // what killed runs left next to the outputs goes, and the output folders exist (a folder that
+    // cannot be created stops the run now, not after the reconstruction).
     output::check_output_paths(
         &args.input,
         &scan.patterns,
         &output::planned_files(&request),
     )?;
     output::remove_stale_temporaries(&request);
+    let created = output::create_output_folders(&request)?;
     let events = progress::sink(display, "tlr");
     let input = Input::Folder {
         dir: args.input.clone(),
         scan,
     };
-    let result = run_pipeline(input, options, events)?;
+    let result = match run_pipeline(input, options, events) {
+        Ok(result) => result,
+        Err(failure) => {
+            created.remove_empty(); // nothing was published: no new empty folders either
+            return Err(failure);
+        }
+    };
     let files = output::write_outputs(&result, &request)?;
     if args.keep_cfa && result.colour.is_none() && display == Display::Bars {
         eprintln!("--keep-cfa: the input is not a Bayer mosaic; no CFA written");
