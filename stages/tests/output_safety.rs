@@ -331,4 +331,11 @@ fn each_error_cause_is_printed_exactly_once() {
     let stderr = text(&out.stderr);
     assert_eq!(stderr.matches(cause).count(), 1, "{stderr}");
     assert!(stderr.contains("c.yaml"), "{stderr}");
+    // FitsError, printed per file by `tlr inspect`: the cause must not get lost either.
+    let frame = missing.join("f.fits");
+    let out = tlr_str(&["inspect", frame.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.matches(cause).count(), 1, "{stderr}");
+    assert!(stderr.contains("f.fits"), "{stderr}");
 }
