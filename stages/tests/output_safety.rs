@@ -154,6 +154,17 @@ fn outputs_that_would_replace_an_input_a_folder_or_a_special_file_are_refused() 
             .is_fifo(),
         "the FIFO must stay"
     );
+    // `tlr watch` makes the same check.
+    let out = tlr(&[
+        "watch".as_ref(),
+        frames.as_os_str(),
+        "-o".as_ref(),
+        frame.as_os_str(),
+        "--until-idle".as_ref(),
+        "0".as_ref(),
+        "--quiet".as_ref(),
+    ]);
+    refused(&out, "watch -o frame");
     assert_eq!(std::fs::read(&frame).unwrap(), before, "the frame changed");
     assert!(!dir.path().join("r.fits").exists());
     assert!(!frames.join("frame_0000.png").exists());
