@@ -877,7 +877,8 @@ impl Follower {
                     Trouble::Incomplete => {
                         if unchanged_for >= opts.give_up_after {
                             let reason = format!(
-                                "{e}; unchanged for {:.1} s, so it is skipped (looked at again if it changes)",
+                                "{}; unchanged for {:.1} s, so it is skipped (looked at again if it changes)",
+                                crate::report(&e),
                                 unchanged_for.as_secs_f64()
                             );
                             self.skip(name, path, Some(sig), reason);
@@ -888,7 +889,7 @@ impl Follower {
                     Trouble::Broken => {
                         p.broken += 1;
                         if p.broken > opts.retries {
-                            self.skip(name, path, Some(sig), e.to_string());
+                            self.skip(name, path, Some(sig), crate::report(&e));
                         } else {
                             p.due = now + recheck;
                         }
