@@ -248,6 +248,11 @@ pub fn create_output_folders(request: &OutputRequest) -> Result<CreatedFolders, 
 pub struct CreatedFolders(Vec<PathBuf>);
 
 impl CreatedFolders {
+    /// True when every folder already existed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Removes those of the folders that are still empty (innermost first): a run that published
     /// nothing leaves no new folders behind either.
     pub fn remove_empty(self) {

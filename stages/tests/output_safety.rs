@@ -97,6 +97,10 @@ fn outputs_that_would_replace_an_input_a_folder_or_a_special_file_are_refused() 
         &run(&frames, &link.join("frame_0001.fits"), &["--quiet"]),
         "-o link/frame",
     );
+    // Through a folder that does not exist yet (created for the outputs, then removed again).
+    let through = frames.join("new").join("..").join("frame_0000.fits");
+    refused(&run(&frames, &through, &["--quiet"]), "-o new/../frame");
+    assert!(!frames.join("new").exists(), "the created folder stays");
     // A file the scan matches even though it is not a usable frame (it is skipped).
     let broken = frames.join("broken.fits");
     std::fs::write(&broken, b"not a FITS file").unwrap();

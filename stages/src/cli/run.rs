@@ -96,13 +96,17 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     // Before anything is read: no output may replace an input, a folder or a special file (exit 2),
     // what killed runs left next to the outputs goes, and the output folders exist (a folder that
     // cannot be created stops the run now, not after the reconstruction).
-    output::check_output_paths(
-        &args.input,
-        &scan.patterns,
-        &output::planned_files(&request),
-    )?;
-    output::remove_stale_temporaries(&request);
+    let planned = output::planned_files(&request);
+    output::check_output_paths(&args.input, &scan.patterns, &planned)?;
     let created = output::create_output_folders(&request)?;
+    // A path through a folder that did not exist yet (`new/../frame.fits`) resolves only now.
+    if !created.is_empty() {
+        if let Err(refused) = output::check_output_paths(&args.input, &scan.patterns, &planned) {
+            created.remove_empty();
+            return Err(refused.into());
+        }
+    }
+    output::remove_stale_temporaries(&request);
     let events = progress::sink(display, "tlr");
     let input = Input::Folder {
         dir: args.input.clone(),
