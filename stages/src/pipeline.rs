@@ -201,7 +201,9 @@ pub struct RunOutput {
     pub tiles: Vec<TileSummary>,
     /// One entry per frame, in frame order.
     pub frames: Vec<FrameSummary>,
-    /// Global shift per used frame (slot order of the tiles' frame reports).
+    /// Global shift per frame that entered the tile phase (slot order of the tiles' frame reports),
+    /// including a frame that failed to read later in the run ([`FrameSummary::used`] is false for it,
+    /// and the summary does not count it).
     pub used_frames: Vec<crate::reader::UsedFrame>,
 }
 
