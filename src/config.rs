@@ -52,7 +52,7 @@ const DIGEST_DOMAIN: &str = "tlr-config/1";
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read (missing, unreadable, not UTF-8).
-    #[error("cannot read configuration file `{}`: {source}", path.display())]
+    #[error("cannot read configuration file `{}`", path.display())]
     Read {
         /// The file that was asked for.
         path: PathBuf,

@@ -109,7 +109,7 @@ const USHORT_IMG: c_int = 20;
 #[non_exhaustive]
 pub enum FitsError {
     /// The file could not be opened or read by the operating system.
-    #[error("frame `{path}`: cannot read the file: {source}")]
+    #[error("frame `{path}`: cannot read the file")]
     Io {
         /// The file.
         path: PathBuf,
@@ -252,7 +252,7 @@ pub enum FitsError {
         reason: String,
     },
     /// The operating system refused an output step (create, sync, rename).
-    #[error("output `{path}`: {action} failed: {source}")]
+    #[error("output `{path}`: {action} failed")]
     OutputIo {
         /// The destination (or temporary) file.
         path: PathBuf,

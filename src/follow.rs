@@ -162,7 +162,7 @@ pub enum FollowEvent {
 #[non_exhaustive]
 pub enum FollowError {
     /// The folder is missing, not a folder, or cannot be listed.
-    #[error("following folder `{dir}`: cannot list it: {source}")]
+    #[error("following folder `{dir}`: cannot list it")]
     Folder {
         /// The folder.
         dir: PathBuf,
@@ -171,7 +171,7 @@ pub enum FollowError {
         source: io::Error,
     },
     /// The file watcher could not be started (e.g. the inotify watch limit is reached).
-    #[error("following folder `{dir}`: cannot watch it for changes: {source} (the polling watcher does not need file events)")]
+    #[error("following folder `{dir}`: cannot watch it for changes (the polling watcher does not need file events)")]
     Watch {
         /// The folder.
         dir: PathBuf,
@@ -877,7 +877,8 @@ impl Follower {
                     Trouble::Incomplete => {
                         if unchanged_for >= opts.give_up_after {
                             let reason = format!(
-                                "{e}; unchanged for {:.1} s, so it is skipped (looked at again if it changes)",
+                                "{}; unchanged for {:.1} s, so it is skipped (looked at again if it changes)",
+                                crate::report(&e),
                                 unchanged_for.as_secs_f64()
                             );
                             self.skip(name, path, Some(sig), reason);
@@ -888,7 +889,7 @@ impl Follower {
                     Trouble::Broken => {
                         p.broken += 1;
                         if p.broken > opts.retries {
-                            self.skip(name, path, Some(sig), e.to_string());
+                            self.skip(name, path, Some(sig), crate::report(&e));
                         } else {
                             p.due = now + recheck;
                         }

@@ -35,3 +35,17 @@ pub mod stats;
 pub mod tile;
 
 pub use geom::{Shift, TileBox};
+
+/// `error` followed by each of its causes, joined by `: ` (what anyhow's `{:#}` prints), for messages
+/// that must be one string (skip reasons, events, warnings). tlr's errors expose a wrapped error as
+/// [`std::error::Error::source`] and never repeat it in their own message, so each cause appears once.
+pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}

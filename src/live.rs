@@ -83,7 +83,7 @@ pub enum LiveError {
         reason: String,
     },
     /// The tile grid could not be built.
-    #[error("live bootstrap: tile grid: {source}")]
+    #[error("live bootstrap: tile grid")]
     Grid {
         /// The grid error.
         #[source]
@@ -114,7 +114,7 @@ pub enum LiveError {
         reason: String,
     },
     /// A checkpoint FITS file could not be read or written.
-    #[error("checkpoint `{path}`: {source}")]
+    #[error("checkpoint `{path}`")]
     CheckpointFits {
         /// The file.
         path: PathBuf,
@@ -123,7 +123,7 @@ pub enum LiveError {
         source: FitsError,
     },
     /// A checkpoint folder or file could not be created, read or removed.
-    #[error("checkpoint `{path}`: {source}")]
+    #[error("checkpoint `{path}`")]
     CheckpointIo {
         /// The file or folder.
         path: PathBuf,

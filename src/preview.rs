@@ -41,7 +41,7 @@ pub const SHADOWS_CLIP_SIGMA: f32 = 2.8;
 #[non_exhaustive]
 pub enum PreviewError {
     /// Creating, writing, syncing or renaming a file failed.
-    #[error("PNG `{path}`: {action} failed: {source}")]
+    #[error("PNG `{path}`: {action} failed")]
     Io {
         /// The file concerned (the temporary file for writes, the target for the rename).
         path: PathBuf,
@@ -52,7 +52,7 @@ pub enum PreviewError {
         source: std::io::Error,
     },
     /// The PNG encoder failed.
-    #[error("PNG `{path}`: encoding failed: {source}")]
+    #[error("PNG `{path}`: encoding failed")]
     Encode {
         /// The target file.
         path: PathBuf,

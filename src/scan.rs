@@ -102,7 +102,7 @@ impl ScanReport {
 #[non_exhaustive]
 pub enum ScanError {
     /// The folder cannot be listed (missing, not a folder, no permission).
-    #[error("frame folder `{dir}`: cannot list it: {source}")]
+    #[error("frame folder `{dir}`: cannot list it")]
     Unreadable {
         /// The folder.
         dir: PathBuf,
@@ -111,7 +111,7 @@ pub enum ScanError {
         source: io::Error,
     },
     /// A glob pattern is invalid.
-    #[error("frame folder `{dir}`: invalid file pattern `{pattern}`: {source}")]
+    #[error("frame folder `{dir}`: invalid file pattern `{pattern}`")]
     BadPattern {
         /// The folder.
         dir: PathBuf,

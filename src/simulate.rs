@@ -134,7 +134,7 @@ pub enum SimError {
         value: String,
     },
     /// A file or folder could not be created, written or read.
-    #[error("simulation file `{path}`: {source}")]
+    #[error("simulation file `{path}`")]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -143,7 +143,7 @@ pub enum SimError {
         source: std::io::Error,
     },
     /// A JSON file could not be written or parsed.
-    #[error("simulation file `{path}`: {source}")]
+    #[error("simulation file `{path}`")]
     Json {
         /// The file.
         path: PathBuf,
@@ -152,7 +152,7 @@ pub enum SimError {
         source: serde_json::Error,
     },
     /// A FITS file could not be written.
-    #[error("simulation file `{path}`: {source}")]
+    #[error("simulation file `{path}`")]
     Fits {
         /// The file.
         path: PathBuf,

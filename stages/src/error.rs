@@ -1,6 +1,11 @@
 //! Errors of the staged pipeline. Every error names the stage it came from and, through the core
 //! error it wraps, the file, tile or key and the reason.
 //!
+//! Convention (the Rust API guidelines, C-GOOD-ERR): an error that wraps another exposes it as
+//! [`std::error::Error::source`] and does not repeat it in its own message, so a printer that walks the
+//! chain (anyhow's `{:#}`, [`report`]) shows every cause exactly once. Where an error must become a
+//! string (an event, a warning), [`report`] keeps the whole chain.
+//!
 //! What it does not: print anything; the binary turns these into messages and exit codes.
 
 use std::path::PathBuf;
@@ -18,7 +23,7 @@ pub enum StageError {
         message: String,
     },
     /// A FITS read or write failed.
-    #[error("{stage}: {source}")]
+    #[error("{stage}")]
     Fits {
         /// The stage that failed.
         stage: &'static str,
@@ -27,10 +32,10 @@ pub enum StageError {
         source: tlr_core::fits::FitsError,
     },
     /// Scanning the input folder failed.
-    #[error("scan: {0}")]
+    #[error("scan")]
     Scan(#[from] tlr_core::scan::ScanError),
     /// The configuration is invalid.
-    #[error("config: {0}")]
+    #[error("config")]
     Config(#[from] tlr_core::config::ConfigError),
     /// Fewer usable frames than `registration.local_tiles.min_valid_frames`: no tile could be
     /// reconstructed, so the run stops before reading any tile
@@ -38,7 +43,7 @@ pub enum StageError {
     #[error("config: {0}")]
     TooFewFrames(String),
     /// A blocking task panicked or was aborted.
-    #[error("{stage}: task failed: {source}")]
+    #[error("{stage}: task failed")]
     Join {
         /// The stage whose task failed.
         stage: &'static str,
@@ -87,6 +92,15 @@ pub enum StageError {
     /// The run was cancelled (Ctrl-C or the caller's token) before it finished.
     #[error("cancelled: the run was stopped before it finished; no output was written")]
     Cancelled,
+    /// An output path would replace an input frame, a file the scan matched, another output, a folder
+    /// or a special file (device, FIFO, socket); nothing was read or written.
+    #[error("output `{}`: {reason}", path.display())]
+    UnsafeOutput {
+        /// The output path as given.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: String,
+    },
     /// Writing an output file failed.
     #[error("output: {path}: {message}")]
     Output {
@@ -111,6 +125,8 @@ impl StageError {
         }
     }
 }
+
+pub use tlr_core::report;
 
 /// The text of a panic's payload (a `&str` or `String` message), or a placeholder for other payloads.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

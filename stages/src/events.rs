@@ -34,7 +34,9 @@ pub enum Event {
     },
     /// A file or frame was left out, and why.
     FrameSkipped {
-        /// The file (or `memory:<index>` for in-memory frames).
+        /// The file (or `memory:<index>` for in-memory frames). In JSON, a name that is not UTF-8 has
+        /// its invalid bytes replaced by U+FFFD ([`lossy_path`]).
+        #[serde(serialize_with = "lossy_path")]
         path: PathBuf,
         /// Why it was left out.
         reason: String,
@@ -76,4 +78,13 @@ pub enum Event {
         /// The summary.
         summary: crate::pipeline::RunSummary,
     },
+}
+
+/// Serializes a path as a string, replacing bytes that are not UTF-8 with U+FFFD: a frame named
+/// `bad\xff.fits` must not make its event (or the tile report) unserializable.
+///
+/// # Errors
+/// Only the serializer's own.
+pub fn lossy_path<S: serde::Serializer>(path: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
 }

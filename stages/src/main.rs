@@ -2,7 +2,10 @@
 //! token, runs the library and turns events into progress bars or JSON lines.
 //!
 //! Exit codes: 0 success; 1 the run failed (bad input, too few valid tiles, an output could not be
-//! written); 2 invalid command line or configuration; 130 interrupted (Ctrl-C), nothing published.
+//! written); 2 invalid command line or configuration, or an output path that would replace an input
+//! frame, a folder or a special file; interrupted, nothing published: 130 Ctrl-C (SIGINT), 143 SIGTERM,
+//! 129 SIGHUP (128 + the signal's number, what a shell reports for a process the signal killed, so a
+//! supervisor can tell a service stop from a closed terminal).
 
 mod cli;
 

@@ -4,9 +4,16 @@
 //! cancelled run never leaves a half-written file under the final name.
 //! A colour run's image is the demosaiced RGB cube `(3, H, W)` (NAXIS3 = 3) with a colour preview;
 //! [`write_cfa`] also keeps the reconstructed mosaic for users who debayer elsewhere.
+//! Output-path safety ([`check_output_paths`], also used by `tlr watch`): before a run reads anything,
+//! every path it will write is resolved (parent canonicalized, plus the file name, and the link target
+//! when the name is a symlink) and refused when it is an input frame or any other file the frame
+//! patterns match in the input folder (tlr's own earlier outputs excepted), another output of the same
+//! run, a folder, or a special file (device, FIFO, socket). [`write_outputs`] creates missing folders once,
+//! before any writer starts; [`remove_stale_temporaries`] removes what killed runs left behind.
 //! What it does not: compute anything about the reconstruction; it only lays out what the run produced.
 
 use ndarray::{Array2, Array3};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use tlr_core::fits::{self, Card, CardValue, OutputMeta, SampleFormat};
@@ -147,6 +154,9 @@ pub struct OutputRequest<'a> {
 /// # Errors
 /// The first failure in that order (the error names the file). The other files are still written.
 pub fn write_outputs(run: &RunOutput, request: &OutputRequest) -> Result<Vec<PathBuf>, StageError> {
+    // Folders first, before any writer starts: writers running side by side must never race to create
+    // them (a no-op when the caller already called `create_output_folders`).
+    let _created = create_output_folders(request)?;
     std::thread::scope(|scope| {
         let cfa = request.keep_cfa.then(|| {
             let path = cfa_path(request.image);
@@ -179,6 +189,236 @@ fn joined<T>(
     })
 }
 
+/// The diagnostics files, by name inside the diagnostics folder.
+const TILE_REPORT: &str = "tile_report.json";
+const WARP_DX: &str = "warp_dx.fits";
+const WARP_DY: &str = "warp_dy.fits";
+const WARP_FIELD: &str = "warp_field.png";
+const INVALID_TILE_MAP: &str = "invalid_tile_map.fits";
+const TILE_INVALID_MAP_PNG: &str = "tile_invalid_map.png";
+const WARP_VARIANCE_HIST: &str = "warp_variance_hist.png";
+
+/// The preview written next to `image`: `OUT.fits` -> `OUT.png`.
+pub fn preview_path(image: &Path) -> PathBuf {
+    image.with_extension("png")
+}
+
+/// Every file `request` may write: image, preview, the mosaic (when asked for; a mono run then writes
+/// none) and the diagnostics as selected. The paths [`check_output_paths`] is given.
+pub fn planned_files(request: &OutputRequest) -> Vec<PathBuf> {
+    let mut files = vec![request.image.to_path_buf(), preview_path(request.image)];
+    if request.keep_cfa {
+        files.push(cfa_path(request.image));
+    }
+    if let Some((dir, selection)) = request.diagnostics {
+        let mut names = vec![TILE_REPORT];
+        if selection.warp_field {
+            names.extend([WARP_DX, WARP_DY, WARP_FIELD]);
+        }
+        if selection.tile_invalid_map {
+            names.extend([INVALID_TILE_MAP, TILE_INVALID_MAP_PNG]);
+        }
+        if selection.warp_variance_hist {
+            names.push(WARP_VARIANCE_HIST);
+        }
+        files.extend(names.into_iter().map(|name| dir.join(name)));
+    }
+    files
+}
+
+/// Creates the folders `request` writes into when missing: the image's (also the preview's and the
+/// mosaic's) and the diagnostics folder. `tlr run` calls it before the run, so a folder that cannot be
+/// created stops it at once rather than after the reconstruction; [`write_outputs`] calls it again.
+/// Returns the folders it created, for [`CreatedFolders::remove_empty`] after a failed run.
+///
+/// # Errors
+/// When a folder cannot be created (the error names it).
+pub fn create_output_folders(request: &OutputRequest) -> Result<CreatedFolders, StageError> {
+    let mut created = CreatedFolders(Vec::new());
+    create_folder(folder_of(request.image), &mut created.0)?;
+    if let Some((dir, _)) = request.diagnostics {
+        create_folder(dir, &mut created.0)?;
+    }
+    Ok(created)
+}
+
+/// Folders [`create_output_folders`] created, outermost first.
+#[derive(Debug, Default)]
+#[must_use = "a failed run removes the folders it created with `remove_empty`"]
+pub struct CreatedFolders(Vec<PathBuf>);
+
+impl CreatedFolders {
+    /// True when every folder already existed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Removes those of the folders that are still empty (innermost first): a run that published
+    /// nothing leaves no new folders behind either.
+    pub fn remove_empty(self) {
+        for dir in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(dir); // fails, as it should, when something is inside
+        }
+    }
+}
+
+/// The folder `path` is in (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Creates `dir` and its missing parents, adding those it created (outermost first) to `created`.
+fn create_folder(dir: &Path, created: &mut Vec<PathBuf>) -> Result<(), StageError> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    std::fs::create_dir_all(dir).map_err(|e| StageError::Output {
+        path: dir.to_path_buf(),
+        message: format!("cannot create the folder: {e}"),
+    })?;
+    created.extend(missing.into_iter().rev());
+    Ok(())
+}
+
+/// Removes the temporary files that killed runs (SIGKILL, a power cut) left next to the outputs of
+/// `request` (image, preview, mosaic: only theirs; in the diagnostics folder: all), when their writing
+/// process is gone. Returns how many were removed.
+pub fn remove_stale_temporaries(request: &OutputRequest) -> usize {
+    let own = [
+        request.image.to_path_buf(),
+        preview_path(request.image),
+        cfa_path(request.image),
+    ];
+    let mut removed: usize = own
+        .iter()
+        .map(|p| tlr_core::atomic::remove_stale_temporaries(folder_of(p), p.file_name()))
+        .sum();
+    if let Some((dir, _)) = request.diagnostics {
+        removed += tlr_core::atomic::remove_stale_temporaries(dir, None);
+    }
+    removed
+}
+
+/// Refuses (with [`StageError::UnsafeOutput`], naming the path and the reason) any of `outputs` that
+/// would replace an input: a file in `input_dir` that `patterns` match (an input frame, or a file the
+/// scan would skip), unless it is one of tlr's own outputs; and any output that is another output of
+/// the same list, an existing folder, or a special file (device, FIFO, socket). Paths are compared
+/// after resolving symlinks: the parent folder canonicalized plus the file name, and also the link's
+/// target when the name itself is a symlink. Reads only metadata (and the header of a matched file).
+/// Call it before the run reads anything; `tlr run` and `tlr watch` do.
+///
+/// # Errors
+/// The first refused path; [`StageError::Scan`] when `patterns` are invalid.
+pub fn check_output_paths(
+    input_dir: &Path,
+    patterns: &[String],
+    outputs: &[PathBuf],
+) -> Result<(), StageError> {
+    let input = std::fs::canonicalize(input_dir).unwrap_or_else(|_| input_dir.to_path_buf());
+    let matcher = tlr_core::scan::NameFilter::new(&input, patterns)?;
+    let refuse = |path: &Path, reason: String| StageError::UnsafeOutput {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut seen: Vec<(PathBuf, &Path)> = Vec::new();
+    for path in outputs {
+        let Some(name) = path.file_name() else {
+            return Err(refuse(path, "names no file".into()));
+        };
+        let resolved = resolve(path, name);
+        if let Some((_, first)) = seen.iter().find(|(r, _)| *r == resolved) {
+            return Err(refuse(
+                path,
+                format!(
+                    "is also where `{}` would be written: one file cannot be two outputs",
+                    first.display()
+                ),
+            ));
+        }
+        seen.push((resolved.clone(), path));
+        if let Some(parent) = resolved.parent() {
+            if std::fs::metadata(parent).is_ok_and(|m| !m.is_dir()) {
+                return Err(refuse(
+                    path,
+                    format!("is inside `{}`, which is not a folder", parent.display()),
+                ));
+            }
+        }
+        let Ok(meta) = std::fs::metadata(&resolved) else {
+            continue; // nothing there yet (or a dangling link, which the rename replaces)
+        };
+        if let Some(kind) = not_a_regular_file(&meta) {
+            return Err(refuse(
+                path,
+                format!("is {kind}; an output must be a regular file (or not exist yet)"),
+            ));
+        }
+        let target = std::fs::canonicalize(&resolved).unwrap_or_else(|_| resolved.clone());
+        for candidate in [&resolved, &target] {
+            if is_matched_input(candidate, &input, &matcher) {
+                return Err(refuse(
+                    path,
+                    format!(
+                        "is an input frame (a file the frame patterns `{}` match in `{}`); writing \
+                         it would replace the input: choose an output outside the input or another name",
+                        patterns.join(" "),
+                        input_dir.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `path` with its parent canonicalized (when it exists) and `name` appended.
+fn resolve(path: &Path, name: &OsStr) -> PathBuf {
+    let parent = folder_of(path);
+    std::fs::canonicalize(parent)
+        .unwrap_or_else(|_| std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf()))
+        .join(name)
+}
+
+/// What kind of non-regular file `meta` describes, or `None` for a regular file.
+fn not_a_regular_file(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a folder")
+    } else if kind.is_char_device() || kind.is_block_device() {
+        Some("a device")
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    }
+}
+
+/// Whether `path` (resolved) is a file in `input` (canonical) that the scan would look at: a visible
+/// name the frame patterns match, not one of tlr's own outputs.
+fn is_matched_input(path: &Path, input: &Path, matcher: &tlr_core::scan::NameFilter) -> bool {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return false;
+    };
+    if dir != input || !matcher.is_candidate(name) {
+        return false;
+    }
+    let own_output = fits::read_header(path)
+        .ok()
+        .and_then(|h| h.creator)
+        .is_some_and(|c| fits::is_own_output(&c));
+    !own_output
+}
+
 /// Writes the image as float32 FITS and, next to it, `<stem>.png` (auto-stretched preview), the two
 /// side by side. Returns the preview's path. A colour run writes the demosaiced RGB cube `(3, H, W)`
 /// and a colour preview (auto white balance from the background).
@@ -187,7 +427,7 @@ fn joined<T>(
 /// When a file cannot be written (the error names it; the FITS file's error comes first).
 pub fn write_image(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> {
     let mut meta = output_meta(run, "result");
-    let png = path.with_extension("png");
+    let png = preview_path(path);
     let Some(colour) = &run.colour else {
         side_by_side(
             || fits::write_image_atomic(path, run.image.view(), SampleFormat::F32, &meta),
@@ -229,7 +469,7 @@ fn side_by_side(
         write_fits().map_err(|e| StageError::fits("output", e))?;
         joined(preview, "writing the preview")?.map_err(|e| StageError::Output {
             path: png.to_path_buf(),
-            message: e.to_string(),
+            message: crate::error::report(&e),
         })
     })
 }
@@ -296,23 +536,25 @@ pub fn write_diagnostics(
     dir: &Path,
     selection: DiagnosticsSelection,
 ) -> Result<Vec<PathBuf>, StageError> {
-    std::fs::create_dir_all(dir).map_err(|e| StageError::Output {
-        path: dir.to_path_buf(),
-        message: format!("cannot create the diagnostics folder: {e}"),
-    })?;
+    create_folder(dir, &mut Vec::new())?;
     let mut written = Vec::new();
-    let report_path = dir.join("tile_report.json");
-    let report = serde_json::json!({
-        "summary": run.summary,
-        "frames": run.frames,
-        "tiles": run.tiles,
-    });
-    write_atomic(
-        &report_path,
-        serde_json::to_string_pretty(&report)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
+    let report_path = dir.join(TILE_REPORT);
+    #[derive(serde::Serialize)]
+    struct Report<'a> {
+        summary: &'a crate::pipeline::RunSummary,
+        frames: &'a [crate::pipeline::FrameSummary],
+        tiles: &'a [crate::accumulator::TileSummary],
+    }
+    let report = Report {
+        summary: &run.summary,
+        frames: &run.frames,
+        tiles: &run.tiles,
+    };
+    let json = serde_json::to_string_pretty(&report).map_err(|e| StageError::Output {
+        path: report_path.clone(),
+        message: format!("cannot encode the report: {e}"),
+    })?;
+    write_atomic(&report_path, json.as_bytes())?;
     written.push(report_path);
 
     let (ys, xs) = grid_axes(run);
@@ -343,9 +585,9 @@ pub fn write_diagnostics(
                 }
             }
         }
-        written.push(fits_out("warp_dx.fits", dx.view())?);
-        written.push(fits_out("warp_dy.fits", dy.view())?);
-        let png = dir.join("warp_field.png");
+        written.push(fits_out(WARP_DX, dx.view())?);
+        written.push(fits_out(WARP_DY, dy.view())?);
+        let png = dir.join(WARP_FIELD);
         let slot = strongest_frame(&dx, &dy);
         let valid: Vec<&crate::accumulator::TileSummary> =
             run.tiles.iter().filter(|t| t.valid).collect();
@@ -360,7 +602,7 @@ pub fn write_diagnostics(
         preview::write_warp_field_png(&png, run.image.view(), &boxes, &arrows, 0.0).map_err(
             |e| StageError::Output {
                 path: png.clone(),
-                message: e.to_string(),
+                message: crate::error::report(&e),
             },
         )?;
         written.push(png);
@@ -371,23 +613,23 @@ pub fn write_diagnostics(
             map[position(&t.tile)] = 1.0;
         }
         written.push(fits_out(
-            "invalid_tile_map.fits",
+            INVALID_TILE_MAP,
             map.view().insert_axis(ndarray::Axis(0)),
         )?);
-        let png = dir.join("tile_invalid_map.png");
+        let png = dir.join(TILE_INVALID_MAP_PNG);
         let boxes: Vec<tlr_core::TileBox> = run.tiles.iter().map(|t| t.tile).collect();
         let valid: Vec<bool> = run.tiles.iter().map(|t| t.valid).collect();
         let (rows, cols) = run.image.dim();
         preview::write_tile_map_png(&png, rows, cols, &boxes, &valid).map_err(|e| {
             StageError::Output {
                 path: png.clone(),
-                message: e.to_string(),
+                message: crate::error::report(&e),
             }
         })?;
         written.push(png);
     }
     if selection.warp_variance_hist {
-        let png = dir.join("warp_variance_hist.png");
+        let png = dir.join(WARP_VARIANCE_HIST);
         let values: Vec<f32> = run
             .tiles
             .iter()
@@ -396,7 +638,7 @@ pub fn write_diagnostics(
             .collect();
         preview::write_histogram_png(&png, &values, 30).map_err(|e| StageError::Output {
             path: png.clone(),
-            message: e.to_string(),
+            message: crate::error::report(&e),
         })?;
         written.push(png);
     }
@@ -433,7 +675,7 @@ fn strongest_frame(dx: &Array3<f32>, dy: &Array3<f32>) -> usize {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StageError> {
     tlr_core::atomic::write_bytes(path, bytes).map_err(|e| StageError::Output {
         path: path.to_path_buf(),
-        message: format!("{e}: {}", e.source),
+        message: crate::error::report(&e),
     })
 }
 

@@ -142,7 +142,8 @@ pub struct RunSummary {
 /// Per-frame outcome of the global pass.
 #[derive(Debug, Clone, Serialize)]
 pub struct FrameSummary {
-    /// The file or `memory:<index>`.
+    /// The file or `memory:<index>` (in JSON, bytes that are not UTF-8 become U+FFFD).
+    #[serde(serialize_with = "crate::events::lossy_path")]
     pub label: PathBuf,
     /// Used in the reconstruction.
     pub used: bool,
@@ -200,7 +201,9 @@ pub struct RunOutput {
     pub tiles: Vec<TileSummary>,
     /// One entry per frame, in frame order.
     pub frames: Vec<FrameSummary>,
-    /// Global shift per used frame (slot order of the tiles' frame reports).
+    /// Global shift per frame that entered the tile phase (slot order of the tiles' frame reports),
+    /// including a frame that failed to read later in the run ([`FrameSummary::used`] is false for it,
+    /// and the summary does not count it).
     pub used_frames: Vec<crate::reader::UsedFrame>,
 }
 
@@ -375,7 +378,7 @@ pub async fn run(
         stage: "accumulator",
         source,
     })?;
-    reader_result?;
+    let tile_phase = reader_result?;
     workers_result?;
     let accumulated = accumulated?;
 
@@ -391,15 +394,21 @@ pub async fn run(
         });
     }
 
-    let frames = frame_summaries(store.as_ref(), &global);
-    let exposures: Vec<f64> = used_frames
+    // A frame that failed to read in the tile phase is counted as unused everywhere (header, summary,
+    // report, events), although tiles read before the failure include it: the counts never overstate.
+    let frames = frame_summaries(store.as_ref(), &global, &tile_phase.failed);
+    let combined: Vec<&crate::reader::UsedFrame> = used_frames
+        .iter()
+        .filter(|f| !tile_phase.failed.contains(&f.index))
+        .collect();
+    let exposures: Vec<f64> = combined
         .iter()
         .filter_map(|f| store.meta(f.index).exposure_s)
         .collect();
     let summary = RunSummary {
         frames_total: store.len() + skipped_by_scan,
-        frames_used: used_frames.len(),
-        frames_skipped: store.len() + skipped_by_scan - used_frames.len(),
+        frames_used: combined.len(),
+        frames_skipped: store.len() + skipped_by_scan - combined.len(),
         tiles_total: accumulated.tiles.len(),
         tiles_valid: valid,
         tile_size_px: tile_px,
@@ -407,10 +416,8 @@ pub async fn run(
         median_fwhm_px: median_fwhm,
         parallel_tiles: workers_n.get(),
         registration: options.registration,
-        exposure_total_s: (exposures.len() == used_frames.len()).then(|| exposures.iter().sum()),
-        date_obs_first: used_frames
-            .first()
-            .and_then(|f| store.meta(f.index).date_obs),
+        exposure_total_s: (exposures.len() == combined.len()).then(|| exposures.iter().sum()),
+        date_obs_first: combined.first().and_then(|f| store.meta(f.index).date_obs),
         elapsed_s: started.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_bytes().map(|b| b >> 20),
         bytes_read: bytes_read()
@@ -502,7 +509,7 @@ fn colour_store(
     let pattern = match header {
         Some(header) => {
             let decision = bayer::resolve_pattern(header, mode)
-                .map_err(|e| StageError::input("scan", e.to_string()))?;
+                .map_err(|e| StageError::input("scan", crate::error::report(&e)))?;
             for message in decision.warnings {
                 events(&Event::Warning { message });
             }
@@ -553,11 +560,19 @@ fn most_common_reason(tiles: &[TileSummary]) -> String {
         .map_or_else(|| "none".to_string(), |(r, n)| format!("{r} ({n} tiles)"))
 }
 
-fn frame_summaries(store: &dyn FrameStore, global: &GlobalSummary) -> Vec<FrameSummary> {
+/// One summary per frame; frames in `failed` (unreadable in the tile phase) are unused, weight 0.
+fn frame_summaries(
+    store: &dyn FrameStore,
+    global: &GlobalSummary,
+    failed: &[usize],
+) -> Vec<FrameSummary> {
     (0..store.len())
         .map(|index| {
             let quality = global.qualities[index].as_ref();
-            let used = global.frames.iter().find(|f| f.index == index);
+            let used = global
+                .frames
+                .iter()
+                .find(|f| f.index == index && !failed.contains(&index));
             FrameSummary {
                 label: store.meta(index).label,
                 used: used.is_some(),

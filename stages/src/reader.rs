@@ -290,7 +290,7 @@ impl FrameReader {
                     Err(error) => {
                         (self.events)(&Event::FrameSkipped {
                             path: self.store.meta(done).label,
-                            reason: error.to_string(),
+                            reason: crate::error::report(&error),
                         });
                         qualities.push(None);
                         plane_backgrounds.push(None);
@@ -339,8 +339,8 @@ impl FrameReader {
 
     /// Reads every tile stack of `plan` in order and sends it to `tile_tx`.
     ///
-    /// Returns the number of stacks sent. A closed `tile_tx` means downstream stopped (it reports why), so
-    /// the reader then returns quietly.
+    /// Returns what was sent and which frames failed on the way ([`TilePhase`]). A closed `tile_tx`
+    /// means downstream stopped (it reports why), so the reader then returns quietly.
     ///
     /// # Errors
     /// Cancellation, the memory limit, or an unreadable frame with `strict`.
@@ -350,7 +350,7 @@ impl FrameReader {
         frames: Vec<UsedFrame>,
         tile_tx: mpsc::Sender<TileJob>,
         cancel: CancellationToken,
-    ) -> Result<usize, StageError> {
+    ) -> Result<TilePhase, StageError> {
         let frames = Arc::new(frames);
         let shape = self.store.shape();
         let planes = self.store.planes();
@@ -391,7 +391,8 @@ impl FrameReader {
                     failed[slot] = true;
                     (self.events)(&Event::Warning {
                         message: format!(
-                            "{error}; the frame is left out of this and all later tiles"
+                            "{}; the frame is left out of this and all later tiles",
+                            crate::error::report(&error)
                         ),
                     });
                 }
@@ -411,7 +412,7 @@ impl FrameReader {
                         () = cancel.cancelled() => return Err(StageError::Cancelled),
                         result = tile_tx.send(job) => {
                             if result.is_err() {
-                                return Ok(sent);
+                                return Ok(TilePhase::new(sent, &frames, &failed));
                             }
                         }
                     }
@@ -420,7 +421,31 @@ impl FrameReader {
             }
         }
         // Dropping `tile_tx` here closes the channel: that is the workers' signal to finish.
-        Ok(sent)
+        Ok(TilePhase::new(sent, &frames, &failed))
+    }
+}
+
+/// What the reader's tile phase did: stacks sent, and the frames that failed to read on the way.
+#[derive(Debug, Clone, Default)]
+pub struct TilePhase {
+    /// Tile stacks sent to the workers.
+    pub sent: usize,
+    /// Store indices of the frames that failed during the tile phase. They are left out of every tile
+    /// read after the failure and are counted as unused (NCOMBINE, EXPTIME, summary, report).
+    pub failed: Vec<usize>,
+}
+
+impl TilePhase {
+    fn new(sent: usize, frames: &[UsedFrame], failed: &[bool]) -> Self {
+        Self {
+            sent,
+            failed: frames
+                .iter()
+                .zip(failed)
+                .filter(|(_, &f)| f)
+                .map(|(frame, _)| frame.index)
+                .collect(),
+        }
     }
 }
 

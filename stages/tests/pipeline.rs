@@ -316,3 +316,95 @@ async fn a_slow_head_tile_with_a_tight_reorder_window_does_not_deadlock() {
         .unwrap();
     assert!(out.summary.tiles_total > 3);
 }
+
+/// A store whose frame `bad` reads fine in the global pass and for the first tile row, then fails: a
+/// frame deleted or damaged mid-run.
+struct FailsInTilePhase {
+    inner: MemoryFrames,
+    bad: usize,
+    reads: AtomicUsize,
+}
+
+impl FrameStore for FailsInTilePhase {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn shape(&self) -> (usize, usize) {
+        self.inner.shape()
+    }
+    fn meta(&self, index: usize) -> tlr::source::FrameMeta {
+        self.inner.meta(index)
+    }
+    fn read_full(&self, index: usize) -> Result<Array2<f32>, StageError> {
+        self.inner.read_full(index)
+    }
+    fn read_regions(
+        &self,
+        index: usize,
+        regions: &[(std::ops::Range<usize>, std::ops::Range<usize>)],
+    ) -> Result<Vec<Array2<f32>>, StageError> {
+        if index == self.bad && self.reads.fetch_add(1, Ordering::SeqCst) >= 1 {
+            return Err(StageError::input(
+                "reader",
+                format!("frame {index}: deleted"),
+            ));
+        }
+        self.inner.read_regions(index, regions)
+    }
+}
+
+#[test]
+fn a_frame_failing_mid_run_is_counted_as_unused_everywhere() {
+    let frames = frames(14, 256, Scenario::Static);
+    let store = FailsInTilePhase {
+        inner: MemoryFrames::new(frames).unwrap().with_exposure_s(10.0),
+        bad: 5,
+        reads: AtomicUsize::new(0),
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let events: EventSink = Arc::new(move |e: &Event| sink.lock().unwrap().push(e.clone()));
+    let mut opts = options(2);
+    opts.reader_block_mib = 1 << 10;
+    let out = tlr::run_blocking(
+        Input::Store(Arc::new(store)),
+        opts,
+        events,
+        CancellationToken::new(),
+    )
+    .unwrap();
+    assert!(
+        out.summary.tiles_total > 4,
+        "the test needs several tile rows"
+    );
+    let s = &out.summary;
+    assert_eq!(
+        (s.frames_total, s.frames_used, s.frames_skipped),
+        (14, 13, 1)
+    );
+    assert_eq!(s.exposure_total_s, Some(130.0));
+    assert!(!out.frames[5].used && out.frames[5].weight == 0.0);
+    assert_eq!(out.frames.iter().filter(|f| f.used).count(), 13);
+    let meta = tlr::output::output_meta(&out, "result");
+    let ncombine = meta.cards.iter().find(|c| c.key == "NCOMBINE").unwrap();
+    assert!(
+        matches!(ncombine.value, tlr_core::fits::CardValue::Int(13)),
+        "{:?}",
+        ncombine.value
+    );
+    assert!(meta
+        .history
+        .iter()
+        .any(|h| h.contains("13 of 14 frames used")));
+    let events = seen.lock().unwrap();
+    assert!(events.iter().any(|e| matches!(e, Event::Warning { message }
+        if message.contains("frame 5: deleted") && message.contains("left out"))));
+    let finished = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Finished { summary } => Some(summary.frames_used),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(finished, 13);
+}

@@ -132,22 +132,28 @@ pub fn demo(args: DemoArgs) -> Result<(), Failure> {
             registration: mode,
             ..PipelineOptions::default()
         };
-        let input = Input::Folder {
-            dir: frames_dir.path().to_path_buf(),
-            scan: tlr_core::scan::ScanOptions::default(),
-        };
-        let run = run_pipeline(input, options, progress::sink(display, name))?;
+        let scan = tlr_core::scan::ScanOptions::default();
         let path = args.out.join(format!("{name}.fits"));
         let diagnostics = args.out.join("diagnostics");
-        output::write_outputs(
-            &run,
-            &output::OutputRequest {
-                image: &path,
-                keep_cfa: false,
-                diagnostics: (mode == Registration::TileLocal)
-                    .then_some((diagnostics.as_path(), DiagnosticsSelection::ALL)),
-            },
+        let request = output::OutputRequest {
+            image: &path,
+            keep_cfa: false,
+            diagnostics: (mode == Registration::TileLocal)
+                .then_some((diagnostics.as_path(), DiagnosticsSelection::ALL)),
+        };
+        // The frames are in a fresh temporary folder; an output can still be a folder or a device.
+        output::check_output_paths(
+            frames_dir.path(),
+            &scan.patterns,
+            &output::planned_files(&request),
         )?;
+        output::remove_stale_temporaries(&request);
+        let input = Input::Folder {
+            dir: frames_dir.path().to_path_buf(),
+            scan,
+        };
+        let run = run_pipeline(input, options, progress::sink(display, name))?;
+        output::write_outputs(&run, &request)?;
         let quality = tlr_core::stars::measure(measured_image(&run)?.view());
         let colour_error = match (&truth, &run.colour) {
             (Some(truth), Some(colour)) => {

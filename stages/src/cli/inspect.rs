@@ -122,7 +122,8 @@ pub fn inspect(args: InspectArgs) -> Result<(), Failure> {
     for path in &args.files {
         if let Err(error) = inspect_file(path, args.json) {
             failures += 1;
-            eprintln!("error: {error}");
+            // The whole chain: the cause (e.g. the OS error) is the error's source, not its message.
+            eprintln!("error: {}", tlr_core::report(&error));
         }
     }
     if failures > 0 {

@@ -18,8 +18,29 @@ use std::process::ExitCode;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code: invalid command line or configuration.
 pub const EXIT_USAGE: u8 = 2;
-/// Exit code: interrupted, nothing published.
+/// Exit code: interrupted by Ctrl-C (SIGINT), nothing published. SIGTERM and SIGHUP give 128 + their
+/// number (143, 129), as a shell reports a process those signals killed ([`interrupted_exit_code`]).
 pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The signal that cancelled the run (0: none yet). Set by [`block_on_cancellable`].
+static SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The signal (SIGINT, SIGTERM or SIGHUP) that asked this process to stop, if one arrived while
+/// [`block_on_cancellable`] was running (for `tlr watch`, which maps it to its own exit).
+pub fn received_signal() -> Option<i32> {
+    match SIGNAL.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
+
+/// The exit code of a cancelled run: 128 + the signal's number (130 SIGINT, 143 SIGTERM, 129 SIGHUP);
+/// 130 when the run was cancelled otherwise.
+pub fn interrupted_exit_code() -> u8 {
+    received_signal()
+        .and_then(|s| u8::try_from(128 + s).ok())
+        .unwrap_or(EXIT_INTERRUPTED)
+}
 
 /// Tile-local registration and reconstruction of astronomical image sequences.
 #[derive(Parser)]
@@ -92,8 +113,10 @@ impl Failure {
 impl From<tlr::StageError> for Failure {
     fn from(error: tlr::StageError) -> Self {
         let code = match error {
-            tlr::StageError::Cancelled => EXIT_INTERRUPTED,
-            tlr::StageError::Config(_) | tlr::StageError::TooFewFrames(_) => EXIT_USAGE,
+            tlr::StageError::Cancelled => interrupted_exit_code(),
+            tlr::StageError::Config(_)
+            | tlr::StageError::TooFewFrames(_)
+            | tlr::StageError::UnsafeOutput { .. } => EXIT_USAGE,
             _ => EXIT_FAILED,
         };
         Self {
@@ -142,7 +165,11 @@ pub fn load_config(
     Ok(config)
 }
 
-/// Runs `future` on a runtime sized for `parallel_tiles`, with Ctrl-C wired to `cancel`.
+/// Runs `future` on a runtime sized for `parallel_tiles`, with Ctrl-C (SIGINT), SIGTERM and SIGHUP
+/// wired to `cancel`: the reader stops, tiles in flight finish, nothing is published (the writers only
+/// run after a complete run, and write by temporary file + rename). [`received_signal`] then says which
+/// signal it was. The handlers stay installed afterwards, so a signal that arrives while a finished
+/// run's outputs are written no longer kills the process half-way: those writes complete.
 pub fn block_on_cancellable<T>(
     parallel_tiles: usize,
     cancel: tokio_util::sync::CancellationToken,
@@ -151,15 +178,32 @@ pub fn block_on_cancellable<T>(
     let runtime = tlr::pipeline::build_runtime(parallel_tiles)
         .map_err(|e| Failure::failed(anyhow::anyhow!("cannot start the runtime: {e}")))?;
     Ok(runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Registered here, before the run starts, so no signal falls between the start and the handler.
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut hangup = signal(SignalKind::hangup()).ok();
         let token = cancel.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                // Cancelling stops the reader; in-flight tiles finish; no output is published.
-                token.cancel();
-            }
+            let received = tokio::select! {
+                Ok(()) = tokio::signal::ctrl_c() => libc::SIGINT,
+                Some(()) = next_signal(term.as_mut()) => libc::SIGTERM,
+                Some(()) = next_signal(hangup.as_mut()) => libc::SIGHUP,
+                else => return,
+            };
+            SIGNAL.store(received, std::sync::atomic::Ordering::SeqCst);
+            // Cancelling stops the reader; in-flight tiles finish; no output is published.
+            token.cancel();
         });
         future.await
     }))
+}
+
+/// The next delivery of a registered signal; never, when it could not be registered.
+async fn next_signal(stream: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
+    match stream {
+        Some(stream) => stream.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs the pipeline on `input` like [`tlr::run`], on a runtime with Ctrl-C handling. A run with fewer

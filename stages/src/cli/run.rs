@@ -74,7 +74,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         patterns: args.glob.split_whitespace().map(String::from).collect(),
         exclude: vec![
             args.output.clone(),
-            args.output.with_extension("png"),
+            output::preview_path(&args.output),
             output::cfa_path(&args.output),
         ],
     };
@@ -88,20 +88,38 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         },
         ..PipelineOptions::default()
     };
+    let request = output::OutputRequest {
+        image: &args.output,
+        keep_cfa: args.keep_cfa,
+        diagnostics: diagnostics_dir.as_deref().map(|dir| (dir, selection)),
+    };
+    // Before anything is read: no output may replace an input, a folder or a special file (exit 2),
+    // what killed runs left next to the outputs goes, and the output folders exist (a folder that
+    // cannot be created stops the run now, not after the reconstruction).
+    let planned = output::planned_files(&request);
+    output::check_output_paths(&args.input, &scan.patterns, &planned)?;
+    let created = output::create_output_folders(&request)?;
+    // A path through a folder that did not exist yet (`new/../frame.fits`) resolves only now.
+    if !created.is_empty() {
+        if let Err(refused) = output::check_output_paths(&args.input, &scan.patterns, &planned) {
+            created.remove_empty();
+            return Err(refused.into());
+        }
+    }
+    output::remove_stale_temporaries(&request);
     let events = progress::sink(display, "tlr");
     let input = Input::Folder {
         dir: args.input.clone(),
         scan,
     };
-    let result = run_pipeline(input, options, events)?;
-    let files = output::write_outputs(
-        &result,
-        &output::OutputRequest {
-            image: &args.output,
-            keep_cfa: args.keep_cfa,
-            diagnostics: diagnostics_dir.as_deref().map(|dir| (dir, selection)),
-        },
-    )?;
+    let result = match run_pipeline(input, options, events) {
+        Ok(result) => result,
+        Err(failure) => {
+            created.remove_empty(); // nothing was published: no new empty folders either
+            return Err(failure);
+        }
+    };
+    let files = output::write_outputs(&result, &request)?;
     if args.keep_cfa && result.colour.is_none() && display == Display::Bars {
         eprintln!("--keep-cfa: the input is not a Bayer mosaic; no CFA written");
     }
@@ -109,7 +127,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     match display {
         Display::Json => progress::print_json(&serde_json::json!({
             "event": "written",
-            "files": files,
+            "files": files.iter().map(|f| f.to_string_lossy()).collect::<Vec<_>>(),
         })),
         Display::Quiet => {}
         Display::Bars => {

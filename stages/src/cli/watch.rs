@@ -79,6 +79,17 @@ const STABLE_MS_WITH_EVENTS: u64 = 500;
 
 /// Runs `tlr watch`.
 pub fn watch(args: WatchArgs) -> Result<(), Failure> {
+    // Output-path safety, shared with `tlr run`: OUT.fits and OUT.png must not replace an input
+    // frame, a folder or a special file (exit 2).
+    tlr::output::check_output_paths(
+        &args.dir,
+        &FollowOptions::default().patterns,
+        &tlr::output::planned_files(&tlr::output::OutputRequest {
+            image: &args.output,
+            keep_cfa: false,
+            diagnostics: None,
+        }),
+    )?;
     let config = load_config(
         args.config.as_deref(),
         args.parallel_tiles,
