@@ -166,8 +166,13 @@ fn write_pixels(
     let pixels: Vec<f32> = image.iter().copied().collect();
     let (bzero, bscale) = match bitpix {
         8 => {
-            let lo = pixels.iter().copied().fold(f32::INFINITY, f32::min);
-            let hi = pixels.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            // An 8-bit camera: the sky and faint stars resolved, bright stars saturate at 255.
+            let mut sorted: Vec<f32> = pixels.iter().copied().filter(|v| v.is_finite()).collect();
+            sorted.sort_by(f32::total_cmp);
+            let (lo, hi) = (
+                sorted[sorted.len() / 100],
+                sorted[sorted.len() * 998 / 1000],
+            );
             (f64::from(lo), f64::from((hi - lo).max(1.0)) / 255.0)
         }
         16 => (32768.0, 1.0),
@@ -447,12 +452,18 @@ fn frame_cases() -> Vec<(&'static str, Build)> {
             .unwrap();
             Plan::run(dir, &frames, &["--strict"])
         }),
-        bad_frame(
-            "bscale_text",
-            16,
-            || vec![("BSCALE", quoted("abc"))],
-            |_| {},
-        ),
+        // Read as BSCALE 1 (cfitsio's rule, which the native reader replicates on purpose, see
+        // tests/it/fits_native.rs): used silently today. Rejecting it is the lead's call.
+        case("bscale_text", |dir| {
+            let frames = with_frame(
+                dir,
+                "bscale_text.fits",
+                16,
+                &[("BSCALE", quoted("abc"))],
+                |_| {},
+            );
+            Plan::run(dir, &frames, &[]).says("BSCALE").pending("lead")
+        }),
         case("blank_pixels", |dir| {
             // Integer frames with BLANK: those pixels are undefined, the rest is used.
             let frames = dir.join("frames");
@@ -632,7 +643,8 @@ fn folder_cases() -> Vec<(&'static str, Build)> {
             let frames = copy_good(dir, FRAMES);
             let p = good_frames(&frames)[0].clone();
             fs::rename(&p, frames.join(OsStr::from_bytes(b"bad\xff.fits"))).unwrap();
-            Plan::run(dir, &frames, &["--strict"])
+            // The diagnostics' JSON panics on the non-UTF-8 path (stages/src/output.rs).
+            Plan::run(dir, &frames, &["--strict"]).pending("h/output")
         }),
         case("non_utf8_bad_file", |dir| {
             let frames = copy_good(dir, FRAMES);
@@ -913,7 +925,8 @@ fn output_cases() -> Vec<(&'static str, Build)> {
                 .code(1)
                 .says("out.fits");
             plan.shell = Some("trap '' XFSZ; ulimit -f 40");
-            plan
+            // The preview (and diagnostics) written before the FITS failed stay behind.
+            plan.pending("h/output")
         }),
         watch("watch_until_idle_huge", "--until-idle", "1e300"),
         watch("watch_every_secs_huge", "--every-secs", "1e300"),
@@ -932,7 +945,7 @@ fn yaml_cases() -> Vec<(&'static str, Build)> {
             config_check(d, b"v4:\n  iterations: [1, 2\n  foo: : bar\n")
         }),
         case("yaml_unknown_key_hint", |d| {
-            config_check(d, b"v4:\n  iteratons: 3\n").says("did you mean v4.iterations")
+            config_check(d, b"v4:\n  iteratons: 3\n").says("did you mean `v4.iterations`")
         }),
         case("yaml_wrong_type", |d| {
             config_check(d, b"v4:\n  iterations: many\n").says("iterations")
@@ -949,7 +962,9 @@ fn yaml_cases() -> Vec<(&'static str, Build)> {
         }),
         case("yaml_deep_nesting", |d| {
             let text = format!("v4: {}1{}\n", "[".repeat(100_000), "]".repeat(100_000));
-            config_check(d, text.as_bytes()).pending("h/fuzz")
+            let mut plan = config_check(d, text.as_bytes()).pending("h/fuzz");
+            plan.timeout = Duration::from_secs(5);
+            plan
         }),
         case("yaml_huge_file", |d| {
             let mut text = b"# padding\n".repeat(2_000_000);
@@ -1092,8 +1107,15 @@ fn judge(plan: &Plan, ran: &Ran) -> Vec<String> {
 /// A valid result: a FITS image with finite pixels that `tlr inspect` reads.
 fn valid_output(path: &Path) -> Result<(), String> {
     let (_, cube) = tlr_core::fits::read_cube(path).map_err(|e| e.to_string())?;
-    if cube.is_empty() || !cube.iter().all(|v| v.is_finite()) {
-        return Err("empty, or pixels that are not finite".into());
+    // NaN is the crate's "no data" marker: a pixel that no frame covers after the shifts (e.g. a
+    // corner) is NaN by design. Anything more than a sliver of those, or an infinity, is a defect.
+    let nan = cube.iter().filter(|v| v.is_nan()).count();
+    let inf = cube.iter().filter(|v| v.is_infinite()).count();
+    if cube.is_empty() || inf > 0 || nan * 100 > cube.len() {
+        return Err(format!(
+            "{nan} NaN and {inf} infinite of {} pixels",
+            cube.len()
+        ));
     }
     let inspect = Command::new(env!("CARGO_BIN_EXE_tlr"))
         .arg("inspect")
@@ -1129,7 +1151,12 @@ fn bad_input_corpus() {
     assert_eq!(names.len(), cases.len(), "case names must be unique");
     assert!(cases.len() >= 50, "only {} cases", cases.len());
 
-    let root = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    if std::env::var_os("TLR_CORPUS_KEEP").is_some() {
+        println!("keeping the case folders in {}", root.display());
+        std::mem::forget(tmp); // not dropped: the folders stay for a look
+    }
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -1139,7 +1166,7 @@ fn bad_input_corpus() {
                 let Some((name, build)) = cases.get(i) else {
                     break;
                 };
-                let dir = root.path().join(name);
+                let dir = root.join(name);
                 fs::create_dir_all(&dir).unwrap();
                 let t = Instant::now();
                 let plan = build(&dir);
