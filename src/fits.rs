@@ -405,7 +405,7 @@ fn raw_value(raw: &[u8]) -> Option<&str> {
     Some(value.trim_matches(' '))
 }
 
-/// What a file system entry is when it is not a regular file (`"a folder"`, `"a FIFO (named pipe)"`,
+/// What a file system entry is when it is not a regular file (`"a directory"`, `"a FIFO (named pipe)"`,
 /// ...), for messages; `None` for a regular file. Symbolic links are described as links: pass the
 /// type of the followed entry (`fs::metadata`) to describe their target.
 pub fn not_a_regular_file(file_type: &fs::FileType) -> Option<&'static str> {
@@ -413,7 +413,7 @@ pub fn not_a_regular_file(file_type: &fs::FileType) -> Option<&'static str> {
     if file_type.is_file() {
         None
     } else if file_type.is_dir() {
-        Some("a folder")
+        Some("a directory")
     } else if file_type.is_fifo() {
         Some("a FIFO (named pipe)")
     } else if file_type.is_char_device() {

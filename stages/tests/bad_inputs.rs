@@ -221,6 +221,8 @@ struct Plan {
     output: Option<PathBuf>,
     /// A file that must be unchanged afterwards (an input that was given as the output).
     unchanged: Option<(PathBuf, Vec<u8>)>,
+    /// With `--json`: the result's NCOMBINE must equal the `finished` summary's `frames_used`.
+    ncombine_truthful: bool,
     pending: Option<&'static str>,
     timeout: Duration,
     /// Why the case cannot run here (e.g. permission bits as root); reported, not failed.
@@ -237,6 +239,7 @@ impl Plan {
             in_stdout: false,
             output: None,
             unchanged: None,
+            ncombine_truthful: false,
             pending: None,
             timeout: TIMEOUT,
             not_applicable: None,
@@ -910,6 +913,72 @@ fn output_cases() -> Vec<(&'static str, Build)> {
             plan.output = Some(out);
             plan.pending("h/output")
         }),
+        case("frame_deleted_mid_run", |dir| {
+            // A frame disappears once the global pass is done: the run may use it (already read)
+            // or fail naming it, but NCOMBINE must say how many frames went into the result.
+            let frames = copy_good(dir, FRAMES);
+            let victim = good_frames(&frames)[6].clone();
+            let stdout = dir.join("stdout.txt");
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while started.elapsed() < TIMEOUT {
+                    let text = fs::read_to_string(&stdout).unwrap_or_default();
+                    if text.contains("\"global_done\"") {
+                        let _ = fs::remove_file(&victim);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            });
+            let mut plan = Plan::run(dir, &frames, &["--json"]);
+            plan.ncombine_truthful = true;
+            plan
+        }),
+        case("watch_checkpoint_of_another_folder", |dir| {
+            // live.fits.checkpoint/ belongs to the frames of `first`; watching `frames` with the same
+            // output must not mix the two sequences: refused, naming the checkpoint (--fresh to start over).
+            let frames = copy_good(dir, FRAMES);
+            let first = dir.join("first");
+            fs::rename(copy_good(&dir.join("a"), FRAMES), &first).unwrap();
+            let out = dir.join("live.fits");
+            let status = Command::new(env!("CARGO_BIN_EXE_tlr"))
+                .arg("watch")
+                .arg(&first)
+                .arg("-o")
+                .arg(&out)
+                .args([
+                    "--until-idle",
+                    "1",
+                    "--poll",
+                    "--stable-ms",
+                    "50",
+                    "--parallel-tiles",
+                    "1",
+                    "-q",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "the first watch fails");
+            let mut plan = Plan::tlr(&[
+                &"watch",
+                &frames,
+                &"-o",
+                &out,
+                &"--until-idle",
+                &"1",
+                &"--poll",
+            ])
+            .code(2)
+            .says("checkpoint")
+            .pending("h/watch");
+            plan.args
+                .extend(["--stable-ms", "50", "--parallel-tiles", "1"].map(OsString::from));
+            plan.unchanged = Some((out.clone(), fs::read(&out).unwrap()));
+            plan.timeout = Duration::from_secs(15);
+            plan
+        }),
         case("output_read_only_location", |dir| {
             // /proc is a file system where nobody, root included, can create files.
             let mut plan = Plan::run(dir, &copy_good(dir, FRAMES), &[])
@@ -1096,12 +1165,38 @@ fn judge(plan: &Plan, ran: &Ran) -> Vec<String> {
             }
         }
     }
+    if plan.ncombine_truthful && ran.code == Some(0) {
+        if let Some(problem) = plan
+            .output
+            .as_deref()
+            .and_then(|out| ncombine_problem(out, &ran.stdout))
+        {
+            problems.push(problem);
+        }
+    }
     if let Some((path, bytes)) = &plan.unchanged {
         if fs::read(path).ok().as_ref() != Some(bytes) {
             problems.push(format!("input `{}` was changed", path.display()));
         }
     }
     problems
+}
+
+/// NCOMBINE of `out` against `frames_used` of the `finished` JSON event in `stdout`.
+fn ncombine_problem(out: &Path, stdout: &str) -> Option<String> {
+    let used = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "finished")
+        .and_then(|v| v["summary"]["frames_used"].as_u64());
+    let ncombine = tlr_core::fits::read_header_cards(out)
+        .ok()?
+        .into_iter()
+        .find(|c| c.key == "NCOMBINE")
+        .and_then(|c| c.value)
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    (used.is_none() || used != ncombine)
+        .then(|| format!("NCOMBINE {ncombine:?} but frames_used {used:?}"))
 }
 
 /// A valid result: a FITS image with finite pixels that `tlr inspect` reads.

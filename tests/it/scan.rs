@@ -168,7 +168,7 @@ fn entries_that_are_not_regular_files_are_skipped_with_what_they_are() {
         ("loop1.fits", "symbolic links"),
         ("loop2.fits", "symbolic links"),
         ("pipe.fits", "it is a FIFO (named pipe), not a regular file"),
-        ("sub.fits", "it is a folder, not a regular file"),
+        ("sub.fits", "it is a directory, not a regular file"),
         ("zero.fits", "it is a character device, not a regular file"),
     ];
     assert_eq!(skipped.len(), expected.len(), "{skipped:?}");
