@@ -183,8 +183,12 @@ pub(crate) fn judge(plan: &Plan, ran: &Ran) -> Vec<String> {
             if let Err(why) = valid_output(out) {
                 problems.push(format!("output `{}` not valid: {why}", out.display()));
             }
-        } else if out.exists() || out.with_extension("png").exists() {
-            problems.push(format!("failed, yet output `{}` exists", out.display()));
+        } else {
+            for left in [out.to_path_buf(), out.with_extension("png")] {
+                if left.exists() {
+                    problems.push(format!("failed, yet `{}` exists", left.display()));
+                }
+            }
         }
         if let Some(parent) = out.parent().filter(|p| p.is_dir()) {
             let temps: Vec<String> = fs::read_dir(parent)
@@ -220,21 +224,37 @@ pub(crate) fn judge(plan: &Plan, ran: &Ran) -> Vec<String> {
     problems
 }
 
-/// NCOMBINE of `out` against `frames_used` of the `finished` JSON event in `stdout`.
+/// NCOMBINE of `out` against the run's own account in `stdout`: `frames_used` of the `finished`
+/// event, less the frames a warning says were left out of the tiles after the global pass.
 pub(crate) fn ncombine_problem(out: &Path, stdout: &str) -> Option<String> {
-    let used = stdout
+    let events: Vec<serde_json::Value> = stdout
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let used = events
+        .iter()
         .find(|v| v["event"] == "finished")
         .and_then(|v| v["summary"]["frames_used"].as_u64());
+    let left_out = events
+        .iter()
+        .filter(|v| v["event"] == "warning")
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("left out")
+        })
+        .count() as u64;
+    let combined = used.map(|u| u - left_out.min(u));
     let ncombine = tlr_core::fits::read_header_cards(out)
         .ok()?
         .into_iter()
         .find(|c| c.key == "NCOMBINE")
         .and_then(|c| c.value)
         .and_then(|v| v.trim().parse::<u64>().ok());
-    (used.is_none() || used != ncombine)
-        .then(|| format!("NCOMBINE {ncombine:?} but frames_used {used:?}"))
+    (combined.is_none() || combined != ncombine).then(|| {
+        format!("NCOMBINE {ncombine:?}, but {used:?} frames used and {left_out} left out later")
+    })
 }
 
 /// A valid result: a FITS image with finite pixels that `tlr inspect` reads.
