@@ -405,6 +405,30 @@ fn raw_value(raw: &[u8]) -> Option<&str> {
     Some(value.trim_matches(' '))
 }
 
+/// What a file system entry is when it is not a regular file (`"a directory"`, `"a FIFO (named pipe)"`,
+/// ...), for messages; `None` for a regular file. Symbolic links are described as links: pass the
+/// type of the followed entry (`fs::metadata`) to describe their target.
+pub fn not_a_regular_file(file_type: &fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_file() {
+        None
+    } else if file_type.is_dir() {
+        Some("a directory")
+    } else if file_type.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if file_type.is_char_device() {
+        Some("a character device")
+    } else if file_type.is_block_device() {
+        Some("a block device")
+    } else if file_type.is_socket() {
+        Some("a socket")
+    } else if file_type.is_symlink() {
+        Some("a symbolic link")
+    } else {
+        Some("not a file")
+    }
+}
+
 /// A number in the form both Rust's parser and C's `strtod` (as cfitsio's `ffc2dd` calls it) read
 /// the same: `[+-]digits[.digits][(E|e|D)[+-]digits]`. `None` for anything else, and for values
 /// `strtod` reports as out of range (overflow, underflow to 0, subnormal): cfitsio then ignores the
@@ -881,14 +905,15 @@ fn read_layout_file(path: &Path) -> Result<(Layout, fs::File), FitsError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = fs::File::open(path).map_err(io_err)?;
-    let meta = file.metadata().map_err(io_err)?;
-    if meta.is_dir() {
+    // Look before opening: opening a FIFO blocks until a writer appears, a device never ends.
+    if let Some(kind) = not_a_regular_file(&fs::metadata(path).map_err(io_err)?.file_type()) {
         return Err(FitsError::NotFits {
             path: path.to_path_buf(),
-            reason: "it is a directory".to_string(),
+            reason: format!("it is {kind}, not a regular file"),
         });
     }
+    let mut file = fs::File::open(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
     let file_len = meta.len();
     if file_len == 0 {
         return Err(FitsError::Empty {

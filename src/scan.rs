@@ -1,9 +1,11 @@
 //! Frame scan: list the frames of a folder, read and check their headers, put them in time order.
 //!
 //! What it does ([`scan_folder`]):
-//! - lists the regular files directly in the folder (not recursive) whose *file name* matches one of
+//! - lists the entries directly in the folder (not recursive) whose *file name* matches one of
 //!   the glob patterns, case-insensitively (default `*.fit *.fits *.fts *.fit.fz *.fits.fz`);
-//!   other files are not looked at and not reported;
+//!   other files are not looked at and not reported; a matching entry that is not a regular file
+//!   (after following links: a folder, FIFO, device or socket) or that cannot be examined (dangling
+//!   link, link loop) is skipped with the reason, without being opened;
 //! - ignores hidden files (name starting with `.`; the atomic writer's temporary files are hidden),
 //!   the tool's own outputs (header `CREATOR` whose first word is `tlr`, see
 //!   [`crate::fits::is_own_output`]) and every path in [`ScanOptions::exclude`]: these are listed in
@@ -262,9 +264,16 @@ pub fn scan_folder(dir: &Path, options: &ScanOptions) -> Result<ScanReport, Scan
             continue;
         }
         let path = entry.path();
+        // `metadata` follows links: a link is judged by what it points to.
         match fs::metadata(&path) {
-            Ok(m) if m.is_file() => candidates.push(path),
-            Ok(_) => {} // a folder named like a frame: not a file, not reported
+            Ok(m) => match fits::not_a_regular_file(&m.file_type()) {
+                None => candidates.push(path),
+                // Never opened: a FIFO would block the scan, a device never ends.
+                Some(kind) => skipped.push(SkippedFile {
+                    path,
+                    reason: format!("it is {kind}, not a regular file"),
+                }),
+            },
             Err(e) => skipped.push(SkippedFile {
                 path,
                 reason: format!("cannot read it: {e}"),

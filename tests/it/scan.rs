@@ -80,11 +80,11 @@ fn skips_bad_files_with_reasons_and_ignores_hidden_and_unmatched() {
     fs::write(d.join("empty.fit"), "").expect("write");
     let good = build::camera_frame(6, 8, 0, &[]);
     fs::write(d.join("partial.fits"), &good[..2880 + 40]).expect("write");
-    // Not reported at all: hidden files, other extensions, folders.
+    // Not reported at all: hidden files, other extensions.
     fs::write(d.join(".hidden.fits"), "x").expect("write");
     fs::write(d.join("readme.txt"), "x").expect("write");
     fs::write(d.join("frame.fits.bak"), "x").expect("write");
-    fs::create_dir(d.join("sub.fits")).expect("mkdir");
+    fs::create_dir(d.join("sub.fits.d")).expect("mkdir");
 
     let report = scan_folder(d, &ScanOptions::default()).expect("scan");
     assert_eq!(
@@ -130,6 +130,57 @@ fn skips_bad_files_with_reasons_and_ignores_hidden_and_unmatched() {
     ] {
         assert!(err.contains(n), "{n} missing in: {err}");
     }
+}
+
+#[test]
+fn entries_that_are_not_regular_files_are_skipped_with_what_they_are() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    frame(d, "f1.fits", 6, 8, Some("2024-01-01T00:00:01"));
+    frame(d, "f2.fits", 6, 8, Some("2024-01-01T00:00:02"));
+    fs::create_dir(d.join("sub.fits")).expect("mkdir");
+    let fifo = d.join("pipe.fits");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs")
+        .success());
+    std::os::unix::fs::symlink("/dev/zero", d.join("zero.fits")).expect("symlink");
+    std::os::unix::fs::symlink("gone.fits", d.join("dangling.fits")).expect("symlink");
+    std::os::unix::fs::symlink("loop2.fits", d.join("loop1.fits")).expect("symlink");
+    std::os::unix::fs::symlink("loop1.fits", d.join("loop2.fits")).expect("symlink");
+    // A link to a good frame is a frame.
+    std::os::unix::fs::symlink("f1.fits", d.join("link.fits")).expect("symlink");
+
+    // Returns at all (a FIFO that is opened blocks until a writer comes), with every entry named.
+    let report = scan_folder(d, &ScanOptions::default()).expect("scan");
+    assert_eq!(
+        names(report.frames.iter().map(|f| f.path.clone())),
+        ["f1.fits", "link.fits", "f2.fits"]
+    );
+    let skipped: Vec<(String, String)> = report
+        .skipped
+        .iter()
+        .map(|s| (names([s.path.clone()]).remove(0), s.reason.clone()))
+        .collect();
+    let expected = [
+        ("dangling.fits", "No such file"),
+        ("loop1.fits", "symbolic links"),
+        ("loop2.fits", "symbolic links"),
+        ("pipe.fits", "it is a FIFO (named pipe), not a regular file"),
+        ("sub.fits", "it is a directory, not a regular file"),
+        ("zero.fits", "it is a character device, not a regular file"),
+    ];
+    assert_eq!(skipped.len(), expected.len(), "{skipped:?}");
+    for ((name, reason), (want_name, want_reason)) in skipped.iter().zip(expected) {
+        assert_eq!(name, want_name, "{skipped:?}");
+        assert!(reason.contains(want_reason), "{name}: {reason}");
+    }
+    let err = report.ensure_no_skips().expect_err("strict").to_string();
+    assert!(
+        err.contains("6 file(s) skipped") && err.contains("pipe.fits"),
+        "{err}"
+    );
 }
 
 #[test]

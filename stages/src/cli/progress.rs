@@ -1,6 +1,6 @@
 //! Progress display for the terminal: one indicatif bar per stage (global pass, tiles), JSON lines on
-//! stdout with `--json`, or nothing with `--quiet`. Warnings and skipped files go to stderr (as JSON
-//! events with `--json`).
+//! stdout with `--json`, or nothing but skipped files with `--quiet`. Warnings and skipped files go to
+//! stderr (as JSON events with `--json`); skipped files even with `--quiet`.
 //!
 //! What it does not: decide anything about the run; it only maps [`tlr::Event`]s to output.
 
@@ -45,7 +45,12 @@ pub fn sink(display: Display, label: &str) -> EventSink {
                 println!("{line}");
             }
         }),
-        Display::Quiet => Arc::new(|_| {}),
+        // Quiet hides progress, not what was left out: a skipped file is always reported.
+        Display::Quiet => Arc::new(|event: &Event| {
+            if let Event::FrameSkipped { path, reason } = event {
+                eprintln!("skipped `{}`: {reason}", path.display());
+            }
+        }),
         Display::Bars => bars(label),
     }
 }

@@ -50,6 +50,20 @@ pub struct RunArgs {
     pub json: bool,
 }
 
+/// The `--glob` patterns, checked before anything runs: none, or an invalid one, is a usage error.
+fn glob_patterns(glob: &str, dir: &std::path::Path) -> Result<Vec<String>, Failure> {
+    let patterns: Vec<String> = glob.split_whitespace().map(String::from).collect();
+    if patterns.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--glob `{glob}`: no file pattern given"
+        )));
+    }
+    // The scan error's text already includes the glob parser's reason: no source chain.
+    tlr_core::scan::NameFilter::new(dir, &patterns)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("--glob: {e}")))?;
+    Ok(patterns)
+}
+
 /// Runs `tlr run`.
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     let config = load_config(
@@ -71,7 +85,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         DiagnosticsSelection::from_config(&config)
     };
     let scan = tlr_core::scan::ScanOptions {
-        patterns: args.glob.split_whitespace().map(String::from).collect(),
+        patterns: glob_patterns(&args.glob, &args.input)?,
         exclude: vec![
             args.output.clone(),
             output::preview_path(&args.output),

@@ -50,6 +50,8 @@ pub fn simulate(args: SimulateArgs) -> Result<(), Failure> {
         color: args.color,
         ..SimConfig::default()
     };
+    // An impossible size or count is a command-line mistake (exit 2), not a failed write.
+    cfg.validate().map_err(Failure::usage)?;
     let started = std::time::Instant::now();
     let summary = simulate::write_sequence(&cfg, &args.output).map_err(Failure::failed)?;
     eprintln!(
