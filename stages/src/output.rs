@@ -165,13 +165,31 @@ pub fn write_outputs(run: &RunOutput, request: &OutputRequest) -> Result<Vec<Pat
         let diagnostics = request
             .diagnostics
             .map(|(dir, selection)| scope.spawn(move || write_diagnostics(run, dir, selection)));
-        let preview = write_image(run, request.image)?;
+        let image = write_image(run, request.image);
+        let cfa = cfa.map(|h| joined(h, "writing the mosaic").and_then(|r| r));
+        let diagnostics = diagnostics.map(|h| joined(h, "writing the diagnostics").and_then(|r| r));
+        let preview = match image {
+            Ok(preview) => preview,
+            Err(error) => {
+                // No mosaic or diagnostics without the image they describe (the image itself is
+                // untouched: atomic). Best effort; the image's error is what the user needs.
+                let written = cfa
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .chain(diagnostics.into_iter().flatten().flatten());
+                for file in written {
+                    let _ = std::fs::remove_file(file);
+                }
+                return Err(error);
+            }
+        };
         let mut files = vec![request.image.to_path_buf(), preview];
         if let Some(cfa) = cfa {
-            files.extend(joined(cfa, "writing the mosaic")??);
+            files.extend(cfa?);
         }
         if let Some(diagnostics) = diagnostics {
-            files.extend(joined(diagnostics, "writing the diagnostics")??);
+            files.extend(diagnostics?);
         }
         Ok(files)
     })
@@ -466,7 +484,13 @@ fn side_by_side(
 ) -> Result<(), StageError> {
     std::thread::scope(|scope| {
         let preview = scope.spawn(write_preview);
-        write_fits().map_err(|e| StageError::fits("output", e))?;
+        if let Err(e) = write_fits() {
+            // No preview without its image.
+            if matches!(preview.join(), Ok(Ok(()))) {
+                let _ = std::fs::remove_file(png);
+            }
+            return Err(StageError::fits("output", e));
+        }
         joined(preview, "writing the preview")?.map_err(|e| StageError::Output {
             path: png.to_path_buf(),
             message: crate::error::report(&e),

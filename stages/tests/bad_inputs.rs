@@ -224,8 +224,9 @@ pub(crate) fn judge(plan: &Plan, ran: &Ran) -> Vec<String> {
     problems
 }
 
-/// NCOMBINE of `out` against the run's own account in `stdout`: `frames_used` of the `finished`
-/// event, less the frames a warning says were left out of the tiles after the global pass.
+/// NCOMBINE of `out` against the run's own account in `stdout`: it equals `frames_used` of the
+/// `finished` event, and a frame a warning says was left out of the tiles after the global pass is not
+/// among them (`frames_used + left out <= frames_total`).
 pub(crate) fn ncombine_problem(out: &Path, stdout: &str) -> Option<String> {
     let events: Vec<serde_json::Value> = stdout
         .lines()
@@ -245,7 +246,11 @@ pub(crate) fn ncombine_problem(out: &Path, stdout: &str) -> Option<String> {
                 .contains("left out")
         })
         .count() as u64;
-    let combined = used.map(|u| u - left_out.min(u));
+    let total = events
+        .iter()
+        .find(|v| v["event"] == "finished")
+        .and_then(|v| v["summary"]["frames_total"].as_u64());
+    let combined = used.filter(|&u| total.is_some_and(|t| u + left_out <= t));
     let ncombine = tlr_core::fits::read_header_cards(out)
         .ok()?
         .into_iter()
