@@ -10,3 +10,84 @@ fn live_session_example_uses_every_frame_and_is_sharp() {
     assert_eq!(used, 16);
     assert!(fwhm.is_finite() && fwhm < 4.5, "FWHM {fwhm}");
 }
+
+mod checkpoint {
+    use tlr_core::global::GlobalPass;
+    use tlr_core::live::{BootstrapFrame, CompactImage, LiveOptions, LiveState, CHECKPOINT_JSON};
+    use tlr_core::operator::OperatorParams;
+    use tlr_core::simulate::{Scenario, SimConfig, Simulation};
+
+    fn started() -> (Simulation, GlobalPass, LiveState) {
+        let sim = Simulation::new(SimConfig {
+            frames: 8,
+            width: 128,
+            height: 128,
+            seed: 4,
+            scenario: Scenario::Seeing,
+            ..SimConfig::default()
+        });
+        let mut pass = GlobalPass::new();
+        let frames: Vec<BootstrapFrame> = (0..5)
+            .map(|i| {
+                let image = sim.frame(i);
+                let quality = pass.add_frame(image.view());
+                BootstrapFrame {
+                    name: format!("f{i:03}.fits"),
+                    image: CompactImage::new(image),
+                    quality,
+                }
+            })
+            .collect();
+        let mut options = LiveOptions::new(OperatorParams {
+            min_valid_frames: 5,
+            ..OperatorParams::default()
+        });
+        options.bootstrap_frames = 5;
+        let (state, _) = LiveState::bootstrap(&frames, options).expect("bootstrap");
+        (sim, pass, state)
+    }
+
+    /// Item 12: a frame's reason is the full text (numbers included), never cut with "…".
+    #[test]
+    fn frame_reasons_are_never_cut() {
+        let (sim, mut pass, mut state) = started();
+        // A good global quality with a frame of another sky: every tile rejects it, with a reason.
+        let quality = pass.add_frame(sim.frame(5).view());
+        let other = Simulation::new(SimConfig {
+            frames: 1,
+            width: 128,
+            height: 128,
+            seed: 77,
+            scenario: Scenario::Seeing,
+            ..SimConfig::default()
+        })
+        .frame(0);
+        let report = match state.add_frame("other.fits", other.view(), &quality) {
+            Ok(report) => report,
+            Err(reason) => panic!("planned: {reason}"),
+        };
+        let reason = report.reason.expect("a reason");
+        assert!(!reason.contains('…'), "{reason}");
+        assert!(reason.chars().any(|c| c.is_ascii_digit()), "{reason}");
+    }
+
+    /// An old-format checkpoint is refused with a message pointing to `--fresh`; any file content is
+    /// an error, never a panic.
+    #[test]
+    fn old_or_damaged_checkpoints_are_errors() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (_, _, mut state) = started();
+        state.save(dir.path(), None).expect("save");
+        let json = dir.path().join(CHECKPOINT_JSON);
+        let text = std::fs::read_to_string(&json).expect("json");
+        let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        v["version"] = serde_json::json!(2);
+        std::fs::write(&json, v.to_string()).expect("write");
+        let err = LiveState::load(dir.path()).expect_err("old version");
+        assert!(err.to_string().contains("--fresh"), "{err}");
+        for bad in ["", "[]", "{\"version\":3}", "{\"version\":3,\"rows\":-1}", "null", "\u{0}"] {
+            std::fs::write(&json, bad).expect("write");
+            assert!(LiveState::load(dir.path()).is_err(), "{bad:?}");
+        }
+    }
+}
