@@ -20,9 +20,9 @@ mod checkpoint {
     fn started() -> (Simulation, GlobalPass, LiveState) {
         let sim = Simulation::new(SimConfig {
             frames: 8,
-            width: 128,
-            height: 128,
-            seed: 4,
+            width: 192,
+            height: 192,
+            seed: 7,
             scenario: Scenario::Seeing,
             ..SimConfig::default()
         });
@@ -55,8 +55,8 @@ mod checkpoint {
         let quality = pass.add_frame(sim.frame(5).view());
         let other = Simulation::new(SimConfig {
             frames: 1,
-            width: 128,
-            height: 128,
+            width: 192,
+            height: 192,
             seed: 77,
             scenario: Scenario::Seeing,
             ..SimConfig::default()
