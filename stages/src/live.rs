@@ -1273,10 +1273,10 @@ impl OutputLock {
             }
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
-            let owner = text
-                .trim()
-                .parse::<u32>()
-                .map_or_else(|_| "another process".to_string(), |pid| format!("process {pid}"));
+            let owner = text.trim().parse::<u32>().map_or_else(
+                |_| "another process".to_string(),
+                |pid| format!("process {pid}"),
+            );
             return Err(fail(format!(
                 "locked by {owner}: another `tlr watch` is writing this output; stop it first or \
                  choose another output"

@@ -571,23 +571,25 @@ fn quick_watch(dir: &Path, out: &Path, extra: &[&str]) -> Command {
         cmd.args(["--until-idle", "1"]);
     }
     cmd.args([
-            "--stable-ms",
-            "100",
-            "--json",
-            "--bootstrap",
-            "5",
-            "--parallel-tiles",
-            "2",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        "--stable-ms",
+        "100",
+        "--json",
+        "--bootstrap",
+        "5",
+        "--parallel-tiles",
+        "2",
+    ])
+    .args(extra)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     cmd
 }
 
 /// Runs a quick watch to its end: (exit code, JSON events, stderr).
 fn run_quick(dir: &Path, out: &Path, extra: &[&str]) -> (Option<i32>, Vec<Value>, String) {
-    let output = quick_watch(dir, out, extra).output().expect("run tlr watch");
+    let output = quick_watch(dir, out, extra)
+        .output()
+        .expect("run tlr watch");
     let events = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -623,9 +625,19 @@ fn checkpoint_of_another_folder_is_refused() {
     assert_eq!(decided(&events), 12);
     let night1 = fs::read(&out).expect("L.fits");
     let (code, events, err) = run_quick(&n2, &out, &[]);
-    assert_eq!(code, Some(2), "another folder's checkpoint must be refused: {err}");
-    assert!(!events.iter().any(|e| e["event"] == "resumed"), "{events:?}");
-    assert!(err.contains("n1") && err.contains("n2") && err.contains("--fresh"), "{err}");
+    assert_eq!(
+        code,
+        Some(2),
+        "another folder's checkpoint must be refused: {err}"
+    );
+    assert!(
+        !events.iter().any(|e| e["event"] == "resumed"),
+        "{events:?}"
+    );
+    assert!(
+        err.contains("n1") && err.contains("n2") && err.contains("--fresh"),
+        "{err}"
+    );
     assert_eq!(fs::read(&out).expect("L.fits"), night1, "output left alone");
     let (code, events, err) = run_quick(&n2, &out, &["--fresh"]);
     assert_eq!(code, Some(0), "{err}");
@@ -646,7 +658,10 @@ fn checkpoint_with_a_changed_frame_is_refused() {
     fs::copy(&other[2], &frames[2]).expect("replace a frame");
     let (code, _, err) = run_quick(&dir, &out, &[]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("light_0002.fits") && err.contains("--fresh"), "{err}");
+    assert!(
+        err.contains("light_0002.fits") && err.contains("--fresh"),
+        "{err}"
+    );
 }
 
 /// Item 4: a frame whose name is not UTF-8 is checkpointed under its exact name and not used again
@@ -660,23 +675,30 @@ fn non_utf8_frame_name_is_used_once_across_restarts() {
     let frames = small_frames(&dir, 7, 12);
     let odd = dir.join(OsStr::from_bytes(b"light_\xff\xfe.fits"));
     fs::rename(&frames[11], &odd).expect("rename to a non-UTF-8 name");
-    fs::write(dir.join(OsStr::from_bytes(b"broken_\xff.fits")), b"SIMPLE  = nope").expect("broken");
+    fs::write(
+        dir.join(OsStr::from_bytes(b"broken_\xff.fits")),
+        b"SIMPLE  = nope",
+    )
+    .expect("broken");
     let out = root.path().join("L.fits");
     let (code, events, err) = run_quick(&dir, &out, &[]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(decided(&events), 12, "{events:?}");
     let used = used_count(&events);
     assert!(
-        events
-            .iter()
-            .any(|e| e["event"] == "frame_rejected" && e["name"].as_str().unwrap_or("").contains("broken_")),
+        events.iter().any(|e| e["event"] == "frame_rejected"
+            && e["name"].as_str().unwrap_or("").contains("broken_")),
         "the broken file is reported: {events:?}"
     );
     for _ in 0..2 {
         let (code, events, err) = run_quick(&dir, &out, &[]);
         assert_eq!(code, Some(0), "{err}");
         assert_eq!(decided(&events), 12, "{events:?}");
-        assert_eq!(used_count(&events), used, "NCOMBINE must not grow: {events:?}");
+        assert_eq!(
+            used_count(&events),
+            used,
+            "NCOMBINE must not grow: {events:?}"
+        );
         assert!(used_events(&events).is_empty(), "{events:?}");
     }
 }
@@ -711,7 +733,10 @@ fn out_of_range_durations_and_counts_are_refused() {
             .expect("run");
         let err = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{flag} {value}: {err}");
-        assert!(err.contains(flag) && err.contains("between"), "{flag} {value}: {err}");
+        assert!(
+            err.contains(flag) && err.contains("between"),
+            "{flag} {value}: {err}"
+        );
     }
     let help = tlr().args(["watch", "--help"]).output().expect("help");
     let help = String::from_utf8_lossy(&help.stdout);
@@ -734,7 +759,10 @@ fn resume_with_other_settings_is_refused() {
     let other = other.to_string_lossy().to_string();
     let (code, _, err) = run_quick(&dir, &out, &["-c", &other]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("overlap_fraction") && err.contains("--fresh"), "{err}");
+    assert!(
+        err.contains("overlap_fraction") && err.contains("--fresh"),
+        "{err}"
+    );
     let (code, _, err) = run_quick(&dir, &out, &["--global-only"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("global") && err.contains("--fresh"), "{err}");
@@ -769,9 +797,13 @@ fn renamed_frame_is_not_used_twice() {
     let dir = root.path().join("w");
     let frames = small_frames(&dir, 3, 12);
     let out = root.path().join("L.fits");
-    let child = quick_watch(&dir, &out, &["--checkpoint-every", "1", "--until-idle", "3"])
-        .spawn()
-        .expect("start");
+    let child = quick_watch(
+        &dir,
+        &out,
+        &["--checkpoint-every", "1", "--until-idle", "3"],
+    )
+    .spawn()
+    .expect("start");
     // Most frames are in (a frame rejected by the global pass does not trigger a checkpoint), and the
     // watcher waits 3 s without news before it stops: rename while it runs.
     wait_checkpointed(&out, 10);
@@ -806,7 +838,10 @@ fn second_watcher_on_the_same_output_is_stopped() {
     thread::sleep(Duration::from_millis(700));
     let (code, _, err) = run_quick(&dir, &out, &[]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("L.fits.lock") && err.contains(&pid.to_string()), "{err}");
+    assert!(
+        err.contains("L.fits.lock") && err.contains(&pid.to_string()),
+        "{err}"
+    );
     let (events, _) = collect(first, Duration::from_secs(120));
     assert_eq!(decided(&events), 12);
 }
@@ -836,6 +871,9 @@ fn interrupted_watch_exits_130_after_writing_its_result() {
         assert!(out.exists(), "result written");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(stdout.contains("\"finished\""), "{stdout}");
-        assert!(!stdout.contains('…'), "JSON reasons are never cut: {stdout}");
+        assert!(
+            !stdout.contains('…'),
+            "JSON reasons are never cut: {stdout}"
+        );
     }
 }

@@ -85,7 +85,14 @@ mod checkpoint {
         std::fs::write(&json, v.to_string()).expect("write");
         let err = LiveState::load(dir.path()).expect_err("old version");
         assert!(err.to_string().contains("--fresh"), "{err}");
-        for bad in ["", "[]", "{\"version\":3}", "{\"version\":3,\"rows\":-1}", "null", "\u{0}"] {
+        for bad in [
+            "",
+            "[]",
+            "{\"version\":3}",
+            "{\"version\":3,\"rows\":-1}",
+            "null",
+            "\u{0}",
+        ] {
             std::fs::write(&json, bad).expect("write");
             assert!(LiveState::load(dir.path()).is_err(), "{bad:?}");
         }

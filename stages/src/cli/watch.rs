@@ -158,10 +158,7 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
     // The ranges were checked above: these conversions cannot fail or overflow.
     settings.schedule = match (every, every_secs) {
         (_, Some(s)) => Schedule::Every(Duration::from_secs_f64(s)),
-        (n, None) => Schedule::Frames(
-            n.and_then(NonZeroUsize::new)
-                .unwrap_or(NonZeroUsize::MIN),
-        ),
+        (n, None) => Schedule::Frames(n.and_then(NonZeroUsize::new).unwrap_or(NonZeroUsize::MIN)),
     };
     settings.until_idle = until_idle.map(Duration::from_secs_f64);
     settings.bootstrap_frames = bootstrap;
