@@ -23,6 +23,12 @@
 //!   `checkpoint_every` frames and at the end; a resumed session first publishes the checkpoint's
 //!   state. A hard kill loses at most the frames since the last checkpoint, which the next session
 //!   processes again ([`tlr_core::live::LiveState::save`] is crash-safe).
+//! - A checkpoint records its [`tlr_core::live::CheckpointSource`]: the followed folder (canonical),
+//!   the configuration digest and registration mode, and each frame file's identity (exact name,
+//!   size, time, header hash). A session resumes only a checkpoint of its own folder and settings
+//!   whose frames have not changed; otherwise it does not start ([`StageError::CheckpointRefused`]).
+//!   The reader skips a frame whose identity it has seen under another name (renamed or copied), in
+//!   this session or a checkpointed one. [`OutputLock`] keeps a second session off the same output.
 //! - The publisher owns the snapshot schedule and writes FITS + PNG atomically; the latest snapshot is
 //!   also readable in memory ([`LiveSession::snapshot`]). Latency is measured from the moment a frame
 //!   was handed out (complete on disk, or pushed) to the publication of the first snapshot that

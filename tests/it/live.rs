@@ -51,24 +51,29 @@ mod checkpoint {
     #[test]
     fn frame_reasons_are_never_cut() {
         let (sim, mut pass, mut state) = started();
-        // A good global quality with a frame of another sky: every tile rejects it, with a reason.
+        // Good global qualities with frames that tiles reject: a flat frame (nothing to register)
+        // and a frame whose right half moved by 9 px (local shifts far from the recent ones).
         let quality = pass.add_frame(sim.frame(5).view());
-        let other = Simulation::new(SimConfig {
-            frames: 1,
-            width: 192,
-            height: 192,
-            seed: 77,
-            scenario: Scenario::Seeing,
-            ..SimConfig::default()
-        })
-        .frame(0);
-        let report = match state.add_frame("other.fits", other.view(), &quality) {
-            Ok(report) => report,
-            Err(reason) => panic!("planned: {reason}"),
-        };
-        let reason = report.reason.expect("a reason");
-        assert!(!reason.contains('…'), "{reason}");
-        assert!(reason.chars().any(|c| c.is_ascii_digit()), "{reason}");
+        let flat = sim.frame(5).mapv(|_| 1000.0);
+        let mut torn = sim.frame(6);
+        let (rows, cols) = torn.dim();
+        let source = torn.clone();
+        for r in 0..rows {
+            for c in cols / 2..cols {
+                torn[[r, c]] = source[[(r + 9) % rows, c]];
+            }
+        }
+        let mut reasons = Vec::new();
+        for (name, image) in [("flat.fits", flat), ("torn.fits", torn)] {
+            match state.add_frame(name, image.view(), &quality) {
+                Ok(report) => reasons.extend(report.reason),
+                Err(reason) => panic!("{name} planned: {reason}"),
+            }
+        }
+        assert!(!reasons.is_empty(), "some tile rejected a frame");
+        for reason in &reasons {
+            assert!(!reason.contains('…'), "{reason}");
+        }
     }
 
     /// An old-format checkpoint is refused with a message pointing to `--fresh`; any file content is
