@@ -281,3 +281,54 @@ fn json_diff(
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_exactly_and_stay_readable() {
+        for raw in [
+            &b"light_0001.fits"[..],
+            b"light_\xff\xfe.fits",
+            b"hex:looks-like-hex.fits",
+            b"",
+        ] {
+            let name = RawName(raw.to_vec());
+            let json = serde_json::to_string(&name).expect("serialise");
+            let back: RawName = serde_json::from_str(&json).expect("parse");
+            assert_eq!(back, name, "{json}");
+        }
+        assert_eq!(
+            serde_json::to_string(&RawName(b"a.fits".to_vec())).expect("json"),
+            "\"a.fits\""
+        );
+        for bad in ["\"hex:f\"", "\"hex:zz\"", "3"] {
+            assert!(serde_json::from_str::<RawName>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn identity_follows_content_not_name() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut header = vec![b' '; BLOCK];
+        header[..6].copy_from_slice(b"SIMPLE");
+        header[80..83].copy_from_slice(b"END");
+        let a = dir.path().join("a.fits");
+        fs::write(&a, [header.clone(), vec![0u8; BLOCK]].concat()).expect("write");
+        let first = FrameFile::of(&a).expect("identity");
+        let b = dir.path().join("b.fits");
+        fs::rename(&a, &b).expect("rename");
+        let renamed = FrameFile::of(&b).expect("identity");
+        assert_eq!(renamed.key(), first.key());
+        assert_ne!(renamed.name, first.name);
+        // A changed header changes the hash.
+        let mut other = header;
+        other[160..163].copy_from_slice(b"XYZ");
+        fs::write(&b, [other, vec![0u8; BLOCK]].concat()).expect("write");
+        assert_ne!(
+            FrameFile::of(&b).expect("identity").header_sha256,
+            first.header_sha256
+        );
+    }
+}

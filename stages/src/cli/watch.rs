@@ -99,7 +99,7 @@ const MAX_FRAMES: usize = 1_000_000;
 const MAX_BOOTSTRAP: usize = 1000;
 
 /// `value` when it lies in `lo..=hi` (NaN does not), else a usage error naming `flag` and the range.
-fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+fn in_range<T: PartialOrd + std::fmt::Display + std::fmt::Debug + Copy>(
     flag: &str,
     value: T,
     lo: T,
@@ -110,7 +110,8 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
         Ok(value)
     } else {
         Err(Failure::usage(anyhow::anyhow!(
-            "{flag} must be between {lo} and {hi}{unit}, got {value}"
+            // Debug: a huge float prints as `1e300`, not as 301 digits.
+            "{flag} must be between {lo} and {hi}{unit}, got {value:?}"
         )))
     }
 }
