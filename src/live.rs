@@ -1378,7 +1378,10 @@ impl LiveState {
         let plain = |name: &str| {
             !name.is_empty() && Path::new(name).file_name() == Some(std::ffi::OsStr::new(name))
         };
-        if !plain(&file.state_file) || !file.global_reference.as_deref().is_none_or(plain) {
+        if !plain(&file.state_file)
+            || !file.global_reference.as_deref().is_none_or(plain)
+            || !file.source.frames.iter().all(|f| f.name.is_plain())
+        {
             return Err(bad(
                 &json_path,
                 "file names must be plain names".to_string(),

@@ -43,6 +43,15 @@ impl RawName {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// Whether this is a plain file name: not empty, not `.` or `..`, without `/` or NUL (a name
+    /// from a damaged or crafted checkpoint must not reach outside the folder).
+    pub fn is_plain(&self) -> bool {
+        !self.0.is_empty()
+            && self.0 != b"."
+            && self.0 != b".."
+            && !self.0.iter().any(|b| *b == b'/' || *b == 0)
+    }
 }
 
 impl fmt::Display for RawName {

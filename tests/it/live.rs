@@ -86,6 +86,14 @@ mod checkpoint {
         let json = dir.path().join(CHECKPOINT_JSON);
         let text = std::fs::read_to_string(&json).expect("json");
         let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        // A frame name reaching outside the folder (a crafted file) is refused.
+        let mut crafted = v.clone();
+        crafted["source"]["frames"] = serde_json::json!([{
+            "name": "../../etc/passwd", "size": 1, "mtime_ns": 0, "header_sha256": ""
+        }]);
+        std::fs::write(&json, crafted.to_string()).expect("write");
+        let err = LiveState::load(dir.path()).expect_err("crafted name");
+        assert!(err.to_string().contains("plain"), "{err}");
         v["version"] = serde_json::json!(2);
         std::fs::write(&json, v.to_string()).expect("write");
         let err = LiveState::load(dir.path()).expect_err("old version");
