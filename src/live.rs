@@ -24,7 +24,9 @@
 //!   windows, `psi` of each tile's recent warp variance).
 //! - **Checkpoint** ([`LiveState::save`] / [`LiveState::load`]): a folder with `checkpoint.json`
 //!   (grid, counters, shift histories, the names of the frames used and rejected, the bootstrap
-//!   qualities, the names, length and SHA-256 of the files below), `state-<generation>.bin` (all
+//!   qualities, the names, length and SHA-256 of the files below, and the [`CheckpointSource`]: the
+//!   followed folder, the configuration digest and registration mode, and every frame file's exact
+//!   name, size, time and header hash, which a resuming session compares), `state-<generation>.bin` (all
 //!   per-tile arrays as little-endian f32, streamed from the tiles without a copy) and
 //!   `global_reference-<generation>.fits` (the frame the global pass matched against, so that a
 //!   restarted session measures global shifts in the same geometry). Every file is written under a
@@ -65,8 +67,11 @@ use crate::resample::Resampler;
 use crate::tile::{tile_grid, tile_size_px, TileError};
 use crate::{Shift, TileBox};
 
+mod identity;
+pub use identity::{CheckpointSource, FrameFile, FrameKey, RawName};
+
 /// Version of the checkpoint format written by [`LiveState::save`].
-pub const CHECKPOINT_VERSION: u32 = 2;
+pub const CHECKPOINT_VERSION: u32 = 3;
 /// Name of the checkpoint's JSON file (the commit point).
 pub const CHECKPOINT_JSON: &str = "checkpoint.json";
 /// Per-tile arrays stored in a checkpoint, in plane order.
@@ -112,6 +117,17 @@ pub enum LiveError {
         path: PathBuf,
         /// What went wrong.
         reason: String,
+    },
+    /// The checkpoint was written by another version of the format.
+    #[error(
+        "checkpoint `{path}`: format {found} is not supported (expected {CHECKPOINT_VERSION}); \
+         start a fresh session (`tlr watch --fresh`)"
+    )]
+    CheckpointVersion {
+        /// The checkpoint's JSON file.
+        path: PathBuf,
+        /// The version it records (as written).
+        found: String,
     },
     /// A checkpoint FITS file could not be read or written.
     #[error("checkpoint `{path}`")]
@@ -789,6 +805,8 @@ struct CheckpointFile {
     state_sha256: String,
     /// The global reference frame's file, if the session has one.
     global_reference: Option<String>,
+    /// The folder, settings and frame files the state came from.
+    source: CheckpointSource,
 }
 
 /// The frame-level half of a bootstrap (weights, scales, grid), from which every tile is bootstrapped
@@ -980,6 +998,7 @@ impl BootstrapPlan {
             frames_rejected: Vec::new(),
             generation: 0,
             reference_file: None,
+            source: CheckpointSource::default(),
         };
         for (i, r) in reports.iter_mut().enumerate() {
             if r.reason.is_none() {
@@ -1007,6 +1026,8 @@ pub struct LiveState {
     generation: u64,
     /// The checkpoint file of the global reference frame, once saved.
     reference_file: Option<String>,
+    /// Where the state came from (saved with it; the caller fills it in).
+    source: CheckpointSource,
 }
 
 impl LiveState {
@@ -1204,6 +1225,16 @@ impl LiveState {
         &self.frames_rejected
     }
 
+    /// Where the state came from: saved in the checkpoint, compared when a session resumes it.
+    pub fn source(&self) -> &CheckpointSource {
+        &self.source
+    }
+
+    /// The source, for the caller to fill in (folder, settings, each frame file as it is consumed).
+    pub fn source_mut(&mut self) -> &mut CheckpointSource {
+        &mut self.source
+    }
+
     /// Saves the state into `dir` (created if needed). `global_reference`, when given, is written as
     /// this generation's global reference frame (pass it once, when the global pass has fixed it;
     /// later saves keep pointing at it).
@@ -1257,6 +1288,7 @@ impl LiveState {
             state_bytes,
             state_sha256,
             global_reference: reference_file.clone(),
+            source: self.source.clone(),
         };
         let json_path = dir.join(CHECKPOINT_JSON);
         let text = serde_json::to_string(&file).map_err(|e| LiveError::Checkpoint {
@@ -1336,21 +1368,20 @@ impl LiveState {
         let version: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| bad(&json_path, format!("not a tlr live checkpoint: {e}")))?;
         if version["version"].as_u64() != Some(u64::from(CHECKPOINT_VERSION)) {
-            return Err(bad(
-                &json_path,
-                format!(
-                    "checkpoint format {} is not supported (expected {CHECKPOINT_VERSION}); \
-                     start a fresh session (`tlr watch --fresh`)",
-                    version["version"]
-                ),
-            ));
+            return Err(LiveError::CheckpointVersion {
+                path: json_path,
+                found: version["version"].to_string(),
+            });
         }
         let file: CheckpointFile = serde_json::from_value(version)
             .map_err(|e| bad(&json_path, format!("not a tlr live checkpoint: {e}")))?;
         let plain = |name: &str| {
             !name.is_empty() && Path::new(name).file_name() == Some(std::ffi::OsStr::new(name))
         };
-        if !plain(&file.state_file) || !file.global_reference.as_deref().is_none_or(plain) {
+        if !plain(&file.state_file)
+            || !file.global_reference.as_deref().is_none_or(plain)
+            || !file.source.frames.iter().all(|f| f.name.is_plain())
+        {
             return Err(bad(
                 &json_path,
                 "file names must be plain names".to_string(),
@@ -1360,10 +1391,21 @@ impl LiveState {
         let mut expected = 0u64;
         for (k, meta) in file.tiles.iter().enumerate() {
             let t = meta.tile;
-            if t.h == 0 || t.w == 0 || t.y0 + t.h > file.rows || t.x0 + t.w > file.cols {
-                return Err(bad(&json_path, format!("tile {k} does not fit the image")));
+            let inside = |start: usize, len: usize, end: usize| {
+                len > 0 && start.checked_add(len).is_some_and(|e| e <= end)
+            };
+            // Checked: any number may be in a damaged or crafted file.
+            let bytes = (PLANES * 4)
+                .checked_mul(t.h)
+                .and_then(|b| b.checked_mul(t.w))
+                .and_then(|b| u64::try_from(b).ok())
+                .and_then(|b| expected.checked_add(b));
+            match bytes {
+                Some(total) if inside(t.y0, t.h, file.rows) && inside(t.x0, t.w, file.cols) => {
+                    expected = total;
+                }
+                _ => return Err(bad(&json_path, format!("tile {k} does not fit the image"))),
             }
-            expected += (PLANES * t.h * t.w * 4) as u64;
         }
         let state_path = dir.join(&file.state_file);
         if expected != file.state_bytes {
@@ -1378,7 +1420,7 @@ impl LiveState {
         let len = fs::metadata(&state_path)
             .map_err(io_error(&state_path))?
             .len();
-        if len != STATE_MAGIC.len() as u64 + expected {
+        if len.checked_sub(STATE_MAGIC.len() as u64) != Some(expected) {
             return Err(bad(
                 &state_path,
                 format!(
@@ -1460,6 +1502,7 @@ impl LiveState {
                 frames_rejected: file.frames_rejected,
                 generation: file.generation,
                 reference_file: file.global_reference,
+                source: file.source,
             },
             reference,
         ))
@@ -1506,17 +1549,24 @@ fn frame_problem(q: &FrameQuality, weight: f32, scale: f32) -> Option<String> {
     }
 }
 
+/// The most common kind of tile reason, in full (the first tile's text of that kind, numbers
+/// included), with the number of tiles that gave that kind.
 fn most_common(reasons: &[String]) -> Option<String> {
-    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    // (first full text, count) per kind; numbers differ per tile, so the kind is the words before
+    // the first digit.
+    let mut counts: std::collections::BTreeMap<&str, (&str, usize)> =
+        std::collections::BTreeMap::new();
     for r in reasons {
-        // Numbers differ per tile: group by the words before the first digit.
         let key = r.split(|c: char| c.is_ascii_digit()).next().unwrap_or(r);
-        *counts.entry(key.trim_end()).or_default() += 1;
+        counts.entry(key.trim_end()).or_insert((r, 0)).1 += 1;
     }
     counts
-        .into_iter()
+        .into_values()
         .max_by_key(|(_, n)| *n)
-        .map(|(r, n)| format!("{r} … ({n} tiles)"))
+        .map(|(r, n)| match n {
+            1 => format!("{r} (1 tile)"),
+            _ => format!("{r} (and {} more tiles of this kind)", n - 1),
+        })
 }
 
 #[cfg(test)]

@@ -301,7 +301,7 @@ pub fn scan_folder(dir: &Path, options: &ScanOptions) -> Result<ScanReport, Scan
             Ok(h) => headers.push(h),
             Err(e) => skipped.push(SkippedFile {
                 path,
-                reason: e.to_string(),
+                reason: crate::report(&e),
             }),
         }
     }

@@ -101,6 +101,19 @@ pub enum StageError {
         /// Why it is refused.
         reason: String,
     },
+    /// A checkpoint that must not be continued: made from another folder, with other settings or an
+    /// older format, or a frame it used has changed. Nothing was started.
+    #[error(
+        "checkpoint `{}` cannot be continued: {reason}; start over with `tlr watch --fresh` \
+         (or write to another output)",
+        checkpoint.display()
+    )]
+    CheckpointRefused {
+        /// The checkpoint folder.
+        checkpoint: PathBuf,
+        /// Why, naming the folder, setting or frame.
+        reason: String,
+    },
     /// Writing an output file failed.
     #[error("output: {path}: {message}")]
     Output {

@@ -23,6 +23,12 @@
 //!   `checkpoint_every` frames and at the end; a resumed session first publishes the checkpoint's
 //!   state. A hard kill loses at most the frames since the last checkpoint, which the next session
 //!   processes again ([`tlr_core::live::LiveState::save`] is crash-safe).
+//! - A checkpoint records its [`tlr_core::live::CheckpointSource`]: the followed folder (canonical),
+//!   the configuration digest and registration mode, and each frame file's identity (exact name,
+//!   size, time, header hash). A session resumes only a checkpoint of its own folder and settings
+//!   whose frames have not changed; otherwise it does not start ([`StageError::CheckpointRefused`]).
+//!   The reader skips a frame whose identity it has seen under another name (renamed or copied), in
+//!   this session or a checkpointed one. [`OutputLock`] keeps a second session off the same output.
 //! - The publisher owns the snapshot schedule and writes FITS + PNG atomically; the latest snapshot is
 //!   also readable in memory ([`LiveSession::snapshot`]). Latency is measured from the moment a frame
 //!   was handed out (complete on disk, or pushed) to the publication of the first snapshot that
@@ -35,6 +41,7 @@
 //! keep old frames (only per-tile accumulators; memory does not grow with the number of frames,
 //! apart from the list of used frame names).
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,8 +59,8 @@ use tlr_core::fits::{self, OutputMeta, SampleFormat};
 use tlr_core::follow::{FollowEvent, FollowOptions, Follower};
 use tlr_core::global::{FrameQuality, GlobalPass};
 use tlr_core::live::{
-    self as core_live, BootstrapFrame, BootstrapPlan, CompactImage, LiveOptions, LiveState,
-    LiveTile,
+    self as core_live, BootstrapFrame, BootstrapPlan, CheckpointSource, CompactImage, FrameFile,
+    FrameKey, LiveError, LiveOptions, LiveState, LiveTile, RawName,
 };
 use tlr_core::mosaic::{psi, Mosaic};
 use tlr_core::operator::FrameReport;
@@ -74,6 +81,7 @@ pub enum LiveEvent {
     /// A checkpoint was loaded: the session continues from it.
     Resumed {
         /// The checkpoint folder.
+        #[serde(serialize_with = "lossy::path")]
         checkpoint: PathBuf,
         /// Frames already used.
         frames_used: usize,
@@ -119,6 +127,7 @@ pub enum LiveEvent {
     /// A snapshot was published.
     Snapshot {
         /// The FITS file (None for in-memory sessions without output).
+        #[serde(serialize_with = "lossy::opt_path")]
         path: Option<PathBuf>,
         /// Frames in it.
         frames_used: usize,
@@ -132,6 +141,7 @@ pub enum LiveEvent {
     /// The checkpoint was written.
     Checkpoint {
         /// The folder.
+        #[serde(serialize_with = "lossy::path")]
         dir: PathBuf,
         /// Frames used in it.
         frames_used: usize,
@@ -148,6 +158,28 @@ pub enum LiveEvent {
     },
 }
 
+/// Paths in JSON as text, U+FFFD for bytes that are not UTF-8 (serde refuses such paths, which would
+/// lose the whole event); the checkpoint keeps names exactly.
+mod lossy {
+    use serde::Serializer;
+    use std::path::{Path, PathBuf};
+
+    pub fn path<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string_lossy())
+    }
+
+    pub fn opt_path<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => s.serialize_some(&p.to_string_lossy()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn skipped<S: Serializer>(v: &[(PathBuf, String)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|(p, r)| (p.to_string_lossy(), r)))
+    }
+}
+
 /// Figures of a finished live session.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct LiveSummary {
@@ -158,6 +190,7 @@ pub struct LiveSummary {
     /// Names of all frames rejected (whole frame), checkpointed sessions included.
     pub frames_rejected: Vec<String>,
     /// Files the follower skipped, with reasons.
+    #[serde(serialize_with = "lossy::skipped")]
     pub files_skipped: Vec<(PathBuf, String)>,
     /// Snapshots published.
     pub snapshots: usize,
@@ -228,6 +261,35 @@ impl LiveSettings {
         }
     }
 
+    /// The folder and settings a checkpoint of this session records and a resumed checkpoint must
+    /// match (the frame files are added as they are consumed).
+    fn source(&self, folder: Option<&Path>) -> Result<CheckpointSource, StageError> {
+        let folder = match folder {
+            Some(dir) => Some(RawName::new(
+                std::fs::canonicalize(dir)
+                    .map_err(|e| {
+                        StageError::input(
+                            "reader",
+                            format!("cannot resolve the folder `{}`: {e}", dir.display()),
+                        )
+                    })?
+                    .as_os_str(),
+            )),
+            None => None,
+        };
+        let registration = serde_json::to_value(self.registration)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        Ok(CheckpointSource {
+            folder,
+            config_digest: self.config.digest(),
+            config: serde_json::to_value(&self.config).unwrap_or_default(),
+            registration,
+            frames: Vec::new(),
+        })
+    }
+
     fn live_options(&self) -> LiveOptions {
         let params = operator_params(&self.config, self.registration);
         let mut options = LiveOptions::from_config(&self.config, params);
@@ -261,6 +323,8 @@ struct Pushed {
 /// A frame on its way from the reader to the tile stage.
 struct FrameMsg {
     name: String,
+    /// The frame file's identity (folder sessions), recorded in the checkpoint.
+    file: Option<FrameFile>,
     image: Arc<Array2<f32>>,
     quality: FrameQuality,
     /// This frame is the global pass's reference frame.
@@ -328,26 +392,34 @@ impl LiveSession {
             remove_stale_temporaries(out);
             remove_stale_temporaries(&out.with_extension("png"));
         }
-        // Resume from the checkpoint when there is one.
+        let folder = match &feed {
+            Feed::Folder(f) => Some(f.dir().to_path_buf()),
+            Feed::Memory(_) => None,
+        };
+        let source = settings.source(folder.as_deref())?;
+        // Frames already consumed (by a checkpointed session or this one), by identity: a renamed
+        // frame is not used twice.
+        let mut known: HashMap<FrameKey, String> = HashMap::new();
+        // Resume from the checkpoint when there is one and it is this session's.
         let mut resumed: Option<(LiveState, Option<Array2<f32>>)> = None;
         if let Some(dir) = &settings.checkpoint {
             if dir.join(core_live::CHECKPOINT_JSON).exists() {
-                let (state, reference) = LiveState::load(dir)
-                    .map_err(|e| StageError::input("checkpoint", e.to_string()))?;
+                let (mut state, reference) = resume(dir, &source, folder.as_deref())?;
                 events(&LiveEvent::Resumed {
                     checkpoint: dir.clone(),
                     frames_used: state.frames_used().len(),
                     frames_rejected: state.frames_rejected().len(),
                 });
+                let frames = std::mem::take(&mut state.source_mut().frames);
                 if let Feed::Folder(f) = &mut feed {
-                    f.mark_seen(
-                        state
-                            .frames_used()
-                            .iter()
-                            .chain(state.frames_rejected())
-                            .cloned(),
-                    );
+                    f.mark_seen(frames.iter().map(|f| PathBuf::from(f.name.to_os_string())));
                 }
+                known.extend(frames.iter().map(|f| (f.key(), f.name.to_string())));
+                // The settings match (checked); the runtime ones are this session's.
+                *state.source_mut() = CheckpointSource {
+                    frames,
+                    ..source.clone()
+                };
                 resumed = Some((state, reference));
             }
         }
@@ -370,12 +442,13 @@ impl LiveSession {
             // The reader blocks on the follower and on cfitsio: a blocking thread of its own.
             tokio::task::spawn_blocking(move || {
                 read_frames(
-                    feed, reference, frame_tx, events, cancel, until_idle, skipped,
+                    feed, reference, known, frame_tx, events, cancel, until_idle, skipped,
                 )
             })
         };
         let tiles = tokio::spawn(run_tiles(
             state,
+            source,
             options,
             settings.clone(),
             frame_rx,
@@ -506,10 +579,43 @@ impl LiveSession {
     }
 }
 
+/// Loads the checkpoint in `dir` and checks that this session may continue it: the same folder,
+/// configuration and registration mode, the same checkpoint format, and no frame it used changed.
+///
+/// # Errors
+/// [`StageError::CheckpointRefused`] saying why, or an unreadable checkpoint.
+fn resume(
+    dir: &Path,
+    current: &CheckpointSource,
+    folder: Option<&Path>,
+) -> Result<(LiveState, Option<Array2<f32>>), StageError> {
+    let refused = |reason: String| StageError::CheckpointRefused {
+        checkpoint: dir.to_path_buf(),
+        reason,
+    };
+    let (state, reference) = LiveState::load(dir).map_err(|e| match e {
+        LiveError::CheckpointVersion { found, .. } => refused(format!(
+            "it has format {found}, this version of tlr reads format {}",
+            core_live::CHECKPOINT_VERSION
+        )),
+        other => StageError::input("checkpoint", tlr_core::report(&other)),
+    })?;
+    let refusal = state
+        .source()
+        .mismatch(current)
+        .or_else(|| folder.and_then(|f| state.source().changed_frame(f)));
+    match refusal {
+        Some(reason) => Err(refused(reason)),
+        None => Ok((state, reference)),
+    }
+}
+
 /// The reader: the frame source, FITS reads, the global pass. Returns the frames seen.
+#[allow(clippy::too_many_arguments)]
 fn read_frames(
     mut feed: Feed,
     reference: Option<Array2<f32>>,
+    mut known: HashMap<FrameKey, String>,
     frame_tx: mpsc::Sender<FrameMsg>,
     events: LiveEventSink,
     cancel: CancellationToken,
@@ -535,7 +641,7 @@ fn read_frames(
         if cancel.is_cancelled() {
             break;
         }
-        let next: Option<(String, Array2<f32>, Instant)> = match &mut feed {
+        let next: Option<(String, Array2<f32>, Instant, Option<FrameFile>)> = match &mut feed {
             Feed::Folder(follower) => match follower.next(Duration::from_millis(200)) {
                 Ok(Some(FollowEvent::Ready(header))) => {
                     let arrival = Instant::now();
@@ -544,12 +650,41 @@ fn read_frames(
                         .file_name()
                         .map(|n| n.to_string_lossy().to_string())
                         .unwrap_or_else(|| header.path.display().to_string());
-                    match fits::read_image(&header.path) {
-                        Ok((_, image)) => Some((name, image, arrival)),
+                    last_activity = Instant::now();
+                    let file = match FrameFile::of(&header.path) {
+                        Ok(file) => file,
                         Err(e) => {
                             events(&LiveEvent::FrameRejected {
                                 name,
-                                reason: e.to_string(),
+                                reason: format!(
+                                    "cannot read `{}`: {}",
+                                    header.path.display(),
+                                    tlr_core::report(&e)
+                                ),
+                            });
+                            continue;
+                        }
+                    };
+                    // The follower hands out each name once; a renamed frame comes under a new one.
+                    if let Some(first) = known.get(&file.key()) {
+                        events(&LiveEvent::FrameRejected {
+                            name,
+                            reason: format!(
+                                "same frame as `{first}` (same size, time and header: renamed or \
+                                 copied), which was used already"
+                            ),
+                        });
+                        continue;
+                    }
+                    match fits::read_image(&header.path) {
+                        Ok((_, image)) => {
+                            known.insert(file.key(), name.clone());
+                            Some((name, image, arrival, Some(file)))
+                        }
+                        Err(e) => {
+                            events(&LiveEvent::FrameRejected {
+                                name,
+                                reason: tlr_core::report(&e),
                             });
                             last_activity = Instant::now();
                             continue;
@@ -569,7 +704,7 @@ fn read_frames(
                 Ok(None) => None,
                 Err(e) => {
                     events(&LiveEvent::Warning {
-                        message: e.to_string(),
+                        message: tlr_core::report(&e),
                     });
                     None
                 }
@@ -577,13 +712,13 @@ fn read_frames(
             Feed::Memory(rx) => match rx.blocking_recv() {
                 Some(p) => {
                     pushed += 1;
-                    Some((format!("memory:{pushed}"), p.image, p.arrival))
+                    Some((format!("memory:{pushed}"), p.image, p.arrival, None))
                 }
                 // Every sender dropped: the application finished pushing.
                 None => break,
             },
         };
-        let Some((name, image, arrival)) = next else {
+        let Some((name, image, arrival, file)) = next else {
             if let (Some(idle), Feed::Folder(f)) = (until_idle, &feed) {
                 if last_activity.elapsed() >= idle && f.backlog() == 0 {
                     break;
@@ -602,6 +737,7 @@ fn read_frames(
         let is_reference = before.is_none() && pass.reference_index().is_some();
         let msg = FrameMsg {
             name,
+            file,
             image: Arc::new(image),
             quality,
             is_reference,
@@ -623,6 +759,7 @@ type TileOutcome = (LiveTile, (FrameReport, usize), Array2<f32>, f32);
 /// names, busy seconds, frames processed after bootstrap).
 async fn run_tiles(
     mut state: Option<LiveState>,
+    source: CheckpointSource,
     options: LiveOptions,
     settings: LiveSettings,
     mut frame_rx: mpsc::Receiver<FrameMsg>,
@@ -631,6 +768,7 @@ async fn run_tiles(
 ) -> Result<(Vec<String>, Vec<String>, f64, usize), StageError> {
     let mut boot: Vec<BootstrapFrame> = Vec::new();
     let mut boot_arrivals: Vec<Instant> = Vec::new();
+    let mut boot_files: Vec<FrameFile> = Vec::new();
     // The global pass's reference frame, kept only until a checkpoint has saved it.
     let mut global_reference: Option<Arc<Array2<f32>>> = None;
     let mut since_checkpoint = 0usize;
@@ -647,11 +785,12 @@ async fn run_tiles(
             return Ok((Vec::new(), Vec::new(), 0.0, 0));
         }
     }
-    while let Some(msg) = frame_rx.recv().await {
+    while let Some(mut msg) = frame_rx.recv().await {
         if msg.is_reference && settings.checkpoint.is_some() {
             global_reference = Some(Arc::clone(&msg.image));
         }
         let Some(mut st) = state.take() else {
+            boot_files.extend(msg.file.take());
             boot.push(BootstrapFrame {
                 name: msg.name,
                 // Compact (u16 for camera counts): bootstrap frames are the only frames kept.
@@ -665,7 +804,8 @@ async fn run_tiles(
             boot_arrivals.push(msg.arrival);
             if boot.len() >= options.bootstrap_frames {
                 let frames = std::mem::take(&mut boot);
-                let (st, reports) = bootstrap(frames, options, workers).await?;
+                let (mut st, reports) = bootstrap(frames, options, workers).await?;
+                adopt(&mut st, &source, &mut boot_files);
                 for r in &reports {
                     report_event(&events, r);
                 }
@@ -686,6 +826,8 @@ async fn run_tiles(
             }
             continue;
         };
+        // Recorded before the frame is processed: checkpoints are written between frames only.
+        st.source_mut().frames.extend(msg.file.take());
         let t0 = Instant::now();
         let plan = match st.plan(&msg.name, &msg.quality) {
             Ok(plan) => plan,
@@ -777,7 +919,8 @@ async fn run_tiles(
     if state.is_none() && !boot.is_empty() {
         let frames = std::mem::take(&mut boot);
         match bootstrap(frames, options, workers).await {
-            Ok((st, reports)) => {
+            Ok((mut st, reports)) => {
+                adopt(&mut st, &source, &mut boot_files);
                 for r in &reports {
                     report_event(&events, r);
                 }
@@ -787,7 +930,7 @@ async fn run_tiles(
                 let _ = update_tx.send(update).await;
             }
             Err(e) => events(&LiveEvent::Warning {
-                message: format!("{e}; nothing was reconstructed"),
+                message: format!("{}; nothing was reconstructed", tlr_core::report(&e)),
             }),
         }
     }
@@ -806,6 +949,14 @@ async fn run_tiles(
     ))
 }
 
+/// Gives a freshly bootstrapped state this session's source and the bootstrap frames' files.
+fn adopt(st: &mut LiveState, source: &CheckpointSource, files: &mut Vec<FrameFile>) {
+    *st.source_mut() = CheckpointSource {
+        frames: std::mem::take(files),
+        ..source.clone()
+    };
+}
+
 /// Bootstraps on the worker pool: the frame-level plan, then one blocking job per tile (at most
 /// `workers` at once), assembled in tile order (identical to the serial [`LiveState::bootstrap`]).
 async fn bootstrap(
@@ -819,7 +970,7 @@ async fn bootstrap(
     };
     let frames = Arc::new(frames);
     let plan = BootstrapPlan::new(&frames, options)
-        .map_err(|e| StageError::input("tiles", e.to_string()))?;
+        .map_err(|e| StageError::input("tiles", tlr_core::report(&e)))?;
     let plan = Arc::new(plan);
     let results: Vec<Result<(LiveTile, Vec<FrameReport>), tokio::task::JoinError>> =
         stream::iter((0..plan.tiles().len()).map(|k| {
@@ -893,7 +1044,7 @@ async fn checkpoint(
         // Not saved: keep it for the next attempt.
         *reference = image;
     }
-    result.map_err(|e| StageError::input("checkpoint", e.to_string()))?;
+    result.map_err(|e| StageError::input("checkpoint", tlr_core::report(&e)))?;
     events(&LiveEvent::Checkpoint {
         dir,
         frames_used: st.frames_used().len(),
@@ -1056,26 +1207,96 @@ pub fn write_snapshot(
     fits::write_image_atomic(path, image.view(), SampleFormat::F32, &meta).map_err(|e| {
         StageError::Output {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: tlr_core::report(&e),
         }
     })?;
     let png = path.with_extension("png");
     tlr_core::preview::write_png_preview_atomic(&png, image.view()).map_err(|e| {
         StageError::Output {
             path: png.clone(),
-            message: e.to_string(),
+            message: tlr_core::report(&e),
         }
     })
 }
 
 /// The checkpoint folder used for an output file: `OUT.checkpoint` next to it.
 pub fn checkpoint_dir_for(output: &Path) -> PathBuf {
+    sibling(output, ".checkpoint")
+}
+
+/// The lock file of an output file: `OUT.lock` next to it (see [`OutputLock`]).
+pub fn lock_path_for(output: &Path) -> PathBuf {
+    sibling(output, ".lock")
+}
+
+/// `output`'s name with `suffix` appended, in the same folder.
+fn sibling(output: &Path, suffix: &str) -> PathBuf {
     let mut name = output
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    name.push(".checkpoint");
+    name.push(suffix);
     output.with_file_name(name)
+}
+
+/// An exclusive lock on an output file, held while the value lives: `OUT.lock` next to the output
+/// ([`lock_path_for`]), locked with `flock(2)`, holding the owner's pid for the message another
+/// session prints.
+///
+/// Why `flock` and not a file created with `O_EXCL` plus a pid check: the kernel releases the lock
+/// when its process ends in any way (SIGKILL and crashes included), so a lock left by a dead process
+/// never stops anyone and taking it over has no race between checking the pid and replacing the
+/// file. The file itself stays after the session (removing it while another process opens it would
+/// let two sessions lock two different files).
+#[derive(Debug)]
+pub struct OutputLock {
+    _file: std::fs::File,
+}
+
+impl OutputLock {
+    /// Takes the lock of `output`, or fails at once when another process holds it.
+    ///
+    /// # Errors
+    /// [`StageError::Output`] naming the lock file: held by another process (its pid when known), or
+    /// the file cannot be created or locked.
+    pub fn acquire(output: &Path) -> Result<Self, StageError> {
+        use std::io::{Read as _, Write as _};
+        use std::os::fd::AsRawFd as _;
+        let path = lock_path_for(output);
+        let fail = |message: String| StageError::Output {
+            path: path.clone(),
+            message,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| fail(format!("cannot open the lock file: {e}")))?;
+        // SAFETY: flock(2) on a descriptor owned by `file`, which outlives the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let os = std::io::Error::last_os_error();
+            if os.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(fail(format!("cannot lock the lock file: {os}")));
+            }
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let owner = text.trim().parse::<u32>().map_or_else(
+                |_| "another process".to_string(),
+                |pid| format!("process {pid}"),
+            );
+            return Err(fail(format!(
+                "locked by {owner}: another `tlr watch` is writing this output; stop it first or \
+                 choose another output"
+            )));
+        }
+        file.set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(|e| fail(format!("cannot write the lock file: {e}")))?;
+        Ok(Self { _file: file })
+    }
 }
 
 /// Removes the hidden temporary files (`.NAME.tmp-<pid>…`) that a killed earlier session left next to

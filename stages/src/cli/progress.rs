@@ -34,7 +34,15 @@ impl Display {
 
 /// Prints one JSON line (for `--json` output of the subcommands).
 pub fn print_json(value: &serde_json::Value) {
-    println!("{value}");
+    print_line(&value.to_string());
+}
+
+/// Writes one line to stdout. A reader that went away (`tlr run --json | head`: a broken pipe) does not
+/// stop the run or panic, as `println!` would: the outputs are still written; the lines are dropped.
+pub fn print_line(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// An event sink for `display`. `label` prefixes the bars (e.g. "tile-local", "global").
@@ -42,7 +50,7 @@ pub fn sink(display: Display, label: &str) -> EventSink {
     match display {
         Display::Json => Arc::new(|event: &Event| {
             if let Ok(line) = serde_json::to_string(event) {
-                println!("{line}");
+                print_line(&line);
             }
         }),
         // Quiet hides progress, not what was left out: a skipped file is always reported.

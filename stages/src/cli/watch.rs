@@ -8,6 +8,12 @@
 //! file events, 1000 ms with `--poll`; most of the latency from a frame's completion to its snapshot). Hidden test knob:
 //! `--checkpoint-every N` sets the frames between checkpoints (default 10).
 //!
+//! Every duration and count is range-checked (exit 2 naming the flag and its range). Only one watcher
+//! writes an output: `OUT.fits.lock` ([`tlr::live::OutputLock`]) stops a second one at start. A
+//! checkpoint of another folder, with other settings or with changed frames is refused (exit 2).
+//! Stopped by a signal, the final result and checkpoint are written and the exit code is 128 + the
+//! signal number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+//!
 //! What it does not: reconstruct anything itself (the `tlr::live` stages do).
 
 use clap::Args;
@@ -18,9 +24,9 @@ use std::time::Duration;
 
 use super::{block_on_cancellable, load_config, Failure};
 use tlr::live::{
-    checkpoint_dir_for, LiveEvent, LiveEventSink, LiveSession, LiveSettings, Schedule,
+    checkpoint_dir_for, LiveEvent, LiveEventSink, LiveSession, LiveSettings, OutputLock, Schedule,
 };
-use tlr::Registration;
+use tlr::{Registration, StageError};
 use tlr_core::follow::FollowOptions;
 
 /// Arguments of `tlr watch`.
@@ -34,13 +40,14 @@ pub struct WatchArgs {
     /// Configuration file (YAML; tile_compile files are accepted).
     #[arg(short, long)]
     pub config: Option<PathBuf>,
-    /// Publish a snapshot after every N used frames (default 1).
+    /// Publish a snapshot after every N used frames (default 1) [1 to 1000000].
     #[arg(long, conflicts_with = "every_secs")]
     pub every: Option<usize>,
-    /// Publish a snapshot at most every S seconds instead.
+    /// Publish a snapshot at most every S seconds instead [0.001 to 86400].
     #[arg(long)]
     pub every_secs: Option<f64>,
-    /// Stop (writing the result and the checkpoint) after this many seconds without a new frame.
+    /// Stop (writing the result and the checkpoint) after this many seconds without a new frame
+    /// [0 to 604800, a week].
     #[arg(long)]
     pub until_idle: Option<f64>,
     /// Poll the folder instead of using file events (network shares).
@@ -52,10 +59,11 @@ pub struct WatchArgs {
     /// Register whole frames only (the global-stack baseline).
     #[arg(long)]
     pub global_only: bool,
-    /// Frames collected before the first reconstruction (default: min_valid_frames).
+    /// Frames collected before the first reconstruction (default: min_valid_frames) [1 to 1000].
     #[arg(long)]
     pub bootstrap: Option<usize>,
-    /// Ignore (and overwrite) an existing checkpoint.
+    /// Ignore (and overwrite) an existing checkpoint. Without it, a checkpoint of another folder, with
+    /// other settings or with changed frames is refused (exit 2).
     #[arg(long)]
     pub fresh: bool,
     /// Events as JSON lines on stdout.
@@ -66,19 +74,76 @@ pub struct WatchArgs {
     pub quiet: bool,
     /// How long a frame file must stay unchanged (size, modification time) before it is examined, ms
     /// [default: 500 with file events, 1000 with --poll]. The header and data length are checked as
-    /// well; raise it for capture programs that pause while writing a file.
+    /// well; raise it for capture programs that pause while writing a file [0 to 600000].
     #[arg(long, value_name = "MS")]
     pub stable_ms: Option<u64>,
-    /// Frames between checkpoints (default 10; the bootstrap and the end are always checkpointed).
+    /// Frames between checkpoints (default 10; the bootstrap and the end are always checkpointed)
+    /// [1 to 1000000].
     #[arg(long, hide = true)]
     pub checkpoint_every: Option<usize>,
 }
 
 /// Default `--stable-ms` when following a local folder through file events.
 const STABLE_MS_WITH_EVENTS: u64 = 500;
+/// Longest `--until-idle`, s (a week): longer makes no sense for a night's capture, and the range keeps
+/// every deadline computed from it representable.
+const MAX_IDLE_S: f64 = 604_800.0;
+/// Longest `--every-secs`, s (a day).
+const MAX_EVERY_S: f64 = 86_400.0;
+/// Shortest `--every-secs`, s.
+const MIN_EVERY_S: f64 = 0.001;
+/// Longest `--stable-ms` (10 minutes): the follower gives a quiet incomplete file up after ten times it.
+const MAX_STABLE_MS: u64 = 600_000;
+/// Largest `--every` and `--checkpoint-every`.
+const MAX_FRAMES: usize = 1_000_000;
+/// Largest `--bootstrap`: the bootstrap frames are held in memory.
+const MAX_BOOTSTRAP: usize = 1000;
+
+/// `value` when it lies in `lo..=hi` (NaN does not), else a usage error naming `flag` and the range.
+fn in_range<T: PartialOrd + std::fmt::Display + std::fmt::Debug + Copy>(
+    flag: &str,
+    value: T,
+    lo: T,
+    hi: T,
+    unit: &str,
+) -> Result<T, Failure> {
+    if lo <= value && value <= hi {
+        Ok(value)
+    } else {
+        Err(Failure::usage(anyhow::anyhow!(
+            // Debug: a huge float prints as `1e300`, not as 301 digits.
+            "{flag} must be between {lo} and {hi}{unit}, got {value:?}"
+        )))
+    }
+}
 
 /// Runs `tlr watch`.
 pub fn watch(args: WatchArgs) -> Result<(), Failure> {
+    // Ranges first: nothing is started with a value that cannot be honoured.
+    let every_secs = args
+        .every_secs
+        .map(|s| in_range("--every-secs", s, MIN_EVERY_S, MAX_EVERY_S, " s"))
+        .transpose()?;
+    let every = args
+        .every
+        .map(|n| in_range("--every", n, 1, MAX_FRAMES, " frames"))
+        .transpose()?;
+    let until_idle = args
+        .until_idle
+        .map(|s| in_range("--until-idle", s, 0.0, MAX_IDLE_S, " s"))
+        .transpose()?;
+    let stable_ms = args
+        .stable_ms
+        .map(|ms| in_range("--stable-ms", ms, 0, MAX_STABLE_MS, " ms"))
+        .transpose()?;
+    let bootstrap = args
+        .bootstrap
+        .map(|n| in_range("--bootstrap", n, 1, MAX_BOOTSTRAP, " frames"))
+        .transpose()?;
+    let checkpoint_every = args
+        .checkpoint_every
+        .map(|n| in_range("--checkpoint-every", n, 1, MAX_FRAMES, " frames"))
+        .transpose()?;
     // Output-path safety, shared with `tlr run`: OUT.fits and OUT.png must not replace an input
     // frame, a folder or a special file (exit 2).
     tlr::output::check_output_paths(
@@ -103,29 +168,16 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
     } else {
         Registration::TileLocal
     };
-    settings.schedule = match (args.every, args.every_secs) {
-        (_, Some(s)) if s.is_finite() && s > 0.0 => Schedule::Every(Duration::from_secs_f64(s)),
-        (_, Some(s)) => {
-            return Err(Failure::usage(anyhow::anyhow!(
-                "--every-secs must be a positive number of seconds, got {s}"
-            )))
-        }
-        (Some(n), None) => Schedule::Frames(
-            NonZeroUsize::new(n)
-                .ok_or_else(|| Failure::usage(anyhow::anyhow!("--every must be at least 1")))?,
-        ),
-        (None, None) => Schedule::Frames(NonZeroUsize::MIN),
+    // The ranges were checked above: these conversions cannot fail or overflow.
+    settings.schedule = match (every, every_secs) {
+        (_, Some(s)) => Schedule::Every(Duration::from_secs_f64(s)),
+        (n, None) => Schedule::Frames(n.and_then(NonZeroUsize::new).unwrap_or(NonZeroUsize::MIN)),
     };
-    if let Some(s) = args.until_idle {
-        if !(s.is_finite() && s >= 0.0) {
-            return Err(Failure::usage(anyhow::anyhow!(
-                "--until-idle must be a number of seconds >= 0, got {s}"
-            )));
-        }
-        settings.until_idle = Some(Duration::from_secs_f64(s));
-    }
-    settings.bootstrap_frames = args.bootstrap;
+    settings.until_idle = until_idle.map(Duration::from_secs_f64);
+    settings.bootstrap_frames = bootstrap;
     settings.output = Some(args.output.clone());
+    // One watcher per output: taken before anything is removed or written, held until the end.
+    let _lock = OutputLock::acquire(&args.output)?;
     let checkpoint = checkpoint_dir_for(&args.output);
     if args.fresh && checkpoint.exists() {
         std::fs::remove_dir_all(&checkpoint).map_err(|e| {
@@ -136,16 +188,14 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
         })?;
     }
     settings.checkpoint = Some(checkpoint);
-    if let Some(n) = args.checkpoint_every {
-        settings.checkpoint_every = NonZeroUsize::new(n).ok_or_else(|| {
-            Failure::usage(anyhow::anyhow!("--checkpoint-every must be at least 1"))
-        })?;
+    if let Some(n) = checkpoint_every.and_then(NonZeroUsize::new) {
+        settings.checkpoint_every = n;
     }
     let mut follow = FollowOptions {
         poll: args.poll,
         ..FollowOptions::default()
     };
-    match args.stable_ms {
+    match stable_ms {
         Some(ms) => {
             follow.stable_for = Duration::from_millis(ms);
             follow.give_up_after = Duration::from_millis(ms.saturating_mul(10).max(500));
@@ -158,6 +208,8 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
     let events = sink(args.json, args.quiet);
     let cancel = tokio_util::sync::CancellationToken::new();
     let token = cancel.clone();
+    // Only a signal cancels this token (the session's own stops use the session's token).
+    let signalled = cancel.clone();
     let dir = args.dir.clone();
     let outcome = block_on_cancellable(workers, cancel, async move {
         let session = LiveSession::start_folder(&dir, follow, settings, events)?;
@@ -169,7 +221,11 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
         });
         session.wait().await
     })?;
-    let summary = outcome?;
+    let summary = outcome.map_err(|e| match e {
+        // Another folder, other settings, a changed frame: a usage problem, nothing was started.
+        StageError::CheckpointRefused { .. } => Failure::usage(e),
+        other => Failure::from(other),
+    })?;
     if !args.quiet && !args.json {
         eprintln!(
             "tlr watch: {} frames used, {} rejected, {} files skipped, {} snapshots; result {}",
@@ -180,16 +236,25 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
             args.output.display()
         );
     }
+    if signalled.is_cancelled() {
+        return Err(Failure {
+            error: anyhow::anyhow!(
+                "interrupted; the result ({} frames) and the checkpoint were written",
+                summary.frames_used.len()
+            ),
+            code: super::interrupted_exit_code(),
+        });
+    }
     Ok(())
 }
 
 /// Event printing of `tlr watch`: JSON lines, a status line per event of interest, or nothing.
 fn sink(json: bool, quiet: bool) -> LiveEventSink {
     if json {
-        return Arc::new(|event: &LiveEvent| {
-            if let Ok(line) = serde_json::to_string(event) {
-                println!("{line}");
-            }
+        return Arc::new(|event: &LiveEvent| match serde_json::to_string(event) {
+            Ok(line) => super::progress::print_line(&line),
+            // Not expected (paths are written lossily); never lose an event silently.
+            Err(e) => eprintln!("warning: an event could not be written as JSON: {e}"),
         });
     }
     if quiet {

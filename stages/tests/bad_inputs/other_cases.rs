@@ -285,8 +285,7 @@ pub(crate) fn output_cases() -> Vec<(&'static str, Build)> {
                 &"1",
             ])
             .code(2)
-            .says(flag)
-            .pending("h/watch");
+            .says(flag);
             if flag != "--until-idle" {
                 plan.args.extend(["--until-idle", "1"].map(OsString::from));
             }
@@ -298,10 +297,7 @@ pub(crate) fn output_cases() -> Vec<(&'static str, Build)> {
         case("output_is_an_input_frame", |dir| {
             let frames = copy_good(dir, FRAMES);
             let target = good_frames(&frames)[0].clone();
-            let mut plan = Plan::run(dir, &frames, &[])
-                .code(2)
-                .says("frame_0000.fits")
-                ;
+            let mut plan = Plan::run(dir, &frames, &[]).code(2).says("frame_0000.fits");
             plan.args[3] = target.clone().into();
             plan.output = None;
             plan.unchanged = Some((target.clone(), fs::read(&target).unwrap()));
@@ -310,10 +306,7 @@ pub(crate) fn output_cases() -> Vec<(&'static str, Build)> {
         case("output_is_a_folder", |dir| {
             let frames = copy_good(dir, FRAMES);
             fs::create_dir(dir.join("taken.fits")).unwrap();
-            let mut plan = Plan::run(dir, &frames, &[])
-                .code(2)
-                .says("taken.fits")
-                ;
+            let mut plan = Plan::run(dir, &frames, &[]).code(2).says("taken.fits");
             plan.args[3] = dir.join("taken.fits").into();
             plan.output = None;
             plan
@@ -397,8 +390,7 @@ pub(crate) fn output_cases() -> Vec<(&'static str, Build)> {
                 &"--poll",
             ])
             .code(2)
-            .says("checkpoint")
-            .pending("h/watch");
+            .says("checkpoint");
             plan.args
                 .extend(["--stable-ms", "50", "--parallel-tiles", "1"].map(OsString::from));
             plan.unchanged = Some((out.clone(), fs::read(&out).unwrap()));
