@@ -484,6 +484,39 @@ fn plain_int(text: &str) -> Option<i64> {
     text.parse().ok()
 }
 
+/// Refuses `BSCALE`/`BZERO` cards whose value is not a finite number (a quoted string, nothing, `abc`,
+/// hex, `1E400`). cfitsio reads such a card as 1.0 (or 0.0) without a word, which scales every pixel
+/// wrongly and silently; a frame with one is an error naming the file and the keyword instead.
+fn check_scaling_cards(path: &Path, hdu: usize, raw_cards: &[[u8; CARD]]) -> Result<(), FitsError> {
+    for raw in raw_cards {
+        let key = raw[..8].trim_ascii_end();
+        if key != b"BSCALE" && key != b"BZERO" || &raw[8..10] != b"= " {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&raw[10..]);
+        let text = text.trim_start();
+        let value = if text.starts_with('\'') {
+            None
+        } else {
+            let number = text.split('/').next().unwrap_or_default().trim();
+            number
+                .replace(['D', 'd'], "E")
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+        };
+        if value.is_none() {
+            return Err(FitsError::BadKeyword {
+                path: path.to_path_buf(),
+                hdu,
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: format!("`{}` is not a finite number", text.trim_end()),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The scaling of an uncompressed image from its raw structural cards, when a plain parse is sure to
 /// read them as cfitsio does: each keyword at most once, plain numbers, `PCOUNT` 0 and `GCOUNT` 1
 /// when present. `None` sends the image to the cfitsio backend.
@@ -941,7 +974,10 @@ fn read_layout_file(path: &Path) -> Result<(Layout, fs::File), FitsError> {
         let have = file_len - data_start;
         let xtension = card_value(&cards, "XTENSION").map(|s| s.trim().to_ascii_uppercase());
         let naxis = parse_int(path, hdu, &cards, "NAXIS")?.unwrap_or(0);
-        let plain = || plain_scaling(&raw_keys).map_or(Storage::Cfitsio, Storage::Plain);
+        let plain = || -> Result<Storage, FitsError> {
+            check_scaling_cards(path, hdu, &raw_keys)?;
+            Ok(plain_scaling(&raw_keys).map_or(Storage::Cfitsio, Storage::Plain))
+        };
         let image = match (hdu, xtension.as_deref()) {
             (0, _) if naxis > 0 => {
                 if is_true(&cards, "GROUPS") {
@@ -950,10 +986,10 @@ fn read_layout_file(path: &Path) -> Result<(Layout, fs::File), FitsError> {
                         reason: "random-groups data".to_string(),
                     });
                 }
-                Some((image_geometry(path, hdu, &cards, "")?, plain()))
+                Some((image_geometry(path, hdu, &cards, "")?, plain()?))
             }
             (_, Some("IMAGE")) if naxis > 0 => {
-                Some((image_geometry(path, hdu, &cards, "")?, plain()))
+                Some((image_geometry(path, hdu, &cards, "")?, plain()?))
             }
             (_, Some("BINTABLE")) if is_true(&cards, "ZIMAGE") => {
                 Some((image_geometry(path, hdu, &cards, "Z")?, Storage::Cfitsio))
