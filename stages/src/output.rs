@@ -370,7 +370,7 @@ pub fn check_output_paths(
         let Ok(meta) = std::fs::metadata(&resolved) else {
             continue; // nothing there yet (or a dangling link, which the rename replaces)
         };
-        if let Some(kind) = not_a_regular_file(&meta) {
+        if let Some(kind) = tlr_core::fits::not_a_regular_file(&meta.file_type()) {
             return Err(refuse(
                 path,
                 format!("is {kind}; an output must be a regular file (or not exist yet)"),
@@ -400,25 +400,6 @@ fn resolve(path: &Path, name: &OsStr) -> PathBuf {
     std::fs::canonicalize(parent)
         .unwrap_or_else(|_| std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf()))
         .join(name)
-}
-
-/// What kind of non-regular file `meta` describes, or `None` for a regular file.
-fn not_a_regular_file(meta: &std::fs::Metadata) -> Option<&'static str> {
-    use std::os::unix::fs::FileTypeExt;
-    let kind = meta.file_type();
-    if kind.is_file() {
-        None
-    } else if kind.is_dir() {
-        Some("a folder")
-    } else if kind.is_char_device() || kind.is_block_device() {
-        Some("a device")
-    } else if kind.is_fifo() {
-        Some("a FIFO")
-    } else if kind.is_socket() {
-        Some("a socket")
-    } else {
-        Some("not a regular file")
-    }
 }
 
 /// Whether `path` (resolved) is a file in `input` (canonical) that the scan would look at: a visible

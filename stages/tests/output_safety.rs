@@ -144,7 +144,7 @@ fn outputs_that_would_replace_an_input_a_folder_or_a_special_file_are_refused() 
     // A folder, a FIFO.
     let folder = dir.path().join("folder.fits");
     std::fs::create_dir(&folder).unwrap();
-    refused(&run(&frames, &folder, &["--quiet"]), "folder");
+    refused(&run(&frames, &folder, &["--quiet"]), "directory");
     let fifo = dir.path().join("fifo.fits");
     let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
     // SAFETY: mkfifo with a valid NUL-terminated path.
