@@ -562,6 +562,24 @@ fn strange_documents_never_panic() {
     }
 }
 
+/// The fuzz seeds (`fuzz/seeds/config/`) and the minimised fuzz findings (`tests/data/fuzz/config/`)
+/// parse or give an error, never panic.
+#[test]
+fn fuzz_seeds_and_findings_never_panic() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = 0;
+    for folder in ["fuzz/seeds/config", "tests/data/fuzz/config"] {
+        let Ok(entries) = std::fs::read_dir(root.join(folder)) else {
+            continue;
+        };
+        for entry in entries {
+            let _ = load(&entry.expect("list fuzz inputs").path());
+            files += 1;
+        }
+    }
+    assert!(files >= 3, "only {files} fuzz inputs found");
+}
+
 mod properties {
     use proptest::prelude::*;
     use tlr_core::config::{parse_with_cores, Config, Smoothing};
