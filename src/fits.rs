@@ -862,12 +862,19 @@ fn check_heap(
         let code = letters.next().ok_or_else(not_a_type)?;
         let width = element_bytes(code).ok_or_else(not_a_type)?;
         if matches!(code, b'P' | b'Q') {
-            let element = letters.next().and_then(element_bytes).ok_or_else(not_a_type)?;
+            let element = letters
+                .next()
+                .and_then(element_bytes)
+                .ok_or_else(not_a_type)?;
             for k in 0..repeat.min(row_bytes) {
                 arrays.push((offset + k * width, code, element));
             }
         }
-        let bytes = if code == b'X' { repeat.div_ceil(8) } else { repeat.saturating_mul(width) };
+        let bytes = if code == b'X' {
+            repeat.div_ceil(8)
+        } else {
+            repeat.saturating_mul(width)
+        };
         offset = offset.saturating_add(bytes);
     }
     if offset > row_bytes {

@@ -184,9 +184,13 @@ impl<'a> Events<'a> {
                 sys::YAML_SEQUENCE_START_EVENT => {
                     Kind::Start(anchor((*e).data.sequence_start.anchor))
                 }
-                sys::YAML_MAPPING_START_EVENT => Kind::Start(anchor((*e).data.mapping_start.anchor)),
+                sys::YAML_MAPPING_START_EVENT => {
+                    Kind::Start(anchor((*e).data.mapping_start.anchor))
+                }
                 sys::YAML_SEQUENCE_END_EVENT | sys::YAML_MAPPING_END_EVENT => Kind::End,
-                sys::YAML_ALIAS_EVENT => Kind::Alias(anchor((*e).data.alias.anchor).unwrap_or_default()),
+                sys::YAML_ALIAS_EVENT => {
+                    Kind::Alias(anchor((*e).data.alias.anchor).unwrap_or_default())
+                }
                 _ => Kind::Other,
             };
             let mark = (*e).start_mark;

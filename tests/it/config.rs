@@ -689,9 +689,13 @@ mod hostile {
 
     #[test]
     fn block_nesting_deeper_than_the_bound_is_rejected() {
-        let mapping: String = (0..=MAX_DEPTH).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+        let mapping: String = (0..=MAX_DEPTH)
+            .map(|i| format!("{}k:\n", " ".repeat(i)))
+            .collect();
         assert_eq!(rejected(&mapping).0, Some(MAX_DEPTH + 1));
-        let sequence: String = (0..=MAX_DEPTH).map(|i| format!("{}-\n", " ".repeat(i))).collect();
+        let sequence: String = (0..=MAX_DEPTH)
+            .map(|i| format!("{}-\n", " ".repeat(i)))
+            .collect();
         assert_eq!(rejected(&sequence).0, Some(MAX_DEPTH + 1));
         // Compact nesting on one line is nesting too.
         let (line, _, reason) = rejected(&"- ".repeat(MAX_DEPTH + 1));
@@ -709,7 +713,9 @@ mod hostile {
         }
         let (line, _, reason) = rejected(&text);
         assert!(
-            reason.starts_with(&format!("more than {MAX_VALUES} values once aliases are expanded")),
+            reason.starts_with(&format!(
+                "more than {MAX_VALUES} values once aliases are expanded"
+            )),
             "{reason}"
         );
         // a4 expands to 11111 values (a0..a3 hold 1111 more): the first line past 100 000 is a4's.
@@ -721,7 +727,14 @@ mod hostile {
         assert!(reason.contains("aliases are expanded"), "{reason}");
         // A few aliases, as a user would write them, are fine.
         let ok = "tile: {min_size: &s 96, max_size: *s}\n";
-        assert_eq!(parse_with_cores(ok, "ok.yaml", 4).unwrap().config.tile.max_size, 96);
+        assert_eq!(
+            parse_with_cores(ok, "ok.yaml", 4)
+                .unwrap()
+                .config
+                .tile
+                .max_size,
+            96
+        );
     }
 
     #[test]
@@ -740,7 +753,10 @@ mod hostile {
             .set_len(50 << 20)
             .unwrap();
         let shown = load(&path).unwrap_err().to_string();
-        assert!(shown.contains("huge.yaml` is rejected: 52428800 bytes"), "{shown}");
+        assert!(
+            shown.contains("huge.yaml` is rejected: 52428800 bytes"),
+            "{shown}"
+        );
     }
 
     /// The depth check streams: a text of the full 1 MiB of nested flow mappings (minutes of libyaml
