@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
 
-use unsafe_libyaml_norway as sys;
+use unsafe_libyaml_norway as unsafe_libyaml;
 
 /// Largest configuration text accepted, in bytes.
 pub const MAX_BYTES: usize = 1 << 20;
@@ -130,7 +130,7 @@ struct Event {
 
 /// libyaml's event parser over a borrowed text; `None` after the stream ends or at a syntax error.
 struct Events<'a> {
-    parser: Box<MaybeUninit<sys::yaml_parser_t>>,
+    parser: Box<MaybeUninit<unsafe_libyaml::yaml_parser_t>>,
     /// The text the parser reads from (it keeps a pointer into it).
     _input: &'a [u8],
     done: bool,
@@ -138,17 +138,17 @@ struct Events<'a> {
 
 impl<'a> Events<'a> {
     fn new(input: &'a [u8]) -> Self {
-        let mut parser = Box::new(MaybeUninit::<sys::yaml_parser_t>::uninit());
+        let mut parser = Box::new(MaybeUninit::<unsafe_libyaml::yaml_parser_t>::uninit());
         // SAFETY: `yaml_parser_initialize` zeroes, then fills the boxed (so never moved) parser; if it
         // failed, `done` makes `next` return `None` and `drop` deletes the zeroed parser. The input
         // slice outlives the parser (`'a`), as `yaml_parser_set_input_string` requires.
         let done = unsafe {
             let p = parser.as_mut_ptr();
-            if sys::yaml_parser_initialize(p).fail {
+            if unsafe_libyaml::yaml_parser_initialize(p).fail {
                 true
             } else {
-                sys::yaml_parser_set_encoding(p, sys::YAML_UTF8_ENCODING);
-                sys::yaml_parser_set_input_string(p, input.as_ptr(), input.len() as u64);
+                unsafe_libyaml::yaml_parser_set_encoding(p, unsafe_libyaml::YAML_UTF8_ENCODING);
+                unsafe_libyaml::yaml_parser_set_input_string(p, input.as_ptr(), input.len() as u64);
                 false
             }
         };
@@ -163,13 +163,13 @@ impl<'a> Events<'a> {
         if self.done {
             return None;
         }
-        let mut event = MaybeUninit::<sys::yaml_event_t>::uninit();
+        let mut event = MaybeUninit::<unsafe_libyaml::yaml_event_t>::uninit();
         // SAFETY: the parser was initialised in `new`; after a successful `yaml_parser_parse` the event
         // is initialised, its anchor pointers are null or NUL-terminated strings owned by the event,
         // read before `yaml_event_delete` frees them.
         unsafe {
             let p = self.parser.as_mut_ptr();
-            if sys::yaml_parser_parse(p, event.as_mut_ptr()).fail {
+            if unsafe_libyaml::yaml_parser_parse(p, event.as_mut_ptr()).fail {
                 self.done = true;
                 return None;
             }
@@ -178,23 +178,24 @@ impl<'a> Events<'a> {
                 (!ptr.is_null()).then(|| CStr::from_ptr(ptr.cast()).to_bytes().to_vec())
             };
             let kind = match (*e).type_ {
-                sys::YAML_DOCUMENT_START_EVENT => Kind::DocumentStart,
-                sys::YAML_STREAM_END_EVENT => Kind::StreamEnd,
-                sys::YAML_SCALAR_EVENT => Kind::Scalar(anchor((*e).data.scalar.anchor)),
-                sys::YAML_SEQUENCE_START_EVENT => {
+                unsafe_libyaml::YAML_DOCUMENT_START_EVENT => Kind::DocumentStart,
+                unsafe_libyaml::YAML_STREAM_END_EVENT => Kind::StreamEnd,
+                unsafe_libyaml::YAML_SCALAR_EVENT => Kind::Scalar(anchor((*e).data.scalar.anchor)),
+                unsafe_libyaml::YAML_SEQUENCE_START_EVENT => {
                     Kind::Start(anchor((*e).data.sequence_start.anchor))
                 }
-                sys::YAML_MAPPING_START_EVENT => {
+                unsafe_libyaml::YAML_MAPPING_START_EVENT => {
                     Kind::Start(anchor((*e).data.mapping_start.anchor))
                 }
-                sys::YAML_SEQUENCE_END_EVENT | sys::YAML_MAPPING_END_EVENT => Kind::End,
-                sys::YAML_ALIAS_EVENT => {
+                unsafe_libyaml::YAML_SEQUENCE_END_EVENT
+                | unsafe_libyaml::YAML_MAPPING_END_EVENT => Kind::End,
+                unsafe_libyaml::YAML_ALIAS_EVENT => {
                     Kind::Alias(anchor((*e).data.alias.anchor).unwrap_or_default())
                 }
                 _ => Kind::Other,
             };
             let mark = (*e).start_mark;
-            sys::yaml_event_delete(e);
+            unsafe_libyaml::yaml_event_delete(e);
             if matches!(kind, Kind::StreamEnd) {
                 self.done = true;
             }
@@ -210,6 +211,6 @@ impl<'a> Events<'a> {
 impl Drop for Events<'_> {
     fn drop(&mut self) {
         // SAFETY: `new` initialised (at least zeroed) the parser, and it is deleted once.
-        unsafe { sys::yaml_parser_delete(self.parser.as_mut_ptr()) }
+        unsafe { unsafe_libyaml::yaml_parser_delete(self.parser.as_mut_ptr()) }
     }
 }
