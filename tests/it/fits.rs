@@ -712,6 +712,19 @@ fn compressed_tile_outside_the_heap_is_corrupt() {
     assert_eq!(image.dim(), (16, 16));
 }
 
+/// Fuzz finding (`fits_read`): the `GCOUNT` card of a compressed image's table has non-ASCII bytes in
+/// its keyword. cfitsio then sizes its column table from an unset count (a 21 PB `calloc`, which
+/// AddressSanitizer reports as a crash; the system allocator returns NULL). The reader must give
+/// cfitsio's clear error, naming the file and the keyword.
+#[test]
+fn illegal_keyword_bytes_in_a_compressed_table_are_a_clear_error() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("tests/data/fuzz/fits/gcount_illegal_keyword_bytes.fits");
+    let msg = read_image(&path).unwrap_err().to_string();
+    assert!(msg.contains("gcount_illegal_keyword_bytes.fits"), "{msg}");
+    assert!(msg.contains("illegal character in keyword"), "{msg}");
+}
+
 /// The fuzz seeds (`fuzz/seeds/fits/`) and the minimised fuzz findings (`tests/data/fuzz/fits/`) go
 /// through the calls of the `fits_header` and `fits_read` fuzz targets: errors are fine, panics are not.
 #[test]
