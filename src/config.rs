@@ -23,6 +23,11 @@
 //! The YAML crate (`serde_norway`, the maintained fork of the archived `serde_yaml`) is used only inside
 //! [`parse`]: no type of it appears in this module's public API, so swapping it touches one function.
 //!
+//! Hostile input is refused before the YAML is deserialised (`config/guard.rs`): more than [`MAX_BYTES`]
+//! (1 MiB), sequences and mappings nested deeper than [`MAX_DEPTH`] (64), or more than [`MAX_VALUES`]
+//! values once aliases are expanded; each check is one linear pass, so any file is refused in
+//! milliseconds with [`ConfigError::Rejected`] naming the file, the bound and where it was crossed.
+//!
 //! How parsing works: the text is parsed into a generic YAML value tree, the tree is walked against a static
 //! table of known keys (unknown and unused keys are found there, every problem is collected), each known leaf
 //! is converted field by field (so several type errors are reported together), and finally
@@ -31,10 +36,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+
+mod guard;
+pub use guard::{MAX_BYTES, MAX_DEPTH, MAX_VALUES};
 
 /// Hard upper limit for `v4.parallel_tiles`, whatever the machine (Phase 6 parallelisation reference: the
 /// speed-up is I/O-bound beyond 8–16 workers).
@@ -71,6 +80,20 @@ pub enum ConfigError {
         column: Option<usize>,
         /// The parser's message.
         message: String,
+    },
+    /// The text crosses a hostile-input bound (checked before the YAML is deserialised): more than
+    /// [`MAX_BYTES`] bytes, sequences and mappings nested deeper than [`MAX_DEPTH`], or more than
+    /// [`MAX_VALUES`] values once aliases are expanded.
+    #[error("configuration `{source_name}` is rejected{}: {reason}", location_suffix(*line, *column))]
+    Rejected {
+        /// File name (or other label) of the text.
+        source_name: String,
+        /// 1-based line where the bound was crossed (none for the size bound).
+        line: Option<usize>,
+        /// 1-based column where the bound was crossed (none for the size bound).
+        column: Option<usize>,
+        /// Which bound, e.g. "nesting deeper than 64 levels".
+        reason: String,
     },
     /// The YAML is well-formed but has problems: unknown keys, wrong types, out-of-range values.
     /// Every problem is listed, each naming its key path.
@@ -416,21 +439,44 @@ pub fn physical_cores() -> usize {
 /// [`physical_cores`].
 ///
 /// # Errors
-/// [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Parse`] for YAML syntax errors,
+/// [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Rejected`] above the hostile-input
+/// bounds (a file over [`MAX_BYTES`] is refused unread), [`ConfigError::Parse`] for YAML syntax errors,
 /// [`ConfigError::Invalid`] listing every problem otherwise.
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let name = path.display().to_string();
+    let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse(&text, &path.display().to_string())
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    // A file above the size bound is refused unread (its length may also be unknown: a pipe).
+    let length = file.metadata().map_err(read_error)?.len();
+    if length > MAX_BYTES as u64 {
+        return Err(rejected(&name, guard::too_large(length)));
+    }
+    let mut text = String::new();
+    file.take(MAX_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    parse(&text, &name)
+}
+
+fn rejected(source: &str, r: guard::Rejection) -> ConfigError {
+    ConfigError::Rejected {
+        source_name: source.to_string(),
+        line: r.line,
+        column: r.column,
+        reason: r.reason,
+    }
 }
 
 /// Parses and validates configuration text; `source` names it in messages (usually the file name).
 /// `v4.parallel_tiles` is checked against this machine's [`physical_cores`].
 ///
 /// # Errors
-/// [`ConfigError::Parse`] for YAML syntax errors, [`ConfigError::Invalid`] listing every problem otherwise.
+/// [`ConfigError::Rejected`] for a text above the hostile-input bounds ([`MAX_BYTES`], [`MAX_DEPTH`],
+/// [`MAX_VALUES`]), [`ConfigError::Parse`] for YAML syntax errors, [`ConfigError::Invalid`] listing every
+/// problem otherwise.
 pub fn parse(text: &str, source: &str) -> Result<LoadedConfig, ConfigError> {
     parse_with_cores(text, source, physical_cores())
 }
@@ -439,7 +485,7 @@ pub fn parse(text: &str, source: &str) -> Result<LoadedConfig, ConfigError> {
 /// configuration meant for another machine).
 ///
 /// # Errors
-/// [`ConfigError::Parse`] for YAML syntax errors, [`ConfigError::Invalid`] listing every problem otherwise.
+/// As [`parse`].
 ///
 /// # Examples
 /// ```
@@ -461,7 +507,8 @@ pub fn parse_with_cores(
     source: &str,
     physical_cores: usize,
 ) -> Result<LoadedConfig, ConfigError> {
-    // The only place that touches the YAML crate.
+    // The only place that touches the YAML crate (the guard streams the same parser's events first).
+    guard::check(text).map_err(|r| rejected(source, r))?;
     let mut value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
         let location = e.location();
         let mut message = e.to_string();

@@ -183,6 +183,14 @@ pub enum FitsError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The data contradicts its own structure (e.g. a compressed tile that points outside the heap).
+    #[error("frame `{path}`: corrupt data: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is inconsistent.
+        reason: String,
+    },
     /// No HDU holds an image.
     #[error(
         "frame `{path}`: no image found (the primary HDU is empty and no image extension follows)"
@@ -845,6 +853,133 @@ fn data_bytes(path: &Path, hdu: usize, cards: &[HeaderCard]) -> Result<u64, Fits
         .ok_or_else(|| bad("NAXIS", "data size overflows".to_string()))
 }
 
+/// Bytes of one element of a binary-table column type (`TFORMn` letter), bits (`X`) counted as bytes
+/// of 8; `None` for a letter that is not a FITS type.
+fn element_bytes(code: u8) -> Option<u64> {
+    match code {
+        b'L' | b'X' | b'B' | b'A' => Some(1),
+        b'I' => Some(2),
+        b'J' | b'E' => Some(4),
+        b'K' | b'D' | b'C' | b'P' => Some(8),
+        b'M' | b'Q' => Some(16),
+        _ => None,
+    }
+}
+
+/// Checks that every variable-length array of a tile-compressed image's table (columns `rPt` /
+/// `rQt`: one (count, offset) descriptor per row) lies inside the heap. cfitsio trusts the
+/// descriptors: one of garbage (e.g. blanks, 538 976 288 elements) made it allocate a gigabyte and
+/// read past the end of an 8 KB file for seconds (found by the `fits_read` fuzz target).
+fn check_heap(
+    path: &Path,
+    hdu: usize,
+    cards: &[HeaderCard],
+    file: &mut fs::File,
+    data_start: u64,
+) -> Result<(), FitsError> {
+    let bad = |key: &str, reason: String| FitsError::BadKeyword {
+        path: path.to_path_buf(),
+        hdu,
+        key: key.to_string(),
+        reason,
+    };
+    // data_bytes has checked these are non-negative and that the data is in the file.
+    let count = |key: &str| -> Result<u64, FitsError> {
+        Ok(parse_int(path, hdu, cards, key)?.unwrap_or(0).max(0) as u64)
+    };
+    let (row_bytes, rows) = (count("NAXIS1")?, count("NAXIS2")?);
+    let (table, pcount) = (row_bytes * rows, count("PCOUNT")?);
+    let heap_start = match parse_int(path, hdu, cards, "THEAP")? {
+        None => table,
+        Some(t) => u64::try_from(t)
+            .ok()
+            .filter(|&t| t >= table && t <= table + pcount)
+            .ok_or_else(|| bad("THEAP", format!("{t} is outside the data")))?,
+    };
+    let heap_len = table + pcount - heap_start;
+    // (byte offset in the row, descriptor type P or Q, bytes per array element) of each array column.
+    let mut arrays = Vec::new();
+    let mut offset = 0u64;
+    for n in 1..=count("TFIELDS")?.min(999) {
+        let key = format!("TFORM{n}");
+        let form = card_value(cards, &key)
+            .ok_or_else(|| bad(&key, "missing".to_string()))?
+            .trim()
+            .to_ascii_uppercase();
+        let digits = form.bytes().take_while(u8::is_ascii_digit).count();
+        let repeat = if digits == 0 {
+            1
+        } else {
+            form[..digits]
+                .parse::<u64>()
+                .map_err(|_| bad(&key, format!("`{form}` has no valid repeat count")))?
+        };
+        let mut letters = form[digits..].bytes();
+        let not_a_type = || bad(&key, format!("`{form}` is not a binary-table column type"));
+        let code = letters.next().ok_or_else(not_a_type)?;
+        let width = element_bytes(code).ok_or_else(not_a_type)?;
+        if matches!(code, b'P' | b'Q') {
+            let element = letters
+                .next()
+                .and_then(element_bytes)
+                .ok_or_else(not_a_type)?;
+            for k in 0..repeat.min(row_bytes) {
+                arrays.push((offset + k * width, code, element));
+            }
+        }
+        let bytes = if code == b'X' {
+            repeat.div_ceil(8)
+        } else {
+            repeat.saturating_mul(width)
+        };
+        offset = offset.saturating_add(bytes);
+    }
+    if offset > row_bytes {
+        return Err(bad(
+            "NAXIS1",
+            format!("rows of {row_bytes} bytes, but the TFORMn columns need {offset}"),
+        ));
+    }
+    if arrays.is_empty() {
+        return Ok(());
+    }
+    let mut data = vec![0u8; table as usize];
+    file.seek(SeekFrom::Start(data_start))
+        .and_then(|_| file.read_exact(&mut data))
+        .map_err(|source| FitsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    for (row, bytes) in data.chunks_exact(row_bytes.max(1) as usize).enumerate() {
+        for &(at, code, element) in &arrays {
+            let at = at as usize;
+            // Big-endian signed integers of 4 (P) or 8 (Q) bytes, read into an i64.
+            let size = if code == b'P' { 4 } else { 8 };
+            let word = |i: usize| {
+                let b = &bytes[i..i + size];
+                let first = if b[0] & 0x80 != 0 { -1i64 } else { 0 };
+                b.iter().fold(first, |v, &x| (v << 8) | i64::from(x))
+            };
+            let (n, start) = (word(at), word(at + size));
+            let end = u64::try_from(n)
+                .ok()
+                .zip(u64::try_from(start).ok())
+                .and_then(|(n, start)| n.checked_mul(element)?.checked_add(start));
+            if end.is_none_or(|end| end > heap_len) {
+                return Err(FitsError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "HDU {hdu}, table row {}: an array of {n} elements at heap offset {start} \
+                         does not fit the {heap_len}-byte heap",
+                        row + 1
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Geometry of an image HDU.
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
@@ -1012,6 +1147,9 @@ fn read_layout_file(path: &Path) -> Result<(Layout, fs::File), FitsError> {
                     data: need,
                     need: padded,
                 });
+            }
+            if xtension.as_deref() == Some("BINTABLE") {
+                check_heap(path, hdu, &cards, &mut file, data_start)?;
             }
             let layout = Layout {
                 hdu,

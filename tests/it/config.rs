@@ -562,6 +562,24 @@ fn strange_documents_never_panic() {
     }
 }
 
+/// The fuzz seeds (`fuzz/seeds/config/`) and the minimised fuzz findings (`tests/data/fuzz/config/`)
+/// parse or give an error, never panic.
+#[test]
+fn fuzz_seeds_and_findings_never_panic() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = 0;
+    for folder in ["fuzz/seeds/config", "tests/data/fuzz/config"] {
+        let Ok(entries) = std::fs::read_dir(root.join(folder)) else {
+            continue;
+        };
+        for entry in entries {
+            let _ = load(&entry.expect("list fuzz inputs").path());
+            files += 1;
+        }
+    }
+    assert!(files >= 3, "only {files} fuzz inputs found");
+}
+
 mod properties {
     use proptest::prelude::*;
     use tlr_core::config::{parse_with_cores, Config, Smoothing};
@@ -610,5 +628,144 @@ mod properties {
             prop_assert_eq!(&back.config, &c);
             prop_assert_eq!(back.config.digest(), c.digest());
         }
+    }
+}
+
+mod hostile {
+    //! Hostile-input bounds: size, nesting depth (flow and block), alias expansion ("billion
+    //! laughs"); each refused with the file, the bound and where it was crossed.
+
+    use tlr_core::config::{load, parse_with_cores, ConfigError, MAX_BYTES, MAX_DEPTH, MAX_VALUES};
+
+    /// Parses and expects a rejection; returns (line, column, reason) and checks the message names the file.
+    fn rejected(text: &str) -> (Option<usize>, Option<usize>, String) {
+        let err = parse_with_cores(text, "hostile.yaml", 4).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("configuration `hostile.yaml` is rejected"),
+            "{shown}"
+        );
+        match err {
+            ConfigError::Rejected {
+                source_name,
+                line,
+                column,
+                reason,
+            } => {
+                assert_eq!(source_name, "hostile.yaml");
+                assert!(shown.ends_with(&reason), "{shown}");
+                (line, column, reason)
+            }
+            other => panic!("expected Rejected, got {other}"),
+        }
+    }
+
+    #[test]
+    fn flow_nesting_deeper_than_the_bound_is_rejected_where_it_happens() {
+        assert_eq!(MAX_DEPTH, 64);
+        for (open, close) in [("[", "]"), ("{a: ", "}")] {
+            let deep = |n: usize| format!("{}1{}", open.repeat(n), close.repeat(n));
+            let (line, column, reason) = rejected(&deep(MAX_DEPTH + 1));
+            assert_eq!(reason, "nesting deeper than 64 levels");
+            assert_eq!(line, Some(1));
+            assert_eq!(column, Some(MAX_DEPTH * open.len() + 1), "{open}");
+            // At the bound the document gets through to the usual checks.
+            let at_bound = format!("v4: {}", deep(MAX_DEPTH - 1));
+            match parse_with_cores(&at_bound, "ok.yaml", 4) {
+                Err(ConfigError::Invalid { problems, .. }) => {
+                    assert!(problems[0].contains("v4"), "{problems:?}")
+                }
+                other => panic!("{open}: {other:?}"),
+            }
+        }
+        let shown = parse_with_cores(&"[".repeat(100), "deep.yaml", 4)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            shown,
+            "configuration `deep.yaml` is rejected (line 1, column 65): nesting deeper than 64 levels"
+        );
+    }
+
+    #[test]
+    fn block_nesting_deeper_than_the_bound_is_rejected() {
+        let mapping: String = (0..=MAX_DEPTH)
+            .map(|i| format!("{}k:\n", " ".repeat(i)))
+            .collect();
+        assert_eq!(rejected(&mapping).0, Some(MAX_DEPTH + 1));
+        let sequence: String = (0..=MAX_DEPTH)
+            .map(|i| format!("{}-\n", " ".repeat(i)))
+            .collect();
+        assert_eq!(rejected(&sequence).0, Some(MAX_DEPTH + 1));
+        // Compact nesting on one line is nesting too.
+        let (line, _, reason) = rejected(&"- ".repeat(MAX_DEPTH + 1));
+        assert_eq!(line, Some(1));
+        assert_eq!(reason, "nesting deeper than 64 levels");
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded_before_it_happens() {
+        // a0 has 10 values, each further anchor 10 aliases of the previous one: 10^10 once expanded.
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let aliases = vec![format!("*a{}", i - 1); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{aliases}]\n"));
+        }
+        let (line, _, reason) = rejected(&text);
+        assert!(
+            reason.starts_with(&format!(
+                "more than {MAX_VALUES} values once aliases are expanded"
+            )),
+            "{reason}"
+        );
+        // a4 expands to 11111 values (a0..a3 hold 1111 more): the first line past 100 000 is a4's.
+        assert_eq!(line, Some(5));
+        // Many aliases of a big anchor (quadratic work without the bound) are refused the same way.
+        let big = vec!["x"; 5_000].join(", ");
+        let refs = vec!["*b"; 100].join(", ");
+        let (_, _, reason) = rejected(&format!("b: &b [{big}]\nc: [{refs}]\n"));
+        assert!(reason.contains("aliases are expanded"), "{reason}");
+        // A few aliases, as a user would write them, are fine.
+        let ok = "tile: {min_size: &s 96, max_size: *s}\n";
+        assert_eq!(
+            parse_with_cores(ok, "ok.yaml", 4)
+                .unwrap()
+                .config
+                .tile
+                .max_size,
+            96
+        );
+    }
+
+    #[test]
+    fn oversized_text_and_files_are_rejected_without_reading() {
+        let (line, column, reason) = rejected(&" ".repeat(MAX_BYTES + 1));
+        assert_eq!((line, column), (None, None));
+        assert_eq!(
+            reason,
+            "1048577 bytes is more than the 1048576-byte limit for a configuration (tlr's are a few KB)"
+        );
+        // A 50 MB file (sparse: nothing is written) is refused from its length alone.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.yaml");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(50 << 20)
+            .unwrap();
+        let shown = load(&path).unwrap_err().to_string();
+        assert!(
+            shown.contains("huge.yaml` is rejected: 52428800 bytes"),
+            "{shown}"
+        );
+    }
+
+    /// The depth check streams: a text of the full 1 MiB of nested flow mappings (minutes of libyaml
+    /// scanning before the bound existed) is refused at the 65th level, whatever follows it.
+    #[test]
+    fn deep_nesting_is_refused_at_the_bound_whatever_follows() {
+        let text = "{a: ".repeat(MAX_BYTES / 4);
+        assert_eq!(text.len(), MAX_BYTES);
+        let (line, column, _) = rejected(&text);
+        assert_eq!((line, column), (Some(1), Some(4 * MAX_DEPTH + 1)));
     }
 }

@@ -686,6 +686,75 @@ fn damaged_files_never_panic() {
     }
 }
 
+/// Fuzz finding (`fits_read`): rows 10-16 of a PLIO tile table hold blanks, i.e. descriptors of
+/// 538 976 288 elements at offset 538 976 288; cfitsio trusted them, allocated 1 GB and read past the
+/// end of the 8 KB file for 4 s. Every reader now refuses the file before cfitsio reads a tile.
+#[test]
+fn compressed_tile_outside_the_heap_is_corrupt() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("tests/data/fuzz/fits/plio_blank_descriptors.fits");
+    let errors = [
+        read_image(&path).unwrap_err(),
+        read_header(&path).unwrap_err(),
+        read_header_cards(&path).unwrap_err(),
+        FitsReader::open_with_cfitsio(&path).unwrap_err(),
+    ];
+    for err in errors {
+        assert!(matches!(err, FitsError::Corrupt { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("plio_blank_descriptors.fits`: corrupt data: HDU 1, table row 10: an array of 538976288 elements at heap offset 538976288 does not fit the 736-byte heap"),
+            "{msg}"
+        );
+    }
+    // The intact file it was mutated from reads.
+    let (_, image) = read_image(&root.join("fuzz/seeds/fits/plio_1.fits.fz")).unwrap();
+    assert_eq!(image.dim(), (16, 16));
+}
+
+/// Fuzz finding (`fits_read`): the `GCOUNT` card of a compressed image's table has non-ASCII bytes in
+/// its keyword. cfitsio then sizes its column table from an unset count (a 21 PB `calloc`, which
+/// AddressSanitizer reports as a crash; the system allocator returns NULL). The reader must give
+/// cfitsio's clear error, naming the file and the keyword.
+#[test]
+fn illegal_keyword_bytes_in_a_compressed_table_are_a_clear_error() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("tests/data/fuzz/fits/gcount_illegal_keyword_bytes.fits");
+    let msg = read_image(&path).unwrap_err().to_string();
+    assert!(msg.contains("gcount_illegal_keyword_bytes.fits"), "{msg}");
+    assert!(msg.contains("illegal character in keyword"), "{msg}");
+}
+
+/// The fuzz seeds (`fuzz/seeds/fits/`) and the minimised fuzz findings (`tests/data/fuzz/fits/`) go
+/// through the calls of the `fits_header` and `fits_read` fuzz targets: errors are fine, panics are not.
+#[test]
+fn fuzz_seeds_and_findings_never_panic() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tmp();
+    // One name for all, as in the fuzz targets: the reader goes by content, not by extension.
+    let path = dir.path().join("frame.fits");
+    let mut files = 0;
+    for folder in ["fuzz/seeds/fits", "tests/data/fuzz/fits"] {
+        let Ok(entries) = fs::read_dir(root.join(folder)) else {
+            continue;
+        };
+        for entry in entries {
+            fs::copy(entry.expect("list fuzz inputs").path(), &path).expect("copy fuzz input");
+            let _ = read_header(&path);
+            let _ = read_header_cards(&path);
+            if let Ok((h, img)) = read_image(&path) {
+                assert_eq!(img.dim(), (h.rows, h.cols));
+            }
+            let _ = read_cube(&path);
+            if let Ok(mut reader) = FitsReader::open_with_cfitsio(&path) {
+                let _ = reader.read_full();
+            }
+            files += 1;
+        }
+    }
+    assert!(files >= 20, "only {files} fuzz inputs found");
+}
+
 fn temp_files_in(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
         .expect("list")
