@@ -1267,6 +1267,11 @@ impl OutputLock {
             path: path.clone(),
             message,
         };
+        // The output's folder is created here, first: the lock is the session's first file in it.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| fail(format!("cannot create the output folder: {e}")))?;
+        }
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -877,3 +877,16 @@ fn interrupted_watch_exits_130_after_writing_its_result() {
         );
     }
 }
+
+/// An output folder that does not exist yet is created (it once failed on its lock file).
+#[test]
+fn missing_output_folders_are_created() {
+    let root = tempfile::tempdir().expect("tmp");
+    let dir = root.path().join("w");
+    small_frames(&dir, 5, 12);
+    let out = root.path().join("new/deeper/L.fits");
+    let (code, events, err) = run_quick(&dir, &out, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(decided(&events), 12);
+    assert!(out.is_file(), "{err}");
+}
