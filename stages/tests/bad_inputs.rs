@@ -8,7 +8,6 @@
 //! failure) or hung; and that the output is absent after a failure, or a valid FITS image with
 //! finite pixels that `tlr inspect` reads after a success. All failing cases are listed at once.
 //!
-//! A case marked `pending` waits for another helper's fix: its result is reported, not failed.
 //! What it does not: check pixel values (the other tests do), or cover `tlr demo`.
 
 use std::ffi::{OsStr, OsString};
@@ -56,7 +55,6 @@ pub(crate) struct Plan {
     unchanged: Option<(PathBuf, Vec<u8>)>,
     /// With `--json`: the result's NCOMBINE must equal the `finished` summary's `frames_used`.
     ncombine_truthful: bool,
-    pending: Option<&'static str>,
     timeout: Duration,
     /// Why the case cannot run here (e.g. permission bits as root); reported, not failed.
     not_applicable: Option<&'static str>,
@@ -73,7 +71,6 @@ impl Plan {
             output: None,
             unchanged: None,
             ncombine_truthful: false,
-            pending: None,
             timeout: TIMEOUT,
             not_applicable: None,
         }
@@ -95,11 +92,6 @@ impl Plan {
 
     fn says(mut self, text: impl Into<String>) -> Self {
         self.says.push(text.into());
-        self
-    }
-
-    fn pending(mut self, helper: &'static str) -> Self {
-        self.pending = Some(helper);
         self
     }
 }
@@ -333,18 +325,15 @@ pub(crate) fn bad_input_corpus() {
                 } else {
                     let ran = execute(&plan, &dir);
                     let problems = judge(&plan, &ran);
-                    let verdict = match (problems.is_empty(), plan.pending) {
-                        (true, Some(h)) => format!("ok*      {name} (pending {h}, already passes)"),
-                        (true, None) => format!("ok       {name}"),
-                        (false, Some(h)) => {
-                            format!("pending  {name} ({h}): {}", problems.join("; "))
-                        }
-                        (false, None) => format!(
+                    let verdict = if problems.is_empty() {
+                        format!("ok       {name}")
+                    } else {
+                        format!(
                             "FAILED   {name}: {}\n           args {:?}\n           stderr: {}",
                             problems.join("; "),
                             plan.args,
                             ran.stderr.trim().replace('\n', "\n                   ")
-                        ),
+                        )
                     };
                     format!("{verdict} [{:.1} s]", t.elapsed().as_secs_f64())
                 };
@@ -357,9 +346,9 @@ pub(crate) fn bad_input_corpus() {
     let report: Vec<String> = results.into_iter().map(|(_, l)| l).collect();
     let failed = report.iter().filter(|l| l.starts_with("FAILED")).count();
     let summary = format!(
-        "{} cases, {failed} failed, {} pending, {:.1} s\n{}",
+        "{} cases, {failed} failed, {} not applicable here, {:.1} s\n{}",
         report.len(),
-        report.iter().filter(|l| l.starts_with("pending")).count(),
+        report.iter().filter(|l| l.starts_with("n/a")).count(),
         started.elapsed().as_secs_f64(),
         report.join("\n")
     );
