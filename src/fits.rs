@@ -1016,6 +1016,14 @@ fn image_geometry(
     let naxis = require_int(path, hdu, cards, &format!("{prefix}NAXIS"))?;
     let mut dims = Vec::new();
     for i in 1..=naxis.clamp(0, 999) {
+        if prefix == "Z" {
+            // cfitsio divides by the tile size when it opens the HDU: 0 would kill the process
+            // (SIGFPE; a fuzz finding), a negative size would misread it.
+            let key = format!("ZTILE{i}");
+            if let Some(n) = parse_int(path, hdu, cards, &key)?.filter(|&n| n < 1) {
+                return Err(bad(&key, format!("{n} is not a tile size (at least 1)")));
+            }
+        }
         let key = format!("{prefix}NAXIS{i}");
         let n = require_int(path, hdu, cards, &key)?;
         dims.push(usize::try_from(n).map_err(|_| bad(&key, format!("{n} is negative")))?);

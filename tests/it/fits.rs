@@ -712,6 +712,25 @@ fn compressed_tile_outside_the_heap_is_corrupt() {
     assert_eq!(image.dim(), (16, 16));
 }
 
+/// Fuzz finding (`fits_read`, this session's clean run): `ZTILE2 = 0` in a tile-compressed image made
+/// cfitsio divide by zero while opening the HDU: the process died with SIGFPE (`tlr inspect` exit 136).
+#[test]
+fn zero_tile_size_of_a_compressed_image_is_an_error_not_a_crash() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("tests/data/fuzz/fits/ztile_zero.fits");
+    for err in [
+        read_image(&path).unwrap_err(),
+        read_header(&path).unwrap_err(),
+        FitsReader::open_with_cfitsio(&path).unwrap_err(),
+    ] {
+        let msg = err.to_string();
+        assert!(
+            msg.contains("ztile_zero.fits") && msg.contains("ZTILE2"),
+            "{msg}"
+        );
+    }
+}
+
 /// Fuzz finding (`fits_read`): the `GCOUNT` card of a compressed image's table has non-ASCII bytes in
 /// its keyword. cfitsio then sizes its column table from an unset count (a 21 PB `calloc`, which
 /// AddressSanitizer reports as a crash; the system allocator returns NULL). The reader must give
