@@ -1019,9 +1019,16 @@ fn image_geometry(
         if prefix == "Z" {
             // cfitsio divides by the tile size when it opens the HDU: 0 would kill the process
             // (SIGFPE; a fuzz finding), a negative size would misread it.
+            // Every card of that name: cfitsio reads the last of repeated cards, this scan the first.
             let key = format!("ZTILE{i}");
-            if let Some(n) = parse_int(path, hdu, cards, &key)?.filter(|&n| n < 1) {
-                return Err(bad(&key, format!("{n} is not a tile size (at least 1)")));
+            for card in cards.iter().filter(|c| c.key == key) {
+                let value = card.value.as_deref().unwrap_or_default().trim();
+                if !value.parse::<i64>().is_ok_and(|n| n >= 1) {
+                    return Err(bad(
+                        &key,
+                        format!("`{value}` is not a tile size (at least 1)"),
+                    ));
+                }
             }
         }
         let key = format!("{prefix}NAXIS{i}");

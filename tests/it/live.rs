@@ -94,6 +94,12 @@ mod checkpoint {
         std::fs::write(&json, crafted.to_string()).expect("write");
         let err = LiveState::load(dir.path()).expect_err("crafted name");
         assert!(err.to_string().contains("plain"), "{err}");
+        // Tile bounds that overflow (`y0 + h` past usize::MAX) are an error, not a panic or a wrap.
+        let mut crafted = v.clone();
+        crafted["tiles"][0]["tile"]["y0"] = serde_json::json!(u64::MAX);
+        std::fs::write(&json, crafted.to_string()).expect("write");
+        let err = LiveState::load(dir.path()).expect_err("overflowing tile");
+        assert!(err.to_string().contains("does not fit"), "{err}");
         v["version"] = serde_json::json!(2);
         std::fs::write(&json, v.to_string()).expect("write");
         let err = LiveState::load(dir.path()).expect_err("old version");
