@@ -99,51 +99,46 @@ const MAX_FRAMES: usize = 1_000_000;
 /// Largest `--bootstrap`: the bootstrap frames are held in memory.
 const MAX_BOOTSTRAP: usize = 1000;
 
-/// `value` when it lies in `lo..=hi` (NaN does not), else a usage error naming `flag` and the range.
+/// `value` (if given) when it lies in `lo..=hi` (NaN does not), else a usage error naming `flag` and
+/// the range.
 fn in_range<T: PartialOrd + std::fmt::Display + std::fmt::Debug + Copy>(
     flag: &str,
-    value: T,
+    value: Option<T>,
     lo: T,
     hi: T,
     unit: &str,
-) -> Result<T, Failure> {
-    if lo <= value && value <= hi {
-        Ok(value)
-    } else {
-        Err(Failure::usage(anyhow::anyhow!(
+) -> Result<Option<T>, Failure> {
+    match value {
+        None => Ok(None),
+        Some(v) if lo <= v && v <= hi => Ok(Some(v)),
+        Some(value) => Err(Failure::usage(anyhow::anyhow!(
             // Debug: a huge float prints as `1e300`, not as 301 digits.
             "{flag} must be between {lo} and {hi}{unit}, got {value:?}"
-        )))
+        ))),
     }
 }
 
 /// Runs `tlr watch`.
 pub fn watch(args: WatchArgs) -> Result<(), Failure> {
     // Ranges first: nothing is started with a value that cannot be honoured.
-    let every_secs = args
-        .every_secs
-        .map(|s| in_range("--every-secs", s, MIN_EVERY_S, MAX_EVERY_S, " s"))
-        .transpose()?;
-    let every = args
-        .every
-        .map(|n| in_range("--every", n, 1, MAX_FRAMES, " frames"))
-        .transpose()?;
-    let until_idle = args
-        .until_idle
-        .map(|s| in_range("--until-idle", s, 0.0, MAX_IDLE_S, " s"))
-        .transpose()?;
-    let stable_ms = args
-        .stable_ms
-        .map(|ms| in_range("--stable-ms", ms, 0, MAX_STABLE_MS, " ms"))
-        .transpose()?;
-    let bootstrap = args
-        .bootstrap
-        .map(|n| in_range("--bootstrap", n, 1, MAX_BOOTSTRAP, " frames"))
-        .transpose()?;
-    let checkpoint_every = args
-        .checkpoint_every
-        .map(|n| in_range("--checkpoint-every", n, 1, MAX_FRAMES, " frames"))
-        .transpose()?;
+    let every_secs = in_range(
+        "--every-secs",
+        args.every_secs,
+        MIN_EVERY_S,
+        MAX_EVERY_S,
+        " s",
+    )?;
+    let every = in_range("--every", args.every, 1, MAX_FRAMES, " frames")?;
+    let until_idle = in_range("--until-idle", args.until_idle, 0.0, MAX_IDLE_S, " s")?;
+    let stable_ms = in_range("--stable-ms", args.stable_ms, 0, MAX_STABLE_MS, " ms")?;
+    let bootstrap = in_range("--bootstrap", args.bootstrap, 1, MAX_BOOTSTRAP, " frames")?;
+    let checkpoint_every = in_range(
+        "--checkpoint-every",
+        args.checkpoint_every,
+        1,
+        MAX_FRAMES,
+        " frames",
+    )?;
     // Output-path safety, shared with `tlr run`: OUT.fits and OUT.png must not replace an input
     // frame, a folder or a special file (exit 2).
     tlr::output::check_output_paths(
