@@ -1,41 +1,9 @@
 //! Tests that run the `tlr` binary the way a user does: simulate, run (with JSON progress and
 //! diagnostics), inspect, and the error paths with their exit codes.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn tlr(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tlr"))
-        .args(args)
-        .output()
-        .expect("the tlr binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn simulate(dir: &Path, frames: usize, size: usize) {
-    let out = tlr(&[
-        "simulate",
-        dir.to_str().unwrap(),
-        "--frames",
-        &frames.to_string(),
-        "--width",
-        &size.to_string(),
-        "--height",
-        &size.to_string(),
-        "--seed",
-        "2",
-        "--scenario",
-        "seeing",
-    ]);
-    assert!(
-        out.status.success(),
-        "simulate failed: {}",
-        text(&out.stderr)
-    );
-}
+use common::{simulate, text, tlr};
 
 #[test]
 fn run_writes_image_preview_and_diagnostics_with_json_progress() {

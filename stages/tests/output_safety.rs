@@ -10,38 +10,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn tlr(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tlr"))
-        .args(args)
-        .output()
-        .expect("the tlr binary runs")
-}
+mod common;
+
+use common::{simulate, text, tlr};
 
 fn tlr_str(args: &[&str]) -> Output {
-    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    tlr(&args)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn simulate(dir: &Path, frames: usize, size: usize) {
-    let out = tlr_str(&[
-        "simulate",
-        dir.to_str().unwrap(),
-        "--frames",
-        &frames.to_string(),
-        "--width",
-        &size.to_string(),
-        "--height",
-        &size.to_string(),
-        "--seed",
-        "2",
-        "--scenario",
-        "seeing",
-    ]);
-    assert!(out.status.success(), "simulate: {}", text(&out.stderr));
+    tlr(args)
 }
 
 /// Runs `tlr run frames -o output EXTRA…` and returns the output.

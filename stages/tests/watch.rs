@@ -27,27 +27,7 @@ fn tlr() -> Command {
 
 /// Writes the simulated frames (camera format) into `scratch`; returns their paths in order.
 fn make_frames(scratch: &Path) -> Vec<PathBuf> {
-    let sim = Simulation::new(SimConfig {
-        frames: FRAMES,
-        width: SIZE,
-        height: SIZE,
-        seed: 11,
-        scenario: Scenario::Seeing,
-        ..SimConfig::default()
-    });
-    (0..FRAMES)
-        .map(|i| {
-            let path = scratch.join(format!("light_{i:04}.fits"));
-            fits::write_image_atomic(
-                &path,
-                sim.frame(i).view(),
-                SampleFormat::U16,
-                &OutputMeta::default(),
-            )
-            .expect("write a simulated frame");
-            path
-        })
-        .collect()
+    frames_of_size(scratch, 11, FRAMES, SIZE)
 }
 
 /// Copies `src` to `dst` in 4 chunks, `pause` apart, directly under the final name (as N.I.N.A. does).
@@ -539,10 +519,15 @@ fn live_session_is_bit_identical_for_any_worker_count() {
 /// Writes `n` simulated 128x128 frames of `seed` into `dir` as `light_NNNN.fits`; returns the paths.
 fn small_frames(dir: &Path, seed: u64, n: usize) -> Vec<PathBuf> {
     fs::create_dir_all(dir).expect("mkdir");
+    frames_of_size(dir, seed, n, 128)
+}
+
+/// `n` simulated seeing frames of `size`² written as `light_NNNN.fits` (u16) into `dir`.
+fn frames_of_size(dir: &Path, seed: u64, n: usize, size: usize) -> Vec<PathBuf> {
     let sim = Simulation::new(SimConfig {
         frames: n,
-        width: 128,
-        height: 128,
+        width: size,
+        height: size,
         seed,
         scenario: Scenario::Seeing,
         ..SimConfig::default()
