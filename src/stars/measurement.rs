@@ -12,7 +12,7 @@
 use ndarray::ArrayView2;
 
 use super::detect::{is_spike, NO_OWNER};
-use super::psf::{adaptive_moments, fit_moffat};
+use super::psf::{adaptive_moments, fit_moffat, window_around};
 use super::{DetectOptions, Star};
 
 /// Stars with a peak of at least this many noise sigmas get the Moffat fit; fainter ones keep the
@@ -102,10 +102,7 @@ pub(super) fn measure_candidates(
         if !saturated && peak >= FIT_MIN_PEAK_SIGMA * noise {
             let nb = (radius / 0.25).ceil() as usize + 1;
             let mut acc = vec![(0.0f64, 0.0f64, 0.0f64); nb];
-            let r0 = (mom.y - radius).floor().max(0.0) as usize;
-            let r1 = ((mom.y + radius).ceil() + 1.0).min(rows as f32) as usize;
-            let c0 = (mom.x - radius).floor().max(0.0) as usize;
-            let c1 = ((mom.x + radius).ceil() + 1.0).min(cols as f32) as usize;
+            let (r0, r1, c0, c1) = window_around(mom.y, mom.x, radius, rows, cols);
             for rr in r0..r1 {
                 for cc in c0..c1 {
                     let v = work[[rr, cc]];
@@ -142,10 +139,7 @@ pub(super) fn measure_candidates(
         }
         let ap = (2.0 * fwhm).clamp(3.0, 24.0);
         let mut flux = 0.0f64;
-        let r0 = (mom.y - ap).floor().max(0.0) as usize;
-        let r1 = ((mom.y + ap).ceil() + 1.0).min(rows as f32) as usize;
-        let c0 = (mom.x - ap).floor().max(0.0) as usize;
-        let c1 = ((mom.x + ap).ceil() + 1.0).min(cols as f32) as usize;
+        let (r0, r1, c0, c1) = window_around(mom.y, mom.x, ap, rows, cols);
         for rr in r0..r1 {
             for cc in c0..c1 {
                 let v = work[[rr, cc]];

@@ -20,6 +20,22 @@ pub(super) struct Moments {
     pub(super) cov: (f32, f32, f32),
 }
 
+/// The pixels within `radius` of `(y, x)` on every axis, clipped to a `rows x cols` image: rows
+/// `r0..r1` and columns `c0..c1`, returned as `(r0, r1, c0, c1)`.
+pub(super) fn window_around(
+    y: f32,
+    x: f32,
+    radius: f32,
+    rows: usize,
+    cols: usize,
+) -> (usize, usize, usize, usize) {
+    let r0 = (y - radius).floor().max(0.0) as usize;
+    let r1 = ((y + radius).ceil() + 1.0).min(rows as f32) as usize;
+    let c0 = (x - radius).floor().max(0.0) as usize;
+    let c1 = ((x + radius).ceil() + 1.0).min(cols as f32) as usize;
+    (r0, r1, c0, c1)
+}
+
 /// Adaptive (Gaussian-weighted, iterated) moments on the background-subtracted `work` image starting at
 /// `(y, x)`. `None` when they do not converge to a positive size.
 ///
@@ -43,10 +59,7 @@ pub(super) fn adaptive_moments(
         let sw = sw2.sqrt();
         let radius = (3.5 * sw).ceil().clamp(3.0, 40.0);
         // (the neighbour search reaches 48 px, beyond this window)
-        let r0 = (yc - radius).floor().max(0.0) as usize;
-        let r1 = ((yc + radius).ceil() + 1.0).min(rows as f32) as usize;
-        let c0 = (xc - radius).floor().max(0.0) as usize;
-        let c1 = ((xc + radius).ceil() + 1.0).min(cols as f32) as usize;
+        let (r0, r1, c0, c1) = window_around(yc, xc, radius, rows, cols);
         let inv = 0.5 / sw2;
         // The round Gaussian weight is separable: exp(-(dx^2 + dy^2) inv) = ex(c) * ey(r).
         ex.clear();
@@ -246,4 +259,18 @@ pub(super) fn fit_moffat(bins: &[(f64, f64, f64)], amp0: f64, fwhm0: f64) -> Opt
     }
     let fwhm = fwhm_of(p[2], p[3]);
     (p[1] > 0.0 && fwhm.is_finite() && fwhm > 0.0).then_some((fwhm as f32, p[0] as f32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_around_is_clipped_to_the_image() {
+        assert_eq!(window_around(1.2, 98.7, 3.0, 100, 100), (0, 6, 95, 100));
+        assert_eq!(window_around(50.0, 50.0, 2.0, 100, 100), (48, 53, 48, 53));
+        // A centre outside the image gives an empty window, not a panic.
+        let (r0, r1, c0, c1) = window_around(-10.0, 200.0, 2.0, 100, 100);
+        assert!(r0 >= r1 && c0 >= c1);
+    }
 }
