@@ -5,6 +5,8 @@
 //! What it does not: buffer, block or decide how progress is shown.
 
 use serde::Serialize;
+
+use crate::report::{lossy_opt_path, lossy_path, LiveSummary, RunSummary};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -68,7 +70,76 @@ pub enum Event {
         /// Whether this tile was valid.
         valid: bool,
     },
-    /// Something a user should know that does not stop the run.
+    // Live sessions ([`crate::live::LiveSession`]).
+    /// A checkpoint was loaded: the session continues from it.
+    Resumed {
+        /// The checkpoint folder.
+        #[serde(serialize_with = "lossy_path")]
+        checkpoint: PathBuf,
+        /// Frames already used.
+        frames_used: usize,
+        /// Frames already rejected.
+        frames_rejected: usize,
+    },
+    /// A new frame was read (bootstrap included).
+    FrameSeen {
+        /// File name or `memory:<n>`.
+        name: String,
+        /// Frames seen by this session so far.
+        seen: usize,
+    },
+    /// The bootstrap ran: the grid is fixed.
+    Bootstrapped {
+        /// Bootstrap frames.
+        frames: usize,
+        /// Tile size, px.
+        tile_size_px: usize,
+        /// Tiles.
+        tiles: usize,
+    },
+    /// A frame was added (used by at least one tile).
+    FrameUsed {
+        /// The frame.
+        name: String,
+        /// Tiles that used it.
+        tiles_used: usize,
+        /// Tiles that rejected it.
+        tiles_rejected: usize,
+        /// Pixels rejected as outliers.
+        pixels_rejected: usize,
+        /// The most common tile rejection reason, if any.
+        reason: Option<String>,
+    },
+    /// A frame or file was not used, and why.
+    FrameRejected {
+        /// The frame or file.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A snapshot was published.
+    Snapshot {
+        /// The FITS file (None for in-memory sessions without output).
+        #[serde(serialize_with = "lossy_opt_path")]
+        path: Option<PathBuf>,
+        /// Frames in it.
+        frames_used: usize,
+        /// Latency of the newest frame in it (handed out -> published), s.
+        latency_s: f64,
+        /// Largest latency among the frames it newly includes, s.
+        max_latency_s: f64,
+        /// Resident memory of the process when it was published, MiB.
+        resident_mib: Option<u64>,
+    },
+    /// The checkpoint was written.
+    Checkpoint {
+        /// The folder.
+        #[serde(serialize_with = "lossy_path")]
+        dir: PathBuf,
+        /// Frames used in it.
+        frames_used: usize,
+    },
+    /// Something a user should know that does not stop the run or session.
     Warning {
         /// The message.
         message: String,
@@ -76,15 +147,12 @@ pub enum Event {
     /// The run finished; the summary follows.
     Finished {
         /// The summary.
-        summary: crate::pipeline::RunSummary,
+        summary: RunSummary,
     },
-}
-
-/// Serializes a path as a string, replacing bytes that are not UTF-8 with U+FFFD: a frame named
-/// `bad\xff.fits` must not make its event (or the tile report) unserializable.
-///
-/// # Errors
-/// Only the serializer's own.
-pub fn lossy_path<S: serde::Serializer>(path: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&path.to_string_lossy())
+    /// A live session ended; its summary follows (`"event": "finished"` in JSON, like a run's).
+    #[serde(rename = "finished")]
+    SessionFinished {
+        /// The summary.
+        summary: LiveSummary,
+    },
 }

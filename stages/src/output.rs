@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use tlr_core::fits::{self, Card, CardValue, OutputMeta, SampleFormat};
 use tlr_core::preview;
 
+use crate::batch::RunOutput;
 use crate::error::StageError;
-use crate::pipeline::RunOutput;
 
 /// Which diagnostics to write (`v4.diagnostics.*`).
 #[derive(Debug, Clone, Copy)]
@@ -84,8 +84,8 @@ pub fn output_meta(run: &RunOutput, kind: &str) -> OutputMeta {
         card_str(
             "TLRMODE",
             match s.registration {
-                crate::pipeline::Registration::TileLocal => "tile-local",
-                crate::pipeline::Registration::GlobalOnly => "global",
+                crate::batch::Registration::TileLocal => "tile-local",
+                crate::batch::Registration::GlobalOnly => "global",
             },
             "registration mode",
         ),
@@ -546,9 +546,9 @@ pub fn write_diagnostics(
     let report_path = dir.join(TILE_REPORT);
     #[derive(serde::Serialize)]
     struct Report<'a> {
-        summary: &'a crate::pipeline::RunSummary,
-        frames: &'a [crate::pipeline::FrameSummary],
-        tiles: &'a [crate::accumulator::TileSummary],
+        summary: &'a crate::report::RunSummary,
+        frames: &'a [crate::report::FrameSummary],
+        tiles: &'a [crate::report::TileSummary],
     }
     let report = Report {
         summary: &run.summary,
@@ -594,7 +594,7 @@ pub fn write_diagnostics(
         written.push(fits_out(WARP_DY, dy.view())?);
         let png = dir.join(WARP_FIELD);
         let slot = strongest_frame(&dx, &dy);
-        let valid: Vec<&crate::accumulator::TileSummary> =
+        let valid: Vec<&crate::report::TileSummary> =
             run.tiles.iter().filter(|t| t.valid).collect();
         let boxes: Vec<tlr_core::TileBox> = valid.iter().map(|t| t.tile).collect();
         let arrows: Vec<tlr_core::Shift> = valid

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+use tlr::batch::TileProcessor;
 use tlr::events::no_events;
-use tlr::workers::TileProcessor;
 use tlr::{Event, EventSink, FrameStore, Input, MemoryFrames, PipelineOptions, StageError};
 use tlr_core::operator::{self, TileStack};
 use tlr_core::simulate::{Scenario, SimConfig, Simulation};
@@ -34,7 +34,7 @@ fn options(workers: usize) -> PipelineOptions {
 }
 
 fn core_processor(options: &PipelineOptions) -> TileProcessor {
-    let params = tlr::pipeline::operator_params(&options.config, options.registration);
+    let params = tlr::batch::operator_params(&options.config, options.registration);
     Arc::new(move |stack: &TileStack| operator::reconstruct_tile(stack, &params))
 }
 
@@ -273,7 +273,7 @@ fn a_corrupt_frame_is_skipped_or_fatal_when_strict() {
             inner: memory.clone(),
             bad: 5,
         };
-        let runtime = tlr::pipeline::build_runtime(2).unwrap();
+        let runtime = tlr::build_runtime(2).unwrap();
         runtime.block_on(tlr::run(
             Input::Store(Arc::new(store)),
             PipelineOptions {

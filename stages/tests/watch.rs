@@ -487,7 +487,7 @@ fn live_session_is_bit_identical_for_any_worker_count() {
         let mut settings = LiveSettings::new(Config::default());
         settings.bootstrap_frames = Some(5);
         settings.parallel_tiles = NonZeroUsize::new(workers).expect("workers");
-        let runtime = tlr::pipeline::build_runtime(workers).expect("runtime");
+        let runtime = tlr::build_runtime(workers).expect("runtime");
         runtime.block_on(async {
             let session = LiveSession::start_memory(settings, Arc::new(|_| {})).expect("start");
             let snapshots = session.subscribe();

@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 
 use tlr_core::operator::{OperatorParams, TileResult, TileStack};
 
+use super::job::TileJob;
 use crate::error::StageError;
-use crate::reader::TileJob;
 
 /// The per-tile computation. The pipeline uses the core operator; tests wrap it (e.g. to add delays).
 pub type TileProcessor = Arc<dyn Fn(&TileStack) -> TileResult + Send + Sync>;

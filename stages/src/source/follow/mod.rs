@@ -3,7 +3,7 @@
 //!
 //! What it does ([`Follower`]):
 //! - first hands out the frames already in the folder, in scan order (`DATE-OBS`, then file name,
-//!   see [`crate::scan::sort_frames`]), then every new frame once it is complete, as
+//!   see [`tlr_core::scan::sort_frames`]), then every new frame once it is complete, as
 //!   [`FollowEvent::Ready`]. Files it cannot use become one [`FollowEvent::Skipped`] with a reason;
 //! - learns about changes from file events (`notify`: inotify on Linux, which also reports
 //!   close-after-write) or, with [`FollowOptions::poll`], from `notify`'s polling watcher (network
@@ -20,7 +20,7 @@
 //!    "unchanged for" is at least its age minus 2 s (FAT stores times in 2 s steps), so a folder
 //!    of old frames starts without waiting and a stale truncated file found at start is given up
 //!    at once; with `poll` (network shares, whose clocks may differ) only observation counts;
-//! 2. [`crate::fits::read_header`]'s checks pass: FITS signature, `END` card, file length at least
+//! 2. [`tlr_core::fits::read_header`]'s checks pass: FITS signature, `END` card, file length at least
 //!    the header plus the padded data that BITPIX and NAXISn promise;
 //! 3. with [`FollowOptions::check_pixels`] (default), at least one pixel is finite (rows are read in
 //!    bands until the first finite value, so a normal frame costs one small read);
@@ -39,7 +39,7 @@
 //! - silently ignored, never reported: hidden files (`.name`), temporary files (`*.tmp`, `*.temp`,
 //!   `*.part`, `*.partial`, `*.crdownload`, `*.swp`, `name~`), names not matching
 //!   [`FollowOptions::patterns`], [`FollowOptions::exclude`]d paths, sub-folders, and tlr's own
-//!   outputs (header `CREATOR` starting with `tlr`, [`crate::fits::is_own_output`]): a snapshot
+//!   outputs (header `CREATOR` starting with `tlr`, [`tlr_core::fits::is_own_output`]): a snapshot
 //!   written into the watched folder every frame would otherwise flood the report;
 //! - a frame is handed out at most once per file name, ever: a file that changes after it was
 //!   handed out (rewritten) is not handed out again; the change is reported once as
@@ -64,8 +64,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 
-use crate::fits::{self, FitsError, FitsReader, FrameHeader};
-use crate::scan::{self, NameFilter, ScanError};
+use tlr_core::fits::{self, FitsError, FitsReader, FrameHeader};
+use tlr_core::scan::{self, NameFilter, ScanError};
 
 /// File name endings of temporary files, compared case-insensitively; never frames.
 pub const TEMP_SUFFIXES: &[&str] = &[
@@ -97,7 +97,7 @@ const FITS_SIGNATURE: &[u8] = b"SIMPLE  = ";
 #[derive(Debug, Clone, PartialEq)]
 pub struct FollowOptions {
     /// Glob patterns matched case-insensitively against file names (default
-    /// [`crate::scan::DEFAULT_PATTERNS`]).
+    /// [`tlr_core::scan::DEFAULT_PATTERNS`]).
     pub patterns: Vec<String>,
     /// Files never looked at (e.g. the output file of the session when it lies in the folder).
     /// Compared by folder (canonicalised) and file name, so the file need not exist yet.
@@ -271,9 +271,9 @@ type Message = (Instant, notify::Result<Event>);
 /// ```no_run
 /// use std::path::Path;
 /// use std::time::Duration;
-/// use tlr_core::follow::{FollowEvent, FollowOptions, Follower};
+/// use tlr::source::follow::{FollowEvent, FollowOptions, Follower};
 ///
-/// # fn main() -> Result<(), tlr_core::follow::FollowError> {
+/// # fn main() -> Result<(), tlr::source::follow::FollowError> {
 /// let mut follower = Follower::new(Path::new("/data/lights"), FollowOptions::default())?;
 /// follower.mark_seen(["light_0001.fits", "light_0002.fits"]); // used by an earlier session
 /// // Stop after one minute without news (a real session also stops on Ctrl-C).
@@ -878,7 +878,7 @@ impl Follower {
                         if unchanged_for >= opts.give_up_after {
                             let reason = format!(
                                 "{}; unchanged for {:.1} s, so it is skipped (looked at again if it changes)",
-                                crate::report(&e),
+                                tlr_core::report(&e),
                                 unchanged_for.as_secs_f64()
                             );
                             self.skip(name, path, Some(sig), reason);
@@ -889,7 +889,7 @@ impl Follower {
                     Trouble::Broken => {
                         p.broken += 1;
                         if p.broken > opts.retries {
-                            self.skip(name, path, Some(sig), crate::report(&e));
+                            self.skip(name, path, Some(sig), tlr_core::report(&e));
                         } else {
                             p.due = now + recheck;
                         }

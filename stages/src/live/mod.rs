@@ -11,7 +11,7 @@
 //! ```
 //!
 //! - The reader owns the frame source and all FITS reads of frames: it asks the
-//!   [`tlr_core::follow::Follower`] for the next complete frame only when it can send one, so frames
+//!   [`crate::source::follow::Follower`] for the next complete frame only when it can send one, so frames
 //!   that arrive faster than they are processed wait on disk (none is dropped; the follower hands
 //!   each out once). Pushed frames wait in a bounded channel ([`LiveSession::push`] waits).
 //! - The tile stage bootstraps the first `bootstrap_frames` frames (held as u16 camera counts) through
@@ -49,14 +49,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 use ndarray::Array2;
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::source::follow::{FollowEvent, FollowOptions, Follower};
 use tlr_core::config::Config;
 use tlr_core::fits::{self, OutputMeta, SampleFormat};
-use tlr_core::follow::{FollowEvent, FollowOptions, Follower};
 use tlr_core::global::{FrameQuality, GlobalPass};
 use tlr_core::live::{
     self as core_live, BootstrapFrame, BootstrapPlan, CheckpointSource, CompactImage, FrameFile,
@@ -66,147 +65,11 @@ use tlr_core::mosaic::{psi, Mosaic};
 use tlr_core::operator::FrameReport;
 use tlr_core::TileBox;
 
+use crate::batch::{operator_params, Registration};
 use crate::error::StageError;
+use crate::events::{Event, EventSink};
 use crate::memory::{peak_rss_bytes, rss_bytes};
-use crate::pipeline::{operator_params, Registration};
-
-/// A callback receiving every [`LiveEvent`]; it runs on pipeline tasks and must return quickly.
-pub type LiveEventSink = Arc<dyn Fn(&LiveEvent) + Send + Sync>;
-
-/// What a live session reports.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum LiveEvent {
-    /// A checkpoint was loaded: the session continues from it.
-    Resumed {
-        /// The checkpoint folder.
-        #[serde(serialize_with = "lossy::path")]
-        checkpoint: PathBuf,
-        /// Frames already used.
-        frames_used: usize,
-        /// Frames already rejected.
-        frames_rejected: usize,
-    },
-    /// A new frame was read (bootstrap included).
-    FrameSeen {
-        /// File name or `memory:<n>`.
-        name: String,
-        /// Frames seen by this session so far.
-        seen: usize,
-    },
-    /// The bootstrap ran: the grid is fixed.
-    Bootstrapped {
-        /// Bootstrap frames.
-        frames: usize,
-        /// Tile size, px.
-        tile_size_px: usize,
-        /// Tiles.
-        tiles: usize,
-    },
-    /// A frame was added (used by at least one tile).
-    FrameUsed {
-        /// The frame.
-        name: String,
-        /// Tiles that used it.
-        tiles_used: usize,
-        /// Tiles that rejected it.
-        tiles_rejected: usize,
-        /// Pixels rejected as outliers.
-        pixels_rejected: usize,
-        /// The most common tile rejection reason, if any.
-        reason: Option<String>,
-    },
-    /// A frame or file was not used, and why.
-    FrameRejected {
-        /// The frame or file.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// A snapshot was published.
-    Snapshot {
-        /// The FITS file (None for in-memory sessions without output).
-        #[serde(serialize_with = "lossy::opt_path")]
-        path: Option<PathBuf>,
-        /// Frames in it.
-        frames_used: usize,
-        /// Latency of the newest frame in it (handed out -> published), s.
-        latency_s: f64,
-        /// Largest latency among the frames it newly includes, s.
-        max_latency_s: f64,
-        /// Resident memory of the process when it was published, MiB.
-        resident_mib: Option<u64>,
-    },
-    /// The checkpoint was written.
-    Checkpoint {
-        /// The folder.
-        #[serde(serialize_with = "lossy::path")]
-        dir: PathBuf,
-        /// Frames used in it.
-        frames_used: usize,
-    },
-    /// Something the user should know that does not stop the session.
-    Warning {
-        /// The message.
-        message: String,
-    },
-    /// The session ended.
-    Finished {
-        /// Figures.
-        summary: LiveSummary,
-    },
-}
-
-/// Paths in JSON as text, U+FFFD for bytes that are not UTF-8 (serde refuses such paths, which would
-/// lose the whole event); the checkpoint keeps names exactly.
-mod lossy {
-    use serde::Serializer;
-    use std::path::{Path, PathBuf};
-
-    pub fn path<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&p.to_string_lossy())
-    }
-
-    pub fn opt_path<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
-        match p {
-            Some(p) => s.serialize_some(&p.to_string_lossy()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn skipped<S: Serializer>(v: &[(PathBuf, String)], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(|(p, r)| (p.to_string_lossy(), r)))
-    }
-}
-
-/// Figures of a finished live session.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct LiveSummary {
-    /// Frames seen by this session (not counting a resumed checkpoint's).
-    pub frames_seen: usize,
-    /// Names of all frames used, checkpointed sessions included, in order.
-    pub frames_used: Vec<String>,
-    /// Names of all frames rejected (whole frame), checkpointed sessions included.
-    pub frames_rejected: Vec<String>,
-    /// Files the follower skipped, with reasons.
-    #[serde(serialize_with = "lossy::skipped")]
-    pub files_skipped: Vec<(PathBuf, String)>,
-    /// Snapshots published.
-    pub snapshots: usize,
-    /// Largest latency from frame hand-out to the snapshot including it, s.
-    pub max_latency_s: f64,
-    /// Mean such latency, s.
-    pub mean_latency_s: f64,
-    /// Frames processed per second of processing time (bootstrap excluded).
-    pub frames_per_s: f64,
-    /// Wall time of the session, s.
-    pub elapsed_s: f64,
-    /// Peak resident memory of the process, MiB.
-    pub peak_rss_mib: Option<u64>,
-    /// Resident memory at the end, MiB.
-    pub rss_mib: Option<u64>,
-}
+use crate::report::LiveSummary;
 
 /// When snapshots are published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,7 +218,7 @@ impl LiveSession {
     ///
     /// # Errors
     /// An unreadable checkpoint.
-    pub fn start_memory(settings: LiveSettings, events: LiveEventSink) -> Result<Self, StageError> {
+    pub fn start_memory(settings: LiveSettings, events: EventSink) -> Result<Self, StageError> {
         let (tx, rx) = mpsc::channel(settings.channel_capacity.get());
         let mut session = Self::start(Feed::Memory(rx), settings, events)?;
         session.push_tx = Some(tx);
@@ -370,7 +233,7 @@ impl LiveSession {
         dir: &Path,
         mut follow: FollowOptions,
         settings: LiveSettings,
-        events: LiveEventSink,
+        events: EventSink,
     ) -> Result<Self, StageError> {
         follow.exclude.extend(settings.output.iter().cloned());
         if let Some(out) = &settings.output {
@@ -384,7 +247,7 @@ impl LiveSession {
     fn start(
         mut feed: Feed,
         settings: LiveSettings,
-        events: LiveEventSink,
+        events: EventSink,
     ) -> Result<Self, StageError> {
         let started = Instant::now();
         let options = settings.live_options();
@@ -405,7 +268,7 @@ impl LiveSession {
         if let Some(dir) = &settings.checkpoint {
             if dir.join(core_live::CHECKPOINT_JSON).exists() {
                 let (mut state, reference) = resume(dir, &source, folder.as_deref())?;
-                events(&LiveEvent::Resumed {
+                events(&Event::Resumed {
                     checkpoint: dir.clone(),
                     frames_used: state.frames_used().len(),
                     frames_rejected: state.frames_rejected().len(),
@@ -494,7 +357,7 @@ impl LiveSession {
                 peak_rss_mib: peak_rss_bytes().map(|b| b >> 20),
                 rss_mib: rss_bytes().map(|b| b >> 20),
             };
-            events(&LiveEvent::Finished {
+            events(&Event::SessionFinished {
                 summary: summary.clone(),
             });
             Ok(summary)
@@ -617,7 +480,7 @@ fn read_frames(
     reference: Option<Array2<f32>>,
     mut known: HashMap<FrameKey, String>,
     frame_tx: mpsc::Sender<FrameMsg>,
-    events: LiveEventSink,
+    events: EventSink,
     cancel: CancellationToken,
     until_idle: Option<Duration>,
     skipped: Arc<std::sync::Mutex<Vec<(PathBuf, String)>>>,
@@ -627,7 +490,7 @@ fn read_frames(
         // A resumed session measures shifts against the same reference frame as before.
         let q = pass.add_frame(image.view());
         if !q.shift_ok {
-            events(&LiveEvent::Warning {
+            events(&Event::Warning {
                 message: "the checkpoint's global reference frame has too few stars; \
                           the next good frame becomes the reference"
                     .to_string(),
@@ -654,7 +517,7 @@ fn read_frames(
                     let file = match FrameFile::of(&header.path) {
                         Ok(file) => file,
                         Err(e) => {
-                            events(&LiveEvent::FrameRejected {
+                            events(&Event::FrameRejected {
                                 name,
                                 reason: format!(
                                     "cannot read `{}`: {}",
@@ -667,7 +530,7 @@ fn read_frames(
                     };
                     // The follower hands out each name once; a renamed frame comes under a new one.
                     if let Some(first) = known.get(&file.key()) {
-                        events(&LiveEvent::FrameRejected {
+                        events(&Event::FrameRejected {
                             name,
                             reason: format!(
                                 "same frame as `{first}` (same size, time and header: renamed or \
@@ -682,7 +545,7 @@ fn read_frames(
                             Some((name, image, arrival, Some(file)))
                         }
                         Err(e) => {
-                            events(&LiveEvent::FrameRejected {
+                            events(&Event::FrameRejected {
                                 name,
                                 reason: tlr_core::report(&e),
                             });
@@ -692,7 +555,7 @@ fn read_frames(
                     }
                 }
                 Ok(Some(FollowEvent::Skipped { path, reason })) => {
-                    events(&LiveEvent::FrameRejected {
+                    events(&Event::FrameRejected {
                         name: path.display().to_string(),
                         reason: reason.clone(),
                     });
@@ -703,7 +566,7 @@ fn read_frames(
                 }
                 Ok(None) => None,
                 Err(e) => {
-                    events(&LiveEvent::Warning {
+                    events(&Event::Warning {
                         message: tlr_core::report(&e),
                     });
                     None
@@ -728,7 +591,7 @@ fn read_frames(
         };
         last_activity = Instant::now();
         seen += 1;
-        events(&LiveEvent::FrameSeen {
+        events(&Event::FrameSeen {
             name: name.clone(),
             seen,
         });
@@ -764,7 +627,7 @@ async fn run_tiles(
     settings: LiveSettings,
     mut frame_rx: mpsc::Receiver<FrameMsg>,
     update_tx: mpsc::Sender<Update>,
-    events: LiveEventSink,
+    events: EventSink,
 ) -> Result<(Vec<String>, Vec<String>, f64, usize), StageError> {
     let mut boot: Vec<BootstrapFrame> = Vec::new();
     let mut boot_arrivals: Vec<Instant> = Vec::new();
@@ -809,7 +672,7 @@ async fn run_tiles(
                 for r in &reports {
                     report_event(&events, r);
                 }
-                events(&LiveEvent::Bootstrapped {
+                events(&Event::Bootstrapped {
                     frames: reports.len(),
                     tile_size_px: st.tile_px(),
                     tiles: st.tiles().len(),
@@ -832,7 +695,7 @@ async fn run_tiles(
         let plan = match st.plan(&msg.name, &msg.quality) {
             Ok(plan) => plan,
             Err(reason) => {
-                events(&LiveEvent::FrameRejected {
+                events(&Event::FrameRejected {
                     name: msg.name.clone(),
                     reason,
                 });
@@ -841,7 +704,7 @@ async fn run_tiles(
             }
         };
         if msg.image.dim() != st.dim() {
-            events(&LiveEvent::FrameRejected {
+            events(&Event::FrameRejected {
                 name: msg.name.clone(),
                 reason: format!(
                     "size {:?} differs from the session's {:?}",
@@ -929,7 +792,7 @@ async fn run_tiles(
                 state = Some(st);
                 let _ = update_tx.send(update).await;
             }
-            Err(e) => events(&LiveEvent::Warning {
+            Err(e) => events(&Event::Warning {
                 message: format!("{}; nothing was reconstructed", tlr_core::report(&e)),
             }),
         }
@@ -1023,7 +886,7 @@ async fn checkpoint(
     mut st: LiveState,
     settings: &LiveSettings,
     reference: &mut Option<Arc<Array2<f32>>>,
-    events: &LiveEventSink,
+    events: &EventSink,
 ) -> Result<LiveState, StageError> {
     let Some(dir) = settings.checkpoint.clone() else {
         return Ok(st);
@@ -1045,16 +908,16 @@ async fn checkpoint(
         *reference = image;
     }
     result.map_err(|e| StageError::input("checkpoint", tlr_core::report(&e)))?;
-    events(&LiveEvent::Checkpoint {
+    events(&Event::Checkpoint {
         dir,
         frames_used: st.frames_used().len(),
     });
     Ok(st)
 }
 
-fn report_event(events: &LiveEventSink, r: &core_live::LiveFrameReport) {
+fn report_event(events: &EventSink, r: &core_live::LiveFrameReport) {
     if r.tiles_used > 0 {
-        events(&LiveEvent::FrameUsed {
+        events(&Event::FrameUsed {
             name: r.name.clone(),
             tiles_used: r.tiles_used,
             tiles_rejected: r.tiles_rejected,
@@ -1062,7 +925,7 @@ fn report_event(events: &LiveEventSink, r: &core_live::LiveFrameReport) {
             reason: r.reason.clone(),
         });
     } else {
-        events(&LiveEvent::FrameRejected {
+        events(&Event::FrameRejected {
             name: r.name.clone(),
             reason: r
                 .reason
@@ -1078,7 +941,7 @@ async fn publish(
     settings: LiveSettings,
     mut update_rx: mpsc::Receiver<Update>,
     snap_tx: watch::Sender<Option<Snapshot>>,
-    events: LiveEventSink,
+    events: EventSink,
 ) -> Result<(usize, f64, f64), StageError> {
     let mut latest: Option<Update> = None;
     // Arrival times of frames not yet in a published snapshot (bounded by the schedule).
@@ -1132,7 +995,7 @@ async fn publish(
                 latency_n += lat.len();
                 max_latency = max_latency.max(oldest);
                 snapshots += 1;
-                events(&LiveEvent::Snapshot {
+                events(&Event::Snapshot {
                     path,
                     frames_used: update.frames_used,
                     latency_s: if newest.is_finite() { newest } else { 0.0 },

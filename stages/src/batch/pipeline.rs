@@ -30,13 +30,15 @@ use tlr_core::operator::{self, OperatorParams};
 use tlr_core::scan::{self, ScanOptions};
 use tlr_core::tile;
 
-use crate::accumulator::{Accumulator, TileSummary};
+use super::accumulator::Accumulator;
+use super::global_pass::{GlobalSummary, UsedFrame};
+use super::reader::{FrameReader, ReadPlan};
+use super::workers::{TileProcessor, Workers};
 use crate::error::StageError;
 use crate::events::{Event, EventSink};
 use crate::memory::{bytes_read, peak_rss_bytes, MemoryGuard};
-use crate::reader::{FrameReader, GlobalSummary, ReadPlan};
+use crate::report::{FrameSummary, RunSummary, TileSummary};
 use crate::source::{ColourFrames, FileFrames, FrameStore, MemoryFrames};
-use crate::workers::{TileProcessor, Workers};
 
 /// Where the frames come from.
 pub enum Input {
@@ -102,65 +104,6 @@ impl Default for PipelineOptions {
     }
 }
 
-/// Figures of a finished run (also the JSON summary of the CLI).
-#[derive(Debug, Clone, Serialize)]
-pub struct RunSummary {
-    /// Frames found.
-    pub frames_total: usize,
-    /// Frames that took part in the reconstruction.
-    pub frames_used: usize,
-    /// Frames left out (with reasons in the events / report).
-    pub frames_skipped: usize,
-    /// Tiles in the grid.
-    pub tiles_total: usize,
-    /// Tiles reconstructed.
-    pub tiles_valid: usize,
-    /// Tile size, px.
-    pub tile_size_px: usize,
-    /// Search margin around each tile, px.
-    pub margin_px: usize,
-    /// Median star FWHM of the input frames, px.
-    pub median_fwhm_px: f32,
-    /// Workers used.
-    pub parallel_tiles: usize,
-    /// Registration mode.
-    pub registration: Registration,
-    /// Sum of the used frames' exposure times, s (when known).
-    pub exposure_total_s: Option<f64>,
-    /// DATE-OBS of the first used frame.
-    pub date_obs_first: Option<String>,
-    /// Wall time of the run, s.
-    pub elapsed_s: f64,
-    /// Peak resident memory of the process so far, MiB.
-    pub peak_rss_mib: Option<u64>,
-    /// Bytes the process read during the run (frames, and anything else it read), when measurable.
-    pub bytes_read: Option<u64>,
-    /// Digest of the effective configuration (also in the FITS HISTORY).
-    pub config_digest: String,
-}
-
-/// Per-frame outcome of the global pass.
-#[derive(Debug, Clone, Serialize)]
-pub struct FrameSummary {
-    /// The file or `memory:<index>` (in JSON, bytes that are not UTF-8 become U+FFFD).
-    #[serde(serialize_with = "crate::events::lossy_path")]
-    pub label: PathBuf,
-    /// Used in the reconstruction.
-    pub used: bool,
-    /// Global weight G_f (0 when unused).
-    pub weight: f32,
-    /// Background level, ADU.
-    pub background: Option<f32>,
-    /// Noise, ADU.
-    pub noise: Option<f32>,
-    /// Median star FWHM, px.
-    pub fwhm_px: Option<f32>,
-    /// Stars detected.
-    pub stars: Option<usize>,
-    /// Global shift relative to the reference frame, px.
-    pub shift: Option<tlr_core::Shift>,
-}
-
 /// The colour part of a colour run's result.
 #[derive(Debug, Clone)]
 pub struct ColourResult {
@@ -204,7 +147,7 @@ pub struct RunOutput {
     /// Global shift per frame that entered the tile phase (slot order of the tiles' frame reports),
     /// including a frame that failed to read later in the run ([`FrameSummary::used`] is false for it,
     /// and the summary does not count it).
-    pub used_frames: Vec<crate::reader::UsedFrame>,
+    pub used_frames: Vec<UsedFrame>,
 }
 
 /// The number of workers a run uses.
@@ -397,7 +340,7 @@ pub async fn run(
     // A frame that failed to read in the tile phase is counted as unused everywhere (header, summary,
     // report, events), although tiles read before the failure include it: the counts never overstate.
     let frames = frame_summaries(store.as_ref(), &global, &tile_phase.failed);
-    let combined: Vec<&crate::reader::UsedFrame> = used_frames
+    let combined: Vec<&UsedFrame> = used_frames
         .iter()
         .filter(|f| !tile_phase.failed.contains(&f.index))
         .collect();

@@ -10,40 +10,13 @@ use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 
 use tlr_core::mosaic::{psi, Mosaic};
-use tlr_core::operator::{FrameReport, TileResult};
-use tlr_core::{Shift, TileBox};
+use tlr_core::operator::TileResult;
+use tlr_core::TileBox;
 
+use super::workers::TileDone;
 use crate::error::StageError;
 use crate::events::{Event, EventSink};
-use crate::workers::TileDone;
-
-/// Everything about one tile except its pixels, for reports and diagnostics.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TileSummary {
-    /// The tile's box.
-    pub tile: TileBox,
-    /// Whether it was reconstructed.
-    pub valid: bool,
-    /// Why not, when invalid.
-    pub invalid_reason: Option<String>,
-    /// Frames that contributed.
-    pub frames_used: usize,
-    /// Mean registration correlation of the used frames.
-    pub mean_cc: f32,
-    /// Var(dx) + Var(dy) of the used shifts, px².
-    pub warp_variance: f32,
-    /// Mean shift of the used frames relative to the global motion, px.
-    pub mean_shift: Shift,
-    /// Operator iterations run.
-    pub iterations: usize,
-    /// Set when the tile fell back to the global motion, and why.
-    pub fallback: Option<String>,
-    /// Blend weight factor psi(warp variance) applied.
-    pub psi: f32,
-    /// Per-frame details.
-    #[serde(skip)]
-    pub frames: Vec<FrameReport>,
-}
+use crate::report::TileSummary;
 
 /// What the accumulator hands back.
 pub struct Accumulated {
