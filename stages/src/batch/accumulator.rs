@@ -1,13 +1,15 @@
-//! The ordered accumulator: the one task that owns the output image. It receives tile results in any
-//! order, keeps them in a reorder buffer, and applies them to the mosaic strictly in sequence order, so the
-//! floating-point sums — and the output bytes — are the same for any worker count and completion order.
+//! The ordered accumulator: the one task that owns the output image. It takes tile results in tile
+//! order from the worker pool ([`super::workers::Pool::ordered`] restores the order within its bounded
+//! reorder window) and adds them to the mosaic one after the other, so the floating-point sums — and the
+//! output bytes — are the same for any worker count and completion order.
 //!
-//! The reorder buffer is bounded by the window semaphore shared with the workers: a result's permit is
-//! released only when the tile has been applied. In colour mode each Bayer plane is blended by a mosaic
-//! of its own (same tiles, same weights). What it does not: reconstruct, read or write files.
+//! The blending itself is [`Blend`]: Hann-window overlap-add with each tile weighted by psi of its warp
+//! variance; in colour mode each Bayer plane is blended by a mosaic of its own (same tiles, same
+//! weights). Live sessions blend every frame's tiles with the same [`Blend`] (the incremental
+//! accumulator of [`crate::live`]). What it does not: reconstruct, read or write files.
 
-use std::collections::BTreeMap;
-use tokio::sync::mpsc;
+use futures_util::stream::{Stream, StreamExt};
+use ndarray::{Array2, Array3, ArrayView2};
 
 use tlr_core::mosaic::{psi, Mosaic};
 use tlr_core::operator::TileResult;
@@ -18,124 +20,141 @@ use crate::error::StageError;
 use crate::events::{Event, EventSink};
 use crate::report::TileSummary;
 
-/// What the accumulator hands back.
-pub struct Accumulated {
-    /// The blended image (NaN where no valid tile reached).
-    pub image: ndarray::Array2<f32>,
-    /// Colour mode: the blended planes `(4, rows, cols)` (R, G1, G2, B); `None` for mono.
-    pub planes: Option<ndarray::Array3<f32>>,
-    /// One summary per tile, in tile order.
-    pub tiles: Vec<TileSummary>,
-}
-
-/// The accumulator stage.
-pub struct Accumulator {
+/// The overlap-add of tiles into one image (and, in colour mode, into one image per Bayer plane).
+/// Tiles must be added in tile order for bit-identical sums.
+pub(crate) struct Blend {
     mosaic: Mosaic,
     planes: Vec<Mosaic>,
-    total: usize,
     variance_sigma: f32,
-    events: EventSink,
 }
 
-impl Accumulator {
-    /// An accumulator for `tiles` of an image of `rows` x `cols`; `variance_sigma` is
-    /// `registration.local_tiles.variance_window_sigma` (psi's sigma).
-    pub fn new(
+impl Blend {
+    /// A blend of `tiles` into an image of `rows` x `cols` with `planes` colour planes (0 for mono);
+    /// `variance_sigma` is `registration.local_tiles.variance_window_sigma` (psi's sigma).
+    pub(crate) fn new(
         rows: usize,
         cols: usize,
         tiles: &[TileBox],
+        planes: usize,
         variance_sigma: f32,
-        events: EventSink,
     ) -> Self {
         Self {
             mosaic: Mosaic::new(rows, cols, tiles),
-            planes: Vec::new(),
-            total: tiles.len(),
+            planes: (0..planes).map(|_| Mosaic::new(rows, cols, tiles)).collect(),
             variance_sigma,
-            events,
         }
     }
 
-    /// Blends `planes` colour planes too (one mosaic each, same tiles and weights as the image).
-    pub fn with_planes(
-        mut self,
-        planes: usize,
-        rows: usize,
-        cols: usize,
-        tiles: &[TileBox],
-    ) -> Self {
-        self.planes = (0..planes)
-            .map(|_| Mosaic::new(rows, cols, tiles))
-            .collect();
-        self
+    /// The blend weight factor of a tile with this warp variance.
+    pub(crate) fn psi(&self, warp_variance: f32) -> f32 {
+        psi(warp_variance, self.variance_sigma)
     }
 
-    /// Applies results from `result_rx` in sequence order until the channel closes.
+    /// Adds `image` (and its colour `planes`) of `tile` with the blend weight factor `weight`.
+    pub(crate) fn add(
+        &mut self,
+        tile: &TileBox,
+        image: ArrayView2<f32>,
+        planes: &[Array2<f32>],
+        weight: f32,
+    ) {
+        self.mosaic.add(tile, image, weight);
+        for (mosaic, plane) in self.planes.iter_mut().zip(planes) {
+            mosaic.add(tile, plane.view(), weight);
+        }
+    }
+
+    /// The blended image (NaN where no tile reached) and, in colour mode, the planes `(planes, rows,
+    /// cols)`.
     ///
     /// # Errors
-    /// When results are missing at the end (a stage stopped early) or a sequence number repeats.
-    pub async fn run(
-        mut self,
-        mut result_rx: mpsc::Receiver<TileDone>,
-    ) -> Result<Accumulated, StageError> {
-        let mut pending: BTreeMap<usize, TileDone> = BTreeMap::new();
-        let mut next = 0usize;
-        let mut tiles = Vec::with_capacity(self.total);
-        while let Some(done) = result_rx.recv().await {
-            if done.seq < next || pending.contains_key(&done.seq) {
-                return Err(StageError::input(
-                    "accumulator",
-                    format!("tile sequence number {} arrived twice", done.seq),
-                ));
-            }
-            pending.insert(done.seq, done);
-            while let Some(ready) = pending.remove(&next) {
-                tiles.push(self.apply(ready.result, &ready.planes));
-                // Releasing the permit frees a place in the reorder window for the workers.
-                drop(ready.permit);
-                next += 1;
-                (self.events)(&Event::TileDone {
-                    done: next,
-                    total: self.total,
-                    valid: tiles.last().is_some_and(|t: &TileSummary| t.valid),
-                });
-            }
-        }
-        if next != self.total || !pending.is_empty() {
-            return Err(StageError::input(
-                "accumulator",
-                format!(
-                    "only {next} of {} tiles arrived (the run stopped early)",
-                    self.total
-                ),
-            ));
-        }
+    /// Colour planes of different shapes (cannot happen: they share the tiles).
+    pub(crate) fn finish(self) -> Result<(Array2<f32>, Option<Array3<f32>>), StageError> {
         let planes = if self.planes.is_empty() {
             None
         } else {
-            let finished: Vec<ndarray::Array2<f32>> =
-                self.planes.into_iter().map(Mosaic::finish).collect();
-            let views: Vec<ndarray::ArrayView2<f32>> = finished.iter().map(|p| p.view()).collect();
+            let finished: Vec<Array2<f32>> = self.planes.into_iter().map(Mosaic::finish).collect();
+            let views: Vec<ArrayView2<f32>> = finished.iter().map(|p| p.view()).collect();
             Some(
                 ndarray::stack(ndarray::Axis(0), &views)
                     .map_err(|e| StageError::input("accumulator", format!("colour planes: {e}")))?,
             )
         };
+        Ok((self.mosaic.finish(), planes))
+    }
+}
+
+/// What the accumulator hands back.
+pub(crate) struct Accumulated {
+    /// The blended image (NaN where no valid tile reached).
+    pub image: Array2<f32>,
+    /// Colour mode: the blended planes `(4, rows, cols)` (R, G1, G2, B); `None` for mono.
+    pub planes: Option<Array3<f32>>,
+    /// One summary per tile, in tile order.
+    pub tiles: Vec<TileSummary>,
+}
+
+/// The accumulator stage.
+pub(crate) struct Accumulator {
+    blend: Blend,
+    total: usize,
+    events: EventSink,
+}
+
+impl Accumulator {
+    /// An accumulator of `total` tiles into `blend`.
+    pub(crate) fn new(blend: Blend, total: usize, events: EventSink) -> Self {
+        Self {
+            blend,
+            total,
+            events,
+        }
+    }
+
+    /// Applies the results of `results` (in tile order) until the stream ends.
+    ///
+    /// # Errors
+    /// The first error in `results` (a worker that panicked), or results missing at the end (a stage
+    /// stopped early).
+    pub(crate) async fn run(
+        mut self,
+        results: impl Stream<Item = Result<TileDone, StageError>>,
+    ) -> Result<Accumulated, StageError> {
+        let mut results = std::pin::pin!(results);
+        let mut tiles = Vec::with_capacity(self.total);
+        while let Some(done) = results.next().await {
+            let done = done?;
+            tiles.push(self.apply(done.result, &done.planes));
+            (self.events)(&Event::TileDone {
+                done: tiles.len(),
+                total: self.total,
+                valid: tiles.last().is_some_and(|t: &TileSummary| t.valid),
+            });
+        }
+        if tiles.len() != self.total {
+            return Err(StageError::input(
+                "accumulator",
+                format!(
+                    "only {} of {} tiles arrived (the run stopped early)",
+                    tiles.len(),
+                    self.total
+                ),
+            ));
+        }
+        let (image, planes) = self.blend.finish()?;
         Ok(Accumulated {
-            image: self.mosaic.finish(),
+            image,
             planes,
             tiles,
         })
     }
 
     /// Adds one result to the mosaic (valid tiles only) and returns its summary.
-    fn apply(&mut self, result: TileResult, planes: &[ndarray::Array2<f32>]) -> TileSummary {
-        let weight = psi(result.warp_variance, self.variance_sigma);
+    fn apply(&mut self, result: TileResult, planes: &[Array2<f32>]) -> TileSummary {
+        let weight = self.blend.psi(result.warp_variance);
         if result.valid {
-            self.mosaic.add(&result.tile, result.image.view(), weight);
-            for (mosaic, plane) in self.planes.iter_mut().zip(planes) {
-                mosaic.add(&result.tile, plane.view(), weight);
-            }
+            self.blend
+                .add(&result.tile, result.image.view(), planes, weight);
         }
         TileSummary {
             tile: result.tile,

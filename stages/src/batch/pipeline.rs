@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use tlr_core::config::Config;
@@ -30,10 +31,10 @@ use tlr_core::operator::{self, OperatorParams};
 use tlr_core::scan::{self, ScanOptions};
 use tlr_core::tile;
 
-use super::accumulator::Accumulator;
+use super::accumulator::{Accumulator, Blend};
 use super::global_pass::{GlobalSummary, UsedFrame};
 use super::reader::{FrameReader, ReadPlan};
-use super::workers::{TileProcessor, Workers};
+use super::workers::{batch_work, Pool, TileProcessor};
 use crate::error::StageError;
 use crate::events::{Event, EventSink};
 use crate::memory::{bytes_read, peak_rss_bytes, MemoryGuard};
@@ -287,25 +288,26 @@ pub async fn run(
 
     let capacity = options.channel_capacity.get();
     let (tile_tx, tile_rx) = mpsc::channel(capacity);
-    let (result_tx, result_rx) = mpsc::channel(capacity);
-    let window = Arc::new(Semaphore::new(window_size));
-    let workers = Workers::new(workers_n, processor, Arc::clone(&window))
-        .with_plane_params(operator_params(cfg, options.registration));
-    let mut accumulator = Accumulator::new(
+    let pool = Pool::new(workers_n, window_size);
+    let work = batch_work(
+        processor,
+        operator_params(cfg, options.registration),
+        workers_n,
+    );
+    let results = pool.ordered(ReceiverStream::new(tile_rx), work);
+    let blend = Blend::new(
         rows,
         cols,
         &tiles,
+        if store.planes() > 1 { store.planes() } else { 0 },
         cfg.registration.local_tiles.variance_window_sigma as f32,
-        Arc::clone(&events),
     );
-    if store.planes() > 1 {
-        accumulator = accumulator.with_planes(store.planes(), rows, cols, &tiles);
-    }
+    let accumulator = Accumulator::new(blend, tiles.len(), Arc::clone(&events));
     let used_frames = global.frames.clone();
     let reader_task =
         tokio::spawn(reader.run(plan, global.frames.clone(), tile_tx, cancel.clone()));
-    let workers_task = tokio::spawn(workers.run(tile_rx, result_tx));
-    let accumulator_task = tokio::spawn(accumulator.run(result_rx));
+    // The worker pool runs inside the accumulator's stream: its jobs are blocking tasks of their own.
+    let accumulator_task = tokio::spawn(accumulator.run(results));
 
     // Join in data-flow order; the first stage that failed is the one to report, since later stages
     // only see their input end early.
@@ -313,16 +315,11 @@ pub async fn run(
         stage: "reader",
         source,
     })?;
-    let workers_result = workers_task.await.map_err(|source| StageError::Join {
-        stage: "workers",
-        source,
-    })?;
     let accumulated = accumulator_task.await.map_err(|source| StageError::Join {
         stage: "accumulator",
         source,
     })?;
     let tile_phase = reader_result?;
-    workers_result?;
     let accumulated = accumulated?;
 
     let valid = accumulated.tiles.iter().filter(|t| t.valid).count();
