@@ -40,7 +40,9 @@ impl Blend {
     ) -> Self {
         Self {
             mosaic: Mosaic::new(rows, cols, tiles),
-            planes: (0..planes).map(|_| Mosaic::new(rows, cols, tiles)).collect(),
+            planes: (0..planes)
+                .map(|_| Mosaic::new(rows, cols, tiles))
+                .collect(),
             variance_sigma,
         }
     }

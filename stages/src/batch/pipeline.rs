@@ -299,7 +299,11 @@ pub async fn run(
         rows,
         cols,
         &tiles,
-        if store.planes() > 1 { store.planes() } else { 0 },
+        if store.planes() > 1 {
+            store.planes()
+        } else {
+            0
+        },
         cfg.registration.local_tiles.variance_window_sigma as f32,
     );
     let accumulator = Accumulator::new(blend, tiles.len(), Arc::clone(&events));

@@ -71,9 +71,10 @@ impl Pool {
             let (work, running) = (Arc::clone(&work), Arc::clone(&running));
             async move {
                 // Jobs wait for a worker in the order they were taken (the semaphore is fair).
-                let _worker = running.acquire_owned().await.map_err(|_| {
-                    StageError::input("workers", "the worker pool was closed")
-                })?;
+                let _worker = running
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| StageError::input("workers", "the worker pool was closed"))?;
                 tokio::task::spawn_blocking(move || work(job))
                     .await
                     .map_err(|source| StageError::Join {
