@@ -33,7 +33,7 @@ pub fn run(frames: usize) -> anyhow::Result<(usize, f32)> {
     let mut settings = LiveSettings::new(Config::default());
     settings.bootstrap_frames = Some(6);
 
-    let runtime = tlr::build_runtime(settings.parallel_tiles.get())?;
+    let runtime = tlr::build_runtime(settings.parallel_tiles().get())?;
     let (summary, last) = runtime.block_on(async {
         let mut session = LiveSession::start_memory(settings, events)?;
         let snapshots = session.subscribe();

@@ -27,10 +27,9 @@ fn frames(n: usize, size: usize, scenario: Scenario) -> Vec<Array2<f32>> {
 }
 
 fn options(workers: usize) -> PipelineOptions {
-    PipelineOptions {
-        parallel_tiles: NonZeroUsize::new(workers),
-        ..PipelineOptions::default()
-    }
+    let mut o = PipelineOptions::default();
+    o.config.v4.parallel_tiles = Some(workers);
+    o
 }
 
 fn core_processor(options: &PipelineOptions) -> TileProcessor {

@@ -470,7 +470,6 @@ fn hard_kill_and_restart_uses_every_frame_once() {
 /// fails the global pass does not invalidate the others.
 #[test]
 fn live_session_is_bit_identical_for_any_worker_count() {
-    use std::num::NonZeroUsize;
     use std::sync::Arc;
     use tlr::live::{LiveSession, LiveSettings};
     use tlr_core::config::Config;
@@ -484,9 +483,10 @@ fn live_session_is_bit_identical_for_any_worker_count() {
         ..SimConfig::default()
     });
     let run = |workers: usize| -> (Vec<u32>, Vec<String>) {
-        let mut settings = LiveSettings::new(Config::default());
+        let mut config = Config::default();
+        config.v4.parallel_tiles = Some(workers);
+        let mut settings = LiveSettings::new(config);
         settings.bootstrap_frames = Some(5);
-        settings.parallel_tiles = NonZeroUsize::new(workers).expect("workers");
         let runtime = tlr::build_runtime(workers).expect("runtime");
         runtime.block_on(async {
             let session = LiveSession::start_memory(settings, Arc::new(|_| {})).expect("start");

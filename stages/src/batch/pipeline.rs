@@ -72,9 +72,6 @@ pub enum Registration {
 pub struct PipelineOptions {
     /// The reconstruction configuration (YAML).
     pub config: Config,
-    /// Worker count; `None` = the configuration's `v4.parallel_tiles` rules for this machine. The library
-    /// does not second-guess an explicit value (the CLI enforces the core-count rules).
-    pub parallel_tiles: Option<NonZeroUsize>,
     /// Capacity of each channel between stages (tile stacks, results).
     pub channel_capacity: NonZeroUsize,
     /// Tiles allowed in flight plus waiting for reordering; `None` = 2 x workers + 2.
@@ -94,7 +91,6 @@ impl Default for PipelineOptions {
     fn default() -> Self {
         Self {
             config: Config::default(),
-            parallel_tiles: None,
             channel_capacity: NonZeroUsize::new(2).expect("2 > 0"),
             reorder_window: None,
             reader_block_mib: 64,
@@ -151,14 +147,13 @@ pub struct RunOutput {
     pub used_frames: Vec<UsedFrame>,
 }
 
-/// The number of workers a run uses.
-pub fn worker_count(options: &PipelineOptions) -> NonZeroUsize {
-    options.parallel_tiles.unwrap_or_else(|| {
-        let n = options
-            .config
-            .parallel_tiles(tlr_core::config::physical_cores());
-        NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
-    })
+/// The number of tile workers a run or live session uses: `v4.parallel_tiles` when set (the library
+/// does not second-guess an explicit value; the CLI's configuration check enforces the core-count
+/// rules), else the seed document's default for this machine's physical cores. The one place this
+/// setting is resolved.
+pub fn worker_count(config: &Config) -> NonZeroUsize {
+    let n = config.parallel_tiles(tlr_core::config::physical_cores());
+    NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
 }
 
 /// Runs the whole job on `input`. Progress goes to `events`; `cancel` stops it (no result then).
@@ -248,7 +243,7 @@ pub async fn run(
         options.strict,
         memory.clone(),
     );
-    let workers_n = worker_count(&options);
+    let workers_n = worker_count(cfg);
     let global = reader.global_pass(&cancel, workers_n.get()).await?;
     if let Some(message) = cfg.too_few_frames(global.frames.len(), "frames after the global pass") {
         return Err(StageError::TooFewFrames(message));
@@ -396,7 +391,7 @@ pub fn run_blocking(
     events: EventSink,
     cancel: CancellationToken,
 ) -> Result<RunOutput, StageError> {
-    let workers = worker_count(&options).get();
+    let workers = worker_count(&options.config).get();
     let runtime = build_runtime(workers)
         .map_err(|e| StageError::input("pipeline", format!("cannot start the runtime: {e}")))?;
     runtime.block_on(run(input, options, events, cancel))

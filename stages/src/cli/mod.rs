@@ -215,7 +215,7 @@ pub fn run_pipeline(
     options: tlr::PipelineOptions,
     events: tlr::EventSink,
 ) -> Result<tlr::RunOutput, Failure> {
-    let workers = tlr::batch::worker_count(&options).get();
+    let workers = tlr::batch::worker_count(&options.config).get();
     let cancel = tokio_util::sync::CancellationToken::new();
     let result = block_on_cancellable(
         workers,

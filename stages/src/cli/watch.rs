@@ -153,9 +153,7 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
         args.parallel_tiles,
         args.quiet || args.json,
     )?;
-    let workers = config.parallel_tiles(tlr_core::config::physical_cores());
     let mut settings = LiveSettings::new(config);
-    settings.parallel_tiles = NonZeroUsize::new(workers).unwrap_or(NonZeroUsize::MIN);
     settings.registration = if args.global_only {
         Registration::GlobalOnly
     } else {
@@ -204,6 +202,7 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
     // Only a signal cancels this token (the session's own stops use the session's token).
     let signalled = cancel.clone();
     let dir = args.dir.clone();
+    let workers = settings.parallel_tiles().get();
     let outcome = block_on_cancellable(workers, cancel, async move {
         let session = LiveSession::start_folder(&dir, follow, settings, events)?;
         let stop = session.cancel_token();

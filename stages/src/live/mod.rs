@@ -98,8 +98,6 @@ pub struct LiveSettings {
     pub config: Config,
     /// Tile-local (default) or the global-registration baseline.
     pub registration: Registration,
-    /// Tile jobs in flight (parallelism over tiles).
-    pub parallel_tiles: NonZeroUsize,
     /// Snapshot schedule (default: every frame).
     pub schedule: Schedule,
     /// Snapshot FITS path (a PNG preview goes next to it); `None` = in memory only.
@@ -120,11 +118,9 @@ pub struct LiveSettings {
 impl LiveSettings {
     /// Settings for `config` with the defaults above.
     pub fn new(config: Config) -> Self {
-        let workers = config.parallel_tiles(tlr_core::config::physical_cores());
         Self {
             config,
             registration: Registration::TileLocal,
-            parallel_tiles: NonZeroUsize::new(workers).unwrap_or(NonZeroUsize::MIN),
             schedule: Schedule::Frames(NonZeroUsize::MIN),
             output: None,
             checkpoint: None,
@@ -133,6 +129,12 @@ impl LiveSettings {
             bootstrap_frames: None,
             until_idle: None,
         }
+    }
+
+    /// Tile jobs in flight (parallelism over tiles): [`crate::batch::worker_count`] of the
+    /// configuration, as in a batch run.
+    pub fn parallel_tiles(&self) -> NonZeroUsize {
+        crate::batch::worker_count(&self.config)
     }
 
     /// The folder and settings a checkpoint of this session records and a resumed checkpoint must

@@ -57,7 +57,8 @@ pub(super) async fn run_tiles(
     let mut since_checkpoint = 0usize;
     let mut busy = Duration::ZERO;
     let mut processed = 0usize;
-    let pool = Pool::new(settings.parallel_tiles, settings.parallel_tiles.get());
+    let workers = settings.parallel_tiles();
+    let pool = Pool::new(workers, workers.get());
     let sigma = options.params.variance_window_sigma;
     if let Some(st) = state.take() {
         // A resumed session publishes the checkpoint's state at once, so the published result is
