@@ -10,8 +10,49 @@ use crate::report::{lossy_opt_path, lossy_path, LiveSummary, RunSummary};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Version of the JSON event schema: the `"schema"` field of every JSON line ([`Event::to_json`]; the
+/// CLI's `--json`). It goes up when a field changes meaning or goes away; new events and new fields
+/// do not change it, so readers should ignore what they do not know. The events and their fields are
+/// listed in the README ("JSON events").
+pub const EVENT_SCHEMA: u32 = 1;
+
 /// A callback that receives every [`Event`]. It must return quickly: it runs on pipeline tasks.
 pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
+
+impl Event {
+    /// The event as one line of JSON with the schema version first:
+    /// `{"schema":1,"event":"tile_done","done":3,"total":40,"valid":true}`.
+    ///
+    /// # Errors
+    /// When serde cannot write the event (not expected: paths are written lossily).
+    pub fn to_json_line(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self).map(|json| with_schema(&json))
+    }
+
+    /// The [`Event::Failed`] of `error`: its message, and each cause once.
+    pub fn failed(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut causes = Vec::new();
+        let mut next = error.source();
+        while let Some(cause) = next {
+            causes.push(cause.to_string());
+            next = cause.source();
+        }
+        Event::Failed {
+            message: error.to_string(),
+            causes,
+        }
+    }
+}
+
+/// `json` (the text of one JSON object) with `"schema": EVENT_SCHEMA` as its first field; other text
+/// is returned as it is.
+pub fn with_schema(json: &str) -> String {
+    match json.strip_prefix('{') {
+        Some("}") => format!("{{\"schema\":{EVENT_SCHEMA}}}"),
+        Some(rest) => format!("{{\"schema\":{EVENT_SCHEMA},{rest}"),
+        None => json.to_string(),
+    }
+}
 
 /// An event sink that drops everything.
 pub fn no_events() -> EventSink {
@@ -143,6 +184,15 @@ pub enum Event {
     Warning {
         /// The message.
         message: String,
+    },
+    /// The run or session stopped with an error. The library returns errors as values; this event is
+    /// for front ends that report everything as events (the CLI with `--json` prints it, with the exit
+    /// code, before it exits).
+    Failed {
+        /// The error's own message.
+        message: String,
+        /// Its causes, outermost first, each once.
+        causes: Vec<String>,
     },
     /// The run finished; the summary follows.
     Finished {

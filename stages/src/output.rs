@@ -20,7 +20,7 @@ use tlr_core::fits::{self, Card, CardValue, OutputMeta, SampleFormat};
 use tlr_core::preview;
 
 use crate::batch::RunOutput;
-use crate::error::StageError;
+use crate::error::{Stage, StageError};
 
 /// Which diagnostics to write (`v4.diagnostics.*`).
 #[derive(Debug, Clone, Copy)]
@@ -201,7 +201,7 @@ fn joined<T>(
     what: &'static str,
 ) -> Result<T, StageError> {
     handle.join().map_err(|panic| StageError::Panicked {
-        stage: "output",
+        stage: Stage::Output,
         what,
         message: crate::error::panic_message(panic.as_ref()),
     })
@@ -470,7 +470,7 @@ fn side_by_side(
             if matches!(preview.join(), Ok(Ok(()))) {
                 let _ = std::fs::remove_file(png);
             }
-            return Err(StageError::fits("output", e));
+            return Err(StageError::fits(Stage::Output, e));
         }
         joined(preview, "writing the preview")?.map_err(|e| StageError::Output {
             path: png.to_path_buf(),
@@ -511,7 +511,7 @@ pub fn write_cfa(run: &RunOutput, path: &Path) -> Result<bool, StageError> {
     meta.cards
         .push(card_str("ROWORDER", "TOP-DOWN", "order of the rows"));
     fits::write_image_atomic(path, cfa.view(), SampleFormat::F32, &meta)
-        .map_err(|e| StageError::fits("output", e))?;
+        .map_err(|e| StageError::fits(Stage::Output, e))?;
     Ok(true)
 }
 
@@ -572,7 +572,8 @@ pub fn write_diagnostics(
     let meta = output_meta(run, "diagnostics");
     let fits_out = |name: &str, data: ndarray::ArrayView3<f32>| -> Result<PathBuf, StageError> {
         let path = dir.join(name);
-        fits::write_cube_atomic(&path, data, &meta).map_err(|e| StageError::fits("output", e))?;
+        fits::write_cube_atomic(&path, data, &meta)
+            .map_err(|e| StageError::fits(Stage::Output, e))?;
         Ok(path)
     };
 

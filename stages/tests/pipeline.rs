@@ -154,7 +154,7 @@ async fn a_panicking_worker_is_an_error_not_a_hang() {
         .await
         .expect("no hang");
     match outcome {
-        Err(StageError::Join { stage, .. }) => assert_eq!(stage, "workers"),
+        Err(StageError::Join { stage, .. }) => assert_eq!(stage, tlr::error::Stage::Workers),
         other => panic!("expected a join error, got {:?}", other.err()),
     }
 }
@@ -178,7 +178,7 @@ impl FrameStore for FailingStore {
     fn read_full(&self, index: usize) -> Result<Array2<f32>, StageError> {
         if index == self.bad {
             Err(StageError::input(
-                "reader",
+                tlr::error::Stage::Reader,
                 format!("frame {index}: corrupt"),
             ))
         } else {
@@ -344,7 +344,7 @@ impl FrameStore for FailsInTilePhase {
     ) -> Result<Vec<Array2<f32>>, StageError> {
         if index == self.bad && self.reads.fetch_add(1, Ordering::SeqCst) >= 1 {
             return Err(StageError::input(
-                "reader",
+                tlr::error::Stage::Reader,
                 format!("frame {index}: deleted"),
             ));
         }

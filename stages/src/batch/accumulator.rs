@@ -16,7 +16,7 @@ use tlr_core::operator::TileResult;
 use tlr_core::TileBox;
 
 use super::workers::TileDone;
-use crate::error::StageError;
+use crate::error::{Stage, StageError};
 use crate::events::{Event, EventSink};
 use crate::report::TileSummary;
 
@@ -77,10 +77,9 @@ impl Blend {
         } else {
             let finished: Vec<Array2<f32>> = self.planes.into_iter().map(Mosaic::finish).collect();
             let views: Vec<ArrayView2<f32>> = finished.iter().map(|p| p.view()).collect();
-            Some(
-                ndarray::stack(ndarray::Axis(0), &views)
-                    .map_err(|e| StageError::input("accumulator", format!("colour planes: {e}")))?,
-            )
+            Some(ndarray::stack(ndarray::Axis(0), &views).map_err(|e| {
+                StageError::input(Stage::Accumulator, format!("colour planes: {e}"))
+            })?)
         };
         Ok((self.mosaic.finish(), planes))
     }
@@ -135,7 +134,7 @@ impl Accumulator {
         }
         if tiles.len() != self.total {
             return Err(StageError::input(
-                "accumulator",
+                Stage::Accumulator,
                 format!(
                     "only {} of {} tiles arrived (the run stopped early)",
                     tiles.len(),

@@ -24,7 +24,7 @@ use tlr_core::stars::StarDetector;
 use tlr_core::Shift;
 
 use super::reader::FrameReader;
-use crate::error::StageError;
+use crate::error::{Stage, StageError};
 use crate::events::Event;
 
 /// What the global pass found out about the frames.
@@ -95,7 +95,7 @@ impl FrameReader {
         for index in 0..total {
             let read = match next.take() {
                 Some(handle) => handle.await.map_err(|source| StageError::Join {
-                    stage: "reader",
+                    stage: Stage::Reader,
                     source,
                 })?,
                 None => break,
@@ -192,7 +192,7 @@ fn measurable(planes: Array3<f32>) -> Result<Measurable, StageError> {
         return Ok((Arc::new(image), None));
     }
     let lum = tlr_core::bayer::luminance(planes.view())
-        .map_err(|e| StageError::input("reader", e.to_string()))?;
+        .map_err(|e| StageError::bayer(Stage::Reader, e))?;
     let backgrounds = tlr_core::bayer::plane_backgrounds(planes.view())
         .ok()
         .map(|st| st.map(|s| s.median));
@@ -299,7 +299,7 @@ impl PendingFrame {
         let mut measured = Vec::with_capacity(self.plan.parts());
         for strip in self.strips {
             let panicked = |message: String| StageError::Panicked {
-                stage: "reader",
+                stage: Stage::Reader,
                 what: "measuring a frame's stars",
                 message,
             };
@@ -366,7 +366,7 @@ fn select_frames(
         match reason {
             Some(reason) if strict => {
                 return Err(StageError::input(
-                    "reader",
+                    Stage::Reader,
                     format!("frame {index}: {reason} (--strict)"),
                 ))
             }
@@ -382,7 +382,7 @@ fn select_frames(
     }
     if used.is_empty() {
         return Err(StageError::input(
-            "reader",
+            Stage::Reader,
             "no frame could be used: every frame failed to read or to register globally",
         ));
     }

@@ -35,7 +35,7 @@ use super::accumulator::{Accumulator, Blend};
 use super::global_pass::{GlobalSummary, UsedFrame};
 use super::reader::{FrameReader, ReadPlan};
 use super::workers::{batch_work, Pool, TileProcessor};
-use crate::error::StageError;
+use crate::error::{Stage, StageError};
 use crate::events::{Event, EventSink};
 use crate::memory::{bytes_read, peak_rss_bytes, MemoryGuard};
 use crate::report::{FrameSummary, RunSummary, TileSummary};
@@ -185,7 +185,7 @@ pub async fn run(
             let report = tokio::task::spawn_blocking(move || scan::scan_folder(&dir, &scan))
                 .await
                 .map_err(|source| StageError::Join {
-                    stage: "scan",
+                    stage: Stage::Scan,
                     source,
                 })??;
             for skipped in &report.skipped {
@@ -196,7 +196,7 @@ pub async fn run(
             }
             if options.strict && !report.skipped.is_empty() {
                 return Err(StageError::input(
-                    "scan",
+                    Stage::Scan,
                     format!(
                         "{} file(s) were skipped and --strict is set: {}",
                         report.skipped.len(),
@@ -255,8 +255,7 @@ pub async fn run(
         cfg.tile.min_size,
         cfg.tile.max_size,
     );
-    let grid = tile::tile_grid(rows, cols, tile_px, cfg.tile.overlap_fraction as f32)
-        .map_err(|e| StageError::input("reader", e.to_string()))?;
+    let grid = tile::tile_grid(rows, cols, tile_px, cfg.tile.overlap_fraction as f32)?;
     let margin = cfg.tile.margin_px;
     events(&Event::GlobalDone {
         frames_used: global.frames.len(),
@@ -311,11 +310,11 @@ pub async fn run(
     // Join in data-flow order; the first stage that failed is the one to report, since later stages
     // only see their input end early.
     let reader_result = reader_task.await.map_err(|source| StageError::Join {
-        stage: "reader",
+        stage: Stage::Reader,
         source,
     })?;
     let accumulated = accumulator_task.await.map_err(|source| StageError::Join {
-        stage: "accumulator",
+        stage: Stage::Accumulator,
         source,
     })?;
     let tile_phase = reader_result?;
@@ -392,8 +391,7 @@ pub fn run_blocking(
     cancel: CancellationToken,
 ) -> Result<RunOutput, StageError> {
     let workers = worker_count(&options.config).get();
-    let runtime = build_runtime(workers)
-        .map_err(|e| StageError::input("pipeline", format!("cannot start the runtime: {e}")))?;
+    let runtime = build_runtime(workers).map_err(StageError::Runtime)?;
     runtime.block_on(run(input, options, events, cancel))
 }
 
@@ -448,7 +446,7 @@ fn colour_store(
     let pattern = match header {
         Some(header) => {
             let decision = bayer::resolve_pattern(header, mode)
-                .map_err(|e| StageError::input("scan", crate::error::report(&e)))?;
+                .map_err(|e| StageError::bayer(Stage::Scan, e))?;
             for message in decision.warnings {
                 events(&Event::Warning { message });
             }
@@ -458,7 +456,7 @@ fn colour_store(
             ColorMode::Bayer(p) => Some(p),
             ColorMode::Osc => {
                 return Err(StageError::input(
-                    "reader",
+                    Stage::Reader,
                     "data.color_mode is osc but frames from memory carry no BAYERPAT: set \
                      data.bayer_pattern",
                 ))

@@ -20,7 +20,7 @@ use tlr_core::TileBox;
 
 use super::global_pass::UsedFrame;
 use super::job::{Need, TileJob, Windows};
-use crate::error::StageError;
+use crate::error::{Stage, StageError};
 use crate::events::{Event, EventSink};
 use crate::memory::MemoryGuard;
 use crate::source::FrameStore;
@@ -170,7 +170,7 @@ impl FrameReader {
                 })
                 .await
                 .map_err(|source| StageError::Join {
-                    stage: "reader",
+                    stage: Stage::Reader,
                     source,
                 })?;
                 windows = Arc::new(next);

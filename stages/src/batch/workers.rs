@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use tlr_core::operator::{OperatorParams, TileResult, TileStack};
 
 use super::job::TileJob;
-use crate::error::StageError;
+use crate::error::{Stage, StageError};
 
 /// The per-tile computation of a batch run. The pipeline uses the core operator; tests wrap it (e.g.
 /// to add delays). Not part of the supported API.
@@ -74,11 +74,11 @@ impl Pool {
                 let _worker = running
                     .acquire_owned()
                     .await
-                    .map_err(|_| StageError::input("workers", "the worker pool was closed"))?;
+                    .map_err(|_| StageError::input(Stage::Workers, "the worker pool was closed"))?;
                 tokio::task::spawn_blocking(move || work(job))
                     .await
                     .map_err(|source| StageError::Join {
-                        stage: "workers",
+                        stage: Stage::Workers,
                         source,
                     })
             }

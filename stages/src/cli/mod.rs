@@ -80,7 +80,7 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {:#}", failure.error);
+            progress::report_failure(&failure.error, failure.code);
             ExitCode::from(failure.code)
         }
     }

@@ -118,6 +118,9 @@ fn in_range<T: PartialOrd + std::fmt::Display + std::fmt::Debug + Copy>(
 
 /// Runs `tlr watch`.
 pub fn watch(args: WatchArgs) -> Result<(), Failure> {
+    if args.json {
+        super::progress::json_errors();
+    }
     // Ranges first: nothing is started with a value that cannot be honoured.
     let every_secs = in_range(
         "--every-secs",
@@ -243,11 +246,7 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
 /// Event printing of `tlr watch`: JSON lines, a status line per event of interest, or nothing.
 fn sink(json: bool, quiet: bool) -> EventSink {
     if json {
-        return Arc::new(|event: &Event| match serde_json::to_string(event) {
-            Ok(line) => super::progress::print_line(&line),
-            // Not expected (paths are written lossily); never lose an event silently.
-            Err(e) => eprintln!("warning: an event could not be written as JSON: {e}"),
-        });
+        return Arc::new(super::progress::print_event);
     }
     if quiet {
         return Arc::new(|_| {});

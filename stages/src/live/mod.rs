@@ -65,7 +65,7 @@ use tlr_core::live::{
 };
 
 use crate::batch::{operator_params, Registration};
-use crate::error::StageError;
+use crate::error::{Stage, StageError};
 use crate::events::{Event, EventSink};
 use crate::memory::{peak_rss_bytes, rss_bytes};
 use crate::report::LiveSummary;
@@ -143,11 +143,9 @@ impl LiveSettings {
         let folder = match folder {
             Some(dir) => Some(RawName::new(
                 std::fs::canonicalize(dir)
-                    .map_err(|e| {
-                        StageError::input(
-                            "reader",
-                            format!("cannot resolve the folder `{}`: {e}", dir.display()),
-                        )
+                    .map_err(|source| StageError::Folder {
+                        dir: dir.to_path_buf(),
+                        source,
                     })?
                     .as_os_str(),
             )),
@@ -219,8 +217,7 @@ impl LiveSession {
         if let Some(out) = &settings.output {
             follow.exclude.push(out.with_extension("png"));
         }
-        let follower = Follower::new(dir, follow)
-            .map_err(|e| StageError::input("reader", format!("cannot follow the folder: {e}")))?;
+        let follower = Follower::new(dir, follow)?;
         Self::start(Feed::Folder(Box::new(follower)), settings, events)
     }
 
@@ -306,15 +303,15 @@ impl LiveSession {
         ));
         let handle = tokio::spawn(async move {
             let seen = reader.await.map_err(|source| StageError::Join {
-                stage: "reader",
+                stage: Stage::Reader,
                 source,
             })?;
             let tiles = tiles.await.map_err(|source| StageError::Join {
-                stage: "tiles",
+                stage: Stage::Tiles,
                 source,
             })?;
             let published = publisher.await.map_err(|source| StageError::Join {
-                stage: "publisher",
+                stage: Stage::Publisher,
                 source,
             })?;
             let seen = seen?;
@@ -358,13 +355,13 @@ impl LiveSession {
         let tx = self
             .push_tx
             .as_ref()
-            .ok_or_else(|| StageError::input("reader", "this session follows a folder"))?;
+            .ok_or_else(|| StageError::input(Stage::Reader, "this session follows a folder"))?;
         tx.send(Pushed {
             image,
             arrival: Instant::now(),
         })
         .await
-        .map_err(|_| StageError::input("reader", "the live session has stopped"))
+        .map_err(|_| StageError::input(Stage::Reader, "the live session has stopped"))
     }
 
     /// The latest published snapshot, if any.
@@ -416,7 +413,7 @@ impl LiveSession {
     /// The first stage error.
     pub async fn wait(self) -> Result<LiveSummary, StageError> {
         self.handle.await.map_err(|source| StageError::Join {
-            stage: "live",
+            stage: Stage::Live,
             source,
         })?
     }
@@ -441,7 +438,7 @@ fn resume(
             "it has format {found}, this version of tlr reads format {}",
             core_live::CHECKPOINT_VERSION
         )),
-        other => StageError::input("checkpoint", tlr_core::report(&other)),
+        other => StageError::live(Stage::Checkpoint, other),
     })?;
     let refusal = state
         .source()

@@ -13,7 +13,7 @@ use tlr_core::fits::{self, OutputMeta, SampleFormat};
 
 use super::tiles::Update;
 use super::{LiveSettings, Schedule, Snapshot};
-use crate::error::StageError;
+use crate::error::{Stage, StageError};
 use crate::events::{Event, EventSink};
 use crate::memory::rss_bytes;
 
@@ -124,7 +124,7 @@ async fn publish_one(
     })
     .await
     .map_err(|source| StageError::Join {
-        stage: "publisher",
+        stage: Stage::Publisher,
         source,
     })?;
     let written = written?;

@@ -22,7 +22,7 @@ use super::reader::FrameMsg;
 use super::LiveSettings;
 use crate::batch::accumulator::Blend;
 use crate::batch::workers::Pool;
-use crate::error::StageError;
+use crate::error::{Stage, StageError};
 use crate::events::{Event, EventSink};
 
 /// A frame's outcome on its way to the publisher, with the blended reconstruction.
@@ -171,7 +171,7 @@ pub(super) async fn run_tiles(
         let blended = tokio::task::spawn_blocking(move || blend.finish())
             .await
             .map_err(|source| StageError::Join {
-                stage: "tiles",
+                stage: Stage::Tiles,
                 source,
             })??
             .0;
@@ -244,8 +244,8 @@ async fn bootstrap(
     pool: &Pool,
 ) -> Result<(LiveState, Vec<core_live::LiveFrameReport>), StageError> {
     let frames = Arc::new(frames);
-    let plan = BootstrapPlan::new(&frames, options)
-        .map_err(|e| StageError::input("tiles", tlr_core::report(&e)))?;
+    let plan =
+        BootstrapPlan::new(&frames, options).map_err(|e| StageError::live(Stage::Tiles, e))?;
     let plan = Arc::new(plan);
     let tiles = {
         let (plan, frames) = (Arc::clone(&plan), Arc::clone(&frames));
@@ -262,7 +262,7 @@ async fn bootstrap(
     tokio::task::spawn_blocking(move || plan.finish(tiles))
         .await
         .map_err(|source| StageError::Join {
-            stage: "tiles",
+            stage: Stage::Tiles,
             source,
         })
 }
@@ -279,7 +279,7 @@ async fn full_update(
     })
     .await
     .map_err(|source| StageError::Join {
-        stage: "tiles",
+        stage: Stage::Tiles,
         source,
     })?;
     let update = Update {
@@ -312,14 +312,14 @@ async fn checkpoint(
     })
     .await
     .map_err(|source| StageError::Join {
-        stage: "checkpoint",
+        stage: Stage::Checkpoint,
         source,
     })?;
     if result.is_err() {
         // Not saved: keep it for the next attempt.
         *reference = image;
     }
-    result.map_err(|e| StageError::input("checkpoint", tlr_core::report(&e)))?;
+    result.map_err(|e| StageError::live(Stage::Checkpoint, e))?;
     events(&Event::Checkpoint {
         dir,
         frames_used: st.frames_used().len(),

@@ -6,7 +6,7 @@ use ndarray::{Array2, Array3};
 use std::ops::Range;
 
 use super::{FrameMeta, FrameStore};
-use crate::error::StageError;
+use crate::error::{Stage, StageError};
 
 /// A Bayer (one-shot colour) sequence seen in cell space: frame `(H, W)` of the inner store becomes four
 /// planes of `(H/2, W/2)` (an odd last row/column is dropped); [`FrameStore::read_full`] and
@@ -28,7 +28,7 @@ impl ColourFrames {
         let (rows, cols) = inner.shape();
         if rows < 2 || cols < 2 {
             return Err(StageError::input(
-                "reader",
+                Stage::Reader,
                 format!("Bayer frames of {cols}x{rows} are too small (at least 2x2)"),
             ));
         }
@@ -41,8 +41,7 @@ impl ColourFrames {
     }
 
     fn luminance(&self, planes: &Array3<f32>) -> Result<Array2<f32>, StageError> {
-        tlr_core::bayer::luminance(planes.view())
-            .map_err(|e| StageError::input("reader", e.to_string()))
+        tlr_core::bayer::luminance(planes.view()).map_err(|e| StageError::bayer(Stage::Reader, e))
     }
 }
 

@@ -6,7 +6,7 @@ use std::ops::Range;
 use tlr_core::fits::{self, FrameHeader};
 
 use super::{FrameMeta, FrameStore};
-use crate::error::StageError;
+use crate::error::{Stage, StageError};
 
 /// Frames in FITS files, as listed (and checked) by the scan.
 #[derive(Debug, Clone)]
@@ -23,11 +23,11 @@ impl FileFrames {
     pub fn new(headers: Vec<FrameHeader>) -> Result<Self, StageError> {
         let first = headers
             .first()
-            .ok_or_else(|| StageError::input("scan", "no frames to process"))?;
+            .ok_or_else(|| StageError::input(Stage::Scan, "no frames to process"))?;
         let shape = (first.rows, first.cols);
         if let Some(odd) = headers.iter().find(|h| (h.rows, h.cols) != shape) {
             return Err(StageError::input(
-                "scan",
+                Stage::Scan,
                 format!(
                     "frame `{}` is {}x{} but the first frame is {}x{}",
                     odd.path.display(),
@@ -67,10 +67,10 @@ impl FrameStore for FileFrames {
 
     fn read_full(&self, index: usize) -> Result<Array2<f32>, StageError> {
         let mut reader = fits::FitsReader::open(&self.headers[index].path)
-            .map_err(|e| StageError::fits("reader", e))?;
+            .map_err(|e| StageError::fits(Stage::Reader, e))?;
         reader
             .read_full()
-            .map_err(|e| StageError::fits("reader", e))
+            .map_err(|e| StageError::fits(Stage::Reader, e))
     }
 
     fn read_regions(
@@ -79,13 +79,13 @@ impl FrameStore for FileFrames {
         regions: &[(Range<usize>, Range<usize>)],
     ) -> Result<Vec<Array2<f32>>, StageError> {
         let mut reader = fits::FitsReader::open(&self.headers[index].path)
-            .map_err(|e| StageError::fits("reader", e))?;
+            .map_err(|e| StageError::fits(Stage::Reader, e))?;
         regions
             .iter()
             .map(|(rows, cols)| {
                 reader
                     .read_region(rows.clone(), cols.clone())
-                    .map_err(|e| StageError::fits("reader", e))
+                    .map_err(|e| StageError::fits(Stage::Reader, e))
             })
             .collect()
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{FrameMeta, FrameStore};
-use crate::error::StageError;
+use crate::error::{Stage, StageError};
 
 /// Frames held in memory by an embedding application (shared, never copied as a whole).
 #[derive(Clone)]
@@ -25,11 +25,11 @@ impl MemoryFrames {
     pub fn new(frames: Vec<Array2<f32>>) -> Result<Self, StageError> {
         let shape = frames
             .first()
-            .ok_or_else(|| StageError::input("reader", "no frames were given"))?
+            .ok_or_else(|| StageError::input(Stage::Reader, "no frames were given"))?
             .dim();
         if let Some((i, f)) = frames.iter().enumerate().find(|(_, f)| f.dim() != shape) {
             return Err(StageError::input(
-                "reader",
+                Stage::Reader,
                 format!(
                     "frame memory:{i} is {}x{} but frame memory:0 is {}x{}",
                     f.dim().1,
