@@ -1,8 +1,9 @@
 //! Progress events: how the pipeline tells its caller what it is doing, without printing anything.
 //!
 //! The library calls an [`EventSink`] (a plain callback) from its tasks; the binary turns events into
-//! indicatif bars or JSON lines, an embedding application into whatever it likes.
-//! What it does not: buffer, block or decide how progress is shown.
+//! indicatif bars or JSON lines, an embedding application into whatever it likes. An application that
+//! prefers to `.next().await` takes the sink and [`EventStream`] of [`channel`].
+//! What it does not: block or decide how progress is shown.
 
 use serde::Serialize;
 
@@ -52,6 +53,40 @@ pub fn with_schema(json: &str) -> String {
         Some(rest) => format!("{{\"schema\":{EVENT_SCHEMA},{rest}"),
         None => json.to_string(),
     }
+}
+
+/// The events of a run or session as a [`Stream`](futures_util::Stream), from [`channel`].
+pub type EventStream = tokio_stream::wrappers::UnboundedReceiverStream<Event>;
+
+/// A sink that forwards every event into a stream, for `while let Some(e) = stream.next().await`.
+///
+/// The channel is unbounded on purpose: a sink runs on pipeline tasks and must never wait for the
+/// application, and a run sends a bounded number of small events (a few per frame and per tile). The
+/// stream ends when the run or session has ended and dropped its sink.
+///
+/// ```
+/// use futures_util::StreamExt;
+///
+/// # async fn demo(frames: Vec<ndarray::Array2<f32>>) -> Result<(), tlr::StageError> {
+/// let (events, mut stream) = tlr::events::channel();
+/// let input = tlr::Input::Memory(tlr::MemoryFrames::new(frames)?);
+/// let run = tokio::spawn(tlr::run(input, tlr::PipelineOptions::default(), events, Default::default()));
+/// while let Some(event) = stream.next().await {
+///     if let tlr::Event::TileDone { done, total, .. } = event {
+///         println!("{done}/{total} tiles");
+///     }
+/// }
+/// let output = run.await.expect("the run task")?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn channel() -> (EventSink, EventStream) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let sink: EventSink = Arc::new(move |event: &Event| {
+        // A closed stream means the application stopped listening; the run goes on.
+        let _ = tx.send(event.clone());
+    });
+    (sink, EventStream::new(rx))
 }
 
 /// An event sink that drops everything.

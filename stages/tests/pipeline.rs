@@ -407,3 +407,25 @@ fn a_frame_failing_mid_run_is_counted_as_unused_everywhere() {
         .unwrap();
     assert_eq!(finished, 13);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_as_a_stream_ending_with_the_summary() {
+    use futures_util::StreamExt;
+    let frames = frames(10, 192, Scenario::Static);
+    let (events, stream) = tlr::events::channel();
+    let input = Input::Memory(MemoryFrames::new(frames).unwrap());
+    let run = tokio::spawn(tlr::run(
+        input,
+        options(2),
+        events,
+        CancellationToken::new(),
+    ));
+    let received: Vec<Event> = stream.collect().await;
+    let out = run.await.unwrap().unwrap();
+    let tiles = received
+        .iter()
+        .filter(|e| matches!(e, Event::TileDone { .. }))
+        .count();
+    assert_eq!(tiles, out.summary.tiles_total);
+    assert!(matches!(received.last(), Some(Event::Finished { .. })));
+}

@@ -75,11 +75,12 @@ mod publisher;
 mod reader;
 mod tiles;
 
+use crate::source::feed::{FedFrame, FrameFeed, PushedFrames};
 use lock::remove_stale_temporaries;
 pub use lock::{checkpoint_dir_for, lock_path_for, OutputLock};
 use publisher::publish;
 pub use publisher::write_snapshot;
-use reader::{read_frames, Feed, FrameMsg, Pushed};
+use reader::{read_frames, Feed, FrameMsg};
 use tiles::{run_tiles, Update};
 
 /// When snapshots are published.
@@ -185,7 +186,7 @@ pub struct Snapshot {
 
 /// A running live session. Create it inside a tokio runtime.
 pub struct LiveSession {
-    push_tx: Option<mpsc::Sender<Pushed>>,
+    push_tx: Option<mpsc::Sender<FedFrame>>,
     snapshots: watch::Receiver<Option<Snapshot>>,
     cancel: CancellationToken,
     handle: JoinHandle<Result<LiveSummary, StageError>>,
@@ -198,9 +199,23 @@ impl LiveSession {
     /// An unreadable checkpoint.
     pub fn start_memory(settings: LiveSettings, events: EventSink) -> Result<Self, StageError> {
         let (tx, rx) = mpsc::channel(settings.channel_capacity.get());
-        let mut session = Self::start(Feed::Memory(rx), settings, events)?;
+        let mut session = Self::start_feed(Box::new(PushedFrames(rx)), settings, events)?;
         session.push_tx = Some(tx);
         Ok(session)
+    }
+
+    /// Starts a session on an application's own frame source (its capture loop): the session awaits
+    /// [`FrameFeed::next_frame`] whenever it can take a frame and finishes when the feed ends.
+    ///
+    /// # Errors
+    /// An unreadable checkpoint.
+    pub fn start_feed(
+        feed: Box<dyn FrameFeed>,
+        settings: LiveSettings,
+        events: EventSink,
+    ) -> Result<Self, StageError> {
+        let runtime = tokio::runtime::Handle::current();
+        Self::start(Feed::App { feed, runtime }, settings, events)
     }
 
     /// Starts a session following `dir` (frames present first, then new ones).
@@ -234,7 +249,7 @@ impl LiveSession {
         }
         let folder = match &feed {
             Feed::Folder(f) => Some(f.dir().to_path_buf()),
-            Feed::Memory(_) => None,
+            Feed::App { .. } => None,
         };
         let source = settings.source(folder.as_deref())?;
         // Frames already consumed (by a checkpointed session or this one), by identity: a renamed
@@ -356,17 +371,23 @@ impl LiveSession {
             .push_tx
             .as_ref()
             .ok_or_else(|| StageError::input(Stage::Reader, "this session follows a folder"))?;
-        tx.send(Pushed {
-            image,
-            arrival: Instant::now(),
-        })
-        .await
-        .map_err(|_| StageError::input(Stage::Reader, "the live session has stopped"))
+        tx.send(FedFrame::new(image))
+            .await
+            .map_err(|_| StageError::input(Stage::Reader, "the live session has stopped"))
     }
 
     /// The latest published snapshot, if any.
     pub fn snapshot(&self) -> Option<Snapshot> {
         self.snapshots.borrow().clone()
+    }
+
+    /// The published snapshots as a [`Stream`](futures_util::Stream): the latest one at once (if any),
+    /// then each new one. A consumer slower than the session sees the latest snapshot, not every one
+    /// (snapshots replace each other). The stream ends when the session has ended.
+    pub fn snapshots(&self) -> impl futures_util::Stream<Item = Snapshot> + Send + 'static {
+        use futures_util::StreamExt;
+        tokio_stream::wrappers::WatchStream::new(self.snapshots.clone())
+            .filter_map(|s| std::future::ready(s))
     }
 
     /// A receiver of published snapshots (stays readable after the session ended).

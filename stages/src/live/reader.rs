@@ -13,6 +13,7 @@ use ndarray::Array2;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::source::feed::FrameFeed;
 use crate::source::follow::{FollowEvent, Follower};
 use tlr_core::fits::{self};
 use tlr_core::global::{FrameQuality, GlobalPass};
@@ -24,12 +25,11 @@ use crate::events::{Event, EventSink};
 /// Where frames come from.
 pub(super) enum Feed {
     Folder(Box<Follower>),
-    Memory(mpsc::Receiver<Pushed>),
-}
-
-pub(super) struct Pushed {
-    pub(super) image: Array2<f32>,
-    pub(super) arrival: Instant,
+    /// An application's feed (pushed frames or its own [`FrameFeed`]), awaited on `runtime`.
+    App {
+        feed: Box<dyn FrameFeed>,
+        runtime: tokio::runtime::Handle,
+    },
 }
 
 /// A frame on its way from the reader to the tile stage.
@@ -143,12 +143,19 @@ pub(super) fn read_frames(
                     None
                 }
             },
-            Feed::Memory(rx) => match rx.blocking_recv() {
-                Some(p) => {
-                    pushed += 1;
-                    Some((format!("memory:{pushed}"), p.image, p.arrival, None))
+            // This is a blocking thread of the runtime: it may wait for the application's feed.
+            Feed::App { feed, runtime } => match runtime.block_on(async {
+                tokio::select! {
+                    frame = feed.next_frame() => frame,
+                    () = cancel.cancelled() => None,
                 }
-                // Every sender dropped: the application finished pushing.
+            }) {
+                Some(frame) => {
+                    pushed += 1;
+                    let name = frame.name.unwrap_or_else(|| format!("memory:{pushed}"));
+                    Some((name, frame.image, frame.arrival, None))
+                }
+                // The feed ended (the application finished pushing) or the session was cancelled.
                 None => break,
             },
         };

@@ -1,6 +1,7 @@
 //! Where frames come from: files on disk after a folder scan ([`FileFrames`]), arrays held in memory
 //! ([`MemoryFrames`]), a Bayer sequence seen in cell space ([`ColourFrames`]), and a folder that capture
-//! software is still writing into ([`follow::Follower`], for live sessions).
+//! software is still writing into ([`follow::Follower`]) or frames an application hands over from its
+//! capture loop ([`feed::FrameFeed`]), both for live sessions.
 //!
 //! A [`FrameStore`] gives random access to whole frames and to rectangular regions. It is synchronous on
 //! purpose: the reader stage calls it from blocking threads only (cfitsio handles are not `Send`, so a
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use crate::error::StageError;
 
 mod colour;
+pub mod feed;
 mod folder;
 pub mod follow;
 mod memory;
