@@ -387,7 +387,7 @@ impl LiveSession {
     pub fn snapshots(&self) -> impl futures_util::Stream<Item = Snapshot> + Send + 'static {
         use futures_util::StreamExt;
         tokio_stream::wrappers::WatchStream::new(self.snapshots.clone())
-            .filter_map(|s| std::future::ready(s))
+            .filter_map(std::future::ready)
     }
 
     /// A receiver of published snapshots (stays readable after the session ended).
