@@ -967,3 +967,32 @@ fn missing_output_folders_are_created() {
     assert_eq!(decided(&events), 12);
     assert!(out.is_file(), "{err}");
 }
+
+/// The blocking entry point follows a folder until it is idle and returns the summary.
+#[test]
+fn live_run_blocking_follows_a_folder_until_idle() {
+    use tlr::live::{run_blocking, LiveSettings};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let frames = dir.path().join("frames");
+    fs::create_dir_all(&frames).expect("mkdir");
+    frames_of_size(&frames, 3, 7, 256);
+    let mut settings = LiveSettings::new(tlr_core::config::Config::default());
+    settings.bootstrap_frames = Some(5);
+    settings.until_idle = Some(std::time::Duration::from_millis(300));
+    settings.output = Some(dir.path().join("live.fits"));
+    let follow = tlr::source::follow::FollowOptions {
+        stable_for: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let summary = run_blocking(
+        &frames,
+        follow,
+        settings,
+        tlr::events::no_events(),
+        tlr::CancellationToken::new(),
+    )
+    .expect("the session ends when the folder is idle");
+    assert_eq!(summary.frames_seen, 7);
+    assert!(summary.frames_used.len() >= 5, "{summary:?}");
+    assert!(dir.path().join("live.fits").exists());
+}

@@ -440,6 +440,56 @@ impl LiveSession {
     }
 }
 
+/// Runs a live session on `dir` on a runtime of its own, for callers without one: follows the folder
+/// (frames present first, then new ones) until `cancel` is cancelled or, with
+/// [`LiveSettings::until_idle`], until no new frame came for that long; then writes the final snapshot
+/// and checkpoint and returns the summary. Blocks until then.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tlr::live::{run_blocking, LiveSettings};
+///
+/// # fn main() -> Result<(), tlr::StageError> {
+/// let mut settings = LiveSettings::new(tlr::core::config::Config::default());
+/// settings.output = Some("live.fits".into());
+/// settings.until_idle = Some(Duration::from_secs(600)); // the night is over
+/// let summary = run_blocking(
+///     std::path::Path::new("/data/tonight"),
+///     Default::default(),
+///     settings,
+///     tlr::events::no_events(),
+///     tlr::CancellationToken::new(),
+/// )?;
+/// println!("{} frames used", summary.frames_used.len());
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+/// As [`LiveSession::start_folder`] and [`LiveSession::wait`]; also when the runtime cannot be built.
+pub fn run_blocking(
+    dir: &Path,
+    follow: FollowOptions,
+    settings: LiveSettings,
+    events: EventSink,
+    cancel: CancellationToken,
+) -> Result<LiveSummary, StageError> {
+    let runtime = crate::batch::build_runtime(settings.parallel_tiles().get())
+        .map_err(StageError::Runtime)?;
+    runtime.block_on(async {
+        let session = LiveSession::start_folder(dir, follow, settings, events)?;
+        let stop = session.cancel_token();
+        // The caller's token stops the session like Ctrl-C: final snapshot and checkpoint are written.
+        let link = tokio::spawn(async move {
+            cancel.cancelled().await;
+            stop.cancel();
+        });
+        let summary = session.wait().await;
+        link.abort();
+        summary
+    })
+}
+
 /// Loads the checkpoint in `dir` and checks that this session may continue it: the same folder,
 /// configuration and registration mode, the same checkpoint format, and no frame it used changed.
 ///
