@@ -11,7 +11,7 @@ use crate::report::{lossy_opt_path, lossy_path, LiveSummary, RunSummary};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Version of the JSON event schema: the `"schema"` field of every JSON line ([`Event::to_json`]; the
+/// Version of the JSON event schema: the `"schema"` field of every JSON line ([`Event::to_json_line`]; the
 /// CLI's `--json`). It goes up when a field changes meaning or goes away; new events and new fields
 /// do not change it, so readers should ignore what they do not know. The events and their fields are
 /// listed in the README ("JSON events").

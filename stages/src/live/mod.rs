@@ -11,8 +11,8 @@
 //!                                                 the batch Blend (incremental accumulator)
 //! ```
 //!
-//! Live is the batch stages fed frame by frame: the same worker pool ([`crate::batch::workers`]), the
-//! same ordered blending ([`crate::batch::accumulator`]), the same events ([`crate::Event`]) and
+//! Live is the batch stages fed frame by frame: the same worker pool (`batch::workers`), the
+//! same ordered blending (`batch::accumulator`), the same events ([`crate::Event`]) and
 //! settings resolution ([`crate::batch::worker_count`] rules); what differs is the accumulator, which
 //! keeps per-tile state across frames ([`tlr_core::live`]) instead of the frames themselves.
 //!
