@@ -7,7 +7,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tlr::live::{LiveEvent, LiveEventSink, LiveSession, LiveSettings};
+use tlr::live::{LiveSession, LiveSettings};
+use tlr::{Event, EventSink};
 use tlr_core::config::Config;
 use tlr_core::simulate::{Scenario, SimConfig, Simulation};
 
@@ -24,15 +25,15 @@ pub fn run(frames: usize) -> anyhow::Result<(usize, f32)> {
     });
     let used = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&used);
-    let events: LiveEventSink = Arc::new(move |event: &LiveEvent| {
-        if let LiveEvent::FrameUsed { .. } = event {
+    let events: EventSink = Arc::new(move |event: &Event| {
+        if let Event::FrameUsed { .. } = event {
             counter.fetch_add(1, Ordering::Relaxed);
         }
     });
     let mut settings = LiveSettings::new(Config::default());
     settings.bootstrap_frames = Some(6);
 
-    let runtime = tlr::pipeline::build_runtime(settings.parallel_tiles.get())?;
+    let runtime = tlr::build_runtime(settings.parallel_tiles().get())?;
     let (summary, last) = runtime.block_on(async {
         let mut session = LiveSession::start_memory(settings, events)?;
         let snapshots = session.subscribe();

@@ -19,7 +19,6 @@ pub mod atomic;
 pub mod bayer;
 pub mod config;
 pub mod fits;
-pub mod follow;
 pub mod geom;
 pub mod global;
 pub mod live;

@@ -182,7 +182,7 @@ fn build_globs(dir: &Path, patterns: &[String]) -> Result<GlobSet, ScanError> {
 }
 
 /// The scan's file name rule, for callers that list a folder themselves (the folder follower,
-/// [`crate::follow`]): a name is a candidate when it is not hidden (does not start with `.`) and
+/// `tlr::source::follow` in the `tlr` crate): a name is a candidate when it is not hidden (does not start with `.`) and
 /// matches one of the glob patterns, case-insensitively.
 #[derive(Debug, Clone)]
 pub struct NameFilter {

@@ -8,25 +8,106 @@
 //!
 //! What it does not: print anything; the binary turns these into messages and exit codes.
 
+use std::fmt;
 use std::path::PathBuf;
+
+/// The stage an error came from, as it appears at the start of the message (`reader: …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Listing and checking the input folder.
+    Scan,
+    /// Reading frames (global pass and tile phase; the live reader).
+    Reader,
+    /// Cutting the image into tiles.
+    Tiles,
+    /// The tile-worker pool.
+    Workers,
+    /// The ordered accumulator.
+    Accumulator,
+    /// Writing results.
+    Output,
+    /// Loading or saving a live checkpoint.
+    Checkpoint,
+    /// The live publisher.
+    Publisher,
+    /// A live session as a whole.
+    Live,
+    /// Starting the pipeline (runtime).
+    Pipeline,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Scan => "scan",
+            Stage::Reader => "reader",
+            Stage::Tiles => "tiles",
+            Stage::Workers => "workers",
+            Stage::Accumulator => "accumulator",
+            Stage::Output => "output",
+            Stage::Checkpoint => "checkpoint",
+            Stage::Publisher => "publisher",
+            Stage::Live => "live",
+            Stage::Pipeline => "pipeline",
+        })
+    }
+}
 
 /// An error that stopped a pipeline run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StageError {
-    /// A stage hit a problem with the input (a file, a frame, the configuration).
+    /// A stage hit a problem with the input that no lower-level error describes (frames of different
+    /// sizes, no usable frame, a frame refused under `--strict`).
     #[error("{stage}: {message}")]
     Input {
-        /// The stage that failed (`scan`, `reader`, `workers`, `accumulator`, `output`).
-        stage: &'static str,
+        /// The stage that failed.
+        stage: Stage,
         /// What went wrong, for a user.
         message: String,
     },
+    /// The tile grid could not be made for this image and tile size.
+    #[error("tiles")]
+    Grid(#[from] tlr_core::tile::TileError),
+    /// A Bayer (colour) operation failed: an unknown pattern, frames too small.
+    #[error("{stage}")]
+    Bayer {
+        /// The stage that failed.
+        stage: Stage,
+        /// The underlying error.
+        #[source]
+        source: tlr_core::bayer::BayerError,
+    },
+    /// The live state failed: the bootstrap, or loading or saving a checkpoint.
+    #[error("{stage}")]
+    Live {
+        /// The stage that failed (`tiles` for the bootstrap, `checkpoint`).
+        stage: Stage,
+        /// The underlying error, which names the file or the reason.
+        #[source]
+        source: tlr_core::live::LiveError,
+    },
+    /// The followed folder cannot be watched or resolved.
+    #[error("reader: cannot follow the folder")]
+    Follow(#[from] crate::source::follow::FollowError),
+    /// The folder of a live session cannot be resolved.
+    #[error("reader: cannot resolve the folder `{}`", dir.display())]
+    Folder {
+        /// The folder.
+        dir: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The async runtime could not be started.
+    #[error("pipeline: cannot start the runtime")]
+    Runtime(#[source] std::io::Error),
     /// A FITS read or write failed.
     #[error("{stage}")]
     Fits {
         /// The stage that failed.
-        stage: &'static str,
+        stage: Stage,
         /// The underlying error, which names the file.
         #[source]
         source: tlr_core::fits::FitsError,
@@ -46,7 +127,7 @@ pub enum StageError {
     #[error("{stage}: task failed")]
     Join {
         /// The stage whose task failed.
-        stage: &'static str,
+        stage: Stage,
         /// The join error (a panic shows up here instead of a hang).
         #[source]
         source: tokio::task::JoinError,
@@ -55,7 +136,7 @@ pub enum StageError {
     #[error("{stage}: {what} panicked: {message}")]
     Panicked {
         /// The stage whose job panicked.
-        stage: &'static str,
+        stage: Stage,
         /// What the job was doing.
         what: &'static str,
         /// The panic's message.
@@ -125,13 +206,23 @@ pub enum StageError {
 }
 
 impl StageError {
+    /// Wraps a Bayer error from `stage`.
+    pub fn bayer(stage: Stage, source: tlr_core::bayer::BayerError) -> Self {
+        StageError::Bayer { stage, source }
+    }
+
+    /// Wraps a live-state error from `stage`.
+    pub fn live(stage: Stage, source: tlr_core::live::LiveError) -> Self {
+        StageError::Live { stage, source }
+    }
+
     /// Wraps a FITS error from `stage`.
-    pub fn fits(stage: &'static str, source: tlr_core::fits::FitsError) -> Self {
+    pub fn fits(stage: Stage, source: tlr_core::fits::FitsError) -> Self {
         StageError::Fits { stage, source }
     }
 
     /// An input problem in `stage`.
-    pub fn input(stage: &'static str, message: impl Into<String>) -> Self {
+    pub fn input(stage: Stage, message: impl Into<String>) -> Self {
         StageError::Input {
             stage,
             message: message.into(),

@@ -16,27 +16,32 @@
 //!   the number of frames.
 //! - Only the reader watches the cancellation token; the other stages stop when their input closes.
 //!
-//! Use [`pipeline::run`] (async) or [`pipeline::run_blocking`] to embed the whole job; progress arrives as
-//! [`events::Event`]s through a callback; [`output`] writes the FITS result, preview and diagnostics.
-//! The numerical core is the `tlr_core` crate (re-exported as [`core`]).
+//! The folders follow the data: [`source`] (where frames come from: a folder, memory, a followed
+//! folder), [`batch`] (the stages of a run over a known sequence), [`live`] (the same worker pool and
+//! ordered accumulator, fed frame by frame), [`output`] (files), [`events`] (progress).
+//!
+//! Use [`run`] (async) or [`run_blocking`] to embed the whole job; progress arrives as [`Event`]s through a
+//! callback; [`output`] writes the FITS result, preview and diagnostics. [`live::LiveSession`] keeps an
+//! up-to-date result while frames arrive. The numerical core is the `tlr_core` crate (re-exported as
+//! [`core`]).
 #![warn(missing_docs)]
 
-pub mod accumulator;
+pub mod batch;
 pub mod error;
 pub mod events;
 pub mod live;
 pub mod memory;
 pub mod output;
-pub mod pipeline;
-pub mod reader;
+pub mod report;
 pub mod source;
-pub mod workers;
 
 pub use tlr_core as core;
+pub use tokio_util::sync::CancellationToken;
 
+pub use batch::{
+    build_runtime, run, run_blocking, ColourResult, FrameSummary, Input, PipelineOptions,
+    Registration, RunOutput, RunSummary, TileSummary, UsedFrame,
+};
 pub use error::StageError;
 pub use events::{Event, EventSink};
-pub use pipeline::{
-    run, run_blocking, Input, PipelineOptions, Registration, RunOutput, RunSummary,
-};
 pub use source::{FileFrames, FrameStore, MemoryFrames};

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use tlr_core::fits::{self, Card, CardValue, OutputMeta, SampleFormat};
 use tlr_core::preview;
 
-use crate::error::StageError;
-use crate::pipeline::RunOutput;
+use crate::batch::RunOutput;
+use crate::error::{Stage, StageError};
 
 /// Which diagnostics to write (`v4.diagnostics.*`).
 #[derive(Debug, Clone, Copy)]
@@ -84,8 +84,8 @@ pub fn output_meta(run: &RunOutput, kind: &str) -> OutputMeta {
         card_str(
             "TLRMODE",
             match s.registration {
-                crate::pipeline::Registration::TileLocal => "tile-local",
-                crate::pipeline::Registration::GlobalOnly => "global",
+                crate::batch::Registration::TileLocal => "tile-local",
+                crate::batch::Registration::GlobalOnly => "global",
             },
             "registration mode",
         ),
@@ -201,7 +201,7 @@ fn joined<T>(
     what: &'static str,
 ) -> Result<T, StageError> {
     handle.join().map_err(|panic| StageError::Panicked {
-        stage: "output",
+        stage: Stage::Output,
         what,
         message: crate::error::panic_message(panic.as_ref()),
     })
@@ -470,7 +470,7 @@ fn side_by_side(
             if matches!(preview.join(), Ok(Ok(()))) {
                 let _ = std::fs::remove_file(png);
             }
-            return Err(StageError::fits("output", e));
+            return Err(StageError::fits(Stage::Output, e));
         }
         joined(preview, "writing the preview")?.map_err(|e| StageError::Output {
             path: png.to_path_buf(),
@@ -511,7 +511,7 @@ pub fn write_cfa(run: &RunOutput, path: &Path) -> Result<bool, StageError> {
     meta.cards
         .push(card_str("ROWORDER", "TOP-DOWN", "order of the rows"));
     fits::write_image_atomic(path, cfa.view(), SampleFormat::F32, &meta)
-        .map_err(|e| StageError::fits("output", e))?;
+        .map_err(|e| StageError::fits(Stage::Output, e))?;
     Ok(true)
 }
 
@@ -546,9 +546,9 @@ pub fn write_diagnostics(
     let report_path = dir.join(TILE_REPORT);
     #[derive(serde::Serialize)]
     struct Report<'a> {
-        summary: &'a crate::pipeline::RunSummary,
-        frames: &'a [crate::pipeline::FrameSummary],
-        tiles: &'a [crate::accumulator::TileSummary],
+        summary: &'a crate::report::RunSummary,
+        frames: &'a [crate::report::FrameSummary],
+        tiles: &'a [crate::report::TileSummary],
     }
     let report = Report {
         summary: &run.summary,
@@ -572,7 +572,8 @@ pub fn write_diagnostics(
     let meta = output_meta(run, "diagnostics");
     let fits_out = |name: &str, data: ndarray::ArrayView3<f32>| -> Result<PathBuf, StageError> {
         let path = dir.join(name);
-        fits::write_cube_atomic(&path, data, &meta).map_err(|e| StageError::fits("output", e))?;
+        fits::write_cube_atomic(&path, data, &meta)
+            .map_err(|e| StageError::fits(Stage::Output, e))?;
         Ok(path)
     };
 
@@ -594,7 +595,7 @@ pub fn write_diagnostics(
         written.push(fits_out(WARP_DY, dy.view())?);
         let png = dir.join(WARP_FIELD);
         let slot = strongest_frame(&dx, &dy);
-        let valid: Vec<&crate::accumulator::TileSummary> =
+        let valid: Vec<&crate::report::TileSummary> =
             run.tiles.iter().filter(|t| t.valid).collect();
         let boxes: Vec<tlr_core::TileBox> = valid.iter().map(|t| t.tile).collect();
         let arrows: Vec<tlr_core::Shift> = valid

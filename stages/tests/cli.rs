@@ -29,6 +29,10 @@ fn run_writes_image_preview_and_diagnostics_with_json_progress() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
         .collect();
     let kinds: Vec<&str> = lines.iter().filter_map(|v| v["event"].as_str()).collect();
+    assert!(
+        lines.iter().all(|v| v["schema"] == 1),
+        "every JSON line carries the schema version"
+    );
     for expected in [
         "scanned",
         "global_frame",
@@ -339,4 +343,47 @@ fn colour_demo_compares_tile_local_and_global_and_writes_rgb_results() {
         out_dir.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+fn with_json_a_failure_is_also_a_json_event_with_its_causes_and_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    std::fs::write(frames.join("broken.fits"), b"not a FITS file at all").unwrap();
+    let result = dir.path().join("result.fits");
+    let out = tlr(&[
+        "run",
+        frames.to_str().unwrap(),
+        "-o",
+        result.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(!out.status.success());
+    let code = out.status.code().unwrap();
+    let last: serde_json::Value = text(&out.stdout)
+        .lines()
+        .last()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .expect("a JSON line");
+    assert_eq!(last["event"], "failed", "{last}");
+    assert_eq!(last["schema"], 1);
+    assert_eq!(last["exit_code"], code);
+    let message = last["message"].as_str().unwrap();
+    let causes: Vec<&str> = last["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    // The human message on stderr is the same chain, each part once.
+    let stderr = text(&out.stderr);
+    let chain = std::iter::once(message)
+        .chain(causes.iter().copied())
+        .collect::<Vec<_>>()
+        .join(": ");
+    assert!(stderr.contains(&chain), "{stderr}\n{chain}");
+    for part in std::iter::once(message).chain(causes.iter().copied()) {
+        assert_eq!(stderr.matches(part).count(), 1, "`{part}` once in {stderr}");
+    }
 }

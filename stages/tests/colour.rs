@@ -3,7 +3,6 @@
 //! read correctly from the header, and `--keep-cfa`-style CFA output round-trips.
 
 use ndarray::{s, Array2, Array3, Axis};
-use std::num::NonZeroUsize;
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
 
@@ -33,10 +32,10 @@ fn sim(
 
 fn options(registration: Registration) -> PipelineOptions {
     let mut o = PipelineOptions {
-        parallel_tiles: NonZeroUsize::new(2),
         registration,
         ..PipelineOptions::default()
     };
+    o.config.v4.parallel_tiles = Some(2);
     o.config.registration.local_tiles.min_valid_frames = 4;
     o
 }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+use tlr::batch::TileProcessor;
 use tlr::events::no_events;
-use tlr::workers::TileProcessor;
 use tlr::{Event, EventSink, FrameStore, Input, MemoryFrames, PipelineOptions, StageError};
 use tlr_core::operator::{self, TileStack};
 use tlr_core::simulate::{Scenario, SimConfig, Simulation};
@@ -27,14 +27,13 @@ fn frames(n: usize, size: usize, scenario: Scenario) -> Vec<Array2<f32>> {
 }
 
 fn options(workers: usize) -> PipelineOptions {
-    PipelineOptions {
-        parallel_tiles: NonZeroUsize::new(workers),
-        ..PipelineOptions::default()
-    }
+    let mut o = PipelineOptions::default();
+    o.config.v4.parallel_tiles = Some(workers);
+    o
 }
 
 fn core_processor(options: &PipelineOptions) -> TileProcessor {
-    let params = tlr::pipeline::operator_params(&options.config, options.registration);
+    let params = tlr::batch::operator_params(&options.config, options.registration);
     Arc::new(move |stack: &TileStack| operator::reconstruct_tile(stack, &params))
 }
 
@@ -155,7 +154,7 @@ async fn a_panicking_worker_is_an_error_not_a_hang() {
         .await
         .expect("no hang");
     match outcome {
-        Err(StageError::Join { stage, .. }) => assert_eq!(stage, "workers"),
+        Err(StageError::Join { stage, .. }) => assert_eq!(stage, tlr::error::Stage::Workers),
         other => panic!("expected a join error, got {:?}", other.err()),
     }
 }
@@ -179,7 +178,7 @@ impl FrameStore for FailingStore {
     fn read_full(&self, index: usize) -> Result<Array2<f32>, StageError> {
         if index == self.bad {
             Err(StageError::input(
-                "reader",
+                tlr::error::Stage::Reader,
                 format!("frame {index}: corrupt"),
             ))
         } else {
@@ -273,7 +272,7 @@ fn a_corrupt_frame_is_skipped_or_fatal_when_strict() {
             inner: memory.clone(),
             bad: 5,
         };
-        let runtime = tlr::pipeline::build_runtime(2).unwrap();
+        let runtime = tlr::build_runtime(2).unwrap();
         runtime.block_on(tlr::run(
             Input::Store(Arc::new(store)),
             PipelineOptions {
@@ -345,7 +344,7 @@ impl FrameStore for FailsInTilePhase {
     ) -> Result<Vec<Array2<f32>>, StageError> {
         if index == self.bad && self.reads.fetch_add(1, Ordering::SeqCst) >= 1 {
             return Err(StageError::input(
-                "reader",
+                tlr::error::Stage::Reader,
                 format!("frame {index}: deleted"),
             ));
         }
@@ -407,4 +406,26 @@ fn a_frame_failing_mid_run_is_counted_as_unused_everywhere() {
         })
         .unwrap();
     assert_eq!(finished, 13);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_as_a_stream_ending_with_the_summary() {
+    use futures_util::StreamExt;
+    let frames = frames(10, 192, Scenario::Static);
+    let (events, stream) = tlr::events::channel();
+    let input = Input::Memory(MemoryFrames::new(frames).unwrap());
+    let run = tokio::spawn(tlr::run(
+        input,
+        options(2),
+        events,
+        CancellationToken::new(),
+    ));
+    let received: Vec<Event> = stream.collect().await;
+    let out = run.await.unwrap().unwrap();
+    let tiles = received
+        .iter()
+        .filter(|e| matches!(e, Event::TileDone { .. }))
+        .count();
+    assert_eq!(tiles, out.summary.tiles_total);
+    assert!(matches!(received.last(), Some(Event::Finished { .. })));
 }

@@ -2,7 +2,6 @@
 //! than the global-registration stack of the same frames, and the per-tile warp diagnostics follow the
 //! simulated displacement field.
 
-use std::num::NonZeroUsize;
 use tokio_util::sync::CancellationToken;
 
 use tlr::events::no_events;
@@ -22,11 +21,11 @@ fn simulation(scenario: Scenario) -> Simulation {
 
 fn reconstruct(sim: &Simulation, registration: Registration) -> RunOutput {
     let frames = (0..sim.frames()).map(|i| sim.frame(i)).collect();
-    let options = PipelineOptions {
-        parallel_tiles: NonZeroUsize::new(2),
+    let mut options = PipelineOptions {
         registration,
         ..PipelineOptions::default()
     };
+    options.config.v4.parallel_tiles = Some(2);
     tlr::run_blocking(
         Input::Memory(MemoryFrames::new(frames).unwrap()),
         options,

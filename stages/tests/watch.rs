@@ -470,7 +470,6 @@ fn hard_kill_and_restart_uses_every_frame_once() {
 /// fails the global pass does not invalidate the others.
 #[test]
 fn live_session_is_bit_identical_for_any_worker_count() {
-    use std::num::NonZeroUsize;
     use std::sync::Arc;
     use tlr::live::{LiveSession, LiveSettings};
     use tlr_core::config::Config;
@@ -484,10 +483,11 @@ fn live_session_is_bit_identical_for_any_worker_count() {
         ..SimConfig::default()
     });
     let run = |workers: usize| -> (Vec<u32>, Vec<String>) {
-        let mut settings = LiveSettings::new(Config::default());
+        let mut config = Config::default();
+        config.v4.parallel_tiles = Some(workers);
+        let mut settings = LiveSettings::new(config);
         settings.bootstrap_frames = Some(5);
-        settings.parallel_tiles = NonZeroUsize::new(workers).expect("workers");
-        let runtime = tlr::pipeline::build_runtime(workers).expect("runtime");
+        let runtime = tlr::build_runtime(workers).expect("runtime");
         runtime.block_on(async {
             let session = LiveSession::start_memory(settings, Arc::new(|_| {})).expect("start");
             let snapshots = session.subscribe();
@@ -512,6 +512,98 @@ fn live_session_is_bit_identical_for_any_worker_count() {
     assert!(!used_one.iter().any(|n| n == "memory:4"), "{used_one:?}");
     assert_eq!(used_one, used_three);
     assert!(one == three, "snapshots differ between 1 and 3 workers");
+}
+
+/// An application's own frame source (a `FrameFeed` trait object) gives the same result as pushed
+/// frames; events and snapshots can be consumed as streams.
+#[test]
+fn an_application_feed_matches_pushed_frames_and_streams_events_and_snapshots() {
+    use futures_util::StreamExt;
+    use std::sync::Arc;
+    use tlr::live::{LiveSession, LiveSettings};
+    use tlr::source::feed::{FedFrame, FrameFeed};
+    use tlr_core::config::Config;
+
+    struct Camera {
+        frames: std::vec::IntoIter<ndarray::Array2<f32>>,
+        taken: usize,
+    }
+    #[async_trait::async_trait]
+    impl FrameFeed for Camera {
+        async fn next_frame(&mut self) -> Option<FedFrame> {
+            tokio::task::yield_now().await;
+            let image = self.frames.next()?;
+            self.taken += 1;
+            Some(FedFrame::named(format!("cam-{}", self.taken), image))
+        }
+    }
+
+    let sim = Simulation::new(SimConfig {
+        frames: 8,
+        width: 160,
+        height: 160,
+        seed: 5,
+        scenario: Scenario::Seeing,
+        ..SimConfig::default()
+    });
+    let frames: Vec<_> = (0..8).map(|i| sim.frame(i)).collect();
+    let settings = || {
+        let mut s = LiveSettings::new(Config::default());
+        s.bootstrap_frames = Some(5);
+        s
+    };
+    let runtime = tlr::build_runtime(2).expect("runtime");
+    let pushed: Vec<u32> = runtime.block_on(async {
+        let session = LiveSession::start_memory(settings(), Arc::new(|_| {})).expect("start");
+        let snapshots = session.subscribe();
+        for f in &frames {
+            session.push(f.clone()).await.expect("push");
+        }
+        session.finish().await.expect("finish");
+        let last = snapshots.borrow().clone().expect("a snapshot");
+        last.image.iter().map(|v| v.to_bits()).collect()
+    });
+    let (fed, names, kinds, streamed) = runtime.block_on(async {
+        let (events, event_stream) = tlr::events::channel();
+        let camera = Camera {
+            frames: frames.clone().into_iter(),
+            taken: 0,
+        };
+        let session = LiveSession::start_feed(Box::new(camera), settings(), events).expect("start");
+        let snapshot_stream = session.snapshots();
+        let collector = tokio::spawn(snapshot_stream.collect::<Vec<_>>());
+        let summary = session.wait().await.expect("the feed ends the session");
+        let kinds: Vec<String> = event_stream
+            .map(|e| e.to_json_line().expect("json"))
+            .collect()
+            .await;
+        let streamed = collector.await.expect("snapshots");
+        let last = streamed.last().expect("a snapshot").clone();
+        (
+            last.image.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(),
+            summary.frames_used,
+            kinds,
+            streamed.len(),
+        )
+    });
+    assert!(
+        pushed == fed,
+        "a feed and pushed frames give different results"
+    );
+    assert!(names.iter().all(|n| n.starts_with("cam-")), "{names:?}");
+    assert!(streamed >= 1);
+    assert!(
+        kinds
+            .iter()
+            .any(|k| k.contains("\"event\":\"bootstrapped\"")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds
+            .last()
+            .is_some_and(|k| k.contains("\"event\":\"finished\"")),
+        "{kinds:?}"
+    );
 }
 
 // ---- Quick regression checks (issue 12): tiny frames, a blocking `tlr watch` per step. ----
@@ -874,4 +966,33 @@ fn missing_output_folders_are_created() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(decided(&events), 12);
     assert!(out.is_file(), "{err}");
+}
+
+/// The blocking entry point follows a folder until it is idle and returns the summary.
+#[test]
+fn live_run_blocking_follows_a_folder_until_idle() {
+    use tlr::live::{run_blocking, LiveSettings};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let frames = dir.path().join("frames");
+    fs::create_dir_all(&frames).expect("mkdir");
+    frames_of_size(&frames, 3, 7, 256);
+    let mut settings = LiveSettings::new(tlr_core::config::Config::default());
+    settings.bootstrap_frames = Some(5);
+    settings.until_idle = Some(std::time::Duration::from_millis(300));
+    settings.output = Some(dir.path().join("live.fits"));
+    let follow = tlr::source::follow::FollowOptions {
+        stable_for: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let summary = run_blocking(
+        &frames,
+        follow,
+        settings,
+        tlr::events::no_events(),
+        tlr::CancellationToken::new(),
+    )
+    .expect("the session ends when the folder is idle");
+    assert_eq!(summary.frames_seen, 7);
+    assert!(summary.frames_used.len() >= 5, "{summary:?}");
+    assert!(dir.path().join("live.fits").exists());
 }

@@ -5,7 +5,6 @@ mod config;
 mod examples;
 mod fits;
 mod fits_native;
-mod follow;
 mod global;
 mod live;
 mod mosaic;

@@ -112,6 +112,9 @@ fn inspect_file(path: &Path, json: bool) -> Result<(), tlr_core::fits::FitsError
 
 /// Runs `tlr inspect`. Unreadable files are reported and make the exit code 1, the others are measured.
 pub fn inspect(args: InspectArgs) -> Result<(), Failure> {
+    if args.json {
+        super::progress::json_errors();
+    }
     if !args.json {
         println!(
             "{:>6} {:>9} {:>7} {:>11} {:>9}  file",

@@ -80,7 +80,7 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {:#}", failure.error);
+            progress::report_failure(&failure.error, failure.code);
             ExitCode::from(failure.code)
         }
     }
@@ -175,7 +175,7 @@ pub fn block_on_cancellable<T>(
     cancel: tokio_util::sync::CancellationToken,
     future: impl std::future::Future<Output = T>,
 ) -> Result<T, Failure> {
-    let runtime = tlr::pipeline::build_runtime(parallel_tiles)
+    let runtime = tlr::build_runtime(parallel_tiles)
         .map_err(|e| Failure::failed(anyhow::anyhow!("cannot start the runtime: {e}")))?;
     Ok(runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -215,7 +215,7 @@ pub fn run_pipeline(
     options: tlr::PipelineOptions,
     events: tlr::EventSink,
 ) -> Result<tlr::RunOutput, Failure> {
-    let workers = tlr::pipeline::worker_count(&options).get();
+    let workers = tlr::batch::worker_count(&options.config).get();
     let cancel = tokio_util::sync::CancellationToken::new();
     let result = block_on_cancellable(
         workers,

@@ -32,9 +32,41 @@ impl Display {
     }
 }
 
-/// Prints one JSON line (for `--json` output of the subcommands).
+/// Prints one JSON line (for `--json` output of the subcommands), with the schema version.
 pub fn print_json(value: &serde_json::Value) {
-    print_line(&value.to_string());
+    print_line(&tlr::events::with_schema(&value.to_string()));
+}
+
+/// Prints one event as a JSON line. Never loses an event silently.
+pub fn print_event(event: &Event) {
+    match event.to_json_line() {
+        Ok(line) => print_line(&line),
+        Err(e) => eprintln!("warning: an event could not be written as JSON: {e}"),
+    }
+}
+
+/// Set once a subcommand runs with `--json`: errors then also go to stdout as a `failed` event.
+static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes a failure of this process also print a `failed` JSON event ([`report_failure`]).
+pub fn json_errors() {
+    JSON_ERRORS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Reports a failure: the message with every cause once on stderr, and with `--json` the `failed`
+/// event with the exit code on stdout.
+pub fn report_failure(error: &anyhow::Error, code: u8) {
+    eprintln!("error: {error:#}");
+    if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
+        let event = Event::failed(error.as_ref());
+        if let Ok(line) = event.to_json_line() {
+            let line = match line.strip_suffix('}') {
+                Some(head) => format!("{head},\"exit_code\":{code}}}"),
+                None => line,
+            };
+            print_line(&line);
+        }
+    }
 }
 
 /// Writes one line to stdout. A reader that went away (`tlr run --json | head`: a broken pipe) does not
@@ -48,11 +80,7 @@ pub fn print_line(line: &str) {
 /// An event sink for `display`. `label` prefixes the bars (e.g. "tile-local", "global").
 pub fn sink(display: Display, label: &str) -> EventSink {
     match display {
-        Display::Json => Arc::new(|event: &Event| {
-            if let Ok(line) = serde_json::to_string(event) {
-                print_line(&line);
-            }
-        }),
+        Display::Json => Arc::new(print_event),
         // Quiet hides progress, not what was left out: a skipped file is always reported.
         Display::Quiet => Arc::new(|event: &Event| {
             if let Event::FrameSkipped { path, reason } = event {

@@ -66,6 +66,9 @@ fn glob_patterns(glob: &str, dir: &std::path::Path) -> Result<Vec<String>, Failu
 
 /// Runs `tlr run`.
 pub fn run(args: RunArgs) -> Result<(), Failure> {
+    if args.json {
+        progress::json_errors();
+    }
     let config = load_config(
         args.config.as_deref(),
         args.parallel_tiles,

@@ -3,7 +3,7 @@
 //! result and the checkpoint `OUT.fits.checkpoint/`, from which a restarted `tlr watch` continues.
 //!
 //! Output: a status line per snapshot on stderr, JSON lines on stdout with `--json` (one per
-//! [`tlr::live::LiveEvent`], the last one `{"event":"finished","summary":{…}}`), nothing with `--quiet`.
+//! [`tlr::live::Event`], the last one `{"event":"finished","summary":{…}}`), nothing with `--quiet`.
 //! `--stable-ms MS` sets how long a file must stay unchanged before it is examined (default 500 ms with
 //! file events, 1000 ms with `--poll`; most of the latency from a frame's completion to its snapshot). Hidden test knob:
 //! `--checkpoint-every N` sets the frames between checkpoints (default 10).
@@ -23,11 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{block_on_cancellable, load_config, Failure};
-use tlr::live::{
-    checkpoint_dir_for, LiveEvent, LiveEventSink, LiveSession, LiveSettings, OutputLock, Schedule,
-};
-use tlr::{Registration, StageError};
-use tlr_core::follow::FollowOptions;
+use tlr::live::{checkpoint_dir_for, LiveSession, LiveSettings, OutputLock, Schedule};
+use tlr::source::follow::FollowOptions;
+use tlr::{Event, EventSink, Registration, StageError};
 
 /// Arguments of `tlr watch`.
 #[derive(Args)]
@@ -120,6 +118,9 @@ fn in_range<T: PartialOrd + std::fmt::Display + std::fmt::Debug + Copy>(
 
 /// Runs `tlr watch`.
 pub fn watch(args: WatchArgs) -> Result<(), Failure> {
+    if args.json {
+        super::progress::json_errors();
+    }
     // Ranges first: nothing is started with a value that cannot be honoured.
     let every_secs = in_range(
         "--every-secs",
@@ -155,9 +156,7 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
         args.parallel_tiles,
         args.quiet || args.json,
     )?;
-    let workers = config.parallel_tiles(tlr_core::config::physical_cores());
     let mut settings = LiveSettings::new(config);
-    settings.parallel_tiles = NonZeroUsize::new(workers).unwrap_or(NonZeroUsize::MIN);
     settings.registration = if args.global_only {
         Registration::GlobalOnly
     } else {
@@ -206,6 +205,7 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
     // Only a signal cancels this token (the session's own stops use the session's token).
     let signalled = cancel.clone();
     let dir = args.dir.clone();
+    let workers = settings.parallel_tiles().get();
     let outcome = block_on_cancellable(workers, cancel, async move {
         let session = LiveSession::start_folder(&dir, follow, settings, events)?;
         let stop = session.cancel_token();
@@ -244,19 +244,15 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
 }
 
 /// Event printing of `tlr watch`: JSON lines, a status line per event of interest, or nothing.
-fn sink(json: bool, quiet: bool) -> LiveEventSink {
+fn sink(json: bool, quiet: bool) -> EventSink {
     if json {
-        return Arc::new(|event: &LiveEvent| match serde_json::to_string(event) {
-            Ok(line) => super::progress::print_line(&line),
-            // Not expected (paths are written lossily); never lose an event silently.
-            Err(e) => eprintln!("warning: an event could not be written as JSON: {e}"),
-        });
+        return Arc::new(super::progress::print_event);
     }
     if quiet {
         return Arc::new(|_| {});
     }
-    Arc::new(|event: &LiveEvent| match event {
-        LiveEvent::Resumed {
+    Arc::new(|event: &Event| match event {
+        Event::Resumed {
             checkpoint,
             frames_used,
             ..
@@ -264,18 +260,18 @@ fn sink(json: bool, quiet: bool) -> LiveEventSink {
             "resumed from {} ({frames_used} frames already used)",
             checkpoint.display()
         ),
-        LiveEvent::Bootstrapped {
+        Event::Bootstrapped {
             frames,
             tile_size_px,
             tiles,
         } => eprintln!("bootstrap: {frames} frames, {tiles} tiles of {tile_size_px} px"),
-        LiveEvent::FrameRejected { name, reason } => eprintln!("skipped {name}: {reason}"),
-        LiveEvent::Snapshot {
+        Event::FrameRejected { name, reason } => eprintln!("skipped {name}: {reason}"),
+        Event::Snapshot {
             frames_used,
             latency_s,
             ..
         } => eprintln!("snapshot: {frames_used} frames, latency {latency_s:.2} s"),
-        LiveEvent::Warning { message } => eprintln!("warning: {message}"),
+        Event::Warning { message } => eprintln!("warning: {message}"),
         _ => {}
     })
 }

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use tlr_core::config::Config;
@@ -30,13 +31,15 @@ use tlr_core::operator::{self, OperatorParams};
 use tlr_core::scan::{self, ScanOptions};
 use tlr_core::tile;
 
-use crate::accumulator::{Accumulator, TileSummary};
-use crate::error::StageError;
+use super::accumulator::{Accumulator, Blend};
+use super::global_pass::{GlobalSummary, UsedFrame};
+use super::reader::{FrameReader, ReadPlan};
+use super::workers::{batch_work, Pool, TileProcessor};
+use crate::error::{Stage, StageError};
 use crate::events::{Event, EventSink};
 use crate::memory::{bytes_read, peak_rss_bytes, MemoryGuard};
-use crate::reader::{FrameReader, GlobalSummary, ReadPlan};
+use crate::report::{FrameSummary, RunSummary, TileSummary};
 use crate::source::{ColourFrames, FileFrames, FrameStore, MemoryFrames};
-use crate::workers::{TileProcessor, Workers};
 
 /// Where the frames come from.
 pub enum Input {
@@ -69,9 +72,6 @@ pub enum Registration {
 pub struct PipelineOptions {
     /// The reconstruction configuration (YAML).
     pub config: Config,
-    /// Worker count; `None` = the configuration's `v4.parallel_tiles` rules for this machine. The library
-    /// does not second-guess an explicit value (the CLI enforces the core-count rules).
-    pub parallel_tiles: Option<NonZeroUsize>,
     /// Capacity of each channel between stages (tile stacks, results).
     pub channel_capacity: NonZeroUsize,
     /// Tiles allowed in flight plus waiting for reordering; `None` = 2 x workers + 2.
@@ -91,7 +91,6 @@ impl Default for PipelineOptions {
     fn default() -> Self {
         Self {
             config: Config::default(),
-            parallel_tiles: None,
             channel_capacity: NonZeroUsize::new(2).expect("2 > 0"),
             reorder_window: None,
             reader_block_mib: 64,
@@ -100,65 +99,6 @@ impl Default for PipelineOptions {
             processor: None,
         }
     }
-}
-
-/// Figures of a finished run (also the JSON summary of the CLI).
-#[derive(Debug, Clone, Serialize)]
-pub struct RunSummary {
-    /// Frames found.
-    pub frames_total: usize,
-    /// Frames that took part in the reconstruction.
-    pub frames_used: usize,
-    /// Frames left out (with reasons in the events / report).
-    pub frames_skipped: usize,
-    /// Tiles in the grid.
-    pub tiles_total: usize,
-    /// Tiles reconstructed.
-    pub tiles_valid: usize,
-    /// Tile size, px.
-    pub tile_size_px: usize,
-    /// Search margin around each tile, px.
-    pub margin_px: usize,
-    /// Median star FWHM of the input frames, px.
-    pub median_fwhm_px: f32,
-    /// Workers used.
-    pub parallel_tiles: usize,
-    /// Registration mode.
-    pub registration: Registration,
-    /// Sum of the used frames' exposure times, s (when known).
-    pub exposure_total_s: Option<f64>,
-    /// DATE-OBS of the first used frame.
-    pub date_obs_first: Option<String>,
-    /// Wall time of the run, s.
-    pub elapsed_s: f64,
-    /// Peak resident memory of the process so far, MiB.
-    pub peak_rss_mib: Option<u64>,
-    /// Bytes the process read during the run (frames, and anything else it read), when measurable.
-    pub bytes_read: Option<u64>,
-    /// Digest of the effective configuration (also in the FITS HISTORY).
-    pub config_digest: String,
-}
-
-/// Per-frame outcome of the global pass.
-#[derive(Debug, Clone, Serialize)]
-pub struct FrameSummary {
-    /// The file or `memory:<index>` (in JSON, bytes that are not UTF-8 become U+FFFD).
-    #[serde(serialize_with = "crate::events::lossy_path")]
-    pub label: PathBuf,
-    /// Used in the reconstruction.
-    pub used: bool,
-    /// Global weight G_f (0 when unused).
-    pub weight: f32,
-    /// Background level, ADU.
-    pub background: Option<f32>,
-    /// Noise, ADU.
-    pub noise: Option<f32>,
-    /// Median star FWHM, px.
-    pub fwhm_px: Option<f32>,
-    /// Stars detected.
-    pub stars: Option<usize>,
-    /// Global shift relative to the reference frame, px.
-    pub shift: Option<tlr_core::Shift>,
 }
 
 /// The colour part of a colour run's result.
@@ -204,17 +144,16 @@ pub struct RunOutput {
     /// Global shift per frame that entered the tile phase (slot order of the tiles' frame reports),
     /// including a frame that failed to read later in the run ([`FrameSummary::used`] is false for it,
     /// and the summary does not count it).
-    pub used_frames: Vec<crate::reader::UsedFrame>,
+    pub used_frames: Vec<UsedFrame>,
 }
 
-/// The number of workers a run uses.
-pub fn worker_count(options: &PipelineOptions) -> NonZeroUsize {
-    options.parallel_tiles.unwrap_or_else(|| {
-        let n = options
-            .config
-            .parallel_tiles(tlr_core::config::physical_cores());
-        NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
-    })
+/// The number of tile workers a run or live session uses: `v4.parallel_tiles` when set (the library
+/// does not second-guess an explicit value; the CLI's configuration check enforces the core-count
+/// rules), else the seed document's default for this machine's physical cores. The one place this
+/// setting is resolved.
+pub fn worker_count(config: &Config) -> NonZeroUsize {
+    let n = config.parallel_tiles(tlr_core::config::physical_cores());
+    NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
 }
 
 /// Runs the whole job on `input`. Progress goes to `events`; `cancel` stops it (no result then).
@@ -246,7 +185,7 @@ pub async fn run(
             let report = tokio::task::spawn_blocking(move || scan::scan_folder(&dir, &scan))
                 .await
                 .map_err(|source| StageError::Join {
-                    stage: "scan",
+                    stage: Stage::Scan,
                     source,
                 })??;
             for skipped in &report.skipped {
@@ -257,7 +196,7 @@ pub async fn run(
             }
             if options.strict && !report.skipped.is_empty() {
                 return Err(StageError::input(
-                    "scan",
+                    Stage::Scan,
                     format!(
                         "{} file(s) were skipped and --strict is set: {}",
                         report.skipped.len(),
@@ -304,7 +243,7 @@ pub async fn run(
         options.strict,
         memory.clone(),
     );
-    let workers_n = worker_count(&options);
+    let workers_n = worker_count(cfg);
     let global = reader.global_pass(&cancel, workers_n.get()).await?;
     if let Some(message) = cfg.too_few_frames(global.frames.len(), "frames after the global pass") {
         return Err(StageError::TooFewFrames(message));
@@ -316,8 +255,7 @@ pub async fn run(
         cfg.tile.min_size,
         cfg.tile.max_size,
     );
-    let grid = tile::tile_grid(rows, cols, tile_px, cfg.tile.overlap_fraction as f32)
-        .map_err(|e| StageError::input("reader", e.to_string()))?;
+    let grid = tile::tile_grid(rows, cols, tile_px, cfg.tile.overlap_fraction as f32)?;
     let margin = cfg.tile.margin_px;
     events(&Event::GlobalDone {
         frames_used: global.frames.len(),
@@ -344,42 +282,42 @@ pub async fn run(
 
     let capacity = options.channel_capacity.get();
     let (tile_tx, tile_rx) = mpsc::channel(capacity);
-    let (result_tx, result_rx) = mpsc::channel(capacity);
-    let window = Arc::new(Semaphore::new(window_size));
-    let workers = Workers::new(workers_n, processor, Arc::clone(&window))
-        .with_plane_params(operator_params(cfg, options.registration));
-    let mut accumulator = Accumulator::new(
+    let pool = Pool::new(workers_n, window_size);
+    let work = batch_work(
+        processor,
+        operator_params(cfg, options.registration),
+        workers_n,
+    );
+    let results = pool.ordered(ReceiverStream::new(tile_rx), work);
+    let blend = Blend::new(
         rows,
         cols,
         &tiles,
+        if store.planes() > 1 {
+            store.planes()
+        } else {
+            0
+        },
         cfg.registration.local_tiles.variance_window_sigma as f32,
-        Arc::clone(&events),
     );
-    if store.planes() > 1 {
-        accumulator = accumulator.with_planes(store.planes(), rows, cols, &tiles);
-    }
+    let accumulator = Accumulator::new(blend, tiles.len(), Arc::clone(&events));
     let used_frames = global.frames.clone();
     let reader_task =
         tokio::spawn(reader.run(plan, global.frames.clone(), tile_tx, cancel.clone()));
-    let workers_task = tokio::spawn(workers.run(tile_rx, result_tx));
-    let accumulator_task = tokio::spawn(accumulator.run(result_rx));
+    // The worker pool runs inside the accumulator's stream: its jobs are blocking tasks of their own.
+    let accumulator_task = tokio::spawn(accumulator.run(results));
 
     // Join in data-flow order; the first stage that failed is the one to report, since later stages
     // only see their input end early.
     let reader_result = reader_task.await.map_err(|source| StageError::Join {
-        stage: "reader",
-        source,
-    })?;
-    let workers_result = workers_task.await.map_err(|source| StageError::Join {
-        stage: "workers",
+        stage: Stage::Reader,
         source,
     })?;
     let accumulated = accumulator_task.await.map_err(|source| StageError::Join {
-        stage: "accumulator",
+        stage: Stage::Accumulator,
         source,
     })?;
     let tile_phase = reader_result?;
-    workers_result?;
     let accumulated = accumulated?;
 
     let valid = accumulated.tiles.iter().filter(|t| t.valid).count();
@@ -397,7 +335,7 @@ pub async fn run(
     // A frame that failed to read in the tile phase is counted as unused everywhere (header, summary,
     // report, events), although tiles read before the failure include it: the counts never overstate.
     let frames = frame_summaries(store.as_ref(), &global, &tile_phase.failed);
-    let combined: Vec<&crate::reader::UsedFrame> = used_frames
+    let combined: Vec<&UsedFrame> = used_frames
         .iter()
         .filter(|f| !tile_phase.failed.contains(&f.index))
         .collect();
@@ -452,9 +390,8 @@ pub fn run_blocking(
     events: EventSink,
     cancel: CancellationToken,
 ) -> Result<RunOutput, StageError> {
-    let workers = worker_count(&options).get();
-    let runtime = build_runtime(workers)
-        .map_err(|e| StageError::input("pipeline", format!("cannot start the runtime: {e}")))?;
+    let workers = worker_count(&options.config).get();
+    let runtime = build_runtime(workers).map_err(StageError::Runtime)?;
     runtime.block_on(run(input, options, events, cancel))
 }
 
@@ -509,7 +446,7 @@ fn colour_store(
     let pattern = match header {
         Some(header) => {
             let decision = bayer::resolve_pattern(header, mode)
-                .map_err(|e| StageError::input("scan", crate::error::report(&e)))?;
+                .map_err(|e| StageError::bayer(Stage::Scan, e))?;
             for message in decision.warnings {
                 events(&Event::Warning { message });
             }
@@ -519,7 +456,7 @@ fn colour_store(
             ColorMode::Bayer(p) => Some(p),
             ColorMode::Osc => {
                 return Err(StageError::input(
-                    "reader",
+                    Stage::Reader,
                     "data.color_mode is osc but frames from memory carry no BAYERPAT: set \
                      data.bayer_pattern",
                 ))

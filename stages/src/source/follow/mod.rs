@@ -3,7 +3,7 @@
 //!
 //! What it does ([`Follower`]):
 //! - first hands out the frames already in the folder, in scan order (`DATE-OBS`, then file name,
-//!   see [`crate::scan::sort_frames`]), then every new frame once it is complete, as
+//!   see [`tlr_core::scan::sort_frames`]), then every new frame once it is complete, as
 //!   [`FollowEvent::Ready`]. Files it cannot use become one [`FollowEvent::Skipped`] with a reason;
 //! - learns about changes from file events (`notify`: inotify on Linux, which also reports
 //!   close-after-write) or, with [`FollowOptions::poll`], from `notify`'s polling watcher (network
@@ -20,7 +20,7 @@
 //!    "unchanged for" is at least its age minus 2 s (FAT stores times in 2 s steps), so a folder
 //!    of old frames starts without waiting and a stale truncated file found at start is given up
 //!    at once; with `poll` (network shares, whose clocks may differ) only observation counts;
-//! 2. [`crate::fits::read_header`]'s checks pass: FITS signature, `END` card, file length at least
+//! 2. [`tlr_core::fits::read_header`]'s checks pass: FITS signature, `END` card, file length at least
 //!    the header plus the padded data that BITPIX and NAXISn promise;
 //! 3. with [`FollowOptions::check_pixels`] (default), at least one pixel is finite (rows are read in
 //!    bands until the first finite value, so a normal frame costs one small read);
@@ -39,7 +39,7 @@
 //! - silently ignored, never reported: hidden files (`.name`), temporary files (`*.tmp`, `*.temp`,
 //!   `*.part`, `*.partial`, `*.crdownload`, `*.swp`, `name~`), names not matching
 //!   [`FollowOptions::patterns`], [`FollowOptions::exclude`]d paths, sub-folders, and tlr's own
-//!   outputs (header `CREATOR` starting with `tlr`, [`crate::fits::is_own_output`]): a snapshot
+//!   outputs (header `CREATOR` starting with `tlr`, [`tlr_core::fits::is_own_output`]): a snapshot
 //!   written into the watched folder every frame would otherwise flood the report;
 //! - a frame is handed out at most once per file name, ever: a file that changes after it was
 //!   handed out (rewritten) is not handed out again; the change is reported once as
@@ -54,50 +54,35 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 
-use crate::fits::{self, FitsError, FitsReader, FrameHeader};
-use crate::scan::{self, NameFilter, ScanError};
+use tlr_core::fits::FrameHeader;
+use tlr_core::scan::{self, NameFilter, ScanError};
 
-/// File name endings of temporary files, compared case-insensitively; never frames.
-pub const TEMP_SUFFIXES: &[&str] = &[
-    ".tmp",
-    ".temp",
-    ".part",
-    ".partial",
-    ".crdownload",
-    ".swp",
-    "~",
-];
+mod decide;
+mod examine;
+
+use decide::{Sig, State};
+use examine::is_temporary;
+pub use examine::TEMP_SUFFIXES;
 
 /// Capacity of the channel between `notify`'s callback thread and the follower. When it is full
 /// the callback drops the event and asks for a rescan instead of blocking.
 const EVENT_CAPACITY: usize = 8192;
-/// Extra age an mtime must have before a file counts as quiet without waiting (FAT stores times
-/// in 2 s steps).
-const MTIME_GRANULARITY: Duration = Duration::from_secs(2);
-/// Shortest interval between two examinations of one file.
-const MIN_RECHECK: Duration = Duration::from_millis(20);
-/// Pixels read per band while looking for a finite value.
-const PIXEL_BAND: usize = 1 << 16;
-/// Length of one FITS block.
-const FITS_BLOCK: u64 = 2880;
-/// How a FITS file starts.
-const FITS_SIGNATURE: &[u8] = b"SIMPLE  = ";
 
 /// How to follow a folder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FollowOptions {
     /// Glob patterns matched case-insensitively against file names (default
-    /// [`crate::scan::DEFAULT_PATTERNS`]).
+    /// [`tlr_core::scan::DEFAULT_PATTERNS`]).
     pub patterns: Vec<String>,
     /// Files never looked at (e.g. the output file of the session when it lies in the folder).
     /// Compared by folder (canonicalised) and file name, so the file need not exist yet.
@@ -192,75 +177,6 @@ pub enum FollowError {
     },
 }
 
-/// What identifies one version of a file's content, cheaply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Sig {
-    len: u64,
-    mtime: Option<SystemTime>,
-    inode: u64,
-}
-
-impl Sig {
-    fn of(meta: &fs::Metadata) -> Self {
-        #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(meta);
-        #[cfg(not(unix))]
-        let inode = 0;
-        Self {
-            len: meta.len(),
-            mtime: meta.modified().ok(),
-            inode,
-        }
-    }
-}
-
-/// A file seen but not decided yet.
-#[derive(Debug, Clone)]
-struct Pending {
-    /// Last observed signature (`None` before the first successful `stat`).
-    sig: Option<Sig>,
-    /// When the file was last seen changing (latest event or observed change).
-    since: Instant,
-    /// When to examine it next.
-    due: Instant,
-    /// Broken verdicts in a row while quiet.
-    broken: u32,
-    /// Present when the follower started and not yet decided: part of the first batch.
-    initial: bool,
-}
-
-#[derive(Debug, Clone)]
-enum State {
-    /// Seen, not decided.
-    Pending(Pending),
-    /// Complete; its header waits in the output queue.
-    Queued { sig: Sig },
-    /// Handed out or marked seen: never handed out again.
-    Used {
-        sig: Option<Sig>,
-        change_reported: bool,
-    },
-    /// Reported as skipped; looked at again only if it changes.
-    Skipped { sig: Option<Sig> },
-    /// Ignored silently (own output, sub-folder); looked at again only if it changes.
-    Ignored { sig: Option<Sig> },
-}
-
-/// What an examination found.
-enum Examined {
-    Frame(Box<FrameHeader>),
-    OwnOutput,
-}
-
-/// Why a file cannot be used yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Trouble {
-    /// May still be written: retried until `give_up_after` without change.
-    Incomplete,
-    /// Looks broken: reported after `retries` + 1 examinations.
-    Broken,
-}
-
 /// Messages from `notify`'s callback thread: when the event arrived, and the event.
 type Message = (Instant, notify::Result<Event>);
 
@@ -271,9 +187,9 @@ type Message = (Instant, notify::Result<Event>);
 /// ```no_run
 /// use std::path::Path;
 /// use std::time::Duration;
-/// use tlr_core::follow::{FollowEvent, FollowOptions, Follower};
+/// use tlr::source::follow::{FollowEvent, FollowOptions, Follower};
 ///
-/// # fn main() -> Result<(), tlr_core::follow::FollowError> {
+/// # fn main() -> Result<(), tlr::source::follow::FollowError> {
 /// let mut follower = Follower::new(Path::new("/data/lights"), FollowOptions::default())?;
 /// follower.mark_seen(["light_0001.fits", "light_0002.fits"]); // used by an earlier session
 /// // Stop after one minute without news (a real session also stops on Ctrl-C).
@@ -610,376 +526,6 @@ impl Follower {
             self.rescan_requested = true;
         }
     }
-
-    /// Records that `name` may have changed: `at` is the time of a change event (`None` when the
-    /// file was only listed).
-    fn touch(&mut self, name: OsString, at: Option<Instant>, now: Instant) {
-        if !self.wanted(&name) {
-            return;
-        }
-        let meta = fs::metadata(self.dir.join(&name));
-        let stable_for = self.options.stable_for;
-        match self.entries.get_mut(&name) {
-            None => {
-                let Ok(meta) = meta else { return };
-                let state = if meta.is_file() {
-                    let sig = Sig::of(&meta);
-                    State::Pending(Pending {
-                        sig: Some(sig),
-                        since: at.unwrap_or(now),
-                        due: now,
-                        broken: 0,
-                        initial: false,
-                    })
-                } else {
-                    State::Ignored { sig: None }
-                };
-                self.entries.insert(name, state);
-            }
-            Some(State::Pending(p)) => match meta {
-                Ok(meta) => {
-                    let sig = Sig::of(&meta);
-                    let changed = p.sig != Some(sig);
-                    if changed {
-                        p.sig = Some(sig);
-                        p.since = at.unwrap_or(now);
-                        p.broken = 0;
-                    }
-                    if let Some(at) = at {
-                        // A change event: the file changed at (or just before) `at`.
-                        p.since = p.since.max(at);
-                    }
-                    if changed || at.is_some() {
-                        // Debounce: examine it only once it has been quiet for `stable_for`.
-                        p.due = p.since + stable_for;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let initial = p.initial;
-                    self.entries.remove(&name);
-                    if initial {
-                        self.close_initial_if_done();
-                    }
-                }
-                Err(_) => p.due = p.due.min(now),
-            },
-            Some(State::Queued { .. }) => {} // verified when handed out
-            Some(State::Used {
-                sig,
-                change_reported,
-            }) => {
-                if let Ok(meta) = meta {
-                    let new = Sig::of(&meta);
-                    match sig {
-                        None => *sig = Some(new),
-                        Some(old) if *old != new && !*change_reported => {
-                            *change_reported = true;
-                            let path = self.dir.join(&name);
-                            self.out.push_back(FollowEvent::Skipped {
-                                reason: format!(
-                                    "frame `{}`: changed on disk after it was used; the new content is not used (every file is used once)",
-                                    path.display()
-                                ),
-                                path,
-                            });
-                        }
-                        Some(_) => {}
-                    }
-                }
-            }
-            Some(State::Skipped { sig } | State::Ignored { sig }) => match meta {
-                Ok(meta) => {
-                    let new = Sig::of(&meta);
-                    if sig.is_some_and(|old| old != new) && meta.is_file() {
-                        // Changed since it was set aside: a new file under an old name.
-                        self.entries.insert(
-                            name,
-                            State::Pending(Pending {
-                                sig: Some(new),
-                                since: at.unwrap_or(now),
-                                due: now,
-                                broken: 0,
-                                initial: false,
-                            }),
-                        );
-                    } else if sig.is_none() {
-                        *sig = Some(new);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.entries.remove(&name);
-                }
-                Err(_) => {}
-            },
-        }
-    }
-
-    // ---------------------------------------------------------------------------------------
-    // Examination
-    // ---------------------------------------------------------------------------------------
-
-    /// Whether a pending entry may be examined now (during the first batch, only its files).
-    fn eligible(&self, p: &Pending) -> bool {
-        !self.initial_open || p.initial
-    }
-
-    fn earliest_due(&self) -> Option<Instant> {
-        self.entries
-            .values()
-            .filter_map(|s| match s {
-                State::Pending(p) if self.eligible(p) => Some(p.due),
-                _ => None,
-            })
-            .min()
-    }
-
-    /// Examines every due file (at least one, then until `deadline`); frames found complete in
-    /// this round are queued in scan order.
-    fn run_due(&mut self, deadline: Instant) {
-        let now = Instant::now();
-        let mut due: Vec<(Instant, OsString)> = self
-            .entries
-            .iter()
-            .filter_map(|(name, s)| match s {
-                State::Pending(p) if self.eligible(p) && p.due <= now => {
-                    Some((p.due, name.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        due.sort();
-        let mut round = Vec::new();
-        for (i, (_, name)) in due.into_iter().enumerate() {
-            if i > 0 && Instant::now() >= deadline {
-                break;
-            }
-            if let Some(header) = self.check(&name) {
-                round.push(header);
-            }
-        }
-        if self.initial_open {
-            self.initial_batch.append(&mut round);
-            self.close_initial_if_done();
-        } else {
-            scan::sort_frames(&mut round);
-            self.out.extend(round.into_iter().map(FollowEvent::Ready));
-        }
-    }
-
-    /// Ends the first batch once none of its files is undecided: releases it in scan order.
-    fn close_initial_if_done(&mut self) {
-        if !self.initial_open {
-            return;
-        }
-        let open = self
-            .entries
-            .values()
-            .any(|s| matches!(s, State::Pending(p) if p.initial));
-        if open {
-            return;
-        }
-        self.initial_open = false;
-        let mut batch = std::mem::take(&mut self.initial_batch);
-        scan::sort_frames(&mut batch);
-        self.out.extend(batch.into_iter().map(FollowEvent::Ready));
-    }
-
-    /// Examines one pending file; returns its header when it is complete.
-    fn check(&mut self, name: &OsStr) -> Option<FrameHeader> {
-        let path = self.dir.join(name);
-        let now = Instant::now();
-        let opts = Limits::of(&self.options);
-        let recheck = opts.stable_for.max(MIN_RECHECK);
-        let started = self.started;
-        let Some(State::Pending(p)) = self.entries.get_mut(name) else {
-            return None;
-        };
-
-        let meta = match fs::metadata(&path) {
-            Ok(meta) if meta.is_file() => meta,
-            Ok(meta) => {
-                let sig = Some(Sig::of(&meta));
-                self.entries
-                    .insert(name.to_os_string(), State::Ignored { sig });
-                return None;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.entries.remove(name);
-                return None;
-            }
-            Err(e) => {
-                // Cannot even stat it (permissions, network share): like an incomplete file.
-                p.initial = false;
-                if now.duration_since(p.since) >= opts.give_up_after {
-                    let reason = format!(
-                        "frame `{}`: cannot read it: {e}; gave up after {:.1} s",
-                        path.display(),
-                        opts.give_up_after.as_secs_f64()
-                    );
-                    self.skip(name, path, None, reason);
-                } else {
-                    p.due = now + recheck;
-                }
-                return None;
-            }
-        };
-        let sig = Sig::of(&meta);
-        if p.sig != Some(sig) {
-            p.sig = Some(sig);
-            p.since = now;
-            p.broken = 0;
-        }
-        // How long it has been unchanged: by our own observation, or (without `poll`) by its
-        // time stamp, so a stale file found at start need not be watched for the full time.
-        let mtime_age = match (opts.poll, sig.mtime) {
-            (false, Some(m)) => SystemTime::now()
-                .duration_since(m)
-                .map_or(Duration::ZERO, |age| age.saturating_sub(MTIME_GRANULARITY)),
-            _ => Duration::ZERO,
-        };
-        let unchanged_for = now.duration_since(p.since).max(mtime_age);
-        let quiet = unchanged_for >= opts.stable_for;
-        if !quiet {
-            if p.initial && (p.since > started || matches!(peek(&path), Some(Trouble::Incomplete)))
-            {
-                // Changed since the start, or still being written: it joins the later frames
-                // instead of holding the first batch.
-                p.initial = false;
-            }
-            p.due = p.since + opts.stable_for;
-            return None;
-        }
-
-        match examine(&path, opts.check_pixels) {
-            Ok(Examined::Frame(header)) => {
-                // Unchanged while it was read? Otherwise wait again.
-                match fs::metadata(&path) {
-                    Ok(m) if Sig::of(&m) == sig => {
-                        self.entries
-                            .insert(name.to_os_string(), State::Queued { sig });
-                        Some(*header)
-                    }
-                    _ => {
-                        p.since = now;
-                        p.due = now + recheck;
-                        None
-                    }
-                }
-            }
-            Ok(Examined::OwnOutput) => {
-                self.entries
-                    .insert(name.to_os_string(), State::Ignored { sig: Some(sig) });
-                None
-            }
-            Err(e) => {
-                p.initial = false;
-                match classify(&e, &path) {
-                    Trouble::Incomplete => {
-                        if unchanged_for >= opts.give_up_after {
-                            let reason = format!(
-                                "{}; unchanged for {:.1} s, so it is skipped (looked at again if it changes)",
-                                crate::report(&e),
-                                unchanged_for.as_secs_f64()
-                            );
-                            self.skip(name, path, Some(sig), reason);
-                        } else {
-                            p.due = now + recheck;
-                        }
-                    }
-                    Trouble::Broken => {
-                        p.broken += 1;
-                        if p.broken > opts.retries {
-                            self.skip(name, path, Some(sig), crate::report(&e));
-                        } else {
-                            p.due = now + recheck;
-                        }
-                    }
-                }
-                None
-            }
-        }
-    }
-
-    fn skip(&mut self, name: &OsStr, path: PathBuf, sig: Option<Sig>, reason: String) {
-        self.entries
-            .insert(name.to_os_string(), State::Skipped { sig });
-        self.out.push_back(FollowEvent::Skipped { path, reason });
-    }
-
-    /// Pops the next event; a queued frame is verified unchanged first.
-    fn pop_event(&mut self) -> Option<FollowEvent> {
-        while let Some(event) = self.out.pop_front() {
-            let header = match event {
-                FollowEvent::Ready(header) => header,
-                other => return Some(other),
-            };
-            let Some(name) = header.path.file_name().map(OsStr::to_os_string) else {
-                continue;
-            };
-            let Some(State::Queued { sig }) = self.entries.get(&name) else {
-                continue; // marked seen meanwhile
-            };
-            let sig = *sig;
-            let now = Instant::now();
-            match fs::metadata(&header.path) {
-                Ok(meta) if Sig::of(&meta) == sig => {
-                    self.entries.insert(
-                        name,
-                        State::Used {
-                            sig: Some(sig),
-                            change_reported: false,
-                        },
-                    );
-                    return Some(FollowEvent::Ready(header));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.entries.remove(&name);
-                    return Some(FollowEvent::Skipped {
-                        reason: format!(
-                            "frame `{}`: removed before it was used",
-                            header.path.display()
-                        ),
-                        path: header.path,
-                    });
-                }
-                other => {
-                    // Changed (or unreadable) since it was examined: examine it again later.
-                    let sig = other.ok().map(|m| Sig::of(&m));
-                    let pending = Pending {
-                        sig,
-                        since: now,
-                        due: now + self.options.stable_for,
-                        broken: 0,
-                        initial: false,
-                    };
-                    self.entries.insert(name, State::Pending(pending));
-                }
-            }
-        }
-        None
-    }
-}
-
-/// The options [`Follower::check`] needs, copied out so the entry can stay borrowed.
-#[derive(Clone, Copy)]
-struct Limits {
-    stable_for: Duration,
-    give_up_after: Duration,
-    retries: u32,
-    poll: bool,
-    check_pixels: bool,
-}
-
-impl Limits {
-    fn of(o: &FollowOptions) -> Self {
-        Self {
-            stable_for: o.stable_for,
-            give_up_after: o.give_up_after,
-            retries: o.retries,
-            poll: o.poll,
-            check_pixels: o.check_pixels,
-        }
-    }
 }
 
 /// Names in `dir` that `exclude` designates (compared by canonical folder and file name).
@@ -999,113 +545,9 @@ fn excluded_names(dir: &Path, exclude: &[PathBuf]) -> BTreeSet<OsString> {
         .collect()
 }
 
-/// True for names of temporary files (see [`TEMP_SUFFIXES`]).
-fn is_temporary(name: &OsStr) -> bool {
-    let lower = name.to_string_lossy().to_lowercase();
-    TEMP_SUFFIXES.iter().any(|s| lower.ends_with(s))
-}
-
-/// Reads the header (completeness checks included) and, if asked, looks for one finite pixel.
-fn examine(path: &Path, check_pixels: bool) -> Result<Examined, FitsError> {
-    let mut reader = FitsReader::open(path)?;
-    let header = reader.header().clone();
-    if header.creator.as_deref().is_some_and(fits::is_own_output) {
-        return Ok(Examined::OwnOutput);
-    }
-    if check_pixels {
-        let band = (PIXEL_BAND / header.cols.max(1)).max(1);
-        let mut row = 0;
-        let mut finite = false;
-        while row < header.rows && !finite {
-            let end = (row + band).min(header.rows);
-            finite = reader
-                .read_region(row..end, 0..header.cols)?
-                .iter()
-                .any(|v| v.is_finite());
-            row = end;
-        }
-        if !finite {
-            return Err(FitsError::NoFiniteData {
-                path: path.to_path_buf(),
-            });
-        }
-    }
-    Ok(Examined::Frame(Box::new(header)))
-}
-
-/// The header checks alone, for a file that is still changing: `None` when it looks complete.
-fn peek(path: &Path) -> Option<Trouble> {
-    fits::read_header_cards(path)
-        .err()
-        .map(|e| classify(&e, path))
-}
-
-/// Sorts a failed examination into "may still be written" and "broken".
-fn classify(error: &FitsError, path: &Path) -> Trouble {
-    match error {
-        FitsError::Empty { .. }
-        | FitsError::HeaderTruncated { .. }
-        | FitsError::Truncated { .. }
-        | FitsError::Unpadded { .. }
-        | FitsError::Io { .. } => Trouble::Incomplete,
-        FitsError::NotFits { .. } if starts_like_fits(path) => Trouble::Incomplete,
-        _ => Trouble::Broken,
-    }
-}
-
-/// True for a file shorter than one FITS block whose bytes so far are the start of a FITS
-/// signature: the fits module calls it "not FITS", but it may be a frame being written.
-fn starts_like_fits(path: &Path) -> bool {
-    let Ok(file) = fs::File::open(path) else {
-        return false;
-    };
-    let mut head = Vec::new();
-    if file.take(FITS_BLOCK).read_to_end(&mut head).is_err() || head.len() as u64 >= FITS_BLOCK {
-        return false;
-    }
-    let n = head.len().min(FITS_SIGNATURE.len());
-    head[..n] == FITS_SIGNATURE[..n]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn temporary_names() {
-        for name in [
-            "a.fits.tmp",
-            "a.FITS.PART",
-            "a.fits~",
-            "a.fits.partial",
-            "x.crdownload",
-        ] {
-            assert!(is_temporary(OsStr::new(name)), "{name}");
-        }
-        for name in ["a.fits", "a.fit", "tmp.fits", "a.part.fits"] {
-            assert!(!is_temporary(OsStr::new(name)), "{name}");
-        }
-    }
-
-    #[test]
-    fn short_fits_prefix_is_incomplete() {
-        let dir = tempfile::tempdir().unwrap();
-        let partial = dir.path().join("a.fits");
-        fs::write(&partial, b"SIMPLE  =   ").unwrap();
-        let err = fits::read_header(&partial).unwrap_err();
-        assert_eq!(classify(&err, &partial), Trouble::Incomplete, "{err}");
-        fs::write(&partial, b"SIM").unwrap();
-        let err = fits::read_header(&partial).unwrap_err();
-        assert_eq!(classify(&err, &partial), Trouble::Incomplete, "{err}");
-        let text = dir.path().join("b.fits");
-        fs::write(&text, b"this is a note, not a frame\n").unwrap();
-        let err = fits::read_header(&text).unwrap_err();
-        assert_eq!(classify(&err, &text), Trouble::Broken, "{err}");
-        let empty = dir.path().join("c.fits");
-        fs::write(&empty, b"").unwrap();
-        let err = fits::read_header(&empty).unwrap_err();
-        assert_eq!(classify(&err, &empty), Trouble::Incomplete, "{err}");
-    }
 
     #[test]
     fn exclusion_by_folder_and_name() {

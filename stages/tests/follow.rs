@@ -10,8 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ndarray::Array2;
+use tlr::source::follow::{FollowError, FollowEvent, FollowOptions, Follower};
 use tlr_core::fits::{self, CardValue, OutputMeta, SampleFormat};
-use tlr_core::follow::{FollowError, FollowEvent, FollowOptions, Follower};
 
 const STABLE: Duration = Duration::from_millis(150);
 

@@ -1,0 +1,453 @@
+//! The global pass: every frame once, in order, before any tile is read. It measures each frame's
+//! background, noise, stars and FWHM, and its global shift against the reference frame
+//! ([`tlr_core::global::GlobalPass`]), then picks the frames that take part with their global weight
+//! and photometric scale.
+//!
+//! Frame k+1 is read (and its sky level measured) while a pool of blocking threads, at most
+//! `parallel_tiles`, detect the stars of frame k in horizontal strips ([`MeasurePlan`]: parallel over
+//! regions of a frame, never over frames); the parts are merged and matched in frame order, so at most
+//! [`FRAMES_IN_FLIGHT`] frames are being measured, plus the one being read. The strip queue is bounded
+//! by the same rule.
+//! What it does not: read tiles ([`super::reader`]) or decide the tile grid ([`super::pipeline`]).
+
+use ndarray::{Array2, Array3};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use tlr_core::global::{
+    detect_options, measure_part, measure_sky, merge_parts, FrameMeasurement, FrameQuality,
+    GlobalOptions, GlobalPass, MeasurePart, MeasurePlan,
+};
+use tlr_core::stars::StarDetector;
+use tlr_core::Shift;
+
+use super::reader::FrameReader;
+use crate::error::{Stage, StageError};
+use crate::events::Event;
+
+/// What the global pass found out about the frames.
+#[derive(Debug, Clone)]
+pub struct GlobalSummary {
+    /// Per-frame measurements, index = frame index in the store (`None`: unreadable frame).
+    pub qualities: Vec<Option<FrameQuality>>,
+    /// Frames that take part, with their global weight, photometric scale and global shift.
+    pub frames: Vec<UsedFrame>,
+}
+
+/// A frame that takes part in the reconstruction.
+#[derive(Debug, Clone, Copy)]
+pub struct UsedFrame {
+    /// Index in the frame store.
+    pub index: usize,
+    /// Global weight G_f.
+    pub weight: f32,
+    /// Photometric scale (I' = I * scale).
+    pub scale: f32,
+    /// Global shift relative to the geometric reference frame.
+    pub shift: Shift,
+    /// Colour mode: photometric scale per plane (R, G1, G2, B), `median_f(B_f,p) / B_f,p`
+    /// (per-channel background normalisation); equal to `scale` for mono.
+    pub plane_scales: [f32; 4],
+}
+
+impl UsedFrame {
+    /// The whole-pixel part of the global shift (applied by offsetting the read window).
+    pub fn offset(&self) -> (isize, isize) {
+        (
+            self.shift.dy.round() as isize,
+            self.shift.dx.round() as isize,
+        )
+    }
+
+    /// The sub-pixel rest of the global shift (left to the operator as its prior).
+    pub fn prior(&self) -> Shift {
+        let (oy, ox) = self.offset();
+        Shift::new(self.shift.dy - oy as f32, self.shift.dx - ox as f32)
+    }
+}
+
+impl FrameReader {
+    /// The global pass: every frame once, in order. The reader reads frame `k + 1` (blocking I/O, one
+    /// file at a time) while a pool of `workers` blocking threads measures the parts of frames `k - 1`
+    /// and `k` (strips of the frame, [`MeasurePlan`]: the pass parallelises over regions of one frame,
+    /// never over frames; the reader measures the sky part as it reads). Strips are taken first come,
+    /// first served, so a worker that finishes the last strip of one frame starts on the next frame
+    /// instead of waiting for its partner; the parts are merged and matched against the reference in
+    /// frame order. At most [`FRAMES_IN_FLIGHT`] frames are being measured, plus the one being read.
+    ///
+    /// # Errors
+    /// Cancellation, an unreadable frame with `strict`, or no usable frame at all.
+    pub async fn global_pass(
+        &self,
+        cancel: &CancellationToken,
+        workers: usize,
+    ) -> Result<GlobalSummary, StageError> {
+        let total = self.store.len();
+        let mut pass = GlobalPass::new();
+        let options = Arc::new(pass.options().clone());
+        let strips = StripPool::new(workers.max(1), Arc::clone(&options));
+        let mut qualities = Vec::with_capacity(total);
+        let mut plane_backgrounds = Vec::with_capacity(total);
+        let mut in_flight: VecDeque<Result<PendingFrame, StageError>> = VecDeque::new();
+        let mut next = (total > 0).then(|| self.spawn_read(0, Arc::clone(&options)));
+        for index in 0..total {
+            let read = match next.take() {
+                Some(handle) => handle.await.map_err(|source| StageError::Join {
+                    stage: Stage::Reader,
+                    source,
+                })?,
+                None => break,
+            };
+            // Reading the next frame overlaps with measuring this one and the one before.
+            if index + 1 < total {
+                next = Some(self.spawn_read(index + 1, Arc::clone(&options)));
+            }
+            in_flight.push_back(
+                read.map(|(image, sky, backgrounds)| strips.submit(image, sky, backgrounds)),
+            );
+            while in_flight.len() >= FRAMES_IN_FLIGHT
+                || (index + 1 == total && !in_flight.is_empty())
+            {
+                if cancel.is_cancelled() {
+                    return Err(StageError::Cancelled);
+                }
+                self.memory.check()?;
+                let done = qualities.len();
+                let outcome = match in_flight.pop_front() {
+                    Some(Ok(pending)) => pending
+                        .finish(&options)
+                        .await
+                        .map(|(m, backgrounds)| (pass.add_measurement(m).quality, backgrounds)),
+                    Some(Err(error)) => Err(error),
+                    None => break,
+                };
+                match outcome {
+                    Ok((quality, backgrounds)) => {
+                        qualities.push(Some(quality));
+                        plane_backgrounds.push(backgrounds);
+                    }
+                    Err(error @ StageError::Panicked { .. }) => return Err(error),
+                    Err(error) if self.strict => return Err(error),
+                    Err(error) => {
+                        (self.events)(&Event::FrameSkipped {
+                            path: self.store.meta(done).label,
+                            reason: crate::error::report(&error),
+                        });
+                        qualities.push(None);
+                        plane_backgrounds.push(None);
+                    }
+                }
+                (self.events)(&Event::GlobalFrame {
+                    done: done + 1,
+                    total,
+                });
+            }
+        }
+        let mut frames = select_frames(&qualities, self.strict, |index, reason| {
+            (self.events)(&Event::FrameSkipped {
+                path: self.store.meta(index).label,
+                reason,
+            })
+        })?;
+        if self.store.planes() > 1 {
+            set_plane_scales(&mut frames, &plane_backgrounds);
+        }
+        Ok(GlobalSummary { qualities, frames })
+    }
+
+    /// Reads frame `index` for the global pass on a blocking thread: the image to measure (mono as it
+    /// is, colour as the luminance of its planes) and, in colour mode, the background of each plane.
+    /// The frame's sky level and noise are measured here too (the sky part of its [`MeasurePlan`]): a
+    /// sampled statistic that is cheap next to star detection, and the reader would otherwise wait for
+    /// the workers; left to the pool it was a third job for two workers on every frame.
+    fn spawn_read(
+        &self,
+        index: usize,
+        options: Arc<GlobalOptions>,
+    ) -> tokio::task::JoinHandle<Result<ReadFrame, StageError>> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            let planes = store.read_full_planes(index)?;
+            let (image, backgrounds) = measurable(planes)?;
+            let sky = measure_sky(image.view(), &options);
+            Ok((image, sky, backgrounds))
+        })
+    }
+}
+
+/// A frame as the global pass measures it: the image (shared by the part jobs), its measured sky part
+/// and, in colour mode, the background of each plane.
+type ReadFrame = (Arc<Array2<f32>>, MeasurePart, Option<[f32; 4]>);
+
+/// The image to measure and, in colour mode, the background of each plane.
+type Measurable = (Arc<Array2<f32>>, Option<[f32; 4]>);
+
+/// The image the global pass measures: mono as it is; colour planes through their luminance, plus the
+/// background of each plane.
+fn measurable(planes: Array3<f32>) -> Result<Measurable, StageError> {
+    if planes.dim().0 == 1 {
+        let image = planes.index_axis_move(ndarray::Axis(0), 0);
+        return Ok((Arc::new(image), None));
+    }
+    let lum = tlr_core::bayer::luminance(planes.view())
+        .map_err(|e| StageError::bayer(Stage::Reader, e))?;
+    let backgrounds = tlr_core::bayer::plane_backgrounds(planes.view())
+        .ok()
+        .map(|st| st.map(|s| s.median));
+    Ok((Arc::new(lum), backgrounds))
+}
+
+/// Frames whose strips may be queued or measured at once in the global pass (the frame being read comes
+/// on top). Two: while the workers finish the last strips of one frame, the next frame's strips are
+/// already waiting for them.
+const FRAMES_IN_FLIGHT: usize = 2;
+
+/// One strip of a frame for the [`StripPool`], with where its result goes.
+struct StripJob {
+    image: Arc<Array2<f32>>,
+    plan: Arc<MeasurePlan>,
+    part: usize,
+    done: oneshot::Sender<std::thread::Result<MeasurePart>>,
+}
+
+/// The global pass's measuring pool: `workers` blocking threads taking strips from one queue in the
+/// order they were submitted, each with its own star detector (scratch buffers kept across frames).
+/// Dropping the pool closes the queue; the threads finish their strip and end.
+struct StripPool {
+    jobs: crossbeam_channel::Sender<StripJob>,
+}
+
+impl StripPool {
+    fn new(workers: usize, options: Arc<GlobalOptions>) -> Self {
+        let (jobs, queue) = crossbeam_channel::unbounded::<StripJob>();
+        for _ in 0..workers {
+            let (queue, options) = (queue.clone(), Arc::clone(&options));
+            tokio::task::spawn_blocking(move || {
+                let mut detector = StarDetector::new(detect_options());
+                for job in queue {
+                    let m = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        measure_part(
+                            job.image.view(),
+                            &job.plan,
+                            job.part,
+                            &options,
+                            &mut detector,
+                        )
+                    }));
+                    if m.is_err() {
+                        // Its scratch buffers may be half-written: start afresh.
+                        detector = StarDetector::new(detect_options());
+                    }
+                    // A closed receiver means the pass stopped; the strip is simply dropped.
+                    let _ = job.done.send(m);
+                }
+            });
+        }
+        Self { jobs }
+    }
+
+    /// Queues the strips of `image` (a frame whose `sky` part the reader measured) and returns the frame
+    /// waiting for them. The queue is unbounded; the global pass bounds it by [`FRAMES_IN_FLIGHT`].
+    fn submit(
+        &self,
+        image: Arc<Array2<f32>>,
+        sky: MeasurePart,
+        backgrounds: Option<[f32; 4]>,
+    ) -> PendingFrame {
+        let (rows, cols) = image.dim();
+        let plan = Arc::new(MeasurePlan::new(rows, cols));
+        let strips = (0..plan.strips().len())
+            .map(|part| {
+                let (done, result) = oneshot::channel();
+                let job = StripJob {
+                    image: Arc::clone(&image),
+                    plan: Arc::clone(&plan),
+                    part,
+                    done,
+                };
+                // The threads only end once `jobs` is dropped, so sending cannot fail while `self` lives.
+                let _ = self.jobs.send(job);
+                result
+            })
+            .collect();
+        PendingFrame {
+            plan,
+            strips,
+            sky,
+            backgrounds,
+        }
+    }
+}
+
+/// A frame whose strips are queued or being measured by the [`StripPool`].
+struct PendingFrame {
+    plan: Arc<MeasurePlan>,
+    strips: Vec<oneshot::Receiver<std::thread::Result<MeasurePart>>>,
+    sky: MeasurePart,
+    backgrounds: Option<[f32; 4]>,
+}
+
+impl PendingFrame {
+    /// Waits for every strip and merges them with the sky part in part order (the result does not depend
+    /// on the number of workers or on which worker measured what), with the frame's plane backgrounds.
+    async fn finish(
+        self,
+        options: &GlobalOptions,
+    ) -> Result<(FrameMeasurement, Option<[f32; 4]>), StageError> {
+        let mut measured = Vec::with_capacity(self.plan.parts());
+        for strip in self.strips {
+            let panicked = |message: String| StageError::Panicked {
+                stage: Stage::Reader,
+                what: "measuring a frame's stars",
+                message,
+            };
+            match strip.await {
+                Ok(Ok(part)) => measured.push(part),
+                Ok(Err(panic)) => {
+                    return Err(panicked(crate::error::panic_message(panic.as_ref())))
+                }
+                Err(_) => return Err(panicked("the measuring thread ended".into())),
+            }
+        }
+        measured.push(self.sky);
+        Ok((merge_parts(&self.plan, measured, options), self.backgrounds))
+    }
+}
+
+/// Per-channel background normalisation: `plane_scales[p] = median over used frames of B_p / B_f,p`
+/// (a plane keeps its mean level, so colours are preserved). A frame or plane without a usable
+/// background falls back to the frame's luminance scale.
+fn set_plane_scales(frames: &mut [UsedFrame], backgrounds: &[Option<[f32; 4]>]) {
+    let usable = |b: f32| b.is_finite() && b > 0.0;
+    for p in 0..4 {
+        let values: Vec<f32> = frames
+            .iter()
+            .filter_map(|f| backgrounds.get(f.index).copied().flatten().map(|b| b[p]))
+            .filter(|&b| usable(b))
+            .collect();
+        let med = tlr_core::stats::median(&values);
+        for f in frames.iter_mut() {
+            let b = backgrounds.get(f.index).copied().flatten().map(|b| b[p]);
+            f.plane_scales[p] = match b {
+                Some(b) if usable(b) && usable(med) => med / b,
+                _ => f.scale,
+            };
+        }
+    }
+}
+
+/// Picks the frames that take part: readable, globally registered, with a finite weight.
+fn select_frames(
+    qualities: &[Option<FrameQuality>],
+    strict: bool,
+    mut skipped: impl FnMut(usize, String),
+) -> Result<Vec<UsedFrame>, StageError> {
+    let measured: Vec<(usize, FrameQuality)> = qualities
+        .iter()
+        .enumerate()
+        .filter_map(|(i, q)| q.map(|q| (i, q)))
+        .collect();
+    let only: Vec<FrameQuality> = measured.iter().map(|(_, q)| *q).collect();
+    let weights = tlr_core::global::global_weights(&only);
+    let scales = tlr_core::global::photometric_scales(&only);
+    let mut used = Vec::with_capacity(measured.len());
+    for (k, (index, quality)) in measured.iter().enumerate() {
+        let reason = if !quality.shift_ok {
+            Some("global registration failed (too few matching stars)".to_string())
+        } else if !(weights[k].is_finite() && weights[k] > 0.0) {
+            Some("no usable global weight".to_string())
+        } else if !(scales[k].is_finite() && scales[k] > 0.0) {
+            Some("background level unusable for normalisation".to_string())
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) if strict => {
+                return Err(StageError::input(
+                    Stage::Reader,
+                    format!("frame {index}: {reason} (--strict)"),
+                ))
+            }
+            Some(reason) => skipped(*index, reason),
+            None => used.push(UsedFrame {
+                index: *index,
+                weight: weights[k],
+                scale: scales[k],
+                shift: quality.shift,
+                plane_scales: [scales[k]; 4],
+            }),
+        }
+    }
+    if used.is_empty() {
+        return Err(StageError::input(
+            Stage::Reader,
+            "no frame could be used: every frame failed to read or to register globally",
+        ));
+    }
+    Ok(used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn starry_frame(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
+        let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let mut image = Array2::from_shape_fn((rows, cols), |(r, _)| 100.0 + 0.01 * r as f32);
+        for v in image.iter_mut() {
+            *v += 3.0 * (next() + next() + next() - 1.5);
+        }
+        for _ in 0..60 {
+            let (cy, cx) = (next() * rows as f32, next() * cols as f32);
+            let peak = 200.0 + 2000.0 * next();
+            for r in (cy as usize).saturating_sub(8)..(cy as usize + 9).min(rows) {
+                for c in (cx as usize).saturating_sub(8)..(cx as usize + 9).min(cols) {
+                    let d2 = (r as f32 - cy).powi(2) + (c as f32 - cx).powi(2);
+                    image[[r, c]] += peak * (-d2 / (2.0 * 1.5 * 1.5)).exp();
+                }
+            }
+        }
+        image
+    }
+
+    #[test]
+    fn strip_pool_measures_frames_as_the_sequential_measurement_does() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let options = Arc::new(GlobalPass::new().options().clone());
+        // 1200 rows: two strips per frame, so strips of consecutive frames interleave in the queue.
+        let frames: Vec<Arc<Array2<f32>>> = (0..3)
+            .map(|seed| Arc::new(starry_frame(1200, 300, seed)))
+            .collect();
+        assert!(MeasurePlan::new(1200, 300).strips().len() > 1);
+        let measured = runtime.block_on(async {
+            let pool = StripPool::new(2, Arc::clone(&options));
+            let pending: Vec<PendingFrame> = frames
+                .iter()
+                .map(|image| {
+                    let sky = measure_sky(image.view(), &options);
+                    pool.submit(Arc::clone(image), sky, None)
+                })
+                .collect();
+            let mut out = Vec::new();
+            for frame in pending {
+                out.push(frame.finish(&options).await.unwrap().0);
+            }
+            out
+        });
+        for (image, m) in frames.iter().zip(&measured) {
+            assert!(m.stars > 10, "stars found: {}", m.stars);
+            assert_eq!(*m, tlr_core::global::measure_frame(image.view(), &options));
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The live publisher: owns the snapshot schedule (every N frames or at most every S seconds), writes
+//! the snapshot FITS and PNG atomically, keeps the latest snapshot readable in memory and measures
+//! latency from a frame's hand-out to the first snapshot that includes it.
+//! What it does not: blend (the tile stage sends the blended image) or decide what a frame is worth.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ndarray::Array2;
+use tokio::sync::{mpsc, watch};
+
+use tlr_core::fits::{self, OutputMeta, SampleFormat};
+
+use super::tiles::Update;
+use super::{LiveSettings, Schedule, Snapshot};
+use crate::error::{Stage, StageError};
+use crate::events::{Event, EventSink};
+use crate::memory::rss_bytes;
+
+/// The publisher: snapshot schedule, blend, atomic FITS + PNG, latency. Returns (snapshots, max and
+/// mean latency).
+pub(super) async fn publish(
+    settings: LiveSettings,
+    mut update_rx: mpsc::Receiver<Update>,
+    snap_tx: watch::Sender<Option<Snapshot>>,
+    events: EventSink,
+) -> Result<(usize, f64, f64), StageError> {
+    let mut latest: Option<Update> = None;
+    // Arrival times of frames not yet in a published snapshot (bounded by the schedule).
+    let mut pending: Vec<Instant> = Vec::new();
+    let mut last_publish = Instant::now();
+    let mut frames_since = 0usize;
+    let mut snapshots = 0usize;
+    let mut max_latency = 0.0f64;
+    let mut latency_sum = 0.0f64;
+    let mut latency_n = 0usize;
+    let mut published_frames = usize::MAX;
+    loop {
+        let tick = match settings.schedule {
+            Schedule::Every(d) => d.saturating_sub(last_publish.elapsed()),
+            Schedule::Frames(_) => Duration::from_secs(3600),
+        };
+        let received = tokio::select! {
+            u = update_rx.recv() => Some(u),
+            () = tokio::time::sleep(tick) => None,
+        };
+        let closed = matches!(received, Some(None));
+        let mut force = false;
+        if let Some(Some(update)) = received {
+            if update.used && !update.force {
+                pending.push(update.arrival);
+                frames_since += 1;
+            }
+            force = update.force;
+            latest = Some(update);
+        }
+        let due = force
+            || match settings.schedule {
+                Schedule::Frames(n) => frames_since >= n.get(),
+                Schedule::Every(d) => frames_since > 0 && last_publish.elapsed() >= d,
+            };
+        if (due || closed) && latest.is_some() {
+            let Some(update) = latest.as_ref() else {
+                continue;
+            };
+            if update.frames_used != published_frames {
+                published_frames = update.frames_used;
+                let path = publish_one(&settings, update, &snap_tx).await?;
+                let now = Instant::now();
+                let lat: Vec<f64> = pending
+                    .iter()
+                    .map(|a| now.duration_since(*a).as_secs_f64())
+                    .collect();
+                let newest = lat.iter().copied().fold(f64::INFINITY, f64::min);
+                let oldest = lat.iter().copied().fold(0.0f64, f64::max);
+                latency_sum += lat.iter().sum::<f64>();
+                latency_n += lat.len();
+                max_latency = max_latency.max(oldest);
+                snapshots += 1;
+                events(&Event::Snapshot {
+                    path,
+                    frames_used: update.frames_used,
+                    latency_s: if newest.is_finite() { newest } else { 0.0 },
+                    max_latency_s: oldest,
+                    resident_mib: rss_bytes().map(|b| b >> 20),
+                });
+            }
+            pending.clear();
+            frames_since = 0;
+            last_publish = Instant::now();
+        }
+        if closed {
+            break;
+        }
+    }
+    let mean = if latency_n > 0 {
+        latency_sum / latency_n as f64
+    } else {
+        0.0
+    };
+    Ok((snapshots, max_latency, mean))
+}
+
+async fn publish_one(
+    settings: &LiveSettings,
+    update: &Update,
+    snap_tx: &watch::Sender<Option<Snapshot>>,
+) -> Result<Option<PathBuf>, StageError> {
+    let Some(image) = update.image.clone() else {
+        return Ok(None);
+    };
+    let output = settings.output.clone();
+    let frames_used = update.frames_used;
+    let digest = settings.config.digest();
+    // Writing is blocking I/O (and PNG encoding CPU work).
+    let (image, written) = tokio::task::spawn_blocking(move || {
+        let written = match &output {
+            Some(path) => {
+                write_snapshot(path, &image, frames_used, &digest).map(|()| Some(path.clone()))
+            }
+            None => Ok(None),
+        };
+        (image, written)
+    })
+    .await
+    .map_err(|source| StageError::Join {
+        stage: Stage::Publisher,
+        source,
+    })?;
+    let written = written?;
+    snap_tx.send_replace(Some(Snapshot { image, frames_used }));
+    Ok(written)
+}
+
+/// Writes the snapshot FITS and its PNG preview, each atomically (temporary file + rename).
+///
+/// # Errors
+/// [`StageError::Output`] naming the file.
+pub fn write_snapshot(
+    path: &Path,
+    image: &Array2<f32>,
+    frames_used: usize,
+    config_digest: &str,
+) -> Result<(), StageError> {
+    let meta = OutputMeta::tlr_output("live")
+        .with_card(
+            "NCOMBINE",
+            fits::CardValue::Int(frames_used as i64),
+            "frames in this live snapshot",
+        )
+        .with_history(&format!("tlr live snapshot, config digest {config_digest}"));
+    fits::write_image_atomic(path, image.view(), SampleFormat::F32, &meta).map_err(|e| {
+        StageError::Output {
+            path: path.to_path_buf(),
+            message: tlr_core::report(&e),
+        }
+    })?;
+    let png = path.with_extension("png");
+    tlr_core::preview::write_png_preview_atomic(&png, image.view()).map_err(|e| {
+        StageError::Output {
+            path: png.clone(),
+            message: tlr_core::report(&e),
+        }
+    })
+}
