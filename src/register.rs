@@ -61,7 +61,7 @@ const MIN_VALID_PIXELS: usize = 64;
 
 /// Result of one registration.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Registration {
+pub struct ShiftEstimate {
     /// Shift of the frame cut-out relative to the reference placed at the cut-out's centre
     /// (a feature at reference `(y, x)` is at cut-out `(y + margin + dy, x + margin + dx)`).
     /// When the registration fails this is the initial guess (or zero without one).
@@ -79,9 +79,9 @@ pub struct Registration {
     pub iterations: u32,
 }
 
-impl Registration {
+impl ShiftEstimate {
     fn failed(shift: Shift, low_structure: bool) -> Self {
-        Registration {
+        ShiftEstimate {
             shift,
             cc: 0.0,
             converged: false,
@@ -606,13 +606,13 @@ pub fn register(
     reference: &Reference,
     frame: ArrayView2<f32>,
     initial: Option<Shift>,
-) -> Registration {
+) -> ShiftEstimate {
     let (fh, fw) = frame.dim();
     let fallback_shift = initial
         .filter(|s| s.dy.is_finite() && s.dx.is_finite())
         .unwrap_or(Shift::ZERO);
     if fh < reference.h || fw < reference.w || reference.gram_inv.is_none() {
-        return Registration::failed(fallback_shift, true);
+        return ShiftEstimate::failed(fallback_shift, true);
     }
     let origin_y = (fh - reference.h) as f32 / 2.0;
     let origin_x = (fw - reference.w) as f32 / 2.0;
@@ -625,7 +625,7 @@ pub fn register(
         aligned: Array2::from_elem((reference.h, reference.w), 0.0),
     };
     let structured = reference.has_structure();
-    let finish = |mut r: Registration| {
+    let finish = |mut r: ShiftEstimate| {
         r.low_structure = !structured || !(r.sigma_px <= LOW_STRUCTURE_SIGMA_PX);
         r
     };
@@ -641,13 +641,13 @@ pub fn register(
             if r.converged {
                 finish(r)
             } else {
-                finish(Registration {
+                finish(ShiftEstimate {
                     shift: fallback_shift,
                     ..r
                 })
             }
         }
-        None => Registration::failed(fallback_shift, true),
+        None => ShiftEstimate::failed(fallback_shift, true),
     }
 }
 
@@ -800,14 +800,14 @@ struct Refiner<'a> {
 
 impl Refiner<'_> {
     /// Gauss-Newton refinement from `start`.
-    fn refine(&mut self, start: Shift) -> Registration {
+    fn refine(&mut self, start: Shift) -> ShiftEstimate {
         let (my, mx) = (self.origin_y, self.origin_x);
         let mut p = start;
         if !(p.dy.abs() <= my && p.dx.abs() <= mx) {
-            return Registration::failed(start, false);
+            return ShiftEstimate::failed(start, false);
         }
         let mut offset = f32::NAN;
-        let mut result = Registration::failed(start, false);
+        let mut result = ShiftEstimate::failed(start, false);
         let mut prev_step: Option<Shift> = None;
         for it in 1..=MAX_ITERATIONS as u32 {
             self.resampler.sample_shifted(
@@ -822,7 +822,7 @@ impl Refiner<'_> {
             let alpha = e.coef[0];
             if !(alpha > 0.0) {
                 // Anti-correlated or no signal: no meaningful alignment.
-                let mut r = Registration::failed(start, true);
+                let mut r = ShiftEstimate::failed(start, true);
                 r.iterations = it;
                 return r;
             }
@@ -848,7 +848,7 @@ impl Refiner<'_> {
             }
             prev_step = (len <= MAX_STEP_PX).then_some(raw);
             let next = p + d;
-            result = Registration {
+            result = ShiftEstimate {
                 shift: p,
                 cc: e.cc,
                 converged: false,

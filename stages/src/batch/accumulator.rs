@@ -15,7 +15,7 @@ use tlr_core::mosaic::{psi, Mosaic};
 use tlr_core::operator::TileResult;
 use tlr_core::TileBox;
 
-use super::workers::TileDone;
+use super::workers::ReconstructedTile;
 use crate::error::{Stage, StageError};
 use crate::events::{Event, EventSink};
 use crate::report::TileSummary;
@@ -119,7 +119,7 @@ impl Accumulator {
     /// stopped early).
     pub(crate) async fn run(
         mut self,
-        results: impl Stream<Item = Result<TileDone, StageError>>,
+        results: impl Stream<Item = Result<ReconstructedTile, StageError>>,
     ) -> Result<Accumulated, StageError> {
         let mut results = std::pin::pin!(results);
         let mut tiles = Vec::with_capacity(self.total);

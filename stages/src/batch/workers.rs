@@ -88,7 +88,7 @@ impl Pool {
 }
 
 /// One reconstructed tile of a batch run on its way to the accumulator.
-pub(crate) struct TileDone {
+pub(crate) struct ReconstructedTile {
     /// The operator's result.
     pub result: TileResult,
     /// Colour mode: the reconstructed planes (R, G1, G2, B), each `(h, w)`; empty for mono.
@@ -103,7 +103,7 @@ pub(crate) fn batch_work(
     processor: TileProcessor,
     plane_params: OperatorParams,
     parallel_tiles: NonZeroUsize,
-) -> impl Fn(TileJob) -> TileDone + Send + Sync + 'static {
+) -> impl Fn(TileJob) -> ReconstructedTile + Send + Sync + 'static {
     // At most what the running jobs hold (a colour job holds five: luminance and planes).
     let (give_back, spare) = crossbeam_channel::bounded(5 * parallel_tiles.get());
     move |job: TileJob| {
@@ -120,7 +120,7 @@ pub(crate) fn batch_work(
         for plane in plane_stacks {
             let _ = give_back.try_send(plane.cutouts);
         }
-        TileDone { result, planes }
+        ReconstructedTile { result, planes }
     }
 }
 

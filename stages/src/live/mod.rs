@@ -330,18 +330,18 @@ impl LiveSession {
                 source,
             })?;
             let seen = seen?;
-            let (used, rejected, busy_s, processed) = tiles?;
-            let (snapshots, max_latency_s, mean_latency_s) = published?;
+            let tiles = tiles?;
+            let published = published?;
             let summary = LiveSummary {
                 frames_seen: seen,
-                frames_used: used,
-                frames_rejected: rejected,
+                frames_used: tiles.used,
+                frames_rejected: tiles.rejected,
                 files_skipped: skipped.lock().map(|s| s.clone()).unwrap_or_default(),
-                snapshots,
-                max_latency_s,
-                mean_latency_s,
-                frames_per_s: if busy_s > 0.0 {
-                    processed as f64 / busy_s
+                snapshots: published.snapshots,
+                max_latency_s: published.max_latency_s,
+                mean_latency_s: published.mean_latency_s,
+                frames_per_s: if tiles.busy_s > 0.0 {
+                    tiles.processed as f64 / tiles.busy_s
                 } else {
                     0.0
                 },

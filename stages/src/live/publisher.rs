@@ -17,14 +17,24 @@ use crate::error::{Stage, StageError};
 use crate::events::{Event, EventSink};
 use crate::memory::rss_bytes;
 
-/// The publisher: snapshot schedule, blend, atomic FITS + PNG, latency. Returns (snapshots, max and
-/// mean latency).
+/// What the publisher did over a session.
+#[derive(Debug, Default)]
+pub(super) struct Published {
+    /// Snapshots published.
+    pub(super) snapshots: usize,
+    /// Largest latency from a frame's hand-out to the snapshot including it, s.
+    pub(super) max_latency_s: f64,
+    /// Mean such latency, s.
+    pub(super) mean_latency_s: f64,
+}
+
+/// The publisher: snapshot schedule, atomic FITS + PNG, latency.
 pub(super) async fn publish(
     settings: LiveSettings,
     mut update_rx: mpsc::Receiver<Update>,
     snap_tx: watch::Sender<Option<Snapshot>>,
     events: EventSink,
-) -> Result<(usize, f64, f64), StageError> {
+) -> Result<Published, StageError> {
     let mut latest: Option<Update> = None;
     // Arrival times of frames not yet in a published snapshot (bounded by the schedule).
     let mut pending: Vec<Instant> = Vec::new();
@@ -98,7 +108,11 @@ pub(super) async fn publish(
     } else {
         0.0
     };
-    Ok((snapshots, max_latency, mean))
+    Ok(Published {
+        snapshots,
+        max_latency_s: max_latency,
+        mean_latency_s: mean,
+    })
 }
 
 async fn publish_one(

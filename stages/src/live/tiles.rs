@@ -37,9 +37,21 @@ pub(super) struct Update {
 
 type TileOutcome = (LiveTile, (FrameReport, usize), Array2<f32>, f32);
 
+/// What the tile stage did over a session.
+#[derive(Debug, Default)]
+pub(super) struct TileStageOutcome {
+    /// Names of all frames used, checkpointed sessions included.
+    pub(super) used: Vec<String>,
+    /// Names of all frames rejected as a whole.
+    pub(super) rejected: Vec<String>,
+    /// Time spent processing frames after the bootstrap, s.
+    pub(super) busy_s: f64,
+    /// Frames processed after the bootstrap.
+    pub(super) processed: usize,
+}
+
 /// The tile stage (incremental state + ordered accumulator): bootstrap, then every frame through all
-/// tiles, each tile's new image blended in tile order as it comes back. Returns (used, rejected
-/// names, busy seconds, frames processed after bootstrap).
+/// tiles, each tile's new image blended in tile order as it comes back.
 pub(super) async fn run_tiles(
     mut state: Option<LiveState>,
     source: CheckpointSource,
@@ -48,7 +60,7 @@ pub(super) async fn run_tiles(
     mut frame_rx: mpsc::Receiver<FrameMsg>,
     update_tx: mpsc::Sender<Update>,
     events: EventSink,
-) -> Result<(Vec<String>, Vec<String>, f64, usize), StageError> {
+) -> Result<TileStageOutcome, StageError> {
     let mut boot: Vec<BootstrapFrame> = Vec::new();
     let mut boot_arrivals: Vec<Instant> = Vec::new();
     let mut boot_files: Vec<FrameFile> = Vec::new();
@@ -66,7 +78,7 @@ pub(super) async fn run_tiles(
         let (st, update) = full_update(st, Instant::now(), true).await?;
         state = Some(st);
         if update_tx.send(update).await.is_err() {
-            return Ok((Vec::new(), Vec::new(), 0.0, 0));
+            return Ok(TileStageOutcome::default());
         }
     }
     while let Some(mut msg) = frame_rx.recv().await {
@@ -215,18 +227,22 @@ pub(super) async fn run_tiles(
         }
     }
     let Some(mut st) = state else {
-        return Ok((Vec::new(), Vec::new(), busy.as_secs_f64(), processed));
+        return Ok(TileStageOutcome {
+            busy_s: busy.as_secs_f64(),
+            processed,
+            ..TileStageOutcome::default()
+        });
     };
     if settings.checkpoint.is_some() {
         st = checkpoint(st, &settings, &mut global_reference, &events).await?;
     }
     // Dropping `update_tx` closes the channel: the publisher writes the final snapshot.
-    Ok((
-        st.frames_used().to_vec(),
-        st.frames_rejected().to_vec(),
-        busy.as_secs_f64(),
+    Ok(TileStageOutcome {
+        used: st.frames_used().to_vec(),
+        rejected: st.frames_rejected().to_vec(),
+        busy_s: busy.as_secs_f64(),
         processed,
-    ))
+    })
 }
 
 /// Gives a freshly bootstrapped state this session's source and the bootstrap frames' files.
