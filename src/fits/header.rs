@@ -88,8 +88,7 @@ struct RawHeader {
     cards: Vec<HeaderCard>,
     /// Offset of the first byte after the header (where the HDU's data starts).
     end: u64,
-    /// The raw cards whose keyword starts with one of [`RAW_KEYS`](super::scaling::RAW_KEYS), in
-    /// order.
+    /// The raw cards whose keyword starts with one of [`RAW_KEYS`], in order.
     raw_keys: Vec<[u8; CARD]>,
 }
 
