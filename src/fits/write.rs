@@ -300,27 +300,19 @@ fn write_with_cfitsio(
         }
     }
     let mut first: Vec<c_long> = vec![1; dims.len()];
-    match pixels {
-        Pixels::F32(data) => unsafe {
-            sys::ffppx(
-                raw,
-                TFLOAT,
-                first.as_mut_ptr(),
-                data.len() as sys::LONGLONG,
-                data.as_ptr() as *mut c_void,
-                &mut status,
-            )
-        },
-        Pixels::U16 { data, .. } => unsafe {
-            sys::ffppx(
-                raw,
-                TUSHORT,
-                first.as_mut_ptr(),
-                data.len() as sys::LONGLONG,
-                data.as_ptr() as *mut c_void,
-                &mut status,
-            )
-        },
+    let (datatype, len, data) = match pixels {
+        Pixels::F32(data) => (TFLOAT, data.len(), data.as_ptr() as *mut c_void),
+        Pixels::U16 { data, .. } => (TUSHORT, data.len(), data.as_ptr() as *mut c_void),
+    };
+    unsafe {
+        sys::ffppx(
+            raw,
+            datatype,
+            first.as_mut_ptr(),
+            len as sys::LONGLONG,
+            data,
+            &mut status,
+        )
     };
     if status != 0 {
         return Err(fail("writing pixels", status));

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, Array3};
 use tlr_core::fits::{
-    read_header_cards, read_image, write_cube_atomic, write_image_atomic, CardValue, OutputMeta,
-    SampleFormat,
+    read_header_cards, read_image, write_cube_atomic, write_image_atomic, CardValue, HeaderCard,
+    OutputMeta, SampleFormat,
 };
 
 use super::{synthetic, tmp};
@@ -20,6 +20,32 @@ fn temp_files_in(dir: &Path) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(".tmp-"))
         .collect()
+}
+
+/// The value of the first card `key` of `cards`.
+fn card_value(cards: &[HeaderCard], key: &str) -> Option<String> {
+    cards
+        .iter()
+        .find(|c| c.key == key)
+        .and_then(|c| c.value.clone())
+}
+
+/// The metadata of a typical output file of kind `kind` (`CREATOR`, four cards, one HISTORY line).
+fn output_meta(kind: &str) -> OutputMeta {
+    OutputMeta::tlr_output(kind)
+        .with_card("NCOMBINE", CardValue::Int(3), "frames combined")
+        .with_card("EXPTIME", CardValue::Float(180.0), "total exposure (s)")
+        .with_card(
+            "DATE-OBS",
+            CardValue::Str("2024-01-01T00:00:00".into()),
+            "first frame",
+        )
+        .with_card(
+            "CFGDIGST",
+            CardValue::Str("sha256:".to_string() + &"0123456789abcdef".repeat(4)),
+            "config digest",
+        )
+        .with_history(&format!("tlr 0.1.0 {kind} output"))
 }
 
 #[test]
@@ -62,12 +88,7 @@ fn atomic_write_f32_with_cards_and_history_and_no_temp_file() {
     );
     assert_eq!(h.exposure_s, Some(2400.5));
     let cards = read_header_cards(&path).expect("cards");
-    let value = |k: &str| {
-        cards
-            .iter()
-            .find(|c| c.key == k)
-            .and_then(|c| c.value.clone())
-    };
+    let value = |k: &str| card_value(&cards, k);
     assert_eq!(value("NCOMBINE").as_deref(), Some("40"));
     assert_eq!(value("TLRLOCAL").as_deref(), Some("T"));
     let history: Vec<&str> = cards
@@ -118,12 +139,7 @@ fn atomic_write_u16_is_camera_like() {
     )
     .expect("write");
     let cards = read_header_cards(&path).expect("cards");
-    let value = |k: &str| {
-        cards
-            .iter()
-            .find(|c| c.key == k)
-            .and_then(|c| c.value.clone())
-    };
+    let value = |k: &str| card_value(&cards, k);
     assert_eq!(value("BITPIX").as_deref(), Some("16"));
     assert_eq!(value("BZERO").as_deref(), Some("32768"));
     assert_eq!(value("BLANK"), None);
@@ -226,20 +242,7 @@ fn fitsverify_reports_no_errors() {
     let dir = tmp();
     let image = synthetic(31, 47);
     let cube = Array3::from_shape_fn((2, 5, 6), |(p, r, c)| (p + r + c) as f32);
-    let meta = OutputMeta::tlr_output("test")
-        .with_card("NCOMBINE", CardValue::Int(3), "frames combined")
-        .with_card("EXPTIME", CardValue::Float(180.0), "total exposure (s)")
-        .with_card(
-            "DATE-OBS",
-            CardValue::Str("2024-01-01T00:00:00".into()),
-            "first frame",
-        )
-        .with_card(
-            "CFGDIGST",
-            CardValue::Str("sha256:".to_string() + &"0123456789abcdef".repeat(4)),
-            "config digest",
-        )
-        .with_history("tlr 0.1.0 test output");
+    let meta = output_meta("test");
     let files = [
         dir.path().join("f32.fits"),
         dir.path().join("u16.fits"),
@@ -277,20 +280,7 @@ fn write_samples_for_external_tools() {
     let mut image = synthetic(31, 47);
     image[[0, 0]] = f32::NAN;
     let cube = Array3::from_shape_fn((2, 5, 6), |(p, r, c)| (p * 100 + r * 10 + c) as f32);
-    let meta = OutputMeta::tlr_output("sample")
-        .with_card("NCOMBINE", CardValue::Int(3), "frames combined")
-        .with_card("EXPTIME", CardValue::Float(180.0), "total exposure (s)")
-        .with_card(
-            "DATE-OBS",
-            CardValue::Str("2024-01-01T00:00:00".into()),
-            "first frame",
-        )
-        .with_card(
-            "CFGDIGST",
-            CardValue::Str("sha256:".to_string() + &"0123456789abcdef".repeat(4)),
-            "config digest",
-        )
-        .with_history("tlr 0.1.0 sample output");
+    let meta = output_meta("sample");
     write_image_atomic(
         &out.join("f32.fits"),
         image.view(),
