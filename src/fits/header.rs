@@ -90,6 +90,8 @@ struct RawHeader {
     end: u64,
     /// The raw cards whose keyword starts with one of [`RAW_KEYS`], in order.
     raw_keys: Vec<[u8; CARD]>,
+    /// Keyword field and value indicator (the first 10 bytes) of the first eight cards.
+    first_keys: Vec<[u8; 10]>,
 }
 
 /// Reads one header starting at `start`.
@@ -107,6 +109,7 @@ fn read_header_at(
     file.seek(SeekFrom::Start(start)).map_err(io_err)?;
     let mut cards = Vec::new();
     let mut raw_keys = Vec::new();
+    let mut first_keys = Vec::new();
     let mut block = vec![0u8; BLOCK as usize];
     let mut offset = start;
     for _ in 0..MAX_HEADER_BLOCKS {
@@ -151,7 +154,13 @@ fn read_header_at(
                     cards,
                     end: offset,
                     raw_keys,
+                    first_keys,
                 });
+            }
+            if first_keys.len() < 8 {
+                let mut field = [b' '; 10];
+                field.copy_from_slice(&raw[..10]);
+                first_keys.push(field);
             }
             if RAW_KEYS.iter().any(|k| raw.starts_with(k)) {
                 let mut copy = [b' '; CARD];
@@ -366,6 +375,34 @@ fn check_heap(
     Ok(())
 }
 
+/// Refuses a tile-compressed table whose first eight keywords (`XTENSION` to `TFIELDS`, which
+/// cfitsio's `ffgttb` reads in order when it opens the HDU) are not standard keywords with a value
+/// (`KEYWORD = `, A-Z 0-9 - _). On a card with an illegal character `ffgttb` stops before it reads `TFIELDS` but may still report
+/// success, and `ffbinit` then sizes its column table from an uninitialised count (the `fits_read`
+/// fuzz finding `gcount_illegal_keyword_bytes.fits`): cfitsio's error depended on stack garbage, so
+/// on how this crate happened to be compiled, and AddressSanitizer reported a crash.
+fn check_table_keywords(path: &Path, hdu: usize, first_keys: &[[u8; 10]]) -> Result<(), FitsError> {
+    // The FITS standard's keyword field: A-Z 0-9 - _, left-justified, padded with blanks.
+    let legal = |field: &[u8; 10]| {
+        let key = field[..8].trim_ascii_end();
+        &field[8..] == b"= "
+            && key
+                .iter()
+                .all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    };
+    match first_keys.iter().find(|f| !legal(f)) {
+        Some(field) => Err(FitsError::BadKeyword {
+            path: path.to_path_buf(),
+            hdu,
+            key: String::from_utf8_lossy(field[..8].trim_ascii_end()).into_owned(),
+            reason: "illegal character in keyword, or no `= ` after it (in the first eight cards \
+                     of a binary table)"
+                .to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Geometry of an image HDU.
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
@@ -501,6 +538,7 @@ pub(super) fn read_layout_file(path: &Path) -> Result<(Layout, fs::File), FitsEr
             cards,
             end: data_start,
             raw_keys,
+            first_keys,
         } = read_header_at(path, &mut file, start, file_len, hdu)?;
         if hdu > 0 {
             let xt = card_value(&cards, "XTENSION");
@@ -531,6 +569,7 @@ pub(super) fn read_layout_file(path: &Path) -> Result<(Layout, fs::File), FitsEr
                 Some((image_geometry(path, hdu, &cards, "")?, plain()?))
             }
             (_, Some("BINTABLE")) if is_true(&cards, "ZIMAGE") => {
+                check_table_keywords(path, hdu, &first_keys)?;
                 Some((image_geometry(path, hdu, &cards, "Z")?, Storage::Cfitsio))
             }
             _ => None,
