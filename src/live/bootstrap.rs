@@ -8,16 +8,14 @@
 
 use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut2};
 
-use crate::global::{global_weights, photometric_scales, FrameQuality};
+use crate::global::FrameQuality;
 use crate::operator::{FrameInput, FrameReport, FrameStatus, TileStack};
+use crate::select::{most_common_reason, select_frames};
 use crate::tile::{tile_grid, tile_size_px};
 use crate::{Shift, TileBox};
 
-use super::tile::{cut_into, prior_of, LiveTile};
-use super::{
-    frame_problem, most_common, CheckpointSource, LiveError, LiveFrameReport, LiveOptions,
-    LiveState,
-};
+use super::tile::{cut_into, LiveTile};
+use super::{CheckpointSource, LiveError, LiveFrameReport, LiveOptions, LiveState};
 
 /// A frame's pixels held compactly: as u16 when every value is a whole number in 0..=65535 (camera
 /// counts, as cameras write them), else as f32. Bootstrap frames are kept this way.
@@ -151,8 +149,8 @@ impl BootstrapPlan {
             }
         }
         let norm: Vec<FrameQuality> = frames.iter().map(|f| f.quality).collect();
-        let weights = global_weights(&norm);
-        let scales = photometric_scales(&norm);
+        // Every bootstrap frame is measured, so weights and scales are normalised over all of them.
+        let selection = select_frames(&frames.iter().map(|f| Some(f.quality)).collect::<Vec<_>>());
         let mut reports: Vec<LiveFrameReport> = frames
             .iter()
             .map(|f| LiveFrameReport {
@@ -163,13 +161,10 @@ impl BootstrapPlan {
                 pixels_rejected: 0,
             })
             .collect();
-        let mut used: Vec<usize> = Vec::new();
-        for (i, f) in frames.iter().enumerate() {
-            match frame_problem(&f.quality, weights[i], scales[i]) {
-                Some(reason) => reports[i].reason = Some(reason),
-                None => used.push(i),
-            }
+        for rejected in &selection.rejected {
+            reports[rejected.index].reason = Some(rejected.reason.to_string());
         }
+        let used: Vec<usize> = selection.used.iter().map(|f| f.index).collect();
         if used.is_empty() {
             return Err(LiveError::Bootstrap {
                 reason: format!(
@@ -192,13 +187,14 @@ impl BootstrapPlan {
         );
         let grid = tile_grid(rows, cols, tile_px, options.overlap_fraction)
             .map_err(|source| LiveError::Grid { source })?;
-        let inputs: Vec<FrameInput> = used
+        let inputs: Vec<FrameInput> = selection
+            .used
             .iter()
-            .map(|&i| FrameInput {
-                index: i,
-                weight: weights[i],
-                scale: scales[i],
-                prior_shift: prior_of(frames[i].quality.shift),
+            .map(|f| FrameInput {
+                index: f.index,
+                weight: f.weight,
+                scale: f.scale,
+                prior_shift: f.prior(),
             })
             .collect();
         Ok(Self {
@@ -304,7 +300,7 @@ impl BootstrapPlan {
         };
         for (i, r) in reports.iter_mut().enumerate() {
             if r.reason.is_none() {
-                r.reason = most_common(&reasons[i]);
+                r.reason = most_common_reason(&reasons[i]);
             }
             state.record(r);
         }

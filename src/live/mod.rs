@@ -62,6 +62,7 @@ use crate::fits::FitsError;
 use crate::global::{global_weights, photometric_scales, FrameQuality};
 use crate::mosaic::{psi, Mosaic};
 use crate::operator::{FrameInput, FrameReport, OperatorParams};
+use crate::select::{frame_rejection, most_common_reason};
 use crate::tile::TileError;
 use crate::{Shift, TileBox};
 
@@ -69,10 +70,11 @@ mod bootstrap;
 mod checkpoint;
 mod identity;
 mod tile;
+pub use crate::select::{offset_of, prior_of};
 pub use bootstrap::{BootstrapFrame, BootstrapPlan, CompactImage};
 pub use checkpoint::{CHECKPOINT_JSON, CHECKPOINT_VERSION, STATE_MAGIC};
 pub use identity::{CheckpointSource, FrameFile, FrameKey, RawName};
-pub use tile::{cutout, despike, offset_of, prior_of, LiveTile};
+pub use tile::{cutout, despike, LiveTile};
 
 /// Errors of live reconstruction. Each names the frame or checkpoint file and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -313,9 +315,9 @@ impl LiveState {
         q.push(*quality);
         let weight = global_weights(&q).last().copied().unwrap_or(f32::NAN);
         let scale = photometric_scales(&q).last().copied().unwrap_or(f32::NAN);
-        if let Some(reason) = frame_problem(quality, weight, scale) {
+        if let Some(reason) = frame_rejection(quality, weight, scale) {
             self.frames_rejected.push(name.to_string());
-            return Err(reason);
+            return Err(reason.to_string());
         }
         Ok(FramePlan {
             name: name.to_string(),
@@ -380,7 +382,7 @@ impl LiveState {
             name: plan.name.clone(),
             tiles_used: used,
             tiles_rejected: reports.len() - used,
-            reason: most_common(&reasons),
+            reason: most_common_reason(&reasons),
             pixels_rejected: reports.iter().map(|(_, p)| p).sum(),
         };
         self.record(&report);
@@ -492,38 +494,6 @@ pub fn blend(
         mosaic.add(tile, image.view(), psi(*var, sigma));
     }
     mosaic.finish()
-}
-
-fn frame_problem(q: &FrameQuality, weight: f32, scale: f32) -> Option<String> {
-    if !q.shift_ok {
-        Some("global registration failed (too few matching stars)".to_string())
-    } else if !(weight.is_finite() && weight > 0.0) {
-        Some("no usable global weight".to_string())
-    } else if !(scale.is_finite() && scale > 0.0) {
-        Some("background level unusable for normalisation".to_string())
-    } else {
-        None
-    }
-}
-
-/// The most common kind of tile reason, in full (the first tile's text of that kind, numbers
-/// included), with the number of tiles that gave that kind.
-fn most_common(reasons: &[String]) -> Option<String> {
-    // (first full text, count) per kind; numbers differ per tile, so the kind is the words before
-    // the first digit.
-    let mut counts: std::collections::BTreeMap<&str, (&str, usize)> =
-        std::collections::BTreeMap::new();
-    for r in reasons {
-        let key = r.split(|c: char| c.is_ascii_digit()).next().unwrap_or(r);
-        counts.entry(key.trim_end()).or_insert((r, 0)).1 += 1;
-    }
-    counts
-        .into_values()
-        .max_by_key(|(_, n)| *n)
-        .map(|(r, n)| match n {
-            1 => format!("{r} (1 tile)"),
-            _ => format!("{r} (and {} more tiles of this kind)", n - 1),
-        })
 }
 
 #[cfg(test)]

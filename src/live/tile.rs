@@ -3,7 +3,8 @@
 //! reference, the tile's frame rejection rules (correlation below `ecc_cc_min`, deviation from the
 //! recent shift track), Lanczos-3 resampling, per-pixel Welford statistics with kappa-sigma pixel
 //! rejection, the weighted sums and re-basing of the reference; and how a tile is cut out of a frame at
-//! the whole-pixel part of its global shift ([`cutout`], [`offset_of`], [`prior_of`]).
+//! the whole-pixel part of its global shift ([`cutout`]; the split of the shift is
+//! [`crate::select::offset_of`]).
 //!
 //! What it does not: decide whether a frame enters the session at all ([`crate::select`]), blend tiles
 //! (the session's snapshot does), or save anything (`checkpoint.rs` stores the planes of a tile).
@@ -15,20 +16,10 @@ use crate::operator::{
 };
 use crate::register::{correlation_at, register, Reference};
 use crate::resample::Resampler;
+use crate::select::offset_of;
 use crate::{Shift, TileBox};
 
 use super::LiveOptions;
-
-/// Whole-pixel part of a global shift (applied by offsetting the cut-out).
-pub fn offset_of(shift: Shift) -> (isize, isize) {
-    (shift.dy.round() as isize, shift.dx.round() as isize)
-}
-
-/// Sub-pixel rest of a global shift (the operator's prior).
-pub fn prior_of(shift: Shift) -> Shift {
-    let (oy, ox) = offset_of(shift);
-    Shift::new(shift.dy - oy as f32, shift.dx - ox as f32)
-}
 
 /// Cuts `tile` plus `margin` on every side out of `image`, offset by the whole-pixel part of the global
 /// `shift` (as batch mode's reader does); `NaN` where the cut-out leaves the frame.
@@ -441,6 +432,6 @@ mod tests {
         // offset (1, 0): cut (r, c) = img(r - 2 + 1, c - 2)
         assert!(cut[[0, 0]].is_nan());
         assert_eq!(cut[[2, 2]], img[[1, 0]]);
-        assert!((prior_of(Shift::new(1.2, -0.4)).dy - 0.2).abs() < 1e-6);
+        assert!((crate::select::prior_of(Shift::new(1.2, -0.4)).dy - 0.2).abs() < 1e-6);
     }
 }
