@@ -29,6 +29,7 @@ use std::fmt;
 
 use crate::geom::Shift;
 use crate::global::FrameQuality;
+use crate::operator::FrameInput;
 use crate::stats::{median, median_and_sigma};
 
 /// Lowest quality score of the methodology's clamp; unusable frames get `G_f = exp(Q_MIN)`.
@@ -220,6 +221,17 @@ impl UsedFrame {
     /// The sub-pixel rest of the global shift (left to the operator as its prior).
     pub fn prior(&self) -> Shift {
         prior_of(self.shift)
+    }
+
+    /// The operator's input for this frame: its weight, scale and prior, for a cut-out offset by
+    /// [`UsedFrame::offset`].
+    pub fn input(&self) -> FrameInput {
+        FrameInput {
+            index: self.index,
+            weight: self.weight,
+            scale: self.scale,
+            prior_shift: self.prior(),
+        }
     }
 }
 

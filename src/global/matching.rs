@@ -29,7 +29,7 @@ pub struct StarPoint {
 /// seeing; it is zero when too few stars were matched to fit it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FrameTransform {
-    /// Displacement at `centre` (px); this is [`FrameQuality::shift`].
+    /// Displacement at `centre` (px); this is [`super::FrameQuality::shift`].
     pub shift: Shift,
     /// Point the model is expanded about, `(y, x)`: the image centre.
     pub centre: (f32, f32),

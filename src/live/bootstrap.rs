@@ -10,7 +10,7 @@ use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut2};
 
 use crate::global::FrameQuality;
 use crate::operator::{FrameInput, FrameReport, FrameStatus, TileStack};
-use crate::select::{most_common_reason, select_frames};
+use crate::select::{most_common_reason, select_frames, UsedFrame};
 use crate::tile::{tile_grid, tile_size_px};
 use crate::{Shift, TileBox};
 
@@ -30,26 +30,20 @@ pub enum CompactImage {
 impl CompactImage {
     /// Stores `image` as u16 when that loses nothing, else keeps it as f32.
     pub fn new(image: Array2<f32>) -> Self {
-        let counts = image
-            .iter()
-            .all(|&v| (0.0..=65535.0).contains(&v) && v.fract() == 0.0);
-        if counts {
-            Self::U16(image.mapv(|v| v as u16))
-        } else {
-            Self::F32(image)
-        }
+        Self::counts(image.view()).unwrap_or(Self::F32(image))
     }
 
     /// Like [`CompactImage::new`] from a borrowed image (copies the pixels once, compactly).
     pub fn from_view(image: ArrayView2<f32>) -> Self {
-        let counts = image
+        Self::counts(image).unwrap_or_else(|| Self::F32(image.to_owned()))
+    }
+
+    /// `image` as u16 when every value is a whole number in 0..=65535.
+    fn counts(image: ArrayView2<f32>) -> Option<Self> {
+        image
             .iter()
-            .all(|&v| (0.0..=65535.0).contains(&v) && v.fract() == 0.0);
-        if counts {
-            Self::U16(image.mapv(|v| v as u16))
-        } else {
-            Self::F32(image.to_owned())
-        }
+            .all(|&v| (0.0..=65535.0).contains(&v) && v.fract() == 0.0)
+            .then(|| Self::U16(image.mapv(|v| v as u16)))
     }
 
     /// `(rows, cols)`.
@@ -187,16 +181,7 @@ impl BootstrapPlan {
         );
         let grid = tile_grid(rows, cols, tile_px, options.overlap_fraction)
             .map_err(|source| LiveError::Grid { source })?;
-        let inputs: Vec<FrameInput> = selection
-            .used
-            .iter()
-            .map(|f| FrameInput {
-                index: f.index,
-                weight: f.weight,
-                scale: f.scale,
-                prior_shift: f.prior(),
-            })
-            .collect();
+        let inputs: Vec<FrameInput> = selection.used.iter().map(UsedFrame::input).collect();
         Ok(Self {
             rows,
             cols,
@@ -312,23 +297,13 @@ impl BootstrapPlan {
 mod tests {
     use super::*;
     use crate::global::GlobalPass;
-    use crate::live::tests::{options, sim};
+    use crate::live::tests::{bootstrap_frames, options, sim};
 
     #[test]
     fn bootstrap_plan_in_any_tile_order_equals_serial_bootstrap() {
         let s = sim(6);
         let mut pass = GlobalPass::new();
-        let frames: Vec<BootstrapFrame> = (0..5)
-            .map(|i| {
-                let image = s.frame(i);
-                let quality = pass.add_frame(image.view());
-                BootstrapFrame {
-                    name: format!("f{i:03}.fits"),
-                    image: CompactImage::new(image),
-                    quality,
-                }
-            })
-            .collect();
+        let frames = bootstrap_frames(&s, &mut pass, 5);
         assert!(
             frames
                 .iter()

@@ -523,12 +523,13 @@ pub(crate) mod tests {
         o
     }
 
-    pub(crate) fn start(
+    /// The first `n` frames of `sim` as bootstrap frames, measured by `pass`.
+    pub(crate) fn bootstrap_frames(
         sim: &Simulation,
         pass: &mut GlobalPass,
         n: usize,
-    ) -> (LiveState, Vec<LiveFrameReport>) {
-        let frames: Vec<BootstrapFrame> = (0..n)
+    ) -> Vec<BootstrapFrame> {
+        (0..n)
             .map(|i| {
                 let image = sim.frame(i);
                 let quality = pass.add_frame(image.view());
@@ -538,7 +539,15 @@ pub(crate) mod tests {
                     quality,
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    pub(crate) fn start(
+        sim: &Simulation,
+        pass: &mut GlobalPass,
+        n: usize,
+    ) -> (LiveState, Vec<LiveFrameReport>) {
+        let frames = bootstrap_frames(sim, pass, n);
         LiveState::bootstrap(&frames, options()).expect("bootstrap")
     }
 

@@ -33,7 +33,7 @@ use tlr_core::global::{
     detect_options, measure_part, measure_sky, merge_parts, FrameMeasurement, FrameQuality,
     GlobalOptions, GlobalPass, MeasurePart, MeasurePlan,
 };
-use tlr_core::operator::{FrameInput, PlaneStack, TileStack};
+use tlr_core::operator::{PlaneStack, TileStack};
 use tlr_core::select::set_plane_scales;
 pub use tlr_core::select::UsedFrame;
 use tlr_core::stars::StarDetector;
@@ -783,15 +783,7 @@ impl Windows {
                 .collect();
             (lum, stacks)
         };
-        let inputs = frames
-            .iter()
-            .map(|f| FrameInput {
-                index: f.index,
-                weight: f.weight,
-                scale: f.scale,
-                prior_shift: f.prior(),
-            })
-            .collect();
+        let inputs = frames.iter().map(UsedFrame::input).collect();
         (
             TileStack {
                 tile: *tile,
