@@ -6,7 +6,8 @@
 //! Data flow of one run, module by module:
 //!
 //! ```text
-//! scan (list + check frames) ─▶ global (per-frame background, noise, FWHM, global shift, weight G_f)
+//! scan (list + check frames) ─▶ global (per-frame background, noise, FWHM, global shift)
+//!     ─▶ select (weights G_f, photometric scales, which frames are used and why not)
 //!     ─▶ tile (grid of overlapping boxes) ─▶ [reader cuts tile stacks from fits]
 //!     ─▶ operator (register ▸ resample ▸ combine, iterated per tile) ─▶ mosaic (window overlap-add)
 //!     ─▶ fits (atomic output) + preview (PNG)
@@ -28,6 +29,7 @@ pub mod preview;
 pub mod register;
 pub mod resample;
 pub mod scan;
+pub mod select;
 pub mod simulate;
 pub mod stars;
 pub mod stats;

@@ -65,7 +65,7 @@ impl Serialize for RawName {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(&self.0) {
             Ok(text) if !text.starts_with(HEX_PREFIX) => s.serialize_str(text),
-            _ => s.serialize_str(&format!("{HEX_PREFIX}{}", super::hex(&self.0))),
+            _ => s.serialize_str(&format!("{HEX_PREFIX}{}", super::checkpoint::hex(&self.0))),
         }
     }
 }
@@ -141,7 +141,7 @@ impl FrameFile {
                 .mtime()
                 .saturating_mul(1_000_000_000)
                 .saturating_add(meta.mtime_nsec()),
-            header_sha256: super::hex(&hasher.finalize()),
+            header_sha256: super::checkpoint::hex(&hasher.finalize()),
         })
     }
 

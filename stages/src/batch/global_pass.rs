@@ -20,8 +20,9 @@ use tlr_core::global::{
     detect_options, measure_part, measure_sky, merge_parts, FrameMeasurement, FrameQuality,
     GlobalOptions, GlobalPass, MeasurePart, MeasurePlan,
 };
+use tlr_core::select::set_plane_scales;
+pub use tlr_core::select::UsedFrame;
 use tlr_core::stars::StarDetector;
-use tlr_core::Shift;
 
 use super::reader::FrameReader;
 use crate::error::{Stage, StageError};
@@ -34,38 +35,6 @@ pub struct GlobalSummary {
     pub qualities: Vec<Option<FrameQuality>>,
     /// Frames that take part, with their global weight, photometric scale and global shift.
     pub frames: Vec<UsedFrame>,
-}
-
-/// A frame that takes part in the reconstruction.
-#[derive(Debug, Clone, Copy)]
-pub struct UsedFrame {
-    /// Index in the frame store.
-    pub index: usize,
-    /// Global weight G_f.
-    pub weight: f32,
-    /// Photometric scale (I' = I * scale).
-    pub scale: f32,
-    /// Global shift relative to the geometric reference frame.
-    pub shift: Shift,
-    /// Colour mode: photometric scale per plane (R, G1, G2, B), `median_f(B_f,p) / B_f,p`
-    /// (per-channel background normalisation); equal to `scale` for mono.
-    pub plane_scales: [f32; 4],
-}
-
-impl UsedFrame {
-    /// The whole-pixel part of the global shift (applied by offsetting the read window).
-    pub fn offset(&self) -> (isize, isize) {
-        (
-            self.shift.dy.round() as isize,
-            self.shift.dx.round() as isize,
-        )
-    }
-
-    /// The sub-pixel rest of the global shift (left to the operator as its prior).
-    pub fn prior(&self) -> Shift {
-        let (oy, ox) = self.offset();
-        Shift::new(self.shift.dy - oy as f32, self.shift.dx - ox as f32)
-    }
 }
 
 impl FrameReader {
@@ -316,70 +285,25 @@ impl PendingFrame {
     }
 }
 
-/// Per-channel background normalisation: `plane_scales[p] = median over used frames of B_p / B_f,p`
-/// (a plane keeps its mean level, so colours are preserved). A frame or plane without a usable
-/// background falls back to the frame's luminance scale.
-fn set_plane_scales(frames: &mut [UsedFrame], backgrounds: &[Option<[f32; 4]>]) {
-    let usable = |b: f32| b.is_finite() && b > 0.0;
-    for p in 0..4 {
-        let values: Vec<f32> = frames
-            .iter()
-            .filter_map(|f| backgrounds.get(f.index).copied().flatten().map(|b| b[p]))
-            .filter(|&b| usable(b))
-            .collect();
-        let med = tlr_core::stats::median(&values);
-        for f in frames.iter_mut() {
-            let b = backgrounds.get(f.index).copied().flatten().map(|b| b[p]);
-            f.plane_scales[p] = match b {
-                Some(b) if usable(b) && usable(med) => med / b,
-                _ => f.scale,
-            };
-        }
-    }
-}
-
-/// Picks the frames that take part: readable, globally registered, with a finite weight.
+/// Picks the frames that take part ([`tlr_core::select::select_frames`]): reports the others through
+/// `skipped`, or with `strict` fails on the first of them.
 fn select_frames(
     qualities: &[Option<FrameQuality>],
     strict: bool,
     mut skipped: impl FnMut(usize, String),
 ) -> Result<Vec<UsedFrame>, StageError> {
-    let measured: Vec<(usize, FrameQuality)> = qualities
-        .iter()
-        .enumerate()
-        .filter_map(|(i, q)| q.map(|q| (i, q)))
-        .collect();
-    let only: Vec<FrameQuality> = measured.iter().map(|(_, q)| *q).collect();
-    let weights = tlr_core::global::global_weights(&only);
-    let scales = tlr_core::global::photometric_scales(&only);
-    let mut used = Vec::with_capacity(measured.len());
-    for (k, (index, quality)) in measured.iter().enumerate() {
-        let reason = if !quality.shift_ok {
-            Some("global registration failed (too few matching stars)".to_string())
-        } else if !(weights[k].is_finite() && weights[k] > 0.0) {
-            Some("no usable global weight".to_string())
-        } else if !(scales[k].is_finite() && scales[k] > 0.0) {
-            Some("background level unusable for normalisation".to_string())
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) if strict => {
-                return Err(StageError::input(
-                    Stage::Reader,
-                    format!("frame {index}: {reason} (--strict)"),
-                ))
-            }
-            Some(reason) => skipped(*index, reason),
-            None => used.push(UsedFrame {
-                index: *index,
-                weight: weights[k],
-                scale: scales[k],
-                shift: quality.shift,
-                plane_scales: [scales[k]; 4],
-            }),
+    let selection = tlr_core::select::select_frames(qualities);
+    for rejected in selection.rejected {
+        let (index, reason) = (rejected.index, rejected.reason.to_string());
+        if strict {
+            return Err(StageError::input(
+                Stage::Reader,
+                format!("frame {index}: {reason} (--strict)"),
+            ));
         }
+        skipped(index, reason);
     }
+    let used = selection.used;
     if used.is_empty() {
         return Err(StageError::input(
             Stage::Reader,

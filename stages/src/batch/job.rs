@@ -13,7 +13,7 @@ use ndarray::{s, Array3};
 use std::ops::Range;
 use std::sync::Arc;
 
-use tlr_core::operator::{FrameInput, PlaneStack, TileStack};
+use tlr_core::operator::{PlaneStack, TileStack};
 use tlr_core::TileBox;
 
 use super::global_pass::UsedFrame;
@@ -256,15 +256,7 @@ impl Windows {
                 .collect();
             (lum, stacks)
         };
-        let inputs = frames
-            .iter()
-            .map(|f| FrameInput {
-                index: f.index,
-                weight: f.weight,
-                scale: f.scale,
-                prior_shift: f.prior(),
-            })
-            .collect();
+        let inputs = frames.iter().map(UsedFrame::input).collect();
         (
             TileStack {
                 tile: *tile,

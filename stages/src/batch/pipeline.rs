@@ -485,15 +485,11 @@ fn median_fwhm(global: &GlobalSummary) -> f32 {
 }
 
 fn most_common_reason(tiles: &[TileSummary]) -> String {
-    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for t in tiles.iter().filter(|t| !t.valid) {
-        *counts
-            .entry(t.invalid_reason.as_deref().unwrap_or("unknown"))
-            .or_default() += 1;
-    }
-    counts
-        .into_iter()
-        .max_by_key(|(_, n)| *n)
+    let reasons = tiles
+        .iter()
+        .filter(|t| !t.valid)
+        .map(|t| t.invalid_reason.as_deref().unwrap_or("unknown"));
+    tlr_core::select::most_common_by(reasons, |r| r)
         .map_or_else(|| "none".to_string(), |(r, n)| format!("{r} ({n} tiles)"))
 }
 

@@ -1,0 +1,348 @@
+//! The start of a live session: the first frames, held compactly ([`CompactImage`]), fix the weight
+//! and scale normalisation, the tile size and the grid ([`BootstrapPlan::new`]); each tile then runs
+//! through the batch operator on its own ([`BootstrapPlan::bootstrap_tile`], any thread) and the session
+//! state is assembled in tile order ([`BootstrapPlan::finish`]).
+//!
+//! What it does not: the per-tile numerics (`tile.rs`), frames after the bootstrap (the session in
+//! `mod.rs`), or reading files.
+
+use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut2};
+
+use crate::global::FrameQuality;
+use crate::operator::{FrameInput, FrameReport, FrameStatus, TileStack};
+use crate::select::{most_common_reason, select_frames, UsedFrame};
+use crate::tile::{tile_grid, tile_size_px};
+use crate::{Shift, TileBox};
+
+use super::tile::{cut_into, LiveTile};
+use super::{CheckpointSource, LiveError, LiveFrameReport, LiveOptions, LiveState};
+
+/// A frame's pixels held compactly: as u16 when every value is a whole number in 0..=65535 (camera
+/// counts, as cameras write them), else as f32. Bootstrap frames are kept this way.
+#[derive(Debug, Clone)]
+pub enum CompactImage {
+    /// Whole camera counts, `(rows, cols)`.
+    U16(Array2<u16>),
+    /// Any other values (`NaN` = missing), `(rows, cols)`.
+    F32(Array2<f32>),
+}
+
+impl CompactImage {
+    /// Stores `image` as u16 when that loses nothing, else keeps it as f32.
+    pub fn new(image: Array2<f32>) -> Self {
+        Self::counts(image.view()).unwrap_or(Self::F32(image))
+    }
+
+    /// Like [`CompactImage::new`] from a borrowed image (copies the pixels once, compactly).
+    pub fn from_view(image: ArrayView2<f32>) -> Self {
+        Self::counts(image).unwrap_or_else(|| Self::F32(image.to_owned()))
+    }
+
+    /// `image` as u16 when every value is a whole number in 0..=65535.
+    fn counts(image: ArrayView2<f32>) -> Option<Self> {
+        image
+            .iter()
+            .all(|&v| (0.0..=65535.0).contains(&v) && v.fract() == 0.0)
+            .then(|| Self::U16(image.mapv(|v| v as u16)))
+    }
+
+    /// `(rows, cols)`.
+    pub fn dim(&self) -> (usize, usize) {
+        match self {
+            Self::U16(a) => a.dim(),
+            Self::F32(a) => a.dim(),
+        }
+    }
+
+    /// Bytes of pixel data held.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::U16(a) => a.len() * 2,
+            Self::F32(a) => a.len() * 4,
+        }
+    }
+
+    /// The pixels as f32 (a copy).
+    pub fn to_f32(&self) -> Array2<f32> {
+        match self {
+            Self::U16(a) => a.mapv(f32::from),
+            Self::F32(a) => a.clone(),
+        }
+    }
+
+    /// Writes the cut-out of [`super::cutout`] into `out` (shape `(h + 2 margin, w + 2 margin)`; other
+    /// shapes are left as they are).
+    pub fn cutout_into(
+        &self,
+        tile: &TileBox,
+        margin: usize,
+        shift: Shift,
+        out: ArrayViewMut2<f32>,
+    ) {
+        match self {
+            Self::U16(a) => cut_into(a.view(), tile, margin, shift, f32::from, out),
+            Self::F32(a) => cut_into(a.view(), tile, margin, shift, |v| v, out),
+        }
+    }
+}
+
+impl From<Array2<f32>> for CompactImage {
+    fn from(image: Array2<f32>) -> Self {
+        Self::new(image)
+    }
+}
+
+/// A frame of the bootstrap: its name, pixels and global-pass measurements.
+#[derive(Debug, Clone)]
+pub struct BootstrapFrame {
+    /// File name (or `memory:<n>`), recorded in the checkpoint.
+    pub name: String,
+    /// The pixels, `(rows, cols)` (see [`CompactImage::new`]).
+    pub image: CompactImage,
+    /// What the global pass measured.
+    pub quality: FrameQuality,
+}
+
+/// The frame-level half of a bootstrap (weights, scales, grid), from which every tile is bootstrapped
+/// on its own ([`BootstrapPlan::bootstrap_tile`], pure, any thread) and the state assembled in tile
+/// order ([`BootstrapPlan::finish`]). [`LiveState::bootstrap`] is the serial composition.
+#[derive(Debug, Clone)]
+pub struct BootstrapPlan {
+    rows: usize,
+    cols: usize,
+    tile_px: usize,
+    options: LiveOptions,
+    grid: Vec<TileBox>,
+    /// Indices (into the bootstrap frames) of the frames that enter the tiles.
+    used: Vec<usize>,
+    inputs: Vec<FrameInput>,
+    norm: Vec<FrameQuality>,
+    reports: Vec<LiveFrameReport>,
+}
+
+impl BootstrapPlan {
+    /// Checks the frames, normalises weights and scales, picks the tile size and grid.
+    ///
+    /// # Errors
+    /// As [`LiveState::bootstrap`].
+    pub fn new(frames: &[BootstrapFrame], options: LiveOptions) -> Result<Self, LiveError> {
+        let first = frames.first().ok_or_else(|| LiveError::Bootstrap {
+            reason: "no frame to start from".to_string(),
+        })?;
+        let (rows, cols) = first.image.dim();
+        for f in frames {
+            let (r, c) = f.image.dim();
+            if (r, c) != (rows, cols) {
+                return Err(LiveError::FrameSize {
+                    frame: f.name.clone(),
+                    got_rows: r,
+                    got_cols: c,
+                    rows,
+                    cols,
+                });
+            }
+        }
+        let norm: Vec<FrameQuality> = frames.iter().map(|f| f.quality).collect();
+        // Every bootstrap frame is measured, so weights and scales are normalised over all of them.
+        let selection = select_frames(&frames.iter().map(|f| Some(f.quality)).collect::<Vec<_>>());
+        let mut reports: Vec<LiveFrameReport> = frames
+            .iter()
+            .map(|f| LiveFrameReport {
+                name: f.name.clone(),
+                tiles_used: 0,
+                tiles_rejected: 0,
+                reason: None,
+                pixels_rejected: 0,
+            })
+            .collect();
+        for rejected in &selection.rejected {
+            reports[rejected.index].reason = Some(rejected.reason.to_string());
+        }
+        let used: Vec<usize> = selection.used.iter().map(|f| f.index).collect();
+        if used.is_empty() {
+            return Err(LiveError::Bootstrap {
+                reason: format!(
+                    "none of the first {} frames could be registered globally (too few stars?)",
+                    frames.len()
+                ),
+            });
+        }
+        let fwhm: Vec<f32> = used
+            .iter()
+            .map(|&i| frames[i].quality.fwhm)
+            .filter(|v| v.is_finite())
+            .collect();
+        let median_fwhm = crate::stats::median(&fwhm);
+        let tile_px = tile_size_px(
+            median_fwhm,
+            options.tile_size_factor,
+            options.tile_min_px,
+            options.tile_max_px,
+        );
+        let grid = tile_grid(rows, cols, tile_px, options.overlap_fraction)
+            .map_err(|source| LiveError::Grid { source })?;
+        let inputs: Vec<FrameInput> = selection.used.iter().map(UsedFrame::input).collect();
+        Ok(Self {
+            rows,
+            cols,
+            tile_px,
+            options,
+            grid,
+            used,
+            inputs,
+            norm,
+            reports,
+        })
+    }
+
+    /// The tile grid, in tile order.
+    pub fn tiles(&self) -> &[TileBox] {
+        &self.grid
+    }
+
+    /// Tile size, px.
+    pub fn tile_px(&self) -> usize {
+        self.tile_px
+    }
+
+    /// Bootstraps tile `k` of [`BootstrapPlan::tiles`] from `frames` (the frames given to
+    /// [`BootstrapPlan::new`]) through the batch operator ([`LiveTile::bootstrap`]). Only this
+    /// tile's cut-outs are made. An index beyond the grid gives an empty tile without reports.
+    pub fn bootstrap_tile(
+        &self,
+        k: usize,
+        frames: &[BootstrapFrame],
+    ) -> (LiveTile, Vec<FrameReport>) {
+        let margin = self.options.margin_px;
+        let Some(tile) = self.grid.get(k) else {
+            let empty = TileBox {
+                index: k,
+                x0: 0,
+                y0: 0,
+                w: 0,
+                h: 0,
+            };
+            return (LiveTile::empty(empty, margin), Vec::new());
+        };
+        let (ch, cw) = (tile.h + 2 * margin, tile.w + 2 * margin);
+        let mut cutouts = Array3::from_elem((self.used.len(), ch, cw), f32::NAN);
+        for (slot, &i) in self.used.iter().enumerate() {
+            if let Some(f) = frames.get(i) {
+                f.image.cutout_into(
+                    tile,
+                    margin,
+                    f.quality.shift,
+                    cutouts.index_axis_mut(ndarray::Axis(0), slot),
+                );
+            }
+        }
+        let stack = TileStack {
+            tile: *tile,
+            margin,
+            cutouts,
+            frames: self.inputs.clone(),
+        };
+        LiveTile::bootstrap(&stack, &self.options)
+    }
+
+    /// Assembles the state from the bootstrapped tiles, in tile order; returns it with one report
+    /// per bootstrap frame.
+    pub fn finish(
+        &self,
+        tiles: Vec<(LiveTile, Vec<FrameReport>)>,
+    ) -> (LiveState, Vec<LiveFrameReport>) {
+        let mut reports = self.reports.clone();
+        let mut reasons: Vec<Vec<String>> = vec![Vec::new(); reports.len()];
+        let mut states = Vec::with_capacity(tiles.len());
+        for (state, frame_reports) in tiles {
+            for (slot, r) in frame_reports.iter().enumerate() {
+                let Some(&i) = self.used.get(slot) else {
+                    continue;
+                };
+                match &r.status {
+                    FrameStatus::Used => reports[i].tiles_used += 1,
+                    FrameStatus::Rejected(reason) => {
+                        reports[i].tiles_rejected += 1;
+                        reasons[i].push(reason.clone());
+                    }
+                }
+            }
+            states.push(state);
+        }
+        let mut state = LiveState {
+            rows: self.rows,
+            cols: self.cols,
+            tile_px: self.tile_px,
+            options: self.options,
+            tiles: states,
+            norm: self.norm.clone(),
+            frames_seen: reports.len(),
+            frames_used: Vec::new(),
+            frames_rejected: Vec::new(),
+            generation: 0,
+            reference_file: None,
+            source: CheckpointSource::default(),
+        };
+        for (i, r) in reports.iter_mut().enumerate() {
+            if r.reason.is_none() {
+                r.reason = most_common_reason(&reasons[i]);
+            }
+            state.record(r);
+        }
+        (state, reports)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::global::GlobalPass;
+    use crate::live::tests::{bootstrap_frames, options, sim};
+
+    #[test]
+    fn bootstrap_plan_in_any_tile_order_equals_serial_bootstrap() {
+        let s = sim(6);
+        let mut pass = GlobalPass::new();
+        let frames = bootstrap_frames(&s, &mut pass, 5);
+        assert!(
+            frames
+                .iter()
+                .all(|f| matches!(f.image, CompactImage::U16(_))),
+            "simulated camera frames are held as u16"
+        );
+        let (serial, serial_reports) = LiveState::bootstrap(&frames, options()).expect("serial");
+        let plan = BootstrapPlan::new(&frames, options()).expect("plan");
+        let n = plan.tiles().len();
+        let mut tiles: Vec<_> = (0..n)
+            .rev()
+            .map(|k| plan.bootstrap_tile(k, &frames))
+            .collect();
+        tiles.reverse();
+        let (planned, planned_reports) = plan.finish(tiles);
+        assert_eq!(serial_reports, planned_reports);
+        let (a, b) = (serial.snapshot(), planned.snapshot());
+        assert!(a
+            .iter()
+            .zip(b.iter())
+            .all(|(x, y)| x == y || (x.is_nan() && y.is_nan())));
+        // Compact and f32 frames give the same cut-outs.
+        let f32_frame = CompactImage::F32(frames[1].image.to_f32());
+        let tile = plan.tiles()[0];
+        let mut x = Array2::zeros((tile.h + 8, tile.w + 8));
+        let mut y = Array2::zeros((tile.h + 8, tile.w + 8));
+        let shift = Shift::new(-2.6, 1.4);
+        frames[1].image.cutout_into(&tile, 4, shift, x.view_mut());
+        f32_frame.cutout_into(&tile, 4, shift, y.view_mut());
+        assert!(x
+            .iter()
+            .zip(y.iter())
+            .all(|(p, q)| p == q || (p.is_nan() && q.is_nan())));
+        assert_eq!(frames[1].image.bytes() * 2, f32_frame.bytes());
+        let mut noninteger = s.frame(0);
+        noninteger[[3, 3]] = 0.5;
+        assert!(matches!(
+            CompactImage::new(noninteger),
+            CompactImage::F32(_)
+        ));
+    }
+}
