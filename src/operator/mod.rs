@@ -34,9 +34,9 @@
 // and index loops over several arrays at once read more clearly than zipped iterators.
 #![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
 
-#[path = "combine.rs"]
 pub mod combine;
-#[path = "smooth.rs"]
+mod despike;
+mod planes;
 pub mod smooth;
 
 use ndarray::{Array2, Array3, ArrayView2};
@@ -46,6 +46,8 @@ use crate::geom::{Shift, TileBox};
 use crate::register::{register, Reference};
 use crate::resample::Resampler;
 
+pub use despike::{despike, despike_plane};
+pub use planes::{reconstruct_planes, PlaneStack};
 pub use smooth::Smoothing;
 
 /// At most this many frames (evenly spaced in time) form the per-pixel median of the initial reference.
@@ -312,126 +314,6 @@ struct FrameState {
     cc: f32,
     weight: f32,
 }
-
-/// A pixel this many noise sigmas above the background can be a spike.
-const SPIKE_SIGMA: f32 = 6.0;
-/// A spike exceeds its brightest neighbour by more than this fraction of its own height above the
-/// background (a sampled star with FWHM >= 1.9 px cannot: its brightest neighbour has >= 45 % of the peak).
-const SPIKE_FRACTION: f32 = 0.55;
-
-/// Sky samples for the spike threshold: a few hundred give the noise to about 5 %, i.e. the 6-sigma
-/// threshold to 0.3 sigma, at a fifth of the cost of a thousand (this runs once per frame and tile).
-const DESPIKE_SAMPLES: usize = 256;
-
-/// Replace isolated single-pixel spikes (hot pixels, cosmic-ray hits) by the median of their eight
-/// neighbours. Returns `None` when there is none (or the noise cannot be estimated). Registration would
-/// otherwise lock onto hot pixels, which are fixed to the detector and move against the sky.
-pub fn despike(cut: ArrayView2<f32>) -> Option<Array2<f32>> {
-    despike_unless(cut, |_, _| false)
-}
-
-/// Another colour's sample this many noise sigmas above its background next to a spike candidate
-/// marks the candidate as light from the sky. A hot pixel survives this test only when one of the 27
-/// samples around it (3 planes x 3x3 cells) is a 4-sigma noise peak: about 0.1 % of them.
-const CROSS_COLOUR_SIGMA: f32 = 4.0;
-
-/// [`despike`] for colour plane `p` of a one-shot-colour frame split into cell space (`planes`: the
-/// frame's planes, e.g. R, G1, G2, B, all of one shape), keeping undersampled star cores.
-///
-/// At plane resolution a star of an OSC camera is often under one cell wide, so within its own plane a
-/// core looks exactly like a hot pixel. The two differ across colours: a hot pixel (or a cosmic-ray
-/// hit) is one sensor pixel, so the other colours of its cell and of the cells around it show only sky;
-/// a star lights the neighbouring pixels of every colour. A candidate is therefore replaced only when
-/// no other plane has a sample above `background + 4 sigma` within one cell of it. Hot pixels that
-/// share a cell with real signal are left to the temporal rejection (they stay on one sensor pixel while
-/// the sky moves). With one plane this is [`despike`].
-pub fn despike_plane(planes: &[ArrayView2<f32>], p: usize) -> Option<Array2<f32>> {
-    let own = *planes.get(p)?;
-    let mut others: Option<Vec<(ArrayView2<f32>, f32)>> = None;
-    despike_unless(own, |r, c| {
-        let others = others.get_or_insert_with(|| {
-            planes
-                .iter()
-                .enumerate()
-                .filter(|&(q, v)| q != p && v.dim() == own.dim())
-                .filter_map(|(_, v)| {
-                    let s = crate::stats::background_and_noise(*v, DESPIKE_SAMPLES)?;
-                    (s.sigma > 0.0).then_some((*v, s.median + CROSS_COLOUR_SIGMA * s.sigma))
-                })
-                .collect()
-        });
-        let (rows, cols) = own.dim();
-        others.iter().any(|(v, threshold)| {
-            (r.saturating_sub(1)..(r + 2).min(rows)).any(|rr| {
-                (c.saturating_sub(1)..(c + 2).min(cols)).any(|cc| v[[rr, cc]] > *threshold)
-            })
-        })
-    })
-}
-
-/// [`despike`] that keeps a candidate at `(row, col)` when `is_signal(row, col)` says it is light.
-fn despike_unless(
-    cut: ArrayView2<f32>,
-    mut is_signal: impl FnMut(usize, usize) -> bool,
-) -> Option<Array2<f32>> {
-    let stats = crate::stats::background_and_noise(cut, DESPIKE_SAMPLES)?;
-    let (bg, sigma) = (stats.median, stats.sigma);
-    if !(sigma > 0.0) {
-        return None;
-    }
-    let (rows, cols) = cut.dim();
-    let threshold = bg + SPIKE_SIGMA * sigma;
-    let mut spikes = Vec::new();
-    for r in 1..rows.saturating_sub(1) {
-        for c in 1..cols.saturating_sub(1) {
-            let v = cut[[r, c]];
-            if !(v > threshold) {
-                continue;
-            }
-            let mut max_n = f32::NEG_INFINITY;
-            for (dr, dc) in NEIGHBOURS {
-                let u = cut[[(r as i64 + dr) as usize, (c as i64 + dc) as usize]];
-                if u.is_finite() {
-                    max_n = max_n.max(u);
-                }
-            }
-            if max_n.is_finite()
-                && v - max_n > SPIKE_FRACTION * (v - bg)
-                && v - max_n > SPIKE_SIGMA * sigma
-                && !is_signal(r, c)
-            {
-                spikes.push((r, c));
-            }
-        }
-    }
-    if spikes.is_empty() {
-        return None;
-    }
-    let mut out = cut.to_owned();
-    let mut nb = Vec::with_capacity(8);
-    for (r, c) in spikes {
-        nb.clear();
-        for (dr, dc) in NEIGHBOURS {
-            let u = cut[[(r as i64 + dr) as usize, (c as i64 + dc) as usize]];
-            if u.is_finite() {
-                nb.push(u);
-            }
-        }
-        out[[r, c]] = crate::stats::median_in_place(&mut nb);
-    }
-    Some(out)
-}
-
-const NEIGHBOURS: [(i64, i64); 8] = [
-    (-1, -1),
-    (-1, 0),
-    (-1, 1),
-    (0, -1),
-    (0, 1),
-    (1, -1),
-    (1, 0),
-    (1, 1),
-];
 
 /// Reconstruct one tile (see the module docs). Never panics; problems give an invalid result.
 pub fn reconstruct_tile(stack: &TileStack, params: &OperatorParams) -> TileResult {
@@ -949,110 +831,6 @@ impl<'a> Operator<'a> {
             weight_sum,
         }
     }
-}
-
-/// One colour plane's cut-outs for a tile, in the stack's frame order, with its own photometric scales.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlaneStack {
-    /// Cut-outs, shape `(frames, h + 2 margin, w + 2 margin)` like [`TileStack::cutouts`].
-    pub cutouts: Array3<f32>,
-    /// Per-frame photometric scale of this plane (`I' = I * scale`; per-channel background normalisation).
-    pub scales: Vec<f32>,
-}
-
-/// Reconstructs further planes of a tile (e.g. the four Bayer planes) with the registration of an
-/// already reconstructed proxy (`result`, from [`reconstruct_tile`] on `stack`, e.g. the luminance):
-/// every plane is despiked ([`despike_plane`]: star cores, lit in the other colours too, are kept),
-/// resampled at the SAME final per-frame shifts and combined with the SAME
-/// weights and frames as the proxy, with per-pixel sigma clipping of its own (median start, then
-/// `min(iterations, 2)` clipped means). Planes are never mixed.
-///
-/// Returns one `(h, w)` image per plane; all `NaN` when the tile is invalid or a plane's shape or scale
-/// list does not match the stack (never panics).
-pub fn reconstruct_planes(
-    result: &TileResult,
-    stack: &TileStack,
-    planes: &[PlaneStack],
-    params: &OperatorParams,
-) -> Vec<Array2<f32>> {
-    let (h, w, m) = (stack.tile.h, stack.tile.w, stack.margin);
-    let np = h * w;
-    let blank = || Array2::from_elem((h, w), f32::NAN);
-    let n = stack.frames.len();
-    // Used frames in time order (the operator's accumulation order), with their final shift and weight.
-    let mut used: Vec<(usize, Shift, f32)> = result
-        .frames
-        .iter()
-        .enumerate()
-        .filter(|(slot, r)| *slot < n && r.status.is_used() && r.weight > 0.0)
-        .map(|(slot, r)| (slot, r.shift, r.weight))
-        .collect();
-    used.sort_by_key(|&(slot, _, _)| stack.frames[slot].index);
-    if !result.valid || used.is_empty() || result.frames.len() != n {
-        return planes.iter().map(|_| blank()).collect();
-    }
-    let mut resampler = Resampler::new();
-    planes
-        .iter()
-        .enumerate()
-        .map(|(p, plane)| {
-            if plane.cutouts.dim() != stack.cutouts.dim() || plane.scales.len() != n {
-                return blank();
-            }
-            let mut aligned = vec![f32::NAN; n * np];
-            for &(slot, shift, _) in &used {
-                // This frame's planes that match the stack (`p` among them, checked above).
-                let frame: Vec<ArrayView2<f32>> = planes
-                    .iter()
-                    .filter(|q| q.cutouts.dim() == stack.cutouts.dim())
-                    .map(|q| q.cutouts.index_axis(ndarray::Axis(0), slot))
-                    .collect();
-                let own = planes[..p]
-                    .iter()
-                    .filter(|q| q.cutouts.dim() == stack.cutouts.dim())
-                    .count();
-                let raw = frame[own];
-                let cleaned = despike_plane(&frame, own);
-                let cut = cleaned.as_ref().map_or(raw, |c| c.view());
-                let dst = &mut aligned[slot * np..(slot + 1) * np];
-                if let Ok(view) = ndarray::ArrayViewMut2::from_shape((h, w), &mut dst[..]) {
-                    resampler.sample_shifted(cut, m as f32 + shift.dy, m as f32 + shift.dx, view);
-                }
-                let scale = plane.scales[slot];
-                for v in dst.iter_mut() {
-                    *v *= scale;
-                }
-            }
-            let slots: Vec<usize> = used.iter().map(|&(s, _, _)| s).collect();
-            let subset: Vec<usize> = if slots.len() <= MEDIAN_FRAMES {
-                slots.clone()
-            } else {
-                (0..MEDIAN_FRAMES)
-                    .map(|k| {
-                        slots[(k * (slots.len() - 1) + (MEDIAN_FRAMES - 1) / 2)
-                            / (MEDIAN_FRAMES - 1)]
-                    })
-                    .collect()
-            };
-            let (mut center, mut spread) = combine::median_and_scale(&aligned, np, &subset);
-            let weights: Vec<(usize, f32)> = used.iter().map(|&(s, _, wt)| (s, wt)).collect();
-            let mut image = center.clone();
-            for _ in 0..params.iterations.clamp(1, 2) {
-                let combined = combine::clipped_mean(
-                    &aligned,
-                    np,
-                    &weights,
-                    &center,
-                    &spread,
-                    params.rejection_kappa,
-                );
-                center.clone_from(&combined.image);
-                spread = combined.scale;
-                image = combined.image;
-            }
-            Array2::from_shape_vec((h, w), image).unwrap_or_else(|_| blank())
-        })
-        .collect()
 }
 
 #[cfg(test)]

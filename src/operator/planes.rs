@@ -1,0 +1,115 @@
+//! The colour planes of a tile (e.g. the four Bayer planes), reconstructed with the registration,
+//! weights and frames of an already reconstructed proxy (the luminance), each with its own per-pixel
+//! rejection. What it does not: register (the proxy's shifts are used) or mix planes.
+
+use ndarray::{Array2, Array3, ArrayView2};
+
+use super::combine;
+use super::despike::despike_plane;
+use super::{OperatorParams, TileResult, TileStack, MEDIAN_FRAMES};
+use crate::geom::Shift;
+use crate::resample::Resampler;
+
+/// One colour plane's cut-outs for a tile, in the stack's frame order, with its own photometric scales.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlaneStack {
+    /// Cut-outs, shape `(frames, h + 2 margin, w + 2 margin)` like [`TileStack::cutouts`].
+    pub cutouts: Array3<f32>,
+    /// Per-frame photometric scale of this plane (`I' = I * scale`; per-channel background normalisation).
+    pub scales: Vec<f32>,
+}
+
+/// Reconstructs further planes of a tile (e.g. the four Bayer planes) with the registration of an
+/// already reconstructed proxy (`result`, from [`super::reconstruct_tile`] on `stack`, e.g. the luminance):
+/// every plane is despiked ([`despike_plane`]: star cores, lit in the other colours too, are kept),
+/// resampled at the SAME final per-frame shifts and combined with the SAME
+/// weights and frames as the proxy, with per-pixel sigma clipping of its own (median start, then
+/// `min(iterations, 2)` clipped means). Planes are never mixed.
+///
+/// Returns one `(h, w)` image per plane; all `NaN` when the tile is invalid or a plane's shape or scale
+/// list does not match the stack (never panics).
+pub fn reconstruct_planes(
+    result: &TileResult,
+    stack: &TileStack,
+    planes: &[PlaneStack],
+    params: &OperatorParams,
+) -> Vec<Array2<f32>> {
+    let (h, w, m) = (stack.tile.h, stack.tile.w, stack.margin);
+    let np = h * w;
+    let blank = || Array2::from_elem((h, w), f32::NAN);
+    let n = stack.frames.len();
+    // Used frames in time order (the operator's accumulation order), with their final shift and weight.
+    let mut used: Vec<(usize, Shift, f32)> = result
+        .frames
+        .iter()
+        .enumerate()
+        .filter(|(slot, r)| *slot < n && r.status.is_used() && r.weight > 0.0)
+        .map(|(slot, r)| (slot, r.shift, r.weight))
+        .collect();
+    used.sort_by_key(|&(slot, _, _)| stack.frames[slot].index);
+    if !result.valid || used.is_empty() || result.frames.len() != n {
+        return planes.iter().map(|_| blank()).collect();
+    }
+    let mut resampler = Resampler::new();
+    planes
+        .iter()
+        .enumerate()
+        .map(|(p, plane)| {
+            if plane.cutouts.dim() != stack.cutouts.dim() || plane.scales.len() != n {
+                return blank();
+            }
+            let mut aligned = vec![f32::NAN; n * np];
+            for &(slot, shift, _) in &used {
+                // This frame's planes that match the stack (`p` among them, checked above).
+                let frame: Vec<ArrayView2<f32>> = planes
+                    .iter()
+                    .filter(|q| q.cutouts.dim() == stack.cutouts.dim())
+                    .map(|q| q.cutouts.index_axis(ndarray::Axis(0), slot))
+                    .collect();
+                let own = planes[..p]
+                    .iter()
+                    .filter(|q| q.cutouts.dim() == stack.cutouts.dim())
+                    .count();
+                let raw = frame[own];
+                let cleaned = despike_plane(&frame, own);
+                let cut = cleaned.as_ref().map_or(raw, |c| c.view());
+                let dst = &mut aligned[slot * np..(slot + 1) * np];
+                if let Ok(view) = ndarray::ArrayViewMut2::from_shape((h, w), &mut dst[..]) {
+                    resampler.sample_shifted(cut, m as f32 + shift.dy, m as f32 + shift.dx, view);
+                }
+                let scale = plane.scales[slot];
+                for v in dst.iter_mut() {
+                    *v *= scale;
+                }
+            }
+            let slots: Vec<usize> = used.iter().map(|&(s, _, _)| s).collect();
+            let subset: Vec<usize> = if slots.len() <= MEDIAN_FRAMES {
+                slots.clone()
+            } else {
+                (0..MEDIAN_FRAMES)
+                    .map(|k| {
+                        slots[(k * (slots.len() - 1) + (MEDIAN_FRAMES - 1) / 2)
+                            / (MEDIAN_FRAMES - 1)]
+                    })
+                    .collect()
+            };
+            let (mut center, mut spread) = combine::median_and_scale(&aligned, np, &subset);
+            let weights: Vec<(usize, f32)> = used.iter().map(|&(s, _, wt)| (s, wt)).collect();
+            let mut image = center.clone();
+            for _ in 0..params.iterations.clamp(1, 2) {
+                let combined = combine::clipped_mean(
+                    &aligned,
+                    np,
+                    &weights,
+                    &center,
+                    &spread,
+                    params.rejection_kappa,
+                );
+                center.clone_from(&combined.image);
+                spread = combined.scale;
+                image = combined.image;
+            }
+            Array2::from_shape_vec((h, w), image).unwrap_or_else(|_| blank())
+        })
+        .collect()
+}
