@@ -33,6 +33,7 @@ pub mod live;
 pub mod memory;
 pub mod output;
 pub mod report;
+pub mod settings;
 pub mod source;
 
 pub use tlr_core as core;

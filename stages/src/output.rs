@@ -84,8 +84,8 @@ pub fn output_meta(run: &RunOutput, kind: &str) -> OutputMeta {
         card_str(
             "TLRMODE",
             match s.registration {
-                crate::batch::Registration::TileLocal => "tile-local",
-                crate::batch::Registration::GlobalOnly => "global",
+                crate::settings::Registration::TileLocal => "tile-local",
+                crate::settings::Registration::GlobalOnly => "global",
             },
             "registration mode",
         ),

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tlr_core::operator::FrameReport;
 use tlr_core::{Shift, TileBox};
 
-use crate::batch::Registration;
+use crate::settings::Registration;
 
 /// Figures of a finished run (also the JSON summary of the CLI).
 #[derive(Debug, Clone, Serialize)]

@@ -23,10 +23,10 @@ pub(crate) mod reader;
 pub(crate) mod workers;
 
 pub use crate::report::{FrameSummary, RunSummary, TileSummary};
+pub use crate::settings::{operator_params, worker_count, Registration};
 pub use global_pass::UsedFrame;
 pub use pipeline::{
-    build_runtime, operator_params, run, run_blocking, worker_count, ColourResult, Input,
-    PipelineOptions, Registration, RunOutput,
+    build_runtime, run, run_blocking, ColourResult, Input, PipelineOptions, RunOutput,
 };
 #[doc(hidden)]
 pub use workers::TileProcessor;

@@ -21,13 +21,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use tlr_core::config::Config;
-use tlr_core::operator::{self, OperatorParams};
+use tlr_core::operator;
 use tlr_core::scan::{self, ScanOptions};
 use tlr_core::tile;
 
@@ -39,6 +38,7 @@ use crate::error::{Stage, StageError};
 use crate::events::{Event, EventSink};
 use crate::memory::{bytes_read, peak_rss_bytes, MemoryGuard};
 use crate::report::{FrameSummary, RunSummary, TileSummary};
+use crate::settings::{operator_params, worker_count, Registration};
 use crate::source::{ColourFrames, FileFrames, FrameStore, MemoryFrames};
 
 /// Where the frames come from.
@@ -54,17 +54,6 @@ pub enum Input {
     Memory(MemoryFrames),
     /// Any other frame store (an application's own frame source).
     Store(Arc<dyn FrameStore>),
-}
-
-/// How tiles are registered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Registration {
-    /// Tile-local registration and reconstruction (the method).
-    TileLocal,
-    /// Whole-frame translation only, with the same weights, resampling, rejection and blending: the
-    /// baseline a tile-local result is compared with.
-    GlobalOnly,
 }
 
 /// Settings of one run: the reconstruction configuration plus runtime choices.
@@ -145,15 +134,6 @@ pub struct RunOutput {
     /// including a frame that failed to read later in the run ([`FrameSummary::used`] is false for it,
     /// and the summary does not count it).
     pub used_frames: Vec<UsedFrame>,
-}
-
-/// The number of tile workers a run or live session uses: `v4.parallel_tiles` when set (the library
-/// does not second-guess an explicit value; the CLI's configuration check enforces the core-count
-/// rules), else the seed document's default for this machine's physical cores. The one place this
-/// setting is resolved.
-pub fn worker_count(config: &Config) -> NonZeroUsize {
-    let n = config.parallel_tiles(tlr_core::config::physical_cores());
-    NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
 }
 
 /// Runs the whole job on `input`. Progress goes to `events`; `cancel` stops it (no result then).
@@ -403,33 +383,6 @@ pub fn build_runtime(parallel_tiles: usize) -> std::io::Result<tokio::runtime::R
         .max_blocking_threads(parallel_tiles + 2)
         .enable_all()
         .build()
-}
-
-/// The operator settings for `mode` from the configuration (the runtime struct the config builds).
-pub fn operator_params(cfg: &Config, mode: Registration) -> OperatorParams {
-    let local = &cfg.registration.local_tiles;
-    OperatorParams {
-        iterations: cfg.v4.iterations,
-        beta: cfg.v4.beta as f32,
-        ecc_cc_min: local.ecc_cc_min as f32,
-        min_valid_frames: local.min_valid_frames,
-        max_warp_delta_px: local.max_warp_delta_px as f32,
-        temporal_smoothing_window: local.temporal_smoothing_window,
-        smoothing: match local.smoothing {
-            tlr_core::config::Smoothing::Savgol => operator::Smoothing::SavitzkyGolay,
-            tlr_core::config::Smoothing::Median => operator::Smoothing::Median,
-            tlr_core::config::Smoothing::None => operator::Smoothing::None,
-        },
-        epsilon_rel: cfg.v4.convergence.epsilon_rel as f32,
-        convergence_enabled: cfg.v4.convergence.enabled,
-        rejection_kappa: local.rejection_kappa as f32,
-        variance_window_sigma: local.variance_window_sigma as f32,
-        mode: match mode {
-            Registration::TileLocal => operator::Mode::Local,
-            Registration::GlobalOnly => operator::Mode::GlobalOnly,
-        },
-        ..OperatorParams::default()
-    }
 }
 
 /// Decides mono or colour for the run (first frame's header plus `data.color_mode`/`data.bayer_pattern`)

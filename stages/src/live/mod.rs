@@ -13,7 +13,7 @@
 //!
 //! Live is the batch stages fed frame by frame: the same worker pool (`batch::workers`), the
 //! same ordered blending (`batch::accumulator`), the same events ([`crate::Event`]) and
-//! settings resolution ([`crate::batch::worker_count`] rules); what differs is the accumulator, which
+//! settings resolution ([`crate::settings::worker_count`] rules); what differs is the accumulator, which
 //! keeps per-tile state across frames ([`tlr_core::live`]) instead of the frames themselves.
 //!
 //! - The reader owns the frame source and all FITS reads of frames: it asks the
@@ -64,11 +64,11 @@ use tlr_core::live::{
     self as core_live, CheckpointSource, FrameKey, LiveError, LiveOptions, LiveState, RawName,
 };
 
-use crate::batch::{operator_params, Registration};
 use crate::error::{Stage, StageError};
 use crate::events::{Event, EventSink};
 use crate::memory::{peak_rss_bytes, rss_bytes};
 use crate::report::LiveSummary;
+use crate::settings::{operator_params, Registration};
 
 mod lock;
 mod publisher;
@@ -132,10 +132,10 @@ impl LiveSettings {
         }
     }
 
-    /// Tile jobs in flight (parallelism over tiles): [`crate::batch::worker_count`] of the
+    /// Tile jobs in flight (parallelism over tiles): [`crate::settings::worker_count`] of the
     /// configuration, as in a batch run.
     pub fn parallel_tiles(&self) -> NonZeroUsize {
-        crate::batch::worker_count(&self.config)
+        crate::settings::worker_count(&self.config)
     }
 
     /// The folder and settings a checkpoint of this session records and a resumed checkpoint must
