@@ -12,9 +12,9 @@ use tlr_core::Shift;
 
 /// Decodes a PNG: (width, height, channels, pixels).
 fn decode(path: &Path) -> (usize, usize, usize, Vec<u8>) {
-    let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
     let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut buf).unwrap();
     buf.truncate(info.buffer_size());
     let channels = info.color_type.samples();
