@@ -252,29 +252,26 @@ fn run(dir: &Path, workers: usize, out: &Path, global_only: bool) -> Figures {
     let end = marks[PHASES.len() - 1].map_or((wall_s, f64::NAN, f64::NAN), |(_, cpu, asked)| {
         (wall_s, cpu_s, asked + (cpu_s - cpu))
     });
+    let ends = marks[1..].iter().copied().chain(std::iter::once(Some(end)));
     let mut phases = Vec::with_capacity(PHASES.len());
     let mut last = marks[0].expect("start");
-    for k in 1..=PHASES.len() {
-        let at = if k == PHASES.len() {
-            Some(end)
-        } else {
-            marks[k]
-        };
-        match at {
+    for at in ends {
+        phases.push(match at {
             Some(at) => {
-                phases.push(Phase {
+                let phase = Phase {
                     wall_s: at.0 - last.0,
                     cpu_s: at.1 - last.1,
                     asked_s: at.2 - last.2,
-                });
+                };
                 last = at;
+                phase
             }
-            None => phases.push(Phase {
+            None => Phase {
                 wall_s: f64::NAN,
                 cpu_s: f64::NAN,
                 asked_s: f64::NAN,
-            }),
-        }
+            },
+        });
     }
     Figures {
         wall_s,

@@ -429,7 +429,9 @@ mod tests {
             (1, (0..13, 0..30)),
             (2, (3..4, 29..30)),
         ] {
-            let expected = store.read_plane_regions(index, &[region.clone()]).unwrap();
+            let expected = store
+                .read_plane_regions(index, std::slice::from_ref(&region))
+                .unwrap();
             let got = with_top.read_plane_regions(index, &[region]).unwrap();
             assert_eq!(got, expected, "frame {index}");
         }
