@@ -18,7 +18,10 @@
 //! (`elapsed_s` of the summary) it prints Amdahl's serial fraction `s = 2 / S2 - 1` and the projected
 //! speed-ups `1 / (s + (1 - s) / n)` for 4, 8 and 16 workers next to the measured 1 and 2; and the same
 //! from the cores asked for per phase (`CPU / min(asked, 2)` summed over phases: what the run would take
-//! on two idle cores), which other agents' load on a shared machine disturbs far less than wall time.
+//! on two idle cores). That estimate does not depend on whether other processes took the cores
+//! (waiting for a core counts as asking for it), but CPU seconds themselves grow when other jobs share
+//! the caches and cores: measured on a shared 2-core machine it moved between 1.79x and 1.87x from one
+//! bench run to the next, while the wall-time speed-up of single rounds moved between 0.65x and 2.05x.
 //!
 //! Run: `cargo bench -p tlr --bench pipeline` (env `TLR_BENCH_FRAMES`, `TLR_BENCH_SIZE`, `TLR_BENCH_REPEAT`).
 
