@@ -527,41 +527,25 @@ fn grid_axes(run: &RunOutput) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// Writes the diagnostics into `dir` (created if needed): `tile_report.json` always, the rest as selected.
-/// Returns the files written.
+/// Returns the files written, in the order listed below.
 ///
 /// `warp_dx.fits`/`warp_dy.fits` are cubes `(frames, grid rows, grid cols)`: per used frame and tile, the
 /// tile's local shift relative to the frame's global motion (NaN where the frame was rejected or the tile
 /// invalid). `warp_field.png` draws that field, as arrows per tile, for the frame where it is strongest.
 /// `invalid_tile_map.fits` is `(grid rows, grid cols)`, 1 for invalid tiles.
 ///
+/// The files are written side by side, each on a thread of its own (they only read the finished run;
+/// one after another they were the longest chain of the output phase, serial at the end of a run).
+///
 /// # Errors
-/// When a file cannot be written (the error names it).
+/// When a file cannot be written (the error names it): the first failure in the order above; the other
+/// files are still written.
 pub fn write_diagnostics(
     run: &RunOutput,
     dir: &Path,
     selection: DiagnosticsSelection,
 ) -> Result<Vec<PathBuf>, StageError> {
     create_folder(dir, &mut Vec::new())?;
-    let mut written = Vec::new();
-    let report_path = dir.join(TILE_REPORT);
-    #[derive(serde::Serialize)]
-    struct Report<'a> {
-        summary: &'a crate::report::RunSummary,
-        frames: &'a [crate::report::FrameSummary],
-        tiles: &'a [crate::report::TileSummary],
-    }
-    let report = Report {
-        summary: &run.summary,
-        frames: &run.frames,
-        tiles: &run.tiles,
-    };
-    let json = serde_json::to_string_pretty(&report).map_err(|e| StageError::Output {
-        path: report_path.clone(),
-        message: format!("cannot encode the report: {e}"),
-    })?;
-    write_atomic(&report_path, json.as_bytes())?;
-    written.push(report_path);
-
     let (ys, xs) = grid_axes(run);
     let position = |t: &tlr_core::TileBox| {
         (
@@ -576,8 +560,18 @@ pub fn write_diagnostics(
             .map_err(|e| StageError::fits(Stage::Output, e))?;
         Ok(path)
     };
-
-    if selection.warp_field {
+    let png_out = |name: &str,
+                   write: &dyn Fn(&Path) -> Result<(), preview::PreviewError>|
+     -> Result<PathBuf, StageError> {
+        let path = dir.join(name);
+        write(&path).map_err(|e| StageError::Output {
+            path: path.clone(),
+            message: crate::error::report(&e),
+        })?;
+        Ok(path)
+    };
+    // The warp field is computed once, before the threads: both cubes and the picture use it.
+    let warp = selection.warp_field.then(|| {
         let frames = run.used_frames.len();
         let mut dx = Array3::from_elem((frames, ys.len(), xs.len()), f32::NAN);
         let mut dy = dx.clone();
@@ -591,64 +585,93 @@ pub fn write_diagnostics(
                 }
             }
         }
-        written.push(fits_out(WARP_DX, dx.view())?);
-        written.push(fits_out(WARP_DY, dy.view())?);
-        let png = dir.join(WARP_FIELD);
-        let slot = strongest_frame(&dx, &dy);
-        let valid: Vec<&crate::report::TileSummary> =
-            run.tiles.iter().filter(|t| t.valid).collect();
-        let boxes: Vec<tlr_core::TileBox> = valid.iter().map(|t| t.tile).collect();
-        let arrows: Vec<tlr_core::Shift> = valid
-            .iter()
-            .map(|t| {
-                let (gy, gx) = position(&t.tile);
-                tlr_core::Shift::new(dy[[slot, gy, gx]], dx[[slot, gy, gx]])
-            })
-            .collect();
-        preview::write_warp_field_png(&png, run.image.view(), &boxes, &arrows, 0.0).map_err(
-            |e| StageError::Output {
-                path: png.clone(),
-                message: crate::error::report(&e),
-            },
-        )?;
-        written.push(png);
-    }
-    if selection.tile_invalid_map {
+        (dx, dy)
+    });
+    let invalid_map = selection.tile_invalid_map.then(|| {
         let mut map = Array2::<f32>::zeros((ys.len(), xs.len()));
         for t in run.tiles.iter().filter(|t| !t.valid) {
             map[position(&t.tile)] = 1.0;
         }
-        written.push(fits_out(
-            INVALID_TILE_MAP,
-            map.view().insert_axis(ndarray::Axis(0)),
-        )?);
-        let png = dir.join(TILE_INVALID_MAP_PNG);
-        let boxes: Vec<tlr_core::TileBox> = run.tiles.iter().map(|t| t.tile).collect();
-        let valid: Vec<bool> = run.tiles.iter().map(|t| t.valid).collect();
-        let (rows, cols) = run.image.dim();
-        preview::write_tile_map_png(&png, rows, cols, &boxes, &valid).map_err(|e| {
-            StageError::Output {
-                path: png.clone(),
-                message: crate::error::report(&e),
-            }
-        })?;
-        written.push(png);
+        map
+    });
+    type Job<'a> = Box<dyn FnOnce() -> Result<PathBuf, StageError> + Send + 'a>;
+    let mut jobs: Vec<Job> = vec![Box::new(|| write_tile_report(run, &dir.join(TILE_REPORT)))];
+    if let Some((dx, dy)) = &warp {
+        jobs.push(Box::new(|| fits_out(WARP_DX, dx.view())));
+        jobs.push(Box::new(|| fits_out(WARP_DY, dy.view())));
+        jobs.push(Box::new(|| {
+            let slot = strongest_frame(dx, dy);
+            let valid: Vec<&crate::report::TileSummary> =
+                run.tiles.iter().filter(|t| t.valid).collect();
+            let boxes: Vec<tlr_core::TileBox> = valid.iter().map(|t| t.tile).collect();
+            let arrows: Vec<tlr_core::Shift> = valid
+                .iter()
+                .map(|t| {
+                    let (gy, gx) = position(&t.tile);
+                    tlr_core::Shift::new(dy[[slot, gy, gx]], dx[[slot, gy, gx]])
+                })
+                .collect();
+            png_out(WARP_FIELD, &|png| {
+                preview::write_warp_field_png(png, run.image.view(), &boxes, &arrows, 0.0)
+            })
+        }));
+    }
+    if let Some(map) = &invalid_map {
+        jobs.push(Box::new(|| {
+            fits_out(INVALID_TILE_MAP, map.view().insert_axis(ndarray::Axis(0)))
+        }));
+        jobs.push(Box::new(|| {
+            let boxes: Vec<tlr_core::TileBox> = run.tiles.iter().map(|t| t.tile).collect();
+            let valid: Vec<bool> = run.tiles.iter().map(|t| t.valid).collect();
+            let (rows, cols) = run.image.dim();
+            png_out(TILE_INVALID_MAP_PNG, &|png| {
+                preview::write_tile_map_png(png, rows, cols, &boxes, &valid)
+            })
+        }));
     }
     if selection.warp_variance_hist {
-        let png = dir.join(WARP_VARIANCE_HIST);
-        let values: Vec<f32> = run
-            .tiles
-            .iter()
-            .filter(|t| t.valid)
-            .map(|t| t.warp_variance)
-            .collect();
-        preview::write_histogram_png(&png, &values, 30).map_err(|e| StageError::Output {
-            path: png.clone(),
-            message: crate::error::report(&e),
-        })?;
-        written.push(png);
+        jobs.push(Box::new(|| {
+            let values: Vec<f32> = run
+                .tiles
+                .iter()
+                .filter(|t| t.valid)
+                .map(|t| t.warp_variance)
+                .collect();
+            png_out(WARP_VARIANCE_HIST, &|png| {
+                preview::write_histogram_png(png, &values, 30)
+            })
+        }));
     }
-    Ok(written)
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs.into_iter().map(|job| scope.spawn(job)).collect();
+        // Join all before reporting, so that a failure never leaves a writer running.
+        let results: Vec<Result<PathBuf, StageError>> = handles
+            .into_iter()
+            .map(|h| joined(h, "writing the diagnostics").and_then(|r| r))
+            .collect();
+        results.into_iter().collect()
+    })
+}
+
+/// Writes `tile_report.json` (summary, frames, tiles) to `path`.
+fn write_tile_report(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> {
+    #[derive(serde::Serialize)]
+    struct Report<'a> {
+        summary: &'a crate::report::RunSummary,
+        frames: &'a [crate::report::FrameSummary],
+        tiles: &'a [crate::report::TileSummary],
+    }
+    let report = Report {
+        summary: &run.summary,
+        frames: &run.frames,
+        tiles: &run.tiles,
+    };
+    let json = serde_json::to_string_pretty(&report).map_err(|e| StageError::Output {
+        path: path.to_path_buf(),
+        message: format!("cannot encode the report: {e}"),
+    })?;
+    write_atomic(path, json.as_bytes())?;
+    Ok(path.to_path_buf())
 }
 
 /// The frame (slot) whose local warp field is strongest (largest mean squared local shift over the

@@ -429,3 +429,42 @@ async fn events_arrive_as_a_stream_ending_with_the_summary() {
     assert_eq!(tiles, out.summary.tiles_total);
     assert!(matches!(received.last(), Some(Event::Finished { .. })));
 }
+
+#[test]
+fn frames_from_files_give_the_bytes_frames_from_memory_give() {
+    // A folder run cuts its first tile row from the rows the global pass kept; a memory run reads every
+    // row from the store. Both must give the same image, bit for bit.
+    let frames = frames(14, 256, Scenario::Seeing);
+    let dir = tempfile::tempdir().unwrap();
+    for (i, frame) in frames.iter().enumerate() {
+        tlr_core::fits::write_image_atomic(
+            &dir.path().join(format!("frame_{i:02}.fits")),
+            frame.view(),
+            tlr_core::fits::SampleFormat::F32,
+            &tlr_core::fits::OutputMeta::default(),
+        )
+        .unwrap();
+    }
+    let memory = tlr::run_blocking(
+        Input::Memory(MemoryFrames::new(frames.clone()).unwrap()),
+        options(2),
+        no_events(),
+        CancellationToken::new(),
+    )
+    .unwrap();
+    assert!(
+        memory.summary.tiles_total > 4,
+        "the test needs several tile rows"
+    );
+    let folder = tlr::run_blocking(
+        Input::Folder {
+            dir: dir.path().to_path_buf(),
+            scan: tlr_core::scan::ScanOptions::default(),
+        },
+        options(2),
+        no_events(),
+        CancellationToken::new(),
+    )
+    .unwrap();
+    assert_eq!(bits(&memory.image), bits(&folder.image));
+}

@@ -130,15 +130,20 @@ impl FrameReader {
     /// is, colour as the luminance of its planes) and, in colour mode, the background of each plane.
     /// The frame's sky level and noise are measured here too (the sky part of its [`MeasurePlan`]): a
     /// sampled statistic that is cheap next to star detection, and the reader would otherwise wait for
-    /// the workers; left to the pool it was a third job for two workers on every frame.
+    /// the workers; left to the pool it was a third job for two workers on every frame. The frame's top
+    /// rows are kept for the first tile row when the reader was asked to ([`FrameReader::keep_top_rows`]).
     fn spawn_read(
         &self,
         index: usize,
         options: Arc<GlobalOptions>,
     ) -> tokio::task::JoinHandle<Result<ReadFrame, StageError>> {
         let store = Arc::clone(&self.store);
+        let top_rows = self.top_rows.clone();
         tokio::task::spawn_blocking(move || {
             let planes = store.read_full_planes(index)?;
+            if let Some(top) = top_rows {
+                top.keep(index, &planes); // for the first tile row: not read twice
+            }
             let (image, backgrounds) = measurable(planes)?;
             let sky = measure_sky(image.view(), &options);
             Ok((image, sky, backgrounds))

@@ -217,12 +217,20 @@ pub async fn run(
         return Err(StageError::TooFewFrames(message));
     }
 
+    // Frames from files: the global pass keeps their top rows for the first tile row (read while both
+    // workers wait), within the reader's window budget.
+    let top_rows = if header.is_some() {
+        top_rows_to_keep(cfg, &*store, options.reader_block_mib << 20)
+    } else {
+        0
+    };
     let reader = FrameReader::new(
         Arc::clone(&store),
         Arc::clone(&events),
         options.strict,
         memory.clone(),
-    );
+    )
+    .keep_top_rows(top_rows);
     let workers_n = worker_count(cfg);
     let global = reader.global_pass(&cancel, workers_n.get()).await?;
     if let Some(message) = cfg.too_few_frames(global.frames.len(), "frames after the global pass") {
@@ -426,6 +434,20 @@ fn colour_store(
     }
     let colour = ColourFrames::new(store, pattern)?;
     Ok((Arc::new(colour), Some(pattern)))
+}
+
+/// Rows above the first tile row's windows that a frame's whole-pixel global offset may add, for
+/// [`top_rows_to_keep`].
+const TOP_ROWS_SLACK: usize = 32;
+
+/// How many top rows of every frame the global pass keeps for the first tile row: what the largest
+/// tile (`tile.max_size`) plus its margins and some offset needs, at most what fits in `budget_bytes`
+/// for all frames and planes (the first tile row's windows hold as much once read).
+fn top_rows_to_keep(cfg: &Config, store: &dyn FrameStore, budget_bytes: usize) -> usize {
+    let (_, cols) = store.shape();
+    let row_bytes = store.len() * store.planes() * cols * std::mem::size_of::<f32>();
+    let wanted = cfg.tile.max_size + 2 * cfg.tile.margin_px + TOP_ROWS_SLACK;
+    wanted.min(budget_bytes / row_bytes.max(1))
 }
 
 fn median_fwhm(global: &GlobalSummary) -> f32 {

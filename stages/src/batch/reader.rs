@@ -9,10 +9,16 @@
 //! windows (shared), and the worker cuts its own stack from them. The reader builds the next row's
 //! windows while workers still cut from the current ones, which go once their last stack has been cut,
 //! so memory is bounded by the window budget, one row's new rows and the channel capacity.
+//!
+//! The first tile row is read while both workers wait (nothing else can run yet), so its rows are not
+//! read twice: the global pass, which reads every frame whole anyway, keeps each frame's top rows
+//! ([`TopRows`], within the window budget), and the first tile row's windows are cut from them; the
+//! kept rows go as soon as that row is read. A region outside them is read from the file as usual.
 //! What it does not: any reconstruction (workers do that) or any blending (the accumulator does that).
 
+use ndarray::{s, Array3};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +29,7 @@ use super::job::{Need, TileJob, Windows};
 use crate::error::{Stage, StageError};
 use crate::events::{Event, EventSink};
 use crate::memory::MemoryGuard;
-use crate::source::FrameStore;
+use crate::source::{FrameMeta, FrameStore};
 
 /// The order in which tiles are read and how: column bands of tile rows, read top to bottom with a rolling
 /// window of frame rows per frame, so that every frame row of a band is read once.
@@ -108,6 +114,8 @@ pub struct FrameReader {
     pub(super) events: EventSink,
     pub(super) strict: bool,
     pub(super) memory: MemoryGuard,
+    /// Top rows of every frame kept by the global pass for the first tile row (`None`: keep none).
+    pub(super) top_rows: Option<Arc<TopRows>>,
 }
 
 impl FrameReader {
@@ -124,7 +132,15 @@ impl FrameReader {
             events,
             strict,
             memory,
+            top_rows: None,
         }
+    }
+
+    /// Makes the global pass keep the top `rows` rows of every frame (all planes, all columns) for the
+    /// first tile row ([`TopRows`]); 0 keeps none.
+    pub fn keep_top_rows(mut self, rows: usize) -> Self {
+        self.top_rows = (rows > 0).then(|| Arc::new(TopRows::new(self.store.len(), rows)));
+        self
     }
 
     /// Reads every tile stack of `plan` in order and sends it to `tile_tx`.
@@ -142,6 +158,14 @@ impl FrameReader {
         cancel: CancellationToken,
     ) -> Result<TilePhase, StageError> {
         let frames = Arc::new(frames);
+        // The first tile row is cut from the rows the global pass kept, where they suffice.
+        let store: Arc<dyn FrameStore> = match &self.top_rows {
+            Some(top) => Arc::new(WithTopRows {
+                store: Arc::clone(&self.store),
+                top: Arc::clone(top),
+            }),
+            None => Arc::clone(&self.store),
+        };
         let shape = self.store.shape();
         let planes = self.store.planes();
         let mut failed = vec![false; frames.len()];
@@ -159,7 +183,7 @@ impl FrameReader {
                 let tiles = &plan.tiles[tile_row.clone()];
                 let need = Need::of(tiles, plan.margin);
                 let (store, row_frames, held) = (
-                    Arc::clone(&self.store),
+                    Arc::clone(&store),
                     Arc::clone(&frames),
                     Arc::clone(&windows),
                 );
@@ -174,6 +198,9 @@ impl FrameReader {
                     source,
                 })?;
                 windows = Arc::new(next);
+                if let Some(top) = &self.top_rows {
+                    top.clear(); // only the first tile row is read while no worker has anything to do
+                }
                 for (slot, error) in errors {
                     if self.strict {
                         return Err(error);
@@ -212,6 +239,100 @@ impl FrameReader {
         }
         // Dropping `tile_tx` here closes the channel: that is the workers' signal to finish.
         Ok(TilePhase::new(&frames, &failed))
+    }
+}
+
+/// The top rows of every frame, kept from the global pass's whole-frame read for the first tile row,
+/// by store index: `(planes, rows, cols)` (fewer rows for a shorter frame). Each frame's rows go once
+/// the first tile row took them, the rest when that row is read ([`TopRows::clear`]).
+pub struct TopRows {
+    rows: usize,
+    frames: Mutex<Vec<Option<Array3<f32>>>>,
+}
+
+impl TopRows {
+    fn new(frames: usize, rows: usize) -> Self {
+        Self {
+            rows,
+            frames: Mutex::new((0..frames).map(|_| None).collect()),
+        }
+    }
+
+    /// Keeps (a copy of) the top rows of frame `index`, whose planes the global pass read.
+    pub(super) fn keep(&self, index: usize, planes: &Array3<f32>) {
+        let rows = self.rows.min(planes.dim().1);
+        let top = planes.slice(s![.., ..rows, ..]).to_owned();
+        if let Some(slot) = self.lock().get_mut(index) {
+            *slot = Some(top);
+        }
+    }
+
+    /// The region `rows` x `cols` of frame `index` when the kept rows hold all of it; the frame's kept
+    /// rows go either way (the first tile row asks each frame once).
+    fn take(&self, index: usize, rows: &Range<usize>, cols: &Range<usize>) -> Option<Array3<f32>> {
+        let top = self.lock().get_mut(index)?.take()?;
+        let (_, held_rows, held_cols) = top.dim();
+        (rows.end <= held_rows && cols.end <= held_cols)
+            .then(|| top.slice(s![.., rows.clone(), cols.clone()]).to_owned())
+    }
+
+    /// Drops every kept row.
+    fn clear(&self) {
+        self.lock().iter_mut().for_each(|slot| *slot = None);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<Array3<f32>>>> {
+        // A panic while holding the lock cannot leave the list half-changed: recover it.
+        self.frames
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A frame store that answers a one-region read from [`TopRows`] when they hold it (the same pixels the
+/// file gives: they were read from it by the global pass), and from the store otherwise.
+struct WithTopRows {
+    store: Arc<dyn FrameStore>,
+    top: Arc<TopRows>,
+}
+
+impl FrameStore for WithTopRows {
+    fn len(&self) -> usize {
+        self.store.len()
+    }
+    fn shape(&self) -> (usize, usize) {
+        self.store.shape()
+    }
+    fn meta(&self, index: usize) -> FrameMeta {
+        self.store.meta(index)
+    }
+    fn read_full(&self, index: usize) -> Result<ndarray::Array2<f32>, StageError> {
+        self.store.read_full(index)
+    }
+    fn read_regions(
+        &self,
+        index: usize,
+        regions: &[(Range<usize>, Range<usize>)],
+    ) -> Result<Vec<ndarray::Array2<f32>>, StageError> {
+        self.store.read_regions(index, regions)
+    }
+    fn planes(&self) -> usize {
+        self.store.planes()
+    }
+    fn read_full_planes(&self, index: usize) -> Result<Array3<f32>, StageError> {
+        self.store.read_full_planes(index)
+    }
+    fn read_plane_regions(
+        &self,
+        index: usize,
+        regions: &[(Range<usize>, Range<usize>)],
+    ) -> Result<Vec<Array3<f32>>, StageError> {
+        if let [(rows, cols)] = regions {
+            if let Some(region) = self.top.take(index, rows, cols) {
+                return Ok(vec![region]);
+            }
+        }
+        self.store.read_plane_regions(index, regions)
     }
 }
 
@@ -278,6 +399,60 @@ mod tests {
             let ys: Vec<usize> = band.iter().map(|r| plan.tiles[r.start].y0).collect();
             assert!(ys.windows(2).all(|w| w[0] < w[1]));
         }
+    }
+
+    fn frames(n: usize, rows: usize, cols: usize) -> Arc<dyn FrameStore> {
+        let frames = (0..n)
+            .map(|k| {
+                ndarray::Array2::from_shape_fn((rows, cols), |(r, c)| {
+                    (k * 10_000 + r * 100 + c) as f32
+                })
+            })
+            .collect();
+        Arc::new(crate::source::MemoryFrames::new(frames).unwrap())
+    }
+
+    #[test]
+    fn top_rows_give_the_pixels_the_store_gives_and_go_once_taken() {
+        let store = frames(3, 40, 30);
+        let top = Arc::new(TopRows::new(store.len(), 12));
+        for index in 0..store.len() {
+            top.keep(index, &store.read_full_planes(index).unwrap());
+        }
+        let with_top = WithTopRows {
+            store: Arc::clone(&store),
+            top: Arc::clone(&top),
+        };
+        // Inside the kept rows (served from them), then reaching past them (read from the store).
+        for (index, region) in [
+            (0, (2..12, 5..25)),
+            (1, (0..13, 0..30)),
+            (2, (3..4, 29..30)),
+        ] {
+            let expected = store
+                .read_plane_regions(index, std::slice::from_ref(&region))
+                .unwrap();
+            let got = with_top.read_plane_regions(index, &[region]).unwrap();
+            assert_eq!(got, expected, "frame {index}");
+        }
+        // Each frame's kept rows went with its first read, whether they served it or not.
+        assert!(top.lock().iter().all(Option::is_none));
+        let again = with_top.read_plane_regions(0, &[(2..12, 5..25)]).unwrap();
+        assert_eq!(
+            again,
+            store.read_plane_regions(0, &[(2..12, 5..25)]).unwrap()
+        );
+    }
+
+    #[test]
+    fn top_rows_of_a_short_frame_are_the_whole_frame() {
+        let store = frames(1, 8, 6);
+        let top = TopRows::new(1, 100);
+        top.keep(0, &store.read_full_planes(0).unwrap());
+        assert_eq!(
+            top.take(0, &(0..8), &(0..6)),
+            Some(store.read_full_planes(0).unwrap())
+        );
     }
 
     #[test]
