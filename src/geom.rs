@@ -16,9 +16,21 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Shift {
     /// Row (y) displacement in pixels.
+    #[serde(deserialize_with = "f32_or_nan")]
     pub dy: f32,
     /// Column (x) displacement in pixels.
+    #[serde(deserialize_with = "f32_or_nan")]
     pub dx: f32,
+}
+
+/// Reads an `f32` that JSON may hold as `null`. NaN is how a missing measurement travels (a frame
+/// without stars has no FWHM), and serde_json writes NaN and the infinities as `null`: without this, a
+/// file tlr wrote (a live checkpoint, a tile report) would not read back. `null` becomes NaN.
+///
+/// # Errors
+/// A value that is neither a number nor `null`.
+pub fn f32_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))
 }
 
 impl Shift {

@@ -48,10 +48,13 @@ pub const MAX_MEASURED_STARS: usize = 150;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FrameQuality {
     /// Robust (sigma-clipped median) sky background `B_f` in ADU; NaN when the frame has no finite pixel.
+    #[serde(deserialize_with = "crate::geom::f32_or_nan")]
     pub background: f32,
     /// Robust sky noise (MAD sigma of the clipped sky) in ADU; NaN as above.
+    #[serde(deserialize_with = "crate::geom::f32_or_nan")]
     pub noise: f32,
     /// Median FWHM of the unsaturated, unblended stars in pixels; NaN without such stars.
+    #[serde(deserialize_with = "crate::geom::f32_or_nan")]
     pub fwhm: f32,
     /// Number of stars detected (at most [`MAX_MEASURED_STARS`]).
     pub stars: usize,

@@ -426,6 +426,25 @@ mod tests {
         assert_eq!(states, 1, "old state images are removed");
     }
 
+    /// A bootstrap frame whose stars could not be measured (a cloud, a blank frame) has NaN in its
+    /// quality; JSON has no NaN (serde_json writes null), and the checkpoint must still load.
+    #[test]
+    fn a_checkpoint_with_an_unmeasurable_bootstrap_frame_loads() {
+        let s = sim(8);
+        let mut pass = GlobalPass::new();
+        let mut frames = crate::live::tests::bootstrap_frames(&s, &mut pass, 6);
+        let blank = ndarray::Array2::from_elem(s.frame(0).dim(), 100.0f32);
+        frames[3].quality = pass.add_frame(blank.view());
+        assert!(frames[3].quality.fwhm.is_nan(), "{:?}", frames[3].quality);
+        let (mut state, _) =
+            LiveState::bootstrap(&frames, crate::live::tests::options()).expect("bootstrap");
+        let dir = tempfile::tempdir().expect("tmp");
+        state.save(dir.path(), None).expect("save");
+        let (loaded, _) =
+            LiveState::load(dir.path()).expect("a checkpoint with NaN qualities loads");
+        assert_eq!(loaded.frames_used(), state.frames_used());
+    }
+
     #[test]
     fn interrupted_save_leaves_the_previous_checkpoint_and_damage_is_detected() {
         let s = sim(8);
