@@ -56,7 +56,7 @@ impl FrameReader {
         let total = self.store.len();
         let mut pass = GlobalPass::new();
         let options = Arc::new(pass.options().clone());
-        let strips = StripPool::new(workers.max(1), Arc::clone(&options));
+        let strips = StripPool::new(workers.max(1), Arc::clone(&options), self.store.shape());
         let mut qualities = Vec::with_capacity(total);
         let mut plane_backgrounds = Vec::with_capacity(total);
         let mut in_flight: VecDeque<Result<PendingFrame, StageError>> = VecDeque::new();
@@ -188,14 +188,17 @@ struct StripJob {
 
 /// The global pass's measuring pool: `workers` blocking threads taking strips from one queue in the
 /// order they were submitted, each with its own star detector (scratch buffers kept across frames).
-/// Dropping the pool closes the queue; the threads finish their strip and end.
+/// Dropping the pool closes the queue; the threads finish their strip and end. The queue holds at most
+/// the strips of [`FRAMES_IN_FLIGHT`] frames, which is all the global pass ever submits before it
+/// waits for the oldest frame, so a submit never waits.
 struct StripPool {
     jobs: crossbeam_channel::Sender<StripJob>,
 }
 
 impl StripPool {
-    fn new(workers: usize, options: Arc<GlobalOptions>) -> Self {
-        let (jobs, queue) = crossbeam_channel::unbounded::<StripJob>();
+    fn new(workers: usize, options: Arc<GlobalOptions>, (rows, cols): (usize, usize)) -> Self {
+        let per_frame = MeasurePlan::new(rows, cols).strips().len().max(1);
+        let (jobs, queue) = crossbeam_channel::bounded::<StripJob>(FRAMES_IN_FLIGHT * per_frame);
         for _ in 0..workers {
             let (queue, options) = (queue.clone(), Arc::clone(&options));
             tokio::task::spawn_blocking(move || {
@@ -223,7 +226,7 @@ impl StripPool {
     }
 
     /// Queues the strips of `image` (a frame whose `sky` part the reader measured) and returns the frame
-    /// waiting for them. The queue is unbounded; the global pass bounds it by [`FRAMES_IN_FLIGHT`].
+    /// waiting for them (the queue is bounded by [`FRAMES_IN_FLIGHT`] frames, as the pass is).
     fn submit(
         &self,
         image: Arc<Array2<f32>>,
@@ -360,7 +363,7 @@ mod tests {
             .collect();
         assert!(MeasurePlan::new(1200, 300).strips().len() > 1);
         let measured = runtime.block_on(async {
-            let pool = StripPool::new(2, Arc::clone(&options));
+            let pool = StripPool::new(2, Arc::clone(&options), (1200, 300));
             let pending: Vec<PendingFrame> = frames
                 .iter()
                 .map(|image| {
