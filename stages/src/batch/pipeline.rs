@@ -72,7 +72,9 @@ pub struct PipelineOptions {
     pub strict: bool,
     /// Tile-local (default) or the global-registration baseline.
     pub registration: Registration,
-    /// Replaces the per-tile operator (instrumentation in tests); `None` = the core operator.
+    /// Replaces the per-tile operator (instrumentation in tests); `None` = the core operator. A test
+    /// hook, not part of the supported API.
+    #[doc(hidden)]
     pub processor: Option<TileProcessor>,
 }
 
