@@ -414,14 +414,16 @@ impl LiveSession {
         self.cancel.clone()
     }
 
-    /// Ends the input (no more pushes; a folder session stops reading) and waits for the final
-    /// snapshot and checkpoint.
+    /// Ends the input and waits for the final snapshot and checkpoint: a pushed session takes the frames
+    /// already pushed and then stops; a folder session and a [`FrameFeed`] session stop reading at once
+    /// (frames the feed has not handed over yet are not used; to use every frame of a feed, let it end
+    /// and call [`LiveSession::wait`]).
     ///
     /// # Errors
     /// The first stage error.
     pub async fn finish(mut self) -> Result<LiveSummary, StageError> {
-        // Dropping the sender closes the push channel: the reader's signal to stop. A folder session
-        // has none and is stopped through the token.
+        // Dropping the sender closes the push channel: the reader's signal to stop. Folder and feed
+        // sessions have none and are stopped through the token.
         if self.push_tx.take().is_none() {
             self.cancel.cancel();
         }
