@@ -1,0 +1,236 @@
+//! The diagnostics folder: `tile_report.json`, the warp field (cubes and picture), the invalid-tile
+//! map and the warp-variance histogram, as `v4.diagnostics.*` selects.
+//!
+//! What it does not: compute anything about the reconstruction; it lays out what the run measured.
+
+use ndarray::{Array2, Array3};
+use std::path::{Path, PathBuf};
+
+use tlr_core::fits;
+use tlr_core::preview;
+
+use super::header::output_meta;
+use super::{create_folder, joined, write_atomic};
+use crate::batch::RunOutput;
+use crate::error::{Stage, StageError};
+
+/// Which diagnostics to write (`v4.diagnostics.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct DiagnosticsSelection {
+    /// warp_dx.fits, warp_dy.fits and warp_field.png.
+    pub warp_field: bool,
+    /// invalid_tile_map.fits and tile_invalid_map.png.
+    pub tile_invalid_map: bool,
+    /// warp_variance_hist.png.
+    pub warp_variance_hist: bool,
+}
+
+impl DiagnosticsSelection {
+    /// Everything.
+    pub const ALL: Self = Self {
+        warp_field: true,
+        tile_invalid_map: true,
+        warp_variance_hist: true,
+    };
+
+    /// The selection configured in `v4.diagnostics` (its switches; `enabled` is the caller's business).
+    pub fn from_config(cfg: &tlr_core::config::Config) -> Self {
+        let d = &cfg.v4.diagnostics;
+        Self {
+            warp_field: d.warp_field,
+            tile_invalid_map: d.tile_invalid_map,
+            warp_variance_hist: d.warp_variance_hist,
+        }
+    }
+}
+
+/// The diagnostics files, by name inside the diagnostics folder.
+pub(crate) const TILE_REPORT: &str = "tile_report.json";
+pub(crate) const WARP_DX: &str = "warp_dx.fits";
+pub(crate) const WARP_DY: &str = "warp_dy.fits";
+pub(crate) const WARP_FIELD: &str = "warp_field.png";
+pub(crate) const INVALID_TILE_MAP: &str = "invalid_tile_map.fits";
+pub(crate) const TILE_INVALID_MAP_PNG: &str = "tile_invalid_map.png";
+pub(crate) const WARP_VARIANCE_HIST: &str = "warp_variance_hist.png";
+
+/// The tile grid as `(row positions, column positions)`: distinct `y0` and `x0` values in order.
+fn grid_axes(run: &RunOutput) -> (Vec<usize>, Vec<usize>) {
+    let mut ys: Vec<usize> = run.tiles.iter().map(|t| t.tile.y0).collect();
+    let mut xs: Vec<usize> = run.tiles.iter().map(|t| t.tile.x0).collect();
+    ys.sort_unstable();
+    ys.dedup();
+    xs.sort_unstable();
+    xs.dedup();
+    (ys, xs)
+}
+
+/// Writes the diagnostics into `dir` (created if needed): `tile_report.json` always, the rest as selected.
+/// Returns the files written, in the order listed below.
+///
+/// `warp_dx.fits`/`warp_dy.fits` are cubes `(frames, grid rows, grid cols)`: per used frame and tile, the
+/// tile's local shift relative to the frame's global motion (NaN where the frame was rejected or the tile
+/// invalid). `warp_field.png` draws that field, as arrows per tile, for the frame where it is strongest.
+/// `invalid_tile_map.fits` is `(grid rows, grid cols)`, 1 for invalid tiles.
+///
+/// The files are written side by side, each on a thread of its own (they only read the finished run;
+/// one after another they were the longest chain of the output phase, serial at the end of a run).
+///
+/// # Errors
+/// When a file cannot be written (the error names it): the first failure in the order above; the other
+/// files are still written.
+pub fn write_diagnostics(
+    run: &RunOutput,
+    dir: &Path,
+    selection: DiagnosticsSelection,
+) -> Result<Vec<PathBuf>, StageError> {
+    create_folder(dir, &mut Vec::new())?;
+    let (ys, xs) = grid_axes(run);
+    let position = |t: &tlr_core::TileBox| {
+        (
+            ys.binary_search(&t.y0).unwrap_or(0),
+            xs.binary_search(&t.x0).unwrap_or(0),
+        )
+    };
+    let meta = output_meta(run, "diagnostics");
+    let fits_out = |name: &str, data: ndarray::ArrayView3<f32>| -> Result<PathBuf, StageError> {
+        let path = dir.join(name);
+        fits::write_cube_atomic(&path, data, &meta)
+            .map_err(|e| StageError::fits(Stage::Output, e))?;
+        Ok(path)
+    };
+    let png_out = |name: &str,
+                   write: &dyn Fn(&Path) -> Result<(), preview::PreviewError>|
+     -> Result<PathBuf, StageError> {
+        let path = dir.join(name);
+        write(&path).map_err(|e| StageError::Output {
+            path: path.clone(),
+            message: crate::error::report(&e),
+        })?;
+        Ok(path)
+    };
+    // The warp field is computed once, before the threads: both cubes and the picture use it.
+    let warp = selection.warp_field.then(|| {
+        let frames = run.used_frames.len();
+        let mut dx = Array3::from_elem((frames, ys.len(), xs.len()), f32::NAN);
+        let mut dy = dx.clone();
+        for t in run.tiles.iter().filter(|t| t.valid) {
+            let (gy, gx) = position(&t.tile);
+            for (slot, report) in t.frames.iter().enumerate().take(frames) {
+                if report.status.is_used() {
+                    let prior = run.used_frames[slot].prior();
+                    dy[[slot, gy, gx]] = report.shift.dy - prior.dy;
+                    dx[[slot, gy, gx]] = report.shift.dx - prior.dx;
+                }
+            }
+        }
+        (dx, dy)
+    });
+    let invalid_map = selection.tile_invalid_map.then(|| {
+        let mut map = Array2::<f32>::zeros((ys.len(), xs.len()));
+        for t in run.tiles.iter().filter(|t| !t.valid) {
+            map[position(&t.tile)] = 1.0;
+        }
+        map
+    });
+    type Job<'a> = Box<dyn FnOnce() -> Result<PathBuf, StageError> + Send + 'a>;
+    let mut jobs: Vec<Job> = vec![Box::new(|| write_tile_report(run, &dir.join(TILE_REPORT)))];
+    if let Some((dx, dy)) = &warp {
+        jobs.push(Box::new(|| fits_out(WARP_DX, dx.view())));
+        jobs.push(Box::new(|| fits_out(WARP_DY, dy.view())));
+        jobs.push(Box::new(|| {
+            let slot = strongest_frame(dx, dy);
+            let valid: Vec<&crate::report::TileSummary> =
+                run.tiles.iter().filter(|t| t.valid).collect();
+            let boxes: Vec<tlr_core::TileBox> = valid.iter().map(|t| t.tile).collect();
+            let arrows: Vec<tlr_core::Shift> = valid
+                .iter()
+                .map(|t| {
+                    let (gy, gx) = position(&t.tile);
+                    tlr_core::Shift::new(dy[[slot, gy, gx]], dx[[slot, gy, gx]])
+                })
+                .collect();
+            png_out(WARP_FIELD, &|png| {
+                preview::write_warp_field_png(png, run.image.view(), &boxes, &arrows, 0.0)
+            })
+        }));
+    }
+    if let Some(map) = &invalid_map {
+        jobs.push(Box::new(|| {
+            fits_out(INVALID_TILE_MAP, map.view().insert_axis(ndarray::Axis(0)))
+        }));
+        jobs.push(Box::new(|| {
+            let boxes: Vec<tlr_core::TileBox> = run.tiles.iter().map(|t| t.tile).collect();
+            let valid: Vec<bool> = run.tiles.iter().map(|t| t.valid).collect();
+            let (rows, cols) = run.image.dim();
+            png_out(TILE_INVALID_MAP_PNG, &|png| {
+                preview::write_tile_map_png(png, rows, cols, &boxes, &valid)
+            })
+        }));
+    }
+    if selection.warp_variance_hist {
+        jobs.push(Box::new(|| {
+            let values: Vec<f32> = run
+                .tiles
+                .iter()
+                .filter(|t| t.valid)
+                .map(|t| t.warp_variance)
+                .collect();
+            png_out(WARP_VARIANCE_HIST, &|png| {
+                preview::write_histogram_png(png, &values, 30)
+            })
+        }));
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs.into_iter().map(|job| scope.spawn(job)).collect();
+        // Join all before reporting, so that a failure never leaves a writer running.
+        let results: Vec<Result<PathBuf, StageError>> = handles
+            .into_iter()
+            .map(|h| joined(h, "writing the diagnostics").and_then(|r| r))
+            .collect();
+        results.into_iter().collect()
+    })
+}
+
+/// Writes `tile_report.json` (summary, frames, tiles) to `path`.
+fn write_tile_report(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> {
+    #[derive(serde::Serialize)]
+    struct Report<'a> {
+        summary: &'a crate::report::RunSummary,
+        frames: &'a [crate::report::FrameSummary],
+        tiles: &'a [crate::report::TileSummary],
+    }
+    let report = Report {
+        summary: &run.summary,
+        frames: &run.frames,
+        tiles: &run.tiles,
+    };
+    let json = serde_json::to_string_pretty(&report).map_err(|e| StageError::Output {
+        path: path.to_path_buf(),
+        message: format!("cannot encode the report: {e}"),
+    })?;
+    write_atomic(path, json.as_bytes())?;
+    Ok(path.to_path_buf())
+}
+
+/// The frame (slot) whose local warp field is strongest (largest mean squared local shift over the
+/// tiles): the one `warp_field.png` shows, as the most telling example of the field.
+fn strongest_frame(dx: &Array3<f32>, dy: &Array3<f32>) -> usize {
+    let energy = |slot: usize| -> f64 {
+        let (sum, n) = dx
+            .index_axis(ndarray::Axis(0), slot)
+            .iter()
+            .zip(dy.index_axis(ndarray::Axis(0), slot).iter())
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .fold((0.0f64, 0usize), |(s, n), (x, y)| {
+                (s + f64::from(x * x + y * y), n + 1)
+            });
+        if n == 0 {
+            0.0
+        } else {
+            sum / n as f64
+        }
+    };
+    (0..dx.len_of(ndarray::Axis(0)))
+        .max_by(|&a, &b| energy(a).total_cmp(&energy(b)))
+        .unwrap_or(0)
+}
