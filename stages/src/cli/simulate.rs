@@ -32,6 +32,10 @@ pub struct SimulateArgs {
     /// Simulate a one-shot colour camera with this Bayer pattern (RGGB, BGGR, GRBG or GBRG).
     #[arg(long, value_parser = parse_pattern)]
     pub color: Option<CfaPattern>,
+    /// Mean seeing FWHM of the stars, px (the per-frame spread scales with it); values below 2 give
+    /// undersampled data, as from short-focal-length colour cameras.
+    #[arg(long, default_value_t = SimConfig::default().fwhm_mean_px)]
+    pub fwhm: f32,
 }
 
 /// Parses a Bayer pattern name (`RGGB`, `BGGR`, `GRBG`, `GBRG`) for clap.
@@ -49,7 +53,8 @@ pub fn simulate(args: SimulateArgs) -> Result<(), Failure> {
         scenario: args.scenario,
         color: args.color,
         ..SimConfig::default()
-    };
+    }
+    .with_seeing_fwhm(args.fwhm);
     // An impossible size or count is a command-line mistake (exit 2), not a failed write.
     cfg.validate().map_err(Failure::usage)?;
     let started = std::time::Instant::now();
