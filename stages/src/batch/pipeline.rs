@@ -158,10 +158,6 @@ pub async fn run(
         Arc::clone(&events),
     );
     let mut header: Option<tlr_core::fits::FrameHeader> = None;
-    let source = match &input {
-        Input::Folder { dir, .. } => format!("frames in `{}`", dir.display()),
-        _ => "frames".to_string(),
-    };
     let (store, skipped_by_scan): (Arc<dyn FrameStore>, usize) = match input {
         Input::Folder { dir, scan } => {
             let report = tokio::task::spawn_blocking(move || scan::scan_folder(&dir, &scan))
@@ -215,9 +211,6 @@ pub async fn run(
         rows,
         cols,
     });
-    if let Some(message) = cfg.too_few_frames(store.len(), &source) {
-        return Err(StageError::TooFewFrames(message));
-    }
 
     // Frames from files: the global pass keeps their top rows for the first tile row (read while both
     // workers wait), within the reader's window budget.
@@ -235,9 +228,19 @@ pub async fn run(
     .keep_top_rows(top_rows);
     let workers_n = worker_count(cfg);
     let global = reader.global_pass(&cancel, workers_n.get()).await?;
-    if let Some(message) = cfg.too_few_frames(global.frames.len(), "frames after the global pass") {
-        return Err(StageError::TooFewFrames(message));
-    }
+    // A short session runs with all its usable frames: the tile validity rule then asks for all of
+    // them (the live bootstrap caps the same way), and the user is told that rejection is weaker.
+    let lowered;
+    let cfg = if let Some(message) = cfg.small_session_warning(global.frames.len()) {
+        events(&Event::Warning { message });
+        let mut c = cfg.clone();
+        c.registration.local_tiles.min_valid_frames =
+            cfg.effective_min_valid_frames(global.frames.len());
+        lowered = c;
+        &lowered
+    } else {
+        cfg
+    };
     let median_fwhm = median_fwhm(&global);
     let tile_px = tile::tile_size_px(
         median_fwhm,
@@ -351,7 +354,8 @@ pub async fn run(
         bytes_read: bytes_read()
             .zip(read_before)
             .map(|(after, before)| after.saturating_sub(before)),
-        config_digest: cfg.digest(),
+        // The configuration as given (a short session's lowered minimum is not a setting).
+        config_digest: options.config.digest(),
     };
     events(&Event::Finished {
         summary: summary.clone(),

@@ -1,7 +1,8 @@
 //! `tlr run INPUT_DIR -o OUT.fits`: the batch job on a folder of frames.
 //!
-//! A folder with fewer frames than `registration.local_tiles.min_valid_frames` is refused right after
-//! the scan (exit 2, naming the key and the value to set), see [`run_pipeline`].
+//! A folder with fewer usable frames than `registration.local_tiles.min_valid_frames` runs with all of
+//! them, with one warning that outlier rejection is weaker (see [`run_pipeline`]); `--set KEY=VALUE`
+//! changes one configuration key without a file.
 //!
 //! What it does not: watch the folder for new frames (that is `tlr watch`).
 
@@ -24,6 +25,11 @@ pub struct RunArgs {
     /// Configuration file (YAML; tile_compile files are accepted).
     #[arg(short, long)]
     pub config: Option<PathBuf>,
+    /// Set one configuration key after the file (repeatable; any key a file accepts, value as in
+    /// YAML; an empty value restores the default), e.g.
+    /// `--set registration.local_tiles.min_valid_frames=6`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<tlr_core::config::Override>,
     /// Number of tile workers (overrides v4.parallel_tiles; at most the physical core count, 16).
     #[arg(long)]
     pub parallel_tiles: Option<usize>,
@@ -71,6 +77,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     }
     let config = load_config(
         args.config.as_deref(),
+        &args.set,
         args.parallel_tiles,
         args.quiet || args.json,
     )?;

@@ -38,6 +38,11 @@ pub struct WatchArgs {
     /// Configuration file (YAML; tile_compile files are accepted).
     #[arg(short, long)]
     pub config: Option<PathBuf>,
+    /// Set one configuration key after the file (repeatable; any key a file accepts, value as in
+    /// YAML; an empty value restores the default), e.g.
+    /// `--set registration.local_tiles.min_valid_frames=6`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<tlr_core::config::Override>,
     /// Publish a snapshot after every N used frames (default 1) [1 to 1000000].
     #[arg(long, conflicts_with = "every_secs")]
     pub every: Option<usize>,
@@ -153,6 +158,7 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
     )?;
     let config = load_config(
         args.config.as_deref(),
+        &args.set,
         args.parallel_tiles,
         args.quiet || args.json,
     )?;
