@@ -131,7 +131,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         }
     }
     output::remove_stale_temporaries(&request);
-    let events = progress::sink(display, "tlr");
+    let events = progress::sink(display, "");
     let input = Input::Folder {
         dir: args.input.clone(),
         scan,
@@ -148,27 +148,32 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         eprintln!("--keep-cfa: the input is not a Bayer mosaic; no CFA written");
     }
     let s = &result.summary;
+    // The result's own star size, against the frames' median (in the frames' pixels: 2x2 cells for
+    // colour); a fraction of a second next to the run.
+    let quality =
+        (display != Display::Quiet).then(|| tlr_core::stars::measure(result.image.view()));
+    let fwhm = quality
+        .as_ref()
+        .map(|q| q.median_fwhm)
+        .filter(|f| f.is_finite());
     match display {
         Display::Json => progress::print_json(&serde_json::json!({
             "event": "written",
             "files": files.iter().map(|f| f.to_string_lossy()).collect::<Vec<_>>(),
+            "result_fwhm_px": fwhm,
+            "result_stars": quality.as_ref().map(|q| q.fwhm_stars),
         })),
         Display::Quiet => {}
         Display::Bars => {
-            eprintln!(
-                "{} of {} frames used, {} of {} tiles valid ({} px tiles, input FWHM {:.2} px), {:.1} s, \
-                 {} workers",
-                s.frames_used,
-                s.frames_total,
-                s.tiles_valid,
-                s.tiles_total,
-                s.tile_size_px,
-                s.median_fwhm_px,
-                s.elapsed_s,
-                s.parallel_tiles
+            let lines = progress::closing_lines(
+                s,
+                quality.as_ref(),
+                &files,
+                diagnostics_dir.as_deref(),
+                result.colour.is_some(),
             );
-            for f in &files {
-                eprintln!("wrote {}", f.display());
+            for line in lines {
+                eprintln!("{line}");
             }
         }
     }
