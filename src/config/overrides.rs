@@ -65,13 +65,12 @@ pub(super) fn apply(doc: &mut Value, overrides: &[Override]) -> Result<(), Confi
     for o in overrides {
         let label = o.label();
         guard::check(&o.value).map_err(|r| rejected(&label, r))?;
-        let value: Value =
-            serde_norway::from_str(&o.value).map_err(|e| ConfigError::Parse {
-                source_name: label.clone(),
-                line: None,
-                column: None,
-                message: e.to_string(),
-            })?;
+        let value: Value = serde_norway::from_str(&o.value).map_err(|e| ConfigError::Parse {
+            source_name: label.clone(),
+            line: None,
+            column: None,
+            message: e.to_string(),
+        })?;
         if matches!(value, Value::Sequence(_) | Value::Mapping(_)) {
             return Err(ConfigError::Invalid {
                 source_name: label,
@@ -112,10 +111,16 @@ mod tests {
     #[test]
     fn pairs_split_at_the_first_equals_sign_and_need_a_key() {
         let o: Override = "data.bayer_pattern=RGGB".parse().unwrap();
-        assert_eq!((o.key.as_str(), o.value.as_str()), ("data.bayer_pattern", "RGGB"));
+        assert_eq!(
+            (o.key.as_str(), o.value.as_str()),
+            ("data.bayer_pattern", "RGGB")
+        );
         let o: Override = "a.b=x=y".parse().unwrap();
         assert_eq!(o.value, "x=y");
-        assert!("v4.iterations".parse::<Override>().unwrap_err().contains("KEY=VALUE"));
+        assert!("v4.iterations"
+            .parse::<Override>()
+            .unwrap_err()
+            .contains("KEY=VALUE"));
         assert!("=3".parse::<Override>().is_err());
         assert!("v4..iterations=3".parse::<Override>().is_err());
     }
@@ -126,7 +131,10 @@ mod tests {
         let set = |s: &str| s.parse::<Override>().unwrap();
         apply(
             &mut doc,
-            &[set("v4.iterations=2"), set("registration.local_tiles.min_valid_frames=6")],
+            &[
+                set("v4.iterations=2"),
+                set("registration.local_tiles.min_valid_frames=6"),
+            ],
         )
         .unwrap();
         assert_eq!(doc["v4"]["iterations"], Value::from(2));
@@ -138,6 +146,10 @@ mod tests {
         apply(&mut empty, &[set("v4.beta=")]).unwrap();
         assert_eq!(empty["v4"]["beta"], Value::Null);
         let err = apply(&mut empty, &[set("v4.beta=[1, 2]")]).unwrap_err();
-        assert!(err.to_string().contains("`v4.beta` must be given one value"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("`v4.beta` must be given one value"),
+            "{err}"
+        );
     }
 }

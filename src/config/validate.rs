@@ -268,7 +268,10 @@ mod tests {
         assert_eq!(cfg.effective_min_valid_frames(0), 1);
         let m = cfg.small_session_warning(6).expect("6 < 10");
         assert!(m.contains("only 6 usable frames"), "{m}");
-        assert!(m.contains("registration.local_tiles.min_valid_frames (10)"), "{m}");
+        assert!(
+            m.contains("registration.local_tiles.min_valid_frames (10)"),
+            "{m}"
+        );
         assert!(m.contains("outlier rejection"), "{m}");
         let one = cfg.small_session_warning(1).expect("1 < 10");
         assert!(one.contains("single frame passes through"), "{one}");

@@ -109,7 +109,10 @@ fn six_frames_run_without_a_configuration_with_one_warning() {
     let finished = lines.iter().find(|v| v["event"] == "finished").unwrap();
     let used = finished["summary"]["frames_used"].as_u64().unwrap();
     assert!(used >= 5, "{finished}");
-    assert!(message.contains(&format!("only {used} usable frames")), "{message}");
+    assert!(
+        message.contains(&format!("only {used} usable frames")),
+        "{message}"
+    );
     assert!(out_path.exists());
 }
 
@@ -227,7 +230,10 @@ fn a_bayer_frame_among_mono_frames_is_skipped_and_reported() {
     let out = tlr(&run_args(&frames, &strict, &["--strict", "--quiet"]));
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("--strict") && stderr.contains("Bayer RGGB"), "{stderr}");
+    assert!(
+        stderr.contains("--strict") && stderr.contains("Bayer RGGB"),
+        "{stderr}"
+    );
     assert!(!strict.exists());
 }
 
@@ -278,7 +284,8 @@ fn an_unknown_bayer_pattern_in_mid_sequence_is_an_error_naming_the_file() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&odd.display().to_string()) && stderr.contains("unknown Bayer pattern `XXXX`"),
+        stderr.contains(&odd.display().to_string())
+            && stderr.contains("unknown Bayer pattern `XXXX`"),
         "{stderr}"
     );
     assert!(!out_path.exists());

@@ -169,15 +169,17 @@ pub async fn run(
                     source,
                 })??;
             // The sequence decides mono or colour; frames of another mode are skipped like others.
-            let colour = decide_sequence(std::mem::take(&mut report.frames), cfg.data.color_mode())?;
+            let colour =
+                decide_sequence(std::mem::take(&mut report.frames), cfg.data.color_mode())?;
             for message in colour.warnings {
                 events(&Event::Warning { message });
             }
-            report
-                .skipped
-                .extend(colour.skipped.into_iter().map(|(path, reason)| {
-                    tlr_core::scan::SkippedFile { path, reason }
-                }));
+            report.skipped.extend(
+                colour
+                    .skipped
+                    .into_iter()
+                    .map(|(path, reason)| tlr_core::scan::SkippedFile { path, reason }),
+            );
             for skipped in &report.skipped {
                 events(&Event::FrameSkipped {
                     path: skipped.path.clone(),

@@ -162,7 +162,7 @@ impl Styles {
         };
         let w = prefix_width;
         let running = style(format!(
-            "{{prefix:<{w}}} [{{bar:24}}] {{pos:>5}}/{{len:<5}} {{rate:>7}} {{eta_left:>8}} {{wide_msg}}"
+            "{{prefix:<{w}}} [{{bar:24}}] {{pos:>4}}/{{len:<4}} {{rate:>6}} {{eta_left:>10}}  {{wide_msg}}"
         ))
         .with_key(
             "rate",
@@ -207,7 +207,8 @@ fn bars(label: &str) -> EventSink {
             format!("{label} {name}")
         }
     };
-    let styles = Arc::new(Styles::new(phase("global pass").chars().count()));
+    // Phases line up with the closing lines' values (column 14).
+    let styles = Arc::new(Styles::new(phase("global pass").chars().count().max(12)));
     // The global pass shows a spinner until the folder is listed; the tiles bar appears only when the
     // tile phase starts (it never stands full at "0/0" before).
     let global = multi.add(ProgressBar::new_spinner().with_style(styles.waiting.clone()));
@@ -226,7 +227,12 @@ fn bars(label: &str) -> EventSink {
             global.set_message(format!("{cols}x{rows}"));
         }
         Event::FrameSkipped { path, reason } => {
-            multi.suspend(|| eprintln!("{}", fit(&format!("skipped `{}`: {reason}", path.display()), 2)));
+            multi.suspend(|| {
+                eprintln!(
+                    "{}",
+                    fit(&format!("skipped `{}`: {reason}", path.display()), 2)
+                )
+            });
         }
         Event::GlobalFrame { done, total } => {
             global.set_length(*total as u64);
@@ -240,12 +246,12 @@ fn bars(label: &str) -> EventSink {
         } => {
             global.set_style(styles.done.clone());
             global.finish_with_message(format!(
-                "{frames_used} frames, median FWHM {median_fwhm_px:.2} px, {}",
+                "{frames_used} frames measured (median FWHM {median_fwhm_px:.2} px), {}",
                 duration(global.elapsed().as_secs_f64())
             ));
             let tiles = multi.add(tiles.clone());
             tiles.set_length(*n as u64);
-            tiles.set_message(format!("{tile_size_px} px"));
+            tiles.set_message(format!("{tile_size_px} px tiles"));
             tiles.reset_elapsed();
         }
         Event::TileDone { done, .. } => tiles.set_position(*done as u64),
@@ -255,9 +261,9 @@ fn bars(label: &str) -> EventSink {
         Event::Finished { summary } => {
             tiles.set_style(styles.done.clone());
             tiles.finish_with_message(format!(
-                "{} of {} valid, {}",
-                summary.tiles_valid,
+                "{} tiles of {} px reconstructed, {}",
                 summary.tiles_total,
+                summary.tile_size_px,
                 duration(tiles.elapsed().as_secs_f64())
             ));
         }
@@ -268,9 +274,10 @@ fn bars(label: &str) -> EventSink {
 /// The closing lines of a run on the terminal: frames used and skipped, tiles valid, the star FWHM of
 /// the result against the frames' median (`result_quality`: measured on the result's image, in the
 /// frames' pixels: 2x2 cells for colour; `None` when not measured), the time, where the outputs are
-/// (the image files on one line, the diagnostics folder on one).
+/// (the image files on one line, the diagnostics folder on one). `total_s`: the whole command's time.
 pub fn closing_lines(
     s: &tlr::RunSummary,
+    total_s: f64,
     result_quality: Option<&tlr_core::stars::ImageQuality>,
     files: &[std::path::PathBuf],
     diagnostics: Option<&std::path::Path>,
@@ -279,11 +286,11 @@ pub fn closing_lines(
     let cells = if colour { " (2x2 cells)" } else { "" };
     let fwhm = match result_quality {
         Some(q) if q.median_fwhm.is_finite() => format!(
-            "{:.2} px in the result ({} stars), frames' median {:.2} px{cells}",
+            "{:.2} px result ({} stars), {:.2} px frames' median{cells}",
             q.median_fwhm, q.fwhm_stars, s.median_fwhm_px
         ),
         _ => format!(
-            "frames' median {:.2} px{cells}; no star measured in the result",
+            "{:.2} px frames' median{cells}; no star measured in the result",
             s.median_fwhm_px
         ),
     };
@@ -302,7 +309,8 @@ pub fn closing_lines(
         ),
         format!("star FWHM    {fwhm}"),
         format!(
-            "time         {}, {} workers",
+            "time         {} in all ({} reconstructing, {} workers)",
+            duration(total_s),
             duration(s.elapsed_s),
             s.parallel_tiles
         ),

@@ -72,6 +72,7 @@ fn glob_patterns(glob: &str, dir: &std::path::Path) -> Result<Vec<String>, Failu
 
 /// Runs `tlr run`.
 pub fn run(args: RunArgs) -> Result<(), Failure> {
+    let started = std::time::Instant::now();
     if args.json {
         progress::json_errors();
     }
@@ -167,6 +168,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         Display::Bars => {
             let lines = progress::closing_lines(
                 s,
+                started.elapsed().as_secs_f64(),
                 quality.as_ref(),
                 &files,
                 diagnostics_dir.as_deref(),

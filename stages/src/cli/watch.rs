@@ -228,7 +228,7 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
         other => Failure::from(other),
     })?;
     if !args.quiet && !args.json {
-        eprintln!(
+        let line = format!(
             "tlr watch: {} frames used, {} rejected, {} files skipped, {} snapshots; result {}",
             summary.frames_used.len(),
             summary.frames_rejected.len(),
@@ -236,6 +236,7 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
             summary.snapshots,
             args.output.display()
         );
+        eprintln!("{}", super::progress::fit(&line, 2));
     }
     if signalled.is_cancelled() {
         return Err(Failure {
@@ -271,13 +272,23 @@ fn sink(json: bool, quiet: bool) -> EventSink {
             tile_size_px,
             tiles,
         } => eprintln!("bootstrap: {frames} frames, {tiles} tiles of {tile_size_px} px"),
-        Event::FrameRejected { name, reason } => eprintln!("skipped {name}: {reason}"),
+        Event::FrameRejected { name, reason } => {
+            eprintln!(
+                "{}",
+                super::progress::fit(&format!("skipped {name}: {reason}"), 2)
+            );
+        }
         Event::Snapshot {
             frames_used,
             latency_s,
             ..
         } => eprintln!("snapshot: {frames_used} frames, latency {latency_s:.2} s"),
-        Event::Warning { message } => eprintln!("warning: {message}"),
+        Event::Warning { message } => {
+            eprintln!(
+                "{}",
+                super::progress::fit(&format!("warning: {message}"), 2)
+            );
+        }
         _ => {}
     })
 }

@@ -150,7 +150,11 @@ pub fn decide_sequence(
     let mut modes = Vec::with_capacity(headers.len());
     for header in &headers {
         // `osc` is applied below, to the sequence: a frame without a pattern is then outvoted.
-        let per_frame = if mode == ColorMode::Osc { ColorMode::Auto } else { mode };
+        let per_frame = if mode == ColorMode::Osc {
+            ColorMode::Auto
+        } else {
+            mode
+        };
         let decision = bayer::resolve_pattern(header, per_frame)
             .map_err(|e| StageError::bayer(Stage::Scan, e))?;
         if let Some(first) = decision.warnings.into_iter().next() {
