@@ -290,3 +290,106 @@ fn an_unknown_bayer_pattern_in_mid_sequence_is_an_error_naming_the_file() {
     );
     assert!(!out_path.exists());
 }
+
+#[test]
+fn watch_keeps_the_first_frames_colour_mode_and_rejects_a_frame_of_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    simulate(&frames, 7, 160);
+    let files = frames_in(&frames);
+    add_card(&files[5], "BAYERPAT", "'RGGB'");
+    let out_path = dir.path().join("live.fits");
+    let out = tlr(&[
+        "watch",
+        frames.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+        "--until-idle",
+        "1",
+        "--stable-ms",
+        "100",
+        "--bootstrap",
+        "3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    let rejected: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["event"] == "frame_rejected")
+        .collect();
+    let ours = rejected
+        .iter()
+        .find(|v| {
+            v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("frame_0005"))
+        })
+        .unwrap_or_else(|| panic!("frame_0005 not rejected: {rejected:?}"));
+    let reason = ours["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("is a Bayer RGGB frame, but the session is mono")
+            && reason.contains("frame_0000"),
+        "{reason}"
+    );
+    // A mono session gets no colour warning.
+    assert!(
+        !lines.iter().any(|v| v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no colour planes"))),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_run_on_a_terminal_ends_with_a_short_summary_within_80_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    simulate(&frames, 12, 160);
+    let out_path = dir.path().join("out").join("r.fits");
+    let diagnostics = dir.path().join("out").join("diag");
+    let out = tlr(&run_args(
+        &frames,
+        &out_path,
+        &["--diagnostics", diagnostics.to_str().unwrap()],
+    ));
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let starts = |label: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no `{label}` line in\n{stderr}"))
+            .to_string()
+    };
+    assert!(
+        starts("frames       ").contains(" of 12 used, "),
+        "{stderr}"
+    );
+    assert!(starts("tiles        ").contains(" valid, "), "{stderr}");
+    let fwhm = starts("star FWHM    ");
+    assert!(
+        fwhm.contains(" px result (") && fwhm.contains("px frames' median"),
+        "{fwhm}"
+    );
+    assert!(starts("time         ").contains(" in all ("), "{stderr}");
+    let result = starts("result       ");
+    assert!(
+        result.contains("r.fits") && result.contains("r.png"),
+        "{result}"
+    );
+    // One line for the diagnostics folder, not one per file.
+    assert!(
+        starts("diagnostics  ").contains(&format!("{}/ (7 files)", diagnostics.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrote "), "{stderr}");
+    assert!(!stderr.contains("tile_report.json"), "{stderr}");
+    let dir_len = dir.path().display().to_string().len();
+    for line in &lines {
+        // Paths are the test's temporary folder (longer than a user's relative paths).
+        assert!(line.chars().count() <= 80 + 2 * dir_len, "{line}");
+    }
+    assert!(fwhm.chars().count() <= 80, "{fwhm}");
+}
