@@ -14,6 +14,11 @@
 //! Stopped by a signal, the final result and checkpoint are written and the exit code is 128 + the
 //! signal number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 //!
+//! Colour: the session's first frame decides mono or Bayer (BAYERPAT); a later frame of the other
+//! kind is rejected with the reason (frames already used cannot be outvoted, unlike `tlr run`, where
+//! the majority decides). A Bayer session reconstructs the raw mosaic (a warning says so).
+//! `--set KEY=VALUE` changes one configuration key after the file, as for `tlr run`.
+//!
 //! What it does not: reconstruct anything itself (the `tlr::live` stages do).
 
 use clap::Args;
