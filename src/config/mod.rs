@@ -44,18 +44,20 @@ use std::path::{Path, PathBuf};
 
 mod guard;
 mod keys;
+mod overrides;
 mod schema;
 mod validate;
 mod walk;
 
 pub use guard::{MAX_BYTES, MAX_DEPTH, MAX_VALUES};
 pub use keys::known_keys;
+pub use overrides::Override;
 pub use schema::{
     AdaptiveTilesConfig, ColorModeSetting, Config, ConvergenceConfig, DataConfig,
     DiagnosticsConfig, LocalTilesConfig, MemoryLimitsConfig, RegistrationConfig, Smoothing,
     TileConfig, V4Config, PARALLEL_TILES_DEFAULT,
 };
-pub use validate::PARALLEL_TILES_HARD_MAX;
+pub use validate::{few_frames_warning, PARALLEL_TILES_HARD_MAX};
 
 use walk::Reader;
 
@@ -159,6 +161,11 @@ pub fn physical_cores() -> usize {
 /// bounds (a file over [`MAX_BYTES`] is refused unread), [`ConfigError::Parse`] for YAML syntax errors,
 /// [`ConfigError::Invalid`] listing every problem otherwise.
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    parse(&read_text(path)?, &path.display().to_string())
+}
+
+/// The text of a configuration file; a file above [`MAX_BYTES`] is refused unread.
+fn read_text(path: &Path) -> Result<String, ConfigError> {
     let name = path.display().to_string();
     let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -174,7 +181,7 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     file.take(MAX_BYTES as u64 + 1)
         .read_to_string(&mut text)
         .map_err(read_error)?;
-    parse(&text, &name)
+    Ok(text)
 }
 
 fn rejected(source: &str, r: guard::Rejection) -> ConfigError {
@@ -223,9 +230,56 @@ pub fn parse_with_cores(
     source: &str,
     physical_cores: usize,
 ) -> Result<LoadedConfig, ConfigError> {
-    // The only place that touches the YAML crate (the guard streams the same parser's events first).
+    let value = to_value(text, source)?;
+    finish(value, source, physical_cores)
+}
+
+/// Reads the configuration file at `path` (or starts from the defaults when `None`), then applies the
+/// `--set` [`Override`]s in order, after the file; the result goes through every check a file does
+/// (unknown keys with a suggestion, types, ranges; `v4.parallel_tiles` against this machine's
+/// [`physical_cores`]). Messages name the file and the `--set` pairs.
+///
+/// # Errors
+/// As [`load`]; an override whose value is not one YAML value is a [`ConfigError::Parse`] or
+/// [`ConfigError::Invalid`] naming the pair.
+///
+/// # Examples
+/// ```
+/// use tlr_core::config::{load_with_overrides, ConfigError, Override};
+///
+/// let set: Override = "registration.local_tiles.min_valid_frames=6".parse().unwrap();
+/// let loaded = load_with_overrides(None, &[set]).unwrap();
+/// assert_eq!(loaded.config.registration.local_tiles.min_valid_frames, 6);
+///
+/// let typo: Override = "v4.iteratons=4".parse().unwrap();
+/// let ConfigError::Invalid { problems, .. } = load_with_overrides(None, &[typo]).unwrap_err() else {
+///     panic!()
+/// };
+/// assert_eq!(problems[0], "unknown key `v4.iteratons`, did you mean `v4.iterations`?");
+/// ```
+pub fn load_with_overrides(
+    path: Option<&Path>,
+    overrides: &[Override],
+) -> Result<LoadedConfig, ConfigError> {
+    let (text, file) = match path {
+        Some(path) => (read_text(path)?, path.display().to_string()),
+        None => (String::new(), "defaults".to_string()),
+    };
+    let mut source = file.clone();
+    for o in overrides {
+        source.push_str(" + ");
+        source.push_str(&o.label());
+    }
+    let mut value = to_value(&text, &file)?;
+    overrides::apply(&mut value, overrides)?;
+    finish(value, &source, physical_cores())
+}
+
+/// Parses configuration text into a YAML value tree, after the hostile-input bounds.
+fn to_value(text: &str, source: &str) -> Result<serde_norway::Value, ConfigError> {
+    // The only place that parses YAML text (the guard streams the same parser's events first).
     guard::check(text).map_err(|r| rejected(source, r))?;
-    let mut value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
+    serde_norway::from_str(text).map_err(|e| {
         let location = e.location();
         let mut message = e.to_string();
         if let Some(l) = &location {
@@ -241,7 +295,15 @@ pub fn parse_with_cores(
             column: location.as_ref().map(|l| l.column()),
             message,
         }
-    })?;
+    })
+}
+
+/// Walks a YAML value tree into a validated configuration, collecting every problem.
+fn finish(
+    mut value: serde_norway::Value,
+    source: &str,
+    physical_cores: usize,
+) -> Result<LoadedConfig, ConfigError> {
     let mut problems = Vec::new();
     if let Err(e) = value.apply_merge() {
         problems.push(format!("YAML merge key (`<<`) cannot be applied: {e}"));

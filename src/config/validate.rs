@@ -3,7 +3,8 @@
 //! What it does: [`Config::validate`] checks every range and cross-field rule (`tile.min_size` <=
 //! `tile.max_size`, `rss_warn_mb` <= `rss_abort_mb`, an odd smoothing window, the `v4.parallel_tiles`
 //! rules of the Phase 6 parallelisation reference) and returns every problem, each naming its key path;
-//! [`Config::too_few_frames`] checks a frame count against `registration.local_tiles.min_valid_frames`.
+//! [`Config::effective_min_valid_frames`] lowers `registration.local_tiles.min_valid_frames` to the
+//! frames a short session has, and [`few_frames_warning`] words the warning such a session gets.
 //!
 //! What it does not do: type errors and unknown keys (found while walking the YAML tree, `walk.rs`),
 //! or change a value: a configuration is accepted as written or refused.
@@ -178,28 +179,46 @@ impl Config {
         }
     }
 
-    /// `None` when `frames` usable frames can give valid tiles; otherwise the message for the user.
-    ///
-    /// Methodology v4 makes a tile invalid when fewer than `registration.local_tiles.min_valid_frames`
-    /// frames survive in it, so a run with fewer usable frames than that cannot reconstruct a single
-    /// tile. Checking this right after the scan (and again after the global pass, which may reject
-    /// frames) turns a long run ending in "0 of N tiles valid" into an immediate, actionable error.
-    /// `what` says which count this is (e.g. "frames in `dir`"). The message names the key, both numbers
-    /// and the value to set; it does not lower the minimum by itself: that is the user's choice, because
-    /// it weakens the per-pixel outlier rejection the minimum protects.
-    pub fn too_few_frames(&self, frames: usize, what: &str) -> Option<String> {
-        let min = self.registration.local_tiles.min_valid_frames;
-        (frames < min).then(|| {
-            let suggest = frames.max(1);
-            format!(
-                "only {frames} usable {what}, but registration.local_tiles.min_valid_frames is {min}: \
-                 every tile needs at least {min} frames, so no tile could be reconstructed. Add frames, \
-                 or set registration.local_tiles.min_valid_frames to {suggest} or less in the \
-                 configuration (YAML: `registration: {{local_tiles: {{min_valid_frames: {suggest}}}}}`); \
-                 with so few frames, outlier rejection (satellites, hot pixels) is weak"
-            )
-        })
+    /// The `min_valid_frames` a run with `frames` usable frames applies: the configured
+    /// `registration.local_tiles.min_valid_frames`, lowered to `frames` for a shorter session (at
+    /// least 1), so that a short session is reconstructed from all of its frames instead of giving no
+    /// valid tile. Batch and live runs both use it (the live bootstrap caps the same way).
+    pub fn effective_min_valid_frames(&self, frames: usize) -> usize {
+        self.registration
+            .local_tiles
+            .min_valid_frames
+            .min(frames)
+            .max(1)
     }
+
+    /// `None` when `frames` usable frames reach `registration.local_tiles.min_valid_frames`; otherwise
+    /// the warning for the user (see [`few_frames_warning`]).
+    pub fn small_session_warning(&self, frames: usize) -> Option<String> {
+        few_frames_warning(frames, self.registration.local_tiles.min_valid_frames)
+    }
+}
+
+/// The warning of a session with fewer usable frames than `min_valid_frames` (`None` otherwise): it
+/// runs with all of them, and says that outlier rejection is weaker and which key sets the minimum.
+pub fn few_frames_warning(frames: usize, min_valid_frames: usize) -> Option<String> {
+    (frames < min_valid_frames).then(|| {
+        let head = format!(
+            "only {frames} usable frame{}, fewer than registration.local_tiles.min_valid_frames \
+             ({min_valid_frames})",
+            if frames == 1 { "" } else { "s" }
+        );
+        if frames == 1 {
+            format!(
+                "{head}: the single frame passes through (hot pixels and cosmic rays replaced), \
+                 without outlier rejection"
+            )
+        } else {
+            format!(
+                "{head}: running with all of them; outlier rejection (satellites, hot pixels, \
+                 cosmic rays) is weaker than with {min_valid_frames} or more frames"
+            )
+        }
+    })
 }
 
 enum Bound {
@@ -239,33 +258,29 @@ mod tests {
     use crate::config::parse;
 
     #[test]
-    fn too_few_frames_names_the_key_and_a_yaml_fix_that_works() {
+    fn a_short_session_runs_with_all_its_frames_and_says_so() {
         let cfg = Config::default();
         let min = cfg.registration.local_tiles.min_valid_frames;
-        assert!(cfg.too_few_frames(min, "frames").is_none());
-        assert!(cfg.too_few_frames(min + 5, "frames").is_none());
-        let m = cfg
-            .too_few_frames(6, "frames in `m27`")
-            .expect("6 < default minimum");
+        assert_eq!(min, 10);
+        assert!(cfg.small_session_warning(min).is_none());
+        assert_eq!(cfg.effective_min_valid_frames(40), 10);
+        assert_eq!(cfg.effective_min_valid_frames(6), 6);
+        assert_eq!(cfg.effective_min_valid_frames(0), 1);
+        let m = cfg.small_session_warning(6).expect("6 < 10");
+        assert!(m.contains("only 6 usable frames"), "{m}");
         assert!(
-            m.contains("registration.local_tiles.min_valid_frames is 10"),
+            m.contains("registration.local_tiles.min_valid_frames (10)"),
             "{m}"
         );
-        assert!(m.contains("only 6 usable frames in `m27`"), "{m}");
-        // The suggested YAML is a configuration tlr accepts, and it resolves the problem.
-        let yaml = m
-            .split('`')
-            .find(|s| s.starts_with("registration:"))
-            .expect("yaml");
-        let fixed = parse(yaml, "suggestion")
-            .expect("the suggestion parses")
+        assert!(m.contains("outlier rejection"), "{m}");
+        let one = cfg.small_session_warning(1).expect("1 < 10");
+        assert!(one.contains("single frame passes through"), "{one}");
+        assert!(one.contains("only 1 usable frame,"), "{one}");
+        let mut lowered = parse("registration: {local_tiles: {min_valid_frames: 6}}", "t")
+            .unwrap()
             .config;
-        assert_eq!(fixed.registration.local_tiles.min_valid_frames, 6);
-        assert!(fixed.validate(4).is_ok());
-        assert!(fixed.too_few_frames(6, "frames").is_none());
-        // No frames at all still suggests a valid minimum (>= 1).
-        assert!(cfg
-            .too_few_frames(0, "frames")
-            .is_some_and(|m| m.contains("min_valid_frames: 1")));
+        assert!(lowered.small_session_warning(6).is_none());
+        lowered.registration.local_tiles.min_valid_frames = 3;
+        assert_eq!(lowered.effective_min_valid_frames(6), 3);
     }
 }

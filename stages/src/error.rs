@@ -118,9 +118,9 @@ pub enum StageError {
     /// The configuration is invalid.
     #[error("config")]
     Config(#[from] tlr_core::config::ConfigError),
-    /// Fewer usable frames than `registration.local_tiles.min_valid_frames`: no tile could be
-    /// reconstructed, so the run stops before reading any tile
-    /// ([`tlr_core::config::Config::too_few_frames`] words the message).
+    /// Too few usable frames for the run. Since a session shorter than
+    /// `registration.local_tiles.min_valid_frames` runs with all its frames (and a warning event),
+    /// the pipeline no longer returns it; kept so that embedders' matches stay valid.
     #[error("config: {0}")]
     TooFewFrames(String),
     /// A blocking task panicked or was aborted.

@@ -9,9 +9,10 @@
 //! [`run`] is the whole job: scan (for a folder), global pass, tile grid, staged reconstruction, result.
 //! Stage tasks are created and spawned only here. Only the reader watches the cancellation token; the
 //! other stages stop when their input channel closes, after draining what is in flight.
-//! Colour (Bayer) frames: the pattern is decided once per run from the first frame's header and the
-//! configuration (`data.color_mode`, `data.bayer_pattern`; see [`tlr_core::bayer::resolve_pattern`]),
-//! warnings go out as events. A colour run works in cell space (`H/2 x W/2`) throughout: registration on
+//! Colour (Bayer) frames: the mode is decided once per run from every frame's header and the
+//! configuration (`data.color_mode`, `data.bayer_pattern`; see [`decide_sequence`]): the majority
+//! wins, frames of another mode are skipped (reported like other skipped files; an error with
+//! `strict`), an unknown pattern is an error naming the file; warnings go out as events. A colour run works in cell space (`H/2 x W/2`) throughout: registration on
 //! the luminance per 2x2 cell, every plane reconstructed with the same shifts and weights
 //! ([`crate::source::ColourFrames`]); the result carries the four blended planes ([`ColourResult`]).
 //! What it does not: write files ([`crate::output`] does) or print (events go to the caller's sink).
@@ -39,7 +40,7 @@ use crate::events::{Event, EventSink};
 use crate::memory::{bytes_read, peak_rss_bytes, MemoryGuard};
 use crate::report::{FrameSummary, RunSummary, TileSummary};
 use crate::settings::{operator_params, worker_count, Registration};
-use crate::source::{ColourFrames, FileFrames, FrameStore, MemoryFrames};
+use crate::source::{decide_sequence, ColourFrames, FileFrames, FrameStore, MemoryFrames};
 
 /// Where the frames come from.
 pub enum Input {
@@ -157,19 +158,28 @@ pub async fn run(
         cfg.v4.memory_limits.rss_abort_mb,
         Arc::clone(&events),
     );
-    let mut header: Option<tlr_core::fits::FrameHeader> = None;
-    let source = match &input {
-        Input::Folder { dir, .. } => format!("frames in `{}`", dir.display()),
-        _ => "frames".to_string(),
-    };
+    // Folder runs: the colour mode the frames' headers decided (memory frames: the configuration's).
+    let mut decided: Option<Option<tlr_core::bayer::CfaPattern>> = None;
     let (store, skipped_by_scan): (Arc<dyn FrameStore>, usize) = match input {
         Input::Folder { dir, scan } => {
-            let report = tokio::task::spawn_blocking(move || scan::scan_folder(&dir, &scan))
+            let mut report = tokio::task::spawn_blocking(move || scan::scan_folder(&dir, &scan))
                 .await
                 .map_err(|source| StageError::Join {
                     stage: Stage::Scan,
                     source,
                 })??;
+            // The sequence decides mono or colour; frames of another mode are skipped like others.
+            let colour =
+                decide_sequence(std::mem::take(&mut report.frames), cfg.data.color_mode())?;
+            for message in colour.warnings {
+                events(&Event::Warning { message });
+            }
+            report.skipped.extend(
+                colour
+                    .skipped
+                    .into_iter()
+                    .map(|(path, reason)| tlr_core::scan::SkippedFile { path, reason }),
+            );
             for skipped in &report.skipped {
                 events(&Event::FrameSkipped {
                     path: skipped.path.clone(),
@@ -192,14 +202,14 @@ pub async fn run(
                 ));
             }
             let skipped = report.skipped.len();
-            let files = FileFrames::new(report.frames)?;
-            header = files.headers().first().cloned();
+            let files = FileFrames::new(colour.kept)?;
+            decided = Some(colour.pattern);
             (Arc::new(files), skipped)
         }
         Input::Memory(frames) => (Arc::new(frames), 0),
         Input::Store(store) => (store, 0),
     };
-    let (store, pattern) = colour_store(store, header.as_ref(), cfg, &events)?;
+    let (store, pattern) = colour_store(store, decided, cfg, &events)?;
     if cfg.v4.adaptive_tiles.enabled {
         events(&Event::Warning {
             message:
@@ -215,13 +225,10 @@ pub async fn run(
         rows,
         cols,
     });
-    if let Some(message) = cfg.too_few_frames(store.len(), &source) {
-        return Err(StageError::TooFewFrames(message));
-    }
 
     // Frames from files: the global pass keeps their top rows for the first tile row (read while both
     // workers wait), within the reader's window budget.
-    let top_rows = if header.is_some() {
+    let top_rows = if decided.is_some() {
         top_rows_to_keep(cfg, &*store, options.reader_block_mib << 20)
     } else {
         0
@@ -235,9 +242,19 @@ pub async fn run(
     .keep_top_rows(top_rows);
     let workers_n = worker_count(cfg);
     let global = reader.global_pass(&cancel, workers_n.get()).await?;
-    if let Some(message) = cfg.too_few_frames(global.frames.len(), "frames after the global pass") {
-        return Err(StageError::TooFewFrames(message));
-    }
+    // A short session runs with all its usable frames: the tile validity rule then asks for all of
+    // them (the live bootstrap caps the same way), and the user is told that rejection is weaker.
+    let lowered;
+    let cfg = if let Some(message) = cfg.small_session_warning(global.frames.len()) {
+        events(&Event::Warning { message });
+        let mut c = cfg.clone();
+        c.registration.local_tiles.min_valid_frames =
+            cfg.effective_min_valid_frames(global.frames.len());
+        lowered = c;
+        &lowered
+    } else {
+        cfg
+    };
     let median_fwhm = median_fwhm(&global);
     let tile_px = tile::tile_size_px(
         median_fwhm,
@@ -352,7 +369,8 @@ pub async fn run(
         bytes_read: bytes_read()
             .zip(read_before)
             .map(|(after, before)| after.saturating_sub(before)),
-        config_digest: cfg.digest(),
+        // The configuration as given (a short session's lowered minimum is not a setting).
+        config_digest: options.config.digest(),
     };
     events(&Event::Finished {
         summary: summary.clone(),
@@ -396,27 +414,19 @@ pub fn build_runtime(parallel_tiles: usize) -> std::io::Result<tokio::runtime::R
         .build()
 }
 
-/// Decides mono or colour for the run (first frame's header plus `data.color_mode`/`data.bayer_pattern`)
-/// and wraps the store in cell space for colour. Frames from memory have no header: they are colour only
-/// when the configuration names a pattern.
+/// Mono or colour for the run: the pattern the folder's frames decided ([`decide_sequence`]), or for
+/// frames without headers (memory, an application's store) the configuration's: colour only when it
+/// names a pattern. Wraps the store in cell space for colour.
 fn colour_store(
     store: Arc<dyn FrameStore>,
-    header: Option<&tlr_core::fits::FrameHeader>,
+    decided: Option<Option<tlr_core::bayer::CfaPattern>>,
     cfg: &Config,
     events: &EventSink,
 ) -> Result<(Arc<dyn FrameStore>, Option<tlr_core::bayer::CfaPattern>), StageError> {
     use tlr_core::bayer::{self, ColorMode};
-    let mode = cfg.data.color_mode();
-    let pattern = match header {
-        Some(header) => {
-            let decision = bayer::resolve_pattern(header, mode)
-                .map_err(|e| StageError::bayer(Stage::Scan, e))?;
-            for message in decision.warnings {
-                events(&Event::Warning { message });
-            }
-            decision.pattern
-        }
-        None => match mode {
+    let pattern = match decided {
+        Some(pattern) => pattern,
+        None => match cfg.data.color_mode() {
             ColorMode::Bayer(p) => Some(p),
             ColorMode::Osc => {
                 return Err(StageError::input(

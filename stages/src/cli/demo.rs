@@ -78,7 +78,7 @@ struct StackFigures {
 
 /// Runs `tlr demo`.
 pub fn demo(args: DemoArgs) -> Result<(), Failure> {
-    let config = load_config(None, args.parallel_tiles, args.quiet)?;
+    let config = load_config(None, &[], args.parallel_tiles, args.quiet)?;
     let frames_dir = tempfile::Builder::new()
         .prefix("tlr-demo-frames-")
         .tempdir()

@@ -132,24 +132,26 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-/// Loads `--config FILE` (or the defaults), applies the seed document's parallel_tiles rules for this
-/// machine, and prints the configuration's warnings to stderr.
+/// Loads `--config FILE` (or the defaults) with the `--set KEY=VALUE` overrides applied after it (the
+/// same checks as the file: unknown keys with a suggestion, types, ranges), applies the seed
+/// document's parallel_tiles rules for this machine, and prints the configuration's warnings to stderr.
 pub fn load_config(
     path: Option<&std::path::Path>,
+    overrides: &[tlr_core::config::Override],
     parallel_tiles: Option<usize>,
     quiet: bool,
 ) -> Result<tlr_core::config::Config, Failure> {
-    let mut config = match path {
-        Some(path) => {
-            let loaded = tlr_core::config::load(path).map_err(Failure::usage)?;
-            if !quiet {
-                for warning in &loaded.warnings {
-                    eprintln!("warning: {warning}");
-                }
+    let mut config = if path.is_none() && overrides.is_empty() {
+        tlr_core::config::Config::default()
+    } else {
+        let loaded =
+            tlr_core::config::load_with_overrides(path, overrides).map_err(Failure::usage)?;
+        if !quiet {
+            for warning in &loaded.warnings {
+                eprintln!("warning: {warning}");
             }
-            loaded.config
         }
-        None => tlr_core::config::Config::default(),
+        loaded.config
     };
     if let Some(n) = parallel_tiles {
         config.v4.parallel_tiles = Some(n);
@@ -206,10 +208,9 @@ async fn next_signal(stream: Option<&mut tokio::signal::unix::Signal>) -> Option
     }
 }
 
-/// Runs the pipeline on `input` like [`tlr::run`], on a runtime with Ctrl-C handling. A run with fewer
-/// frames than `registration.local_tiles.min_valid_frames` stops at once with a configuration error
-/// (exit 2; the pipeline checks after the scan and again after the global pass); the message then also
-/// says how to give a configuration file.
+/// Runs the pipeline on `input` like [`tlr::run`], on a runtime with Ctrl-C handling. A session with
+/// fewer usable frames than `registration.local_tiles.min_valid_frames` runs with all of them (the
+/// pipeline sends a warning event).
 pub fn run_pipeline(
     input: tlr::Input,
     options: tlr::PipelineOptions,
@@ -222,10 +223,5 @@ pub fn run_pipeline(
         cancel.clone(),
         tlr::run(input, options, events, cancel),
     )?;
-    result.map_err(|error| match error {
-        tlr::StageError::TooFewFrames(message) => Failure::usage(anyhow::anyhow!(
-            "{message} (a configuration file is given with `tlr run -c FILE`)"
-        )),
-        other => Failure::from(other),
-    })
+    result.map_err(Failure::from)
 }

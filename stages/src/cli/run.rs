@@ -1,7 +1,8 @@
 //! `tlr run INPUT_DIR -o OUT.fits`: the batch job on a folder of frames.
 //!
-//! A folder with fewer frames than `registration.local_tiles.min_valid_frames` is refused right after
-//! the scan (exit 2, naming the key and the value to set), see [`run_pipeline`].
+//! A folder with fewer usable frames than `registration.local_tiles.min_valid_frames` runs with all of
+//! them, with one warning that outlier rejection is weaker (see [`run_pipeline`]); `--set KEY=VALUE`
+//! changes one configuration key without a file.
 //!
 //! What it does not: watch the folder for new frames (that is `tlr watch`).
 
@@ -24,6 +25,11 @@ pub struct RunArgs {
     /// Configuration file (YAML; tile_compile files are accepted).
     #[arg(short, long)]
     pub config: Option<PathBuf>,
+    /// Set one configuration key after the file (repeatable; any key a file accepts, value as in
+    /// YAML; an empty value restores the default), e.g.
+    /// `--set registration.local_tiles.min_valid_frames=6`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<tlr_core::config::Override>,
     /// Number of tile workers (overrides v4.parallel_tiles; at most the physical core count, 16).
     #[arg(long)]
     pub parallel_tiles: Option<usize>,
@@ -66,11 +72,13 @@ fn glob_patterns(glob: &str, dir: &std::path::Path) -> Result<Vec<String>, Failu
 
 /// Runs `tlr run`.
 pub fn run(args: RunArgs) -> Result<(), Failure> {
+    let started = std::time::Instant::now();
     if args.json {
         progress::json_errors();
     }
     let config = load_config(
         args.config.as_deref(),
+        &args.set,
         args.parallel_tiles,
         args.quiet || args.json,
     )?;
@@ -124,7 +132,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         }
     }
     output::remove_stale_temporaries(&request);
-    let events = progress::sink(display, "tlr");
+    let events = progress::sink(display, "");
     let input = Input::Folder {
         dir: args.input.clone(),
         scan,
@@ -141,27 +149,33 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         eprintln!("--keep-cfa: the input is not a Bayer mosaic; no CFA written");
     }
     let s = &result.summary;
+    // The result's own star size, against the frames' median (in the frames' pixels: 2x2 cells for
+    // colour); a fraction of a second next to the run.
+    let quality =
+        (display != Display::Quiet).then(|| tlr_core::stars::measure(result.image.view()));
+    let fwhm = quality
+        .as_ref()
+        .map(|q| q.median_fwhm)
+        .filter(|f| f.is_finite());
     match display {
         Display::Json => progress::print_json(&serde_json::json!({
             "event": "written",
             "files": files.iter().map(|f| f.to_string_lossy()).collect::<Vec<_>>(),
+            "result_fwhm_px": fwhm,
+            "result_stars": quality.as_ref().map(|q| q.fwhm_stars),
         })),
         Display::Quiet => {}
         Display::Bars => {
-            eprintln!(
-                "{} of {} frames used, {} of {} tiles valid ({} px tiles, input FWHM {:.2} px), {:.1} s, \
-                 {} workers",
-                s.frames_used,
-                s.frames_total,
-                s.tiles_valid,
-                s.tiles_total,
-                s.tile_size_px,
-                s.median_fwhm_px,
-                s.elapsed_s,
-                s.parallel_tiles
+            let lines = progress::closing_lines(
+                s,
+                started.elapsed().as_secs_f64(),
+                quality.as_ref(),
+                &files,
+                diagnostics_dir.as_deref(),
+                result.colour.is_some(),
             );
-            for f in &files {
-                eprintln!("wrote {}", f.display());
+            for line in lines {
+                eprintln!("{line}");
             }
         }
     }

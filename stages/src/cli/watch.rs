@@ -14,6 +14,11 @@
 //! Stopped by a signal, the final result and checkpoint are written and the exit code is 128 + the
 //! signal number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 //!
+//! Colour: the session's first frame decides mono or Bayer (BAYERPAT); a later frame of the other
+//! kind is rejected with the reason (frames already used cannot be outvoted, unlike `tlr run`, where
+//! the majority decides). A Bayer session reconstructs the raw mosaic (a warning says so).
+//! `--set KEY=VALUE` changes one configuration key after the file, as for `tlr run`.
+//!
 //! What it does not: reconstruct anything itself (the `tlr::live` stages do).
 
 use clap::Args;
@@ -38,6 +43,11 @@ pub struct WatchArgs {
     /// Configuration file (YAML; tile_compile files are accepted).
     #[arg(short, long)]
     pub config: Option<PathBuf>,
+    /// Set one configuration key after the file (repeatable; any key a file accepts, value as in
+    /// YAML; an empty value restores the default), e.g.
+    /// `--set registration.local_tiles.min_valid_frames=6`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<tlr_core::config::Override>,
     /// Publish a snapshot after every N used frames (default 1) [1 to 1000000].
     #[arg(long, conflicts_with = "every_secs")]
     pub every: Option<usize>,
@@ -153,6 +163,7 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
     )?;
     let config = load_config(
         args.config.as_deref(),
+        &args.set,
         args.parallel_tiles,
         args.quiet || args.json,
     )?;
@@ -222,7 +233,7 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
         other => Failure::from(other),
     })?;
     if !args.quiet && !args.json {
-        eprintln!(
+        let line = format!(
             "tlr watch: {} frames used, {} rejected, {} files skipped, {} snapshots; result {}",
             summary.frames_used.len(),
             summary.frames_rejected.len(),
@@ -230,6 +241,7 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
             summary.snapshots,
             args.output.display()
         );
+        eprintln!("{}", super::progress::fit(&line, 2));
     }
     if signalled.is_cancelled() {
         return Err(Failure {
@@ -265,13 +277,23 @@ fn sink(json: bool, quiet: bool) -> EventSink {
             tile_size_px,
             tiles,
         } => eprintln!("bootstrap: {frames} frames, {tiles} tiles of {tile_size_px} px"),
-        Event::FrameRejected { name, reason } => eprintln!("skipped {name}: {reason}"),
+        Event::FrameRejected { name, reason } => {
+            eprintln!(
+                "{}",
+                super::progress::fit(&format!("skipped {name}: {reason}"), 2)
+            );
+        }
         Event::Snapshot {
             frames_used,
             latency_s,
             ..
         } => eprintln!("snapshot: {frames_used} frames, latency {latency_s:.2} s"),
-        Event::Warning { message } => eprintln!("warning: {message}"),
+        Event::Warning { message } => {
+            eprintln!(
+                "{}",
+                super::progress::fit(&format!("warning: {message}"), 2)
+            );
+        }
         _ => {}
     })
 }

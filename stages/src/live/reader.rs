@@ -70,6 +70,8 @@ pub(super) fn read_frames(
     }
     let mut seen = 0usize;
     let mut pushed = 0usize;
+    // The first frame decides mono or Bayer; a later frame of the other kind is refused.
+    let mut colour = crate::source::SessionColour::default();
     let mut last_activity = Instant::now();
     loop {
         if cancel.is_cancelled() {
@@ -109,6 +111,14 @@ pub(super) fn read_frames(
                             ),
                         });
                         continue;
+                    }
+                    match colour.admit(&header) {
+                        Ok(Some(message)) => events(&Event::Warning { message }),
+                        Ok(None) => {}
+                        Err(reason) => {
+                            events(&Event::FrameRejected { name, reason });
+                            continue;
+                        }
                     }
                     match fits::read_image(&header.path) {
                         Ok((_, image)) => {

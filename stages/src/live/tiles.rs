@@ -209,6 +209,13 @@ pub(super) async fn run_tiles(
     }
     // Input closed: bootstrap with what there is (a short session), then the final checkpoint.
     if state.is_none() && !boot.is_empty() {
+        // The same rule and warning as a short batch run: the bootstrap caps min_valid_frames at the
+        // frames there are.
+        if let Some(message) =
+            tlr_core::config::few_frames_warning(boot.len(), options.params.min_valid_frames)
+        {
+            events(&Event::Warning { message });
+        }
         let frames = std::mem::take(&mut boot);
         match bootstrap(frames, options, &pool).await {
             Ok((mut st, reports)) => {

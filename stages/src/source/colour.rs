@@ -1,9 +1,17 @@
 //! A colour (Bayer) sequence presented in cell space: four planes (R, G1, G2, B) of `H/2 x W/2` per
-//! frame, whose luminance is what the global pass and the registration see.
+//! frame, whose luminance is what the global pass and the registration see; and the decision whether a
+//! sequence is mono or colour ([`decide_sequence`] for a batch run: every header counts, the majority
+//! wins and the frames that disagree are skipped with the reason; [`SessionColour`] for a live
+//! session: its first frame decides).
 //! What it does not: demosaic (the output does, from the reconstructed planes) or read files itself.
 
 use ndarray::{Array2, Array3};
+use std::collections::BTreeMap;
 use std::ops::Range;
+use std::path::PathBuf;
+
+use tlr_core::bayer::{self, CfaPattern, ColorMode};
+use tlr_core::fits::FrameHeader;
 
 use super::{FrameMeta, FrameStore};
 use crate::error::{Stage, StageError};
@@ -100,5 +108,171 @@ impl FrameStore for ColourFrames {
             .iter()
             .map(|cfa| tlr_core::bayer::split_planes(cfa.view(), self.pattern))
             .collect())
+    }
+}
+
+/// The colour mode of a sequence, decided by [`decide_sequence`].
+#[derive(Debug)]
+pub struct SequenceColour {
+    /// The pattern of the run (file row order); `None` = mono.
+    pub pattern: Option<CfaPattern>,
+    /// The frames that agree with it, in their order.
+    pub kept: Vec<FrameHeader>,
+    /// The frames that disagree, each with the reason (to be reported as skipped frames).
+    pub skipped: Vec<(PathBuf, String)>,
+    /// Conflicts between the headers and the configuration, one message (with a count) each.
+    pub warnings: Vec<String>,
+}
+
+/// How a frame's colour is named in messages.
+fn mode_name(pattern: Option<CfaPattern>) -> String {
+    match pattern {
+        Some(p) => format!("Bayer {p}"),
+        None => "mono".to_string(),
+    }
+}
+
+/// Decides mono or colour from every frame of a sequence, not from one header: each frame's mode
+/// comes from its header (BAYERPAT, XBAYROFF/YBAYROFF, ROWORDER) and the configured `mode`
+/// ([`bayer::resolve_pattern`]); when the frames disagree, the mode of most frames wins and every
+/// other frame is skipped with the reason. With `data.color_mode: osc` the majority is taken among the
+/// frames that have a pattern. The same header/configuration conflict on many frames gives one warning.
+///
+/// # Errors
+/// A frame with an unknown `BAYERPAT` or `ROWORDER` (naming the file); no majority (as many frames of
+/// one mode as of another); `osc` when no frame has a pattern.
+pub fn decide_sequence(
+    headers: Vec<FrameHeader>,
+    mode: ColorMode,
+) -> Result<SequenceColour, StageError> {
+    let mut warnings: Vec<String> = Vec::new();
+    let mut conflicts = 0usize;
+    let mut modes = Vec::with_capacity(headers.len());
+    for header in &headers {
+        // `osc` is applied below, to the sequence: a frame without a pattern is then outvoted.
+        let per_frame = if mode == ColorMode::Osc {
+            ColorMode::Auto
+        } else {
+            mode
+        };
+        let decision = bayer::resolve_pattern(header, per_frame)
+            .map_err(|e| StageError::bayer(Stage::Scan, e))?;
+        if let Some(first) = decision.warnings.into_iter().next() {
+            conflicts += 1;
+            if warnings.is_empty() {
+                warnings.push(first);
+            }
+        }
+        modes.push(decision.pattern);
+    }
+    if conflicts > 1 {
+        if let Some(w) = warnings.first_mut() {
+            w.push_str(&format!(" (the same for {} more frames)", conflicts - 1));
+        }
+    }
+    let mut counts: BTreeMap<Option<CfaPattern>, usize> = BTreeMap::new();
+    for m in &modes {
+        if mode != ColorMode::Osc || m.is_some() {
+            *counts.entry(*m).or_default() += 1;
+        }
+    }
+    let most = counts.values().copied().max().unwrap_or(0);
+    let winners: Vec<Option<CfaPattern>> = counts
+        .iter()
+        .filter(|(_, &n)| n == most)
+        .map(|(m, _)| *m)
+        .collect();
+    let pattern = match winners.as_slice() {
+        [] if headers.is_empty() => None,
+        [] => {
+            return Err(StageError::input(
+                Stage::Scan,
+                format!(
+                    "data.color_mode is osc but no frame has a BAYERPAT (first: `{}`): set \
+                     data.bayer_pattern",
+                    headers[0].path.display()
+                ),
+            ))
+        }
+        [one] => *one,
+        _ => {
+            let tally: Vec<String> = counts
+                .iter()
+                .map(|(m, n)| format!("{n} {}", mode_name(*m)))
+                .collect();
+            return Err(StageError::input(
+                Stage::Scan,
+                format!(
+                    "the frames disagree on their colour mode and no mode has a majority ({}): \
+                     set data.color_mode (mono or osc) and data.bayer_pattern, or remove the \
+                     frames that do not belong",
+                    tally.join(", ")
+                ),
+            ));
+        }
+    };
+    let total = headers.len();
+    let agreeing = modes.iter().filter(|m| **m == pattern).count();
+    let mut kept = Vec::with_capacity(agreeing);
+    let mut skipped = Vec::new();
+    for (header, m) in headers.into_iter().zip(modes) {
+        if m == pattern {
+            kept.push(header);
+        } else {
+            let reason = format!(
+                "{} frame in a {} sequence ({agreeing} of {total} frames are {}); colour mode \
+                 from BAYERPAT, XBAYROFF/YBAYROFF and ROWORDER",
+                mode_name(m),
+                mode_name(pattern),
+                mode_name(pattern)
+            );
+            skipped.push((header.path.clone(), reason));
+        }
+    }
+    Ok(SequenceColour {
+        pattern,
+        kept,
+        skipped,
+        warnings,
+    })
+}
+
+/// The colour mode of a live session: its first frame with a readable header decides (later frames
+/// cannot outvote frames already reconstructed); a later frame of another mode, or with an unknown
+/// pattern, is refused with the reason (the session goes on).
+#[derive(Debug, Default)]
+pub struct SessionColour {
+    first: Option<(Option<CfaPattern>, PathBuf)>,
+}
+
+impl SessionColour {
+    /// `Ok` when `header` belongs to the session (the first frame always does), with a warning when
+    /// that first frame makes it a Bayer session (live sessions reconstruct the mosaic as it is, without
+    /// colour); otherwise why not, naming the file.
+    ///
+    /// # Errors
+    /// The reason the frame is refused.
+    pub fn admit(&mut self, header: &FrameHeader) -> Result<Option<String>, String> {
+        let pattern = CfaPattern::from_header(header).map_err(|e| tlr_core::report(&e))?;
+        match &self.first {
+            None => {
+                self.first = Some((pattern, header.path.clone()));
+                Ok(pattern.map(|p| {
+                    format!(
+                        "`{}` is a Bayer {p} frame: tlr watch reconstructs the mosaic as it is (no \
+                         colour planes, no demosaicing); `tlr run` gives a colour result",
+                        header.path.display()
+                    )
+                }))
+            }
+            Some((session, _)) if *session == pattern => Ok(None),
+            Some((session, first)) => Err(format!(
+                "`{}` is a {} frame, but the session is {} (decided by its first frame `{}`)",
+                header.path.display(),
+                mode_name(pattern),
+                mode_name(*session),
+                first.display()
+            )),
+        }
     }
 }

@@ -20,7 +20,7 @@ mod folder;
 pub mod follow;
 mod memory;
 
-pub use colour::ColourFrames;
+pub use colour::{decide_sequence, ColourFrames, SequenceColour, SessionColour};
 pub use folder::FileFrames;
 pub use memory::MemoryFrames;
 
