@@ -146,7 +146,8 @@ async fn publish_one(
     Ok(written)
 }
 
-/// Writes the snapshot FITS and its PNG preview, each atomically (temporary file + rename).
+/// Writes the snapshot FITS (pixels without data as 0, as `tlr run` writes them) and its PNG preview,
+/// each atomically (temporary file + rename).
 ///
 /// # Errors
 /// [`StageError::Output`] naming the file.
@@ -163,7 +164,16 @@ pub fn write_snapshot(
             "frames in this live snapshot",
         )
         .with_history(&format!("tlr live snapshot, config digest {config_digest}"));
-    fits::write_image_atomic(path, image.view(), SampleFormat::F32, &meta).map_err(|e| {
+    // The border policy of `tlr run` (`crate::output::UNCOVERED`): no NaN in the file; the preview
+    // shows pixels without data as black either way.
+    let filled = image.mapv(|v| {
+        if v.is_finite() {
+            v
+        } else {
+            crate::output::UNCOVERED
+        }
+    });
+    fits::write_image_atomic(path, filled.view(), SampleFormat::F32, &meta).map_err(|e| {
         StageError::Output {
             path: path.to_path_buf(),
             message: tlr_core::report(&e),
