@@ -68,6 +68,20 @@ impl StackHeader {
         }
         carry_dates(frames, &mut out);
         if let Some(reference) = reference {
+            let name = reference.path.file_name().map_or_else(String::new, |n| {
+                n.to_string_lossy()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_graphic() || c == ' ' {
+                            c
+                        } else {
+                            '?'
+                        }
+                    })
+                    .collect()
+            });
+            out.history
+                .push(format!("pixel grid of the reference frame {name}"));
             match Wcs::from_cards(&reference.carried) {
                 Ok(wcs) => out.wcs = wcs,
                 Err(reason) => out
@@ -340,7 +354,11 @@ mod tests {
             history.contains("RA differs between the frames: the reference frame's value"),
             "{history}"
         );
-        assert_eq!(h.history.len(), 3, "{history}");
+        assert_eq!(h.history.len(), 4, "{history}");
+        assert!(
+            history.contains("pixel grid of the reference frame a.fits"),
+            "{history}"
+        );
         assert!(h.wcs.is_none());
     }
 
