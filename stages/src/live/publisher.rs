@@ -187,3 +187,24 @@ pub fn write_snapshot(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot follows `tlr run`'s border policy: no NaN in the file, every finite pixel as it was.
+    #[test]
+    fn snapshots_write_pixels_without_data_as_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.fits");
+        let mut image = Array2::from_shape_fn((6, 7), |(r, c)| 100.0 + (r * 7 + c) as f32);
+        image[[0, 0]] = f32::NAN;
+        image[[5, 6]] = f32::NAN;
+        write_snapshot(&path, &image, 3, "digest").unwrap();
+        let (_, back) = fits::read_image(&path).unwrap();
+        assert_eq!((back[[0, 0]], back[[5, 6]]), (0.0, 0.0));
+        for ((r, c), v) in image.indexed_iter().filter(|(_, v)| v.is_finite()) {
+            assert_eq!(back[[r, c]].to_bits(), v.to_bits());
+        }
+    }
+}
