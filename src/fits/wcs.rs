@@ -241,21 +241,26 @@ impl Wcs {
                 ));
             }
         }
-        for i in 0..2 {
-            let n = i + 1;
-            cards.push(Card::new(
-                &format!("CRVAL{n}"),
-                CardValue::Float(self.crval[i]),
+        let points = [
+            (
+                "CRVAL",
+                self.crval,
                 "world coordinate of the reference point",
-            ));
-        }
-        for i in 0..2 {
-            let n = i + 1;
-            cards.push(Card::new(
-                &format!("CRPIX{n}"),
-                CardValue::Float(self.crpix[i]),
+            ),
+            (
+                "CRPIX",
+                self.crpix,
                 "reference point in this image's pixels",
-            ));
+            ),
+        ];
+        for (key, values, comment) in points {
+            for (i, v) in values.iter().enumerate() {
+                cards.push(Card::new(
+                    &format!("{key}{}", i + 1),
+                    CardValue::Float(*v),
+                    comment,
+                ));
+            }
         }
         for (i, row) in self.cd.iter().enumerate() {
             for (j, v) in row.iter().enumerate() {

@@ -64,6 +64,20 @@ fn render(k: usize) -> Array2<f32> {
     })
 }
 
+/// `tlr run FRAMES -o OUT --quiet EXTRA...`, which must succeed.
+fn run(frames: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "run",
+        frames.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let done = tlr(&args);
+    assert!(done.status.success(), "{}", text(&done.stderr));
+}
+
 fn card(key: &str, value: CardValue) -> fits::Card {
     fits::Card::new(key, value, "")
 }
@@ -149,14 +163,7 @@ fn results_have_no_nan_a_coverage_map_the_frames_keys_and_a_wcs_on_the_output_gr
     let frames = dir.path().join("frames");
     write_frames(&frames);
     let full = dir.path().join("full.fits");
-    let out = tlr(&[
-        "run",
-        frames.to_str().unwrap(),
-        "-o",
-        full.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    run(&frames, &full, &[]);
 
     // Borders: no NaN; the blind columns are 0 with coverage 0; the centre saw every frame, a
     // column the drift left is counted only for the frames that reach it.
@@ -229,16 +236,7 @@ fn results_have_no_nan_a_coverage_map_the_frames_keys_and_a_wcs_on_the_output_gr
 
     // --crop common: the area every frame covers, the same pixels bit for bit, the WCS moved with it.
     let cropped = dir.path().join("common.fits");
-    let out = tlr(&[
-        "run",
-        frames.to_str().unwrap(),
-        "-o",
-        cropped.to_str().unwrap(),
-        "--quiet",
-        "--crop",
-        "common",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    run(&frames, &cropped, &["--crop", "common"]);
     let (_, small) = fits::read_image(&cropped).unwrap();
     // The last frame reaches x >= 7.2 - 0.5, so the common area starts at column 7.
     let x0 = 7;
@@ -261,14 +259,7 @@ fn frames_without_a_wcs_give_none() {
     let frames = dir.path().join("frames");
     common::simulate(&frames, 12, 256);
     let result = dir.path().join("r.fits");
-    let out = tlr(&[
-        "run",
-        frames.to_str().unwrap(),
-        "-o",
-        result.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    run(&frames, &result, &[]);
     let cards = fits::read_header_cards(&result).unwrap();
     for key in ["CTYPE1", "CRPIX1", "CD1_1", "CDELT1", "CRVAL1"] {
         assert_eq!(value(&cards, key), None, "{key}");
