@@ -330,11 +330,12 @@ mod tests {
         );
         let d = 0.000421364379084967;
         let want = [[d * c, -d * s], [d * s, d * c]];
-        for i in 0..2 {
-            for j in 0..2 {
-                assert!((wcs.cd[i][j] - want[i][j]).abs() < 1e-15, "{:?}", wcs.cd);
-            }
-        }
+        let got = wcs.cd.iter().flatten().zip(want.iter().flatten());
+        assert!(
+            got.into_iter().all(|(g, w)| (g - w).abs() < 1e-15),
+            "{:?}",
+            wcs.cd
+        );
         assert_eq!(
             wcs.frame,
             vec![
