@@ -122,7 +122,7 @@ fn cell_has_data(run: &RunOutput, y: usize, x: usize) -> bool {
 }
 
 /// The area of the run's grid (cell space for colour) that every combined frame covers (the
-/// intersection of their registered fields), less up to [`MAX_EDGE_TRIM`] px per side where its
+/// intersection of their registered fields), less up to 8 px per side where its
 /// edge still has pixels without data: what `--crop common` keeps.
 ///
 /// # Errors
@@ -291,7 +291,8 @@ mod tests {
         assert_eq!(footprint(Shift::ZERO, 10, 20), [0, 10, 0, 20]);
         // Sampling at p + 0.7: the last row lands 0.3 px past the edge's half pixel.
         assert_eq!(footprint(Shift::new(0.7, -2.2), 10, 20), [0, 9, 2, 20]);
-        assert_eq!(footprint(Shift::new(0.5, -0.5), 10, 20), [0, 10, 0, 20]);
+        // Exactly half a pixel past the last row is outside (the interval is half-open).
+        assert_eq!(footprint(Shift::new(0.5, -0.5), 10, 20), [0, 9, 0, 20]);
         assert_eq!(footprint(Shift::new(30.0, 0.0), 10, 20)[..2], [0, 0]);
     }
 
