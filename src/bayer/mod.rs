@@ -698,6 +698,7 @@ mod tests {
             object: None,
             ccd_temp: None,
             creator: None,
+            carried: Vec::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! `DATE-OBS` values as times: [`parse_date_obs`] turns the date forms capture programs write (ISO
 //! 8601 with or without a zone, the old `DD/MM/YY`) into seconds since 1970-01-01 UTC, with a
-//! proleptic Gregorian calendar, so that frames can be ordered and spaced in time.
+//! proleptic Gregorian calendar, so that frames can be ordered and spaced in time; [`format_utc`]
+//! writes such a time back as ISO 8601 UTC (`2017-12-20T01:33:43.317`), as a result's header gives it.
 //!
 //! What it does not: no time scales (TAI, TT: a time without a zone is taken as UTC), no leap
 //! seconds, no `MJD-OBS`/`JD` keywords, and no completion of a date-only value with `TIME-OBS` (the
@@ -15,6 +16,45 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// The proleptic Gregorian date `(year, month, day)` of a day count since 1970-01-01 (the inverse of
+/// `days_from_civil`, Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Seconds since 1970-01-01T00:00:00 UTC as ISO 8601 UTC with milliseconds and no zone suffix
+/// (`2017-12-20T01:33:43.317`), the form FITS uses for `DATE-OBS`/`DATE-END` (a time without a zone
+/// is UTC). `None` for a time that is not finite or outside the years 0-9999.
+pub fn format_utc(seconds: f64) -> Option<String> {
+    if !seconds.is_finite() {
+        return None;
+    }
+    let millis = (seconds * 1000.0).round();
+    if millis.abs() > 4e14 {
+        return None;
+    }
+    let millis = millis as i64;
+    let (days, ms_of_day) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
+    let (y, m, d) = civil_from_days(days);
+    if !(0..=9999).contains(&y) {
+        return None;
+    }
+    let (h, rest) = (ms_of_day / 3_600_000, ms_of_day % 3_600_000);
+    let (mi, rest) = (rest / 60_000, rest % 60_000);
+    let (s, ms) = (rest / 1000, rest % 1000);
+    Some(format!(
+        "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}"
+    ))
 }
 
 /// Parses a `DATE-OBS` value to seconds since 1970-01-01T00:00:00 UTC.
@@ -110,5 +150,31 @@ mod tests {
         assert_eq!(parse_date_obs("yesterday"), None);
         assert_eq!(parse_date_obs("2020-13-01"), None);
         assert_eq!(parse_date_obs("2020-01-01T25:00:00"), None);
+    }
+
+    #[test]
+    fn formats_utc() {
+        let local = parse_date_obs("2017-12-19T18:33:43.317-0700").unwrap();
+        assert_eq!(
+            format_utc(local).as_deref(),
+            Some("2017-12-20T01:33:43.317")
+        );
+        assert_eq!(format_utc(0.0).as_deref(), Some("1970-01-01T00:00:00.000"));
+        assert_eq!(format_utc(-0.5).as_deref(), Some("1969-12-31T23:59:59.500"));
+        assert_eq!(
+            format_utc(951_782_400.0).as_deref(),
+            Some("2000-02-29T00:00:00.000")
+        );
+        assert_eq!(format_utc(f64::NAN), None);
+        for text in [
+            "2024-02-29T23:59:59.999",
+            "1999-12-31T00:00:00.000",
+            "2100-03-01T12:00:00.250",
+        ] {
+            assert_eq!(
+                format_utc(parse_date_obs(text).unwrap()).as_deref(),
+                Some(text)
+            );
+        }
     }
 }

@@ -31,7 +31,7 @@
 //! - writes `f32` images (BITPIX -32), camera-like `u16` images (BITPIX 16, BZERO 32768) and `f32`
 //!   cubes atomically: a hidden temporary file in the destination folder, fsync, then rename.
 //!
-//! What it does not: no WCS, no Bayer demosaicing (the Bayer keywords are reported, pixels stay
+//! What it does not: no WCS evaluation (a WCS is only carried over), no Bayer demosaicing (the Bayer keywords are reported, pixels stay
 //! raw), no flipping for `ROWORDER` (rows stay in file order, see [`crate::geom`]), no tables, no
 //! writing of compressed files, no threads. A [`FitsReader`] may hold a cfitsio handle and is not
 //! `Send`: open, read and drop it inside one thread.
@@ -50,31 +50,40 @@
 //! - `reader.rs`: [`FitsReader`], region reads through one of the two backends,
 //!   `native.rs` (`std::fs` and cfitsio's conversion rules) or `cfitsio.rs` (cfitsio's `ffgsv`, and
 //!   the cfitsio plumbing the writer shares);
-//! - `calendar.rs`: [`parse_date_obs`];
+//! - `calendar.rs`: [`parse_date_obs`], [`format_utc`];
+//! - `carry.rs`: the cards a result carries from its frames ([`StackHeader`]); `wcs.rs`: a frame's
+//!   [`Wcs`] and its move to a result's grid ([`PixelMap`]);
 //! - `write.rs`: [`write_image_atomic`], [`write_cube_atomic`] and their [`OutputMeta`].
 
 mod calendar;
 mod card;
+mod carry;
 mod cfitsio;
 mod error;
 mod header;
 mod native;
 mod reader;
 mod scaling;
+mod wcs;
 mod write;
 
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, Array3, Axis};
 
-pub use calendar::parse_date_obs;
+pub use calendar::{format_utc, parse_date_obs};
 pub use card::HeaderCard;
 use card::{card_value, clean_string, number};
+pub use carry::{carried_cards, StackHeader, CARRIED_KEYS};
 pub use error::FitsError;
 pub use header::not_a_regular_file;
 use header::{read_layout, Layout};
 pub use reader::FitsReader;
-pub use write::{write_cube_atomic, write_image_atomic, Card, CardValue, OutputMeta, SampleFormat};
+pub use wcs::{PixelMap, Wcs};
+pub use write::{
+    write_cube_atomic, write_hdus_atomic, write_image_atomic, Card, CardValue, Hdu, HduData,
+    OutputMeta, SampleFormat,
+};
 
 /// Prefix of the `CREATOR` card of every file `tlr` writes: `CREATOR = 'tlr <version> <kind>'`.
 ///
@@ -158,6 +167,8 @@ pub struct FrameHeader {
     pub ccd_temp: Option<f64>,
     /// `CREATOR`.
     pub creator: Option<String>,
+    /// The cards a result may carry over ([`carried_cards`]: observation keywords, `DATE-END`, WCS).
+    pub carried: Vec<HeaderCard>,
 }
 
 /// `DATE-OBS`; an old-style date without time is completed with `TIME-OBS` when present
@@ -196,6 +207,7 @@ fn frame_header(path: &Path, layout: &Layout) -> FrameHeader {
         object: clean_string(card_value(cards, KEY_OBJECT)),
         ccd_temp: number(cards, KEY_CCD_TEMP),
         creator: clean_string(card_value(cards, KEY_CREATOR)),
+        carried: carried_cards(cards),
     }
 }
 

@@ -3,8 +3,11 @@
 //! cfitsio into a hidden temporary file in the destination folder, then synced and renamed over the
 //! destination ([`crate::atomic`]).
 //!
-//! What it does not: no reading, no compressed output, no extensions, no appending to an existing
-//! file, no WCS; structural keywords (BITPIX, NAXISn, BZERO, ...) are the writer's own and refused
+//! Several HDUs go into one file with [`write_hdus_atomic`] (a result's coverage map is an IMAGE
+//! extension after the image).
+//!
+//! What it does not: no reading, no compressed output, no tables, no appending to an existing
+//! file; structural keywords (BITPIX, NAXISn, BZERO, ...) are the writer's own and refused
 //! in `OutputMeta`.
 
 use std::ffi::CString;
@@ -170,14 +173,16 @@ enum Pixels {
     U16 { data: Vec<u16>, blank: bool },
 }
 
-/// Writes header + data with cfitsio into `tmp` (which must not exist).
-fn write_with_cfitsio(
-    out: &Path,
-    tmp: &Path,
-    dims: &[usize],
-    pixels: &Pixels,
-    meta: &OutputMeta,
-) -> Result<(), FitsError> {
+/// One HDU ready for cfitsio: shape (slowest axis first), pixels and header content.
+struct PreparedHdu<'a> {
+    dims: Vec<usize>,
+    pixels: Pixels,
+    meta: &'a OutputMeta,
+}
+
+/// Writes the HDUs (the first as the primary, the others as IMAGE extensions) with cfitsio into
+/// `tmp` (which must not exist).
+fn write_with_cfitsio(out: &Path, tmp: &Path, hdus: &[PreparedHdu]) -> Result<(), FitsError> {
     let c_name = c_path(tmp).map_err(|reason| FitsError::Output {
         path: out.to_path_buf(),
         reason,
@@ -207,6 +212,29 @@ fn write_with_cfitsio(
     // SAFETY (for every call below): `raw` stays valid while `file` lives; all strings are
     // NUL-terminated CStrings that outlive the call.
     let raw = unsafe { file.as_raw() };
+    for hdu in hdus {
+        write_hdu(out, raw, hdu, &fail)?;
+    }
+    unsafe { sys::ffflus(raw, &mut status) };
+    if status != 0 {
+        return Err(fail("flushing", status));
+    }
+    drop(file); // closes; cfitsio already flushed, so a close error cannot lose data silently
+    Ok(())
+}
+
+/// Appends one image HDU (cfitsio creates the primary first, then IMAGE extensions) with its cards
+/// and pixels.
+fn write_hdu(
+    out: &Path,
+    raw: *mut sys::fitsfile,
+    hdu: &PreparedHdu,
+    fail: &dyn Fn(&'static str, c_int) -> FitsError,
+) -> Result<(), FitsError> {
+    let (dims, pixels, meta) = (&hdu.dims, &hdu.pixels, hdu.meta);
+    let mut status: c_int = 0;
+    // SAFETY (for every call below): `raw` is the open handle of the caller's `FitsFile`; all strings
+    // are NUL-terminated CStrings that outlive the call; pixel buffers hold `len` values.
     let mut naxes: Vec<sys::LONGLONG> = dims.iter().rev().map(|&d| d as sys::LONGLONG).collect();
     let img_type = match pixels {
         Pixels::F32(_) => FLOAT_IMG,
@@ -317,30 +345,20 @@ fn write_with_cfitsio(
     if status != 0 {
         return Err(fail("writing pixels", status));
     }
-    unsafe { sys::ffflus(raw, &mut status) };
-    if status != 0 {
-        return Err(fail("flushing", status));
-    }
-    drop(file); // closes; cfitsio already flushed, so a close error cannot lose data silently
     Ok(())
 }
 
-fn write_atomic(
-    path: &Path,
-    dims: &[usize],
-    pixels: Pixels,
-    meta: &OutputMeta,
-) -> Result<(), FitsError> {
-    validate_meta(path, meta)?;
-    if dims.contains(&0) {
-        return Err(FitsError::Output {
-            path: path.to_path_buf(),
-            reason: format!("cannot write an empty image of shape {dims:?}"),
-        });
+fn write_atomic(path: &Path, hdus: &[PreparedHdu]) -> Result<(), FitsError> {
+    for hdu in hdus {
+        validate_meta(path, hdu.meta)?;
+        if hdu.dims.contains(&0) {
+            return Err(FitsError::Output {
+                path: path.to_path_buf(),
+                reason: format!("cannot write an empty image of shape {:?}", hdu.dims),
+            });
+        }
     }
-    crate::atomic::write_file(path, |tmp| {
-        write_with_cfitsio(path, tmp, dims, &pixels, meta)
-    })
+    crate::atomic::write_file(path, |tmp| write_with_cfitsio(path, tmp, hdus))
 }
 
 fn f32_pixels<'a>(it: impl Iterator<Item = &'a f32>) -> Pixels {
@@ -376,12 +394,7 @@ pub fn write_image_atomic(
     format: SampleFormat,
     meta: &OutputMeta,
 ) -> Result<(), FitsError> {
-    let (r, c) = image.dim();
-    let pixels = match format {
-        SampleFormat::F32 => f32_pixels(image.iter()),
-        SampleFormat::U16 => u16_pixels(image.iter()),
-    };
-    write_atomic(path, &[r, c], pixels, meta)
+    write_hdus_atomic(path, &[Hdu::image(image, format, meta)])
 }
 
 /// Writes a `(planes, rows, cols)` cube as BITPIX -32 (NAXIS3 = planes), atomically like
@@ -394,6 +407,79 @@ pub fn write_cube_atomic(
     planes: ArrayView3<f32>,
     meta: &OutputMeta,
 ) -> Result<(), FitsError> {
-    let (p, r, c) = planes.dim();
-    write_atomic(path, &[p, r, c], f32_pixels(planes.iter()), meta)
+    write_hdus_atomic(path, &[Hdu::cube(planes, meta)])
+}
+
+/// The pixels of one HDU of [`write_hdus_atomic`].
+#[derive(Debug, Clone, Copy)]
+pub enum HduData<'a> {
+    /// A `(rows, cols)` image in this sample format.
+    Image(ArrayView2<'a, f32>, SampleFormat),
+    /// A `(planes, rows, cols)` float32 cube.
+    Cube(ArrayView3<'a, f32>),
+}
+
+/// One HDU of [`write_hdus_atomic`]: pixels and header content (an extension names itself with an
+/// `EXTNAME` card in `meta`).
+#[derive(Debug, Clone, Copy)]
+pub struct Hdu<'a> {
+    /// The pixels.
+    pub data: HduData<'a>,
+    /// Cards and HISTORY lines.
+    pub meta: &'a OutputMeta,
+}
+
+impl<'a> Hdu<'a> {
+    /// An image HDU.
+    pub fn image(image: ArrayView2<'a, f32>, format: SampleFormat, meta: &'a OutputMeta) -> Self {
+        Self {
+            data: HduData::Image(image, format),
+            meta,
+        }
+    }
+
+    /// A float32 cube HDU.
+    pub fn cube(planes: ArrayView3<'a, f32>, meta: &'a OutputMeta) -> Self {
+        Self {
+            data: HduData::Cube(planes),
+            meta,
+        }
+    }
+
+    fn prepare(&self) -> PreparedHdu<'a> {
+        let (dims, pixels) = match self.data {
+            HduData::Image(image, SampleFormat::F32) => {
+                (vec![image.nrows(), image.ncols()], f32_pixels(image.iter()))
+            }
+            HduData::Image(image, SampleFormat::U16) => {
+                (vec![image.nrows(), image.ncols()], u16_pixels(image.iter()))
+            }
+            HduData::Cube(cube) => {
+                let (p, r, c) = cube.dim();
+                (vec![p, r, c], f32_pixels(cube.iter()))
+            }
+        };
+        PreparedHdu {
+            dims,
+            pixels,
+            meta: self.meta,
+        }
+    }
+}
+
+/// Writes `hdus` into one file atomically like [`write_image_atomic`]: the first as the primary HDU,
+/// the others as IMAGE extensions after it (tools that read the first image, Siril among them, see
+/// the primary only).
+///
+/// # Errors
+/// As [`write_image_atomic`], for any of the HDUs; an empty list is [`FitsError::Output`].
+pub fn write_hdus_atomic(path: &Path, hdus: &[Hdu]) -> Result<(), FitsError> {
+    if hdus.is_empty() {
+        return Err(FitsError::Output {
+            path: path.to_path_buf(),
+            reason: "no image to write".into(),
+        });
+    }
+    let prepared: Vec<PreparedHdu> = hdus.iter().map(Hdu::prepare).collect();
+    write_atomic(path, &prepared)
 }

@@ -137,6 +137,18 @@ pub struct RunOutput {
     /// including a frame that failed to read later in the run ([`FrameSummary::used`] is false for it,
     /// and the summary does not count it).
     pub used_frames: Vec<UsedFrame>,
+    /// What the result's header carries from the frames combined: observation keywords, time span
+    /// and the reference frame's WCS (empty for frames without headers, e.g. from memory).
+    pub header: tlr_core::fits::StackHeader,
+    /// The written grid (full resolution, also for colour) relative to the reference frame: written
+    /// pixel -> reference-frame pixel. The identity: the global shifts are measured against the
+    /// reference frame, every tile's local shifts are made zero-mean around them, and the blend has
+    /// the frames' shape (a colour run's cell `(i, j)` is the frame's pixels `(2i..2i+2, 2j..2j+2)`).
+    /// A change of the output geometry changes this map, and the WCS written follows it.
+    pub to_reference: tlr_core::fits::PixelMap,
+    /// The area of `image` the files are cut to (`--crop common`: [`crate::output::common_area`]);
+    /// `None` writes the whole grid.
+    pub crop: Option<crate::output::GridArea>,
 }
 
 /// Runs the whole job on `input`. Progress goes to `events`; `cancel` stops it (no result then).
@@ -160,6 +172,7 @@ pub async fn run(
     );
     // Folder runs: the colour mode the frames' headers decided (memory frames: the configuration's).
     let mut decided: Option<Option<tlr_core::bayer::CfaPattern>> = None;
+    let mut file_frames: Option<Arc<FileFrames>> = None;
     let (store, skipped_by_scan): (Arc<dyn FrameStore>, usize) = match input {
         Input::Folder { dir, scan } => {
             let mut report = tokio::task::spawn_blocking(move || scan::scan_folder(&dir, &scan))
@@ -202,9 +215,10 @@ pub async fn run(
                 ));
             }
             let skipped = report.skipped.len();
-            let files = FileFrames::new(colour.kept)?;
+            let files = Arc::new(FileFrames::new(colour.kept)?);
             decided = Some(colour.pattern);
-            (Arc::new(files), skipped)
+            file_frames = Some(Arc::clone(&files));
+            (files, skipped)
         }
         Input::Memory(frames) => (Arc::new(frames), 0),
         Input::Store(store) => (store, 0),
@@ -375,6 +389,20 @@ pub async fn run(
     events(&Event::Finished {
         summary: summary.clone(),
     });
+    let stack_header = file_frames.map_or_else(Default::default, |files| {
+        let headers = files.headers();
+        let combined: Vec<&tlr_core::fits::FrameHeader> = combined
+            .iter()
+            .filter_map(|f| headers.get(f.index))
+            .collect();
+        // The reference is the first frame the global pass measured a shift for (its own is zero).
+        let reference = global
+            .qualities
+            .iter()
+            .position(|q| q.is_some_and(|q| q.shift_ok))
+            .and_then(|i| headers.get(i));
+        tlr_core::fits::StackHeader::from_frames(&combined, reference)
+    });
     let colour = match (pattern, accumulated.planes) {
         (Some(pattern), Some(planes)) => Some(ColourResult { pattern, planes }),
         _ => None,
@@ -386,6 +414,9 @@ pub async fn run(
         tiles: accumulated.tiles,
         frames,
         used_frames,
+        header: stack_header,
+        to_reference: tlr_core::fits::PixelMap::IDENTITY,
+        crop: None,
     })
 }
 

@@ -48,12 +48,25 @@ pub struct RunArgs {
     /// Colour (Bayer) input: also write the reconstructed mosaic as OUT.cfa.fits (with BAYERPAT).
     #[arg(long)]
     pub keep_cfa: bool,
+    /// Area written: `full` (the reference frame's whole field; pixels no frame covered are 0, see
+    /// the COVERAGE extension) or `common` (only the area every frame covers).
+    #[arg(long, value_enum, default_value_t = Crop::Full)]
+    pub crop: Crop,
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
     /// Progress and the summary as JSON lines on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--crop`: which area of the output grid the files show.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Crop {
+    /// The whole grid (the reference frame's field).
+    Full,
+    /// The area every combined frame covers.
+    Common,
 }
 
 /// The `--glob` patterns, checked before anything runs: none, or an invalid one, is a usage error.
@@ -137,13 +150,16 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         dir: args.input.clone(),
         scan,
     };
-    let result = match run_pipeline(input, options, events) {
+    let mut result = match run_pipeline(input, options, events) {
         Ok(result) => result,
         Err(failure) => {
             created.remove_empty(); // nothing was published: no new empty folders either
             return Err(failure);
         }
     };
+    if args.crop == Crop::Common {
+        result.crop = Some(output::common_area(&result)?);
+    }
     let files = output::write_outputs(&result, &request)?;
     if args.keep_cfa && result.colour.is_none() && display == Display::Bars {
         eprintln!("--keep-cfa: the input is not a Bayer mosaic; no CFA written");

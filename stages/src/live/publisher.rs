@@ -146,7 +146,8 @@ async fn publish_one(
     Ok(written)
 }
 
-/// Writes the snapshot FITS and its PNG preview, each atomically (temporary file + rename).
+/// Writes the snapshot FITS (pixels without data as 0, as `tlr run` writes them) and its PNG preview,
+/// each atomically (temporary file + rename).
 ///
 /// # Errors
 /// [`StageError::Output`] naming the file.
@@ -163,7 +164,16 @@ pub fn write_snapshot(
             "frames in this live snapshot",
         )
         .with_history(&format!("tlr live snapshot, config digest {config_digest}"));
-    fits::write_image_atomic(path, image.view(), SampleFormat::F32, &meta).map_err(|e| {
+    // The border policy of `tlr run` (`crate::output::UNCOVERED`): no NaN in the file; the preview
+    // shows pixels without data as black either way.
+    let filled = image.mapv(|v| {
+        if v.is_finite() {
+            v
+        } else {
+            crate::output::UNCOVERED
+        }
+    });
+    fits::write_image_atomic(path, filled.view(), SampleFormat::F32, &meta).map_err(|e| {
         StageError::Output {
             path: path.to_path_buf(),
             message: tlr_core::report(&e),
@@ -176,4 +186,25 @@ pub fn write_snapshot(
             message: tlr_core::report(&e),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot follows `tlr run`'s border policy: no NaN in the file, every finite pixel as it was.
+    #[test]
+    fn snapshots_write_pixels_without_data_as_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.fits");
+        let mut image = Array2::from_shape_fn((6, 7), |(r, c)| 100.0 + (r * 7 + c) as f32);
+        image[[0, 0]] = f32::NAN;
+        image[[5, 6]] = f32::NAN;
+        write_snapshot(&path, &image, 3, "digest").unwrap();
+        let (_, back) = fits::read_image(&path).unwrap();
+        assert_eq!((back[[0, 0]], back[[5, 6]]), (0.0, 0.0));
+        for ((r, c), v) in image.indexed_iter().filter(|(_, v)| v.is_finite()) {
+            assert_eq!(back[[r, c]].to_bits(), v.to_bits());
+        }
+    }
 }

@@ -1,4 +1,6 @@
-//! The header of a result: provenance, the stack's figures, and the helpers that make FITS cards.
+//! The header of a result: provenance, the stack's figures (`NCOMBINE`, `STACKCNT`, `LIVETIME`,
+//! `EXPTIME`), the cards carried from the frames ([`crate::batch::RunOutput::header`]), and the
+//! helpers that make FITS cards.
 //!
 //! What it does not: write files (the writers in [`super::image`] and [`super::diagnostics`] do).
 
@@ -27,6 +29,7 @@ pub fn output_meta(run: &RunOutput, kind: &str) -> OutputMeta {
             s.frames_used as i64,
             "number of frames combined",
         ),
+        card_int("STACKCNT", s.frames_used as i64, "number of frames stacked"),
         card_int("TLRTILES", s.tiles_total as i64, "tiles in the grid"),
         card_int("TLRVALID", s.tiles_valid as i64, "tiles reconstructed"),
         card_int("TLRTSIZE", s.tile_size_px as i64, "[px] tile size"),
@@ -45,19 +48,18 @@ pub fn output_meta(run: &RunOutput, kind: &str) -> OutputMeta {
         ),
     ];
     if let Some(exposure) = s.exposure_total_s {
+        cards.insert(
+            3,
+            card_float("LIVETIME", exposure, "[s] exposure of the frames stacked"),
+        );
         cards.push(card_float(
             "EXPTIME",
             exposure,
             "[s] total exposure of combined frames",
         ));
     }
-    if let Some(date) = &s.date_obs_first {
-        cards.push(card_str(
-            "DATE-OBS",
-            date,
-            "start of the first combined frame",
-        ));
-    }
+    // Carried from the frames (observation keywords, DATE-OBS/DATE-END as ISO 8601 UTC).
+    cards.extend(run.header.cards.iter().cloned());
     // A sampled estimate (as for every background in tlr): a full sigma-clipped pass over the image
     // cost 30-60 ms per file written, serially at the end of a run.
     if let Some(stats) = tlr_core::stats::background_and_noise(run.image.view(), IMAGE_STAT_SAMPLES)
@@ -85,7 +87,10 @@ pub fn output_meta(run: &RunOutput, kind: &str) -> OutputMeta {
                 "{} of {} frames used, {} of {} tiles valid",
                 s.frames_used, s.frames_total, s.tiles_valid, s.tiles_total
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(run.header.history.iter().cloned())
+        .collect(),
     }
 }
 

@@ -2,13 +2,18 @@
 //! colour run) with its PNG preview, and the reconstructed mosaic a colour run can keep for users who
 //! debayer elsewhere.
 //!
+//! Every FITS file here follows the border policy of [`super::coverage`] (no NaN: pixels without data
+//! are 0, a `COVERAGE` extension counts the frames per pixel), is cut to `--crop`'s area, and carries
+//! the reference frame's WCS moved to its grid.
+//!
 //! What it does not: decide where files go or what the header says ([`super::header`]).
 
 use std::path::{Path, PathBuf};
 
-use tlr_core::fits::{self, SampleFormat};
+use tlr_core::fits;
 use tlr_core::preview;
 
+use super::coverage::{cut, write_fits, written_area, Pixels};
 use super::header::{card_int, card_str, output_meta};
 use super::{joined, preview_path};
 use crate::batch::RunOutput;
@@ -23,10 +28,11 @@ use crate::error::{Stage, StageError};
 pub fn write_image(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> {
     let mut meta = output_meta(run, "result");
     let png = preview_path(path);
+    let area = written_area(run);
     let Some(colour) = &run.colour else {
         side_by_side(
-            || fits::write_image_atomic(path, run.image.view(), SampleFormat::F32, &meta),
-            || preview::write_png_preview_atomic(&png, run.image.view()),
+            || write_fits(run, path, Pixels::Image(run.image.view()), 1, &meta),
+            || preview::write_png_preview_atomic(&png, cut(run.image.view(), area, 1)),
             &png,
         )?;
         return Ok(png);
@@ -44,9 +50,14 @@ pub fn write_image(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> 
         "colour: Bayer {} reconstructed per plane, demosaiced to RGB",
         colour.pattern.name()
     ));
+    let shown = rgb.slice(ndarray::s![
+        ..,
+        area.y0 * 2..(area.y0 + area.rows) * 2,
+        area.x0 * 2..(area.x0 + area.cols) * 2
+    ]);
     side_by_side(
-        || fits::write_cube_atomic(path, rgb.view(), &meta),
-        || preview::write_rgb_png_preview_atomic(&png, rgb.view()),
+        || write_fits(run, path, Pixels::Cube(rgb.view()), 2, &meta),
+        || preview::write_rgb_png_preview_atomic(&png, shown),
         &png,
     )?;
     Ok(png)
@@ -101,7 +112,7 @@ pub fn write_cfa(run: &RunOutput, path: &Path) -> Result<bool, StageError> {
         .push(card_int("YBAYROFF", 0, "Bayer pattern y offset"));
     meta.cards
         .push(card_str("ROWORDER", "TOP-DOWN", "order of the rows"));
-    fits::write_image_atomic(path, cfa.view(), SampleFormat::F32, &meta)
+    write_fits(run, path, Pixels::Image(cfa.view()), 2, &meta)
         .map_err(|e| StageError::fits(Stage::Output, e))?;
     Ok(true)
 }

@@ -9,11 +9,13 @@
 //! left behind.
 //! What it does not: compute anything about the reconstruction; it only lays out what the run produced.
 
+mod coverage;
 mod diagnostics;
 mod header;
 mod image;
 mod paths;
 
+pub use coverage::{common_area, frame_counts, GridArea, UNCOVERED};
 pub use diagnostics::{write_diagnostics, DiagnosticsSelection};
 pub use header::output_meta;
 pub use image::{write_cfa, write_image};

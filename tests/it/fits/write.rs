@@ -297,3 +297,37 @@ fn write_samples_for_external_tools() {
     .expect("u16");
     write_cube_atomic(&out.join("cube.fits"), cube.view(), &meta).expect("cube");
 }
+
+/// A result with its coverage map: the image is the primary HDU (what tlr's reader, and tools that
+/// read the first image, see), the map an IMAGE extension named by its EXTNAME card, readable by
+/// cfitsio with its own cards; fitsverify accepts the file.
+#[test]
+fn an_image_extension_follows_the_primary_image() {
+    use tlr_core::fits::{write_hdus_atomic, Hdu};
+    let dir = tmp();
+    let path = dir.path().join("with_coverage.fits");
+    let image = synthetic(6, 8);
+    let coverage = Array2::from_shape_fn((6, 8), |(r, c)| (r + c) as f32);
+    let meta = output_meta("result");
+    let ext = OutputMeta::default().with_card("EXTNAME", CardValue::Str("COVERAGE".into()), "");
+    write_hdus_atomic(
+        &path,
+        &[
+            Hdu::image(image.view(), SampleFormat::F32, &meta),
+            Hdu::image(coverage.view(), SampleFormat::U16, &ext),
+        ],
+    )
+    .expect("write");
+    let (_, back) = read_image(&path).expect("primary");
+    assert_eq!(back, image);
+    let mut file = fitsio::FitsFile::open(&path).expect("open");
+    let hdu = file.hdu("COVERAGE").expect("extension by name");
+    let read: Vec<f32> = hdu.read_image(&mut file).expect("pixels");
+    assert_eq!(read, coverage.iter().copied().collect::<Vec<f32>>());
+    assert!(temp_files_in(dir.path()).is_empty());
+    assert!(write_hdus_atomic(&dir.path().join("none.fits"), &[]).is_err());
+    if let Ok(out) = std::process::Command::new("fitsverify").arg(&path).output() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("0 warning(s) and 0 error(s)"), "{text}");
+    }
+}
