@@ -74,7 +74,10 @@ pub use error::FitsError;
 pub use header::not_a_regular_file;
 use header::{read_layout, Layout};
 pub use reader::FitsReader;
-pub use write::{write_cube_atomic, write_image_atomic, Card, CardValue, OutputMeta, SampleFormat};
+pub use write::{
+    write_cube_as_atomic, write_cube_atomic, write_image_atomic, Card, CardValue, OutputMeta,
+    SampleFormat,
+};
 
 /// Prefix of the `CREATOR` card of every file `tlr` writes: `CREATOR = 'tlr <version> <kind>'`.
 ///

@@ -362,6 +362,25 @@ fn u16_pixels<'a>(it: impl Iterator<Item = &'a f32> + Clone) -> Pixels {
     Pixels::U16 { data, blank }
 }
 
+/// Writes a `(planes, rows, cols)` cube (NAXIS3 = planes) in `format`, atomically like
+/// [`write_image_atomic`]; [`write_cube_atomic`] is the float case.
+///
+/// # Errors
+/// As [`write_image_atomic`].
+pub fn write_cube_as_atomic(
+    path: &Path,
+    planes: ArrayView3<f32>,
+    format: SampleFormat,
+    meta: &OutputMeta,
+) -> Result<(), FitsError> {
+    let (p, r, c) = planes.dim();
+    let pixels = match format {
+        SampleFormat::F32 => f32_pixels(planes.iter()),
+        SampleFormat::U16 => u16_pixels(planes.iter()),
+    };
+    write_atomic(path, &[p, r, c], pixels, meta)
+}
+
 /// Writes a `(rows, cols)` image atomically: a hidden temporary file in the destination folder,
 /// fsync, then rename over `path` (an existing file is replaced). The header holds the structural
 /// keywords, then `meta.cards` in order, then `meta.history`.
