@@ -232,11 +232,11 @@ impl LinearMap {
 pub enum ExportError {
     /// The file name's extension names no format tlr writes.
     #[error(
-        "`{}`: {}; the extension chooses the format: {}",
+        "`{}`: {}; the extension chooses it: {}",
         path.display(),
         match extension {
             Some(e) => format!("unknown output format `.{e}`"),
-            None => "no extension to choose the output format from".to_string(),
+            None => "no extension to tell the output format".to_string(),
         },
         FileFormat::CHOICES
     )]

@@ -1,13 +1,15 @@
 //! Export formats read back with other decoders (the `tiff` and `png` crates' decoders, the FITS
-//! reader): mono and colour, 16-bit and float, normalised, against values computed here from the
-//! documented rule (0 at min(0, minimum), 65535 or 1 at the maximum, linear); the float FITS output
-//! unchanged, byte for byte.
+//! reader): mono and colour, 16-bit and float, normalised, against values computed from the documented
+//! rule written out in the test helpers (0 at min(0, minimum), 65535 or 1 at the maximum, linear); the
+//! float FITS output unchanged, byte for byte.
 
-use std::fs::File;
-use std::io::BufReader;
+#[path = "../../stages/tests/common/images.rs"]
+mod images;
+
 use std::path::Path;
 
-use ndarray::{Array3, ArrayView3};
+use images::{pixel_order, read_png, read_tiff, rule_u16, rule_unit};
+use ndarray::{Array3, Axis};
 use tlr_core::export::{write_atomic, BitDepth, Export, ExportOptions};
 use tlr_core::fits::{self, CardValue, OutputMeta, SampleFormat};
 
@@ -31,94 +33,32 @@ fn export(path: &Path, bit_depth: Option<BitDepth>, normalize: bool) -> Export {
     .unwrap()
 }
 
-/// The rule, written out: black = min(0, minimum), white = maximum; `None` for NaN.
-fn expected_unit(a: &ArrayView3<f32>) -> Vec<Option<f64>> {
-    let finite = a.iter().copied().filter(|v| v.is_finite());
-    let black = f64::from(finite.clone().fold(0.0f32, f32::min));
-    let white = f64::from(finite.fold(f32::MIN, f32::max));
-    pixel_order(a)
-        .into_iter()
-        .map(|v| (!v.is_nan()).then(|| (f64::from(v) - black) / (white - black)))
-        .collect()
-}
-
-/// The samples in file order: rows top to bottom, pixels left to right, R G B per pixel.
-fn pixel_order(a: &ArrayView3<f32>) -> Vec<f32> {
-    let (planes, rows, cols) = a.dim();
-    let mut out = Vec::new();
-    for r in 0..rows {
-        for c in 0..cols {
-            for p in 0..planes {
-                out.push(a[[p, r, c]]);
-            }
-        }
-    }
-    out
-}
-
-fn expected_u16(a: &ArrayView3<f32>) -> Vec<u16> {
-    expected_unit(a)
-        .into_iter()
-        .map(|u| u.map_or(0, |u| (u * 65535.0).round() as u16))
-        .collect()
-}
-
-fn read_tiff(
-    path: &Path,
-) -> (
-    tiff::ColorType,
-    (u32, u32),
-    tiff::decoder::DecodingResult,
-    String,
-) {
-    let mut decoder =
-        tiff::decoder::Decoder::new(BufReader::new(File::open(path).unwrap())).unwrap();
-    let colour = decoder.colortype().unwrap();
-    let size = decoder.dimensions().unwrap();
-    let description = decoder
-        .get_tag_ascii_string(tiff::tags::Tag::ImageDescription)
-        .unwrap();
-    let software = decoder
-        .get_tag_ascii_string(tiff::tags::Tag::Software)
-        .unwrap();
-    assert!(software.starts_with("tlr "), "{software}");
-    (colour, size, decoder.read_image().unwrap(), description)
-}
-
 #[test]
 fn tiff_mono_and_colour_16_bit_and_float_read_back_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let meta = OutputMeta::default();
     for planes in [1, 3] {
         let a = image(planes);
-        let (grey, colour) = if planes == 1 {
-            (tiff::ColorType::Gray(16), tiff::ColorType::Gray(32))
-        } else {
-            (tiff::ColorType::RGB(16), tiff::ColorType::RGB(32))
-        };
         // 16-bit (the TIFF default): the rule's integers.
         let path = dir.path().join(format!("i{planes}.tif"));
         write_atomic(&path, a.view(), &export(&path, None, false), &meta).unwrap();
-        let (kind, size, data, description) = read_tiff(&path);
-        assert_eq!((kind, size), (grey, (7, 5)));
-        let tiff::decoder::DecodingResult::U16(samples) = data else {
-            panic!("not 16-bit");
-        };
-        assert_eq!(samples, expected_u16(&a.view()));
-        assert!(description.contains("-> 65535"), "{description}");
+        let read = read_tiff(&path);
+        assert_eq!((read.width, read.height, read.channels), (7, 5, planes));
+        assert_eq!(read.samples.u16(), rule_u16(&a.view()));
+        assert!(read.text("Software").starts_with("tlr "), "{read:?}");
+        assert!(read.text("Description").contains("-> 65535"), "{read:?}");
 
         // 32-bit float: the values as they are (NaN included).
         let path = dir.path().join(format!("f{planes}.tiff"));
         let float = export(&path, Some(BitDepth::Float32), false);
         write_atomic(&path, a.view(), &float, &meta).unwrap();
-        let (kind, _, data, _) = read_tiff(&path);
-        assert_eq!(kind, colour);
-        let tiff::decoder::DecodingResult::F32(samples) = data else {
-            panic!("not float");
-        };
+        let read = read_tiff(&path);
+        assert_eq!(read.channels, planes);
         let want = pixel_order(&a.view());
-        assert_eq!(samples.len(), want.len());
-        assert!(samples
+        assert_eq!(read.samples.f32().len(), want.len());
+        assert!(read
+            .samples
+            .f32()
             .iter()
             .zip(&want)
             .all(|(s, w)| s.to_bits() == w.to_bits()));
@@ -127,17 +67,17 @@ fn tiff_mono_and_colour_16_bit_and_float_read_back_as_written() {
         let path = dir.path().join(format!("n{planes}.TIF"));
         let normalised = export(&path, Some(BitDepth::Float32), true);
         write_atomic(&path, a.view(), &normalised, &meta).unwrap();
-        let (_, _, data, _) = read_tiff(&path);
-        let tiff::decoder::DecodingResult::F32(samples) = data else {
-            panic!("not float");
-        };
-        for (s, u) in samples.iter().zip(expected_unit(&a.view())) {
+        let read = read_tiff(&path);
+        for (s, u) in read.samples.f32().iter().zip(rule_unit(&a.view())) {
             match u {
                 Some(u) => assert!((f64::from(*s) - u).abs() < 1e-6, "{s} vs {u}"),
                 None => assert!(s.is_nan()),
             }
         }
-        assert_eq!(samples.iter().copied().fold(0.0f32, f32::max), 1.0);
+        assert_eq!(
+            read.samples.f32().iter().copied().fold(0.0f32, f32::max),
+            1.0
+        );
     }
 }
 
@@ -149,47 +89,13 @@ fn png_mono_and_colour_are_16_bit_with_the_rule_and_its_text() {
         let path = dir.path().join(format!("p{planes}.png"));
         // `normalize` changes nothing for integers.
         for normalize in [false, true] {
-            write_atomic(
-                &path,
-                a.view(),
-                &export(&path, None, normalize),
-                &OutputMeta::default(),
-            )
-            .unwrap();
-            let mut decoder = png::Decoder::new(BufReader::new(File::open(&path).unwrap()));
-            decoder.set_transformations(png::Transformations::IDENTITY);
-            let mut reader = decoder.read_info().unwrap();
-            let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-            let frame = reader.next_frame(&mut buf).unwrap();
-            let want_colour = if planes == 1 {
-                png::ColorType::Grayscale
-            } else {
-                png::ColorType::Rgb
-            };
-            assert_eq!(
-                (frame.width, frame.height, frame.color_type, frame.bit_depth),
-                (7, 5, want_colour, png::BitDepth::Sixteen)
-            );
-            let samples: Vec<u16> = buf[..frame.buffer_size()]
-                .chunks_exact(2)
-                .map(|b| u16::from_be_bytes([b[0], b[1]]))
-                .collect();
-            assert_eq!(samples, expected_u16(&a.view()));
-            let texts: Vec<(String, String)> = reader
-                .info()
-                .uncompressed_latin1_text
-                .iter()
-                .map(|t| (t.keyword.clone(), t.text.clone()))
-                .collect();
-            assert!(
-                texts
-                    .iter()
-                    .any(|(k, v)| k == "Software" && v.starts_with("tlr "))
-                    && texts
-                        .iter()
-                        .any(|(k, v)| k == "Description" && v.contains("linear")),
-                "{texts:?}"
-            );
+            let options = export(&path, None, normalize);
+            write_atomic(&path, a.view(), &options, &OutputMeta::default()).unwrap();
+            let read = read_png(&path);
+            assert_eq!((read.width, read.height, read.channels), (7, 5, planes));
+            assert_eq!(read.samples.u16(), rule_u16(&a.view()));
+            assert!(read.text("Software").starts_with("tlr "), "{read:?}");
+            assert!(read.text("Description").contains("linear"), "{read:?}");
         }
     }
 }
@@ -201,13 +107,8 @@ fn fits_float_by_default_is_the_writers_output_byte_for_byte() {
         OutputMeta::tlr_output("result").with_card("DATAMED", CardValue::Float(5.0), "median");
     let a = image(1);
     let direct = dir.path().join("direct.fits");
-    fits::write_image_atomic(
-        &direct,
-        a.index_axis(ndarray::Axis(0), 0),
-        SampleFormat::F32,
-        &meta,
-    )
-    .unwrap();
+    let plane = a.index_axis(Axis(0), 0);
+    fits::write_image_atomic(&direct, plane, SampleFormat::F32, &meta).unwrap();
     let exported = dir.path().join("exported.fits");
     write_atomic(&exported, a.view(), &export(&exported, None, false), &meta).unwrap();
     assert!(std::fs::read(&direct).unwrap() == std::fs::read(&exported).unwrap());
@@ -246,7 +147,7 @@ fn fits_16_bit_and_normalised_follow_the_rule_and_say_so_in_the_header() {
             write_atomic(&path, a.view(), &export(&path, Some(depth), true), &meta).unwrap();
             let (_, read) = fits::read_cube(&path).unwrap();
             assert_eq!(read.dim(), a.dim());
-            let units = expected_unit(&a.view());
+            let units = rule_unit(&a.view());
             for (got, u) in pixel_order(&read.view()).iter().zip(units) {
                 match (u, depth) {
                     (None, _) => assert!(got.is_nan(), "NaN is BLANK (16-bit) or NaN"),
@@ -268,14 +169,12 @@ fn fits_16_bit_and_normalised_follow_the_rule_and_say_so_in_the_header() {
             let rel = |a: f64, b: f64| ((a - b) / b).abs() < 1e-9;
             assert!(rel(number("DATAMED"), 1120.0 / span * full));
             assert!(rel(number("DATASIG"), 10.0 / span * full));
-            assert_eq!(
-                number("BITPIX"),
-                if depth == BitDepth::Int16 {
-                    16.0
-                } else {
-                    -32.0
-                }
-            );
+            let bitpix = if depth == BitDepth::Int16 {
+                16.0
+            } else {
+                -32.0
+            };
+            assert_eq!(number("BITPIX"), bitpix);
             assert!(cards
                 .iter()
                 .any(|c| c.key == "HISTORY" && c.comment.contains("linear: -120 -> 0")));
@@ -287,7 +186,7 @@ fn fits_16_bit_and_normalised_follow_the_rule_and_say_so_in_the_header() {
 fn unknown_extensions_and_bad_shapes_are_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let e = Export::for_path(Path::new("out.jpg"), &ExportOptions::default()).unwrap_err();
-    assert!(e.to_string().contains("out.jpg") && e.to_string().contains(".png (PNG)"));
+    assert!(e.to_string().contains("out.jpg") && e.to_string().contains("or .png (PNG)"));
     let path = dir.path().join("two.tif");
     let e = write_atomic(
         &path,
@@ -296,8 +195,9 @@ fn unknown_extensions_and_bad_shapes_are_refused_naming_the_file() {
         &OutputMeta::default(),
     )
     .unwrap_err();
+    let message = e.to_string();
     assert!(
-        e.to_string().contains("two.tif") && e.to_string().contains("2 planes"),
+        message.contains("two.tif") && message.contains("2 planes"),
         "{e}"
     );
     assert_eq!(

@@ -1,11 +1,14 @@
-//! The image files of a result: the FITS image (mono, or the demosaiced RGB cube `(3, H, W)` of a
-//! colour run) with its PNG preview, and the reconstructed mosaic a colour run can keep for users who
+//! The image files of a result: the image (mono, or the demosaiced RGB cube `(3, H, W)` of a colour
+//! run) in the format its name asks for (FITS, TIFF or PNG: the encoding is [`tlr_core::export`]'s),
+//! with its PNG preview, and the reconstructed mosaic (FITS) a colour run can keep for users who
 //! debayer elsewhere.
 //!
-//! What it does not: decide where files go or what the header says ([`super::header`]).
+//! What it does not: decide where files go or what the header says ([`super::header`]), or encode.
 
 use std::path::{Path, PathBuf};
 
+use ndarray::Axis;
+use tlr_core::export::{self, Export, ExportError, ExportOptions};
 use tlr_core::fits::{self, SampleFormat};
 use tlr_core::preview;
 
@@ -14,18 +17,36 @@ use super::{joined, preview_path};
 use crate::batch::RunOutput;
 use crate::error::{Stage, StageError};
 
-/// Writes the image as float32 FITS and, next to it, `<stem>.png` (auto-stretched preview), the two
-/// side by side. Returns the preview's path. A colour run writes the demosaiced RGB cube `(3, H, W)`
-/// and a colour preview (auto white balance from the background).
+/// [`write_image_as`] with the default export of `path`'s format (FITS: float32 as before; TIFF and
+/// PNG: 16-bit).
 ///
 /// # Errors
-/// When a file cannot be written (the error names it; the FITS file's error comes first).
+/// As [`write_image_as`].
 pub fn write_image(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> {
+    write_image_as(run, path, &ExportOptions::default())
+}
+
+/// Writes the image in the format `path`'s extension names ([`tlr_core::export`]: FITS, TIFF or PNG,
+/// with `options`' depth and scaling) and, next to it, the auto-stretched PNG preview
+/// ([`preview_path`]), the two side by side. Returns the preview's path. A colour run writes the
+/// demosaiced RGB cube `(3, H, W)` (RGB in TIFF and PNG) and a colour preview (auto white balance from
+/// the background).
+///
+/// # Errors
+/// When `path` names no format tlr writes, or a file cannot be written (the error names it; the
+/// image's error comes first).
+pub fn write_image_as(
+    run: &RunOutput,
+    path: &Path,
+    options: &ExportOptions,
+) -> Result<PathBuf, StageError> {
+    let export = Export::for_path(path, options).map_err(|e| export_error(path, e))?;
     let mut meta = output_meta(run, "result");
     let png = preview_path(path);
     let Some(colour) = &run.colour else {
         side_by_side(
-            || fits::write_image_atomic(path, run.image.view(), SampleFormat::F32, &meta),
+            path,
+            || export::write_atomic(path, run.image.view().insert_axis(Axis(0)), &export, &meta),
             || preview::write_png_preview_atomic(&png, run.image.view()),
             &png,
         )?;
@@ -45,28 +66,42 @@ pub fn write_image(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> 
         colour.pattern.name()
     ));
     side_by_side(
-        || fits::write_cube_atomic(path, rgb.view(), &meta),
+        path,
+        || export::write_atomic(path, rgb.view(), &export, &meta),
         || preview::write_rgb_png_preview_atomic(&png, rgb.view()),
         &png,
     )?;
     Ok(png)
 }
 
-/// Runs `write_fits` here and `write_preview` (publishing `png`) on a thread of its own; the FITS
-/// file's error comes first.
+/// An export failure as the stage error a caller reports: FITS errors as they are, others naming
+/// `path`.
+pub(crate) fn export_error(path: &Path, error: ExportError) -> StageError {
+    match error {
+        ExportError::Fits(e) => StageError::fits(Stage::Output, e),
+        other => StageError::Output {
+            path: path.to_path_buf(),
+            message: crate::error::report(&other),
+        },
+    }
+}
+
+/// Runs `write_file` (publishing `path`) here and `write_preview` (publishing `png`) on a thread of
+/// its own; the image's error comes first.
 fn side_by_side(
-    write_fits: impl FnOnce() -> Result<(), fits::FitsError>,
+    path: &Path,
+    write_file: impl FnOnce() -> Result<(), ExportError>,
     write_preview: impl FnOnce() -> Result<(), preview::PreviewError> + Send,
     png: &Path,
 ) -> Result<(), StageError> {
     std::thread::scope(|scope| {
         let preview = scope.spawn(write_preview);
-        if let Err(e) = write_fits() {
+        if let Err(e) = write_file() {
             // No preview without its image.
             if matches!(preview.join(), Ok(Ok(()))) {
                 let _ = std::fs::remove_file(png);
             }
-            return Err(StageError::fits(Stage::Output, e));
+            return Err(export_error(path, e));
         }
         joined(preview, "writing the preview")?.map_err(|e| StageError::Output {
             path: png.to_path_buf(),

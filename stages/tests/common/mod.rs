@@ -2,6 +2,8 @@
 //! simulate a folder of frames. What it does not: assert anything about a subcommand.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod images;
+
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output};
