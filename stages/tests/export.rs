@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::images::{pixel_order, read_png, read_tiff, rule_u16, rule_unit};
-use common::{simulate, text, tlr};
+use common::{simulate, simulate_with, text, tlr};
 use ndarray::{Array3, Axis};
 
 /// `tlr run FRAMES -o OUT --quiet EXTRA…`, which must succeed.
@@ -124,21 +124,7 @@ fn mono_run_writes_tiff_png_and_16_bit_fits_that_other_decoders_read_back() {
 fn colour_run_writes_rgb_tiff_and_png_interleaved() {
     let dir = tempfile::tempdir().unwrap();
     let frames = dir.path().join("frames");
-    let out = tlr(&[
-        "simulate",
-        frames.to_str().unwrap(),
-        "--frames",
-        "12",
-        "--width",
-        "192",
-        "--height",
-        "192",
-        "--seed",
-        "4",
-        "--color",
-        "RGGB",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    simulate_with(&frames, 12, 192, 4, &["--color", "RGGB"]);
     let reference = dir.path().join("rgb.fits");
     run_ok(&frames, &reference, &[]);
     let rgb = fits_result(&reference);

@@ -232,3 +232,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StageError> {
         message: crate::error::report(&e),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preview_of_a_png_output_gets_its_own_name_in_the_planned_files() {
+        for (image, preview) in [
+            ("r.fits", "r.png"),
+            ("d/r.TIF", "d/r.png"),
+            ("r.png", "r.preview.png"),
+            ("d/r.PNG", "d/r.preview.png"),
+        ] {
+            assert_eq!(preview_path(Path::new(image)), Path::new(preview));
+        }
+        let request = OutputRequest {
+            image: Path::new("out/r.png"),
+            export: ExportOptions::default(),
+            keep_cfa: true,
+            diagnostics: None,
+        };
+        let planned = planned_files(&request);
+        let expected = ["out/r.png", "out/r.preview.png", "out/r.cfa.fits"];
+        assert_eq!(planned, expected.map(PathBuf::from));
+    }
+}
