@@ -61,7 +61,6 @@ pub(super) fn write(
         }
     };
     written.map_err(tiff_error)?;
-    drop(encoder);
     crate::atomic::write_bytes(path, encoded.get_ref())?;
     Ok(())
 }
