@@ -68,6 +68,7 @@ pub fn run(frames_dir: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<
         &run,
         &output::OutputRequest {
             image: &out,
+            export: output::ExportOptions::default(),
             keep_cfa: false,
             diagnostics: Some((diagnostics.as_path(), DiagnosticsSelection::ALL)),
         },

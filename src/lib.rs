@@ -19,6 +19,7 @@
 pub mod atomic;
 pub mod bayer;
 pub mod config;
+pub mod export;
 pub mod fits;
 pub mod geom;
 pub mod global;

@@ -380,6 +380,26 @@ fn u16_pixels<'a>(it: impl Iterator<Item = &'a f32> + Clone) -> Pixels {
     Pixels::U16 { data, blank }
 }
 
+/// Writes a `(planes, rows, cols)` cube (NAXIS3 = planes) in `format`, atomically like
+/// [`write_image_atomic`]; [`write_cube_atomic`] is the float case.
+///
+/// # Errors
+/// As [`write_image_atomic`].
+pub fn write_cube_as_atomic(
+    path: &Path,
+    planes: ArrayView3<f32>,
+    format: SampleFormat,
+    meta: &OutputMeta,
+) -> Result<(), FitsError> {
+    write_hdus_atomic(
+        path,
+        &[Hdu {
+            data: HduData::Cube(planes, format),
+            meta,
+        }],
+    )
+}
+
 /// Writes a `(rows, cols)` image atomically: a hidden temporary file in the destination folder,
 /// fsync, then rename over `path` (an existing file is replaced). The header holds the structural
 /// keywords, then `meta.cards` in order, then `meta.history`.
@@ -415,8 +435,8 @@ pub fn write_cube_atomic(
 pub enum HduData<'a> {
     /// A `(rows, cols)` image in this sample format.
     Image(ArrayView2<'a, f32>, SampleFormat),
-    /// A `(planes, rows, cols)` float32 cube.
-    Cube(ArrayView3<'a, f32>),
+    /// A `(planes, rows, cols)` cube in this sample format.
+    Cube(ArrayView3<'a, f32>, SampleFormat),
 }
 
 /// One HDU of [`write_hdus_atomic`]: pixels and header content (an extension names itself with an
@@ -441,7 +461,7 @@ impl<'a> Hdu<'a> {
     /// A float32 cube HDU.
     pub fn cube(planes: ArrayView3<'a, f32>, meta: &'a OutputMeta) -> Self {
         Self {
-            data: HduData::Cube(planes),
+            data: HduData::Cube(planes, SampleFormat::F32),
             meta,
         }
     }
@@ -454,9 +474,13 @@ impl<'a> Hdu<'a> {
             HduData::Image(image, SampleFormat::U16) => {
                 (vec![image.nrows(), image.ncols()], u16_pixels(image.iter()))
             }
-            HduData::Cube(cube) => {
+            HduData::Cube(cube, format) => {
                 let (p, r, c) = cube.dim();
-                (vec![p, r, c], f32_pixels(cube.iter()))
+                let pixels = match format {
+                    SampleFormat::F32 => f32_pixels(cube.iter()),
+                    SampleFormat::U16 => u16_pixels(cube.iter()),
+                };
+                (vec![p, r, c], pixels)
             }
         };
         PreparedHdu {

@@ -3,6 +3,7 @@
 mod bayer;
 mod config;
 mod examples;
+mod export;
 mod fits;
 mod fits_native;
 mod global;

@@ -137,6 +137,7 @@ pub fn demo(args: DemoArgs) -> Result<(), Failure> {
         let diagnostics = args.out.join("diagnostics");
         let request = output::OutputRequest {
             image: &path,
+            export: output::ExportOptions::default(),
             keep_cfa: false,
             diagnostics: (mode == Registration::TileLocal)
                 .then_some((diagnostics.as_path(), DiagnosticsSelection::ALL)),

@@ -5,6 +5,7 @@
 
 mod config;
 mod demo;
+mod export;
 mod inspect;
 mod progress;
 mod run;

@@ -19,9 +19,14 @@ use tlr::{Input, PipelineOptions, Registration};
 pub struct RunArgs {
     /// Folder with the frames (FITS; see --glob).
     pub input: PathBuf,
-    /// Output FITS file (a PNG preview is written next to it).
+    /// Output file: its extension chooses the format, .fits/.fit/.fts (FITS), .tif/.tiff (TIFF) or
+    /// .png (PNG). The auto-stretched preview goes next to it as OUT.png (OUT.preview.png for a PNG
+    /// output).
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Output format flags.
+    #[command(flatten)]
+    pub export: super::export::ExportArgs,
     /// Configuration file (YAML; tile_compile files are accepted).
     #[arg(short, long)]
     pub config: Option<PathBuf>,
@@ -89,6 +94,8 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     if args.json {
         progress::json_errors();
     }
+    // The format first: an output tlr cannot write stops the run before anything is read (exit 2).
+    let export = args.export.resolve(&args.output)?;
     let config = load_config(
         args.config.as_deref(),
         &args.set,
@@ -128,6 +135,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     };
     let request = output::OutputRequest {
         image: &args.output,
+        export,
         keep_cfa: args.keep_cfa,
         diagnostics: diagnostics_dir.as_deref().map(|dir| (dir, selection)),
     };

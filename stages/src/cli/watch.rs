@@ -37,9 +37,13 @@ use tlr::{Event, EventSink, Registration, StageError};
 pub struct WatchArgs {
     /// Folder the capture program writes frames into.
     pub dir: PathBuf,
-    /// Output FITS file, rewritten atomically at every snapshot (a PNG preview goes next to it).
+    /// Output file, rewritten atomically at every snapshot: .fits/.fit/.fts, .tif/.tiff or .png, as
+    /// for `tlr run` (the preview goes next to it as OUT.png, OUT.preview.png for a PNG output).
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Output format flags.
+    #[command(flatten)]
+    pub export: super::export::ExportArgs,
     /// Configuration file (YAML; tile_compile files are accepted).
     #[arg(short, long)]
     pub config: Option<PathBuf>,
@@ -131,7 +135,8 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
     if args.json {
         super::progress::json_errors();
     }
-    // Ranges first: nothing is started with a value that cannot be honoured.
+    // Ranges and the output format first: nothing is started with a value that cannot be honoured.
+    let export = args.export.resolve(&args.output)?;
     let every_secs = in_range(
         "--every-secs",
         args.every_secs,
@@ -157,6 +162,7 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
         &FollowOptions::default().patterns,
         &tlr::output::planned_files(&tlr::output::OutputRequest {
             image: &args.output,
+            export,
             keep_cfa: false,
             diagnostics: None,
         }),
@@ -181,6 +187,7 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
     settings.until_idle = until_idle.map(Duration::from_secs_f64);
     settings.bootstrap_frames = bootstrap;
     settings.output = Some(args.output.clone());
+    settings.export = export;
     // One watcher per output: taken before anything is removed or written, held until the end.
     let _lock = OutputLock::acquire(&args.output)?;
     let checkpoint = checkpoint_dir_for(&args.output);

@@ -101,8 +101,11 @@ pub struct LiveSettings {
     pub registration: Registration,
     /// Snapshot schedule (default: every frame).
     pub schedule: Schedule,
-    /// Snapshot FITS path (a PNG preview goes next to it); `None` = in memory only.
+    /// Snapshot path: FITS, TIFF or PNG as its extension says (the preview goes next to it,
+    /// [`crate::output::preview_path`]); `None` = in memory only.
     pub output: Option<PathBuf>,
+    /// Samples and scaling of the snapshot file (default: float32 FITS, 16-bit TIFF and PNG).
+    pub export: crate::output::ExportOptions,
     /// Checkpoint folder: loaded at start when present, written every `checkpoint_every` frames and
     /// at the end. `None` = no checkpoint.
     pub checkpoint: Option<PathBuf>,
@@ -124,6 +127,7 @@ impl LiveSettings {
             registration: Registration::TileLocal,
             schedule: Schedule::Frames(NonZeroUsize::MIN),
             output: None,
+            export: crate::output::ExportOptions::default(),
             checkpoint: None,
             checkpoint_every: NonZeroUsize::new(10).unwrap_or(NonZeroUsize::MIN),
             channel_capacity: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
@@ -230,7 +234,7 @@ impl LiveSession {
     ) -> Result<Self, StageError> {
         follow.exclude.extend(settings.output.iter().cloned());
         if let Some(out) = &settings.output {
-            follow.exclude.push(out.with_extension("png"));
+            follow.exclude.push(crate::output::preview_path(out));
         }
         let follower = Follower::new(dir, follow)?;
         Self::start(Feed::Folder(Box::new(follower)), settings, events)
@@ -245,7 +249,7 @@ impl LiveSession {
         let options = settings.live_options();
         if let Some(out) = &settings.output {
             remove_stale_temporaries(out);
-            remove_stale_temporaries(&out.with_extension("png"));
+            remove_stale_temporaries(&crate::output::preview_path(out));
         }
         let folder = match &feed {
             Feed::Folder(f) => Some(f.dir().to_path_buf()),

@@ -1,6 +1,7 @@
 //! The live publisher: owns the snapshot schedule (every N frames or at most every S seconds), writes
-//! the snapshot FITS and PNG atomically, keeps the latest snapshot readable in memory and measures
-//! latency from a frame's hand-out to the first snapshot that includes it.
+//! the snapshot (FITS, TIFF or PNG, as the output's extension says) and its PNG preview atomically,
+//! keeps the latest snapshot readable in memory and measures latency from a frame's hand-out to the
+//! first snapshot that includes it.
 //! What it does not: blend (the tile stage sends the blended image) or decide what a frame is worth.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 use ndarray::Array2;
 use tokio::sync::{mpsc, watch};
 
-use tlr_core::fits::{self, OutputMeta, SampleFormat};
+use tlr_core::export::{Export, ExportOptions};
+use tlr_core::fits::{self, OutputMeta};
 
 use super::tiles::Update;
 use super::{LiveSettings, Schedule, Snapshot};
@@ -126,12 +128,12 @@ async fn publish_one(
     let output = settings.output.clone();
     let frames_used = update.frames_used;
     let digest = settings.config.digest();
+    let export = settings.export;
     // Writing is blocking I/O (and PNG encoding CPU work).
     let (image, written) = tokio::task::spawn_blocking(move || {
         let written = match &output {
-            Some(path) => {
-                write_snapshot(path, &image, frames_used, &digest).map(|()| Some(path.clone()))
-            }
+            Some(path) => write_snapshot(path, &image, frames_used, &digest, &export)
+                .map(|()| Some(path.clone())),
             None => Ok(None),
         };
         (image, written)
@@ -146,16 +148,18 @@ async fn publish_one(
     Ok(written)
 }
 
-/// Writes the snapshot FITS (pixels without data as 0, as `tlr run` writes them) and its PNG preview,
-/// each atomically (temporary file + rename).
+/// Writes the snapshot (FITS, TIFF or PNG as `path`'s extension says, with `export`'s samples and
+/// scaling; pixels without data as 0, as `tlr run` writes them) and its PNG preview
+/// ([`crate::output::preview_path`]), each atomically (temporary file + rename).
 ///
 /// # Errors
-/// [`StageError::Output`] naming the file.
+/// [`StageError::Output`] naming the file (also for an extension of no format).
 pub fn write_snapshot(
     path: &Path,
     image: &Array2<f32>,
     frames_used: usize,
     config_digest: &str,
+    export: &ExportOptions,
 ) -> Result<(), StageError> {
     let meta = OutputMeta::tlr_output("live")
         .with_card(
@@ -173,13 +177,16 @@ pub fn write_snapshot(
             crate::output::UNCOVERED
         }
     });
-    fits::write_image_atomic(path, filled.view(), SampleFormat::F32, &meta).map_err(|e| {
-        StageError::Output {
+    Export::for_path(path, export)
+        .and_then(|export| {
+            let planes = filled.view().insert_axis(ndarray::Axis(0));
+            tlr_core::export::write_atomic(path, planes, &export, &meta)
+        })
+        .map_err(|e| StageError::Output {
             path: path.to_path_buf(),
             message: tlr_core::report(&e),
-        }
-    })?;
-    let png = path.with_extension("png");
+        })?;
+    let png = crate::output::preview_path(path);
     tlr_core::preview::write_png_preview_atomic(&png, image.view()).map_err(|e| {
         StageError::Output {
             path: png.clone(),

@@ -213,6 +213,24 @@ pub(crate) enum Pixels<'a> {
 /// data as [`UNCOVERED`], the WCS of the reference frame moved to the written grid (with the HISTORY
 /// line of [`tlr_core::fits::StackHeader::wcs_cards`]) added to `meta`, and the coverage map as the
 /// IMAGE extension `COVERAGE` (16-bit frame counts, same grid and WCS).
+/// `meta` with the reference frame's WCS moved to the written grid (`scale` output pixels per grid
+/// pixel), and the WCS cards alone (for the coverage extension).
+pub(crate) fn with_wcs(
+    run: &RunOutput,
+    meta: &tlr_core::fits::OutputMeta,
+    scale: usize,
+) -> (tlr_core::fits::OutputMeta, Vec<tlr_core::fits::Card>) {
+    let area = written_area(run);
+    let map = run
+        .to_reference
+        .cropped((area.x0 * scale) as f64, (area.y0 * scale) as f64);
+    let (wcs, note) = run.header.wcs_cards(&map);
+    let mut meta = meta.clone();
+    meta.cards.extend(wcs.iter().cloned());
+    meta.history.extend(note);
+    (meta, wcs)
+}
+
 pub(crate) fn write_fits(
     run: &RunOutput,
     path: &std::path::Path,
@@ -222,13 +240,7 @@ pub(crate) fn write_fits(
 ) -> Result<(), tlr_core::fits::FitsError> {
     use tlr_core::fits::{CardValue, Hdu, OutputMeta, SampleFormat};
     let area = written_area(run);
-    let map = run
-        .to_reference
-        .cropped((area.x0 * scale) as f64, (area.y0 * scale) as f64);
-    let (wcs, note) = run.header.wcs_cards(&map);
-    let mut meta = meta.clone();
-    meta.cards.extend(wcs.iter().cloned());
-    meta.history.extend(note);
+    let (meta, wcs) = with_wcs(run, meta, scale);
     let counts = frame_counts(run);
     let counts = cut(counts.view(), area, 1);
     let mut extension = OutputMeta::default()

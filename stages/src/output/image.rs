@@ -1,37 +1,58 @@
-//! The image files of a result: the FITS image (mono, or the demosaiced RGB cube `(3, H, W)` of a
-//! colour run) with its PNG preview, and the reconstructed mosaic a colour run can keep for users who
+//! The image files of a result: the image (mono, or the demosaiced RGB cube `(3, H, W)` of a colour
+//! run) in the format its name asks for (FITS, TIFF or PNG: the encoding is [`tlr_core::export`]'s),
+//! with its PNG preview, and the reconstructed mosaic (FITS) a colour run can keep for users who
 //! debayer elsewhere.
 //!
-//! Every FITS file here follows the border policy of [`super::coverage`] (no NaN: pixels without data
-//! are 0, a `COVERAGE` extension counts the frames per pixel), is cut to `--crop`'s area, and carries
-//! the reference frame's WCS moved to its grid.
+//! Every file here follows the border policy of [`super::coverage`] (no NaN: pixels without data
+//! are 0; a float FITS image also gets a `COVERAGE` extension counting the frames per pixel), is cut
+//! to `--crop`'s area, and a FITS file carries the reference frame's WCS moved to its grid.
 //!
-//! What it does not: decide where files go or what the header says ([`super::header`]).
+//! What it does not: decide where files go or what the header says ([`super::header`]), or encode.
 
 use std::path::{Path, PathBuf};
 
+use ndarray::{Array3, ArrayView3, Axis};
+use tlr_core::export::{self, Export, ExportError, ExportOptions, FileFormat};
 use tlr_core::fits;
 use tlr_core::preview;
 
-use super::coverage::{cut, write_fits, written_area, Pixels};
+use super::coverage::{cut, filled, with_wcs, write_fits, written_area, Pixels};
 use super::header::{card_int, card_str, output_meta};
 use super::{joined, preview_path};
 use crate::batch::RunOutput;
 use crate::error::{Stage, StageError};
 
-/// Writes the image as float32 FITS and, next to it, `<stem>.png` (auto-stretched preview), the two
-/// side by side. Returns the preview's path. A colour run writes the demosaiced RGB cube `(3, H, W)`
-/// and a colour preview (auto white balance from the background).
+/// [`write_image_as`] with the default export of `path`'s format (FITS: float32 as before; TIFF and
+/// PNG: 16-bit).
 ///
 /// # Errors
-/// When a file cannot be written (the error names it; the FITS file's error comes first).
+/// As [`write_image_as`].
 pub fn write_image(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> {
+    write_image_as(run, path, &ExportOptions::default())
+}
+
+/// Writes the image in the format `path`'s extension names ([`tlr_core::export`]: FITS, TIFF or PNG,
+/// with `options`' depth and scaling) and, next to it, the auto-stretched PNG preview
+/// ([`preview_path`]), the two side by side. Returns the preview's path. A colour run writes the
+/// demosaiced RGB cube `(3, H, W)` (RGB in TIFF and PNG) and a colour preview (auto white balance from
+/// the background).
+///
+/// # Errors
+/// When `path` names no format tlr writes, or a file cannot be written (the error names it; the
+/// image's error comes first).
+pub fn write_image_as(
+    run: &RunOutput,
+    path: &Path,
+    options: &ExportOptions,
+) -> Result<PathBuf, StageError> {
+    let export = Export::for_path(path, options).map_err(|e| export_error(path, e))?;
     let mut meta = output_meta(run, "result");
     let png = preview_path(path);
     let area = written_area(run);
     let Some(colour) = &run.colour else {
         side_by_side(
-            || write_fits(run, path, Pixels::Image(run.image.view()), 1, &meta),
+            path,
+            || write_as(run, path, Pixels::Image(run.image.view()), 1, &export, &meta),
             || preview::write_png_preview_atomic(&png, cut(run.image.view(), area, 1)),
             &png,
         )?;
@@ -50,34 +71,76 @@ pub fn write_image(run: &RunOutput, path: &Path) -> Result<PathBuf, StageError> 
         "colour: Bayer {} reconstructed per plane, demosaiced to RGB",
         colour.pattern.name()
     ));
-    let shown = rgb.slice(ndarray::s![
-        ..,
-        area.y0 * 2..(area.y0 + area.rows) * 2,
-        area.x0 * 2..(area.x0 + area.cols) * 2
-    ]);
+    let shown = cut_cube(rgb.view(), area, 2);
     side_by_side(
-        || write_fits(run, path, Pixels::Cube(rgb.view()), 2, &meta),
+        path,
+        || write_as(run, path, Pixels::Cube(rgb.view()), 2, &export, &meta),
         || preview::write_rgb_png_preview_atomic(&png, shown),
         &png,
     )?;
     Ok(png)
 }
 
-/// Runs `write_fits` here and `write_preview` (publishing `png`) on a thread of its own; the FITS
-/// file's error comes first.
+/// An export failure as the stage error a caller reports: FITS errors as they are, others naming
+/// `path`.
+/// Writes `pixels` (`scale` output pixels per grid pixel) as `export` says: float32 FITS with the
+/// coverage extension ([`write_fits`]); any other export cut to the written area with pixels without
+/// data as 0, a FITS file with the WCS moved to its grid.
+fn write_as(
+    run: &RunOutput,
+    path: &Path,
+    pixels: Pixels,
+    scale: usize,
+    export: &Export,
+    meta: &fits::OutputMeta,
+) -> Result<(), ExportError> {
+    if export.format == FileFormat::Fits && !export.scales() {
+        return Ok(write_fits(run, path, pixels, scale, meta)?);
+    }
+    let area = written_area(run);
+    let planes: Array3<f32> = match pixels {
+        Pixels::Image(image) => filled(cut(image, area, 1).insert_axis(Axis(0))),
+        Pixels::Cube(cube) => filled(cut_cube(cube, area, scale)),
+    };
+    let (meta, _) = with_wcs(run, meta, scale);
+    export::write_atomic(path, planes.view(), export, &meta)
+}
+
+/// The planes of `cube` inside the written area (`scale` output pixels per grid pixel).
+fn cut_cube(cube: ArrayView3<f32>, area: super::coverage::GridArea, scale: usize) -> ArrayView3<f32> {
+    cube.slice_move(ndarray::s![
+        ..,
+        area.y0 * scale..(area.y0 + area.rows) * scale,
+        area.x0 * scale..(area.x0 + area.cols) * scale
+    ])
+}
+
+pub(crate) fn export_error(path: &Path, error: ExportError) -> StageError {
+    match error {
+        ExportError::Fits(e) => StageError::fits(Stage::Output, e),
+        other => StageError::Output {
+            path: path.to_path_buf(),
+            message: crate::error::report(&other),
+        },
+    }
+}
+
+/// Runs `write_file` (publishing `path`) here and `write_preview` (publishing `png`) on a thread of
+/// its own; the image's error comes first.
 fn side_by_side(
-    write_fits: impl FnOnce() -> Result<(), fits::FitsError>,
+    path: &Path,
+    write_file: impl FnOnce() -> Result<(), ExportError>,
     write_preview: impl FnOnce() -> Result<(), preview::PreviewError> + Send,
     png: &Path,
 ) -> Result<(), StageError> {
     std::thread::scope(|scope| {
         let preview = scope.spawn(write_preview);
-        if let Err(e) = write_fits() {
+        if let Err(e) = write_file() {
             // No preview without its image.
             if matches!(preview.join(), Ok(Ok(()))) {
                 let _ = std::fs::remove_file(png);
             }
-            return Err(StageError::fits(Stage::Output, e));
+            return Err(export_error(path, e));
         }
         joined(preview, "writing the preview")?.map_err(|e| StageError::Output {
             path: png.to_path_buf(),

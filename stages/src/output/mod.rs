@@ -1,4 +1,5 @@
-//! Writing a run's results: the image and its preview ([`write_image`], files `image.rs`), with the
+//! Writing a run's results: the image (FITS, TIFF or PNG, as its extension says) and its preview
+//! ([`write_image_as`], files `image.rs`), with the
 //! header [`output_meta`] makes (`header.rs`), the mosaic a colour run can keep ([`write_cfa`]), and the
 //! diagnostics folder ([`write_diagnostics`], `diagnostics.rs`); [`check_output_paths`] (`paths.rs`)
 //! refuses unsafe output paths before a run reads anything.
@@ -18,8 +19,9 @@ mod paths;
 pub use coverage::{common_area, frame_counts, GridArea, UNCOVERED};
 pub use diagnostics::{write_diagnostics, DiagnosticsSelection};
 pub use header::output_meta;
-pub use image::{write_cfa, write_image};
+pub use image::{write_cfa, write_image, write_image_as};
 pub use paths::check_output_paths;
+pub use tlr_core::export::{BitDepth, ExportOptions, FileFormat};
 
 use std::path::{Path, PathBuf};
 
@@ -34,15 +36,19 @@ use crate::error::{Stage, StageError};
 /// Everything a finished run can write, for [`write_outputs`].
 #[derive(Debug, Clone, Copy)]
 pub struct OutputRequest<'a> {
-    /// The image (FITS); its preview goes next to it as `<stem>.png`.
+    /// The image: FITS, TIFF or PNG as its extension says ([`FileFormat::from_path`]); its preview
+    /// goes next to it ([`preview_path`]).
     pub image: &'a Path,
+    /// Samples and scaling of the image ([`ExportOptions`]; the default: float32 FITS as before,
+    /// 16-bit TIFF and PNG).
+    pub export: ExportOptions,
     /// Also write the reconstructed mosaic to [`cfa_path`] (colour runs only; a mono run writes none).
     pub keep_cfa: bool,
     /// The diagnostics folder and what to write into it.
     pub diagnostics: Option<(&'a Path, DiagnosticsSelection)>,
 }
 
-/// Writes what `request` asks for: the image and its preview ([`write_image`]), the mosaic
+/// Writes what `request` asks for: the image and its preview ([`write_image_as`]), the mosaic
 /// ([`write_cfa`]) and the diagnostics ([`write_diagnostics`]), side by side on threads of their own
 /// (they only read the finished run; one after another they kept one core busy for 0.2 s at the end of
 /// every run). Returns the files written: image, preview, mosaic, then the diagnostics.
@@ -61,7 +67,7 @@ pub fn write_outputs(run: &RunOutput, request: &OutputRequest) -> Result<Vec<Pat
         let diagnostics = request
             .diagnostics
             .map(|(dir, selection)| scope.spawn(move || write_diagnostics(run, dir, selection)));
-        let image = write_image(run, request.image);
+        let image = write_image_as(run, request.image, &request.export);
         let cfa = cfa.map(|h| joined(h, "writing the mosaic").and_then(|r| r));
         let diagnostics = diagnostics.map(|h| joined(h, "writing the diagnostics").and_then(|r| r));
         let preview = match image {
@@ -103,9 +109,13 @@ pub(crate) fn joined<T>(
     })
 }
 
-/// The preview written next to `image`: `OUT.fits` -> `OUT.png`.
+/// The preview written next to `image`: `OUT.fits` -> `OUT.png`; `OUT.png` -> `OUT.preview.png` (a
+/// PNG output is linear 16-bit: the stretched preview is still wanted, under its own name).
 pub fn preview_path(image: &Path) -> PathBuf {
-    image.with_extension("png")
+    let is_png = image
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    image.with_extension(if is_png { "preview.png" } else { "png" })
 }
 
 /// Every file `request` may write: image, preview, the mosaic (when asked for; a mono run then writes
@@ -223,4 +233,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StageError> {
         path: path.to_path_buf(),
         message: crate::error::report(&e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preview_of_a_png_output_gets_its_own_name_in_the_planned_files() {
+        for (image, preview) in [
+            ("r.fits", "r.png"),
+            ("d/r.TIF", "d/r.png"),
+            ("r.png", "r.preview.png"),
+            ("d/r.PNG", "d/r.preview.png"),
+        ] {
+            assert_eq!(preview_path(Path::new(image)), Path::new(preview));
+        }
+        let request = OutputRequest {
+            image: Path::new("out/r.png"),
+            export: ExportOptions::default(),
+            keep_cfa: true,
+            diagnostics: None,
+        };
+        let planned = planned_files(&request);
+        let expected = ["out/r.png", "out/r.preview.png", "out/r.cfa.fits"];
+        assert_eq!(planned, expected.map(PathBuf::from));
+    }
 }

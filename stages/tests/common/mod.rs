@@ -2,6 +2,8 @@
 //! simulate a folder of frames. What it does not: assert anything about a subcommand.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod images;
+
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -21,21 +23,24 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// `tlr simulate DIR` with `frames` seeing frames of `size`² (seed 2).
 pub fn simulate(dir: &Path, frames: usize, size: usize) {
-    let (frames, size) = (frames.to_string(), size.to_string());
-    let out = tlr(&[
-        OsStr::new("simulate"),
-        dir.as_os_str(),
-        OsStr::new("--frames"),
-        OsStr::new(&frames),
-        OsStr::new("--width"),
-        OsStr::new(&size),
-        OsStr::new("--height"),
-        OsStr::new(&size),
-        OsStr::new("--seed"),
-        OsStr::new("2"),
-        OsStr::new("--scenario"),
-        OsStr::new("seeing"),
-    ]);
+    simulate_with(dir, frames, size, 2, &["--scenario", "seeing"]);
+}
+
+/// `tlr simulate DIR` with `frames` frames of `size`², `seed` and the `extra` arguments (e.g.
+/// `--color RGGB`).
+pub fn simulate_with(dir: &Path, frames: usize, size: usize, seed: u64, extra: &[&str]) {
+    let (frames, size, seed) = (frames.to_string(), size.to_string(), seed.to_string());
+    let mut args = vec![OsStr::new("simulate"), dir.as_os_str()];
+    for (flag, value) in [
+        ("--frames", &frames),
+        ("--width", &size),
+        ("--height", &size),
+    ] {
+        args.extend([OsStr::new(flag), OsStr::new(value)]);
+    }
+    args.extend([OsStr::new("--seed"), OsStr::new(&seed)]);
+    args.extend(extra.iter().map(OsStr::new));
+    let out = tlr(&args);
     assert!(
         out.status.success(),
         "simulate failed: {}",
