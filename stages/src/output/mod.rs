@@ -13,6 +13,7 @@ mod diagnostics;
 mod header;
 mod image;
 mod paths;
+mod plots;
 
 pub use diagnostics::{write_diagnostics, DiagnosticsSelection};
 pub use header::output_meta;
@@ -22,8 +23,8 @@ pub use paths::check_output_paths;
 use std::path::{Path, PathBuf};
 
 use diagnostics::{
-    INVALID_TILE_MAP, TILE_INVALID_MAP_PNG, TILE_REPORT, WARP_DX, WARP_DY, WARP_FIELD,
-    WARP_VARIANCE_HIST,
+    FRAME_QUALITY, INVALID_TILE_MAP, INVALID_TILE_MAP_PNG, TILE_REPORT, WARP_DX, WARP_DY,
+    WARP_FIELD, WARP_VARIANCE_HIST,
 };
 
 use crate::batch::RunOutput;
@@ -114,12 +115,12 @@ pub fn planned_files(request: &OutputRequest) -> Vec<PathBuf> {
         files.push(cfa_path(request.image));
     }
     if let Some((dir, selection)) = request.diagnostics {
-        let mut names = vec![TILE_REPORT];
+        let mut names = vec![TILE_REPORT, FRAME_QUALITY];
         if selection.warp_field {
             names.extend([WARP_DX, WARP_DY, WARP_FIELD]);
         }
         if selection.tile_invalid_map {
-            names.extend([INVALID_TILE_MAP, TILE_INVALID_MAP_PNG]);
+            names.extend([INVALID_TILE_MAP, INVALID_TILE_MAP_PNG]);
         }
         if selection.warp_variance_hist {
             names.push(WARP_VARIANCE_HIST);
