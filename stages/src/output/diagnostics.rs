@@ -258,25 +258,22 @@ fn tile_use(run: &RunOutput) -> Vec<Option<f64>> {
     share
 }
 
-/// The frame (slot) whose local warp field is strongest (largest mean squared local shift over the
-/// tiles): the one `warp_field.png` shows, as the most telling example of the field.
+/// The frame (slot) whose local warp field is strongest (largest median length of the local shifts
+/// over the tiles, so that one outlier tile does not decide): the one `warp_field.png` shows, as the
+/// most telling example of the field.
 fn strongest_frame(dx: &Array3<f32>, dy: &Array3<f32>) -> usize {
-    let energy = |slot: usize| -> f64 {
-        let (sum, n) = dx
+    let strength = |slot: usize| -> f32 {
+        let lengths: Vec<f32> = dx
             .index_axis(ndarray::Axis(0), slot)
             .iter()
             .zip(dy.index_axis(ndarray::Axis(0), slot).iter())
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .fold((0.0f64, 0usize), |(s, n), (x, y)| {
-                (s + f64::from(x * x + y * y), n + 1)
-            });
-        if n == 0 {
-            0.0
-        } else {
-            sum / n as f64
-        }
+            .map(|(x, y)| x.hypot(*y))
+            .collect();
+        tlr_core::stats::median(&lengths)
     };
     (0..dx.len_of(ndarray::Axis(0)))
-        .max_by(|&a, &b| energy(a).total_cmp(&energy(b)))
-        .unwrap_or(0)
+        .map(|slot| (slot, strength(slot)))
+        .filter(|(_, s)| s.is_finite())
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(0, |(slot, _)| slot)
 }

@@ -6,7 +6,7 @@
 
 use plotters::prelude::*;
 
-use super::{label, padded_range, short_number, text, Drawn, Picture, INK, INVALID, TEXT_PX};
+use super::{axis_label, label, padded_range, text, Drawn, Picture, INK, INVALID, TEXT_PX};
 use super::{TITLE_PX, VALID};
 use crate::report::FrameSummary;
 
@@ -92,13 +92,14 @@ fn draw_panel(
         .x_label_area_size(if last { 46 } else { 26 })
         .y_label_area_size(84)
         .build_cartesian_2d(0.5f64..n.max(1) as f64 + 0.5, lo..hi)?;
+    let y_label = axis_label(lo, hi);
     let mut mesh = chart.configure_mesh();
     mesh.light_line_style(WHITE)
         .bold_line_style(RGBColor(225, 225, 225))
         .x_labels(n.clamp(1, 15))
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_labels(6)
-        .y_label_formatter(&|v| short_number(*v))
+        .y_label_formatter(&y_label)
         .y_desc(series.name)
         .label_style(text(TEXT_PX - 2, INK))
         .axis_desc_style(text(TEXT_PX, INK));

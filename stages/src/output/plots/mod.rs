@@ -143,6 +143,23 @@ pub(crate) fn short_number(v: f64) -> String {
     }
 }
 
+/// Labels for an axis from `lo` to `hi` with about 6 ticks: as many decimals as the tick step needs.
+pub(crate) fn axis_label(lo: f64, hi: f64) -> impl Fn(&f64) -> String {
+    let step = (hi - lo).abs() / 6.0;
+    let decimals = if step.is_finite() && step > 0.0 {
+        (-step.log10().floor()).clamp(0.0, 6.0) as usize
+    } else {
+        2
+    };
+    move |v: &f64| {
+        if v.abs() >= 1e5 || (v.abs() < 1e-6 && *v != 0.0) {
+            format!("{v:.1e}")
+        } else {
+            format!("{v:.decimals$}")
+        }
+    }
+}
+
 /// The largest of 1, 2 and 5 times a power of ten that is at most `v` (`v` positive and finite;
 /// otherwise 1).
 pub(crate) fn nice_floor(v: f64) -> f64 {
@@ -198,6 +215,9 @@ mod tests {
         assert_eq!(short_number(1234.0), "1234");
         assert_eq!(short_number(1.5e7), "1.50e7");
         assert_eq!(short_number(f64::NAN), "n/a");
+        assert_eq!(axis_label(1.6, 2.3)(&1.8), "1.8");
+        assert_eq!(axis_label(0.0, 105.0)(&40.0), "40");
+        assert_eq!(axis_label(0.0, 0.06)(&0.02), "0.02");
         assert_eq!(nice_floor(0.7), 0.5);
         assert_eq!(nice_floor(3.0), 2.0);
         assert_eq!(nice_floor(10.0), 10.0);

@@ -144,8 +144,9 @@ pub(crate) fn over_image(image: ArrayView2<f32>, overlay: Overlay) -> Result<Pic
             for i in row {
                 let (symbol, words) = &legend[i];
                 draw_symbol(root, *symbol, (x, y + LEGEND_ROW_PX as i32 / 2 - 2))?;
-                label(root, words, (x + 30, y + 4), &text(TEXT_PX, INK))?;
-                x += item_width(words) as i32;
+                let w = symbol_width(*symbol) as i32;
+                label(root, words, (x + w, y + 4), &text(TEXT_PX, INK))?;
+                x += item_width(*symbol, words) as i32;
             }
             y += LEGEND_ROW_PX as i32;
         }
@@ -153,17 +154,25 @@ pub(crate) fn over_image(image: ArrayView2<f32>, overlay: Overlay) -> Result<Pic
     })
 }
 
+/// Width of a legend symbol and the gap after it, px.
+fn symbol_width(symbol: Symbol) -> u32 {
+    match symbol {
+        Symbol::Arrow(len, _) if len.is_finite() => len.clamp(0.0, 400.0) as u32 + 10,
+        _ => 30,
+    }
+}
+
 /// Approximate width of a legend item, px: the symbol and the text at [`TEXT_PX`].
-fn item_width(words: &str) -> u32 {
-    30 + (words.chars().count() as u32 * TEXT_PX * 3).div_ceil(5) + 24
+fn item_width(symbol: Symbol, words: &str) -> u32 {
+    symbol_width(symbol) + (words.chars().count() as u32 * TEXT_PX * 3).div_ceil(5) + 24
 }
 
 /// The legend items in rows that fit `width` (indices into `items`).
 fn legend_rows(items: &[(Symbol, String)], width: u32) -> Vec<Vec<usize>> {
     let mut rows: Vec<Vec<usize>> = Vec::new();
     let mut used = 0;
-    for (i, (_, words)) in items.iter().enumerate() {
-        let w = item_width(words);
+    for (i, (symbol, words)) in items.iter().enumerate() {
+        let w = item_width(*symbol, words);
         match rows.last_mut() {
             Some(row) if used + w <= width => row.push(i),
             _ => {
@@ -194,7 +203,7 @@ fn draw_symbol(
             ))
         }
         Symbol::Arrow(len, c) => {
-            let to = (x as f64 + len, y as f64);
+            let to = (x as f64 + len.clamp(0.0, 400.0), y as f64);
             for segment in arrow_segments((x as f64, y as f64), to, 8.0) {
                 let points: Vec<(i32, i32)> = segment
                     .iter()

@@ -12,8 +12,10 @@ use super::panel::{arrow_segments, cells, draw_grid, over_image, Overlay, Symbol
 use super::{nice_floor, short_number, Picture, ARROW, INVALID, NO_DATA};
 use tlr_core::{Shift, TileBox};
 
-/// Picture pixels of the longest arrow, as a fraction of the median tile cell's shorter edge.
+/// Picture pixels of the 90th-percentile arrow, as a fraction of the median tile cell's shorter edge.
 const LONGEST_ARROW_OF_CELL: f64 = 0.45;
+/// Arrows are cut at this many tile cells.
+const CUT_AT_CELLS: f64 = 1.5;
 /// The legend's arrow is about this long, px.
 const LEGEND_ARROW_PX: f64 = 80.0;
 
@@ -50,16 +52,17 @@ pub(crate) fn warp_field(image: ArrayView2<f32>, frame: &WarpFrame) -> Result<Pi
                 .map(|s| (i, s))
         })
         .collect();
-    let longest = finite
-        .iter()
-        .map(|(_, s)| f64::from(s.norm()))
-        .fold(0.0, f64::max);
-    let rms = (finite
-        .iter()
-        .map(|(_, s)| f64::from(s.norm()).powi(2))
-        .sum::<f64>()
-        / finite.len().max(1) as f64)
-        .sqrt();
+    let mut lengths: Vec<f64> = finite.iter().map(|(_, s)| f64::from(s.norm())).collect();
+    lengths.sort_by(f64::total_cmp);
+    let longest = lengths.last().copied().unwrap_or(0.0);
+    let rms = (lengths.iter().map(|l| l * l).sum::<f64>() / lengths.len().max(1) as f64).sqrt();
+    // The scale follows the bulk of the arrows (90th percentile), not one outlier tile; longer arrows
+    // are cut at one tile cell.
+    let typical = lengths
+        .get((lengths.len() * 9).saturating_sub(1) / 10)
+        .copied()
+        .filter(|&l| l > 0.0)
+        .unwrap_or(longest);
     let mut edges: Vec<f64> = cells.iter().map(|c| (c.2 - c.0).min(c.3 - c.1)).collect();
     edges.sort_by(f64::total_cmp);
     let cell_edge = edges.get(edges.len() / 2).copied().unwrap_or(1.0);
@@ -70,9 +73,10 @@ pub(crate) fn warp_field(image: ArrayView2<f32>, frame: &WarpFrame) -> Result<Pi
             Some((n, of)) => format!("Local warp field of frame {n} of {of}: {}", frame.name),
             None => "Local warp field: no frame was used".to_string(),
         },
+        "the frame with the strongest local motion (median over the tiles); each arrow: a tile's"
+            .to_string(),
         format!(
-            "the frame with the strongest local motion; each arrow: a tile's shift minus the \
-             frame's global shift (RMS {} px, longest {} px)",
+            "shift minus the frame's global shift (RMS {} px, longest {} px)",
             short_number(rms),
             short_number(longest)
         ),
@@ -81,16 +85,29 @@ pub(crate) fn warp_field(image: ArrayView2<f32>, frame: &WarpFrame) -> Result<Pi
     // legend needs it before drawing, so compute the image scale the same way the panel does.
     let (_, panel_cols) = super::panel::panel_size(rows, cols);
     let picture_per_image = panel_cols as f64 / cols as f64;
-    let px_per_shift = if longest > 0.0 {
-        LONGEST_ARROW_OF_CELL * cell_edge * picture_per_image / longest
+    let px_per_shift = if typical > 0.0 && typical.is_finite() {
+        LONGEST_ARROW_OF_CELL * cell_edge * picture_per_image / typical
     } else {
         LEGEND_ARROW_PX
     };
-    let reference = nice_floor(LEGEND_ARROW_PX / px_per_shift);
+    let cell_px = cell_edge * picture_per_image;
+    let longest_drawn = CUT_AT_CELLS * cell_px / px_per_shift;
+    let clipped = lengths.iter().filter(|&&l| l > longest_drawn).count();
+    let reference = nice_floor(LEGEND_ARROW_PX.min(cell_px) / px_per_shift);
+    let decimals = (-reference.log10().floor()).clamp(0.0, 9.0) as usize;
     let mut legend = vec![(
         Symbol::Arrow(reference * px_per_shift, ARROW),
-        format!("{} px local shift", short_number(reference)),
+        format!("{reference:.decimals$} px local shift"),
     )];
+    if clipped > 0 {
+        legend.push((
+            Symbol::Arrow(CUT_AT_CELLS * cell_px, ARROW),
+            format!(
+                "longer shifts, cut at {} px ({clipped})",
+                short_number(longest_drawn)
+            ),
+        ));
+    }
     if invalid > 0 {
         legend.push((Symbol::Cell(INVALID), format!("invalid tile ({invalid})")));
     }
@@ -128,9 +145,11 @@ pub(crate) fn warp_field(image: ArrayView2<f32>, frame: &WarpFrame) -> Result<Pi
                 let Some(shift) = shift else { continue };
                 let from = centre(tile);
                 if shift.dx.is_finite() && shift.dy.is_finite() {
+                    let (dx, dy) = (f64::from(shift.dx), f64::from(shift.dy));
+                    let cut = (longest_drawn / dx.hypot(dy)).min(1.0);
                     let to = (
-                        from.0 + image_per_shift * f64::from(shift.dx),
-                        from.1 + image_per_shift * f64::from(shift.dy),
+                        from.0 + image_per_shift * dx * cut,
+                        from.1 + image_per_shift * dy * cut,
                     );
                     chart.draw_series(std::iter::once(Circle::new(from, 2, ARROW.filled())))?;
                     chart.draw_series(arrow_segments(from, to, head).into_iter().map(
