@@ -29,6 +29,9 @@ const GRID: RGBColor = RGBColor(175, 175, 175);
 pub(crate) type ImageChart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
+/// Draws an overlay on the chart; gets the picture pixels per image pixel.
+pub(crate) type DrawOverlay<'a> = Box<dyn FnOnce(&mut ImageChart, f64) -> Drawn + 'a>;
+
 /// A symbol of the legend.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Symbol {
@@ -50,7 +53,7 @@ pub(crate) struct Overlay<'a> {
     pub dim: f32,
     pub legend: Vec<(Symbol, String)>,
     /// Draws on the chart (image pixel coordinates); gets the picture pixels per image pixel.
-    pub draw: Box<dyn FnOnce(&mut ImageChart, f64) -> Drawn + 'a>,
+    pub draw: DrawOverlay<'a>,
 }
 
 /// Size of the image in the picture: `(rows, cols)`.
