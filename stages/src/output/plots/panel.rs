@@ -11,7 +11,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{label, text, Drawn, Picture, INK, TEXT_PX, TITLE_PX};
+use super::{label, text, Drawn, Picture, INK, INVALID, TEXT_PX, TITLE_PX};
 use tlr_core::TileBox;
 
 /// The image's longer edge in the picture, px (at most; small images take the largest whole factor).
@@ -314,13 +314,27 @@ pub(crate) fn cells(tiles: &[TileBox], rows: usize, cols: usize) -> Vec<(f64, f6
         .collect()
 }
 
-/// Draws the outline of every cell in thin grey.
-pub(crate) fn draw_grid(chart: &mut ImageChart, cells: &[(f64, f64, f64, f64)]) -> Drawn {
+/// Draws the outline of every cell in thin grey, and the cells flagged in `invalid` filled red
+/// (`alpha` opaque) and outlined.
+pub(crate) fn draw_cells(
+    chart: &mut ImageChart,
+    cells: &[(f64, f64, f64, f64)],
+    invalid: impl Iterator<Item = bool>,
+    alpha: f64,
+) -> Drawn {
     chart.draw_series(
         cells
             .iter()
             .map(|&(x0, y0, x1, y1)| Rectangle::new([(x0, y0), (x1, y1)], GRID.stroke_width(1))),
     )?;
+    chart.draw_series(invalid.zip(cells).filter(|(bad, _)| *bad).flat_map(
+        |(_, &(x0, y0, x1, y1))| {
+            [
+                Rectangle::new([(x0, y0), (x1, y1)], INVALID.mix(alpha).filled()),
+                Rectangle::new([(x0, y0), (x1, y1)], INVALID.stroke_width(2)),
+            ]
+        },
+    ))?;
     Ok(())
 }
 

@@ -4,9 +4,8 @@
 //! What it does not: decide validity (the tile reports carry it).
 
 use ndarray::ArrayView2;
-use plotters::prelude::*;
 
-use super::panel::{cells, draw_grid, over_image, Overlay, Symbol};
+use super::panel::{cells, draw_cells, over_image, Overlay, Symbol};
 use super::{Picture, INVALID};
 use tlr_core::TileBox;
 
@@ -62,20 +61,7 @@ pub(crate) fn tile_map(
             .to_string(),
     ];
     let draw = move |chart: &mut super::panel::ImageChart, _scale: f64| {
-        draw_grid(chart, &cells)?;
-        chart.draw_series(
-            invalid
-                .iter()
-                .zip(&cells)
-                .filter(|(r, _)| r.is_some())
-                .flat_map(|(_, &(x0, y0, x1, y1))| {
-                    [
-                        Rectangle::new([(x0, y0), (x1, y1)], INVALID.mix(0.45).filled()),
-                        Rectangle::new([(x0, y0), (x1, y1)], INVALID.stroke_width(2)),
-                    ]
-                }),
-        )?;
-        Ok(())
+        draw_cells(chart, &cells, invalid.iter().map(Option::is_some), 0.45)
     };
     over_image(
         image,

@@ -8,7 +8,7 @@
 use ndarray::ArrayView2;
 use plotters::prelude::*;
 
-use super::panel::{arrow_segments, cells, draw_grid, over_image, Overlay, Symbol};
+use super::panel::{arrow_segments, cells, draw_cells, over_image, Overlay, Symbol};
 use super::{nice_floor, short_number, Picture, ARROW, INVALID, NO_DATA};
 use tlr_core::{Shift, TileBox};
 
@@ -119,26 +119,18 @@ pub(crate) fn warp_field(image: ArrayView2<f32>, frame: &WarpFrame) -> Result<Pi
     }
     let draw =
         move |chart: &mut super::panel::ImageChart, scale: f64| {
-            draw_grid(chart, &cells)?;
+            draw_cells(
+                chart,
+                &cells,
+                frame.shifts.iter().map(Option::is_none),
+                0.35,
+            )?;
             let centre = |t: &TileBox| {
                 (
                     t.x0 as f64 + t.w as f64 / 2.0,
                     t.y0 as f64 + t.h as f64 / 2.0,
                 )
             };
-            chart.draw_series(
-                frame
-                    .shifts
-                    .iter()
-                    .zip(&cells)
-                    .filter(|(s, _)| s.is_none())
-                    .flat_map(|(_, &(x0, y0, x1, y1))| {
-                        [
-                            Rectangle::new([(x0, y0), (x1, y1)], INVALID.mix(0.35).filled()),
-                            Rectangle::new([(x0, y0), (x1, y1)], INVALID.stroke_width(2)),
-                        ]
-                    }),
-            )?;
             let image_per_shift = px_per_shift / scale;
             let head = 9.0 / scale;
             for (tile, shift) in frame.tiles.iter().zip(frame.shifts) {
