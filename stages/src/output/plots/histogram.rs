@@ -5,7 +5,7 @@
 
 use plotters::prelude::*;
 
-use super::{label, padded_range, short_number, text, Picture, INK, TEXT_PX, TITLE_PX};
+use super::{axis_label, label, padded_range, short_number, text, Picture, INK, TEXT_PX, TITLE_PX};
 
 const WIDTH_PX: u32 = 900;
 const HEIGHT_PX: u32 = 520;
@@ -50,6 +50,7 @@ pub(crate) fn warp_variance_histogram(values: &[f32], tiles: usize) -> Result<Pi
     }
     let top = counts.iter().copied().max().unwrap_or(0).max(1);
     let x_range = padded_range([lo, hi].into_iter(), (0.0, 1.0));
+    let linear_label = axis_label(x_range.0, x_range.1);
     Picture::draw(WIDTH_PX, HEIGHT_PX, |root| {
         root.fill(&WHITE)?;
         let title = if n == 0 {
@@ -91,7 +92,7 @@ pub(crate) fn warp_variance_histogram(values: &[f32], tiles: usize) -> Result<Pi
                 if log {
                     trimmed(short_number(10f64.powf(*v)))
                 } else {
-                    short_number(*v)
+                    linear_label(v)
                 }
             })
             .y_label_formatter(&|v| format!("{v:.0}"))
