@@ -1,5 +1,4 @@
-//! PNG pictures for people: the auto-stretched preview of a result and the diagnostics pictures of a
-//! run (warp field arrows, tile validity map, histogram).
+//! PNG pictures for people: the auto-stretched preview of a result.
 //!
 //! What it does:
 //! - [`write_png_preview_atomic`]: 8-bit grayscale, stretched like Siril's autostretch: shadows clipped at
@@ -10,25 +9,19 @@
 //!   scaled so that the bright unsaturated pixels (mostly stars) are white on average, or, when there
 //!   are too few of them, so that the background noise is equal. One stretch, computed on the mean of
 //!   the balanced channels, is then applied to all three (linked stretch).
-//! - [`write_warp_field_png`]: one arrow per tile over the dimmed, stretched image.
-//! - [`write_tile_map_png`]: valid tiles green, invalid tiles red, tile outlines grey.
-//! - [`write_histogram_png`]: a bar chart with the value range and the highest count written under it.
+//! - [`stretch_to_u8`] and [`write_rgb8_png_atomic`]: the stretch and the atomic PNG writer on their
+//!   own, for pictures drawn elsewhere (the diagnostics pictures of the `tlr` package).
 //!
 //! Every file is written to a temporary file in the target directory and renamed into place, so a reader
-//! never sees half a PNG. Images keep the file row order (row 0 at the top of the picture); pictures of
-//! images larger than [`MAX_DIAGNOSTIC_EDGE_PX`] are binned down (the preview itself is not).
+//! never sees half a PNG. Images keep the file row order (row 0 at the top of the picture).
 //!
-//! What it does not: write FITS, decide what to draw (the pipeline passes the tiles and values), or
-//! render general text (a 3x5 pixel font for numbers only).
+//! What it does not: write FITS, or draw plots, arrows or text (the `tlr` package draws the diagnostics
+//! pictures with a plotting crate).
 
-use crate::geom::{Shift, TileBox};
 use crate::stats::median_and_sigma;
 use ndarray::{Array2, ArrayView2, ArrayView3, Axis};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
-
-/// Diagnostics pictures are binned so that their longer edge is at most this many pixels.
-pub const MAX_DIAGNOSTIC_EDGE_PX: usize = 2048;
 
 /// Grey level (0..1) the sky background is mapped to by the auto-stretch.
 pub const TARGET_BACKGROUND: f32 = 0.25;
@@ -77,18 +70,6 @@ pub enum PreviewError {
         path: PathBuf,
         /// Planes given.
         planes: usize,
-    },
-    /// Two inputs that must correspond have different lengths.
-    #[error("PNG `{path}`: got {got} {what} for {expected} tiles")]
-    LengthMismatch {
-        /// The target file.
-        path: PathBuf,
-        /// What was counted.
-        what: &'static str,
-        /// Number of tiles.
-        expected: usize,
-        /// Number of entries given.
-        got: usize,
     },
 }
 
@@ -218,11 +199,45 @@ fn write_png_atomic(
 /// encoding or writing fails (the temporary file is removed).
 pub fn write_png_preview_atomic(path: &Path, image: ArrayView2<f32>) -> Result<(), PreviewError> {
     let (rows, cols) = image.dim();
-    let data: Vec<u8> = match Stretch::from_image(image) {
+    write_png_atomic(
+        path,
+        cols,
+        rows,
+        png::ColorType::Grayscale,
+        &stretch_to_u8(image),
+    )
+}
+
+/// The grey levels (`0..=255`, row-major) of `image` under the auto-stretch of
+/// [`write_png_preview_atomic`]: NaN pixels, and every pixel of an image without a finite one, are 0.
+pub fn stretch_to_u8(image: ArrayView2<f32>) -> Vec<u8> {
+    match Stretch::from_image(image) {
         Some(s) => image.iter().map(|&v| to_u8(s.level(v))).collect(),
-        None => vec![0; rows * cols],
-    };
-    write_png_atomic(path, cols, rows, png::ColorType::Grayscale, &data)
+        None => vec![0; image.len()],
+    }
+}
+
+/// Writes an 8-bit RGB picture (`rgb`: `width * height` pixels, row-major, 3 bytes each) as a PNG at
+/// `path`, atomically (temporary file in the same directory, then rename), with the fast settings of
+/// the preview.
+///
+/// # Errors
+/// [`PreviewError::BadSize`] for an empty picture or a buffer of another length,
+/// [`PreviewError::Encode`] / [`PreviewError::Io`] when encoding or writing fails.
+pub fn write_rgb8_png_atomic(
+    path: &Path,
+    width: usize,
+    height: usize,
+    rgb: &[u8],
+) -> Result<(), PreviewError> {
+    if Some(rgb.len()) != width.checked_mul(height).and_then(|n| n.checked_mul(3)) {
+        return Err(PreviewError::BadSize {
+            path: path.to_path_buf(),
+            rows: height,
+            cols: width,
+        });
+    }
+    write_png_atomic(path, width, height, png::ColorType::Rgb, rgb)
 }
 
 /// Fewest bright unsaturated pixels for a white balance on the objects; below it the noise balance is used.
@@ -361,374 +376,6 @@ pub fn write_rgb_png_preview_atomic(path: &Path, rgb: ArrayView3<f32>) -> Result
     write_png_atomic(path, cols, rows, png::ColorType::Rgb, &data)
 }
 
-/// An RGB drawing surface (row-major, 3 bytes per pixel).
-struct Canvas {
-    width: usize,
-    height: usize,
-    data: Vec<u8>,
-}
-
-type Rgb = [u8; 3];
-
-impl Canvas {
-    fn new(width: usize, height: usize, fill: Rgb) -> Self {
-        Self {
-            width,
-            height,
-            data: fill.repeat(width * height),
-        }
-    }
-
-    fn set(&mut self, x: i64, y: i64, c: Rgb) {
-        if x >= 0 && y >= 0 && (x as usize) < self.width && (y as usize) < self.height {
-            let i = 3 * (y as usize * self.width + x as usize);
-            self.data[i..i + 3].copy_from_slice(&c);
-        }
-    }
-
-    /// Blends `c` with opacity `alpha` over the pixel.
-    fn blend(&mut self, x: usize, y: usize, c: Rgb, alpha: f32) {
-        if x < self.width && y < self.height {
-            let i = 3 * (y * self.width + x);
-            for (dst, &src) in self.data[i..i + 3].iter_mut().zip(&c) {
-                let old = f32::from(*dst);
-                *dst = (old + alpha * (f32::from(src) - old)).round() as u8;
-            }
-        }
-    }
-
-    /// A straight line from `(x0, y0)` to `(x1, y1)` (Bresenham), `thick` pixels wide.
-    fn line(&mut self, (x0, y0): (f32, f32), (x1, y1): (f32, f32), c: Rgb, thick: i64) {
-        if !(x0.is_finite() && y0.is_finite() && x1.is_finite() && y1.is_finite()) {
-            return;
-        }
-        let clampi = |v: f32| v.round().clamp(-1e6, 1e6) as i64;
-        let (mut x, mut y, x1, y1) = (clampi(x0), clampi(y0), clampi(x1), clampi(y1));
-        let dx = (x1 - x).abs();
-        let dy = -(y1 - y).abs();
-        let sx = if x < x1 { 1 } else { -1 };
-        let sy = if y < y1 { 1 } else { -1 };
-        let mut err = dx + dy;
-        let half = (thick - 1) / 2;
-        loop {
-            for oy in -half..=(thick - 1 - half) {
-                for ox in -half..=(thick - 1 - half) {
-                    self.set(x + ox, y + oy, c);
-                }
-            }
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
-    }
-
-    /// An arrow from `from` to `to` with a head of `head` pixels.
-    fn arrow(&mut self, from: (f32, f32), to: (f32, f32), head: f32, c: Rgb) {
-        self.line(from, to, c, 2);
-        let (vx, vy) = (to.0 - from.0, to.1 - from.1);
-        let len = vx.hypot(vy);
-        if len < 1.0 {
-            return;
-        }
-        let (ux, uy) = (vx / len, vy / len);
-        let h = head.min(0.5 * len).max(2.0);
-        for sign in [-1.0f32, 1.0] {
-            // 30 degrees either side of the reversed direction.
-            let (c30, s30) = (0.866_025_4f32, 0.5f32 * sign);
-            let bx = -(ux * c30 - uy * s30);
-            let by = -(ux * s30 + uy * c30);
-            self.line(to, (to.0 + h * bx, to.1 + h * by), c, 2);
-        }
-    }
-
-    fn rect_outline(&mut self, x0: usize, y0: usize, x1: usize, y1: usize, c: Rgb) {
-        let (x0, y0, x1, y1) = (x0 as f32, y0 as f32, x1 as f32, y1 as f32);
-        self.line((x0, y0), (x1, y0), c, 1);
-        self.line((x1, y0), (x1, y1), c, 1);
-        self.line((x1, y1), (x0, y1), c, 1);
-        self.line((x0, y1), (x0, y0), c, 1);
-    }
-
-    /// Draws `text` (digits, `.`, `-`, `+`, `e`, space) at `(x, y)` (top left), each font pixel `scale` wide.
-    fn text(&mut self, x: usize, y: usize, text: &str, scale: usize, c: Rgb) {
-        for (k, ch) in text.chars().enumerate() {
-            let glyph = glyph(ch);
-            for (row, bits) in glyph.iter().enumerate() {
-                for col in 0..3 {
-                    if bits & (0b100 >> col) != 0 {
-                        for sy in 0..scale {
-                            for sx in 0..scale {
-                                self.set(
-                                    (x + (4 * k + col) * scale + sx) as i64,
-                                    (y + row * scale + sy) as i64,
-                                    c,
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn write(&self, path: &Path) -> Result<(), PreviewError> {
-        write_png_atomic(
-            path,
-            self.width,
-            self.height,
-            png::ColorType::Rgb,
-            &self.data,
-        )
-    }
-}
-
-/// 3x5 bitmap of a character (unknown characters are blank).
-fn glyph(ch: char) -> [u8; 5] {
-    match ch {
-        '0' => [0b111, 0b101, 0b101, 0b101, 0b111],
-        '1' => [0b010, 0b110, 0b010, 0b010, 0b111],
-        '2' => [0b111, 0b001, 0b111, 0b100, 0b111],
-        '3' => [0b111, 0b001, 0b111, 0b001, 0b111],
-        '4' => [0b101, 0b101, 0b111, 0b001, 0b001],
-        '5' => [0b111, 0b100, 0b111, 0b001, 0b111],
-        '6' => [0b111, 0b100, 0b111, 0b101, 0b111],
-        '7' => [0b111, 0b001, 0b010, 0b010, 0b010],
-        '8' => [0b111, 0b101, 0b111, 0b101, 0b111],
-        '9' => [0b111, 0b101, 0b111, 0b001, 0b111],
-        '.' => [0b000, 0b000, 0b000, 0b000, 0b010],
-        '-' => [0b000, 0b000, 0b111, 0b000, 0b000],
-        '+' => [0b000, 0b010, 0b111, 0b010, 0b000],
-        'e' => [0b000, 0b111, 0b111, 0b100, 0b111],
-        _ => [0; 5],
-    }
-}
-
-/// Short human-readable number for the histogram labels.
-fn format_number(v: f32) -> String {
-    let a = v.abs();
-    if a != 0.0 && !(1e-2..1e5).contains(&a) {
-        format!("{v:.2e}")
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
-/// Integer binning factor that brings the longer edge to at most [`MAX_DIAGNOSTIC_EDGE_PX`].
-fn bin_factor(rows: usize, cols: usize) -> usize {
-    rows.max(cols).div_ceil(MAX_DIAGNOSTIC_EDGE_PX).max(1)
-}
-
-/// Draws the tile warp field: for each tile an arrow from its centre along `scale * shift` (x to the right,
-/// y down = increasing row), over the stretched `image_background` dimmed to half brightness. Tiles whose
-/// shift is not finite get a red cross. `scale` is the arrow length in image pixels per pixel of shift; a
-/// `scale` that is not positive and finite is chosen so that the longest arrow is 45 % of the median tile
-/// edge.
-///
-/// # Errors
-/// [`PreviewError::LengthMismatch`] when `shifts` and `tiles` differ in length, [`PreviewError::BadSize`] for
-/// an empty image, I/O and encoding errors as for [`write_png_preview_atomic`].
-pub fn write_warp_field_png(
-    path: &Path,
-    image_background: ArrayView2<f32>,
-    tiles: &[TileBox],
-    shifts: &[Shift],
-    scale: f32,
-) -> Result<(), PreviewError> {
-    if shifts.len() != tiles.len() {
-        return Err(PreviewError::LengthMismatch {
-            path: path.to_path_buf(),
-            what: "shifts",
-            expected: tiles.len(),
-            got: shifts.len(),
-        });
-    }
-    let (rows, cols) = image_background.dim();
-    if rows == 0 || cols == 0 {
-        return Err(PreviewError::BadSize {
-            path: path.to_path_buf(),
-            rows,
-            cols,
-        });
-    }
-    let f = bin_factor(rows, cols);
-    let (h, w) = (rows.div_ceil(f), cols.div_ceil(f));
-    let mut canvas = Canvas::new(w, h, [0, 0, 0]);
-    if let Some(stretch) = Stretch::from_image(image_background) {
-        for y in 0..h {
-            for x in 0..w {
-                let (mut s, mut n) = (0.0f32, 0u32);
-                for yy in y * f..((y + 1) * f).min(rows) {
-                    for xx in x * f..((x + 1) * f).min(cols) {
-                        let v = image_background[[yy, xx]];
-                        if v.is_finite() {
-                            s += stretch.level(v);
-                            n += 1;
-                        }
-                    }
-                }
-                let g = if n > 0 { to_u8(0.5 * s / n as f32) } else { 0 };
-                canvas.set(x as i64, y as i64, [g, g, g]);
-            }
-        }
-    }
-    let scale = if scale.is_finite() && scale > 0.0 {
-        scale
-    } else {
-        let longest = shifts
-            .iter()
-            .filter(|s| s.dx.is_finite() && s.dy.is_finite())
-            .map(|s| s.norm())
-            .fold(0.0f32, f32::max);
-        let edges: Vec<f32> = tiles.iter().map(|t| t.w.min(t.h) as f32).collect();
-        let edge = crate::stats::median(&edges);
-        if longest > 0.0 && edge.is_finite() {
-            0.45 * edge / longest
-        } else {
-            1.0
-        }
-    };
-    let ff = f as f32;
-    for (t, s) in tiles.iter().zip(shifts) {
-        let cx = (t.x0 as f32 + 0.5 * t.w as f32) / ff;
-        let cy = (t.y0 as f32 + 0.5 * t.h as f32) / ff;
-        if s.dx.is_finite() && s.dy.is_finite() {
-            let to = (cx + scale * s.dx / ff, cy + scale * s.dy / ff);
-            let head = 0.12 * t.w.min(t.h) as f32 / ff;
-            canvas.arrow((cx, cy), to, head, [255, 200, 0]);
-            canvas.line((cx, cy), (cx, cy), [0, 160, 255], 3);
-        } else {
-            let d = 0.15 * t.w.min(t.h) as f32 / ff;
-            canvas.line((cx - d, cy - d), (cx + d, cy + d), [230, 40, 40], 2);
-            canvas.line((cx - d, cy + d), (cx + d, cy - d), [230, 40, 40], 2);
-        }
-    }
-    canvas.write(path)
-}
-
-/// Draws the tile map of a `rows x cols` image: valid tiles dark green, invalid tiles red (drawn on top,
-/// so an invalid tile stays visible under its overlapping neighbours), every tile outlined in grey.
-///
-/// # Errors
-/// [`PreviewError::LengthMismatch`] when `valid` and `tiles` differ in length, [`PreviewError::BadSize`] for
-/// an empty image, I/O and encoding errors as for [`write_png_preview_atomic`].
-pub fn write_tile_map_png(
-    path: &Path,
-    rows: usize,
-    cols: usize,
-    tiles: &[TileBox],
-    valid: &[bool],
-) -> Result<(), PreviewError> {
-    if valid.len() != tiles.len() {
-        return Err(PreviewError::LengthMismatch {
-            path: path.to_path_buf(),
-            what: "validity flags",
-            expected: tiles.len(),
-            got: valid.len(),
-        });
-    }
-    if rows == 0 || cols == 0 {
-        return Err(PreviewError::BadSize {
-            path: path.to_path_buf(),
-            rows,
-            cols,
-        });
-    }
-    let f = bin_factor(rows, cols);
-    let (h, w) = (rows.div_ceil(f), cols.div_ceil(f));
-    let mut canvas = Canvas::new(w, h, [25, 25, 25]);
-    let span = |a: usize, len: usize, max: usize| (a / f, (a + len).div_ceil(f).min(max));
-    for pass_invalid in [false, true] {
-        for (t, &ok) in tiles.iter().zip(valid) {
-            if ok == pass_invalid {
-                continue;
-            }
-            let colour = if ok { [30, 140, 60] } else { [210, 40, 40] };
-            let (x0, x1) = span(t.x0, t.w, w);
-            let (y0, y1) = span(t.y0, t.h, h);
-            for y in y0..y1 {
-                for x in x0..x1 {
-                    canvas.blend(x, y, colour, 0.6);
-                }
-            }
-        }
-    }
-    for t in tiles {
-        let (x0, x1) = span(t.x0, t.w, w);
-        let (y0, y1) = span(t.y0, t.h, h);
-        if x1 > x0 && y1 > y0 {
-            canvas.rect_outline(x0, y0, x1 - 1, y1 - 1, [170, 170, 170]);
-        }
-    }
-    canvas.write(path)
-}
-
-/// Draws a histogram of the finite `values` in `bins` bins (at least 1) as a 640 x 360 bar chart: dark blue
-/// bars on white, the minimum and maximum value under the left and right end of the axis and the highest
-/// count at the top left (no title). Without finite values only the axes are drawn.
-///
-/// # Errors
-/// I/O and encoding errors as for [`write_png_preview_atomic`].
-pub fn write_histogram_png(path: &Path, values: &[f32], bins: usize) -> Result<(), PreviewError> {
-    const W: usize = 640;
-    const H: usize = 360;
-    const LEFT: usize = 40;
-    const RIGHT: usize = 20;
-    const TOP: usize = 30;
-    const BOTTOM: usize = 40;
-    let bins = bins.clamp(1, W - LEFT - RIGHT);
-    let finite: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    let mut canvas = Canvas::new(W, H, [255, 255, 255]);
-    let axis = [60, 60, 60];
-    let (x_axis_y, plot_w, plot_h) = (H - BOTTOM, W - LEFT - RIGHT, H - TOP - BOTTOM);
-    if !finite.is_empty() {
-        let lo = finite.iter().copied().fold(f32::INFINITY, f32::min);
-        let hi = finite.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut counts = vec![0usize; bins];
-        let width = f64::from(hi) - f64::from(lo);
-        for &v in &finite {
-            let b = if width > 0.0 {
-                (((f64::from(v) - f64::from(lo)) / width * bins as f64) as usize).min(bins - 1)
-            } else {
-                bins / 2
-            };
-            counts[b] += 1;
-        }
-        let max_count = counts.iter().copied().max().unwrap_or(0).max(1);
-        for (b, &n) in counts.iter().enumerate() {
-            let x0 = LEFT + b * plot_w / bins;
-            let x1 = (LEFT + (b + 1) * plot_w / bins).max(x0 + 1);
-            let bar = (n * plot_h).div_ceil(max_count);
-            for y in x_axis_y - bar..x_axis_y {
-                for x in x0..x1.saturating_sub(usize::from(x1 - x0 > 2)) {
-                    canvas.set(x as i64, y as i64, [40, 70, 160]);
-                }
-            }
-        }
-        canvas.text(LEFT, x_axis_y + 8, &format_number(lo), 2, axis);
-        let hi_label = format_number(hi);
-        let hi_x = (W - RIGHT).saturating_sub(8 * hi_label.len());
-        canvas.text(hi_x, x_axis_y + 8, &hi_label, 2, axis);
-        canvas.text(4, 6, &max_count.to_string(), 2, axis);
-    }
-    let (l, r) = (LEFT as f32 - 1.0, (W - RIGHT) as f32);
-    canvas.line((l, x_axis_y as f32), (r, x_axis_y as f32), axis, 1);
-    canvas.line((l, TOP as f32), (l, x_axis_y as f32), axis, 1);
-    canvas.write(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -762,15 +409,5 @@ mod tests {
         let s = Stretch::from_image(flat.view()).unwrap();
         assert_eq!(s.level(7.0), TARGET_BACKGROUND);
         assert!(Stretch::from_image(Array2::from_elem((3, 3), f32::NAN).view()).is_none());
-    }
-
-    #[test]
-    fn number_labels() {
-        assert_eq!(format_number(0.0), "0.000");
-        assert_eq!(format_number(0.25), "0.250");
-        assert_eq!(format_number(12.345), "12.35");
-        assert_eq!(format_number(1234.0), "1234");
-        assert_eq!(format_number(1.5e7), "1.50e7");
-        assert!(format_number(-3.0e-5).starts_with('-'));
     }
 }

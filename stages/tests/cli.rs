@@ -55,7 +55,8 @@ fn run_writes_image_preview_and_diagnostics_with_json_progress() {
         "warp_dy.fits",
         "invalid_tile_map.fits",
         "warp_field.png",
-        "tile_invalid_map.png",
+        "invalid_tile_map.png",
+        "frame_quality.png",
         "warp_variance_hist.png",
     ] {
         assert!(diagnostics.join(name).exists(), "missing {name}");

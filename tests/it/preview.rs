@@ -4,10 +4,8 @@ use crate::global::{render, sky};
 use ndarray::Array2;
 use std::path::Path;
 use tlr_core::preview::{
-    write_histogram_png, write_png_preview_atomic, write_tile_map_png, write_warp_field_png,
-    PreviewError,
+    stretch_to_u8, write_png_preview_atomic, write_rgb8_png_atomic, PreviewError,
 };
-use tlr_core::tile::tile_grid;
 use tlr_core::Shift;
 
 /// Decodes a PNG: (width, height, channels, pixels).
@@ -77,72 +75,25 @@ fn preview_errors_name_the_file_and_leave_nothing() {
 }
 
 #[test]
-fn diagnostics_pictures_are_drawn() {
+fn rgb_pictures_are_written_and_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let img = star_image();
-    let tiles = tile_grid(200, 300, 64, 0.25).unwrap();
-    let shifts: Vec<Shift> = tiles
-        .iter()
-        .map(|t| {
-            if t.index == 3 {
-                Shift::new(f32::NAN, f32::NAN)
-            } else {
-                Shift::new(0.02 * t.y0 as f32 - 1.0, 1.0 - 0.01 * t.x0 as f32)
-            }
-        })
-        .collect();
-    let warp = dir.path().join("warp_field.png");
-    write_warp_field_png(&warp, img.view(), &tiles, &shifts, 0.0).unwrap();
-    let (w, h, ch, px) = decode(&warp);
-    assert_eq!((w, h, ch), (300, 200, 3));
-    let yellow = px
-        .chunks(3)
-        .filter(|p| p[0] > 200 && p[1] > 150 && p[2] < 50)
-        .count();
-    let red = px
-        .chunks(3)
-        .filter(|p| p[0] > 200 && p[1] < 60 && p[2] < 60)
-        .count();
-    assert!(yellow > 100 && red > 5, "arrows {yellow}, crosses {red}");
-    assert!(matches!(
-        write_warp_field_png(&warp, img.view(), &tiles, &shifts[1..], 1.0),
-        Err(PreviewError::LengthMismatch { .. })
-    ));
-
-    let valid: Vec<bool> = tiles.iter().map(|t| t.index != 5).collect();
-    let map = dir.path().join("tile_invalid_map.png");
-    write_tile_map_png(&map, 200, 300, &tiles, &valid).unwrap();
-    let (w, h, _, px) = decode(&map);
-    assert_eq!((w, h), (300, 200));
-    let t5 = tiles[5];
-    let (cy, cx) = (t5.y0 + t5.h / 2, t5.x0 + t5.w / 2);
-    let p = &px[3 * (cy * 300 + cx)..3 * (cy * 300 + cx) + 3];
-    assert!(p[0] > 100 && p[1] < 60, "invalid tile red: {p:?}");
-    let p = &px[3 * (30 * 300 + 30)..3 * (30 * 300 + 30) + 3];
-    assert!(p[1] > p[0], "valid tile green: {p:?}");
-
-    let hist = dir.path().join("warp_variance_hist.png");
-    let values: Vec<f32> = (0..500)
-        .map(|i| ((i * 37) % 100) as f32 * 0.01)
-        .chain([f32::NAN])
-        .collect();
-    write_histogram_png(&hist, &values, 20).unwrap();
-    let (w, h, _, px) = decode(&hist);
-    assert_eq!((w, h), (640, 360));
-    assert!(px.chunks(3).any(|p| p == [40, 70, 160]));
-    write_histogram_png(&hist, &[], 0).unwrap();
-    if std::env::var_os("TLR_KEEP_PNG").is_some() {
-        std::fs::copy(&warp, "/tmp/tlr_warp.png").unwrap();
-        std::fs::copy(&map, "/tmp/tlr_map.png").unwrap();
-        write_histogram_png(&hist, &values, 20).unwrap();
-        std::fs::copy(&hist, "/tmp/tlr_hist.png").unwrap();
+    let path = dir.path().join("rgb.png");
+    let rgb: Vec<u8> = (0..4 * 3 * 3).map(|i| (i * 7) as u8).collect();
+    write_rgb8_png_atomic(&path, 4, 3, &rgb).unwrap();
+    let (w, h, ch, px) = decode(&path);
+    assert_eq!((w, h, ch), (4, 3, 3));
+    assert_eq!(px, rgb);
+    // A buffer of another length, or an empty picture, is refused and names the file.
+    for (w, h, len) in [(4, 3, 35), (0, 3, 0), (usize::MAX, 2, 6)] {
+        let err = write_rgb8_png_atomic(&dir.path().join("bad.png"), w, h, &vec![0; len]);
+        let err = err.unwrap_err();
+        assert!(matches!(err, PreviewError::BadSize { .. }), "{err}");
+        assert!(err.to_string().contains("bad.png"), "{err}");
     }
-    assert_eq!(
-        only_file(dir.path()),
-        vec![
-            "tile_invalid_map.png",
-            "warp_field.png",
-            "warp_variance_hist.png"
-        ]
-    );
+    assert_eq!(only_file(dir.path()), vec!["rgb.png"]);
+    // The stretch on its own is the preview's.
+    let img = star_image();
+    let levels = stretch_to_u8(img.view());
+    write_png_preview_atomic(&dir.path().join("p.png"), img.view()).unwrap();
+    assert_eq!(decode(&dir.path().join("p.png")).3, levels);
 }

@@ -15,6 +15,7 @@ mod diagnostics;
 mod header;
 mod image;
 mod paths;
+mod plots;
 
 pub use coverage::{common_area, frame_counts, GridArea, UNCOVERED};
 pub use diagnostics::{write_diagnostics, DiagnosticsSelection};
@@ -26,8 +27,8 @@ pub use tlr_core::export::{BitDepth, ExportOptions, FileFormat};
 use std::path::{Path, PathBuf};
 
 use diagnostics::{
-    INVALID_TILE_MAP, TILE_INVALID_MAP_PNG, TILE_REPORT, WARP_DX, WARP_DY, WARP_FIELD,
-    WARP_VARIANCE_HIST,
+    FRAME_QUALITY, INVALID_TILE_MAP, INVALID_TILE_MAP_PNG, TILE_REPORT, WARP_DX, WARP_DY,
+    WARP_FIELD, WARP_VARIANCE_HIST,
 };
 
 use crate::batch::RunOutput;
@@ -126,12 +127,12 @@ pub fn planned_files(request: &OutputRequest) -> Vec<PathBuf> {
         files.push(cfa_path(request.image));
     }
     if let Some((dir, selection)) = request.diagnostics {
-        let mut names = vec![TILE_REPORT];
+        let mut names = vec![TILE_REPORT, FRAME_QUALITY];
         if selection.warp_field {
             names.extend([WARP_DX, WARP_DY, WARP_FIELD]);
         }
         if selection.tile_invalid_map {
-            names.extend([INVALID_TILE_MAP, TILE_INVALID_MAP_PNG]);
+            names.extend([INVALID_TILE_MAP, INVALID_TILE_MAP_PNG]);
         }
         if selection.warp_variance_hist {
             names.push(WARP_VARIANCE_HIST);
