@@ -81,8 +81,8 @@ use header::{read_layout, Layout};
 pub use reader::FitsReader;
 pub use wcs::{PixelMap, Wcs};
 pub use write::{
-    write_cube_as_atomic, write_cube_atomic, write_hdus_atomic, write_image_atomic, Card, CardValue,
-    Hdu, HduData, OutputMeta, SampleFormat,
+    write_cube_as_atomic, write_cube_atomic, write_hdus_atomic, write_image_atomic, Card,
+    CardValue, Hdu, HduData, OutputMeta, SampleFormat,
 };
 
 /// Prefix of the `CREATOR` card of every file `tlr` writes: `CREATOR = 'tlr <version> <kind>'`.

@@ -53,6 +53,7 @@ fn diagnostics_are_complete_readable_and_the_same_for_1_and_2_workers() {
             image: &image,
             keep_cfa: false,
             diagnostics: Some((&diag, DiagnosticsSelection::ALL)),
+            export: output::ExportOptions::default(),
         };
         let files = output::write_diagnostics(&result, &diag, DiagnosticsSelection::ALL).unwrap();
         let mut planned: Vec<_> = output::planned_files(&request)

@@ -207,7 +207,7 @@ mod tests {
         let mut image = Array2::from_shape_fn((6, 7), |(r, c)| 100.0 + (r * 7 + c) as f32);
         image[[0, 0]] = f32::NAN;
         image[[5, 6]] = f32::NAN;
-        write_snapshot(&path, &image, 3, "digest").unwrap();
+        write_snapshot(&path, &image, 3, "digest", &Default::default()).unwrap();
         let (_, back) = fits::read_image(&path).unwrap();
         assert_eq!((back[[0, 0]], back[[5, 6]]), (0.0, 0.0));
         for ((r, c), v) in image.indexed_iter().filter(|(_, v)| v.is_finite()) {

@@ -52,7 +52,16 @@ pub fn write_image_as(
     let Some(colour) = &run.colour else {
         side_by_side(
             path,
-            || write_as(run, path, Pixels::Image(run.image.view()), 1, &export, &meta),
+            || {
+                write_as(
+                    run,
+                    path,
+                    Pixels::Image(run.image.view()),
+                    1,
+                    &export,
+                    &meta,
+                )
+            },
             || preview::write_png_preview_atomic(&png, cut(run.image.view(), area, 1)),
             &png,
         )?;
@@ -107,7 +116,11 @@ fn write_as(
 }
 
 /// The planes of `cube` inside the written area (`scale` output pixels per grid pixel).
-fn cut_cube(cube: ArrayView3<f32>, area: super::coverage::GridArea, scale: usize) -> ArrayView3<f32> {
+fn cut_cube(
+    cube: ArrayView3<f32>,
+    area: super::coverage::GridArea,
+    scale: usize,
+) -> ArrayView3<f32> {
     cube.slice_move(ndarray::s![
         ..,
         area.y0 * scale..(area.y0 + area.rows) * scale,
