@@ -3,8 +3,8 @@
 //! What it does: [`Config::validate`] checks every range and cross-field rule (`tile.min_size` <=
 //! `tile.max_size`, `rss_warn_mb` <= `rss_abort_mb`, an odd smoothing window, the `v4.parallel_tiles`
 //! rules of the Phase 6 parallelisation reference) and returns every problem, each naming its key path;
-//! [`Config::effective_min_valid_frames`] lowers `registration.local_tiles.min_valid_frames` to the
-//! frames a short session has, and [`few_frames_warning`] words the warning such a session gets.
+//! [`Config::effective_min_valid_frames`] lowers `registration.local_tiles.min_valid_frames` for a
+//! short session (to two thirds of its frames), and [`few_frames_warning`] words the warning such a session gets.
 //!
 //! What it does not do: type errors and unknown keys (found while walking the YAML tree, `walk.rs`),
 //! or change a value: a configuration is accepted as written or refused.
@@ -180,15 +180,17 @@ impl Config {
     }
 
     /// The `min_valid_frames` a run with `frames` usable frames applies: the configured
-    /// `registration.local_tiles.min_valid_frames`, lowered to `frames` for a shorter session (at
-    /// least 1), so that a short session is reconstructed from all of its frames instead of giving no
-    /// valid tile. Batch and live runs both use it (the live bootstrap caps the same way).
+    /// `registration.local_tiles.min_valid_frames`; for a shorter session, two thirds of its frames
+    /// (rounded up, at least 1), so that a short session is reconstructed from all of its frames
+    /// instead of giving no valid tile, and one frame that fails to register in a tile (of three or
+    /// more) does not make the tile invalid. Batch and live runs both use it.
     pub fn effective_min_valid_frames(&self, frames: usize) -> usize {
-        self.registration
-            .local_tiles
-            .min_valid_frames
-            .min(frames)
-            .max(1)
+        let configured = self.registration.local_tiles.min_valid_frames;
+        if frames >= configured {
+            configured
+        } else {
+            (2 * frames).div_ceil(3).max(1)
+        }
     }
 
     /// `None` when `frames` usable frames reach `registration.local_tiles.min_valid_frames`; otherwise
@@ -264,7 +266,14 @@ mod tests {
         assert_eq!(min, 10);
         assert!(cfg.small_session_warning(min).is_none());
         assert_eq!(cfg.effective_min_valid_frames(40), 10);
-        assert_eq!(cfg.effective_min_valid_frames(6), 6);
+        assert_eq!(cfg.effective_min_valid_frames(10), 10);
+        // Two thirds of a short session's frames, rounded up: one failed frame in a tile of 3+ is fine.
+        assert_eq!(cfg.effective_min_valid_frames(9), 6);
+        assert_eq!(cfg.effective_min_valid_frames(6), 4);
+        assert_eq!(cfg.effective_min_valid_frames(5), 4);
+        assert_eq!(cfg.effective_min_valid_frames(3), 2);
+        assert_eq!(cfg.effective_min_valid_frames(2), 2);
+        assert_eq!(cfg.effective_min_valid_frames(1), 1);
         assert_eq!(cfg.effective_min_valid_frames(0), 1);
         let m = cfg.small_session_warning(6).expect("6 < 10");
         assert!(m.contains("only 6 usable frames"), "{m}");

@@ -381,7 +381,7 @@ fn a_run_on_a_terminal_ends_with_a_short_summary_within_80_columns() {
     );
     // One line for the diagnostics folder, not one per file.
     assert!(
-        starts("diagnostics  ").contains(&format!("{}/ (7 files)", diagnostics.display())),
+        starts("diagnostics  ").contains(&format!("{}/ (8 files)", diagnostics.display())),
         "{stderr}"
     );
     assert!(!stderr.contains("wrote "), "{stderr}");

@@ -309,10 +309,11 @@ pub fn closing_lines(
         ),
         format!("star FWHM    {fwhm}"),
         format!(
-            "time         {} in all ({} reconstructing, {} workers)",
+            "time         {} in all ({} reconstructing, {} worker{})",
             duration(total_s),
             duration(s.elapsed_s),
-            s.parallel_tiles
+            s.parallel_tiles,
+            if s.parallel_tiles == 1 { "" } else { "s" }
         ),
         format!("result       {}", images.join(", ")),
     ];
