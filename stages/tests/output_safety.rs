@@ -99,10 +99,19 @@ fn outputs_that_would_replace_an_input_a_folder_or_a_special_file_are_refused() 
         "cfa",
     );
     std::fs::remove_file(frames.join("frame_0004.cfa.fits")).unwrap();
-    // Two outputs on one file: the image would be its own preview.
-    refused(
-        &run(&frames, &dir.path().join("r.png"), &["--quiet"]),
-        "image = preview",
+    // Two outputs on one file: the image would be one of the diagnostics pictures. (A PNG image is
+    // not its own preview: that is `r.preview.png`.)
+    let diag = dir.path().join("d");
+    let out = run(
+        &frames,
+        &diag.join("warp_field.png"),
+        &["--quiet", "--diagnostics", diag.to_str().unwrap()],
+    );
+    refused(&out, "image = diagnostics picture");
+    assert!(
+        text(&out.stderr).contains("one file cannot be two outputs"),
+        "{}",
+        text(&out.stderr)
     );
     // The diagnostics folder is the frames folder and would replace a frame named like a diagnostic.
     std::fs::copy(frames.join("frame_0003.fits"), frames.join("warp_dx.fits")).unwrap();
