@@ -257,8 +257,13 @@ fn fewer_frames_than_min_valid_frames_run_with_all_of_them_and_warn_once() {
         warnings[0]
     );
     assert!(run.summary.tiles_valid > 0);
-    // Every valid tile used all the usable frames; the digest is the configuration's as given.
-    assert!(run.tiles.iter().all(|t| !t.valid || t.frames_used == used));
+    // A tile of a short session needs two thirds of its usable frames (one that fails to register in
+    // a tile does not invalidate it); the digest is the configuration's as given.
+    let needed = (2 * used).div_ceil(3);
+    assert!(run
+        .tiles
+        .iter()
+        .all(|t| !t.valid || (needed..=used).contains(&t.frames_used)));
     assert_eq!(run.summary.config_digest, digest);
 }
 
