@@ -10,7 +10,7 @@ use std::path::Path;
 
 use images::{pixel_order, read_png, read_tiff, rule_u16, rule_unit};
 use ndarray::{Array3, Axis};
-use tlr_core::export::{write_atomic, BitDepth, Export, ExportOptions};
+use tlr_core::export::{write_atomic, BitDepth, Export, ExportOptions, FileFormat};
 use tlr_core::fits::{self, CardValue, OutputMeta, SampleFormat};
 
 /// A `(planes, 5, 7)` image with negative values, a NaN and different ranges per plane.
@@ -186,7 +186,7 @@ fn fits_16_bit_and_normalised_follow_the_rule_and_say_so_in_the_header() {
 fn unknown_extensions_and_bad_shapes_are_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let e = Export::for_path(Path::new("out.jpg"), &ExportOptions::default()).unwrap_err();
-    assert!(e.to_string().contains("out.jpg") && e.to_string().contains("or .png (PNG)"));
+    assert!(e.to_string().contains("out.jpg") && e.to_string().contains(FileFormat::CHOICES));
     let path = dir.path().join("two.tif");
     let e = write_atomic(
         &path,
