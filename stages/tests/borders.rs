@@ -10,7 +10,7 @@ use std::path::Path;
 use ndarray::Array2;
 use tlr_core::fits::{self, CardValue, HeaderCard, OutputMeta, SampleFormat};
 
-use common::{text, tlr};
+use common::run_ok;
 
 const FRAMES: usize = 10;
 const SIZE: usize = 128;
@@ -62,20 +62,6 @@ fn render(k: usize) -> Array2<f32> {
             .sum();
         (200.0 + signal + n) as f32
     })
-}
-
-/// `tlr run FRAMES -o OUT --quiet EXTRA...`, which must succeed.
-fn run(frames: &Path, out: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "run",
-        frames.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    let done = tlr(&args);
-    assert!(done.status.success(), "{}", text(&done.stderr));
 }
 
 fn card(key: &str, value: CardValue) -> fits::Card {
@@ -163,7 +149,7 @@ fn results_have_no_nan_a_coverage_map_the_frames_keys_and_a_wcs_on_the_output_gr
     let frames = dir.path().join("frames");
     write_frames(&frames);
     let full = dir.path().join("full.fits");
-    run(&frames, &full, &[]);
+    run_ok(&frames, &full, &[]);
 
     // Borders: no NaN; the blind columns are 0 with coverage 0; the centre saw every frame, a
     // column the drift left is counted only for the frames that reach it.
@@ -236,7 +222,7 @@ fn results_have_no_nan_a_coverage_map_the_frames_keys_and_a_wcs_on_the_output_gr
 
     // --crop common: the area every frame covers, the same pixels bit for bit, the WCS moved with it.
     let cropped = dir.path().join("common.fits");
-    run(&frames, &cropped, &["--crop", "common"]);
+    run_ok(&frames, &cropped, &["--crop", "common"]);
     let (_, small) = fits::read_image(&cropped).unwrap();
     // The last frame reaches x >= 7.2 - 0.5, so the common area starts at column 7.
     let x0 = 7;
@@ -259,7 +245,7 @@ fn frames_without_a_wcs_give_none() {
     let frames = dir.path().join("frames");
     common::simulate(&frames, 12, 256);
     let result = dir.path().join("r.fits");
-    run(&frames, &result, &[]);
+    run_ok(&frames, &result, &[]);
     let cards = fits::read_header_cards(&result).unwrap();
     for key in ["CTYPE1", "CRPIX1", "CD1_1", "CDELT1", "CRVAL1"] {
         assert_eq!(value(&cards, key), None, "{key}");

@@ -8,26 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::images::{pixel_order, read_png, read_tiff, rule_u16, rule_unit};
-use common::{simulate, simulate_with, text, tlr};
+use common::{run_ok, simulate, simulate_with, text, tlr};
 use ndarray::{Array3, Axis};
-
-/// `tlr run FRAMES -o OUT --quiet EXTRA…`, which must succeed.
-fn run_ok(frames: &Path, out: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "run",
-        frames.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    let output = tlr(&args);
-    assert!(
-        output.status.success(),
-        "tlr {args:?} failed: {}",
-        text(&output.stderr)
-    );
-}
 
 /// The float FITS result as `(planes, rows, cols)`.
 fn fits_result(path: &Path) -> Array3<f32> {

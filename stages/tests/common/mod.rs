@@ -16,6 +16,24 @@ pub fn tlr<S: AsRef<OsStr>>(args: &[S]) -> Output {
         .expect("the tlr binary runs")
 }
 
+/// `tlr run FRAMES -o OUT --quiet EXTRA…`, which must succeed.
+pub fn run_ok(frames: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "run",
+        frames.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let output = tlr(&args);
+    assert!(
+        output.status.success(),
+        "tlr {args:?} failed: {}",
+        text(&output.stderr)
+    );
+}
+
 /// Bytes of stdout or stderr as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
