@@ -53,7 +53,7 @@ pub fn reconstruct_planes(
 /// on well-sampled coloured stars puts colour fringes into their wings (ring colour error of
 /// `stages/tests/colour.rs` at FWHM 3.2 px: 0.315, against 0.178 resampled per plane; keeping the
 /// per-plane colour and only the joint luminance lost most of the sharpness gain), and the demosaic
-/// per frame and tile makes a colour run about 1.75x slower. The pipeline therefore uses it for
+/// per frame and tile makes a colour run 1.25-1.5x slower. The pipeline therefore uses it for
 /// undersampled sequences only. When `planes` are not four planes of the stack's shape this is
 /// [`reconstruct_planes`].
 pub fn reconstruct_bayer_planes(
