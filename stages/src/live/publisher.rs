@@ -168,15 +168,9 @@ pub fn write_snapshot(
             "frames in this live snapshot",
         )
         .with_history(&format!("tlr live snapshot, config digest {config_digest}"));
-    // The border policy of `tlr run` (`crate::output::UNCOVERED`): no NaN in the file; the preview
-    // shows pixels without data as black either way.
-    let filled = image.mapv(|v| {
-        if v.is_finite() {
-            v
-        } else {
-            crate::output::UNCOVERED
-        }
-    });
+    // The border policy of `tlr run`: no NaN in the file; the preview shows pixels without data as
+    // black either way.
+    let filled = crate::output::filled(image.view());
     Export::for_path(path, export)
         .and_then(|export| {
             let planes = filled.view().insert_axis(ndarray::Axis(0));

@@ -201,6 +201,19 @@ pub(crate) fn cut(image: ArrayView2<f32>, area: GridArea, scale: usize) -> Array
     ])
 }
 
+/// [`cut`] for every plane of `cube` `(planes, rows, cols)`.
+pub(crate) fn cut_cube(
+    cube: ndarray::ArrayView3<f32>,
+    area: GridArea,
+    scale: usize,
+) -> ndarray::ArrayView3<f32> {
+    cube.slice_move(s![
+        ..,
+        area.y0 * scale..(area.y0 + area.rows) * scale,
+        area.x0 * scale..(area.x0 + area.cols) * scale
+    ])
+}
+
 /// The pixels of a written FITS file: an image or a cube `(planes, rows, cols)`, at `scale` times the
 /// run's grid (2 for a colour run's full-resolution products).
 #[derive(Clone, Copy)]
@@ -274,11 +287,7 @@ pub(crate) fn write_fits(
             both(path, primary, coverage.view(), &extension)
         }
         Pixels::Cube(cube) => {
-            let cube = cube.slice_move(s![
-                ..,
-                area.y0 * scale..(area.y0 + area.rows) * scale,
-                area.x0 * scale..(area.x0 + area.cols) * scale
-            ]);
+            let cube = cut_cube(cube, area, scale);
             let coverage = coverage_for(counts, scale, |y, x| {
                 (0..cube.dim().0).all(|p| cube[[p, y, x]].is_finite())
             });

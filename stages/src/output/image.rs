@@ -11,12 +11,12 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array3, ArrayView3, Axis};
+use ndarray::{Array3, Axis};
 use tlr_core::export::{self, Export, ExportError, ExportOptions, FileFormat};
 use tlr_core::fits;
 use tlr_core::preview;
 
-use super::coverage::{cut, filled, with_wcs, write_fits, written_area, Pixels};
+use super::coverage::{cut, cut_cube, filled, with_wcs, write_fits, written_area, Pixels};
 use super::header::{card_int, card_str, output_meta};
 use super::{joined, preview_path};
 use crate::batch::RunOutput;
@@ -113,19 +113,6 @@ fn write_as(
     };
     let (meta, _) = with_wcs(run, meta, scale);
     export::write_atomic(path, planes.view(), export, &meta)
-}
-
-/// The planes of `cube` inside the written area (`scale` output pixels per grid pixel).
-fn cut_cube(
-    cube: ArrayView3<f32>,
-    area: super::coverage::GridArea,
-    scale: usize,
-) -> ArrayView3<f32> {
-    cube.slice_move(ndarray::s![
-        ..,
-        area.y0 * scale..(area.y0 + area.rows) * scale,
-        area.x0 * scale..(area.x0 + area.cols) * scale
-    ])
 }
 
 pub(crate) fn export_error(path: &Path, error: ExportError) -> StageError {

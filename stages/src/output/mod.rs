@@ -17,6 +17,7 @@ mod image;
 mod paths;
 mod plots;
 
+pub(crate) use coverage::filled;
 pub use coverage::{common_area, frame_counts, GridArea, UNCOVERED};
 pub use diagnostics::{write_diagnostics, DiagnosticsSelection};
 pub use header::output_meta;
