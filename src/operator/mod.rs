@@ -47,7 +47,7 @@ use crate::register::{register, Reference};
 use crate::resample::Resampler;
 
 pub use despike::{despike, despike_plane};
-pub use planes::{reconstruct_bayer_planes, reconstruct_planes, PlaneStack};
+pub use planes::{reconstruct_planes, PlaneStack};
 pub use smooth::Smoothing;
 
 /// At most this many frames (evenly spaced in time) form the per-pixel median of the initial reference.

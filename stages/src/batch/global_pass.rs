@@ -20,8 +20,8 @@ use tlr_core::global::{
     detect_options, measure_part, measure_sky, merge_parts, FrameMeasurement, FrameQuality,
     GlobalOptions, GlobalPass, MeasurePart, MeasurePlan,
 };
-use tlr_core::select::set_plane_scales;
 pub use tlr_core::select::UsedFrame;
+use tlr_core::select::{set_plane_scales, MAX_PLANES};
 use tlr_core::stars::StarDetector;
 
 use super::reader::FrameReader;
@@ -153,24 +153,36 @@ impl FrameReader {
 
 /// A frame as the global pass measures it: the image (shared by the part jobs), its measured sky part
 /// and, in colour mode, the background of each plane.
-type ReadFrame = (Arc<Array2<f32>>, MeasurePart, Option<[f32; 4]>);
+type ReadFrame = (Arc<Array2<f32>>, MeasurePart, Option<[f32; MAX_PLANES]>);
 
 /// The image to measure and, in colour mode, the background of each plane.
-type Measurable = (Arc<Array2<f32>>, Option<[f32; 4]>);
+type Measurable = (Arc<Array2<f32>>, Option<[f32; MAX_PLANES]>);
 
-/// The image the global pass measures: mono as it is; colour planes through their luminance, plus the
-/// background of each plane.
+/// The image the global pass measures: mono as it is; colour planes (the four Bayer planes in cell
+/// space, or R, G, B of a demosaiced sequence) through their mean, plus the background of each plane
+/// (NaN for a plane without one: its scale then falls back to the frame's, see `set_plane_scales`).
 fn measurable(planes: Array3<f32>) -> Result<Measurable, StageError> {
-    if planes.dim().0 == 1 {
+    let n = planes.dim().0;
+    if n == 1 {
         let image = planes.index_axis_move(ndarray::Axis(0), 0);
         return Ok((Arc::new(image), None));
     }
-    let lum = tlr_core::bayer::luminance(planes.view())
-        .map_err(|e| StageError::bayer(Stage::Reader, e))?;
-    let backgrounds = tlr_core::bayer::plane_backgrounds(planes.view())
-        .ok()
-        .map(|st| st.map(|s| s.median));
-    Ok((Arc::new(lum), backgrounds))
+    if n > MAX_PLANES {
+        return Err(StageError::input(
+            Stage::Reader,
+            format!("a frame of {n} planes (at most {MAX_PLANES})"),
+        ));
+    }
+    let mut backgrounds = [f32::NAN; MAX_PLANES];
+    for (p, b) in backgrounds.iter_mut().enumerate().take(n) {
+        let plane = planes.index_axis(ndarray::Axis(0), p);
+        *b = tlr_core::stats::background_and_noise(plane, tlr_core::bayer::BACKGROUND_SAMPLES)
+            .map_or(f32::NAN, |st| st.median);
+    }
+    Ok((
+        Arc::new(crate::source::mean_of_planes(&planes)),
+        Some(backgrounds),
+    ))
 }
 
 /// Frames whose strips may be queued or measured at once in the global pass (the frame being read comes

@@ -196,7 +196,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
                 quality.as_ref(),
                 &files,
                 diagnostics_dir.as_deref(),
-                result.colour.is_some(),
+                result.colour.as_ref().is_some_and(|c| !c.is_rgb()),
             );
             for line in lines {
                 eprintln!("{line}");

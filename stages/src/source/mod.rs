@@ -1,5 +1,6 @@
 //! Where frames come from: files on disk after a folder scan ([`FileFrames`]), arrays held in memory
-//! ([`MemoryFrames`]), a Bayer sequence seen in cell space ([`ColourFrames`]), and a folder that capture
+//! ([`MemoryFrames`]), a Bayer sequence seen in cell space ([`ColourFrames`]) or demosaiced frame by
+//! frame ([`DebayeredFrames`]), and a folder that capture
 //! software is still writing into ([`follow::Follower`]) or frames an application hands over from its
 //! capture loop ([`feed::FrameFeed`]), both for live sessions.
 //!
@@ -15,12 +16,15 @@ use std::path::PathBuf;
 use crate::error::StageError;
 
 mod colour;
+mod debayered;
 pub mod feed;
 mod folder;
 pub mod follow;
 mod memory;
 
 pub use colour::{decide_sequence, ColourFrames, SequenceColour, SessionColour};
+pub(crate) use debayered::mean_of_planes;
+pub use debayered::{DebayeredFrames, RGB_PLANES};
 pub use folder::FileFrames;
 pub use memory::MemoryFrames;
 
