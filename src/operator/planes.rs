@@ -7,7 +7,7 @@ use ndarray::{Array2, Array3, ArrayView2};
 
 use super::combine;
 use super::despike::despike_plane;
-use super::{OperatorParams, TileResult, TileStack, MEDIAN_FRAMES};
+use super::{OperatorParams, TileResult, TileStack};
 use crate::geom::Shift;
 use crate::resample::Resampler;
 
@@ -103,13 +103,7 @@ pub fn reconstruct_planes(
         }
     }
     let slots: Vec<usize> = used.iter().map(|&(s, _, _)| s).collect();
-    let subset: Vec<usize> = if slots.len() <= MEDIAN_FRAMES {
-        slots.clone()
-    } else {
-        (0..MEDIAN_FRAMES)
-            .map(|k| slots[(k * (slots.len() - 1) + (MEDIAN_FRAMES - 1) / 2) / (MEDIAN_FRAMES - 1)])
-            .collect()
-    };
+    let subset = combine::median_subset(&slots);
     let weights: Vec<(usize, f32)> = used.iter().map(|&(s, _, wt)| (s, wt)).collect();
     aligned
         .iter()
