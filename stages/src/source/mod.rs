@@ -14,12 +14,14 @@ use std::path::PathBuf;
 
 use crate::error::StageError;
 
+mod calibrated;
 mod colour;
 pub mod feed;
 mod folder;
 pub mod follow;
 mod memory;
 
+pub use calibrated::{calibrate, master_cache_for, CalibratedFrames, FrameCalibrator};
 pub use colour::{decide_sequence, ColourFrames, SequenceColour, SessionColour};
 pub use folder::FileFrames;
 pub use memory::MemoryFrames;
