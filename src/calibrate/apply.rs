@@ -120,8 +120,12 @@ fn folder_frames(
             .collect(),
         exclude: Vec::new(),
     };
-    let report =
-        crate::scan::scan_folder(dir, &options).map_err(|e| folder_error(crate::report(&e)))?;
+    // The scan's message names the folder as a "frame folder": say only what it found.
+    let prefix = format!("frame folder `{}`: ", dir.display());
+    let report = crate::scan::scan_folder(dir, &options).map_err(|e| {
+        let text = crate::report(&e);
+        folder_error(text.strip_prefix(&prefix).unwrap_or(&text).to_string())
+    })?;
     if let Some(bad) = report.skipped.first() {
         return Err(folder_error(format!(
             "`{}` cannot be used: {}",

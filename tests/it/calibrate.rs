@@ -208,7 +208,7 @@ fn errors_name_the_files_and_the_reason() {
     cfg.darks_dir = Some(s.dir.path().join("empty"));
     let e = prepare(&cfg, &s, None).unwrap_err().to_string();
     assert!(
-        e.contains("empty") && e.contains("no calibration frame"),
+        e.contains("empty") && e.contains("no file matches"),
         "{e}"
     );
     // A dark of another size.
