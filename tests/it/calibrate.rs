@@ -207,10 +207,7 @@ fn errors_name_the_files_and_the_reason() {
     std::fs::create_dir_all(s.dir.path().join("empty")).unwrap();
     cfg.darks_dir = Some(s.dir.path().join("empty"));
     let e = prepare(&cfg, &s, None).unwrap_err().to_string();
-    assert!(
-        e.contains("empty") && e.contains("no file matches"),
-        "{e}"
-    );
+    assert!(e.contains("empty") && e.contains("no file matches"), "{e}");
     // A dark of another size.
     write_set(
         &s.dir.path().join("small"),

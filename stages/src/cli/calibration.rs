@@ -38,7 +38,7 @@ impl CalibrationArgs {
                    dir: &mut Option<PathBuf>,
                    master: &mut Option<PathBuf>| {
             *enabled = true;
-            *use_master = !path.is_dir();
+            *use_master = path.is_file();
             if *use_master {
                 *master = Some(path.clone());
             } else {
