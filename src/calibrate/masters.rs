@@ -69,7 +69,7 @@ pub fn combine_values(values: &mut Vec<f32>, method: Combine) -> f32 {
                 if n < 3 {
                     break;
                 }
-                let (_, std) = mean_std(&values[..n]);
+                let (mean, std) = mean_std(&values[..n]);
                 let med = f64::from(crate::stats::median_in_place(&mut values[..n]));
                 let limit = f64::from(kappa) * std;
                 let mut kept = 0;
@@ -79,7 +79,10 @@ pub fn combine_values(values: &mut Vec<f32>, method: Combine) -> f32 {
                         kept += 1;
                     }
                 }
-                if kept == n || kept == 0 {
+                if kept == n {
+                    return mean as f32; // nothing dropped: the mean of these values
+                }
+                if kept == 0 {
                     break;
                 }
                 n = kept;
@@ -174,10 +177,13 @@ pub fn combine_band(
             let first = row0;
             scope.spawn(move || {
                 let mut values = Vec::with_capacity(bands.len());
-                for ((r, c), px) in part.indexed_iter_mut() {
-                    values.clear();
-                    values.extend(bands.iter().map(|b| b[[first + r, c]]));
-                    *px = combine_values(&mut values, method);
+                for (r, mut row) in part.outer_iter_mut().enumerate() {
+                    let rows: Vec<_> = bands.iter().map(|b| b.row(first + r)).collect();
+                    for (c, px) in row.iter_mut().enumerate() {
+                        values.clear();
+                        values.extend(rows.iter().map(|b| b[c]));
+                        *px = combine_values(&mut values, method);
+                    }
                 }
             });
             row0 += take;
