@@ -211,7 +211,7 @@ struct Builder<'a> {
 impl Builder<'_> {
     /// A master from frames of one folder: from the cache when its inputs are unchanged, else built
     /// (and cached).
-    fn from_frames(
+    fn build_from_frames(
         &mut self,
         kind: &str,
         frames: &[FrameHeader],
@@ -288,7 +288,7 @@ impl Builder<'_> {
             }
             Source::Folder(dir) => {
                 let frames = folder_frames(&format!("{kind} folder"), dir, self.pattern)?;
-                let image = self.from_frames(kind, &frames, with_offset)?;
+                let image = self.build_from_frames(kind, &frames, with_offset)?;
                 Ok((image, frames[0].clone()))
             }
         }
@@ -370,7 +370,7 @@ impl Calibration {
                         Some(t) => format!("dark-{t}s"),
                         None => "dark".to_string(),
                     };
-                    let image = b.from_frames(&kind, &group, true)?;
+                    let image = b.build_from_frames(&kind, &group, true)?;
                     darks.push(dark(image, &group[0], bias.as_ref()));
                 }
                 darks
