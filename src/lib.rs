@@ -18,6 +18,7 @@
 
 pub mod atomic;
 pub mod bayer;
+pub mod calibrate;
 pub mod config;
 pub mod export;
 pub mod fits;

@@ -48,7 +48,7 @@ pub(super) const ROOT: &[(&str, Spec)] = &[
     ),
     ("data", Section(DATA)),
     ("linearity", Unused(NO_REASON)),
-    ("calibration", Unused("tlr expects calibrated frames")),
+    ("calibration", Section(super::calibration::KEYS)),
     ("assumptions", Unused(NO_REASON)),
     (
         "normalization",

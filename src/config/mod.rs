@@ -42,6 +42,7 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
+mod calibration;
 mod guard;
 mod keys;
 mod overrides;
@@ -49,6 +50,7 @@ mod schema;
 mod validate;
 mod walk;
 
+pub use calibration::CalibrationConfig;
 pub use guard::{MAX_BYTES, MAX_DEPTH, MAX_VALUES};
 pub use keys::known_keys;
 pub use overrides::Override;

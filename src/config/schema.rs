@@ -56,6 +56,9 @@ pub struct Config {
     pub tile: TileConfig,
     /// Section `data`: colour handling of the frames (`data.color_mode`, `data.bayer_pattern`).
     pub data: DataConfig,
+    /// Section `calibration`: bias, darks, flats (left out of the serialisation when unused).
+    #[serde(skip_serializing_if = "super::CalibrationConfig::is_default")]
+    pub calibration: super::CalibrationConfig,
 }
 
 /// `data.color_mode`: how the colour of the frames is treated.

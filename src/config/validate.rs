@@ -171,6 +171,7 @@ impl Config {
             Bound::Incl(0.5),
         );
         range_usize(&mut p, "tile.margin_px", t.margin_px, 2, 128);
+        super::calibration::validate(&self.calibration, &mut p);
 
         if p.is_empty() {
             Ok(())

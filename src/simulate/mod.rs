@@ -100,6 +100,7 @@
 
 use std::path::PathBuf;
 
+pub mod calibration;
 pub mod config;
 pub mod metrics;
 pub mod render;

@@ -112,6 +112,9 @@ pub enum StageError {
         #[source]
         source: tlr_core::fits::FitsError,
     },
+    /// Calibration (masters, bad pixels) could not be prepared; the error names the files.
+    #[error("calibration")]
+    Calibration(#[from] tlr_core::calibrate::CalibrationError),
     /// Scanning the input folder failed.
     #[error("scan")]
     Scan(#[from] tlr_core::scan::ScanError),

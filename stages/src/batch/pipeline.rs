@@ -79,6 +79,9 @@ pub struct PipelineOptions {
     pub strict: bool,
     /// Tile-local (default) or the global-registration baseline.
     pub registration: Registration,
+    /// Folder where masters built from calibration folders are cached (`config.calibration`);
+    /// `None` builds them every run.
+    pub calibration_cache: Option<PathBuf>,
     /// Replaces the per-tile operator (instrumentation in tests); `None` = the core operator. A test
     /// hook, not part of the supported API.
     #[doc(hidden)]
@@ -94,6 +97,7 @@ impl Default for PipelineOptions {
             reader_block_mib: 64,
             strict: false,
             registration: Registration::TileLocal,
+            calibration_cache: None,
             processor: None,
         }
     }
@@ -249,11 +253,28 @@ pub async fn run(
             let files = Arc::new(FileFrames::new(colour.kept)?);
             decided = Some(colour.pattern);
             file_frames = Some(Arc::clone(&files));
-            (files, skipped)
+            let (cfg, cache) = (cfg.clone(), options.calibration_cache.clone());
+            let (pattern, sink) = (colour.pattern, Arc::clone(&events));
+            let store = tokio::task::spawn_blocking(move || {
+                crate::source::calibrate(files, pattern, &cfg.calibration, cache.as_deref(), &sink)
+            })
+            .await
+            .map_err(|source| StageError::Join {
+                stage: Stage::Reader,
+                source,
+            })??;
+            (store, skipped)
         }
         Input::Memory(frames) => (Arc::new(frames), 0),
         Input::Store(store) => (store, 0),
     };
+    if decided.is_none() && !cfg.calibration.is_default() {
+        events(&Event::Warning {
+            message: "the calibration settings apply to frames read from files; frames from \
+                      memory or an application's store are used as they are"
+                .into(),
+        });
+    }
     let (store, pattern) = colour_store(store, decided, cfg, &events)?;
     if cfg.v4.adaptive_tiles.enabled {
         events(&Event::Warning {

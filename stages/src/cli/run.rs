@@ -27,6 +27,9 @@ pub struct RunArgs {
     /// Output format flags.
     #[command(flatten)]
     pub export: super::export::ExportArgs,
+    /// Calibration frames (--bias, --darks, --flats, --dark-flats).
+    #[command(flatten)]
+    pub calibration: super::calibration::CalibrationArgs,
     /// Configuration file (YAML; tile_compile files are accepted).
     #[arg(short, long)]
     pub config: Option<PathBuf>,
@@ -96,12 +99,13 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     }
     // The format first: an output tlr cannot write stops the run before anything is read (exit 2).
     let export = args.export.resolve(&args.output)?;
-    let config = load_config(
+    let mut config = load_config(
         args.config.as_deref(),
         &args.set,
         args.parallel_tiles,
         args.quiet || args.json,
     )?;
+    args.calibration.apply(&mut config);
     let display = Display::from_flags(args.json, args.quiet);
     let diagnostics_dir = args.diagnostics.clone().or_else(|| {
         config
@@ -126,6 +130,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let options = PipelineOptions {
         config,
         strict: args.strict,
+        calibration_cache: Some(tlr::source::master_cache_for(&args.output)),
         registration: if args.global_only {
             Registration::GlobalOnly
         } else {

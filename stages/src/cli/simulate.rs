@@ -36,6 +36,11 @@ pub struct SimulateArgs {
     /// undersampled data, as from short-focal-length colour cameras.
     #[arg(long, default_value_t = SimConfig::default().fwhm_mean_px)]
     pub fwhm: f32,
+    /// Raw frames that need calibrating (bias column pattern, dark current with hot pixels,
+    /// vignetting and dust donuts) into OUT_DIR/lights, with 16 bias, dark and flat frames each in
+    /// OUT_DIR/bias, OUT_DIR/darks and OUT_DIR/flats.
+    #[arg(long)]
+    pub calibration: bool,
 }
 
 /// Parses a Bayer pattern name (`RGGB`, `BGGR`, `GRBG`, `GBRG`) for clap.
@@ -58,7 +63,14 @@ pub fn simulate(args: SimulateArgs) -> Result<(), Failure> {
     // An impossible size or count is a command-line mistake (exit 2), not a failed write.
     cfg.validate().map_err(Failure::usage)?;
     let started = std::time::Instant::now();
-    let summary = simulate::write_sequence(&cfg, &args.output).map_err(Failure::failed)?;
+    let summary = if args.calibration {
+        let frames = simulate::calibration::CalibrationFrames::default();
+        simulate::calibration::write_calibration_set(&cfg, &args.output, frames)
+            .map_err(Failure::failed)?
+            .0
+    } else {
+        simulate::write_sequence(&cfg, &args.output).map_err(Failure::failed)?
+    };
     eprintln!(
         "wrote {} frames of {}x{} ({:?}) to {} in {:.1} s",
         args.frames,

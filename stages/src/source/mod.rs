@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use crate::error::StageError;
 
+mod calibrated;
 mod colour;
 mod debayered;
 pub mod feed;
@@ -22,6 +23,7 @@ mod folder;
 pub mod follow;
 mod memory;
 
+pub use calibrated::{calibrate, master_cache_for, CalibratedFrames, FrameCalibrator};
 pub use colour::{decide_sequence, ColourFrames, SequenceColour, SessionColour};
 pub(crate) use debayered::mean_of_planes;
 pub use debayered::{DebayeredFrames, RGB_PLANES};
