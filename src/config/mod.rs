@@ -53,6 +53,7 @@ pub use guard::{MAX_BYTES, MAX_DEPTH, MAX_VALUES};
 pub use keys::known_keys;
 pub use overrides::Override;
 pub use schema::{
+    GlobalRegistrationConfig,
     AdaptiveTilesConfig, ColorModeSetting, Config, ConvergenceConfig, DataConfig,
     DiagnosticsConfig, LocalTilesConfig, MemoryLimitsConfig, RegistrationConfig, Smoothing,
     TileConfig, V4Config, PARALLEL_TILES_DEFAULT,

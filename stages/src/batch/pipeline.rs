@@ -55,6 +55,9 @@ pub enum Input {
     Memory(MemoryFrames),
     /// Any other frame store (an application's own frame source).
     Store(Arc<dyn FrameStore>),
+    /// The complete frames of a SER video file, in file order (Bayer pattern from its ColorID unless
+    /// `data.color_mode` / `data.bayer_pattern` say otherwise).
+    Ser(PathBuf),
 }
 
 /// Settings of one run: the reconstruction configuration plus runtime choices.
@@ -222,6 +225,19 @@ pub async fn run(
         }
         Input::Memory(frames) => (Arc::new(frames), 0),
         Input::Store(store) => (store, 0),
+        Input::Ser(path) => {
+            let ser = tokio::task::spawn_blocking(move || crate::source::SerFrames::open(&path))
+                .await
+                .map_err(|source| StageError::Join {
+                    stage: Stage::Scan,
+                    source,
+                })??;
+            for message in ser.warnings() {
+                events(&Event::Warning { message });
+            }
+            decided = Some(crate::source::ser_colour(ser.pattern(), cfg.data.color_mode())?);
+            (Arc::new(ser), 0)
+        }
     };
     let (store, pattern) = colour_store(store, decided, cfg, &events)?;
     if cfg.v4.adaptive_tiles.enabled {
@@ -253,7 +269,8 @@ pub async fn run(
         options.strict,
         memory.clone(),
     )
-    .keep_top_rows(top_rows);
+    .keep_top_rows(top_rows)
+    .with_global(cfg.registration.global.clone());
     let workers_n = worker_count(cfg);
     let global = reader.global_pass(&cancel, workers_n.get()).await?;
     // A short session runs with all its usable frames: the tile validity rule then asks for all of
