@@ -1,7 +1,7 @@
 //! Where frames come from: files on disk after a folder scan ([`FileFrames`]), arrays held in memory
 //! ([`MemoryFrames`]), a Bayer sequence seen in cell space ([`ColourFrames`]), and a folder that capture
 //! software is still writing into ([`follow::Follower`]) or frames an application hands over from its
-//! capture loop ([`feed::FrameFeed`]), both for live sessions.
+//! capture loop ([`feed::FrameFeed`]), both for live sessions; the frames of a SER video ([`SerFrames`]).
 //!
 //! A [`FrameStore`] gives random access to whole frames and to rectangular regions. It is synchronous on
 //! purpose: the reader stage calls it from blocking threads only (cfitsio handles are not `Send`, so a
@@ -19,10 +19,12 @@ pub mod feed;
 mod folder;
 pub mod follow;
 mod memory;
+mod ser;
 
 pub use colour::{decide_sequence, ColourFrames, SequenceColour, SessionColour};
 pub use folder::FileFrames;
 pub use memory::MemoryFrames;
+pub use ser::{ser_colour, SerFrames};
 
 /// What the pipeline knows about one frame besides its pixels.
 #[derive(Debug, Clone, Default)]
