@@ -29,12 +29,16 @@ pub fn noise_sigma(image: ArrayView2<f32>) -> f32 {
         return f32::NAN;
     }
     // At most about 65 536 samples, on a regular subgrid.
-    let step = (((rows - 2) * (cols - 2)) as f64 / 65_536.0).sqrt().ceil().max(1.0) as usize;
+    let step = (((rows - 2) * (cols - 2)) as f64 / 65_536.0)
+        .sqrt()
+        .ceil()
+        .max(1.0) as usize;
     let mut responses = Vec::new();
     for r in (1..rows - 1).step_by(step) {
         for c in (1..cols - 1).step_by(step) {
             let p = |dr: usize, dc: usize| image[[r + dr - 1, c + dc - 1]];
-            let v = p(0, 0) + p(0, 2) + p(2, 0) + p(2, 2) - 2.0 * (p(0, 1) + p(1, 0) + p(1, 2) + p(2, 1))
+            let v = p(0, 0) + p(0, 2) + p(2, 0) + p(2, 2)
+                - 2.0 * (p(0, 1) + p(1, 0) + p(1, 2) + p(2, 1))
                 + 4.0 * p(1, 1);
             if v.is_finite() {
                 responses.push(v.abs());

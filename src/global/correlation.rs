@@ -130,10 +130,14 @@ impl SurfaceReference {
         let (rows, cols) = image.dim();
         let (cy, cx) = centroid.unwrap_or(((rows as f32 - 1.0) / 2.0, (cols as f32 - 1.0) / 2.0));
         let crop = |len: usize, centre: f32| {
-            let edge = FINE_CROP_PX.min(len.saturating_sub(2 * FINE_MARGIN_PX)).max(1);
+            let edge = FINE_CROP_PX
+                .min(len.saturating_sub(2 * FINE_MARGIN_PX))
+                .max(1);
             let lo = FINE_MARGIN_PX.min(len.saturating_sub(edge));
             let hi = len.saturating_sub(edge + FINE_MARGIN_PX).max(lo);
-            let start = (centre - edge as f32 / 2.0).round().clamp(lo as f32, hi as f32) as usize;
+            let start = (centre - edge as f32 / 2.0)
+                .round()
+                .clamp(lo as f32, hi as f32) as usize;
             (start, edge)
         };
         let ((y0, h), (x0, w)) = (crop(rows, cy), crop(cols, cx));
@@ -159,7 +163,9 @@ impl SurfaceReference {
         }
         // 1. Pre-centring on a disc.
         let start = match (self.centroid, disc_centroid(frame)) {
-            (Some((ry, rx)), Some((fy, fx))) => ((fy - ry).round() as isize, (fx - rx).round() as isize),
+            (Some((ry, rx)), Some((fy, fx))) => {
+                ((fy - ry).round() as isize, (fx - rx).round() as isize)
+            }
             _ => (0, 0),
         };
         // 2. Whole-pixel rest by windowed phase correlation of the pre-centred frame.
@@ -204,7 +210,12 @@ pub fn build_reference(frames: &[Array2<f32>]) -> Option<Array2<f32>> {
             continue;
         };
         // The frame's pixel (y + dy, x + dx) shows reference pixel (y, x).
-        resampler.sample_shifted(frame.view(), placed.shift.dy, placed.shift.dx, aligned.view_mut());
+        resampler.sample_shifted(
+            frame.view(),
+            placed.shift.dy,
+            placed.shift.dx,
+            aligned.view_mut(),
+        );
         for ((s, n), &v) in sum.iter_mut().zip(count.iter_mut()).zip(aligned.iter()) {
             if v.is_finite() {
                 *s += v;
@@ -239,7 +250,10 @@ fn cut_out(frame: ArrayView2<f32>, y0: isize, x0: isize, h: usize, w: usize) -> 
 
 /// Whole-pixel shift of `moved` against `reference` (same shape) by windowed phase correlation: the
 /// peak of the normalised, low-pass-tapered cross-power spectrum. `None` for empty or flat images.
-pub fn phase_correlate(reference: ArrayView2<f32>, moved: ArrayView2<f32>) -> Option<(isize, isize)> {
+pub fn phase_correlate(
+    reference: ArrayView2<f32>,
+    moved: ArrayView2<f32>,
+) -> Option<(isize, isize)> {
     let (rows, cols) = reference.dim();
     if rows < 4 || cols < 4 || moved.dim() != (rows, cols) {
         return None;
@@ -272,7 +286,13 @@ pub fn phase_correlate(reference: ArrayView2<f32>, moved: ArrayView2<f32>) -> Op
         .iter()
         .enumerate()
         .max_by(|(i, x), (j, y)| x.re.total_cmp(&y.re).then(j.cmp(i)))?;
-    let wrap = |k: usize, n: usize| if k > n / 2 { k as isize - n as isize } else { k as isize };
+    let wrap = |k: usize, n: usize| {
+        if k > n / 2 {
+            k as isize - n as isize
+        } else {
+            k as isize
+        }
+    };
     Some((wrap(best / cols, rows), wrap(best % cols, cols)))
 }
 
@@ -374,7 +394,9 @@ mod tests {
     #[test]
     fn a_disc_on_black_sky_is_found_far_away() {
         let reference = SurfaceReference::new(disc(256, 256, 128.0, 128.0));
-        let placed = reference.register(disc(256, 256, 158.3, 90.6).view()).unwrap();
+        let placed = reference
+            .register(disc(256, 256, 158.3, 90.6).view())
+            .unwrap();
         assert!(
             (placed.shift.dy - 30.3).abs() < 0.05 && (placed.shift.dx + 37.4).abs() < 0.05,
             "{:?}",

@@ -230,7 +230,9 @@ impl SerHeader {
                 String::from_utf8_lossy(&bytes[..14])
             )));
         }
-        let int = |at: usize| i32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let int = |at: usize| {
+            i32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
         let long = |at: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&bytes[at..at + 8]);
@@ -262,8 +264,8 @@ impl SerHeader {
             }
         };
         let count = int(38);
-        let frame_count = usize::try_from(count)
-            .map_err(|_| bad(format!("negative FrameCount {count}")))?;
+        let frame_count =
+            usize::try_from(count).map_err(|_| bad(format!("negative FrameCount {count}")))?;
         Ok(Self {
             lu_id: int(14),
             color,
@@ -333,20 +335,19 @@ impl SerFile {
             });
         }
         let trailer_at = HEADER_LEN + frame_bytes * header.frame_count as u64;
-        let timestamps = if frames == header.frame_count
-            && len >= trailer_at + 8 * header.frame_count as u64
-        {
-            let mut raw = vec![0u8; 8 * header.frame_count];
-            file.read_exact_at(&mut raw, trailer_at)
-                .map_err(io("reading the timestamp trailer"))?;
-            let stamps: Vec<i64> = raw
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect();
-            stamps.iter().any(|&t| t > 0).then_some(stamps)
-        } else {
-            None
-        };
+        let timestamps =
+            if frames == header.frame_count && len >= trailer_at + 8 * header.frame_count as u64 {
+                let mut raw = vec![0u8; 8 * header.frame_count];
+                file.read_exact_at(&mut raw, trailer_at)
+                    .map_err(io("reading the timestamp trailer"))?;
+                let stamps: Vec<i64> = raw
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                    .collect();
+                stamps.iter().any(|&t| t > 0).then_some(stamps)
+            } else {
+                None
+            };
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -494,7 +495,13 @@ mod tests {
 
     fn write(dir: &Path, color: SerColor, bits: u32, times: Option<&[f64]>) -> PathBuf {
         let path = dir.join("t.ser");
-        let n = write_ser(&path, SerFrameFormat { color, bits }, frames(3, 4, 6), times).unwrap();
+        let n = write_ser(
+            &path,
+            SerFrameFormat { color, bits },
+            frames(3, 4, 6),
+            times,
+        )
+        .unwrap();
         assert_eq!(n, 3);
         path
     }
@@ -503,7 +510,12 @@ mod tests {
     fn written_files_read_back_with_rows_and_timestamps() {
         let dir = tempfile::tempdir().unwrap();
         let times = [1.8e9, 1.8e9 + 0.25, 1.8e9 + 0.5];
-        let path = write(dir.path(), SerColor::Bayer(CfaPattern::Gbrg), 16, Some(&times));
+        let path = write(
+            dir.path(),
+            SerColor::Bayer(CfaPattern::Gbrg),
+            16,
+            Some(&times),
+        );
         let ser = SerFile::open(&path).unwrap();
         assert_eq!(ser.frames(), 3);
         assert_eq!(ser.shape(), (4, 6));
@@ -528,7 +540,7 @@ mod tests {
         assert!(!ser.has_timestamps());
         assert_eq!(ser.read_frame(0).unwrap()[[3, 5]], 35.0);
         assert_eq!(ser.read_frame(1).unwrap()[[0, 0]], 255.0); // 1000 clamps to 255
-        // 16-bit with the LittleEndian field set to 1: read big-endian, as Siril does.
+                                                               // 16-bit with the LittleEndian field set to 1: read big-endian, as Siril does.
         let path = write(dir.path(), SerColor::Mono, 16, None);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[22] = 1;
@@ -567,7 +579,10 @@ mod tests {
         let ser = SerFile::open(&path).unwrap();
         assert_eq!(ser.truncation(), Some((2, 3)));
         let err = ser.read_frame(2).unwrap_err().to_string();
-        assert!(err.contains("frame 2") && err.contains("2 complete"), "{err}");
+        assert!(
+            err.contains("frame 2") && err.contains("2 complete"),
+            "{err}"
+        );
         // A huge frame count and size: no allocation, a clear error.
         let mut huge = bytes.clone();
         huge[26..30].copy_from_slice(&65_536i32.to_le_bytes());
@@ -575,7 +590,10 @@ mod tests {
         huge[38..42].copy_from_slice(&i32::MAX.to_le_bytes());
         std::fs::write(&path, &huge).unwrap();
         let err = SerFile::open(&path).unwrap_err().to_string();
-        assert!(err.contains("t.ser") && err.contains("no complete frame"), "{err}");
+        assert!(
+            err.contains("t.ser") && err.contains("no complete frame"),
+            "{err}"
+        );
         for (at, value, words) in [
             (26usize, 0i32, "ImageWidth"),
             (30, -5, "ImageHeight"),
@@ -590,15 +608,24 @@ mod tests {
             assert!(err.contains(words), "{words}: {err}");
         }
         std::fs::write(&path, b"LUCAM-REC").unwrap();
-        assert!(SerFile::open(&path).unwrap_err().to_string().contains("header"));
+        assert!(SerFile::open(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("header"));
         std::fs::write(&path, [b'x'; 200]).unwrap();
-        assert!(SerFile::open(&path).unwrap_err().to_string().contains("not a SER file"));
+        assert!(SerFile::open(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("not a SER file"));
     }
 
     #[test]
     fn ticks_round_trip() {
         for s in [0.0, 1.795e9 + 0.1234567, -1.0] {
-            assert!((ticks_to_unix_s(unix_s_to_ticks(s)) - s).abs() < 1e-6, "{s}");
+            assert!(
+                (ticks_to_unix_s(unix_s_to_ticks(s)) - s).abs() < 1e-6,
+                "{s}"
+            );
         }
     }
 }

@@ -77,7 +77,11 @@ pub fn write_ser(
             let max = ((1u32 << format.bits) - 1) as f32;
             let mut bytes = Vec::with_capacity(rows * cols * 2);
             for &v in &frame {
-                let v = if v.is_finite() { v.round().clamp(0.0, max) } else { 0.0 };
+                let v = if v.is_finite() {
+                    v.round().clamp(0.0, max)
+                } else {
+                    0.0
+                };
                 if format.bits == 8 {
                     bytes.push(v as u8);
                 } else {

@@ -115,9 +115,9 @@ pub use config::{Scenario, SimConfig};
 pub use metrics::StarColourErrors;
 pub use render::TRUTH_FWHM_PX;
 pub use scene::{blackbody_color, FrameKind, HotPixel, Simulation, TruthStar};
-pub use truth::{FrameTruth, TruthDisplacement};
 pub use surface::{rms_against_truth, SurfaceConfig, SurfaceScene, SurfaceSim};
 pub use surface_write::{write_surface_sequence, SurfaceOutput, SurfaceSummary};
+pub use truth::{FrameTruth, TruthDisplacement};
 pub use write::{write_sequence, SimSummary, TRUTH_GRID_STEP_PX};
 
 /// File name of the true per-frame displacements written by [`write_sequence`].

@@ -103,7 +103,11 @@ impl SurfaceConfig {
             distortion_rms_px: 1.5,
             correlation_length_px: 20.0,
             time_correlation: 0.9,
-            drift_px: if scene == SurfaceScene::Planet { 30.0 } else { 0.0 },
+            drift_px: if scene == SurfaceScene::Planet {
+                30.0
+            } else {
+                0.0
+            },
             jitter_rms_px: 1.0,
             fwhm_mean_px: 2.5,
             fwhm_sd_px: 0.6,
@@ -117,7 +121,8 @@ impl SurfaceConfig {
     /// The camera's bit depth with its gain and read noise (8: 4 e-/ADU and 1 ADU; 16: 0.5 and 10).
     pub fn with_bits(mut self, bits: u32) -> Self {
         self.bits = bits;
-        (self.gain_e_per_adu, self.read_noise_adu) = if bits == 8 { (4.0, 1.0) } else { (0.5, 10.0) };
+        (self.gain_e_per_adu, self.read_noise_adu) =
+            if bits == 8 { (4.0, 1.0) } else { (0.5, 10.0) };
         self
     }
 
@@ -138,7 +143,12 @@ impl SurfaceConfig {
         let finite_in = |v: f32, lo: f32, hi: f32| v.is_finite() && v >= lo && v <= hi;
         for (name, v, lo, hi) in [
             ("distortion_rms_px", self.distortion_rms_px, 0.0, 10.0),
-            ("correlation_length_px", self.correlation_length_px, 4.0, 1000.0),
+            (
+                "correlation_length_px",
+                self.correlation_length_px,
+                4.0,
+                1000.0,
+            ),
             ("time_correlation", self.time_correlation, 0.0, 0.999),
             ("drift_px", self.drift_px, 0.0, 1000.0),
             ("jitter_rms_px", self.jitter_rms_px, 0.0, 20.0),
@@ -238,7 +248,9 @@ impl SurfaceSim {
                 let shot: f32 = StandardNormal.sample(&mut rng);
                 let read: f32 = StandardNormal.sample(&mut rng);
                 let e = electrons + shot * electrons.sqrt();
-                (e / cfg.gain_e_per_adu + read * cfg.read_noise_adu).round().clamp(0.0, max)
+                (e / cfg.gain_e_per_adu + read * cfg.read_noise_adu)
+                    .round()
+                    .clamp(0.0, max)
             });
             SurfaceFrame {
                 index: i,
@@ -310,14 +322,19 @@ impl Motion {
             );
             self.fwhm_z = 0.8 * self.fwhm_z + 0.6 * nf;
         }
-        let t = if cfg.frames > 1 { i as f32 / (cfg.frames - 1) as f32 } else { 0.0 };
+        let t = if cfg.frames > 1 {
+            i as f32 / (cfg.frames - 1) as f32
+        } else {
+            0.0
+        };
         // Drift along a direction 30 degrees below the x axis.
         let (sin, cos) = (0.5f32, 0.866_025_4f32);
         self.global = (
             cfg.drift_px * t * sin + self.jitter.0,
             cfg.drift_px * t * cos + self.jitter.1,
         );
-        self.fwhm = (cfg.fwhm_mean_px + cfg.fwhm_sd_px * self.fwhm_z).clamp(0.5 * cfg.fwhm_mean_px, 2.0 * cfg.fwhm_mean_px);
+        self.fwhm = (cfg.fwhm_mean_px + cfg.fwhm_sd_px * self.fwhm_z)
+            .clamp(0.5 * cfg.fwhm_mean_px, 2.0 * cfg.fwhm_mean_px);
     }
 
     /// The full-resolution distortion field `(dy, dx)` of the current frame.
@@ -328,7 +345,11 @@ impl Motion {
                 .unwrap_or_else(|_| Array2::zeros(self.coarse));
             let smooth = gaussian_blur(&grid, s).mapv(|v| v * self.scale);
             Array2::from_shape_fn((cfg.height, cfg.width), |(r, c)| {
-                bilinear(&smooth, 2.0 + r as f32 / self.step as f32, 2.0 + c as f32 / self.step as f32)
+                bilinear(
+                    &smooth,
+                    2.0 + r as f32 / self.step as f32,
+                    2.0 + c as f32 / self.step as f32,
+                )
             })
         });
         let [dy, dx] = fields;
@@ -383,7 +404,10 @@ pub fn gaussian_blur(image: &Array2<f32>, sigma: f32) -> Array2<f32> {
 /// brightness falls towards the lanes, each cell with its own brightness, smoothed by 0.7 px.
 fn granulation(rows: usize, cols: usize, rng: &mut StdRng) -> Array2<f32> {
     let g = GRANULE_PX;
-    let (gr, gc) = ((rows as f32 / g) as usize + 3, (cols as f32 / g) as usize + 3);
+    let (gr, gc) = (
+        (rows as f32 / g) as usize + 3,
+        (cols as f32 / g) as usize + 3,
+    );
     let seeds: Vec<(f32, f32, f32)> = (0..gr * gc)
         .map(|k| {
             let (i, j) = ((k / gc) as f32 - 1.0, (k % gc) as f32 - 1.0);
@@ -434,7 +458,10 @@ fn lunar(rows: usize, cols: usize, rng: &mut StdRng) -> Array2<f32> {
     for _ in 0..craters {
         let u: f32 = rng.gen::<f32>().max(1e-3);
         let radius = (3.0 * u.powf(-1.0 / 1.6)).min(40.0);
-        let (cy, cx) = (rng.gen::<f32>() * rows as f32, rng.gen::<f32>() * cols as f32);
+        let (cy, cx) = (
+            rng.gen::<f32>() * rows as f32,
+            rng.gen::<f32>() * cols as f32,
+        );
         let reach = (1.6 * radius).ceil() as isize;
         for r in (cy as isize - reach).max(0)..(cy as isize + reach).min(rows as isize) {
             for c in (cx as isize - reach).max(0)..(cx as isize + reach).min(cols as isize) {
@@ -442,7 +469,11 @@ fn lunar(rows: usize, cols: usize, rng: &mut StdRng) -> Array2<f32> {
                 let rim = 0.25 * (-((d - 1.0) / 0.12).powi(2)).exp();
                 let floor = if d < 0.9 { -0.12 * (1.0 - d * d) } else { 0.0 };
                 // Light from the left: the sunward inner wall darker, the far one brighter.
-                let side = if d < 1.1 { 0.08 * (c as f32 - cx) / radius * (-((d - 0.8) / 0.3).powi(2)).exp() } else { 0.0 };
+                let side = if d < 1.1 {
+                    0.08 * (c as f32 - cx) / radius * (-((d - 0.8) / 0.3).powi(2)).exp()
+                } else {
+                    0.0
+                };
                 image[[r as usize, c as usize]] += rim + floor + side;
             }
         }
@@ -455,7 +486,9 @@ fn lunar(rows: usize, cols: usize, rng: &mut StdRng) -> Array2<f32> {
 fn planet(rows: usize, cols: usize, rng: &mut StdRng) -> Array2<f32> {
     let radius = 0.3 * rows.min(cols) as f32;
     let (cy, cx) = ((rows as f32 - 1.0) / 2.0, (cols as f32 - 1.0) / 2.0);
-    let phases: Vec<f32> = (0..4).map(|_| rng.gen::<f32>() * 6.283).collect();
+    let phases: Vec<f32> = (0..4)
+        .map(|_| rng.gen::<f32>() * std::f32::consts::TAU)
+        .collect();
     let ovals: Vec<(f32, f32, f32)> = (0..5)
         .map(|_| {
             (
@@ -553,15 +586,25 @@ mod tests {
         assert_eq!(a.len(), 6);
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x.image, y.image);
-            assert!(x.local_rms_px > 0.7 && x.local_rms_px < 4.0, "{}", x.local_rms_px);
+            assert!(
+                x.local_rms_px > 0.7 && x.local_rms_px < 4.0,
+                "{}",
+                x.local_rms_px
+            );
         }
         assert_eq!(a[0].global, (0.0, 0.0));
-        assert!(SurfaceConfig::new(SurfaceScene::Lunar, 0, 10, 10, 1).validate().is_err());
+        assert!(SurfaceConfig::new(SurfaceScene::Lunar, 0, 10, 10, 1)
+            .validate()
+            .is_err());
         // The truth scores 0 against itself, a blurred frame more, a shifted copy about 0.
         let truth = sim.truth();
         assert!(rms_against_truth(truth, truth, 8) < 1e-2);
-        let shifted = Array2::from_shape_fn(truth.dim(), |(r, c)| bilinear(truth, r as f32 - 2.0, c as f32 + 1.0));
-        assert!(rms_against_truth(&shifted, truth, 8) < 0.1 * rms_against_truth(&a[3].image, truth, 8));
+        let shifted = Array2::from_shape_fn(truth.dim(), |(r, c)| {
+            bilinear(truth, r as f32 - 2.0, c as f32 + 1.0)
+        });
+        assert!(
+            rms_against_truth(&shifted, truth, 8) < 0.1 * rms_against_truth(&a[3].image, truth, 8)
+        );
     }
 
     #[test]

@@ -77,7 +77,11 @@ pub fn write_surface_sequence(
                         CardValue::Str("synthetic camera (tlr-core simulate surface)".into()),
                         "simulated input frame",
                     )
-                    .with_card("SIMFRAME", CardValue::Int(frame.index as i64), "frame index");
+                    .with_card(
+                        "SIMFRAME",
+                        CardValue::Int(frame.index as i64),
+                        "frame index",
+                    );
                 write_image_atomic(&path, frame.image.view(), SampleFormat::U16, &meta)
                     .map_err(fits_err(&path))?;
                 frames.push(path);

@@ -24,7 +24,13 @@ fn folder_to_ser(dir: &Path, ser: &Path, color: SerColor) -> usize {
         cube.index_axis(ndarray::Axis(0), 0).to_owned()
     });
     let times: Vec<f64> = (0..files.len()).map(|i| 1.8e9 + 2.0 * i as f64).collect();
-    write_ser(ser, SerFrameFormat { color, bits: 16 }, frames, Some(&times)).unwrap()
+    write_ser(
+        ser,
+        SerFrameFormat { color, bits: 16 },
+        frames,
+        Some(&times),
+    )
+    .unwrap()
 }
 
 fn pixels(path: &Path) -> ndarray::Array3<f32> {
@@ -51,14 +57,30 @@ fn a_ser_file_runs_like_the_folder_of_its_frames() {
 fn bayer_ser_gives_colour_and_truncation_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let frames = tmp.path().join("frames");
-    simulate_with(&frames, 12, 192, 5, &["--scenario", "seeing", "--color", "RGGB"]);
+    simulate_with(
+        &frames,
+        12,
+        192,
+        5,
+        &["--scenario", "seeing", "--color", "RGGB"],
+    );
     let ser = tmp.path().join("colour.ser");
-    folder_to_ser(&frames, &ser, SerColor::Bayer(tlr_core::bayer::CfaPattern::Rggb));
+    folder_to_ser(
+        &frames,
+        &ser,
+        SerColor::Bayer(tlr_core::bayer::CfaPattern::Rggb),
+    );
     // Cut the file in the middle of its last frame: 11 complete frames remain.
     let bytes = std::fs::read(&ser).unwrap();
     std::fs::write(&ser, &bytes[..bytes.len() - 12 * 8 - 1000]).unwrap();
     let out_path = tmp.path().join("colour.fits");
-    let out = tlr(&["run", ser.to_str().unwrap(), "-o", out_path.to_str().unwrap(), "--json"]);
+    let out = tlr(&[
+        "run",
+        ser.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+        "--json",
+    ]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -80,16 +102,27 @@ fn broken_ser_files_fail_naming_the_file() {
     header[38..42].copy_from_slice(&1000i32.to_le_bytes());
     std::fs::write(&ser, &header).unwrap();
     let out_path = tmp.path().join("out.fits");
-    let out = tlr(&["run", ser.to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    let out = tlr(&[
+        "run",
+        ser.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("broken.ser") && stderr.contains("no complete frame"), "{stderr}");
+    assert!(
+        stderr.contains("broken.ser") && stderr.contains("no complete frame"),
+        "{stderr}"
+    );
     header[26..30].copy_from_slice(&(-3i32).to_le_bytes());
     std::fs::write(&ser, &header).unwrap();
     let out = tlr(&["inspect", ser.to_str().unwrap()]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("broken.ser") && stderr.contains("ImageWidth"), "{stderr}");
+    assert!(
+        stderr.contains("broken.ser") && stderr.contains("ImageWidth"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -97,8 +130,19 @@ fn inspect_reports_every_frame_of_a_ser_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("lunar");
     let out = tlr(&[
-        "simulate", dir.to_str().unwrap(), "--scene", "lunar", "--ser", "--bits", "8",
-        "--frames", "5", "--width", "128", "--height", "96",
+        "simulate",
+        dir.to_str().unwrap(),
+        "--scene",
+        "lunar",
+        "--ser",
+        "--bits",
+        "8",
+        "--frames",
+        "5",
+        "--width",
+        "128",
+        "--height",
+        "96",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let ser = dir.join("capture.ser");
@@ -112,6 +156,9 @@ fn inspect_reports_every_frame_of_a_ser_file() {
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(line["frame"], i);
         assert!(line["sharpness"].as_f64().unwrap() > 0.0, "{line}");
-        assert!(line["date_obs"].as_str().unwrap().starts_with("2026-11-27T12:00:00"));
+        assert!(line["date_obs"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-11-27T12:00:00"));
     }
 }

@@ -12,8 +12,18 @@ use tlr_core::simulate::rms_against_truth;
 fn simulate_scene(dir: &Path, scene: &str, frames: usize, extra: &[&str]) {
     let frames = frames.to_string();
     let mut args = vec![
-        "simulate", dir.to_str().unwrap(), "--scene", scene, "--frames", &frames, "--width", "256",
-        "--height", "224", "--seed", "3",
+        "simulate",
+        dir.to_str().unwrap(),
+        "--scene",
+        scene,
+        "--frames",
+        &frames,
+        "--width",
+        "256",
+        "--height",
+        "224",
+        "--seed",
+        "3",
     ];
     args.extend_from_slice(extra);
     let out = tlr(&args);
@@ -31,7 +41,12 @@ fn unregistered_mean(dir: &Path) -> ndarray::Array2<f32> {
     let mut n = 0.0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("frame_") {
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("frame_")
+        {
             let frame = image(&path);
             sum = Some(sum.map_or(frame.clone(), |s| s + &frame));
             n += 1.0;
@@ -58,11 +73,19 @@ fn granulation_runs_without_stars_and_beats_an_unregistered_stack() {
     assert!(t < g, "tlr {t} vs global {g}");
     // Forcing star matching gives the old refusal.
     let out = tlr(&[
-        "run", dir.to_str().unwrap(), "-o", tmp.path().join("stars.fits").to_str().unwrap(),
-        "--global-method", "stars",
+        "run",
+        dir.to_str().unwrap(),
+        "-o",
+        tmp.path().join("stars.fits").to_str().unwrap(),
+        "--global-method",
+        "stars",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("too few matching stars"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("too few matching stars"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -79,15 +102,25 @@ fn a_drifting_planet_keeps_black_sky_black() {
     let sky_truth = truth[[10, 10]];
     let disc = result[[112, 128]];
     for &v in corner.iter() {
-        assert!((v - sky_truth).abs() < 0.05 * (disc - sky_truth), "sky {v} vs {sky_truth}, disc {disc}");
+        assert!(
+            (v - sky_truth).abs() < 0.05 * (disc - sky_truth),
+            "sky {v} vs {sky_truth}, disc {disc}"
+        );
     }
     let mean = {
         let ser = tlr_core::ser::SerFile::open(&dir.join("capture.ser")).unwrap();
-        (0..ser.frames()).map(|i| ser.read_frame(i).unwrap()).fold(None, |s: Option<ndarray::Array2<f32>>, f| {
-            Some(s.map_or(f.clone(), |s| s + &f))
-        }).unwrap() / ser.frames() as f32
+        (0..ser.frames())
+            .map(|i| ser.read_frame(i).unwrap())
+            .fold(None, |s: Option<ndarray::Array2<f32>>, f| {
+                Some(s.map_or(f.clone(), |s| s + &f))
+            })
+            .unwrap()
+            / ser.frames() as f32
     };
-    let (r, m) = (rms_against_truth(&result, &truth, 16), rms_against_truth(&mean, &truth, 16));
+    let (r, m) = (
+        rms_against_truth(&result, &truth, 16),
+        rms_against_truth(&mean, &truth, 16),
+    );
     eprintln!("planet rms vs truth: tlr {r:.2}, unregistered {m:.2}");
     assert!(r < 0.8 * m, "tlr {r} vs unregistered {m}");
 }
@@ -99,8 +132,15 @@ fn keep_best_keeps_the_sharpest_share() {
     simulate_scene(&dir, "lunar", 24, &[]);
     let out_path = tmp.path().join("moon.fits");
     let out = tlr(&[
-        "run", dir.to_str().unwrap(), "-o", out_path.to_str().unwrap(), "--json", "--keep-best", "25",
-        "--set", "registration.local_tiles.min_valid_frames=4",
+        "run",
+        dir.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+        "--json",
+        "--keep-best",
+        "25",
+        "--set",
+        "registration.local_tiles.min_valid_frames=4",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -112,7 +152,18 @@ fn keep_best_keeps_the_sharpest_share() {
     assert_eq!(finished["summary"]["frames_used"], 6, "{stdout}");
     assert_eq!(stdout.matches("not among the sharpest 25 %").count(), 18);
     // A bad percentage is a usage error naming the key.
-    let out = tlr(&["run", dir.to_str().unwrap(), "-o", out_path.to_str().unwrap(), "--keep-best", "0"]);
+    let out = tlr(&[
+        "run",
+        dir.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+        "--keep-best",
+        "0",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("keep_best_percent"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("keep_best_percent"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -235,7 +235,10 @@ pub async fn run(
             for message in ser.warnings() {
                 events(&Event::Warning { message });
             }
-            decided = Some(crate::source::ser_colour(ser.pattern(), cfg.data.color_mode())?);
+            decided = Some(crate::source::ser_colour(
+                ser.pattern(),
+                cfg.data.color_mode(),
+            )?);
             (Arc::new(ser), 0)
         }
     };

@@ -15,8 +15,8 @@
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-use tlr_core::global::{use_correlation, FrameQuality, SurfaceReference};
 use tlr_core::geom::Shift;
+use tlr_core::global::{use_correlation, FrameQuality, SurfaceReference};
 use tlr_core::quality::{keep_best, sharpness_weights, surface_quality, SurfaceQuality};
 use tlr_core::select::UsedFrame;
 
@@ -54,7 +54,9 @@ impl FrameReader {
             .collect();
         // 1. Sharpness and level of every frame.
         let measures = self
-            .per_frame(cancel, &measured, workers, |image| surface_quality(image.view()))
+            .per_frame(cancel, &measured, workers, |image| {
+                surface_quality(image.view())
+            })
             .await?;
         let nan = SurfaceQuality {
             sharpness: f32::NAN,
@@ -126,7 +128,11 @@ impl FrameReader {
     /// the weights come from the sharpness and the photometric scales from the frames' mean levels;
     /// then only the best `registration.global.keep_best_percent` % stay (sharpest, or highest
     /// weight), the others are reported as skipped.
-    pub(super) fn select_best(&self, frames: &mut Vec<UsedFrame>, surfaces: Option<&[SurfaceQuality]>) {
+    pub(super) fn select_best(
+        &self,
+        frames: &mut Vec<UsedFrame>,
+        surfaces: Option<&[SurfaceQuality]>,
+    ) {
         if let Some(surfaces) = surfaces {
             let sharp: Vec<f32> = frames.iter().map(|f| surfaces[f.index].sharpness).collect();
             let levels: Vec<f32> = frames
@@ -153,7 +159,11 @@ impl FrameReader {
             .map(|f| surfaces.map_or(f.weight, |s| s[f.index].sharpness))
             .collect();
         let keep = keep_best(&scores, percent);
-        let what = if surfaces.is_some() { "sharpest" } else { "best-weighted" };
+        let what = if surfaces.is_some() {
+            "sharpest"
+        } else {
+            "best-weighted"
+        };
         let mut flags = keep.into_iter();
         frames.retain(|f| {
             let kept = flags.next().unwrap_or(true);

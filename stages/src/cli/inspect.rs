@@ -180,7 +180,10 @@ fn inspect_ser(path: &Path, json: bool) -> Result<(), tlr_core::ser::SerError> {
             v["file"] = serde_json::json!(path);
             v["frame"] = serde_json::json!(index);
             v["sharpness"] = serde_json::json!(sharp);
-            if let Some(t) = file.timestamp_utc(index).and_then(tlr_core::fits::format_utc) {
+            if let Some(t) = file
+                .timestamp_utc(index)
+                .and_then(tlr_core::fits::format_utc)
+            {
                 v["date_obs"] = serde_json::json!(t);
             }
             print_json(&v);

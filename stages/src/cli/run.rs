@@ -107,7 +107,10 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let mut set = args.set.clone();
     for (key, value) in [
         ("registration.global.method", args.global_method.clone()),
-        ("registration.global.keep_best_percent", args.keep_best.map(|p| p.to_string())),
+        (
+            "registration.global.keep_best_percent",
+            args.keep_best.map(|p| p.to_string()),
+        ),
     ] {
         if let Some(value) = value {
             set.push(tlr_core::config::Override {
@@ -245,7 +248,10 @@ fn ser_guard(file: &std::path::Path) -> (PathBuf, Vec<String>) {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let name = file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let escaped: String = name
         .chars()
         .map(|c| match c {
