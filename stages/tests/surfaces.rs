@@ -167,3 +167,42 @@ fn keep_best_keeps_the_sharpest_share() {
         text(&out.stderr)
     );
 }
+
+/// FNV-1a (64 bit) of the bytes of `files`, in order.
+fn fnv1a(files: &[std::path::PathBuf]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in files {
+        for b in std::fs::read(f).unwrap() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[test]
+fn star_scenes_are_unchanged() {
+    // The hash of the same command's files from the main branch's binary before surface scenes
+    // existed (commit 60bc6b7): the star simulator must not move a bit.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("stars");
+    let out = tlr(&[
+        "simulate",
+        dir.to_str().unwrap(),
+        "--frames",
+        "4",
+        "--width",
+        "96",
+        "--height",
+        "80",
+        "--seed",
+        "9",
+        "--scenario",
+        "seeing",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut files: Vec<std::path::PathBuf> = (0..4)
+        .map(|i| dir.join(format!("frame_{i:04}.fits")))
+        .collect();
+    files.extend([dir.join("truth.fits"), dir.join("truth_displacement.json")]);
+    assert_eq!(fnv1a(&files), 0xc8f8_87ac_fe86_32e9);
+}
