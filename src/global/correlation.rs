@@ -16,7 +16,7 @@
 //! averages them; its geometry is that of the sharpest frame. [`use_correlation`] decides
 //! `auto` from the star pass.
 //!
-//! What it does not: rotation or local motion (tiles do that), star matching ([`super::matching`]),
+//! What it does not: rotation or local motion (tiles do that), star matching (`matching.rs`),
 //! choose the frames (the caller picks the sharpest with [`crate::quality::sharpness`]).
 
 use ndarray::{s, Array2, ArrayView2};
