@@ -127,6 +127,7 @@ const DIAGNOSTICS: &[(&str, Spec)] = &[
 
 const REGISTRATION: &[(&str, Spec)] = &[
     ("local_tiles", Section(LOCAL_TILES)),
+    ("global", Section(GLOBAL)),
     ("mode", Unused("tlr always registers tile-locally")),
     ("enabled", Unused("tlr always registers tile-locally")),
     (
@@ -144,6 +145,8 @@ const REGISTRATION: &[(&str, Spec)] = &[
     ("star_inlier_tol_px", Unused(NO_REASON)),
     ("star_dist_bin_px", Unused(NO_REASON)),
 ];
+
+const GLOBAL: &[(&str, Spec)] = &[("method", Leaf), ("keep_best_percent", Leaf)];
 
 const LOCAL_TILES: &[(&str, Spec)] = &[
     ("ecc_cc_min", Leaf),

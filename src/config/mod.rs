@@ -56,8 +56,8 @@ pub use keys::known_keys;
 pub use overrides::Override;
 pub use schema::{
     AdaptiveTilesConfig, ColorModeSetting, Config, ConvergenceConfig, DataConfig,
-    DiagnosticsConfig, LocalTilesConfig, MemoryLimitsConfig, RegistrationConfig, Smoothing,
-    TileConfig, V4Config, PARALLEL_TILES_DEFAULT,
+    DiagnosticsConfig, GlobalRegistrationConfig, LocalTilesConfig, MemoryLimitsConfig,
+    RegistrationConfig, Smoothing, TileConfig, V4Config, PARALLEL_TILES_DEFAULT,
 };
 pub use validate::{few_frames_warning, PARALLEL_TILES_HARD_MAX};
 

@@ -238,6 +238,39 @@ impl Default for DiagnosticsConfig {
 pub struct RegistrationConfig {
     /// `registration.local_tiles`: tile-local registration (TLR).
     pub local_tiles: LocalTilesConfig,
+    /// `registration.global` (tlr): how whole frames are placed and which are kept. Left out of the
+    /// serialisation (and so of the digest) while it has its defaults, so configurations without it keep
+    /// their digest.
+    #[serde(skip_serializing_if = "GlobalRegistrationConfig::is_default")]
+    pub global: GlobalRegistrationConfig,
+}
+
+/// Section `registration.global` (tlr).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GlobalRegistrationConfig {
+    /// `method`: `auto` (stars when the star pass placed at least half of the frames, else
+    /// correlation), `stars` or `correlation` (whole-frame phase correlation, for the Sun, the Moon and
+    /// planets). Default `auto`.
+    pub method: crate::global::GlobalMethod,
+    /// `keep_best_percent`: only the best this many percent of the frames take part (the sharpest
+    /// without stars, the highest global weight with stars). Default 100, range (0, 100].
+    pub keep_best_percent: f64,
+}
+
+impl Default for GlobalRegistrationConfig {
+    fn default() -> Self {
+        Self {
+            method: crate::global::GlobalMethod::Auto,
+            keep_best_percent: 100.0,
+        }
+    }
+}
+
+impl GlobalRegistrationConfig {
+    /// True when every key has its default.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Section `registration.local_tiles`.

@@ -103,6 +103,13 @@ impl Config {
             ));
         }
 
+        range_f64(
+            &mut p,
+            "registration.global.keep_best_percent",
+            self.registration.global.keep_best_percent,
+            Bound::Excl(0.0),
+            Bound::Incl(100.0),
+        );
         let lt = &self.registration.local_tiles;
         const LT: &str = "registration.local_tiles";
         range_f64(

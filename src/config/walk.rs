@@ -224,6 +224,18 @@ impl Reader {
             );
         }
 
+        let g = &mut c.registration.global;
+        self.take("registration.global.method", &mut g.method, |v| match v {
+            Value::String(s) => crate::global::GlobalMethod::parse(s)
+                .map_err(|_| format!("one of {}", crate::global::GlobalMethod::CHOICES)),
+            _ => Err(format!("one of {}", crate::global::GlobalMethod::CHOICES)),
+        });
+        self.take(
+            "registration.global.keep_best_percent",
+            &mut g.keep_best_percent,
+            to_f64,
+        );
+
         let t = &mut c.tile;
         self.take("tile.size_factor", &mut t.size_factor, to_f64);
         self.take("tile.min_size", &mut t.min_size, to_usize);

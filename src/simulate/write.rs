@@ -225,7 +225,7 @@ fn with_bayer_cards(
 }
 
 /// Writes pretty JSON through a temporary file in the same folder, then renames it.
-fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), SimError> {
+pub(super) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), SimError> {
     let text = serde_json::to_string_pretty(value).map_err(|source| SimError::Json {
         path: path.to_path_buf(),
         source,

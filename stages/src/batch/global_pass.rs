@@ -114,12 +114,15 @@ impl FrameReader {
                 });
             }
         }
+        // Frames without stars: placed by correlation instead (registration.global.method).
+        let surfaces = self.surface_pass(cancel, &mut qualities, workers).await?;
         let mut frames = select_frames(&qualities, self.strict, |index, reason| {
             (self.events)(&Event::FrameSkipped {
                 path: self.store.meta(index).label,
                 reason,
             })
         })?;
+        self.select_best(&mut frames, surfaces.as_deref());
         if self.store.planes() > 1 {
             set_plane_scales(&mut frames, &plane_backgrounds);
         }

@@ -61,6 +61,9 @@ pub enum Input {
     Memory(MemoryFrames),
     /// Any other frame store (an application's own frame source).
     Store(Arc<dyn FrameStore>),
+    /// The complete frames of a SER video file, in file order (Bayer pattern from its ColorID unless
+    /// `data.color_mode` / `data.bayer_pattern` say otherwise).
+    Ser(PathBuf),
 }
 
 /// Settings of one run: the reconstruction configuration plus runtime choices.
@@ -267,6 +270,22 @@ pub async fn run(
         }
         Input::Memory(frames) => (Arc::new(frames), 0),
         Input::Store(store) => (store, 0),
+        Input::Ser(path) => {
+            let ser = tokio::task::spawn_blocking(move || crate::source::SerFrames::open(&path))
+                .await
+                .map_err(|source| StageError::Join {
+                    stage: Stage::Scan,
+                    source,
+                })??;
+            for message in ser.warnings() {
+                events(&Event::Warning { message });
+            }
+            decided = Some(crate::source::ser_colour(
+                ser.pattern(),
+                cfg.data.color_mode(),
+            )?);
+            (Arc::new(ser), 0)
+        }
     };
     if decided.is_none() && !cfg.calibration.is_default() {
         events(&Event::Warning {
@@ -305,7 +324,8 @@ pub async fn run(
         options.strict,
         memory.clone(),
     )
-    .keep_top_rows(top_rows);
+    .keep_top_rows(top_rows)
+    .with_global(cfg.registration.global.clone());
     let workers_n = worker_count(cfg);
     let global = reader.global_pass(&cancel, workers_n.get()).await?;
     // A short session runs with all its usable frames: the tile validity rule then asks for all of

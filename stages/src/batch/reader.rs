@@ -116,6 +116,8 @@ pub struct FrameReader {
     pub(super) memory: MemoryGuard,
     /// Top rows of every frame kept by the global pass for the first tile row (`None`: keep none).
     pub(super) top_rows: Option<Arc<TopRows>>,
+    /// `registration.global`: star matching or correlation, and best-N % selection.
+    pub(super) global: tlr_core::config::GlobalRegistrationConfig,
 }
 
 impl FrameReader {
@@ -133,7 +135,14 @@ impl FrameReader {
             strict,
             memory,
             top_rows: None,
+            global: Default::default(),
         }
+    }
+
+    /// Sets how the global pass places frames and which it keeps (`registration.global`).
+    pub fn with_global(mut self, global: tlr_core::config::GlobalRegistrationConfig) -> Self {
+        self.global = global;
+        self
     }
 
     /// Makes the global pass keep the top `rows` rows of every frame (all planes, all columns) for the
