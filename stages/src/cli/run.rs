@@ -50,6 +50,11 @@ pub struct RunArgs {
     /// Register whole frames only (the global-stack baseline), with the same weights and rejection.
     #[arg(long)]
     pub global_only: bool,
+    /// Stack in frame N's geometry (its translation, rotation and stretch; frames numbered from 1 in
+    /// run order, as in tile_report.json) instead of the sequence's mean geometry, e.g. to match an
+    /// existing image of that frame (overrides registration.reference_frame).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub reference_frame: Option<u32>,
     /// Colour (Bayer) input: also write the reconstructed mosaic as OUT.cfa.fits (with BAYERPAT).
     #[arg(long)]
     pub keep_cfa: bool,
@@ -96,12 +101,15 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     }
     // The format first: an output tlr cannot write stops the run before anything is read (exit 2).
     let export = args.export.resolve(&args.output)?;
-    let config = load_config(
+    let mut config = load_config(
         args.config.as_deref(),
         &args.set,
         args.parallel_tiles,
         args.quiet || args.json,
     )?;
+    if let Some(n) = args.reference_frame {
+        config.registration.reference_frame = n as usize;
+    }
     let display = Display::from_flags(args.json, args.quiet);
     let diagnostics_dir = args.diagnostics.clone().or_else(|| {
         config
