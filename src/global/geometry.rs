@@ -100,14 +100,17 @@ pub fn mean_geometry(transforms: &[FrameTransform]) -> Option<FrameTransform> {
         }
     };
     Some(FrameTransform {
-        shift: Shift::new(
-            robust_mean(&|t| t.shift.dy),
-            robust_mean(&|t| t.shift.dx),
-        ),
+        shift: Shift::new(robust_mean(&|t| t.shift.dy), robust_mean(&|t| t.shift.dx)),
         centre: first.centre,
         linear: [
-            [robust_mean(&|t| t.linear[0][0]), robust_mean(&|t| t.linear[0][1])],
-            [robust_mean(&|t| t.linear[1][0]), robust_mean(&|t| t.linear[1][1])],
+            [
+                robust_mean(&|t| t.linear[0][0]),
+                robust_mean(&|t| t.linear[0][1]),
+            ],
+            [
+                robust_mean(&|t| t.linear[1][0]),
+                robust_mean(&|t| t.linear[1][1]),
+            ],
         ],
     })
 }
@@ -207,11 +210,22 @@ mod tests {
                 let to_pix = |v: f32| cell * f64::from(v) + (cell - 1.0) / 2.0;
                 let out = [to_pix(x + d.dx), to_pix(y + d.dy)];
                 let [rx, ry] = map.apply(out);
-                assert!((rx - to_pix(x)).abs() < 1e-3, "{cell}: {rx} vs {}", to_pix(x));
-                assert!((ry - to_pix(y)).abs() < 1e-3, "{cell}: {ry} vs {}", to_pix(y));
+                assert!(
+                    (rx - to_pix(x)).abs() < 1e-3,
+                    "{cell}: {rx} vs {}",
+                    to_pix(x)
+                );
+                assert!(
+                    (ry - to_pix(y)).abs() < 1e-3,
+                    "{cell}: {ry} vs {}",
+                    to_pix(y)
+                );
             }
         }
         let identity = FrameTransform::translation(Shift::ZERO, (50.0, 80.0));
-        assert_eq!(output_to_reference(&identity, 1.0), Some(PixelMap::IDENTITY));
+        assert_eq!(
+            output_to_reference(&identity, 1.0),
+            Some(PixelMap::IDENTITY)
+        );
     }
 }

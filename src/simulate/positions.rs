@@ -123,9 +123,7 @@ impl Simulation {
         let isolated = |k: usize| {
             let s = stars[k];
             stars.iter().enumerate().all(|(j, o)| {
-                j == k
-                    || o.flux < 0.05 * s.flux
-                    || (o.x - s.x).hypot(o.y - s.y) > ISOLATION_PX
+                j == k || o.flux < 0.05 * s.flux || (o.x - s.x).hypot(o.y - s.y) > ISOLATION_PX
             })
         };
         let expected: Vec<(f32, f32)> = (0..stars.len())
@@ -154,7 +152,7 @@ impl Simulation {
 
 #[cfg(test)]
 mod tests {
-    use crate::simulate::{SimConfig, Scenario, Simulation};
+    use crate::simulate::{Scenario, SimConfig, Simulation};
 
     #[test]
     fn the_truth_image_moved_to_the_mean_geometry_has_no_position_error() {

@@ -96,7 +96,14 @@ fn main() {
     }
     println!(
         "{:<7} {:<7} {:<12} {:>6} {:>8} {:>16} {:>9} {:>8}",
-        "scene", "binary", "registration", "stars", "rms px", "mean offset px", "rms-mean", "FWHM px"
+        "scene",
+        "binary",
+        "registration",
+        "stars",
+        "rms px",
+        "mean offset px",
+        "rms-mean",
+        "FWHM px"
     );
     for name in scenes.split(',') {
         let cfg = scene(name, frames, size);

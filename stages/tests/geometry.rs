@@ -111,7 +111,8 @@ fn reference_frame_stacks_onto_that_frames_geometry_and_the_pixel_map_follows() 
     let last = sim.frames() - 1;
     let onto = reconstruct(&sim, Registration::TileLocal, last + 1);
     let mean = reconstruct(&sim, Registration::TileLocal, 0);
-    let onto_last = sim.star_position_errors_in(onto.image.view(), &|y, x| in_frame(&sim, last, y, x));
+    let onto_last =
+        sim.star_position_errors_in(onto.image.view(), &|y, x| in_frame(&sim, last, y, x));
     let onto_mean = sim.star_position_errors(mean.image.view(), &used(&mean));
     for (name, errors) in [("last frame", &onto_last), ("mean", &onto_mean)] {
         let (my, mx) = errors.mean();
@@ -128,13 +129,20 @@ fn reference_frame_stacks_onto_that_frames_geometry_and_the_pixel_map_follows() 
     let apart = sim.star_position_errors_in(onto.image.view(), &|y, x| {
         sim.mean_geometry_position(&used(&mean), y, x)
     });
-    assert!(apart.stars() < 10 || apart.rms_px() > 1.0, "{}", apart.rms_px());
+    assert!(
+        apart.stars() < 10 || apart.rms_px() > 1.0,
+        "{}",
+        apart.rms_px()
+    );
     // The map to the reference frame's pixels (the WCS follows it) sends every star back where
     // frame 0, i.e. the truth, has it.
     for (run, name) in [(&onto, "last frame"), (&mean, "mean")] {
-        assert!(!run.to_reference.is_translation(), "{name}: rotation expected");
-        let back =
-            sim.star_position_errors_in(run.image.view(), &|y, x| output_of(&run.to_reference, y, x));
+        assert!(
+            !run.to_reference.is_translation(),
+            "{name}: rotation expected"
+        );
+        let back = sim
+            .star_position_errors_in(run.image.view(), &|y, x| output_of(&run.to_reference, y, x));
         println!("{name} geometry: pixel map rms {:.3} px", back.rms_px());
         assert!(back.stars() >= 30, "{name}");
         assert!(back.rms_px() <= 0.25, "{name}: {}", back.rms_px());

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use tlr_core::global::mean_geometry;
 use tlr_core::global::{
     detect_options, measure_part, measure_sky, merge_parts, FrameMeasurement, FrameQuality,
     FrameTransform, GlobalOptions, GlobalPass, MeasurePart, MeasurePlan,
 };
-use tlr_core::global::mean_geometry;
 use tlr_core::select::set_plane_scales;
 pub use tlr_core::select::UsedFrame;
 use tlr_core::stars::StarDetector;
@@ -114,7 +114,10 @@ impl GlobalSummary {
 
 /// Every used frame's global translation as a [`FrameTransform`] about the image centre (the
 /// reference frame's geometry, before [`GlobalSummary::set_output_geometry`]).
-fn translations(frames: &[UsedFrame], transforms: &[Option<FrameTransform>]) -> Vec<FrameTransform> {
+fn translations(
+    frames: &[UsedFrame],
+    transforms: &[Option<FrameTransform>],
+) -> Vec<FrameTransform> {
     let centre = transforms
         .iter()
         .flatten()

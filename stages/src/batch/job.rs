@@ -53,8 +53,14 @@ impl TileJob {
     /// (R, G1, G2, B; empty for mono). Cuts into buffers from `spare` whose shape fits, else allocates.
     /// Releases the job's hold on the shared windows.
     pub fn cut(self, spare: Vec<Array3<f32>>) -> (TileStack, Vec<PlaneStack>) {
-        self.windows
-            .cut(&self.tile, &self.frames, &self.geometry, self.margin, self.planes, spare)
+        self.windows.cut(
+            &self.tile,
+            &self.frames,
+            &self.geometry,
+            self.margin,
+            self.planes,
+            spare,
+        )
     }
 
     /// How many stack buffers [`TileJob::cut`] fills (1 for mono, the planes for colour).

@@ -326,8 +326,7 @@ pub async fn run(
     );
     let accumulator = Accumulator::new(blend, tiles.len(), Arc::clone(&events));
     let used_frames = global.frames.clone();
-    let reader_task =
-        tokio::spawn(reader.run(
+    let reader_task = tokio::spawn(reader.run(
         plan,
         global.frames.clone(),
         global.geometry.clone(),
