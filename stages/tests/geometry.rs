@@ -2,10 +2,9 @@
 //! the first frame's instantaneous geometry), `registration.reference_frame` stacks onto one frame's
 //! geometry instead, and the map to the reference frame's pixels (which the WCS follows) stays right.
 
-use tokio_util::sync::CancellationToken;
+mod common;
 
-use tlr::events::no_events;
-use tlr::{Input, MemoryFrames, PipelineOptions, Registration, RunOutput};
+use tlr::{PipelineOptions, Registration, RunOutput};
 use tlr_core::simulate::{Scenario, SimConfig, Simulation};
 
 /// An alt-az sequence: drift, `rotation_deg` of field rotation over the run and (unless `local_rms`
@@ -24,20 +23,12 @@ fn rotating(rotation_deg: f32, local_rms: Option<f32>) -> Simulation {
 }
 
 fn reconstruct(sim: &Simulation, registration: Registration, reference_frame: usize) -> RunOutput {
-    let frames = (0..sim.frames()).map(|i| sim.frame(i)).collect();
     let mut options = PipelineOptions {
         registration,
         ..PipelineOptions::default()
     };
-    options.config.v4.parallel_tiles = Some(2);
     options.config.registration.reference_frame = reference_frame;
-    tlr::run_blocking(
-        Input::Memory(MemoryFrames::new(frames).unwrap()),
-        options,
-        no_events(),
-        CancellationToken::new(),
-    )
-    .unwrap()
+    common::reconstruct_memory(sim, options)
 }
 
 fn used(run: &RunOutput) -> Vec<usize> {
