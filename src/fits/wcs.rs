@@ -55,7 +55,7 @@ impl PixelMap {
         self.matrix == Self::IDENTITY.matrix
     }
 
-    /// True when the linear part differs from the identity by at most [`SIP_KEEP_TOLERANCE`] per
+    /// True when the linear part differs from the identity by at most `SIP_KEEP_TOLERANCE` (0.001) per
     /// entry: SIP distortion kept unchanged is then off by at most that fraction of the distortion
     /// plus of its gradient times the field radius (e.g. 0.01 px for 10 px of distortion), far below
     /// a star's centroid error. The mean geometry of a sequence is such a map unless the field
@@ -199,7 +199,7 @@ impl Wcs {
 
     /// This WCS (of the reference frame) made valid for an output grid whose pixels `map` sends to
     /// the reference frame's: the same world coordinates at the same sky positions. SIP distortion is
-    /// kept for a translation or a map within [`SIP_KEEP_TOLERANCE`] of one
+    /// kept for a translation or a map within `SIP_KEEP_TOLERANCE` (0.001) of one
     /// ([`PixelMap::is_near_translation`]) and dropped otherwise (the second value is then false).
     /// `None` when `map` is singular.
     pub fn moved(&self, map: &PixelMap) -> Option<(Wcs, bool)> {
