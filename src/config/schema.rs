@@ -238,6 +238,11 @@ impl Default for DiagnosticsConfig {
 pub struct RegistrationConfig {
     /// `registration.local_tiles`: tile-local registration (TLR).
     pub local_tiles: LocalTilesConfig,
+    /// `registration.reference_frame` (tlr): the output's geometry. 0 (default): the sequence's mean
+    /// geometry (the robust unweighted time mean of every frame's motion); N >= 1: frame N's linear
+    /// geometry (its translation, rotation and stretch; frames numbered from 1 in run order), to match
+    /// an existing image. Range 0..=1000000.
+    pub reference_frame: usize,
     /// `registration.global` (tlr): how whole frames are placed and which are kept. Left out of the
     /// serialisation (and so of the digest) while it has its defaults, so configurations without it keep
     /// their digest.

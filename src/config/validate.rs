@@ -154,6 +154,14 @@ impl Config {
             Bound::Incl(10.0),
         );
 
+        range_usize(
+            &mut p,
+            "registration.reference_frame",
+            self.registration.reference_frame,
+            0,
+            1_000_000,
+        );
+
         let t = &self.tile;
         range_f64(
             &mut p,

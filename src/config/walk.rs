@@ -175,6 +175,11 @@ impl Reader {
             to_bool,
         );
 
+        self.take(
+            "registration.reference_frame",
+            &mut c.registration.reference_frame,
+            to_usize,
+        );
         let lt = &mut c.registration.local_tiles;
         self.take(
             "registration.local_tiles.ecc_cc_min",

@@ -34,12 +34,14 @@ use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 pub mod correlation;
+mod geometry;
 mod matching;
 pub use crate::select::{
     global_weights, photometric_scales, MIN_STAR_FRACTION, Q_MAX, Q_MIN, Q_WEIGHT_BACKGROUND,
     Q_WEIGHT_FWHM, Q_WEIGHT_NOISE, Z_SCALE_FLOOR,
 };
 pub use correlation::{use_correlation, GlobalMethod, SurfaceReference, SurfaceShift};
+pub use geometry::{mean_geometry, output_to_reference};
 pub use matching::{match_stars, FrameTransform, StarMatch, StarPoint};
 use matching::{sort_brightest_first, to_reference_frame};
 

@@ -105,6 +105,7 @@ use std::path::PathBuf;
 pub mod calibration;
 pub mod config;
 pub mod metrics;
+pub mod positions;
 pub mod render;
 pub mod scene;
 pub mod surface;
@@ -114,6 +115,7 @@ pub mod write;
 
 pub use config::{Scenario, SimConfig};
 pub use metrics::StarColourErrors;
+pub use positions::StarPositionErrors;
 pub use render::TRUTH_FWHM_PX;
 pub use scene::{blackbody_color, FrameKind, HotPixel, Simulation, TruthStar};
 pub use surface::{rms_against_truth, SurfaceConfig, SurfaceScene, SurfaceSim};

@@ -179,10 +179,11 @@ pub struct RunOutput {
     /// and the reference frame's WCS (empty for frames without headers, e.g. from memory).
     pub header: tlr_core::fits::StackHeader,
     /// The written grid (full resolution, also for colour) relative to the reference frame: written
-    /// pixel -> reference-frame pixel. The identity: the global shifts are measured against the
-    /// reference frame, every tile's local shifts are made zero-mean around them, and the blend has
-    /// the frames' shape (a colour run's cell `(i, j)` is the frame's pixels `(2i..2i+2, 2j..2j+2)`).
-    /// A change of the output geometry changes this map, and the WCS written follows it.
+    /// pixel -> reference-frame pixel. The output is in the sequence's mean geometry (or the frame
+    /// `registration.reference_frame` names): the frames' linear motions are taken relative to it,
+    /// every tile's local shifts are made zero-mean around them, so this map is the inverse of that
+    /// geometry as measured against the reference frame (a colour run's cell `(i, j)` is the frame's
+    /// pixels `(2i..2i+2, 2j..2j+2)`). The WCS written follows it.
     pub to_reference: tlr_core::fits::PixelMap,
     /// The area of `image` the files are cut to (`--crop common`: [`crate::output::common_area`]);
     /// `None` writes the whole grid.
@@ -327,7 +328,8 @@ pub async fn run(
     .keep_top_rows(top_rows)
     .with_global(cfg.registration.global.clone());
     let workers_n = worker_count(cfg);
-    let global = reader.global_pass(&cancel, workers_n.get()).await?;
+    let mut global = reader.global_pass(&cancel, workers_n.get()).await?;
+    global.set_output_geometry(cfg.registration.reference_frame)?;
     // A short session runs with all its usable frames: the tile validity rule then asks for all of
     // them (the live bootstrap caps the same way), and the user is told that rejection is weaker.
     let lowered;
@@ -395,8 +397,13 @@ pub async fn run(
     );
     let accumulator = Accumulator::new(blend, tiles.len(), Arc::clone(&events));
     let used_frames = global.frames.clone();
-    let reader_task =
-        tokio::spawn(reader.run(plan, global.frames.clone(), tile_tx, cancel.clone()));
+    let reader_task = tokio::spawn(reader.run(
+        plan,
+        global.frames.clone(),
+        global.geometry.clone(),
+        tile_tx,
+        cancel.clone(),
+    ));
     // The worker pool runs inside the accumulator's stream: its jobs are blocking tasks of their own.
     let accumulator_task = tokio::spawn(accumulator.run(results));
 
@@ -486,9 +493,25 @@ pub async fn run(
         frames,
         used_frames,
         header: stack_header,
-        to_reference: tlr_core::fits::PixelMap::IDENTITY,
+        to_reference: output_to_reference(&global, store.planes()),
         crop: None,
     })
+}
+
+/// The written grid relative to the reference frame ([`RunOutput::to_reference`]): the inverse of the
+/// output geometry ([`GlobalSummary::base`]), in full-resolution pixels (a colour run in cell space,
+/// four Bayer planes, measures its geometry in 2x2 cells; frames demosaiced one by one, R, G, B, in
+/// pixels).
+fn output_to_reference(global: &GlobalSummary, planes: usize) -> tlr_core::fits::PixelMap {
+    let cell = if planes == tlr_core::bayer::PLANES {
+        2.0
+    } else {
+        1.0
+    };
+    global
+        .base
+        .and_then(|base| tlr_core::global::output_to_reference(&base, cell))
+        .unwrap_or(tlr_core::fits::PixelMap::IDENTITY)
 }
 
 /// Runs [`run`] on a runtime of its own, for callers without one. Blocks until the run ends.

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use tlr_core::global::FrameTransform;
 use tlr_core::TileBox;
 
 use super::global_pass::UsedFrame;
@@ -163,10 +164,12 @@ impl FrameReader {
         self,
         plan: ReadPlan,
         frames: Vec<UsedFrame>,
+        geometry: Vec<FrameTransform>,
         tile_tx: mpsc::Sender<TileJob>,
         cancel: CancellationToken,
     ) -> Result<TilePhase, StageError> {
         let frames = Arc::new(frames);
+        let geometry = Arc::new(geometry);
         // The first tile row is cut from the rows the global pass kept, where they suffice.
         let store: Arc<dyn FrameStore> = match &self.top_rows {
             Some(top) => Arc::new(WithTopRows {
@@ -228,6 +231,7 @@ impl FrameReader {
                         tile: *tile,
                         windows: Arc::clone(&windows),
                         frames: Arc::clone(&frames),
+                        geometry: Arc::clone(&geometry),
                         margin: plan.margin,
                         planes,
                     };

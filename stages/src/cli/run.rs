@@ -53,6 +53,11 @@ pub struct RunArgs {
     /// Register whole frames only (the global-stack baseline), with the same weights and rejection.
     #[arg(long)]
     pub global_only: bool,
+    /// Stack in frame N's geometry (its translation, rotation and stretch; frames numbered from 1 in
+    /// run order, as in tile_report.json) instead of the sequence's mean geometry, e.g. to match an
+    /// existing image of that frame (overrides registration.reference_frame).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub reference_frame: Option<u32>,
     /// Colour (Bayer) input: also write the reconstructed mosaic as OUT.cfa.fits (with BAYERPAT).
     #[arg(long)]
     pub keep_cfa: bool,
@@ -129,6 +134,9 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         args.quiet || args.json,
     )?;
     args.calibration.apply(&mut config);
+    if let Some(n) = args.reference_frame {
+        config.registration.reference_frame = n as usize;
+    }
     let display = Display::from_flags(args.json, args.quiet);
     let diagnostics_dir = args.diagnostics.clone().or_else(|| {
         config
