@@ -174,12 +174,14 @@ mod tests {
     /// Noise-like sky (deterministic), an undersampled star at the same place in every frame, a hot
     /// pixel that moves against the sky (fixed on the sensor, the sky dithered) and a cosmic ray in one
     /// frame.
-    fn stack() -> (
-        Array3<f32>,
-        (usize, usize),
-        Vec<(usize, usize)>,
-        (usize, usize),
-    ) {
+    struct Scene {
+        cut: Array3<f32>,
+        star: (usize, usize),
+        hot: Vec<(usize, usize)>,
+        ray: (usize, usize),
+    }
+
+    fn stack() -> Scene {
         let (n, rows, cols) = (8, 24, 24);
         let star = (12, 12);
         let hot: Vec<(usize, usize)> = (0..n).map(|f| (4 + f, 5 + (f % 3))).collect();
@@ -198,12 +200,22 @@ mod tests {
             cut[[f, hot[f].0, hot[f].1]] += 500.0;
         }
         cut[[3, ray.0, ray.1]] += 800.0;
-        (cut, star, hot, ray)
+        Scene {
+            cut,
+            star,
+            hot,
+            ray,
+        }
     }
 
     #[test]
     fn stack_keeps_undersampled_star_cores_and_replaces_hot_pixels_and_rays() {
-        let (cut, star, hot, ray) = stack();
+        let Scene {
+            cut,
+            star,
+            hot,
+            ray,
+        } = stack();
         let n = cut.dim().0;
         // The width test alone takes the core for a spike.
         let alone = despike(cut.index_axis(Axis(0), 0)).expect("spikes in frame 0");
