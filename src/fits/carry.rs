@@ -80,9 +80,11 @@ impl StackHeader {
                     })
                     .collect()
             });
-            out.history.push(format!(
-                "geometry measured against the pixel grid of the reference frame {name}"
-            ));
+            // The name on a line of its own: a long line is wrapped over two cards, which would
+            // split the name.
+            out.history
+                .push("geometry measured against the pixel grid of the reference frame:".into());
+            out.history.push(name);
             match Wcs::from_cards(&reference.carried) {
                 Ok(wcs) => out.wcs = wcs,
                 Err(reason) => out
@@ -355,11 +357,12 @@ mod tests {
             history.contains("RA differs between the frames: the reference frame's value"),
             "{history}"
         );
-        assert_eq!(h.history.len(), 4, "{history}");
+        assert_eq!(h.history.len(), 5, "{history}");
         assert!(
-            history.contains("pixel grid of the reference frame a.fits"),
+            history.contains("pixel grid of the reference frame:"),
             "{history}"
         );
+        assert!(h.history.iter().any(|line| line == "a.fits"), "{history}");
         assert!(h.wcs.is_none());
     }
 

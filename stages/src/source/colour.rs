@@ -33,13 +33,7 @@ impl ColourFrames {
         inner: std::sync::Arc<dyn FrameStore>,
         pattern: tlr_core::bayer::CfaPattern,
     ) -> Result<Self, StageError> {
-        let (rows, cols) = inner.shape();
-        if rows < 2 || cols < 2 {
-            return Err(StageError::input(
-                Stage::Reader,
-                format!("Bayer frames of {cols}x{rows} are too small (at least 2x2)"),
-            ));
-        }
+        check_mosaic_size(inner.as_ref())?;
         Ok(Self { inner, pattern })
     }
 
@@ -109,6 +103,21 @@ impl FrameStore for ColourFrames {
             .map(|cfa| tlr_core::bayer::split_planes(cfa.view(), self.pattern))
             .collect())
     }
+}
+
+/// Bayer frames must be at least 2x2 (one cell).
+///
+/// # Errors
+/// When they are smaller, naming their size.
+pub(super) fn check_mosaic_size(store: &dyn FrameStore) -> Result<(), StageError> {
+    let (rows, cols) = store.shape();
+    if rows < 2 || cols < 2 {
+        return Err(StageError::input(
+            Stage::Reader,
+            format!("Bayer frames of {cols}x{rows} are too small (at least 2x2)"),
+        ));
+    }
+    Ok(())
 }
 
 /// The colour mode of a sequence, decided by [`decide_sequence`].

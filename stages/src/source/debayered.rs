@@ -38,13 +38,7 @@ impl DebayeredFrames {
     /// # Errors
     /// When the frames are smaller than 2x2.
     pub fn new(inner: Arc<dyn FrameStore>, pattern: CfaPattern) -> Result<Self, StageError> {
-        let (rows, cols) = inner.shape();
-        if rows < 2 || cols < 2 {
-            return Err(StageError::input(
-                Stage::Reader,
-                format!("Bayer frames of {cols}x{rows} are too small (at least 2x2)"),
-            ));
-        }
+        super::colour::check_mosaic_size(inner.as_ref())?;
         Ok(Self { inner, pattern })
     }
 
