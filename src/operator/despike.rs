@@ -73,8 +73,8 @@ pub fn despike_plane(planes: &[ArrayView2<f32>], p: usize) -> Option<Array2<f32>
 /// flux). A star differs by being there in every frame, at nearly the same place of the cut-outs (the
 /// cut removes the whole-pixel part of the global motion); a hot pixel moves with the sensor against
 /// the sky, a cosmic ray is in one frame only. A candidate is therefore replaced only when the median
-/// of the frames ([`combine::median_subset`]) shows no light within one pixel of it (nothing above
-/// `background + 4 sigma` of that median image). With one frame nothing can be told apart and nothing
+/// of the frames (at most `MEDIAN_FRAMES`, evenly spaced in time) shows no light within one pixel of
+/// it (nothing above `background + 4 sigma` of that median image). With one frame nothing can be told apart and nothing
 /// is replaced; hot pixels that do not move against the sky are left to calibration.
 pub fn despike_stack(cutouts: ArrayView3<f32>, slots: &[usize]) -> Vec<Option<Array2<f32>>> {
     let (n, rows, cols) = cutouts.dim();
