@@ -179,10 +179,7 @@ pub fn write_calibration_set(
     ];
     for (k, (folder, count, expected, exposure, frame_type)) in kinds.into_iter().enumerate() {
         let sub = dir.join(folder);
-        std::fs::create_dir_all(&sub).map_err(|source| SimError::Io {
-            path: sub.clone(),
-            source,
-        })?;
+        super::write::create_dir(&sub)?;
         for i in 0..count {
             let image = detector.expose(
                 cfg,
@@ -205,7 +202,7 @@ pub fn write_calibration_set(
                 )
                 .with_card("IMAGETYP", CardValue::Str(frame_type.to_string()), "");
             write_image_atomic(&path, image.view(), SampleFormat::U16, &meta)
-                .map_err(|source| SimError::Fits { path, source })?;
+                .map_err(super::write::fits_error(&path))?;
         }
     }
     Ok((summary, detector))

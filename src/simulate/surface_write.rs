@@ -50,14 +50,7 @@ pub fn write_surface_sequence(
     output: SurfaceOutput,
 ) -> Result<SurfaceSummary, SimError> {
     let sim = SurfaceSim::new(cfg.clone())?;
-    std::fs::create_dir_all(dir).map_err(|source| SimError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let fits_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SimError::Fits { path, source }
-    };
+    super::write::create_dir(dir)?;
     let mut rms_sum = 0.0f64;
     let mut frames = Vec::new();
     match output {
@@ -83,7 +76,7 @@ pub fn write_surface_sequence(
                         "frame index",
                     );
                 write_image_atomic(&path, frame.image.view(), SampleFormat::U16, &meta)
-                    .map_err(fits_err(&path))?;
+                    .map_err(super::write::fits_error(&path))?;
                 frames.push(path);
             }
         }
@@ -113,7 +106,7 @@ pub fn write_surface_sequence(
     let meta = OutputMeta::tlr_output("truth")
         .with_history("truth of a tlr surface simulation: no seeing, motion or noise");
     write_image_atomic(&truth, sim.truth().view(), SampleFormat::F32, &meta)
-        .map_err(fits_err(&truth))?;
+        .map_err(super::write::fits_error(&truth))?;
     super::write::write_json_atomic(&dir.join(SURFACE_CONFIG_FILE), cfg)?;
     Ok(SurfaceSummary {
         frames,

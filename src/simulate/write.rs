@@ -76,14 +76,7 @@ pub fn write_sequence_with(
 ) -> Result<SimSummary, SimError> {
     use crate::fits::{write_image_atomic, CardValue, OutputMeta, SampleFormat};
     let sim = Simulation::try_new(cfg.clone())?;
-    std::fs::create_dir_all(dir).map_err(|source| SimError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let fits_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SimError::Fits { path, source }
-    };
+    create_dir(dir)?;
     let cadence_ms = (f64::from(cfg.exposure_s) * 1000.0).round() as i64 + 2000;
     let mut frames = Vec::with_capacity(sim.frames());
     for i in 0..sim.frames() {
@@ -141,7 +134,7 @@ pub fn write_sequence_with(
             );
         let meta = with_bayer_cards(meta, cfg.color);
         write_image_atomic(&path, image.view(), SampleFormat::U16, &meta)
-            .map_err(fits_err(&path))?;
+            .map_err(fits_error(&path))?;
         frames.push(path);
     }
     let truth_path = dir.join(TRUTH_FILE);
@@ -159,7 +152,7 @@ pub fn write_sequence_with(
         .with_history("truth of a tlr simulation: no seeing, motion or noise; geometry of frame 0");
     let meta = with_bayer_cards(meta, cfg.color);
     write_image_atomic(&truth_path, sim.truth().view(), SampleFormat::F32, &meta)
-        .map_err(fits_err(&truth_path))?;
+        .map_err(fits_error(&truth_path))?;
     if cfg.color.is_some() {
         let rgb_path = dir.join(TRUTH_RGB_FILE);
         let meta = OutputMeta::tlr_output("truth")
@@ -170,7 +163,7 @@ pub fn write_sequence_with(
             )
             .with_history("colour truth of a tlr simulation: planes R, G, B");
         crate::fits::write_cube_atomic(&rgb_path, sim.truth_rgb().view(), &meta)
-            .map_err(fits_err(&rgb_path))?;
+            .map_err(fits_error(&rgb_path))?;
     }
 
     let disp_path = dir.join(TRUTH_DISPLACEMENT_FILE);
@@ -239,6 +232,20 @@ pub(super) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<
 /// Formats milliseconds since 1970-01-01 UTC as `YYYY-MM-DDThh:mm:ss.sss`.
 fn format_date_ms(ms: i64) -> String {
     crate::fits::format_utc(ms as f64 / 1000.0).unwrap_or_default()
+}
+
+/// Creates `dir` (and its parents); the error names it.
+pub(super) fn create_dir(dir: &Path) -> Result<(), SimError> {
+    std::fs::create_dir_all(dir).map_err(|source| SimError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// A FITS error writing `path`, as the simulator reports it.
+pub(super) fn fits_error(path: &Path) -> impl FnOnce(crate::fits::FitsError) -> SimError {
+    let path = path.to_path_buf();
+    move |source| SimError::Fits { path, source }
 }
 
 #[cfg(test)]
