@@ -18,6 +18,7 @@
 
 pub mod atomic;
 pub mod bayer;
+pub mod calibrate;
 pub mod config;
 pub mod export;
 pub mod fits;
@@ -27,10 +28,12 @@ pub mod live;
 pub mod mosaic;
 pub mod operator;
 pub mod preview;
+pub mod quality;
 pub mod register;
 pub mod resample;
 pub mod scan;
 pub mod select;
+pub mod ser;
 pub mod simulate;
 pub mod stars;
 pub mod stats;

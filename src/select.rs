@@ -137,13 +137,18 @@ pub fn photometric_scales(q: &[FrameQuality]) -> Vec<f32> {
         .collect()
 }
 
+/// Most colour planes of a frame: the four Bayer planes (R, G1, G2, B) in cell space; a demosaiced
+/// sequence has three (R, G, B).
+pub const MAX_PLANES: usize = 4;
+
 /// Per-channel background normalisation: `plane_scales[p] = median over used frames of B_p / B_f,p`
 /// (a plane keeps its mean level, so colours are preserved). A frame or plane without a usable
 /// background falls back to the frame's luminance scale. `backgrounds` is indexed by
-/// [`UsedFrame::index`] (R, G1, G2, B; `None`: not measured).
-pub fn set_plane_scales(frames: &mut [UsedFrame], backgrounds: &[Option<[f32; 4]>]) {
+/// [`UsedFrame::index`] (R, G1, G2, B, or R, G, B and NaN for a demosaiced sequence; `None`: not
+/// measured).
+pub fn set_plane_scales(frames: &mut [UsedFrame], backgrounds: &[Option<[f32; MAX_PLANES]>]) {
     let usable = |b: f32| b.is_finite() && b > 0.0;
-    for p in 0..4 {
+    for p in 0..MAX_PLANES {
         let values: Vec<f32> = frames
             .iter()
             .filter_map(|f| backgrounds.get(f.index).copied().flatten().map(|b| b[p]))
@@ -207,9 +212,9 @@ pub struct UsedFrame {
     pub scale: f32,
     /// Global shift relative to the geometric reference frame.
     pub shift: Shift,
-    /// Colour mode: photometric scale per plane (R, G1, G2, B), `median_f(B_f,p) / B_f,p`
+    /// Colour mode: photometric scale per plane (R, G1, G2, B; or R, G, B), `median_f(B_f,p) / B_f,p`
     /// (per-channel background normalisation, [`set_plane_scales`]); equal to `scale` for mono.
-    pub plane_scales: [f32; 4],
+    pub plane_scales: [f32; MAX_PLANES],
 }
 
 impl UsedFrame {

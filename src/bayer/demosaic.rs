@@ -7,6 +7,11 @@ use ndarray::{Array3, ArrayView2};
 
 use super::{BayerError, CfaPattern, Color};
 
+/// How far (px) a demosaiced pixel's value reaches into the mosaic: the 5x5 kernels' radius. A region
+/// demosaiced with this many pixels of the mosaic around it (or up to the mosaic's edge) equals the
+/// same pixels of the whole mosaic demosaiced.
+pub const DEMOSAIC_REACH: usize = 2;
+
 /// Demosaicing method of [`demosaic_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Demosaic {

@@ -45,7 +45,7 @@ use crate::geom::{Shift, TileBox};
 use crate::stats::{background_and_noise, ClippedStats};
 
 mod demosaic;
-pub use demosaic::{demosaic, demosaic_with, Demosaic};
+pub use demosaic::{demosaic, demosaic_with, Demosaic, DEMOSAIC_REACH};
 
 /// Number of colour planes in cell space (R, G1, G2, B).
 pub const PLANES: usize = 4;
@@ -60,7 +60,7 @@ pub const PLANE_G2: usize = 2;
 pub const PLANE_B: usize = 3;
 
 /// Samples used to estimate a plane's background (see [`crate::stats::background_and_noise`]).
-const BACKGROUND_SAMPLES: usize = 200_000;
+pub const BACKGROUND_SAMPLES: usize = 200_000;
 
 /// Errors of the colour module; each names what was wrong and where.
 #[derive(Debug, thiserror::Error)]
@@ -504,6 +504,25 @@ fn check_planes(planes: &ArrayView3<f32>, what: &'static str) -> Result<(), Baye
         });
     }
     Ok(())
+}
+
+/// The Bayer mosaic of an RGB image `(3, H, W)`: each pixel takes the channel its `pattern` colour
+/// names (the inverse of sampling a scene with a one-shot-colour camera).
+///
+/// # Errors
+/// [`BayerError::BadShape`] when the first axis is not 3.
+pub fn mosaic(rgb: ArrayView3<f32>, pattern: CfaPattern) -> Result<Array2<f32>, BayerError> {
+    let (channels, rows, cols) = rgb.dim();
+    if channels != 3 {
+        return Err(BayerError::BadShape {
+            what: "mosaicking an RGB image",
+            expected: "3 channels (R, G, B)".to_string(),
+            got: vec![channels, rows, cols],
+        });
+    }
+    Ok(Array2::from_shape_fn((rows, cols), |(r, c)| {
+        rgb[[pattern.color_at(r, c).rgb_index(), r, c]]
+    }))
 }
 
 /// Luminance proxy per 2x2 cell: the mean of the four planes (NaN where any plane is NaN).

@@ -48,7 +48,7 @@ pub(super) const ROOT: &[(&str, Spec)] = &[
     ),
     ("data", Section(DATA)),
     ("linearity", Unused(NO_REASON)),
-    ("calibration", Unused("tlr expects calibrated frames")),
+    ("calibration", Section(super::calibration::KEYS)),
     ("assumptions", Unused(NO_REASON)),
     (
         "normalization",
@@ -127,6 +127,8 @@ const DIAGNOSTICS: &[(&str, Spec)] = &[
 
 const REGISTRATION: &[(&str, Spec)] = &[
     ("local_tiles", Section(LOCAL_TILES)),
+    ("reference_frame", Leaf),
+    ("global", Section(GLOBAL)),
     ("mode", Unused("tlr always registers tile-locally")),
     ("enabled", Unused("tlr always registers tile-locally")),
     (
@@ -144,6 +146,8 @@ const REGISTRATION: &[(&str, Spec)] = &[
     ("star_inlier_tol_px", Unused(NO_REASON)),
     ("star_dist_bin_px", Unused(NO_REASON)),
 ];
+
+const GLOBAL: &[(&str, Spec)] = &[("method", Leaf), ("keep_best_percent", Leaf)];
 
 const LOCAL_TILES: &[(&str, Spec)] = &[
     ("ecc_cc_min", Leaf),

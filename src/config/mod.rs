@@ -42,6 +42,7 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
+mod calibration;
 mod guard;
 mod keys;
 mod overrides;
@@ -49,13 +50,14 @@ mod schema;
 mod validate;
 mod walk;
 
+pub use calibration::CalibrationConfig;
 pub use guard::{MAX_BYTES, MAX_DEPTH, MAX_VALUES};
 pub use keys::known_keys;
 pub use overrides::Override;
 pub use schema::{
     AdaptiveTilesConfig, ColorModeSetting, Config, ConvergenceConfig, DataConfig,
-    DiagnosticsConfig, LocalTilesConfig, MemoryLimitsConfig, RegistrationConfig, Smoothing,
-    TileConfig, V4Config, PARALLEL_TILES_DEFAULT,
+    DiagnosticsConfig, GlobalRegistrationConfig, LocalTilesConfig, MemoryLimitsConfig,
+    RegistrationConfig, Smoothing, TileConfig, V4Config, PARALLEL_TILES_DEFAULT,
 };
 pub use validate::{few_frames_warning, PARALLEL_TILES_HARD_MAX};
 

@@ -56,6 +56,9 @@ pub struct Config {
     pub tile: TileConfig,
     /// Section `data`: colour handling of the frames (`data.color_mode`, `data.bayer_pattern`).
     pub data: DataConfig,
+    /// Section `calibration`: bias, darks, flats (left out of the serialisation when unused).
+    #[serde(skip_serializing_if = "super::CalibrationConfig::is_default")]
+    pub calibration: super::CalibrationConfig,
 }
 
 /// `data.color_mode`: how the colour of the frames is treated.
@@ -235,6 +238,44 @@ impl Default for DiagnosticsConfig {
 pub struct RegistrationConfig {
     /// `registration.local_tiles`: tile-local registration (TLR).
     pub local_tiles: LocalTilesConfig,
+    /// `registration.reference_frame` (tlr): the output's geometry. 0 (default): the sequence's mean
+    /// geometry (the robust unweighted time mean of every frame's motion); N >= 1: frame N's linear
+    /// geometry (its translation, rotation and stretch; frames numbered from 1 in run order), to match
+    /// an existing image. Range 0..=1000000.
+    pub reference_frame: usize,
+    /// `registration.global` (tlr): how whole frames are placed and which are kept. Left out of the
+    /// serialisation (and so of the digest) while it has its defaults, so configurations without it keep
+    /// their digest.
+    #[serde(skip_serializing_if = "GlobalRegistrationConfig::is_default")]
+    pub global: GlobalRegistrationConfig,
+}
+
+/// Section `registration.global` (tlr).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GlobalRegistrationConfig {
+    /// `method`: `auto` (stars when the star pass placed at least half of the frames, else
+    /// correlation), `stars` or `correlation` (whole-frame phase correlation, for the Sun, the Moon and
+    /// planets). Default `auto`.
+    pub method: crate::global::GlobalMethod,
+    /// `keep_best_percent`: only the best this many percent of the frames take part (the sharpest
+    /// without stars, the highest global weight with stars). Default 100, range (0, 100].
+    pub keep_best_percent: f64,
+}
+
+impl Default for GlobalRegistrationConfig {
+    fn default() -> Self {
+        Self {
+            method: crate::global::GlobalMethod::Auto,
+            keep_best_percent: 100.0,
+        }
+    }
+}
+
+impl GlobalRegistrationConfig {
+    /// True when every key has its default.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Section `registration.local_tiles`.

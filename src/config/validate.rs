@@ -103,6 +103,13 @@ impl Config {
             ));
         }
 
+        range_f64(
+            &mut p,
+            "registration.global.keep_best_percent",
+            self.registration.global.keep_best_percent,
+            Bound::Excl(0.0),
+            Bound::Incl(100.0),
+        );
         let lt = &self.registration.local_tiles;
         const LT: &str = "registration.local_tiles";
         range_f64(
@@ -147,6 +154,14 @@ impl Config {
             Bound::Incl(10.0),
         );
 
+        range_usize(
+            &mut p,
+            "registration.reference_frame",
+            self.registration.reference_frame,
+            0,
+            1_000_000,
+        );
+
         let t = &self.tile;
         range_f64(
             &mut p,
@@ -171,6 +186,7 @@ impl Config {
             Bound::Incl(0.5),
         );
         range_usize(&mut p, "tile.margin_px", t.margin_px, 2, 128);
+        super::calibration::validate(&self.calibration, &mut p);
 
         if p.is_empty() {
             Ok(())

@@ -175,6 +175,11 @@ impl Reader {
             to_bool,
         );
 
+        self.take(
+            "registration.reference_frame",
+            &mut c.registration.reference_frame,
+            to_usize,
+        );
         let lt = &mut c.registration.local_tiles;
         self.take(
             "registration.local_tiles.ecc_cc_min",
@@ -224,6 +229,18 @@ impl Reader {
             );
         }
 
+        let g = &mut c.registration.global;
+        self.take("registration.global.method", &mut g.method, |v| match v {
+            Value::String(s) => crate::global::GlobalMethod::parse(s)
+                .map_err(|_| format!("one of {}", crate::global::GlobalMethod::CHOICES)),
+            _ => Err(format!("one of {}", crate::global::GlobalMethod::CHOICES)),
+        });
+        self.take(
+            "registration.global.keep_best_percent",
+            &mut g.keep_best_percent,
+            to_f64,
+        );
+
         let t = &mut c.tile;
         self.take("tile.size_factor", &mut t.size_factor, to_f64);
         self.take("tile.min_size", &mut t.min_size, to_usize);
@@ -233,6 +250,7 @@ impl Reader {
         let d = &mut c.data;
         self.take("data.color_mode", &mut d.color_mode, to_color_mode);
         self.take("data.bayer_pattern", &mut d.bayer_pattern, to_bayer_pattern);
+        super::calibration::extract(self, &mut c.calibration);
         debug_assert!(
             self.leaves.is_empty(),
             "leaves in the key table without extraction: {:?}",
@@ -246,7 +264,12 @@ impl Reader {
     }
 
     /// Converts the value at `path` (if present and not null) into `slot`, or records a problem.
-    fn take<T>(&mut self, path: &str, slot: &mut T, convert: fn(&Value) -> Result<T, String>) {
+    pub(super) fn take<T>(
+        &mut self,
+        path: &str,
+        slot: &mut T,
+        convert: fn(&Value) -> Result<T, String>,
+    ) {
         match self.get(path) {
             None | Some(Value::Null) => {}
             Some(v) => match convert(&v) {
@@ -308,14 +331,14 @@ fn to_usize(v: &Value) -> Result<usize, String> {
     to_u64(v).and_then(|u| usize::try_from(u).map_err(|_| "a smaller whole number".to_string()))
 }
 
-fn to_f64(v: &Value) -> Result<f64, String> {
+pub(super) fn to_f64(v: &Value) -> Result<f64, String> {
     match v {
         Value::Number(n) => n.as_f64().ok_or_else(|| "a number".to_string()),
         _ => Err("a number".to_string()),
     }
 }
 
-fn to_bool(v: &Value) -> Result<bool, String> {
+pub(super) fn to_bool(v: &Value) -> Result<bool, String> {
     match v {
         Value::Bool(b) => Ok(*b),
         _ => Err("`true` or `false`".to_string()),

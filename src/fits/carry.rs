@@ -80,8 +80,9 @@ impl StackHeader {
                     })
                     .collect()
             });
-            out.history
-                .push(format!("pixel grid of the reference frame {name}"));
+            out.history.push(format!(
+                "geometry measured against the pixel grid of the reference frame {name}"
+            ));
             match Wcs::from_cards(&reference.carried) {
                 Ok(wcs) => out.wcs = wcs,
                 Err(reason) => out
@@ -99,7 +100,7 @@ impl StackHeader {
             return (Vec::new(), None);
         };
         let note = (!kept_sip).then(|| {
-            "SIP distortion of the reference frame's WCS dropped: the grid is not a translation of it"
+            "SIP distortion of the reference frame's WCS dropped: the grid is rotated or stretched against it"
                 .to_string()
         });
         (wcs.cards(), note)

@@ -20,6 +20,10 @@ pub struct PixelMap {
     pub offset: [f64; 2],
 }
 
+/// Largest deviation of a [`PixelMap`]'s linear part from the identity for which SIP distortion is
+/// kept ([`PixelMap::is_near_translation`]).
+pub const SIP_KEEP_TOLERANCE: f64 = 1e-3;
+
 impl PixelMap {
     /// The output grid is the reference frame's grid.
     pub const IDENTITY: PixelMap = PixelMap {
@@ -49,6 +53,16 @@ impl PixelMap {
     /// True when the map is a pure translation (SIP distortion then carries over unchanged).
     pub fn is_translation(&self) -> bool {
         self.matrix == Self::IDENTITY.matrix
+    }
+
+    /// True when the linear part differs from the identity by at most `SIP_KEEP_TOLERANCE` (0.001) per
+    /// entry: SIP distortion kept unchanged is then off by at most that fraction of the distortion
+    /// plus of its gradient times the field radius (e.g. 0.01 px for 10 px of distortion), far below
+    /// a star's centroid error. The mean geometry of a sequence is such a map unless the field
+    /// rotated or stretched noticeably (0.06 degrees).
+    pub fn is_near_translation(&self) -> bool {
+        let i = Self::IDENTITY.matrix;
+        (0..2).all(|r| (0..2).all(|c| (self.matrix[r][c] - i[r][c]).abs() <= SIP_KEEP_TOLERANCE))
     }
 
     fn inverse_matrix(&self) -> Option<[[f64; 2]; 2]> {
@@ -185,8 +199,9 @@ impl Wcs {
 
     /// This WCS (of the reference frame) made valid for an output grid whose pixels `map` sends to
     /// the reference frame's: the same world coordinates at the same sky positions. SIP distortion is
-    /// kept for a translation and dropped otherwise (the second value is then false). `None` when
-    /// `map` is singular.
+    /// kept for a translation or a map within `SIP_KEEP_TOLERANCE` (0.001) of one
+    /// ([`PixelMap::is_near_translation`]) and dropped otherwise (the second value is then false).
+    /// `None` when `map` is singular.
     pub fn moved(&self, map: &PixelMap) -> Option<(Wcs, bool)> {
         let inverse = map.inverse_matrix()?;
         // reference(1-based) = M (output(1-based) - 1) + t + 1, so
@@ -210,7 +225,7 @@ impl Wcs {
                 c[1][0] * m[0][1] + c[1][1] * m[1][1],
             ],
         ];
-        let keeps_sip = map.is_translation() || self.sip.is_empty();
+        let keeps_sip = map.is_near_translation() || self.sip.is_empty();
         let mut moved = Wcs {
             crpix,
             cd,
@@ -412,6 +427,17 @@ mod tests {
         };
         let (binned, kept) = wcs.moved(&scaled).unwrap();
         assert!(!kept && binned.sip.is_empty());
+        // The mean geometry's tiny rotation keeps it; a rotation of 0.1 degrees does not.
+        for (degrees, keeps) in [(0.03f64, true), (0.1, false)] {
+            let (s, c) = degrees.to_radians().sin_cos();
+            let rotated = PixelMap {
+                matrix: [[c, -s], [s, c]],
+                offset: [0.4, -0.2],
+            };
+            let (moved, kept) = wcs.moved(&rotated).unwrap();
+            assert_eq!(kept, keeps, "{degrees} deg");
+            assert_eq!(moved.sip.len(), if keeps { 2 } else { 0 });
+        }
         assert_eq!(
             binned.ctype,
             ["RA---TAN".to_string(), "DEC--TAN".to_string()]

@@ -21,6 +21,9 @@
 //!   independent parts (horizontal strips with a halo, and the sky), so that a pool of workers can share
 //!   a frame; [`measure_frame`] runs the parts one after the other, so every caller gets the same result.
 //!
+//! - [`correlation`]: the same translation for frames without stars (Sun, Moon, planets): whole-frame
+//!   phase correlation against a reference of the sharpest frames (`registration.global.method`).
+//!
 //! What it does not: read files, keep frames, estimate rotation or local motion (the operator measures
 //! the local residual per tile), weigh frames or decide which are used ([`crate::select`]).
 
@@ -30,11 +33,15 @@ use crate::stats::{background_and_noise, median};
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
+pub mod correlation;
+mod geometry;
 mod matching;
 pub use crate::select::{
     global_weights, photometric_scales, MIN_STAR_FRACTION, Q_MAX, Q_MIN, Q_WEIGHT_BACKGROUND,
     Q_WEIGHT_FWHM, Q_WEIGHT_NOISE, Z_SCALE_FLOOR,
 };
+pub use correlation::{use_correlation, GlobalMethod, SurfaceReference, SurfaceShift};
+pub use geometry::{mean_geometry, output_to_reference};
 pub use matching::{match_stars, FrameTransform, StarMatch, StarPoint};
 use matching::{sort_brightest_first, to_reference_frame};
 

@@ -30,6 +30,18 @@ pub struct Combined {
     pub rejected: usize,
 }
 
+/// The frames a per-pixel median is taken over: all of `slots` (time order) when they are at most
+/// [`super::MEDIAN_FRAMES`], else that many evenly spaced in time.
+pub(crate) fn median_subset(slots: &[usize]) -> Vec<usize> {
+    const K: usize = super::MEDIAN_FRAMES;
+    if slots.len() <= K {
+        return slots.to_vec();
+    }
+    (0..K)
+        .map(|k| slots[(k * (slots.len() - 1) + (K - 1) / 2) / (K - 1)])
+        .collect()
+}
+
 /// Per-pixel median and MAD-sigma of the frames in `subset` (slots). A pixel with no finite value gets
 /// `NaN` for both; the scale is floored at a quarter of the tile's median scale (so a pixel whose frames
 /// agree exactly, e.g. saturated, does not reject everything).

@@ -1,9 +1,12 @@
 //! Isolated single-pixel spikes (hot pixels, cosmic-ray hits) replaced by the median of their
-//! neighbours before registration, so that registration does not lock onto detector defects; in colour
-//! mode without taking undersampled star cores for spikes ([`despike_plane`]).
+//! neighbours before registration, so that registration does not lock onto detector defects, without
+//! taking undersampled star cores for spikes: a star is in every frame of the stack
+//! ([`despike_stack`]) and lights the other colours ([`despike_plane`]).
 //! What it does not: temporal rejection (the combination's sigma clipping does that) or any resampling.
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, ArrayView3, Axis};
+
+use super::combine;
 
 /// A pixel this many noise sigmas above the background can be a spike.
 const SPIKE_SIGMA: f32 = 6.0;
@@ -59,6 +62,44 @@ pub fn despike_plane(planes: &[ArrayView2<f32>], p: usize) -> Option<Array2<f32>
             })
         })
     })
+}
+
+/// [`despike`] for the frames of a tile's stack (`cutouts`: `(frames, rows, cols)`; `slots`: the
+/// frames to clean, in time order), keeping undersampled star cores. Returns one entry per frame of
+/// `cutouts` (`None`: unchanged, or not in `slots`).
+///
+/// A star of 1.2-1.6 px FWHM has a core pixel that exceeds its neighbours like a spike, so a width
+/// test alone takes it for one (on a simulated sequence at 1.2 px the mono stack kept 68 % of the stars'
+/// flux). A star differs by being there in every frame, at nearly the same place of the cut-outs (the
+/// cut removes the whole-pixel part of the global motion); a hot pixel moves with the sensor against
+/// the sky, a cosmic ray is in one frame only. A candidate is therefore replaced only when the median
+/// of the frames ([`combine::median_subset`]) shows no light within one pixel of it (nothing above
+/// `background + 4 sigma` of that median image). With one frame nothing can be told apart and nothing
+/// is replaced; hot pixels that do not move against the sky are left to calibration.
+pub fn despike_stack(cutouts: ArrayView3<f32>, slots: &[usize]) -> Vec<Option<Array2<f32>>> {
+    let (n, rows, cols) = cutouts.dim();
+    let mut out: Vec<Option<Array2<f32>>> = vec![None; n];
+    let slots: Vec<usize> = slots.iter().copied().filter(|&s| s < n).collect();
+    let np = rows * cols;
+    let (Some(flat), true) = (cutouts.as_slice(), slots.len() > 1) else {
+        return out;
+    };
+    let (median, _) = combine::median_and_scale(flat, np, &combine::median_subset(&slots));
+    let Ok(median) = Array2::from_shape_vec((rows, cols), median) else {
+        return out;
+    };
+    let Some(stats) = crate::stats::background_and_noise(median.view(), DESPIKE_SAMPLES) else {
+        return out;
+    };
+    let lit_at = stats.median + CROSS_COLOUR_SIGMA * stats.sigma;
+    let lit = |r: usize, c: usize| {
+        (r.saturating_sub(1)..(r + 2).min(rows))
+            .any(|rr| (c.saturating_sub(1)..(c + 2).min(cols)).any(|cc| median[[rr, cc]] > lit_at))
+    };
+    for s in slots {
+        out[s] = despike_unless(cutouts.index_axis(Axis(0), s), lit);
+    }
+    out
 }
 
 /// [`despike`] that keeps a candidate at `(row, col)` when `is_signal(row, col)` says it is light.
@@ -124,3 +165,74 @@ const NEIGHBOURS: [(i64, i64); 8] = [
     (1, 0),
     (1, 1),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array3;
+
+    /// Noise-like sky (deterministic), an undersampled star at the same place in every frame, a hot
+    /// pixel that moves against the sky (fixed on the sensor, the sky dithered) and a cosmic ray in one
+    /// frame.
+    fn stack() -> (
+        Array3<f32>,
+        (usize, usize),
+        Vec<(usize, usize)>,
+        (usize, usize),
+    ) {
+        let (n, rows, cols) = (8, 24, 24);
+        let star = (12, 12);
+        let hot: Vec<(usize, usize)> = (0..n).map(|f| (4 + f, 5 + (f % 3))).collect();
+        let ray = (18, 6);
+        let mut cut = Array3::from_shape_fn((n, rows, cols), |(f, r, c)| {
+            100.0 + ((r * 7 + c * 13 + f * 5) % 9) as f32 - 4.0
+        });
+        for f in 0..n {
+            // 1.2 px FWHM sampled on the pixel grid: the core pixel holds most of the light.
+            cut[[f, star.0, star.1]] += 400.0;
+            for (dr, dc) in NEIGHBOURS {
+                let w = if dr == 0 || dc == 0 { 60.0 } else { 15.0 };
+                let (r, c) = ((star.0 as i64 + dr) as usize, (star.1 as i64 + dc) as usize);
+                cut[[f, r, c]] += w;
+            }
+            cut[[f, hot[f].0, hot[f].1]] += 500.0;
+        }
+        cut[[3, ray.0, ray.1]] += 800.0;
+        (cut, star, hot, ray)
+    }
+
+    #[test]
+    fn stack_keeps_undersampled_star_cores_and_replaces_hot_pixels_and_rays() {
+        let (cut, star, hot, ray) = stack();
+        let n = cut.dim().0;
+        // The width test alone takes the core for a spike.
+        let alone = despike(cut.index_axis(Axis(0), 0)).expect("spikes in frame 0");
+        assert!(
+            alone[[star.0, star.1]] < 200.0,
+            "premise: the core looks like a spike"
+        );
+        let slots: Vec<usize> = (0..n).collect();
+        let cleaned = despike_stack(cut.view(), &slots);
+        for f in 0..n {
+            let c = cleaned[f].as_ref().expect("every frame has a hot pixel");
+            assert_eq!(
+                c[[star.0, star.1]],
+                cut[[f, star.0, star.1]],
+                "frame {f}: core kept"
+            );
+            assert!(
+                c[[hot[f].0, hot[f].1]] < 120.0,
+                "frame {f}: hot pixel replaced"
+            );
+        }
+        assert!(
+            cleaned[3].as_ref().unwrap()[[ray.0, ray.1]] < 120.0,
+            "cosmic ray replaced"
+        );
+        // Only the frames asked for (three: the median of two is their mean, which a hot pixel of
+        // either lights); one frame alone cannot tell a star from a spike.
+        let some = despike_stack(cut.view(), &[0, 2, 4]);
+        assert!(some[1].is_none() && some[0].is_some() && some[4].is_some());
+        assert!(despike_stack(cut.view(), &[5]).iter().all(Option::is_none));
+    }
+}

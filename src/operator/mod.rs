@@ -46,8 +46,8 @@ use crate::geom::{Shift, TileBox};
 use crate::register::{register, Reference};
 use crate::resample::Resampler;
 
-pub use despike::{despike, despike_plane};
-pub use planes::{reconstruct_bayer_planes, reconstruct_planes, PlaneStack};
+pub use despike::{despike, despike_plane, despike_stack};
+pub use planes::{reconstruct_planes, PlaneStack};
 pub use smooth::Smoothing;
 
 /// At most this many frames (evenly spaced in time) form the per-pixel median of the initial reference.
@@ -416,15 +416,12 @@ impl<'a> Operator<'a> {
         }
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&s| stack.frames[s].index);
-        let cleaned = (0..n)
-            .map(|slot| {
-                if frames[slot].rejected.is_some() {
-                    None
-                } else {
-                    despike(stack.cutouts.index_axis(ndarray::Axis(0), slot))
-                }
-            })
+        let usable: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&slot| frames[slot].rejected.is_none())
             .collect();
+        let cleaned = despike_stack(stack.cutouts.view(), &usable);
         Operator {
             stack,
             params,
@@ -503,15 +500,7 @@ impl<'a> Operator<'a> {
         for &s in &live {
             self.align(s);
         }
-        let subset: Vec<usize> = if live.len() <= MEDIAN_FRAMES {
-            live.clone()
-        } else {
-            (0..MEDIAN_FRAMES)
-                .map(|k| {
-                    live[(k * (live.len() - 1) + (MEDIAN_FRAMES - 1) / 2) / (MEDIAN_FRAMES - 1)]
-                })
-                .collect()
-        };
+        let subset = combine::median_subset(&live);
         let (mut center, mut spread) = combine::median_and_scale(&self.aligned, np, &subset);
         let mut reference = center.clone();
         let mut fallback: Option<String> = None;

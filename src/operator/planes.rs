@@ -1,4 +1,5 @@
-//! The colour planes of a tile (e.g. the four Bayer planes), reconstructed with the registration,
+//! The colour planes of a tile (the four Bayer planes in cell space, or R, G, B of frames demosaiced one
+//! by one), reconstructed with the registration,
 //! weights and frames of an already reconstructed proxy (the luminance), each with its own per-pixel
 //! rejection. What it does not: register (the proxy's shifts are used) or mix planes.
 
@@ -6,8 +7,7 @@ use ndarray::{Array2, Array3, ArrayView2};
 
 use super::combine;
 use super::despike::despike_plane;
-use super::{OperatorParams, TileResult, TileStack, MEDIAN_FRAMES};
-use crate::bayer::{self, CfaPattern, PLANES};
+use super::{OperatorParams, TileResult, TileStack};
 use crate::geom::Shift;
 use crate::resample::Resampler;
 
@@ -20,13 +20,12 @@ pub struct PlaneStack {
     pub scales: Vec<f32>,
 }
 
-/// Reconstructs further planes of a tile (e.g. the four Bayer planes) with the registration of an
+/// Reconstructs further planes of a tile (the four Bayer planes, or R, G, B) with the registration of an
 /// already reconstructed proxy (`result`, from [`super::reconstruct_tile`] on `stack`, e.g. the luminance):
 /// every plane is despiked ([`despike_plane`]: star cores, lit in the other colours too, are kept),
 /// resampled at the SAME final per-frame shifts and combined with the SAME
 /// weights and frames as the proxy, with per-pixel sigma clipping of its own (median start, then
 /// `min(iterations, 2)` clipped means). Each plane is resampled on its own grid: planes are never mixed.
-/// Bayer planes are better served by [`reconstruct_bayer_planes`].
 ///
 /// Returns one `(h, w)` image per plane; all `NaN` when the tile is invalid or a plane's shape or scale
 /// list does not match the stack (never panics).
@@ -34,43 +33,6 @@ pub fn reconstruct_planes(
     result: &TileResult,
     stack: &TileStack,
     planes: &[PlaneStack],
-    params: &OperatorParams,
-) -> Vec<Array2<f32>> {
-    reconstruct(result, stack, planes, None, params)
-}
-
-/// [`reconstruct_planes`] for the four Bayer planes (R, G1, G2, B, in cell space) of a mosaic with
-/// `pattern`, resampled jointly at full resolution: each frame's despiked planes are merged back into
-/// its mosaic, demosaiced ([`crate::bayer::demosaic`]), every colour is shifted at full resolution, and
-/// each plane takes its colour at its own sensor sites.
-///
-/// Why: a Bayer plane samples the sky every 2 px, so a star of an undersampled one-shot-colour camera
-/// (FWHM 1.2-2 px) is under one cell wide in it, and interpolating a plane by itself at a sub-cell
-/// shift blurs it like a 2x2 binning. The demosaic restores the full-resolution detail from all colours
-/// (green carries half the samples) before the shift. Measured on a noise-free grey scene mosaicked
-/// into RGGB (FWHM 1.65 px, 16 frames at random shifts, `fwhm_real.py`): 2.48 px resampled per plane,
-/// 1.92 px resampled jointly. The price: each plane takes the demosaic's cross-colour estimates, which
-/// on well-sampled coloured stars puts colour fringes into their wings (ring colour error of
-/// `stages/tests/colour.rs` at FWHM 3.2 px: 0.315, against 0.178 resampled per plane; keeping the
-/// per-plane colour and only the joint luminance lost most of the sharpness gain), and the demosaic
-/// per frame and tile makes a colour run 1.25-1.5x slower. The pipeline therefore uses it for
-/// undersampled sequences only. When `planes` are not four planes of the stack's shape this is
-/// [`reconstruct_planes`].
-pub fn reconstruct_bayer_planes(
-    result: &TileResult,
-    stack: &TileStack,
-    planes: &[PlaneStack],
-    pattern: CfaPattern,
-    params: &OperatorParams,
-) -> Vec<Array2<f32>> {
-    reconstruct(result, stack, planes, Some(pattern), params)
-}
-
-fn reconstruct(
-    result: &TileResult,
-    stack: &TileStack,
-    planes: &[PlaneStack],
-    pattern: Option<CfaPattern>,
     params: &OperatorParams,
 ) -> Vec<Array2<f32>> {
     let (h, w, m) = (stack.tile.h, stack.tile.w, stack.margin);
@@ -99,7 +61,6 @@ fn reconstruct(
         .zip(&shaped)
         .map(|(q, &ok)| ok && q.scales.len() == n)
         .collect();
-    let bayer = pattern.filter(|_| planes.len() == PLANES && fits.iter().all(|&ok| ok));
     let mut aligned: Vec<Vec<f32>> = fits
         .iter()
         .map(|&ok| {
@@ -130,13 +91,6 @@ fn reconstruct(
             })
             .collect();
         let cut = |p: usize| cleaned[p].as_ref().map_or(frame[own(p)], |c| c.view());
-        if let Some(pattern) = bayer {
-            let cuts: Vec<ArrayView2<f32>> = (0..PLANES).map(cut).collect();
-            sample_bayer_shifted(&cuts, pattern, m, shift, &mut resampler, |p, i, j, v| {
-                aligned[p][slot * np + i * w + j] = v * planes[p].scales[slot];
-            });
-            continue;
-        }
         for p in (0..planes.len()).filter(|&p| fits[p]) {
             let dst = &mut aligned[p][slot * np..(slot + 1) * np];
             if let Ok(view) = ndarray::ArrayViewMut2::from_shape((h, w), &mut dst[..]) {
@@ -149,13 +103,7 @@ fn reconstruct(
         }
     }
     let slots: Vec<usize> = used.iter().map(|&(s, _, _)| s).collect();
-    let subset: Vec<usize> = if slots.len() <= MEDIAN_FRAMES {
-        slots.clone()
-    } else {
-        (0..MEDIAN_FRAMES)
-            .map(|k| slots[(k * (slots.len() - 1) + (MEDIAN_FRAMES - 1) / 2) / (MEDIAN_FRAMES - 1)])
-            .collect()
-    };
+    let subset = combine::median_subset(&slots);
     let weights: Vec<(usize, f32)> = used.iter().map(|&(s, _, wt)| (s, wt)).collect();
     aligned
         .iter()
@@ -182,52 +130,3 @@ fn reconstruct(
         })
         .collect()
 }
-
-/// One frame's four Bayer plane cut-outs (R, G1, G2, B; cell space, `(h + 2m, w + 2m)`) resampled at
-/// `shift` (cell units, from the margin `m`) jointly: merged into the mosaic, demosaiced, each colour
-/// shifted at full resolution, and each plane read back at its own sensor sites. Calls
-/// `put(plane, row, col, value)` for every output sample of the `(h, w)` tile.
-fn sample_bayer_shifted(
-    cuts: &[ArrayView2<f32>],
-    pattern: CfaPattern,
-    m: usize,
-    shift: Shift,
-    resampler: &mut Resampler,
-    mut put: impl FnMut(usize, usize, usize, f32),
-) {
-    let (rows, cols) = cuts[0].dim();
-    let (h, w) = (rows.saturating_sub(2 * m), cols.saturating_sub(2 * m));
-    let mut stacked = Array3::<f32>::zeros((PLANES, rows, cols));
-    for (p, cut) in cuts.iter().enumerate() {
-        stacked.index_axis_mut(ndarray::Axis(0), p).assign(cut);
-    }
-    let Ok(rgb) = bayer::merge_planes(stacked.view(), pattern)
-        .and_then(|cfa| bayer::demosaic(cfa.view(), pattern))
-    else {
-        return; // smaller than 2x2: the samples stay NaN
-    };
-    let offsets = pattern.plane_offsets();
-    let origin = |margin: usize, d: f32| 2.0 * (margin as f32 + d);
-    let mut full = Array2::<f32>::zeros((2 * h, 2 * w));
-    for colour in 0..3 {
-        resampler.sample_shifted(
-            rgb.index_axis(ndarray::Axis(0), colour),
-            origin(m, shift.dy),
-            origin(m, shift.dx),
-            full.view_mut(),
-        );
-        for (p, &(oy, ox)) in offsets.iter().enumerate() {
-            if PLANE_COLOURS[p] != colour {
-                continue;
-            }
-            for i in 0..h {
-                for j in 0..w {
-                    put(p, i, j, full[[2 * i + oy, 2 * j + ox]]);
-                }
-            }
-        }
-    }
-}
-
-/// The RGB channel (0, 1, 2) of each Bayer plane (R, G1, G2, B).
-const PLANE_COLOURS: [usize; PLANES] = [0, 1, 1, 2];

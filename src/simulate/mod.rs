@@ -87,6 +87,8 @@
 //! - [`truth`]: the truth displacement grid ([`TruthDisplacement`], `truth_displacement.json`).
 //! - [`write`](mod@write): [`write_sequence`], every file of a simulated folder, each written atomically.
 //! - [`metrics`]: [`StarColourErrors`], how well a reconstruction keeps the colours of stars.
+//! - [`surface`], [`surface_write`]: star-less scenes (granulation, lunar, planet) with their own
+//!   motion model and writer ([`SurfaceSim`], [`write_surface_sequence`], FITS or SER).
 //!
 //! The names of the files in a simulated folder are here, as the one place both [`truth`] and
 //! [`write`](mod@write) read them from.
@@ -100,17 +102,24 @@
 
 use std::path::PathBuf;
 
+pub mod calibration;
 pub mod config;
 pub mod metrics;
+pub mod positions;
 pub mod render;
 pub mod scene;
+pub mod surface;
+pub mod surface_write;
 pub mod truth;
 pub mod write;
 
 pub use config::{Scenario, SimConfig};
 pub use metrics::StarColourErrors;
+pub use positions::StarPositionErrors;
 pub use render::TRUTH_FWHM_PX;
 pub use scene::{blackbody_color, FrameKind, HotPixel, Simulation, TruthStar};
+pub use surface::{rms_against_truth, SurfaceConfig, SurfaceScene, SurfaceSim};
+pub use surface_write::{write_surface_sequence, SurfaceOutput, SurfaceSummary};
 pub use truth::{FrameTruth, TruthDisplacement};
 pub use write::{write_sequence, SimSummary, TRUTH_GRID_STEP_PX};
 

@@ -83,11 +83,12 @@ impl Simulation {
 
     /// Builds the Bayer mosaic from the three channel renderings given by `render`.
     fn mosaic_of(&self, render: impl Fn(usize) -> Array2<f32>, pattern: CfaPattern) -> Array2<f32> {
-        let channels = [render(0), render(1), render(2)];
         let (rows, cols) = (self.cfg.height, self.cfg.width);
-        Array2::from_shape_fn((rows, cols), |(r, c)| {
-            channels[pattern.color_at(r, c).rgb_index()][[r, c]]
-        })
+        let mut rgb = ndarray::Array3::<f32>::zeros((3, rows, cols));
+        for c in 0..3 {
+            rgb.index_axis_mut(ndarray::Axis(0), c).assign(&render(c));
+        }
+        crate::bayer::mosaic(rgb.view(), pattern).expect("three channels")
     }
 
     /// The truth of one colour channel (`None` = mono).

@@ -61,6 +61,19 @@ const START_EPOCH_S: i64 = 1_795_809_600;
 ///
 /// [`TruthDisplacement`]: super::TruthDisplacement
 pub fn write_sequence(cfg: &SimConfig, dir: &Path) -> Result<SimSummary, SimError> {
+    write_sequence_with(cfg, dir, &|sim, i| sim.frame(i))
+}
+
+/// [`write_sequence`] with the frames `frame(sim, i)` gives (e.g. a raw camera's,
+/// [`super::calibration::Detector::light`]).
+///
+/// # Errors
+/// As [`write_sequence`].
+pub fn write_sequence_with(
+    cfg: &SimConfig,
+    dir: &Path,
+    frame: &dyn Fn(&Simulation, usize) -> ndarray::Array2<f32>,
+) -> Result<SimSummary, SimError> {
     use crate::fits::{write_image_atomic, CardValue, OutputMeta, SampleFormat};
     let sim = Simulation::try_new(cfg.clone())?;
     std::fs::create_dir_all(dir).map_err(|source| SimError::Io {
@@ -75,7 +88,7 @@ pub fn write_sequence(cfg: &SimConfig, dir: &Path) -> Result<SimSummary, SimErro
     let mut frames = Vec::with_capacity(sim.frames());
     for i in 0..sim.frames() {
         let path = dir.join(frame_file_name(i));
-        let image = sim.frame(i);
+        let image = frame(&sim, i);
         let meta = OutputMeta::default()
             .with_card(
                 crate::fits::KEY_DATE_OBS,
@@ -212,7 +225,7 @@ fn with_bayer_cards(
 }
 
 /// Writes pretty JSON through a temporary file in the same folder, then renames it.
-fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), SimError> {
+pub(super) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), SimError> {
     let text = serde_json::to_string_pretty(value).map_err(|source| SimError::Json {
         path: path.to_path_buf(),
         source,

@@ -112,6 +112,18 @@ pub enum StageError {
         #[source]
         source: tlr_core::fits::FitsError,
     },
+    /// Calibration (masters, bad pixels) could not be prepared; the error names the files.
+    #[error("calibration")]
+    Calibration(#[from] tlr_core::calibrate::CalibrationError),
+    /// A SER video file cannot be opened or read.
+    #[error("{stage}")]
+    Ser {
+        /// The stage that failed.
+        stage: Stage,
+        /// The underlying error, which names the file (and the frame).
+        #[source]
+        source: tlr_core::ser::SerError,
+    },
     /// Scanning the input folder failed.
     #[error("scan")]
     Scan(#[from] tlr_core::scan::ScanError),
@@ -219,6 +231,11 @@ impl StageError {
     /// Wraps a FITS error from `stage`.
     pub fn fits(stage: Stage, source: tlr_core::fits::FitsError) -> Self {
         StageError::Fits { stage, source }
+    }
+
+    /// Wraps a SER error from `stage`.
+    pub fn ser(stage: Stage, source: tlr_core::ser::SerError) -> Self {
+        StageError::Ser { stage, source }
     }
 
     /// An input problem in `stage`.

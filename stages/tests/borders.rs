@@ -149,7 +149,9 @@ fn results_have_no_nan_a_coverage_map_the_frames_keys_and_a_wcs_on_the_output_gr
     let frames = dir.path().join("frames");
     write_frames(&frames);
     let full = dir.path().join("full.fits");
-    run_ok(&frames, &full, &[]);
+    // Frame 1's geometry (the reference frame's pixel grid): the columns and CRPIX below are counted
+    // in it. (The default, the mean geometry, is tested in geometry.rs.)
+    run_ok(&frames, &full, &["--reference-frame", "1"]);
 
     // Borders: no NaN; the blind columns are 0 with coverage 0; the centre saw every frame, a
     // column the drift left is counted only for the frames that reach it.
@@ -222,7 +224,11 @@ fn results_have_no_nan_a_coverage_map_the_frames_keys_and_a_wcs_on_the_output_gr
 
     // --crop common: the area every frame covers, the same pixels bit for bit, the WCS moved with it.
     let cropped = dir.path().join("common.fits");
-    run_ok(&frames, &cropped, &["--crop", "common"]);
+    run_ok(
+        &frames,
+        &cropped,
+        &["--crop", "common", "--reference-frame", "1"],
+    );
     let (_, small) = fits::read_image(&cropped).unwrap();
     // The last frame reaches x >= 7.2 - 0.5, so the common area starts at column 7.
     let x0 = 7;

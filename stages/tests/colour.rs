@@ -137,8 +137,10 @@ async fn colour_seeing_sequence_keeps_star_colours_and_beats_a_global_stack() {
     let (f_local, f_global) = (fwhm(&local), fwhm(&global));
     eprintln!("FWHM tile-local {f_local:.3} px, global stack {f_global:.3} px");
     assert!(f_local.is_finite() && f_global.is_finite());
+    // 0.98: since the global stack follows every frame's linear motion per tile (issue 10) it is
+    // sharper (3.778 -> 3.625 px here; tile-local 3.557 -> 3.543 px).
     assert!(
-        f_local < 0.97 * f_global,
+        f_local < 0.98 * f_global,
         "tile-local FWHM {f_local:.3} not better than global {f_global:.3}"
     );
 }
@@ -348,10 +350,11 @@ async fn undersampled_colour_keeps_its_star_cores_close_to_the_mono_result() {
     };
     let mono = Simulation::new(cfg(None));
     let colour = Simulation::new(cfg(Some(CfaPattern::Rggb)));
-    let run = |sim: &Simulation, pattern: Option<CfaPattern>| {
+    let run = |sim: &Simulation, pattern: Option<CfaPattern>, workers: usize| {
         let frames: Vec<Array2<f32>> = (0..sim.frames()).map(|i| sim.frame(i)).collect();
         let mut opts = options(Registration::TileLocal);
         opts.config.data.bayer_pattern = pattern;
+        opts.config.v4.parallel_tiles = Some(workers);
         tlr::run(
             Input::Memory(MemoryFrames::new(frames).unwrap()),
             opts,
@@ -359,15 +362,34 @@ async fn undersampled_colour_keeps_its_star_cores_close_to_the_mono_result() {
             CancellationToken::new(),
         )
     };
-    let mono_fwhm = fwhm_of(run(&mono, None).await.unwrap().image.view());
-    let rgb = rgb_of(&run(&colour, Some(CfaPattern::Rggb)).await.unwrap());
+    let mono_fwhm = fwhm_of(run(&mono, None, 2).await.unwrap().image.view());
+    let result = run(&colour, Some(CfaPattern::Rggb), 2).await.unwrap();
+    // Undersampled: the frames were demosaiced one by one, the result is R, G, B at full resolution.
+    let planes = &result.colour.as_ref().unwrap().planes;
+    assert_eq!(planes.dim(), (3, 256, 256));
+    assert_eq!(result.image.dim(), (256, 256));
+    let cfa = result.colour.as_ref().unwrap().cfa().unwrap();
+    assert_eq!(cfa[[0, 0]], planes[[0, 0, 0]]); // RGGB: red at (0, 0), blue at (1, 1)
+    assert_eq!(cfa[[1, 1]], planes[[2, 1, 1]]);
+    let one_worker = run(&colour, Some(CfaPattern::Rggb), 1).await.unwrap();
+    let same = |a: &Array3<f32>, b: &Array3<f32>| {
+        a.iter()
+            .zip(b.iter())
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+    };
+    assert!(
+        same(planes, &one_worker.colour.unwrap().planes),
+        "1 and 2 workers differ"
+    );
+    let rgb = rgb_of(&result);
     let luminance = rgb.mean_axis(Axis(0)).unwrap();
     let colour_fwhm = fwhm_of(luminance.view());
     eprintln!("undersampled scene: mono {mono_fwhm:.3} px, colour luminance {colour_fwhm:.3} px");
-    // Measured 1.85 vs 1.62 px (fwhm_real.py, 30 frames of 768 px at 1.2 px) with the joint Bayer
-    // resampling; resampled per plane the colour result was 2.39 px (+48 %). Bound: +25 %.
+    // Here 2.017 vs 1.930 px (+4.5 %) with the frames demosaiced one by one; 2.57 px (+33 %) with
+    // each Bayer plane shifted on its own. With fwhm_real.py on 30 frames of 768 px at 1.2 / 1.6 /
+    // 2.0 px: +2 / +4 / +3 % (per plane +48 / +42 / +32 %). Bound: +10 %.
     assert!(
-        colour_fwhm < 1.25 * mono_fwhm,
+        colour_fwhm < 1.10 * mono_fwhm,
         "colour stars are {:.0} % wider than mono",
         100.0 * (colour_fwhm / mono_fwhm - 1.0)
     );

@@ -2,10 +2,9 @@
 //! than the global-registration stack of the same frames, and the per-tile warp diagnostics follow the
 //! simulated displacement field.
 
-use tokio_util::sync::CancellationToken;
+mod common;
 
-use tlr::events::no_events;
-use tlr::{Input, MemoryFrames, PipelineOptions, Registration, RunOutput};
+use tlr::{PipelineOptions, Registration, RunOutput};
 use tlr_core::simulate::{Scenario, SimConfig, Simulation};
 
 fn simulation(scenario: Scenario) -> Simulation {
@@ -20,19 +19,13 @@ fn simulation(scenario: Scenario) -> Simulation {
 }
 
 fn reconstruct(sim: &Simulation, registration: Registration) -> RunOutput {
-    let frames = (0..sim.frames()).map(|i| sim.frame(i)).collect();
-    let mut options = PipelineOptions {
-        registration,
-        ..PipelineOptions::default()
-    };
-    options.config.v4.parallel_tiles = Some(2);
-    tlr::run_blocking(
-        Input::Memory(MemoryFrames::new(frames).unwrap()),
-        options,
-        no_events(),
-        CancellationToken::new(),
+    common::reconstruct_memory(
+        sim,
+        PipelineOptions {
+            registration,
+            ..PipelineOptions::default()
+        },
     )
-    .unwrap()
 }
 
 fn fwhm(run: &RunOutput) -> f32 {

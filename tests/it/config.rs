@@ -161,10 +161,12 @@ fn every_shipped_config_file_loads() {
         w.contains(&"`stacking.method` is not used by tlr and is ignored".to_string()),
         "{w:#?}"
     );
-    assert!(
-        w.iter()
-            .any(|m| m.starts_with("`calibration.dark_master` is not used")),
-        "{w:#?}"
+    // tile_compile's calibration keys are read, with their meanings.
+    let cal = &tc.config.calibration;
+    assert!(cal.use_dark && cal.dark_use_master && cal.use_flat && !cal.use_bias);
+    assert_eq!(
+        cal.dark_master.as_deref(),
+        Some(Path::new("masters/dark_30s_-10C.fits"))
     );
     assert!(w
         .iter()

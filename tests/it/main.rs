@@ -1,6 +1,7 @@
 //! Integration tests of tlr-core, one module per area (a single test binary, as matklad recommends).
 
 mod bayer;
+mod calibrate;
 mod config;
 mod examples;
 mod export;

@@ -17,12 +17,13 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use tlr_core::global::mean_geometry;
 use tlr_core::global::{
     detect_options, measure_part, measure_sky, merge_parts, FrameMeasurement, FrameQuality,
-    GlobalOptions, GlobalPass, MeasurePart, MeasurePlan,
+    FrameTransform, GlobalOptions, GlobalPass, MeasurePart, MeasurePlan,
 };
-use tlr_core::select::set_plane_scales;
 pub use tlr_core::select::UsedFrame;
+use tlr_core::select::{set_plane_scales, MAX_PLANES};
 use tlr_core::stars::StarDetector;
 
 use super::reader::FrameReader;
@@ -34,8 +35,99 @@ use crate::events::Event;
 pub struct GlobalSummary {
     /// Per-frame measurements, index = frame index in the store (`None`: unreadable frame).
     pub qualities: Vec<Option<FrameQuality>>,
-    /// Frames that take part, with their global weight, photometric scale and global shift.
+    /// Frames that take part, with their global weight, photometric scale and global shift (relative
+    /// to the reference frame from the pass; to the output geometry after
+    /// [`GlobalSummary::set_output_geometry`]).
     pub frames: Vec<UsedFrame>,
+    /// Per-frame linear geometry against the reference frame, index = frame index in the store
+    /// (`None`: unreadable or not matched).
+    pub transforms: Vec<Option<FrameTransform>>,
+    /// Per used frame (same order as `frames`), its linear motion relative to the output geometry:
+    /// a feature at output position `q` appears in the frame at `q + geometry[k].displacement_at(q)`.
+    /// Translations only (the reference frame's geometry) until
+    /// [`GlobalSummary::set_output_geometry`] is called.
+    pub geometry: Vec<FrameTransform>,
+    /// The output geometry relative to the reference frame (identity until
+    /// [`GlobalSummary::set_output_geometry`]).
+    pub base: Option<FrameTransform>,
+}
+
+impl GlobalSummary {
+    /// Puts the output in its geometry (`registration.reference_frame`, `--reference-frame`): with
+    /// `reference_frame` 0 the sequence's mean geometry ([`mean_geometry`] of the used frames' linear
+    /// transforms, unweighted), with N >= 1 frame N's linear geometry (frames numbered from 1 in store
+    /// order). Sets every used frame's `shift` and `geometry` relative to it and `base`.
+    ///
+    /// # Errors
+    /// When frame N does not exist or its geometry was not measured (the message names the key).
+    pub fn set_output_geometry(&mut self, reference_frame: usize) -> Result<(), StageError> {
+        let of = |index: usize| self.transforms.get(index).copied().flatten();
+        let used: Vec<FrameTransform> = self
+            .frames
+            .iter()
+            .zip(&self.geometry)
+            .map(|(f, g)| of(f.index).unwrap_or(*g))
+            .collect();
+        let base = if reference_frame == 0 {
+            mean_geometry(&used)
+        } else {
+            let chosen = reference_frame - 1;
+            if chosen >= self.transforms.len() {
+                return Err(StageError::input(
+                    Stage::Reader,
+                    format!(
+                        "registration.reference_frame (--reference-frame) is {reference_frame}, \
+                         but the run has {} frames (numbered from 1)",
+                        self.transforms.len()
+                    ),
+                ));
+            }
+            Some(of(chosen).ok_or_else(|| {
+                StageError::input(
+                    Stage::Reader,
+                    format!(
+                        "registration.reference_frame (--reference-frame) is {reference_frame}, \
+                         but that frame's geometry could not be measured (unreadable, or too few \
+                         stars matched): choose another frame, or 0 for the mean geometry"
+                    ),
+                )
+            })?)
+        };
+        let Some(base) = base else {
+            return Ok(());
+        };
+        let mut geometry = Vec::with_capacity(used.len());
+        for (frame, t) in self.frames.iter_mut().zip(&used) {
+            let relative = t.relative_to(&base).ok_or_else(|| {
+                StageError::input(
+                    Stage::Reader,
+                    "the output geometry is degenerate (its linear part is singular)",
+                )
+            })?;
+            frame.shift = relative.shift;
+            geometry.push(relative);
+        }
+        self.geometry = geometry;
+        self.base = Some(base);
+        Ok(())
+    }
+}
+
+/// Every used frame's global translation as a [`FrameTransform`] about the image centre (the
+/// reference frame's geometry, before [`GlobalSummary::set_output_geometry`]).
+fn translations(
+    frames: &[UsedFrame],
+    transforms: &[Option<FrameTransform>],
+) -> Vec<FrameTransform> {
+    let centre = transforms
+        .iter()
+        .flatten()
+        .next()
+        .map_or((0.0, 0.0), |t| t.centre);
+    frames
+        .iter()
+        .map(|f| FrameTransform::translation(f.shift, centre))
+        .collect()
 }
 
 impl FrameReader {
@@ -60,6 +152,7 @@ impl FrameReader {
         let options = Arc::new(pass.options().clone());
         let strips = StripPool::new(workers.max(1), Arc::clone(&options), self.store.shape());
         let mut qualities = Vec::with_capacity(total);
+        let mut transforms = Vec::with_capacity(total);
         let mut plane_backgrounds = Vec::with_capacity(total);
         let mut in_flight: VecDeque<Result<PendingFrame, StageError>> = VecDeque::new();
         // The first frames are read at once (one per worker, at most FRAMES_IN_FLIGHT): read one by
@@ -95,13 +188,14 @@ impl FrameReader {
                     Some(Ok(pending)) => pending
                         .finish(&options)
                         .await
-                        .map(|(m, backgrounds)| (pass.add_measurement(m).quality, backgrounds)),
+                        .map(|(m, backgrounds)| (pass.add_measurement(m), backgrounds)),
                     Some(Err(error)) => Err(error),
                     None => break,
                 };
                 match outcome {
-                    Ok((quality, backgrounds)) => {
-                        qualities.push(Some(quality));
+                    Ok((frame, backgrounds)) => {
+                        qualities.push(Some(frame.quality));
+                        transforms.push(frame.transform);
                         plane_backgrounds.push(backgrounds);
                     }
                     Err(error @ StageError::Panicked { .. }) => return Err(error),
@@ -112,6 +206,7 @@ impl FrameReader {
                             reason: crate::error::report(&error),
                         });
                         qualities.push(None);
+                        transforms.push(None);
                         plane_backgrounds.push(None);
                     }
                 }
@@ -121,16 +216,26 @@ impl FrameReader {
                 });
             }
         }
+        // Frames without stars: placed by correlation instead (registration.global.method).
+        let surfaces = self.surface_pass(cancel, &mut qualities, workers).await?;
         let mut frames = select_frames(&qualities, self.strict, |index, reason| {
             (self.events)(&Event::FrameSkipped {
                 path: self.store.meta(index).label,
                 reason,
             })
         })?;
+        self.select_best(&mut frames, surfaces.as_deref());
         if self.store.planes() > 1 {
             set_plane_scales(&mut frames, &plane_backgrounds);
         }
-        Ok(GlobalSummary { qualities, frames })
+        let geometry = translations(&frames, &transforms);
+        Ok(GlobalSummary {
+            qualities,
+            frames,
+            transforms,
+            geometry,
+            base: None,
+        })
     }
 
     /// Reads frame `index` for the global pass on a blocking thread: the image to measure (mono as it
@@ -160,24 +265,36 @@ impl FrameReader {
 
 /// A frame as the global pass measures it: the image (shared by the part jobs), its measured sky part
 /// and, in colour mode, the background of each plane.
-type ReadFrame = (Arc<Array2<f32>>, MeasurePart, Option<[f32; 4]>);
+type ReadFrame = (Arc<Array2<f32>>, MeasurePart, Option<[f32; MAX_PLANES]>);
 
 /// The image to measure and, in colour mode, the background of each plane.
-type Measurable = (Arc<Array2<f32>>, Option<[f32; 4]>);
+type Measurable = (Arc<Array2<f32>>, Option<[f32; MAX_PLANES]>);
 
-/// The image the global pass measures: mono as it is; colour planes through their luminance, plus the
-/// background of each plane.
+/// The image the global pass measures: mono as it is; colour planes (the four Bayer planes in cell
+/// space, or R, G, B of a demosaiced sequence) through their mean, plus the background of each plane
+/// (NaN for a plane without one: its scale then falls back to the frame's, see `set_plane_scales`).
 fn measurable(planes: Array3<f32>) -> Result<Measurable, StageError> {
-    if planes.dim().0 == 1 {
+    let n = planes.dim().0;
+    if n == 1 {
         let image = planes.index_axis_move(ndarray::Axis(0), 0);
         return Ok((Arc::new(image), None));
     }
-    let lum = tlr_core::bayer::luminance(planes.view())
-        .map_err(|e| StageError::bayer(Stage::Reader, e))?;
-    let backgrounds = tlr_core::bayer::plane_backgrounds(planes.view())
-        .ok()
-        .map(|st| st.map(|s| s.median));
-    Ok((Arc::new(lum), backgrounds))
+    if n > MAX_PLANES {
+        return Err(StageError::input(
+            Stage::Reader,
+            format!("a frame of {n} planes (at most {MAX_PLANES})"),
+        ));
+    }
+    let mut backgrounds = [f32::NAN; MAX_PLANES];
+    for (p, b) in backgrounds.iter_mut().enumerate().take(n) {
+        let plane = planes.index_axis(ndarray::Axis(0), p);
+        *b = tlr_core::stats::background_and_noise(plane, tlr_core::bayer::BACKGROUND_SAMPLES)
+            .map_or(f32::NAN, |st| st.median);
+    }
+    Ok((
+        Arc::new(crate::source::mean_of_planes(&planes)),
+        Some(backgrounds),
+    ))
 }
 
 /// Frames whose strips may be queued or measured at once in the global pass (the frame being read comes

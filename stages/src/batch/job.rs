@@ -13,8 +13,9 @@ use ndarray::{s, Array3};
 use std::ops::Range;
 use std::sync::Arc;
 
-use tlr_core::operator::{PlaneStack, TileStack};
-use tlr_core::TileBox;
+use tlr_core::global::FrameTransform;
+use tlr_core::operator::{FrameInput, PlaneStack, TileStack};
+use tlr_core::{Shift, TileBox};
 
 use super::global_pass::UsedFrame;
 use crate::error::StageError;
@@ -30,6 +31,9 @@ pub struct TileJob {
     pub tile: TileBox,
     pub(super) windows: Arc<Windows>,
     pub(super) frames: Arc<Vec<UsedFrame>>,
+    /// Per frame (same order), its linear motion relative to the output geometry: the tile's prior is
+    /// its value at the tile centre (empty: the frames' translations).
+    pub(super) geometry: Arc<Vec<FrameTransform>>,
     pub(super) margin: usize,
     pub(super) planes: usize,
 }
@@ -49,8 +53,14 @@ impl TileJob {
     /// (R, G1, G2, B; empty for mono). Cuts into buffers from `spare` whose shape fits, else allocates.
     /// Releases the job's hold on the shared windows.
     pub fn cut(self, spare: Vec<Array3<f32>>) -> (TileStack, Vec<PlaneStack>) {
-        self.windows
-            .cut(&self.tile, &self.frames, self.margin, self.planes, spare)
+        self.windows.cut(
+            &self.tile,
+            &self.frames,
+            &self.geometry,
+            self.margin,
+            self.planes,
+            spare,
+        )
     }
 
     /// How many stack buffers [`TileJob::cut`] fills (1 for mono, the planes for colour).
@@ -183,6 +193,7 @@ impl Windows {
         &self,
         tile: &TileBox,
         frames: &[UsedFrame],
+        geometry: &[FrameTransform],
         margin: usize,
         planes: usize,
         mut spare: Vec<Array3<f32>>,
@@ -256,7 +267,11 @@ impl Windows {
                 .collect();
             (lum, stacks)
         };
-        let inputs = frames.iter().map(UsedFrame::input).collect();
+        let inputs = frames
+            .iter()
+            .enumerate()
+            .map(|(slot, f)| tile_input(f, geometry.get(slot), tile))
+            .collect();
         (
             TileStack {
                 tile: *tile,
@@ -267,6 +282,21 @@ impl Windows {
             plane_stacks,
         )
     }
+}
+
+/// The operator's input for `frame` in `tile`: its prior is the frame's linear motion relative to the
+/// output geometry at the tile centre (rotation and stretch give every tile its own prior), minus the
+/// whole-pixel offset its windows are read at; without a geometry, the frame's translation.
+fn tile_input(frame: &UsedFrame, geometry: Option<&FrameTransform>, tile: &TileBox) -> FrameInput {
+    let mut input = frame.input();
+    if let Some(g) = geometry {
+        let (oy, ox) = frame.offset();
+        let centre_y = tile.y0 as f32 + 0.5 * (tile.h as f32 - 1.0);
+        let centre_x = tile.x0 as f32 + 0.5 * (tile.w as f32 - 1.0);
+        let d = g.displacement_at(centre_y, centre_x);
+        input.prior_shift = Shift::new(d.dy - oy as f32, d.dx - ox as f32);
+    }
+    input
 }
 
 /// `start..end` clipped to `0..len`.
@@ -281,7 +311,6 @@ mod tests {
     use super::*;
     use crate::batch::reader::ReadPlan;
     use ndarray::Array2;
-    use tlr_core::Shift;
 
     #[test]
     fn rolling_windows_reproduce_direct_cut_outs() {
@@ -330,7 +359,7 @@ mod tests {
                 assert!(windows.frames.iter().all(Option::is_none) || shared);
                 windows = next;
                 for tile in tiles {
-                    let (stack, _) = windows.cut(tile, &used, margin, 1, Vec::new());
+                    let (stack, _) = windows.cut(tile, &used, &[], margin, 1, Vec::new());
                     for (slot, f) in used.iter().enumerate() {
                         let (oy, ox) = f.offset();
                         for ((r, c), v) in stack.cutouts.slice(s![slot, .., ..]).indexed_iter() {

@@ -20,6 +20,7 @@ pub(crate) mod global_pass;
 pub(crate) mod job;
 mod pipeline;
 pub(crate) mod reader;
+mod surface_pass;
 pub(crate) mod workers;
 
 pub use crate::report::{FrameSummary, RunSummary, TileSummary};

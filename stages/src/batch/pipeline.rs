@@ -12,9 +12,13 @@
 //! Colour (Bayer) frames: the mode is decided once per run from every frame's header and the
 //! configuration (`data.color_mode`, `data.bayer_pattern`; see [`decide_sequence`]): the majority
 //! wins, frames of another mode are skipped (reported like other skipped files; an error with
-//! `strict`), an unknown pattern is an error naming the file; warnings go out as events. A colour run works in cell space (`H/2 x W/2`) throughout: registration on
-//! the luminance per 2x2 cell, every plane reconstructed with the same shifts and weights
-//! ([`crate::source::ColourFrames`]); the result carries the four blended planes ([`ColourResult`]).
+//! `strict`), an unknown pattern is an error naming the file; warnings go out as events. A
+//! well-sampled colour run works in cell space (`H/2 x W/2`) throughout: registration on the luminance
+//! per 2x2 cell, every Bayer plane reconstructed with the same shifts and weights
+//! ([`crate::source::ColourFrames`]), one demosaic at the end. An undersampled one (star FWHM below
+//! [`DEBAYER_BELOW_FWHM_CELLS`] cells, measured on one frame before the global pass) demosaics every
+//! frame as it is read and works at full resolution on R, G, B ([`crate::source::DebayeredFrames`]).
+//! The result carries the blended planes ([`ColourResult`]).
 //! What it does not: write files ([`crate::output`] does) or print (events go to the caller's sink).
 
 use std::num::NonZeroUsize;
@@ -40,7 +44,9 @@ use crate::events::{Event, EventSink};
 use crate::memory::{bytes_read, peak_rss_bytes, MemoryGuard};
 use crate::report::{FrameSummary, RunSummary, TileSummary};
 use crate::settings::{operator_params, worker_count, Registration};
-use crate::source::{decide_sequence, ColourFrames, FileFrames, FrameStore, MemoryFrames};
+use crate::source::{
+    decide_sequence, ColourFrames, DebayeredFrames, FileFrames, FrameStore, MemoryFrames,
+};
 
 /// Where the frames come from.
 pub enum Input {
@@ -55,6 +61,9 @@ pub enum Input {
     Memory(MemoryFrames),
     /// Any other frame store (an application's own frame source).
     Store(Arc<dyn FrameStore>),
+    /// The complete frames of a SER video file, in file order (Bayer pattern from its ColorID unless
+    /// `data.color_mode` / `data.bayer_pattern` say otherwise).
+    Ser(PathBuf),
 }
 
 /// Settings of one run: the reconstruction configuration plus runtime choices.
@@ -73,6 +82,9 @@ pub struct PipelineOptions {
     pub strict: bool,
     /// Tile-local (default) or the global-registration baseline.
     pub registration: Registration,
+    /// Folder where masters built from calibration folders are cached (`config.calibration`);
+    /// `None` builds them every run.
+    pub calibration_cache: Option<PathBuf>,
     /// Replaces the per-tile operator (instrumentation in tests); `None` = the core operator. A test
     /// hook, not part of the supported API.
     #[doc(hidden)]
@@ -88,6 +100,7 @@ impl Default for PipelineOptions {
             reader_block_mib: 64,
             strict: false,
             registration: Registration::TileLocal,
+            calibration_cache: None,
             processor: None,
         }
     }
@@ -98,24 +111,48 @@ impl Default for PipelineOptions {
 pub struct ColourResult {
     /// The Bayer pattern of the input frames (file row order).
     pub pattern: tlr_core::bayer::CfaPattern,
-    /// The blended planes `(4, H/2, W/2)`: R, G1, G2, B (NaN where no valid tile reached).
+    /// The blended planes (NaN where no valid tile reached): either the four Bayer planes R, G1, G2, B
+    /// in cell space, `(4, H/2, W/2)`, or, when the frames were demosaiced one by one (undersampled
+    /// sequences, see [`run`]), R, G, B at full resolution, `(3, H, W)`.
     pub planes: ndarray::Array3<f32>,
 }
 
 impl ColourResult {
-    /// The reconstructed mosaic (CFA) at full resolution, `(H, W)` (even size), in the input's pattern.
+    /// Whether the planes are R, G, B at full resolution (the frames were demosaiced one by one).
+    pub fn is_rgb(&self) -> bool {
+        self.planes.dim().0 == crate::source::RGB_PLANES
+    }
+
+    /// Output pixels per pixel of the run's grid along each axis: 2 for cell-space planes, 1 for RGB.
+    pub fn scale(&self) -> usize {
+        if self.is_rgb() {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// The reconstructed mosaic (CFA) at full resolution, `(H, W)` (even size), in the input's pattern
+    /// (for RGB planes: each pixel's own colour of them).
     ///
     /// # Errors
-    /// When the planes are not four (cannot happen for a pipeline result).
+    /// When the planes are neither four nor three (cannot happen for a pipeline result).
     pub fn cfa(&self) -> Result<ndarray::Array2<f32>, tlr_core::bayer::BayerError> {
+        if self.is_rgb() {
+            return tlr_core::bayer::mosaic(self.planes.view(), self.pattern);
+        }
         tlr_core::bayer::merge_planes(self.planes.view(), self.pattern)
     }
 
-    /// The demosaiced RGB image `(3, H, W)` (Malvar-He-Cutler).
+    /// The RGB image `(3, H, W)`: the planes themselves, or the cell-space planes demosaiced
+    /// (Malvar-He-Cutler).
     ///
     /// # Errors
     /// As [`tlr_core::bayer::demosaic`].
     pub fn rgb(&self) -> Result<ndarray::Array3<f32>, tlr_core::bayer::BayerError> {
+        if self.is_rgb() {
+            return Ok(self.planes.clone());
+        }
         tlr_core::bayer::demosaic(self.cfa()?.view(), self.pattern)
     }
 }
@@ -123,7 +160,8 @@ impl ColourResult {
 /// The result of [`run`].
 pub struct RunOutput {
     /// The reconstructed image, `(rows, cols)`; NaN where no valid tile reached. In colour mode the
-    /// luminance per 2x2 cell, `(H/2, W/2)` (the tile grid and diagnostics are in this space too).
+    /// luminance (mean of the planes): per 2x2 cell, `(H/2, W/2)`, or at full resolution for frames
+    /// demosaiced one by one ([`ColourResult::scale`]; the tile grid and diagnostics are in this space).
     pub image: ndarray::Array2<f32>,
     /// Colour mode: the reconstructed planes; `None` for mono.
     pub colour: Option<ColourResult>,
@@ -141,10 +179,11 @@ pub struct RunOutput {
     /// and the reference frame's WCS (empty for frames without headers, e.g. from memory).
     pub header: tlr_core::fits::StackHeader,
     /// The written grid (full resolution, also for colour) relative to the reference frame: written
-    /// pixel -> reference-frame pixel. The identity: the global shifts are measured against the
-    /// reference frame, every tile's local shifts are made zero-mean around them, and the blend has
-    /// the frames' shape (a colour run's cell `(i, j)` is the frame's pixels `(2i..2i+2, 2j..2j+2)`).
-    /// A change of the output geometry changes this map, and the WCS written follows it.
+    /// pixel -> reference-frame pixel. The output is in the sequence's mean geometry (or the frame
+    /// `registration.reference_frame` names): the frames' linear motions are taken relative to it,
+    /// every tile's local shifts are made zero-mean around them, so this map is the inverse of that
+    /// geometry as measured against the reference frame (a colour run's cell `(i, j)` is the frame's
+    /// pixels `(2i..2i+2, 2j..2j+2)`). The WCS written follows it.
     pub to_reference: tlr_core::fits::PixelMap,
     /// The area of `image` the files are cut to (`--crop common`: [`crate::output::common_area`]);
     /// `None` writes the whole grid.
@@ -218,11 +257,44 @@ pub async fn run(
             let files = Arc::new(FileFrames::new(colour.kept)?);
             decided = Some(colour.pattern);
             file_frames = Some(Arc::clone(&files));
-            (files, skipped)
+            let (cfg, cache) = (cfg.clone(), options.calibration_cache.clone());
+            let (pattern, sink) = (colour.pattern, Arc::clone(&events));
+            let store = tokio::task::spawn_blocking(move || {
+                crate::source::calibrate(files, pattern, &cfg.calibration, cache.as_deref(), &sink)
+            })
+            .await
+            .map_err(|source| StageError::Join {
+                stage: Stage::Reader,
+                source,
+            })??;
+            (store, skipped)
         }
         Input::Memory(frames) => (Arc::new(frames), 0),
         Input::Store(store) => (store, 0),
+        Input::Ser(path) => {
+            let ser = tokio::task::spawn_blocking(move || crate::source::SerFrames::open(&path))
+                .await
+                .map_err(|source| StageError::Join {
+                    stage: Stage::Scan,
+                    source,
+                })??;
+            for message in ser.warnings() {
+                events(&Event::Warning { message });
+            }
+            decided = Some(crate::source::ser_colour(
+                ser.pattern(),
+                cfg.data.color_mode(),
+            )?);
+            (Arc::new(ser), 0)
+        }
     };
+    if decided.is_none() && !cfg.calibration.is_default() {
+        events(&Event::Warning {
+            message: "the calibration settings apply to frames read from files; frames from \
+                      memory or an application's store are used as they are"
+                .into(),
+        });
+    }
     let (store, pattern) = colour_store(store, decided, cfg, &events)?;
     if cfg.v4.adaptive_tiles.enabled {
         events(&Event::Warning {
@@ -253,9 +325,11 @@ pub async fn run(
         options.strict,
         memory.clone(),
     )
-    .keep_top_rows(top_rows);
+    .keep_top_rows(top_rows)
+    .with_global(cfg.registration.global.clone());
     let workers_n = worker_count(cfg);
-    let global = reader.global_pass(&cancel, workers_n.get()).await?;
+    let mut global = reader.global_pass(&cancel, workers_n.get()).await?;
+    global.set_output_geometry(cfg.registration.reference_frame)?;
     // A short session runs with all its usable frames: the tile validity rule then asks for all of
     // them (the live bootstrap caps the same way), and the user is told that rejection is weaker.
     let lowered;
@@ -307,7 +381,6 @@ pub async fn run(
     let work = batch_work(
         processor,
         operator_params(cfg, options.registration),
-        pattern.filter(|_| median_fwhm < JOINT_BAYER_BELOW_FWHM_CELLS),
         workers_n,
     );
     let results = pool.ordered(ReceiverStream::new(tile_rx), work);
@@ -324,8 +397,13 @@ pub async fn run(
     );
     let accumulator = Accumulator::new(blend, tiles.len(), Arc::clone(&events));
     let used_frames = global.frames.clone();
-    let reader_task =
-        tokio::spawn(reader.run(plan, global.frames.clone(), tile_tx, cancel.clone()));
+    let reader_task = tokio::spawn(reader.run(
+        plan,
+        global.frames.clone(),
+        global.geometry.clone(),
+        tile_tx,
+        cancel.clone(),
+    ));
     // The worker pool runs inside the accumulator's stream: its jobs are blocking tasks of their own.
     let accumulator_task = tokio::spawn(accumulator.run(results));
 
@@ -415,9 +493,25 @@ pub async fn run(
         frames,
         used_frames,
         header: stack_header,
-        to_reference: tlr_core::fits::PixelMap::IDENTITY,
+        to_reference: output_to_reference(&global, store.planes()),
         crop: None,
     })
+}
+
+/// The written grid relative to the reference frame ([`RunOutput::to_reference`]): the inverse of the
+/// output geometry ([`GlobalSummary::base`]), in full-resolution pixels (a colour run in cell space,
+/// four Bayer planes, measures its geometry in 2x2 cells; frames demosaiced one by one, R, G, B, in
+/// pixels).
+fn output_to_reference(global: &GlobalSummary, planes: usize) -> tlr_core::fits::PixelMap {
+    let cell = if planes == tlr_core::bayer::PLANES {
+        2.0
+    } else {
+        1.0
+    };
+    global
+        .base
+        .and_then(|base| tlr_core::global::output_to_reference(&base, cell))
+        .unwrap_or(tlr_core::fits::PixelMap::IDENTITY)
 }
 
 /// Runs [`run`] on a runtime of its own, for callers without one. Blocks until the run ends.
@@ -476,8 +570,56 @@ fn colour_store(
     if let (_, Some(message)) = bayer::even_size(rows, cols) {
         events(&Event::Warning { message });
     }
-    let colour = ColourFrames::new(store, pattern)?;
-    Ok((Arc::new(colour), Some(pattern)))
+    let cells = ColourFrames::new(Arc::clone(&store), pattern)?;
+    let fwhm = sampling_fwhm_cells(&cells);
+    if fwhm < DEBAYER_BELOW_FWHM_CELLS {
+        return Ok((
+            Arc::new(DebayeredFrames::new(store, pattern)?),
+            Some(pattern),
+        ));
+    }
+    Ok((Arc::new(cells), Some(pattern)))
+}
+
+/// Frames [`sampling_fwhm_cells`] measures, at most, spread evenly over the sequence.
+const SAMPLING_PROBE_FRAMES: usize = 5;
+/// The cell-space window [`sampling_fwhm_cells`] measures, at most (centred), per side.
+const SAMPLING_PROBE_CELLS: usize = 512;
+
+/// The median star FWHM (cells) of a few frames spread over the sequence (the first, the last and
+/// evenly between), each measured on the cell-space luminance of a central window with the global
+/// pass's detector; frames without measurable stars (or unreadable: the global pass reports those)
+/// do not count; NaN when none has any. Seeing changes from frame to frame: one frame is not enough
+/// to tell (a 12-frame sequence of 1.4-px stars measured 1.74 cells on its first frame, 1.55 over five).
+/// Cheap: one window of at most five frames.
+fn sampling_fwhm_cells(cells: &ColourFrames) -> f32 {
+    let (rows, cols) = cells.shape();
+    let (h, w) = (
+        rows.min(SAMPLING_PROBE_CELLS),
+        cols.min(SAMPLING_PROBE_CELLS),
+    );
+    let (y0, x0) = ((rows - h) / 2, (cols - w) / 2);
+    let window = [(y0..y0 + h, x0..x0 + w)];
+    let options = tlr_core::global::GlobalOptions::default();
+    let n = cells.len();
+    let probes = SAMPLING_PROBE_FRAMES.min(n);
+    let mut indices: Vec<usize> = (0..probes)
+        .map(|k| {
+            if probes > 1 {
+                k * (n - 1) / (probes - 1)
+            } else {
+                0
+            }
+        })
+        .collect();
+    indices.dedup();
+    let fwhms: Vec<f32> = indices
+        .into_iter()
+        .filter_map(|index| cells.read_regions(index, &window).ok()?.pop())
+        .map(|lum| tlr_core::global::measure_frame(lum.view(), &options).fwhm)
+        .filter(|fwhm| fwhm.is_finite())
+        .collect();
+    tlr_core::stats::median(&fwhms)
 }
 
 /// Rows above the first tile row's windows that a frame's whole-pixel global offset may add, for
@@ -494,16 +636,18 @@ fn top_rows_to_keep(cfg: &Config, store: &dyn FrameStore, budget_bytes: usize) -
     wanted.min(budget_bytes / row_bytes.max(1))
 }
 
-/// A colour run whose frames' median star FWHM, measured on the cell-space luminance (a 2x2 binning,
-/// which puts a floor of about 1.3 cells under it), is below this resamples its Bayer planes jointly
-/// ([`tlr_core::operator::reconstruct_bayer_planes`]). Measured cell FWHM of simulated RGGB sequences
-/// at 1.2 / 1.6 / 2.0 / 2.6 / 3.2 px: 1.34 / 1.40 / 1.43 / 1.71 / 2.00; the M27 frames in
-/// `../shared/data`: 1.55. Resampled each on its own, the planes of such undersampled stars blur like
-/// a 2x2 binning: at 1.2 / 1.6 / 2.0 px the colour luminance FWHM was 48 / 42 / 32 % wider than the
-/// mono result of the same scene, jointly 14 / 14 / 12 % (`fwhm_real.py`); M27 2.65 -> 2.39 px
-/// (Siril 2.89). Above it the planes are resampled on their own, which keeps the wings of well-sampled
-/// coloured stars free of the demosaic's colour fringes and keeps a colour run 1.25-1.5x faster.
-const JOINT_BAYER_BELOW_FWHM_CELLS: f32 = 1.6;
+/// A colour sequence whose star FWHM, measured on the cell-space luminance (a 2x2 binning, which puts a
+/// floor of about 1.3 cells under it; [`sampling_fwhm_cells`]), is below this is demosaiced frame by
+/// frame ([`DebayeredFrames`]) and registered and stacked at full resolution; above it the run works
+/// on the four Bayer planes in cell space ([`ColourFrames`]) and demosaics once, at the end.
+/// Measured cell FWHM of simulated RGGB sequences at 1.2 / 1.6 / 2.0 / 2.6 / 3.2 px: 1.34 / 1.40 /
+/// 1.43 / 1.71 / 2.00; the M27 frames in `../shared/data`: 1.55. Why both: each Bayer plane samples
+/// the sky every 2 px, so shifting the planes of undersampled stars (about one cell wide) blurs them
+/// like a 2x2 binning (colour luminance FWHM 48 / 42 / 32 % wider than the mono result of the same
+/// scene at 1.2 / 1.6 / 2.0 px, `fwhm_real.py`), while on well-sampled coloured stars the per-frame
+/// demosaic's cross-colour estimates put colour fringes into their wings that the cell-space path
+/// does not have (ring colour error of `stages/tests/colour.rs` 0.315 against 0.178).
+const DEBAYER_BELOW_FWHM_CELLS: f32 = 1.6;
 
 fn median_fwhm(global: &GlobalSummary) -> f32 {
     let values: Vec<f32> = global

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use tlr_core::global::FrameTransform;
 use tlr_core::TileBox;
 
 use super::global_pass::UsedFrame;
@@ -116,6 +117,8 @@ pub struct FrameReader {
     pub(super) memory: MemoryGuard,
     /// Top rows of every frame kept by the global pass for the first tile row (`None`: keep none).
     pub(super) top_rows: Option<Arc<TopRows>>,
+    /// `registration.global`: star matching or correlation, and best-N % selection.
+    pub(super) global: tlr_core::config::GlobalRegistrationConfig,
 }
 
 impl FrameReader {
@@ -133,7 +136,14 @@ impl FrameReader {
             strict,
             memory,
             top_rows: None,
+            global: Default::default(),
         }
+    }
+
+    /// Sets how the global pass places frames and which it keeps (`registration.global`).
+    pub fn with_global(mut self, global: tlr_core::config::GlobalRegistrationConfig) -> Self {
+        self.global = global;
+        self
     }
 
     /// Makes the global pass keep the top `rows` rows of every frame (all planes, all columns) for the
@@ -154,10 +164,12 @@ impl FrameReader {
         self,
         plan: ReadPlan,
         frames: Vec<UsedFrame>,
+        geometry: Vec<FrameTransform>,
         tile_tx: mpsc::Sender<TileJob>,
         cancel: CancellationToken,
     ) -> Result<TilePhase, StageError> {
         let frames = Arc::new(frames);
+        let geometry = Arc::new(geometry);
         // The first tile row is cut from the rows the global pass kept, where they suffice.
         let store: Arc<dyn FrameStore> = match &self.top_rows {
             Some(top) => Arc::new(WithTopRows {
@@ -219,6 +231,7 @@ impl FrameReader {
                         tile: *tile,
                         windows: Arc::clone(&windows),
                         frames: Arc::clone(&frames),
+                        geometry: Arc::clone(&geometry),
                         margin: plan.margin,
                         planes,
                     };

@@ -10,9 +10,8 @@
 //!
 //! - Batch ([`super::pipeline`]): the jobs are the reader's [`TileJob`]s; [`batch_work`] cuts each
 //!   stack from its tile row's windows on the worker (stack buffers of finished tiles are reused),
-//!   runs the per-tile operator and, in colour mode, reconstructs the Bayer planes with the
-//!   luminance's shifts and weights ([`tlr_core::operator::reconstruct_planes`], or
-//!   [`tlr_core::operator::reconstruct_bayer_planes`] for undersampled Bayer frames).
+//!   runs the per-tile operator and, in colour mode, reconstructs the colour planes with the
+//!   luminance's shifts and weights ([`tlr_core::operator::reconstruct_planes`]).
 //! - Live ([`crate::live`]): per frame, one job per tile (cut-out, register, accumulate), and the
 //!   bootstrap's tiles.
 //!
@@ -103,7 +102,6 @@ pub(crate) struct ReconstructedTile {
 pub(crate) fn batch_work(
     processor: TileProcessor,
     plane_params: OperatorParams,
-    joint_bayer: Option<tlr_core::bayer::CfaPattern>,
     parallel_tiles: NonZeroUsize,
 ) -> impl Fn(TileJob) -> ReconstructedTile + Send + Sync + 'static {
     // At most what the running jobs hold (a colour job holds five: luminance and planes).
@@ -112,21 +110,10 @@ pub(crate) fn batch_work(
         let reuse = spare.try_iter().take(job.buffers()).collect();
         let (stack, plane_stacks) = job.cut(reuse);
         let result = processor(&stack);
-        let planes = match joint_bayer {
-            _ if plane_stacks.is_empty() => Vec::new(),
-            Some(pattern) => tlr_core::operator::reconstruct_bayer_planes(
-                &result,
-                &stack,
-                &plane_stacks,
-                pattern,
-                &plane_params,
-            ),
-            None => tlr_core::operator::reconstruct_planes(
-                &result,
-                &stack,
-                &plane_stacks,
-                &plane_params,
-            ),
+        let planes = if plane_stacks.is_empty() {
+            Vec::new()
+        } else {
+            tlr_core::operator::reconstruct_planes(&result, &stack, &plane_stacks, &plane_params)
         };
         // A full channel drops the buffer.
         let _ = give_back.try_send(stack.cutouts);

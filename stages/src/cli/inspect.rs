@@ -17,7 +17,8 @@ use tlr_core::stars::ImageQuality;
 /// Arguments of `tlr inspect`.
 #[derive(Args)]
 pub struct InspectArgs {
-    /// FITS images to measure (2-D images, or cubes such as tlr's RGB result).
+    /// FITS images to measure (2-D images, or cubes such as tlr's RGB result), or SER videos (one line
+    /// per frame, with its sharpness; Bayer frames are measured on their 2x2-cell luminance).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// One JSON object per file on stdout.
@@ -123,6 +124,13 @@ pub fn inspect(args: InspectArgs) -> Result<(), Failure> {
     }
     let mut failures = 0usize;
     for path in &args.files {
+        if tlr_core::ser::is_ser_path(path) {
+            if let Err(error) = inspect_ser(path, args.json) {
+                failures += 1;
+                eprintln!("error: {}", tlr_core::report(&error));
+            }
+            continue;
+        }
         if let Err(error) = inspect_file(path, args.json) {
             failures += 1;
             // The whole chain: the cause (e.g. the OS error) is the error's source, not its message.
@@ -134,6 +142,68 @@ pub fn inspect(args: InspectArgs) -> Result<(), Failure> {
             "{failures} of {} file(s) could not be read",
             args.files.len()
         )));
+    }
+    Ok(())
+}
+
+/// Measures every frame of a SER file: one line (or JSON object) per frame with the star figures and
+/// the noise-corrected sharpness ([`tlr_core::quality::sharpness`]), then the file's summary line.
+fn inspect_ser(path: &Path, json: bool) -> Result<(), tlr_core::ser::SerError> {
+    use tlr_core::ser::{SerColor, SerFile};
+    let file = SerFile::open(path)?;
+    if let Some((complete, declared)) = file.truncation() {
+        eprintln!(
+            "warning: `{}` declares {declared} frames but holds {complete} complete ones",
+            path.display()
+        );
+    }
+    let pattern = match file.header().color {
+        SerColor::Bayer(p) => Some(p),
+        _ => None,
+    };
+    let mut sharpness = Vec::with_capacity(file.frames());
+    for index in 0..file.frames() {
+        let raw = file.read_frame(index)?;
+        let image = match pattern {
+            Some(p) => {
+                let planes = tlr_core::bayer::split_planes(raw.view(), p);
+                luminance(&planes)
+            }
+            None => raw,
+        };
+        let q = tlr_core::stars::measure(image.view());
+        let sharp = tlr_core::quality::sharpness(image.view());
+        sharpness.push(sharp);
+        let label = format!("{}#{index}", path.display());
+        if json {
+            let mut v = quality_json(&q);
+            v["file"] = serde_json::json!(path);
+            v["frame"] = serde_json::json!(index);
+            v["sharpness"] = serde_json::json!(sharp);
+            if let Some(t) = file
+                .timestamp_utc(index)
+                .and_then(tlr_core::fits::format_utc)
+            {
+                v["date_obs"] = serde_json::json!(t);
+            }
+            print_json(&v);
+        } else {
+            print_row(&q, &format!("{label}  sharpness {sharp:.4e}"));
+        }
+    }
+    if !json {
+        let h = file.header();
+        println!(
+            "{}: {} frames of {}x{}, {:?}, {} bit, timestamps {}; median sharpness {:.4e}",
+            path.display(),
+            file.frames(),
+            h.width,
+            h.height,
+            h.color,
+            h.bit_depth,
+            if file.has_timestamps() { "yes" } else { "no" },
+            tlr_core::quality::typical(&sharpness)
+        );
     }
     Ok(())
 }

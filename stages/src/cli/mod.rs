@@ -3,6 +3,7 @@
 //!
 //! What it does not: any processing; every subcommand calls the `tlr` / `tlr_core` libraries.
 
+mod calibration;
 mod config;
 mod demo;
 mod export;

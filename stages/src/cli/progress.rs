@@ -273,7 +273,7 @@ fn bars(label: &str) -> EventSink {
 
 /// The closing lines of a run on the terminal: frames used and skipped, tiles valid, the star FWHM of
 /// the result against the frames' median (`result_quality`: measured on the result's image, in the
-/// frames' pixels: 2x2 cells for colour; `None` when not measured), the time, where the outputs are
+/// frames' pixels: 2x2 cells for colour in cell space; `None` when not measured), the time, where the outputs are
 /// (the image files on one line, the diagnostics folder on one). `total_s`: the whole command's time.
 pub fn closing_lines(
     s: &tlr::RunSummary,
@@ -281,9 +281,9 @@ pub fn closing_lines(
     result_quality: Option<&tlr_core::stars::ImageQuality>,
     files: &[std::path::PathBuf],
     diagnostics: Option<&std::path::Path>,
-    colour: bool,
+    cells: bool,
 ) -> Vec<String> {
-    let cells = if colour { " (2x2 cells)" } else { "" };
+    let cells = if cells { " (2x2 cells)" } else { "" };
     let fwhm = match result_quality {
         Some(q) if q.median_fwhm.is_finite() => format!(
             "{:.2} px result ({} stars), {:.2} px frames' median{cells}",

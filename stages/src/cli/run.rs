@@ -17,7 +17,7 @@ use tlr::{Input, PipelineOptions, Registration};
 /// Arguments of `tlr run`.
 #[derive(Args)]
 pub struct RunArgs {
-    /// Folder with the frames (FITS; see --glob).
+    /// Folder with the frames (FITS; see --glob), or a SER video file (`.ser`).
     pub input: PathBuf,
     /// Output file: its extension chooses the format, .fits/.fit/.fts (FITS), .tif/.tiff (TIFF) or
     /// .png (PNG). The auto-stretched preview goes next to it as OUT.png (OUT.preview.png for a PNG
@@ -27,6 +27,9 @@ pub struct RunArgs {
     /// Output format flags.
     #[command(flatten)]
     pub export: super::export::ExportArgs,
+    /// Calibration frames (--bias, --darks, --flats, --dark-flats).
+    #[command(flatten)]
+    pub calibration: super::calibration::CalibrationArgs,
     /// Configuration file (YAML; tile_compile files are accepted).
     #[arg(short, long)]
     pub config: Option<PathBuf>,
@@ -50,6 +53,11 @@ pub struct RunArgs {
     /// Register whole frames only (the global-stack baseline), with the same weights and rejection.
     #[arg(long)]
     pub global_only: bool,
+    /// Stack in frame N's geometry (its translation, rotation and stretch; frames numbered from 1 in
+    /// run order, as in tile_report.json) instead of the sequence's mean geometry, e.g. to match an
+    /// existing image of that frame (overrides registration.reference_frame).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub reference_frame: Option<u32>,
     /// Colour (Bayer) input: also write the reconstructed mosaic as OUT.cfa.fits (with BAYERPAT).
     #[arg(long)]
     pub keep_cfa: bool,
@@ -57,6 +65,14 @@ pub struct RunArgs {
     /// the COVERAGE extension) or `common` (only the area every frame covers).
     #[arg(long, value_enum, default_value_t = Crop::Full)]
     pub crop: Crop,
+    /// How whole frames are placed: auto, stars or correlation (whole-frame phase correlation, for the
+    /// Sun, the Moon and planets); sets registration.global.method.
+    #[arg(long, value_name = "METHOD")]
+    pub global_method: Option<String>,
+    /// Keep only the best PERCENT % of the frames (the sharpest without stars, the highest weight with
+    /// stars), e.g. 25; sets registration.global.keep_best_percent.
+    #[arg(long, value_name = "PERCENT")]
+    pub keep_best: Option<f64>,
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
@@ -96,12 +112,31 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     }
     // The format first: an output tlr cannot write stops the run before anything is read (exit 2).
     let export = args.export.resolve(&args.output)?;
-    let config = load_config(
+    let mut set = args.set.clone();
+    for (key, value) in [
+        ("registration.global.method", args.global_method.clone()),
+        (
+            "registration.global.keep_best_percent",
+            args.keep_best.map(|p| p.to_string()),
+        ),
+    ] {
+        if let Some(value) = value {
+            set.push(tlr_core::config::Override {
+                key: key.to_string(),
+                value,
+            });
+        }
+    }
+    let mut config = load_config(
         args.config.as_deref(),
-        &args.set,
+        &set,
         args.parallel_tiles,
         args.quiet || args.json,
     )?;
+    args.calibration.apply(&mut config);
+    if let Some(n) = args.reference_frame {
+        config.registration.reference_frame = n as usize;
+    }
     let display = Display::from_flags(args.json, args.quiet);
     let diagnostics_dir = args.diagnostics.clone().or_else(|| {
         config
@@ -126,6 +161,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let options = PipelineOptions {
         config,
         strict: args.strict,
+        calibration_cache: Some(tlr::source::master_cache_for(&args.output)),
         registration: if args.global_only {
             Registration::GlobalOnly
         } else {
@@ -143,20 +179,32 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     // what killed runs left next to the outputs goes, and the output folders exist (a folder that
     // cannot be created stops the run now, not after the reconstruction).
     let planned = output::planned_files(&request);
-    output::check_output_paths(&args.input, &scan.patterns, &planned)?;
+    // A SER input: the file itself is the one input an output must not replace.
+    let ser = tlr_core::ser::is_ser_path(&args.input);
+    let (input_dir, input_patterns) = if ser {
+        ser_guard(&args.input)
+    } else {
+        (args.input.clone(), scan.patterns.clone())
+    };
+    let (input_dir, input_patterns) = (input_dir.as_path(), &input_patterns);
+    output::check_output_paths(input_dir, input_patterns, &planned)?;
     let created = output::create_output_folders(&request)?;
     // A path through a folder that did not exist yet (`new/../frame.fits`) resolves only now.
     if !created.is_empty() {
-        if let Err(refused) = output::check_output_paths(&args.input, &scan.patterns, &planned) {
+        if let Err(refused) = output::check_output_paths(input_dir, input_patterns, &planned) {
             created.remove_empty();
             return Err(refused.into());
         }
     }
     output::remove_stale_temporaries(&request);
     let events = progress::sink(display, "");
-    let input = Input::Folder {
-        dir: args.input.clone(),
-        scan,
+    let input = if ser {
+        Input::Ser(args.input.clone())
+    } else {
+        Input::Folder {
+            dir: args.input.clone(),
+            scan,
+        }
     };
     let mut result = match run_pipeline(input, options, events) {
         Ok(result) => result,
@@ -196,7 +244,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
                 quality.as_ref(),
                 &files,
                 diagnostics_dir.as_deref(),
-                result.colour.is_some(),
+                result.colour.as_ref().is_some_and(|c| !c.is_rgb()),
             );
             for line in lines {
                 eprintln!("{line}");
@@ -204,4 +252,25 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The folder of a SER file and a pattern matching exactly its name (glob characters escaped), for
+/// the output-path check.
+fn ser_guard(file: &std::path::Path) -> (PathBuf, Vec<String>) {
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let escaped: String = name
+        .chars()
+        .map(|c| match c {
+            '*' | '?' | '[' | ']' | '{' | '}' => format!("[{c}]"),
+            c => c.to_string(),
+        })
+        .collect();
+    (dir.to_path_buf(), vec![escaped])
 }

@@ -42,6 +42,10 @@ pub struct WatchArgs {
     #[arg(short, long)]
     pub output: PathBuf,
     /// Output format flags.
+    /// Calibration frames (--bias, --darks, --flats, --dark-flats); masters are loaded once, with
+    /// the first frame.
+    #[command(flatten)]
+    pub calibration: super::calibration::CalibrationArgs,
     #[command(flatten)]
     pub export: super::export::ExportArgs,
     /// Configuration file (YAML; tile_compile files are accepted).
@@ -167,12 +171,13 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
             diagnostics: None,
         }),
     )?;
-    let config = load_config(
+    let mut config = load_config(
         args.config.as_deref(),
         &args.set,
         args.parallel_tiles,
         args.quiet || args.json,
     )?;
+    args.calibration.apply(&mut config);
     let mut settings = LiveSettings::new(config);
     settings.registration = if args.global_only {
         Registration::GlobalOnly

@@ -298,10 +298,18 @@ impl LiveSession {
             let cancel = cancel.clone();
             let until_idle = settings.until_idle;
             let skipped = Arc::clone(&skipped);
+            let calibrator = crate::source::FrameCalibrator::new(
+                &settings.config.calibration,
+                settings
+                    .output
+                    .as_deref()
+                    .map(crate::source::master_cache_for),
+            );
             // The reader blocks on the follower and on cfitsio: a blocking thread of its own.
             tokio::task::spawn_blocking(move || {
                 read_frames(
                     feed, reference, known, frame_tx, events, cancel, until_idle, skipped,
+                    calibrator,
                 )
             })
         };

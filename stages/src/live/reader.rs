@@ -55,6 +55,7 @@ pub(super) fn read_frames(
     cancel: CancellationToken,
     until_idle: Option<Duration>,
     skipped: Arc<std::sync::Mutex<Vec<(PathBuf, String)>>>,
+    mut calibrator: Option<crate::source::FrameCalibrator>,
 ) -> Result<usize, StageError> {
     let mut pass = GlobalPass::new();
     if let Some(image) = &reference {
@@ -121,7 +122,11 @@ pub(super) fn read_frames(
                         }
                     }
                     match fits::read_image(&header.path) {
-                        Ok((_, image)) => {
+                        Ok((_, mut image)) => {
+                            // Calibrated before anything else sees it (masters loaded once).
+                            if let Some(calibrator) = &mut calibrator {
+                                calibrator.calibrate(&header, &mut image, &events)?;
+                            }
                             known.insert(file.key(), name.clone());
                             Some((name, image, arrival, Some(file)))
                         }

@@ -47,6 +47,10 @@ pub fn output_meta(run: &RunOutput, kind: &str) -> OutputMeta {
             "registration mode",
         ),
     ];
+    // Frames without stars (Sun, Moon, planets) have no FWHM: no card rather than a NaN.
+    if !s.median_fwhm_px.is_finite() {
+        cards.retain(|c| c.key != "TLRFWHM");
+    }
     if let Some(exposure) = s.exposure_total_s {
         cards.insert(
             3,

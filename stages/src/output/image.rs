@@ -76,14 +76,22 @@ pub fn write_image_as(
         "RGB",
         "planes R, G, B (demosaiced, Malvar-He-Cutler)",
     ));
-    meta.history.push(format!(
-        "colour: Bayer {} reconstructed per plane, demosaiced to RGB",
-        colour.pattern.name()
-    ));
-    let shown = cut_cube(rgb.view(), area, 2);
+    meta.history.push(if colour.is_rgb() {
+        format!(
+            "colour: Bayer {} demosaiced frame by frame, R, G, B reconstructed",
+            colour.pattern.name()
+        )
+    } else {
+        format!(
+            "colour: Bayer {} reconstructed per plane, demosaiced to RGB",
+            colour.pattern.name()
+        )
+    });
+    let scale = colour.scale();
+    let shown = cut_cube(rgb.view(), area, scale);
     side_by_side(
         path,
-        || write_as(run, path, Pixels::Cube(rgb.view()), 2, &export, &meta),
+        || write_as(run, path, Pixels::Cube(rgb.view()), scale, &export, &meta),
         || preview::write_rgb_png_preview_atomic(&png, shown),
         &png,
     )?;
@@ -175,7 +183,7 @@ pub fn write_cfa(run: &RunOutput, path: &Path) -> Result<bool, StageError> {
         .push(card_int("YBAYROFF", 0, "Bayer pattern y offset"));
     meta.cards
         .push(card_str("ROWORDER", "TOP-DOWN", "order of the rows"));
-    write_fits(run, path, Pixels::Image(cfa.view()), 2, &meta)
+    write_fits(run, path, Pixels::Image(cfa.view()), colour.scale(), &meta)
         .map_err(|e| StageError::fits(Stage::Output, e))?;
     Ok(true)
 }

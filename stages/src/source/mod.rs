@@ -1,7 +1,8 @@
 //! Where frames come from: files on disk after a folder scan ([`FileFrames`]), arrays held in memory
-//! ([`MemoryFrames`]), a Bayer sequence seen in cell space ([`ColourFrames`]), and a folder that capture
+//! ([`MemoryFrames`]), a Bayer sequence seen in cell space ([`ColourFrames`]) or demosaiced frame by
+//! frame ([`DebayeredFrames`]), and a folder that capture
 //! software is still writing into ([`follow::Follower`]) or frames an application hands over from its
-//! capture loop ([`feed::FrameFeed`]), both for live sessions.
+//! capture loop ([`feed::FrameFeed`]), both for live sessions; the frames of a SER video ([`SerFrames`]).
 //!
 //! A [`FrameStore`] gives random access to whole frames and to rectangular regions. It is synchronous on
 //! purpose: the reader stage calls it from blocking threads only (cfitsio handles are not `Send`, so a
@@ -14,15 +15,22 @@ use std::path::PathBuf;
 
 use crate::error::StageError;
 
+mod calibrated;
 mod colour;
+mod debayered;
 pub mod feed;
 mod folder;
 pub mod follow;
 mod memory;
+mod ser;
 
+pub use calibrated::{calibrate, master_cache_for, CalibratedFrames, FrameCalibrator};
 pub use colour::{decide_sequence, ColourFrames, SequenceColour, SessionColour};
+pub(crate) use debayered::mean_of_planes;
+pub use debayered::{DebayeredFrames, RGB_PLANES};
 pub use folder::FileFrames;
 pub use memory::MemoryFrames;
+pub use ser::{ser_colour, SerFrames};
 
 /// What the pipeline knows about one frame besides its pixels.
 #[derive(Debug, Clone, Default)]

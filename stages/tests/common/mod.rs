@@ -65,3 +65,20 @@ pub fn simulate_with(dir: &Path, frames: usize, size: usize, seed: u64, extra: &
         text(&out.stderr)
     );
 }
+
+/// Runs the pipeline (the library, not the binary) on every frame of `sim`, held in memory, with
+/// `options` and 2 workers.
+pub fn reconstruct_memory(
+    sim: &tlr_core::simulate::Simulation,
+    mut options: tlr::PipelineOptions,
+) -> tlr::RunOutput {
+    let frames = (0..sim.frames()).map(|i| sim.frame(i)).collect();
+    options.config.v4.parallel_tiles = Some(2);
+    tlr::run_blocking(
+        tlr::Input::Memory(tlr::MemoryFrames::new(frames).unwrap()),
+        options,
+        tlr::events::no_events(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .unwrap()
+}

@@ -1,0 +1,263 @@
+//! Calibration end to end: `tlr simulate --calibration` writes raw lights (bias pattern, dark current
+//! with hot pixels, vignetting with dust donuts) and bias/dark/flat frames; `tlr run --bias --darks
+//! --flats` must give a stack as good as one of the same sky never corrupted (background flatness and
+//! noise against the truth within 15 %), without hot pixels or donuts; an uncalibrated run of the raw
+//! lights must not (so the test can fail). Also: bit-identical for 1 and 2 workers, the YAML keys, and
+//! the error cases through the binary.
+
+mod common;
+
+use common::{run_ok, simulate_with, text, tlr};
+use ndarray::Array2;
+use std::path::Path;
+use tlr_core::simulate::calibration::Detector;
+use tlr_core::simulate::{Scenario, SimConfig};
+
+const SIZE: usize = 256;
+const FRAMES: usize = 16;
+const SEED: u64 = 5;
+
+fn read(path: &Path) -> Array2<f32> {
+    tlr_core::fits::read_image(path).unwrap().1
+}
+
+/// The sky of the truth: pixels at most 2 % above its median and at least 4 px from any brighter one
+/// (stars, galaxies and the nebula are left out: the truth's narrow PSF is not the stack's).
+fn sky_mask(truth: &Array2<f32>) -> Array2<bool> {
+    let limit = 1.02 * tlr_core::stats::median(truth.as_slice().unwrap());
+    let (rows, cols) = truth.dim();
+    Array2::from_shape_fn((rows, cols), |(r, c)| {
+        let (r0, c0) = (r.saturating_sub(4), c.saturating_sub(4));
+        let near = truth.slice(ndarray::s![r0..(r + 5).min(rows), c0..(c + 5).min(cols)]);
+        r >= 16 && c >= 16 && r < rows - 16 && c < cols - 16 && near.iter().all(|&v| v <= limit)
+    })
+}
+
+/// The residual of the result against the truth on the sky: the result fitted to the truth
+/// (`a * truth + b`, least squares over the sky) in truth units; NaN off the sky.
+fn residual(result: &Array2<f32>, truth: &Array2<f32>, sky: &Array2<bool>) -> Array2<f64> {
+    let (mut n, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for ((&y, &x), _) in result.iter().zip(truth).zip(sky).filter(|(_, &m)| m) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        n += 1.0;
+        sx += x;
+        sy += y;
+        sxx += x * x;
+        sxy += x * y;
+    }
+    let a = (n * sxy - sx * sy) / (n * sxx - sx * sx);
+    let b = (sy - a * sx) / n;
+    ndarray::Zip::from(result)
+        .and(truth)
+        .and(sky)
+        .map_collect(|&y, &x, &m| {
+            if m {
+                (f64::from(y) - b) / a - f64::from(x)
+            } else {
+                f64::NAN
+            }
+        })
+}
+
+/// RMS of the residual on the sky, and the spread (standard deviation) of its medians in 32 px
+/// blocks: noise and background flatness. PSNR follows from the RMS.
+fn scores(res: &Array2<f64>) -> (f64, f64) {
+    let sky: Vec<f64> = res.iter().copied().filter(|v| v.is_finite()).collect();
+    let rms = (sky.iter().map(|v| v * v).sum::<f64>() / sky.len() as f64).sqrt();
+    let mut medians = Vec::new();
+    for by in (0..SIZE - 31).step_by(32) {
+        for bx in (0..SIZE - 31).step_by(32) {
+            let block: Vec<f32> = res
+                .slice(ndarray::s![by..by + 32, bx..bx + 32])
+                .iter()
+                .filter(|v| v.is_finite())
+                .map(|&v| v as f32)
+                .collect();
+            if block.len() >= 100 {
+                medians.push(f64::from(tlr_core::stats::median(&block)));
+            }
+        }
+    }
+    let mean = medians.iter().sum::<f64>() / medians.len() as f64;
+    let spread =
+        (medians.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / medians.len() as f64).sqrt();
+    (rms, spread)
+}
+
+fn sim_config() -> SimConfig {
+    SimConfig::new(Scenario::Static, FRAMES, SIZE, SIZE, SEED)
+}
+
+#[test]
+fn a_calibrated_stack_is_as_good_as_a_never_corrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, clean) = (dir.path().join("raw"), dir.path().join("clean"));
+    let extra = ["--scenario", "static"];
+    simulate_with(&clean, FRAMES, SIZE, SEED, &extra);
+    simulate_with(
+        &raw,
+        FRAMES,
+        SIZE,
+        SEED,
+        &[&extra[..], &["--calibration"]].concat(),
+    );
+    let truth = read(&raw.join("lights/truth.fits"));
+    let out = |name: &str| dir.path().join(format!("{name}.fits"));
+    let cal = |p: &str| raw.join(p).to_str().unwrap().to_string();
+    let (bias, darks, flats) = (cal("bias"), cal("darks"), cal("flats"));
+    let calibration = ["--bias", &bias, "--darks", &darks, "--flats", &flats];
+    run_ok(&clean, &out("clean"), &[]);
+    run_ok(&raw.join("lights"), &out("calibrated"), &calibration);
+    run_ok(&raw.join("lights"), &out("uncalibrated"), &[]);
+    let sky = sky_mask(&truth);
+    let score = |name: &str| scores(&residual(&read(&out(name)), &truth, &sky));
+    let (clean_rms, clean_flat) = score("clean");
+    let (cal_rms, cal_flat) = score("calibrated");
+    let (raw_rms, raw_flat) = score("uncalibrated");
+    eprintln!(
+        "residual rms / block-median spread: clean {clean_rms:.3} / {clean_flat:.3}, calibrated \
+         {cal_rms:.3} / {cal_flat:.3}, uncalibrated {raw_rms:.3} / {raw_flat:.3}"
+    );
+    assert!(
+        cal_rms <= 1.15 * clean_rms,
+        "noise: {cal_rms} against {clean_rms}"
+    );
+    assert!(
+        cal_flat <= 1.15 * clean_flat.max(0.05),
+        "flatness: {cal_flat} against {clean_flat}"
+    );
+    assert!(
+        raw_flat > 1.15 * clean_flat.max(0.05),
+        "the uncalibrated stack must fail: {raw_flat}"
+    );
+    // Hot pixels and donuts are gone: within 5 robust sigmas of the residual at every hot pixel and
+    // in every donut's ring.
+    let res = residual(
+        &read(&out("calibrated")),
+        &truth,
+        &Array2::from_elem(truth.dim(), true),
+    );
+    let values: Vec<f32> = res.iter().map(|&v| v as f32).collect();
+    let (_, sigma) = tlr_core::stats::median_and_sigma(&values);
+    let detector = Detector::new(&sim_config());
+    for &(r, c) in &detector.hot {
+        assert!(
+            res[[r, c]].abs() < 5.0 * f64::from(sigma),
+            "hot pixel ({r}, {c}): {}",
+            res[[r, c]]
+        );
+    }
+    for &(dy, dx, radius) in &detector.donuts {
+        let ring: Vec<f32> = res
+            .indexed_iter()
+            .filter(|((r, c), _)| {
+                let d = ((*r as f32 - dy).powi(2) + (*c as f32 - dx).powi(2)).sqrt();
+                (d - 0.7 * radius).abs() < 0.2 * radius
+            })
+            .map(|(_, &v)| v as f32)
+            .collect();
+        let level = tlr_core::stats::median(&ring);
+        assert!(
+            level.abs() < 2.0 * sigma,
+            "donut at ({dy}, {dx}): ring {level} (sigma {sigma})"
+        );
+    }
+    // The masters were cached next to the output and are reused by the next run.
+    let cached = std::fs::read_dir(dir.path().join("tlr-masters"))
+        .unwrap()
+        .count();
+    assert_eq!(cached, 3);
+}
+
+#[test]
+fn calibrated_runs_are_bit_identical_for_1_and_2_workers_and_the_yaml_keys_do_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    simulate_with(
+        &raw,
+        12,
+        192,
+        SEED,
+        &["--scenario", "static", "--calibration"],
+    );
+    let (darks, flats) = (raw.join("darks"), raw.join("flats"));
+    let (darks, flats) = (darks.to_str().unwrap(), flats.to_str().unwrap());
+    let out = |name: &str| dir.path().join(format!("{name}.fits"));
+    let flags = ["--darks", darks, "--flats", flats];
+    run_ok(
+        &raw.join("lights"),
+        &out("one"),
+        &[&flags[..], &["--parallel-tiles", "1"]].concat(),
+    );
+    run_ok(
+        &raw.join("lights"),
+        &out("two"),
+        &[&flags[..], &["--parallel-tiles", "2"]].concat(),
+    );
+    let yaml = dir.path().join("cal.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "calibration:\n  use_dark: true\n  use_flat: true\n  darks_dir: \"{darks}\"\n  \
+             flats_dir: \"{flats}\"\n"
+        ),
+    )
+    .unwrap();
+    run_ok(
+        &raw.join("lights"),
+        &out("yaml"),
+        &["--config", yaml.to_str().unwrap(), "--parallel-tiles", "2"],
+    );
+    let bytes = |n: &str| std::fs::read(out(n)).unwrap();
+    assert!(bytes("one") == bytes("two"), "1 and 2 workers differ");
+    assert_eq!(
+        read(&out("yaml")),
+        read(&out("two")),
+        "the YAML keys and the flags differ"
+    );
+}
+
+#[test]
+fn calibration_errors_name_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    simulate_with(
+        &raw,
+        3,
+        64,
+        SEED,
+        &["--scenario", "static", "--calibration"],
+    );
+    let small = dir.path().join("small");
+    simulate_with(
+        &small,
+        3,
+        48,
+        SEED,
+        &["--scenario", "static", "--calibration"],
+    );
+    let out = dir.path().join("o.fits");
+    let run = |extra: &[&str]| {
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            raw.join("lights").to_str().unwrap().to_string(),
+            "-o".into(),
+        ];
+        args.push(out.to_str().unwrap().into());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let o = tlr(&args);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+        text(&o.stderr)
+    };
+    let missing = dir.path().join("nothing-here");
+    let e = run(&["--darks", missing.to_str().unwrap()]);
+    assert!(
+        e.contains("nothing-here") && e.contains("does not exist"),
+        "{e}"
+    );
+    let e = run(&["--flats", small.join("flats").to_str().unwrap()]);
+    assert!(
+        e.contains("flats_0000.fits") && e.contains("frame_0000.fits") && e.contains("48x48"),
+        "{e}"
+    );
+}
