@@ -164,7 +164,7 @@ pub fn typical(values: &[f32]) -> f32 {
 mod tests {
     use super::*;
     use ndarray::Array2;
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
 
     fn texture(rows: usize, cols: usize, blur: f32, noise: f32, seed: u64) -> Array2<f32> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -179,7 +179,7 @@ mod tests {
             }
             v
         });
-        image.mapv(|v| v + noise * (rng.gen::<f32>() - 0.5) * 12f32.sqrt())
+        image.mapv(|v| v + noise * (rng.random::<f32>() - 0.5) * 12f32.sqrt())
     }
 
     #[test]

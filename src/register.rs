@@ -988,7 +988,7 @@ fn finish_eval(gram: &[[f64; 4]; 4], inv: &[[f64; 4]; 4], b: &[f64; 4], s2: f64,
 pub(crate) mod tests {
     use super::*;
     use crate::resample::sample_shifted;
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     use rand_distr::{Distribution, Normal, Poisson};
 
     /// A synthetic star field: `stars` Gaussian stars (FWHM `fwhm`) on a background, no noise.
@@ -997,10 +997,10 @@ pub(crate) mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         (0..stars)
             .map(|_| {
-                let flux = 3000.0 * (1.0 + 20.0 * rng.gen::<f64>().powi(4));
+                let flux = 3000.0 * (1.0 + 20.0 * rng.random::<f64>().powi(4));
                 (
-                    rng.gen_range(0.0..h as f64),
-                    rng.gen_range(0.0..w as f64),
+                    rng.random_range(0.0..h as f64),
+                    rng.random_range(0.0..w as f64),
                     flux,
                 )
             })
@@ -1077,7 +1077,7 @@ pub(crate) mod tests {
         let m = t / 8;
         let (mut se, mut failures, mut iters) = (0.0, 0usize, 0.0);
         for k in 0..trials {
-            let (dy, dx) = (rng.gen_range(-2.0..2.0), rng.gen_range(-2.0..2.0));
+            let (dy, dx) = (rng.random_range(-2.0..2.0), rng.random_range(-2.0..2.0));
             let (reference, frame) = case(t, m, dy, dx, seed0 * 1000 + k as u64);
             let r = register(&Reference::new(reference.view()), frame.view(), None);
             iters += f64::from(r.iterations) / trials as f64;
@@ -1293,7 +1293,7 @@ pub(crate) mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let mut v = || {
             (0..n)
-                .map(|_| rng.gen_range(-100.0..100.0f32))
+                .map(|_| rng.random_range(-100.0..100.0f32))
                 .collect::<Vec<f32>>()
         };
         let (img, t, gy, gx) = (v(), v(), v(), v());

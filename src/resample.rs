@@ -639,7 +639,7 @@ pub fn sample_shifted(src: ArrayView2<f32>, origin_y: f32, origin_x: f32, out: A
 mod tests {
     use super::*;
     use ndarray::{Array2, ShapeBuilder};
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
 
     /// Slow, obvious reference: direct 2-D sum of normalised Lanczos weights; where support pixels are
     /// outside or NaN, the sum renormalised over the finite ones if at most 30 % of the absolute weight
@@ -709,7 +709,7 @@ mod tests {
 
     fn random_image(h: usize, w: usize, seed: u64) -> Array2<f32> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        Array2::from_shape_fn((h, w), |_| rng.gen_range(0.0..1000.0f32))
+        Array2::from_shape_fn((h, w), |_| rng.random_range(0.0..1000.0f32))
     }
 
     #[test]
@@ -922,8 +922,8 @@ mod tests {
         let src = random_image(23, 31, 1);
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
         for _ in 0..200 {
-            let oy = rng.gen_range(-4.0..8.0f32);
-            let ox = rng.gen_range(-4.0..8.0f32);
+            let oy = rng.random_range(-4.0..8.0f32);
+            let ox = rng.random_range(-4.0..8.0f32);
             let mut out = Array2::from_elem((19, 26), 0.0f32);
             sample_shifted(src.view(), oy, ox, out.view_mut());
             for ((i, j), &v) in out.indexed_iter() {

@@ -421,15 +421,15 @@ fn fit_model(
 mod tests {
     use super::*;
     use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
 
     fn field(n: usize, seed: u64) -> Vec<StarPoint> {
         let mut rng = StdRng::seed_from_u64(seed);
         (0..n)
             .map(|_| StarPoint {
-                y: rng.gen_range(0.0..1000.0),
-                x: rng.gen_range(0.0..1000.0),
-                flux: rng.gen_range(10.0..1000.0f32).powi(2),
+                y: rng.random_range(0.0..1000.0),
+                x: rng.random_range(0.0..1000.0),
+                flux: rng.random_range(10.0..1000.0f32).powi(2),
             })
             .collect()
     }
@@ -440,9 +440,9 @@ mod tests {
         reference
             .iter()
             .map(|p| StarPoint {
-                y: p.y + s.dy + rng.gen_range(-jitter..=jitter),
-                x: p.x + s.dx + rng.gen_range(-jitter..=jitter),
-                flux: p.flux * rng.gen_range(0.8..1.2),
+                y: p.y + s.dy + rng.random_range(-jitter..=jitter),
+                x: p.x + s.dx + rng.random_range(-jitter..=jitter),
+                flux: p.flux * rng.random_range(0.8..1.2),
             })
             .filter(|p| (0.0..1000.0).contains(&p.y) && (0.0..1000.0).contains(&p.x))
             .collect()

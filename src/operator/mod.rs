@@ -826,7 +826,7 @@ impl<'a> Operator<'a> {
 mod tests {
     use super::*;
     use crate::register::tests::{render, star_list};
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     use rand_distr::{Distribution, Normal};
 
     const T: usize = 64;
@@ -842,9 +842,9 @@ mod tests {
         let mut state = (0.0f64, 0.0f64);
         for f in 0..n {
             // AR(1) local motion, correlation 0.9, 1 px RMS per axis.
-            state.0 = 0.9 * state.0 + 0.436 * rng.gen_range(-1.7..1.7);
-            state.1 = 0.9 * state.1 + 0.436 * rng.gen_range(-1.7..1.7);
-            let prior = Shift::new(rng.gen_range(-0.5..0.5), rng.gen_range(-0.5..0.5));
+            state.0 = 0.9 * state.0 + 0.436 * rng.random_range(-1.7..1.7);
+            state.1 = 0.9 * state.1 + 0.436 * rng.random_range(-1.7..1.7);
+            let prior = Shift::new(rng.random_range(-0.5..0.5), rng.random_range(-0.5..0.5));
             let (dy, dx) = (f64::from(prior.dy) + state.0, f64::from(prior.dx) + state.1);
             let img = render(
                 &field,

@@ -52,18 +52,18 @@ impl Detector {
         let mut hot = Vec::with_capacity(hot_count);
         for _ in 0..hot_count {
             let (r, c) = (
-                rand::Rng::gen_range(&mut rng, 0..rows),
-                rand::Rng::gen_range(&mut rng, 0..cols),
+                rand::RngExt::random_range(&mut rng, 0..rows),
+                rand::RngExt::random_range(&mut rng, 0..cols),
             );
-            dark_rate[[r, c]] = rand::Rng::gen_range(&mut rng, 50.0..800.0);
+            dark_rate[[r, c]] = rand::RngExt::random_range(&mut rng, 50.0..800.0);
             hot.push((r, c));
         }
         let donuts: Vec<(f32, f32, f32)> = (0..3)
             .map(|_| {
                 (
-                    rand::Rng::gen_range(&mut rng, 0.15..0.85) * rows as f32,
-                    rand::Rng::gen_range(&mut rng, 0.15..0.85) * cols as f32,
-                    rand::Rng::gen_range(&mut rng, 12.0..24.0),
+                    rand::RngExt::random_range(&mut rng, 0.15..0.85) * rows as f32,
+                    rand::RngExt::random_range(&mut rng, 0.15..0.85) * cols as f32,
+                    rand::RngExt::random_range(&mut rng, 12.0..24.0),
                 )
             })
             .collect();

@@ -10,7 +10,7 @@
 use std::f32::consts::PI;
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
@@ -200,9 +200,9 @@ impl Simulation {
         let inv_a = 1.0 / cfg.flux_power_index.max(1e-3);
         let mut stars = Vec::with_capacity(n_stars);
         for _ in 0..n_stars {
-            let y = rng.gen::<f32>() * (h + 2.0 * STAR_MARGIN_PX) - STAR_MARGIN_PX;
-            let x = rng.gen::<f32>() * (w + 2.0 * STAR_MARGIN_PX) - STAR_MARGIN_PX;
-            let u: f32 = rng.gen_range(1e-9f32..1.0);
+            let y = rng.random::<f32>() * (h + 2.0 * STAR_MARGIN_PX) - STAR_MARGIN_PX;
+            let x = rng.random::<f32>() * (w + 2.0 * STAR_MARGIN_PX) - STAR_MARGIN_PX;
+            let u: f32 = rng.random_range(1e-9f32..1.0);
             let flux = (cfg.flux_min_adu * u.powf(-inv_a)).min(cfg.flux_max_adu);
             stars.push(TruthStar { y, x, flux });
         }
@@ -210,12 +210,12 @@ impl Simulation {
         if cfg.galaxies_per_mpx > 0.0 {
             let n = ((cfg.galaxies_per_mpx * area).round() as usize).clamp(1, 100_000);
             for _ in 0..n {
-                let y = rng.gen::<f32>() * h;
-                let x = rng.gen::<f32>() * w;
-                let flux = 10f32.powf(rng.gen_range(4.3..5.5));
-                let sigma = rng.gen_range(2.5f32..10.0);
-                let q = rng.gen_range(0.35f32..0.95);
-                let angle = rng.gen_range(0.0..PI);
+                let y = rng.random::<f32>() * h;
+                let x = rng.random::<f32>() * w;
+                let flux = 10f32.powf(rng.random_range(4.3..5.5));
+                let sigma = rng.random_range(2.5f32..10.0);
+                let q = rng.random_range(0.35f32..0.95);
+                let angle = rng.random_range(0.0..PI);
                 let core = gaussian_component(0.0, 0.0, 0.35 * flux, 0.35 * sigma, q, angle);
                 let disk = gaussian_component(0.0, 0.0, 0.65 * flux, sigma, q, angle);
                 extended.push(Extended {
@@ -226,16 +226,16 @@ impl Simulation {
             }
         }
         if cfg.nebula {
-            let y = h * rng.gen_range(0.25f32..0.75);
-            let x = w * rng.gen_range(0.25f32..0.75);
+            let y = h * rng.random_range(0.25f32..0.75);
+            let x = w * rng.random_range(0.25f32..0.75);
             let mut components = Vec::new();
             for _ in 0..4 {
-                let oy = rng.gen_range(-0.12f32..0.12) * s_min;
-                let ox = rng.gen_range(-0.12f32..0.12) * s_min;
-                let sigma = rng.gen_range(0.04f32..0.09) * s_min;
-                let q = rng.gen_range(0.5f32..1.0);
-                let angle = rng.gen_range(0.0..PI);
-                let peak = rng.gen_range(40.0f32..150.0);
+                let oy = rng.random_range(-0.12f32..0.12) * s_min;
+                let ox = rng.random_range(-0.12f32..0.12) * s_min;
+                let sigma = rng.random_range(0.04f32..0.09) * s_min;
+                let q = rng.random_range(0.5f32..1.0);
+                let angle = rng.random_range(0.0..PI);
+                let peak = rng.random_range(40.0f32..150.0);
                 let flux = peak * 2.0 * PI * sigma * sigma * q;
                 components.push(gaussian_component(oy, ox, flux, sigma, q, angle));
             }
@@ -247,9 +247,9 @@ impl Simulation {
         let mut hot_set = std::collections::BTreeSet::new();
         let mut hot = Vec::with_capacity(n_hot);
         while hot.len() < n_hot {
-            let row = rng.gen_range(0..cfg.height.max(1));
-            let col = rng.gen_range(0..cfg.width.max(1));
-            let excess_adu = 10f32.powf(rng.gen_range(3.0..4.7)).round() as u32;
+            let row = rng.random_range(0..cfg.height.max(1));
+            let col = rng.random_range(0..cfg.width.max(1));
+            let excess_adu = 10f32.powf(rng.random_range(3.0..4.7)).round() as u32;
             if hot_set.insert((row, col)) {
                 hot.push(HotPixel {
                     row,
@@ -258,7 +258,7 @@ impl Simulation {
                 });
             }
         }
-        let g_angle = rng.gen_range(0.0..2.0 * PI);
+        let g_angle = rng.random_range(0.0..2.0 * PI);
         let gradient = (
             cfg.sky_gradient * g_angle.sin(),
             cfg.sky_gradient * g_angle.cos(),
@@ -274,20 +274,20 @@ impl Simulation {
         };
         let modes: Vec<Mode> = (0..m)
             .map(|_| {
-                let lambda = rng.gen_range(
+                let lambda = rng.random_range(
                     cfg.local_wavelength_min_px
                         ..=cfg.local_wavelength_max_px.max(cfg.local_wavelength_min_px),
                 );
-                let dir = rng.gen_range(0.0..2.0 * PI);
+                let dir = rng.random_range(0.0..2.0 * PI);
                 let k = 2.0 * PI / lambda.max(1e-3);
                 Mode {
                     ky: k * dir.sin(),
                     kx: k * dir.cos(),
-                    phase: rng.gen_range(0.0..2.0 * PI),
+                    phase: rng.random_range(0.0..2.0 * PI),
                 }
             })
             .collect();
-        let drift_dir = rng.gen_range(0.0..2.0 * PI);
+        let drift_dir = rng.random_range(0.0..2.0 * PI);
         let rho = cfg.local_correlation.clamp(0.0, 0.999);
         let innov = (1.0 - rho * rho).sqrt();
         let rho_f = FWHM_CORRELATION;
@@ -351,16 +351,16 @@ impl Simulation {
                 amplitudes: amp.clone(),
             });
         }
-        let trail_angle = rng.gen_range(0.0..PI);
+        let trail_angle = rng.random_range(0.0..PI);
         let trail = Trail {
-            y0: h * rng.gen_range(0.2f32..0.8),
-            x0: w * rng.gen_range(0.2f32..0.8),
+            y0: h * rng.random_range(0.2f32..0.8),
+            x0: w * rng.random_range(0.2f32..0.8),
             uy: trail_angle.sin(),
             ux: trail_angle.cos(),
         };
         let cloud = CloudPatch {
-            y: h * rng.gen_range(0.0f32..1.0),
-            x: w * rng.gen_range(0.0f32..1.0),
+            y: h * rng.random_range(0.0f32..1.0),
+            x: w * rng.random_range(0.0f32..1.0),
             sigma: 0.5 * s_min,
         };
 
@@ -391,7 +391,7 @@ impl Simulation {
             .iter()
             .map(|_| {
                 // log-uniform temperature between 3000 K and 12000 K
-                let t = 3000.0 * 4f32.powf(rng.gen::<f32>());
+                let t = 3000.0 * 4f32.powf(rng.random::<f32>());
                 blackbody_color(t)
             })
             .collect();

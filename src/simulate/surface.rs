@@ -21,7 +21,7 @@
 
 use ndarray::Array2;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
@@ -412,9 +412,9 @@ fn granulation(rows: usize, cols: usize, rng: &mut StdRng) -> Array2<f32> {
         .map(|k| {
             let (i, j) = ((k / gc) as f32 - 1.0, (k % gc) as f32 - 1.0);
             (
-                (i + rng.gen::<f32>()) * g,
-                (j + rng.gen::<f32>()) * g,
-                0.8 + 0.4 * rng.gen::<f32>(),
+                (i + rng.random::<f32>()) * g,
+                (j + rng.random::<f32>()) * g,
+                0.8 + 0.4 * rng.random::<f32>(),
             )
         })
         .collect();
@@ -456,11 +456,11 @@ fn lunar(rows: usize, cols: usize, rng: &mut StdRng) -> Array2<f32> {
     });
     let craters = (rows * cols) / 1500;
     for _ in 0..craters {
-        let u: f32 = rng.gen::<f32>().max(1e-3);
+        let u: f32 = rng.random::<f32>().max(1e-3);
         let radius = (3.0 * u.powf(-1.0 / 1.6)).min(40.0);
         let (cy, cx) = (
-            rng.gen::<f32>() * rows as f32,
-            rng.gen::<f32>() * cols as f32,
+            rng.random::<f32>() * rows as f32,
+            rng.random::<f32>() * cols as f32,
         );
         let reach = (1.6 * radius).ceil() as isize;
         for r in (cy as isize - reach).max(0)..(cy as isize + reach).min(rows as isize) {
@@ -487,14 +487,14 @@ fn planet(rows: usize, cols: usize, rng: &mut StdRng) -> Array2<f32> {
     let radius = 0.3 * rows.min(cols) as f32;
     let (cy, cx) = ((rows as f32 - 1.0) / 2.0, (cols as f32 - 1.0) / 2.0);
     let phases: Vec<f32> = (0..4)
-        .map(|_| rng.gen::<f32>() * std::f32::consts::TAU)
+        .map(|_| rng.random::<f32>() * std::f32::consts::TAU)
         .collect();
     let ovals: Vec<(f32, f32, f32)> = (0..5)
         .map(|_| {
             (
-                (rng.gen::<f32>() - 0.5) * 1.2 * radius,
-                (rng.gen::<f32>() - 0.5) * 1.2 * radius,
-                0.04 * radius + 0.06 * radius * rng.gen::<f32>(),
+                (rng.random::<f32>() - 0.5) * 1.2 * radius,
+                (rng.random::<f32>() - 0.5) * 1.2 * radius,
+                0.04 * radius + 0.06 * radius * rng.random::<f32>(),
             )
         })
         .collect();

@@ -310,7 +310,7 @@ fn plane_at_origin(pts: &[(f64, f64, f64)]) -> Option<f64> {
 mod tests {
     use super::*;
     use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     use rand_distr::StandardNormal;
 
     #[test]
@@ -322,7 +322,7 @@ mod tests {
                     .map(|_| (100.0 + 7.0 * rng.sample::<f32, _>(StandardNormal)).round())
                     .collect();
                 for x in v.iter_mut().take(outliers.min(n)) {
-                    *x += rng.gen_range(50.0..5000.0f32);
+                    *x += rng.random_range(50.0..5000.0f32);
                 }
                 let reference = stats::sigma_clipped(&v, 3.0, 3).map(|st| (st.median, st.sigma));
                 let fast = sigma_clipped_sorting(&mut v.clone(), 3.0, 3);

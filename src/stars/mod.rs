@@ -332,7 +332,7 @@ mod tests {
     use super::*;
     use ndarray::Array2;
     use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     use rand_distr::StandardNormal;
 
     /// Adds an elliptical Moffat (beta) or Gaussian (beta = None) star sampled at pixel centres.
@@ -381,13 +381,13 @@ mod tests {
         let mut truth = Vec::new();
         for gy in 0..5 {
             for gx in 0..5 {
-                let y = 20.0 + 40.0 * gy as f32 + rng.gen_range(-0.5f32..0.5);
-                let x = 20.0 + 40.0 * gx as f32 + rng.gen_range(-0.5f32..0.5);
+                let y = 20.0 + 40.0 * gy as f32 + rng.random_range(-0.5f32..0.5);
+                let x = 20.0 + 40.0 * gx as f32 + rng.random_range(-0.5f32..0.5);
                 add_star(
                     &mut img,
                     y,
                     x,
-                    rng.gen_range(300.0..3000.0),
+                    rng.random_range(300.0..3000.0),
                     fwhm,
                     beta,
                     1.0,
@@ -439,8 +439,8 @@ mod tests {
         let (mut img, _) = grid_of_stars(3.0, Some(3.0), 3);
         let mut rng = StdRng::seed_from_u64(99);
         for _ in 0..60 {
-            let (r, c) = (rng.gen_range(5..195), rng.gen_range(5..195));
-            img[[r, c]] += rng.gen_range(100.0..40_000.0);
+            let (r, c) = (rng.random_range(5..195), rng.random_range(5..195));
+            img[[r, c]] += rng.random_range(100.0..40_000.0);
         }
         let stars = detect_stars(img.view(), &DetectOptions::default());
         assert_eq!(stars.len(), 25);

@@ -492,7 +492,12 @@ fn live_session_is_bit_identical_for_any_worker_count() {
             let session = LiveSession::start_memory(settings, Arc::new(|_| {})).expect("start");
             let snapshots = session.subscribe();
             for i in 0..10 {
-                session.push(sim.frame(i)).await.expect("push");
+                let frame = if i == 3 {
+                    starless(&sim.frame(i))
+                } else {
+                    sim.frame(i)
+                };
+                session.push(frame).await.expect("push");
             }
             let summary = session.finish().await.expect("finish");
             let snapshot = snapshots.borrow().clone().expect("a snapshot");
@@ -505,13 +510,29 @@ fn live_session_is_bit_identical_for_any_worker_count() {
     };
     let (one, used_one) = run(1);
     let (three, used_three) = run(3);
-    // Frame 4 of this sequence fails the global pass (thin cloud: few matching stars); the other
-    // bootstrap frames must still be used (a regression: one such frame made every bootstrap tile
-    // invalid and all bootstrap frames rejected).
+    // The fourth frame (memory:4) has no stars, so it fails the global pass; the other bootstrap
+    // frames must still be used (a regression: one such frame made every bootstrap tile invalid and
+    // all bootstrap frames rejected).
     assert_eq!(used_one.len(), 9, "{used_one:?}");
     assert!(!used_one.iter().any(|n| n == "memory:4"), "{used_one:?}");
     assert_eq!(used_one, used_three);
     assert!(one == three, "snapshots differ between 1 and 3 workers");
+}
+
+/// `frame` without its stars: its median level plus uniform noise of the same spread as its sky, so
+/// that it fails the global pass (nothing to detect or match) whatever the simulator drew.
+fn starless(frame: &ndarray::Array2<f32>) -> ndarray::Array2<f32> {
+    let mut sorted: Vec<f32> = frame.iter().copied().collect();
+    sorted.sort_by(f32::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let spread = sorted[sorted.len() * 3 / 4] - sorted[sorted.len() / 4];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    frame.mapv(|_| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        median + spread * ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+    })
 }
 
 /// An application's own frame source (a `FrameFeed` trait object) gives the same result as pushed

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ndarray::{s, Array2, Array3, ArrayView3, Axis};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use tlr_core::bayer::{
     demosaic, demosaic_with, luminance, merge_planes, sample_planes_shifted, shift_to_cells,
     split_planes, CfaPattern, Demosaic,
@@ -20,7 +20,7 @@ fn split_merge_round_trip_random_all_patterns() {
     let mut rng = StdRng::seed_from_u64(5);
     for p in CfaPattern::ALL {
         for (rows, cols) in [(2, 2), (10, 14), (64, 38)] {
-            let mut cfa = Array2::from_shape_fn((rows, cols), |_| rng.gen_range(0.0f32..1000.0));
+            let mut cfa = Array2::from_shape_fn((rows, cols), |_| rng.random_range(0.0f32..1000.0));
             cfa[[rows - 1, 0]] = f32::NAN;
             let planes = split_planes(cfa.view(), p);
             assert_eq!(planes.dim(), (4, rows / 2, cols / 2));

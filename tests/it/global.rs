@@ -2,7 +2,7 @@
 
 use ndarray::Array2;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use tlr_core::Shift;
 
@@ -19,9 +19,9 @@ pub fn sky(rows: usize, cols: usize, n: usize, seed: u64) -> Vec<SkyStar> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
         .map(|_| SkyStar {
-            y: rng.gen_range(-40.0..rows as f32 + 40.0),
-            x: rng.gen_range(-40.0..cols as f32 + 40.0),
-            flux: 20_000.0 * rng.gen_range(0.05f32..1.0).powi(3) + 800.0,
+            y: rng.random_range(-40.0..rows as f32 + 40.0),
+            x: rng.random_range(-40.0..cols as f32 + 40.0),
+            flux: 20_000.0 * rng.random_range(0.05f32..1.0).powi(3) + 800.0,
         })
         .collect()
 }

@@ -2,7 +2,7 @@
 
 use ndarray::{s, Array2};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use tlr_core::mosaic::{psi, Mosaic};
 use tlr_core::tile::{refine_tiles, tile_grid, RefineOptions};
@@ -60,7 +60,7 @@ fn constant_image_is_reproduced_everywhere_including_borders() {
     let mut rng = StdRng::seed_from_u64(1);
     let psis: Vec<f32> = tiles
         .iter()
-        .map(|_| psi(rng.gen_range(0.0..20.0), 2.0))
+        .map(|_| psi(rng.random_range(0.0..20.0), 2.0))
         .collect();
     let (out, m) = blend(&image, &tiles, &psis);
     assert_eq!(m.uncovered_pixels(), 0);
@@ -85,7 +85,7 @@ fn smooth_gradient_is_reproduced_with_psi_variations_and_refined_tiles() {
     let image = gradient(rows, cols);
     let tiles = tile_grid(rows, cols, 80, 0.25).unwrap();
     let mut rng = StdRng::seed_from_u64(2);
-    let psis: Vec<f32> = tiles.iter().map(|_| rng.gen_range(0.01..1.0)).collect();
+    let psis: Vec<f32> = tiles.iter().map(|_| rng.random_range(0.01..1.0)).collect();
     let (out, _) = blend(&image, &tiles, &psis);
     let err = (&out - &image)
         .iter()
@@ -102,7 +102,10 @@ fn smooth_gradient_is_reproduced_with_psi_variations_and_refined_tiles() {
     };
     let refined = refine_tiles(&tiles, &var, &opts).unwrap().tiles;
     assert!(refined.len() > tiles.len());
-    let psis: Vec<f32> = refined.iter().map(|_| rng.gen_range(0.01..1.0)).collect();
+    let psis: Vec<f32> = refined
+        .iter()
+        .map(|_| rng.random_range(0.01..1.0))
+        .collect();
     let (out, m) = blend(&image, &refined, &psis);
     assert_eq!(m.uncovered_pixels(), 0);
     let err = (&out - &image)
@@ -221,14 +224,14 @@ fn no_seams_when_tiles_disagree_slightly() {
     let tile_images: Vec<Array2<f32>> = tiles
         .iter()
         .map(|t| {
-            let offset: f32 = rng.gen_range(-1.0..1.0);
+            let offset: f32 = rng.random_range(-1.0..1.0);
             cut(&truth, t).mapv(|v| v + offset + noise.sample(&mut rng))
         })
         .collect();
     let mut m = Mosaic::new(rows, cols, &tiles);
     let mut pasted = Array2::<f32>::zeros((rows, cols));
     for (t, img) in tiles.iter().zip(&tile_images) {
-        m.add(t, img.view(), psi(rng.gen_range(0.0..4.0), 2.0));
+        m.add(t, img.view(), psi(rng.random_range(0.0..4.0), 2.0));
         pasted.slice_mut(s![t.rows(), t.cols()]).assign(img);
     }
     let blended = m.finish();

@@ -7,7 +7,8 @@
 //! `parallel_tiles`, detect the stars of frame k in horizontal strips ([`MeasurePlan`]: parallel over
 //! regions of a frame, never over frames); the parts are merged and matched in frame order, so at most
 //! [`FRAMES_IN_FLIGHT`] frames are being measured, plus the one being read. The strip queue is bounded
-//! by the same rule.
+//! by the same rule. Only at the start are two frames read at once (with two or more workers): frame 0
+//! alone would leave every worker waiting for it.
 //! What it does not: read tiles ([`super::reader`]) or decide the tile grid ([`super::pipeline`]).
 
 use ndarray::{Array2, Array3};
@@ -131,7 +132,8 @@ fn translations(
 
 impl FrameReader {
     /// The global pass: every frame once, in order. The reader reads frame `k + 1` (blocking I/O, one
-    /// file at a time) while a pool of `workers` blocking threads measures the parts of frames `k - 1`
+    /// file at a time, but frames 0 and 1 together when `workers` > 1, so that the workers do not wait
+    /// for frame 0 alone) while a pool of `workers` blocking threads measures the parts of frames `k - 1`
     /// and `k` (strips of the frame, [`MeasurePlan`]: the pass parallelises over regions of one frame,
     /// never over frames; the reader measures the sky part as it reads). Strips are taken first come,
     /// first served, so a worker that finishes the last strip of one frame starts on the next frame
@@ -153,9 +155,14 @@ impl FrameReader {
         let mut transforms = Vec::with_capacity(total);
         let mut plane_backgrounds = Vec::with_capacity(total);
         let mut in_flight: VecDeque<Result<PendingFrame, StageError>> = VecDeque::new();
-        let mut next = (total > 0).then(|| self.spawn_read(0, Arc::clone(&options)));
+        // The first frames are read at once (one per worker, at most FRAMES_IN_FLIGHT): read one by
+        // one, the workers would wait for all of frame 0 with nothing to do.
+        let first = total.min(workers.clamp(1, FRAMES_IN_FLIGHT));
+        let mut reads: VecDeque<_> = (0..first)
+            .map(|index| self.spawn_read(index, Arc::clone(&options)))
+            .collect();
         for index in 0..total {
-            let read = match next.take() {
+            let read = match reads.pop_front() {
                 Some(handle) => handle.await.map_err(|source| StageError::Join {
                     stage: Stage::Reader,
                     source,
@@ -163,8 +170,8 @@ impl FrameReader {
                 None => break,
             };
             // Reading the next frame overlaps with measuring this one and the one before.
-            if index + 1 < total {
-                next = Some(self.spawn_read(index + 1, Arc::clone(&options)));
+            if reads.is_empty() && index + 1 < total {
+                reads.push_back(self.spawn_read(index + 1, Arc::clone(&options)));
             }
             in_flight.push_back(
                 read.map(|(image, sky, backgrounds)| strips.submit(image, sky, backgrounds)),
