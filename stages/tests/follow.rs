@@ -793,7 +793,17 @@ fn header_rewritten_in_place_is_read_after_the_rewrite() {
     assert_eq!(draft.len(), fin.len());
     assert_eq!(draft[2880..], fin[2880..]);
 
-    let mut follower = Follower::new(&watched, options()).unwrap();
+    // A quiet period far longer than the writer's pause: a loaded machine (CI shares two cores with
+    // builds) may stall this thread for hundreds of milliseconds between the write and the rewrite.
+    let mut follower = Follower::new(
+        &watched,
+        FollowOptions {
+            stable_for: Duration::from_secs(3),
+            give_up_after: Duration::from_secs(10),
+            ..options()
+        },
+    )
+    .unwrap();
     let path = watched.join("rewritten.fits");
     fs::write(&path, &draft).unwrap();
     for _ in 0..3 {
@@ -803,7 +813,7 @@ fn header_rewritten_in_place_is_read_after_the_rewrite() {
     let mut file = fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.write_all(&fin[..2880]).unwrap();
     drop(file);
-    let seen = pull(&mut follower, Duration::from_secs(2), |s| !s.is_empty());
+    let seen = pull(&mut follower, Duration::from_secs(8), |s| !s.is_empty());
     match &seen[..] {
         [Seen {
             event: FollowEvent::Ready(h),
