@@ -104,6 +104,12 @@ async fn stalled_workers_cap_what_the_reader_sends() {
     opts.channel_capacity = NonZeroUsize::new(1).unwrap();
     let owned = frames.clone();
     let task = tokio::spawn(async move { run_memory(&owned, opts).await });
+    // Wait until both workers hold a job (the global pass comes first; a loaded machine may take
+    // seconds), then give the reader time to send more if it wrongly could.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while started.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // With the consumer stalled, at most `parallel_tiles` jobs have started.
     assert_eq!(started.load(Ordering::SeqCst), 2);
