@@ -9,8 +9,9 @@
 //! - [`matching`]: which dark a light uses (exposure, optionally sensor temperature) and how it is scaled.
 //! - [`badpix`]: hot pixels from the master dark, dead and cold pixels from the master flat, repaired from
 //!   same-colour neighbours.
-//! - [`apply`]: [`Calibration`], loading everything for a run ([`Calibration::prepare`]) and correcting a
-//!   region of a light ([`Calibration::apply_region`]).
+//! - [`apply`]: [`Calibration`], loading everything for a run ([`Calibration::prepare`]; what it built
+//!   or reused is in [`Calibration::masters`], one [`MasterReport`] each) and correcting a region of a
+//!   light ([`Calibration::apply_region`]).
 //!
 //! The rule for bias and darks: darks are taken as shot (they contain the bias). With a bias, the
 //! dark's thermal signal is `dark - bias`, and a light of exposure `t` has `bias + (dark - bias) * t /
@@ -33,6 +34,59 @@ pub mod matching;
 pub use apply::{Calibration, FramePlan, Lights};
 pub use badpix::BadPixels;
 pub use masters::{build_master, combine_values, Combine};
+
+/// How a run got one of its masters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MasterOrigin {
+    /// Combined from a folder's frames now (and written to the cache, when there is one).
+    Built,
+    /// Read from the cache: its frames are unchanged since it was built.
+    Reused,
+    /// A master file given by the user, read as it is.
+    File,
+}
+
+/// One master of a run, for the user: what it is, where it came from, from how many frames, and the
+/// file it was written to or read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterReport {
+    /// `bias`, `dark` (`dark-30s` per exposure when built from a folder), `flat` or `dark-flat`.
+    pub kind: String,
+    /// Built, reused from the cache, or a master file.
+    pub origin: MasterOrigin,
+    /// Frames it was combined from (0 for a master file).
+    pub frames: usize,
+    /// The file written (built with a cache), read (reused) or given (a master file); `None` when it was
+    /// built without a cache.
+    pub path: Option<PathBuf>,
+}
+
+impl std::fmt::Display for MasterReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, n) = (&self.kind, self.frames);
+        match (self.origin, &self.path) {
+            (MasterOrigin::Built, Some(p)) => {
+                write!(
+                    f,
+                    "master {kind}: built from {n} frames, written to `{}`",
+                    p.display()
+                )
+            }
+            (MasterOrigin::Built, None) => write!(f, "master {kind}: built from {n} frames"),
+            (MasterOrigin::Reused, p) => write!(
+                f,
+                "master {kind}: reused `{}` ({n} frames, unchanged)",
+                p.as_deref().unwrap_or(std::path::Path::new("")).display()
+            ),
+            (MasterOrigin::File, p) => write!(
+                f,
+                "master {kind}: `{}`",
+                p.as_deref().unwrap_or(std::path::Path::new("")).display()
+            ),
+        }
+    }
+}
 
 /// Errors of calibration. Every variant names the file or folder concerned.
 #[derive(Debug, thiserror::Error)]

@@ -261,3 +261,110 @@ fn calibration_errors_name_the_files() {
         "{e}"
     );
 }
+
+/// Every configuration file shipped in `config/` runs as it is, on a small colour simulation (the
+/// tile_compile example names masters that do not exist and must leave them off), and switching its
+/// calibration on gives an error naming the missing master.
+#[test]
+fn every_shipped_config_file_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    simulate_with(
+        &frames,
+        6,
+        96,
+        SEED,
+        &["--scenario", "static", "--color", "GRBG"],
+    );
+    let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut files: Vec<_> = [config_dir.clone(), config_dir.join("examples")]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    for (i, file) in files.iter().enumerate() {
+        let out = dir.path().join(format!("out{i}.fits"));
+        run_ok(&frames, &out, &["--config", file.to_str().unwrap()]);
+    }
+    let example = config_dir.join("examples/tile_compile_v4.yaml");
+    let o = tlr(&[
+        "run",
+        frames.to_str().unwrap(),
+        "-o",
+        dir.path().join("dark.fits").to_str().unwrap(),
+        "--config",
+        example.to_str().unwrap(),
+        "--set",
+        "calibration.use_dark=true",
+    ]);
+    let e = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("masters/dark_30s_-10C.fits"), "{e}");
+}
+
+/// The user is told, per master, whether it was built (from how many frames, written where) or
+/// reused: one line on the terminal, a `master` event with `--json`; and the bad pixels found.
+#[test]
+fn masters_are_reported_as_built_then_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    simulate_with(
+        &raw,
+        4,
+        96,
+        SEED,
+        &["--scenario", "static", "--calibration"],
+    );
+    let arg = |p: &str| raw.join(p).to_str().unwrap().to_string();
+    let out = dir.path().join("o.fits");
+    let run = |json: bool| {
+        let mut args = vec![
+            "run".to_string(),
+            arg("lights"),
+            "-o".into(),
+            out.to_str().unwrap().into(),
+            "--bias".into(),
+            arg("bias"),
+            "--darks".into(),
+            arg("darks"),
+            "--flats".into(),
+            arg("flats"),
+        ];
+        if json {
+            args.push("--json".into());
+        }
+        let o = tlr(&args);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        o
+    };
+    let first = text(&run(false).stderr);
+    for kind in ["bias", "dark-10s", "flat"] {
+        assert!(
+            first.contains(&format!(
+                "master {kind}: built from 16 frames, written to `"
+            )) && first.contains("tlr-masters"),
+            "{kind}: {first}"
+        );
+    }
+    assert!(first.contains("bad pixels: "), "{first}");
+    let second = text(&run(true).stdout);
+    let masters: Vec<serde_json::Value> = second
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "master")
+        .collect();
+    assert_eq!(masters.len(), 3, "{second}");
+    for m in &masters {
+        assert_eq!(m["origin"], "reused", "{m}");
+        assert_eq!(m["frames"], 16, "{m}");
+        let path = Path::new(m["path"].as_str().unwrap());
+        assert!(
+            path.is_file() && path.starts_with(dir.path().join("tlr-masters")),
+            "{m}"
+        );
+    }
+    assert!(second.contains("\"event\":\"bad_pixels\""), "{second}");
+}

@@ -3,7 +3,9 @@
 
 use ndarray::{Array2, Array3, Axis};
 use std::path::{Path, PathBuf};
-use tlr_core::calibrate::{build_master, Calibration, CalibrationError, Combine, Lights};
+use tlr_core::calibrate::{
+    build_master, Calibration, CalibrationError, Combine, Lights, MasterOrigin,
+};
 use tlr_core::config::CalibrationConfig;
 use tlr_core::fits::{self, write_image_atomic, CardValue, OutputMeta, SampleFormat};
 
@@ -142,11 +144,16 @@ fn masters_are_cached_with_provenance_and_rebuilt_when_an_input_changes() {
     let s = setup(&[10.0, 10.0]);
     let cache = s.dir.path().join("cache");
     let (first, _) = prepare(&config(&s), &s, Some(&cache)).unwrap();
-    assert!(
-        first.summary.iter().any(|l| l.contains("written to")),
-        "{:?}",
-        first.summary
-    );
+    // Three masters built and written, each from its 5 frames; the line a user reads says so.
+    assert_eq!(first.masters.len(), 3, "{:?}", first.masters);
+    for m in &first.masters {
+        assert_eq!((m.origin, m.frames), (MasterOrigin::Built, 5), "{m:?}");
+        assert!(m.path.as_ref().is_some_and(|p| p.is_file()), "{m:?}");
+        assert!(
+            m.to_string().contains("built from 5 frames, written to"),
+            "{m}"
+        );
+    }
     let masters: Vec<PathBuf> = std::fs::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -157,15 +164,17 @@ fn masters_are_cached_with_provenance_and_rebuilt_when_an_input_changes() {
         .iter()
         .any(|c| c.key == "HISTORY" && c.comment.contains("sigma-clipped")));
     let (second, _) = prepare(&config(&s), &s, Some(&cache)).unwrap();
-    assert_eq!(
+    assert!(
         second
-            .summary
+            .masters
             .iter()
-            .filter(|l| l.contains("reused"))
-            .count(),
-        3,
+            .all(|m| m.origin == MasterOrigin::Reused),
         "{:?}",
-        second.summary
+        second.masters
+    );
+    assert_eq!(
+        second.masters.iter().map(|m| &m.path).collect::<Vec<_>>(),
+        first.masters.iter().map(|m| &m.path).collect::<Vec<_>>()
     );
     // A bias frame rewritten (new size and time): the bias is built again, and the cache has a new file.
     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -176,10 +185,19 @@ fn masters_are_cached_with_provenance_and_rebuilt_when_an_input_changes() {
         &[("OBSERVER", CardValue::Str("x".into()))],
     );
     let (third, _) = prepare(&config(&s), &s, Some(&cache)).unwrap();
-    assert!(third
-        .summary
+    let origins: Vec<_> = third
+        .masters
         .iter()
-        .any(|l| l.contains("master bias") && l.contains("written to")));
+        .map(|m| (m.kind.as_str(), m.origin))
+        .collect();
+    assert!(
+        origins.contains(&("bias", MasterOrigin::Built)),
+        "{origins:?}"
+    );
+    assert!(
+        origins.contains(&("dark-10s", MasterOrigin::Reused)),
+        "{origins:?}"
+    );
 }
 
 #[test]
