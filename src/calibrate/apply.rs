@@ -198,22 +198,31 @@ struct Builder<'a> {
     pattern: &'a str,
     light: &'a FrameHeader,
     reports: Vec<MasterReport>,
+    /// The identity of each master so far (its cache key, or a master file's path, size and time).
+    identities: BTreeMap<String, String>,
 }
 
 impl Builder<'_> {
     /// A master from frames of one folder: from the cache when its inputs are unchanged, else built
-    /// (and cached).
+    /// (and cached). `flat`: the frames are flats, prepared as it says before the combine
+    /// ([`masters::build_flat`]), with a description of that preparation (part of the cache key).
     fn build_from_frames(
         &mut self,
         kind: &str,
         frames: &[FrameHeader],
         with_offset: bool,
+        flat: Option<(&masters::FlatFrames, &str)>,
     ) -> Result<Array2<f32>, CalibrationError> {
         for h in frames {
             check_against(h, self.light, with_offset)?;
         }
         let shape = (self.light.rows, self.light.cols);
-        let key = cache::key(kind, self.combine, frames)?;
+        let keyed = match flat {
+            Some((_, how)) => format!("{kind}\n{how}"),
+            None => kind.to_string(),
+        };
+        let key = cache::key(&keyed, self.combine, frames)?;
+        self.identities.insert(kind.to_string(), key.clone());
         let cached = self.cache.map(|dir| cache::path(dir, kind, &key));
         let report = |origin| MasterReport {
             kind: kind.to_string(),
@@ -225,12 +234,13 @@ impl Builder<'_> {
             self.reports.push(report(MasterOrigin::Reused));
             return Ok(image);
         }
-        let master = masters::build_master(
-            frames,
-            self.combine,
-            masters::BAND_BUDGET_BYTES,
-            self.threads,
-        )?;
+        let budget = masters::BAND_BUDGET_BYTES;
+        let master = match flat {
+            Some((prep, _)) => {
+                masters::build_flat(frames, prep, self.combine, budget, self.threads)?
+            }
+            None => masters::build_master(frames, self.combine, budget, self.threads)?,
+        };
         let first = &frames[0];
         let mut cards = Vec::new();
         if let Some(t) = first.exposure_s {
@@ -260,6 +270,8 @@ impl Builder<'_> {
             Source::Master(path) => {
                 let (header, image) = fits::read_image(path)?;
                 check_against(&header, self.light, with_offset)?;
+                let identity = cache::key(kind, self.combine, std::slice::from_ref(&header))?;
+                self.identities.insert(kind.to_string(), identity);
                 self.reports.push(MasterReport {
                     kind: kind.to_string(),
                     origin: MasterOrigin::File,
@@ -270,7 +282,7 @@ impl Builder<'_> {
             }
             Source::Folder(dir) => {
                 let frames = folder_frames(&format!("{kind} folder"), dir, self.pattern)?;
-                let image = self.build_from_frames(kind, &frames, with_offset)?;
+                let image = self.build_from_frames(kind, &frames, with_offset, None)?;
                 Ok((image, frames[0].clone()))
             }
         }
@@ -319,6 +331,7 @@ impl Calibration {
             pattern: &c.pattern,
             light,
             reports: Vec::new(),
+            identities: BTreeMap::new(),
         };
         let bias = bias_src
             .as_ref()
@@ -338,31 +351,50 @@ impl Calibration {
                         Some(t) => format!("dark-{t}s"),
                         None => "dark".to_string(),
                     };
-                    let image = b.build_from_frames(&kind, &group, true)?;
+                    let image = b.build_from_frames(&kind, &group, true, None)?;
                     darks.push(dark(image, &group[0], bias.as_ref()));
                 }
                 darks
             }
         };
+        let cfa = lights.pattern.is_some();
         let flat = match &flat_src {
             None => None,
             Some(src) => {
-                let (mut flat, _) = b.master("flat", src, false)?;
-                if let Source::Folder(_) = src {
-                    let dark_flat = match c.dark_flats.as_ref() {
-                        Some(p) if p.is_dir() => {
-                            Some(b.master("dark-flat", &Source::Folder(p.clone()), false)?.0)
-                        }
-                        Some(p) => {
-                            Some(b.master("dark-flat", &Source::Master(p.clone()), false)?.0)
-                        }
-                        None => None,
-                    };
-                    if let Some(under) = dark_flat.as_ref().or(bias.as_ref()) {
-                        flat -= under;
+                let mut flat = match src {
+                    Source::Master(_) => b.master("flat", src, false)?.0,
+                    Source::Folder(dir) => {
+                        let dark_flat = match &c.dark_flats {
+                            Some(p) if p.is_dir() => {
+                                Some(b.master("dark-flat", &Source::Folder(p.clone()), false)?.0)
+                            }
+                            Some(p) => {
+                                Some(b.master("dark-flat", &Source::Master(p.clone()), false)?.0)
+                            }
+                            None => None,
+                        };
+                        let under = match (&dark_flat, &bias) {
+                            (Some(m), _) => Some(("dark-flat", m)),
+                            (None, Some(m)) => Some(("bias", m)),
+                            (None, None) => None,
+                        };
+                        let how = format!(
+                            "each frame minus {}, divided by its level per {}",
+                            under.map_or("nothing".to_string(), |(k, _)| format!(
+                                "master {k} {}",
+                                b.identities.get(k).map_or("", String::as_str)
+                            )),
+                            if cfa { "CFA colour" } else { "frame" }
+                        );
+                        let prep = masters::FlatFrames {
+                            under: under.map(|(_, m)| m.view()),
+                            cfa,
+                        };
+                        let frames = folder_frames("flat folder", dir, &c.pattern)?;
+                        b.build_from_frames("flat", &frames, false, Some((&prep, &how)))?
                     }
-                }
-                normalise_flat(&mut flat, src.path(), lights.pattern.is_some())?;
+                };
+                normalise_flat(&mut flat, src.path(), cfa)?;
                 Some(flat)
             }
         };

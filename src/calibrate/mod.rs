@@ -17,8 +17,10 @@
 //! dark's thermal signal is `dark - bias`, and a light of exposure `t` has `bias + (dark - bias) * t /
 //! t_dark` subtracted (exactly the master dark when the exposures match). Without a bias, the dark is
 //! subtracted as it is and cannot be scaled (a warning says so when the exposures differ). A flat built
-//! from frames has the master dark-flat subtracted, else the master bias; a flat given as a master file
-//! is used as it is. Either is normalised to a median of 1 (per CFA colour for Bayer frames).
+//! from frames has the master dark-flat, else the master bias, subtracted from each frame, and each
+//! frame divided by its own median (per CFA colour for Bayer frames) before the combine, so that flats
+//! of different brightness combine; a flat given as a master file is used as it is. Either is then
+//! normalised to a median of 1 (per CFA colour for Bayer frames).
 //!
 //! What it does not: read lights (the frame reader does, through [`Calibration::apply_region`]), decide
 //! the colour mode of the lights, or correct anything else (no linearity, no cosmic rays).
@@ -33,7 +35,7 @@ pub mod matching;
 
 pub use apply::{Calibration, FramePlan, Lights};
 pub use badpix::BadPixels;
-pub use masters::{build_master, combine_values, Combine};
+pub use masters::{build_flat, build_master, combine_values, Combine, FlatFrames};
 
 /// How a run got one of its masters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -133,6 +135,15 @@ pub enum CalibrationError {
         col: usize,
         /// Its value.
         value: f32,
+    },
+    /// A flat frame whose level (its median after bias/dark-flat subtraction, per CFA colour for
+    /// Bayer frames) is zero, negative or not a number.
+    #[error("flat frame `{path}`: its level (median after bias/dark-flat subtraction, per colour for Bayer frames) is {level}; a flat must be exposed above the bias")]
+    FlatLevel {
+        /// The flat frame.
+        path: PathBuf,
+        /// Its level.
+        level: f32,
     },
     /// A setting that cannot work (e.g. `calibration.use_dark` without a folder or master).
     #[error("{0}")]
