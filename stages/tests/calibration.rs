@@ -94,31 +94,53 @@ fn scores(res: &Array2<f64>) -> (f64, f64) {
     (rms, spread)
 }
 
+/// `tlr simulate --calibration` of `frames` static frames of `size`² into `dir/raw` (lights, bias,
+/// darks, flats); returns that folder.
+fn raw_set(dir: &Path, frames: usize, size: usize) -> std::path::PathBuf {
+    let raw = dir.join("raw");
+    simulate_with(
+        &raw,
+        frames,
+        size,
+        SEED,
+        &["--scenario", "static", "--calibration"],
+    );
+    raw
+}
+
 fn sim_config() -> SimConfig {
     SimConfig::new(Scenario::Static, FRAMES, SIZE, SIZE, SEED)
 }
 
-#[test]
-fn a_calibrated_stack_is_as_good_as_a_never_corrupted_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let (raw, clean) = (dir.path().join("raw"), dir.path().join("clean"));
-    let extra = ["--scenario", "static"];
-    simulate_with(&clean, FRAMES, SIZE, SEED, &extra);
+/// Simulates the same sky (`extra`: e.g. `--color RGGB`) with a clean camera into `dir/clean` and a raw
+/// one into `dir/raw`, and stacks it three ways: `dir/clean.fits`, `dir/calibrated.fits` (`--bias
+/// --darks --flats`) and `dir/uncalibrated.fits`. Returns the raw folder.
+fn three_stacks(dir: &Path, extra: &[&str]) -> std::path::PathBuf {
+    let (raw, clean) = (dir.join("raw"), dir.join("clean"));
+    simulate_with(&clean, FRAMES, SIZE, SEED, extra);
     simulate_with(
         &raw,
         FRAMES,
         SIZE,
         SEED,
-        &[&extra[..], &["--calibration"]].concat(),
+        &[extra, &["--calibration"]].concat(),
     );
-    let truth = read(&raw.join("lights/truth.fits"));
-    let out = |name: &str| dir.path().join(format!("{name}.fits"));
+    let out = |name: &str| dir.join(format!("{name}.fits"));
     let cal = |p: &str| raw.join(p).to_str().unwrap().to_string();
     let (bias, darks, flats) = (cal("bias"), cal("darks"), cal("flats"));
-    let calibration = ["--bias", &bias, "--darks", &darks, "--flats", &flats];
     run_ok(&clean, &out("clean"), &[]);
+    let calibration = ["--bias", &bias, "--darks", &darks, "--flats", &flats];
     run_ok(&raw.join("lights"), &out("calibrated"), &calibration);
     run_ok(&raw.join("lights"), &out("uncalibrated"), &[]);
+    raw
+}
+
+#[test]
+fn a_calibrated_stack_is_as_good_as_a_never_corrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = three_stacks(dir.path(), &["--scenario", "static"]);
+    let truth = read(&raw.join("lights/truth.fits"));
+    let out = |name: &str| dir.path().join(format!("{name}.fits"));
     let sky = sky_mask(&truth);
     let score = |name: &str| scores(&residual(&read(&out(name)), &truth, &sky));
     let (clean_rms, clean_flat) = score("clean");
@@ -153,14 +175,7 @@ fn a_calibrated_stack_is_as_good_as_a_never_corrupted_one() {
 #[test]
 fn calibrated_runs_are_bit_identical_for_1_and_2_workers_and_the_yaml_keys_do_the_same() {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("raw");
-    simulate_with(
-        &raw,
-        12,
-        192,
-        SEED,
-        &["--scenario", "static", "--calibration"],
-    );
+    let raw = raw_set(dir.path(), 12, 192);
     let (darks, flats) = (raw.join("darks"), raw.join("flats"));
     let (darks, flats) = (darks.to_str().unwrap(), flats.to_str().unwrap());
     let out = |name: &str| dir.path().join(format!("{name}.fits"));
@@ -201,14 +216,7 @@ fn calibrated_runs_are_bit_identical_for_1_and_2_workers_and_the_yaml_keys_do_th
 #[test]
 fn calibration_errors_name_the_files() {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("raw");
-    simulate_with(
-        &raw,
-        3,
-        64,
-        SEED,
-        &["--scenario", "static", "--calibration"],
-    );
+    let raw = raw_set(dir.path(), 3, 64);
     let small = dir.path().join("small");
     simulate_with(
         &small,
@@ -291,14 +299,7 @@ fn every_shipped_config_file_runs() {
 #[test]
 fn masters_are_reported_as_built_then_reused() {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("raw");
-    simulate_with(
-        &raw,
-        4,
-        96,
-        SEED,
-        &["--scenario", "static", "--calibration"],
-    );
+    let raw = raw_set(dir.path(), 4, 96);
     let arg = |p: &str| raw.join(p).to_str().unwrap().to_string();
     let out = dir.path().join("o.fits");
     let run = |json: bool| {
@@ -392,29 +393,11 @@ fn assert_defects_gone(result: &Array2<f32>, truth: &Array2<f32>, detector: &Det
 #[test]
 fn a_calibrated_bayer_stack_is_as_flat_and_as_balanced_as_a_never_corrupted_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (raw, clean) = (dir.path().join("raw"), dir.path().join("clean"));
-    let extra = ["--scenario", "static", "--color", "RGGB"];
-    simulate_with(&clean, FRAMES, SIZE, SEED, &extra);
-    simulate_with(
-        &raw,
-        FRAMES,
-        SIZE,
-        SEED,
-        &[&extra[..], &["--calibration"]].concat(),
-    );
+    let raw = three_stacks(dir.path(), &["--scenario", "static", "--color", "RGGB"]);
     let truth = tlr_core::fits::read_cube(&raw.join("lights/truth_rgb.fits"))
         .unwrap()
         .1;
     let out = |name: &str| dir.path().join(format!("{name}.fits"));
-    let cal = |p: &str| raw.join(p).to_str().unwrap().to_string();
-    let (bias, darks, flats) = (cal("bias"), cal("darks"), cal("flats"));
-    run_ok(&clean, &out("clean"), &[]);
-    run_ok(
-        &raw.join("lights"),
-        &out("calibrated"),
-        &["--bias", &bias, "--darks", &darks, "--flats", &flats],
-    );
-    run_ok(&raw.join("lights"), &out("uncalibrated"), &[]);
     let rgb = |name: &str| tlr_core::fits::read_cube(&out(name)).unwrap().1;
     // Per channel: (gain, noise, flatness).
     let score = |image: &ndarray::Array3<f32>| -> Vec<(f64, f64, f64)> {
