@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::badpix::BadPixels;
 use super::matching::{choose_dark, group_darks, DarkChoice, DarkConditions, MatchRule};
-use super::{cache, masters, CalibrationError, Combine};
+use super::{cache, masters, CalibrationError, Combine, MasterOrigin, MasterReport};
 use crate::bayer::CfaPattern;
 use crate::config::CalibrationConfig;
 use crate::fits::{self, CardValue, FrameHeader};
@@ -50,8 +50,9 @@ pub struct Calibration {
     flat: Option<Array2<f32>>,
     bad: Option<BadPixels>,
     rule: MatchRule,
-    /// What was loaded, one line per master, for the user.
-    pub summary: Vec<String>,
+    /// What was loaded, one report per master (built, reused from the cache or a master file), for the
+    /// user.
+    pub masters: Vec<MasterReport>,
 }
 
 /// A calibration input: a folder of frames or a master file.
@@ -70,27 +71,18 @@ impl Source {
 }
 
 /// The source of one kind from the tile_compile keys: `use_*` enables it, `*_use_master` picks the
-/// master file over the folder.
+/// master file over the folder (a setting without the path it needs is refused before, by
+/// [`CalibrationConfig::setting_problems`]).
 fn source(
     enabled: bool,
     use_master: bool,
     dir: &Option<PathBuf>,
     master: &Option<PathBuf>,
-    keys: (&str, &str, &str),
-) -> Result<Option<Source>, CalibrationError> {
-    if !enabled {
-        return Ok(None);
-    }
-    let (use_key, dir_key, master_key) = keys;
-    match (use_master, dir, master) {
-        (true, _, Some(m)) => Ok(Some(Source::Master(m.clone()))),
-        (true, _, None) => Err(CalibrationError::Setting(format!(
-            "`calibration.{use_key}` and `calibration.{master_key}`'s use flag are set but `calibration.{master_key}` is empty"
-        ))),
-        (false, Some(d), _) => Ok(Some(Source::Folder(d.clone()))),
-        (false, None, _) => Err(CalibrationError::Setting(format!(
-            "`calibration.{use_key}` is true but `calibration.{dir_key}` is empty (or set the master)"
-        ))),
+) -> Option<Source> {
+    match (enabled, use_master) {
+        (false, _) => None,
+        (true, true) => master.clone().map(Source::Master),
+        (true, false) => dir.clone().map(Source::Folder),
     }
 }
 
@@ -205,42 +197,50 @@ struct Builder<'a> {
     threads: usize,
     pattern: &'a str,
     light: &'a FrameHeader,
-    summary: Vec<String>,
+    reports: Vec<MasterReport>,
+    /// The identity of each master so far (its cache key, or a master file's path, size and time).
+    identities: BTreeMap<String, String>,
 }
 
 impl Builder<'_> {
     /// A master from frames of one folder: from the cache when its inputs are unchanged, else built
-    /// (and cached).
+    /// (and cached). `flat`: the frames are flats, prepared as it says before the combine
+    /// ([`masters::build_flat`]), with a description of that preparation (part of the cache key).
     fn build_from_frames(
         &mut self,
         kind: &str,
         frames: &[FrameHeader],
         with_offset: bool,
+        flat: Option<(&masters::FlatFrames, &str)>,
     ) -> Result<Array2<f32>, CalibrationError> {
         for h in frames {
             check_against(h, self.light, with_offset)?;
         }
         let shape = (self.light.rows, self.light.cols);
-        let key = cache::key(kind, self.combine, frames)?;
+        let keyed = match flat {
+            Some((_, how)) => format!("{kind}\n{how}"),
+            None => kind.to_string(),
+        };
+        let key = cache::key(&keyed, self.combine, frames)?;
+        self.identities.insert(kind.to_string(), key.clone());
         let cached = self.cache.map(|dir| cache::path(dir, kind, &key));
+        let report = |origin| MasterReport {
+            kind: kind.to_string(),
+            origin,
+            frames: frames.len(),
+            path: cached.clone(),
+        };
         if let Some(image) = cached.as_deref().and_then(|p| cache::load(p, shape)) {
-            self.summary.push(format!(
-                "master {kind}: {} frames, reused `{}`",
-                frames.len(),
-                cached
-                    .as_deref()
-                    .map(Path::display)
-                    .map(|d| d.to_string())
-                    .unwrap_or_default()
-            ));
+            self.reports.push(report(MasterOrigin::Reused));
             return Ok(image);
         }
-        let master = masters::build_master(
-            frames,
-            self.combine,
-            masters::BAND_BUDGET_BYTES,
-            self.threads,
-        )?;
+        let budget = masters::BAND_BUDGET_BYTES;
+        let master = match flat {
+            Some((prep, _)) => {
+                masters::build_flat(frames, prep, self.combine, budget, self.threads)?
+            }
+            None => masters::build_master(frames, self.combine, budget, self.threads)?,
+        };
         let first = &frames[0];
         let mut cards = Vec::new();
         if let Some(t) = first.exposure_s {
@@ -252,22 +252,10 @@ impl Builder<'_> {
         if let Some(b) = &first.bayer {
             cards.push((fits::KEY_BAYERPAT, CardValue::Str(b.pattern.clone())));
         }
-        match &cached {
-            Some(path) => {
-                cache::store(path, &master, kind, self.combine, frames, &cards)?;
-                self.summary.push(format!(
-                    "master {kind}: {} of {} frames, written to `{}`",
-                    self.combine.describe(),
-                    frames.len(),
-                    path.display()
-                ));
-            }
-            None => self.summary.push(format!(
-                "master {kind}: {} of {} frames",
-                self.combine.describe(),
-                frames.len()
-            )),
+        if let Some(path) = &cached {
+            cache::store(path, &master, kind, self.combine, frames, &cards)?;
         }
+        self.reports.push(report(MasterOrigin::Built));
         Ok(master)
     }
 
@@ -282,13 +270,19 @@ impl Builder<'_> {
             Source::Master(path) => {
                 let (header, image) = fits::read_image(path)?;
                 check_against(&header, self.light, with_offset)?;
-                self.summary
-                    .push(format!("master {kind}: `{}`", path.display()));
+                let identity = cache::key(kind, self.combine, std::slice::from_ref(&header))?;
+                self.identities.insert(kind.to_string(), identity);
+                self.reports.push(MasterReport {
+                    kind: kind.to_string(),
+                    origin: MasterOrigin::File,
+                    frames: 0,
+                    path: Some(path.clone()),
+                });
                 Ok((image, header))
             }
             Source::Folder(dir) => {
                 let frames = folder_frames(&format!("{kind} folder"), dir, self.pattern)?;
-                let image = self.build_from_frames(kind, &frames, with_offset)?;
+                let image = self.build_from_frames(kind, &frames, with_offset, None)?;
                 Ok((image, frames[0].clone()))
             }
         }
@@ -310,27 +304,13 @@ impl Calibration {
         warnings: &mut Vec<String>,
     ) -> Result<Option<(Self, Vec<FramePlan>)>, CalibrationError> {
         let c = config;
-        let bias_src = source(
-            c.use_bias,
-            c.bias_use_master,
-            &c.bias_dir,
-            &c.bias_master,
-            ("use_bias", "bias_dir", "bias_master"),
-        )?;
-        let dark_src = source(
-            c.use_dark,
-            c.dark_use_master,
-            &c.darks_dir,
-            &c.dark_master,
-            ("use_dark", "darks_dir", "dark_master"),
-        )?;
-        let flat_src = source(
-            c.use_flat,
-            c.flat_use_master,
-            &c.flats_dir,
-            &c.flat_master,
-            ("use_flat", "flats_dir", "flat_master"),
-        )?;
+        let problems = c.setting_problems();
+        if !problems.is_empty() {
+            return Err(CalibrationError::Setting(problems.join("; ")));
+        }
+        let bias_src = source(c.use_bias, c.bias_use_master, &c.bias_dir, &c.bias_master);
+        let dark_src = source(c.use_dark, c.dark_use_master, &c.darks_dir, &c.dark_master);
+        let flat_src = source(c.use_flat, c.flat_use_master, &c.flats_dir, &c.flat_master);
         if bias_src.is_none() && dark_src.is_none() && flat_src.is_none() {
             return Ok(None);
         }
@@ -350,7 +330,8 @@ impl Calibration {
             threads: num_cpus::get().clamp(1, 8),
             pattern: &c.pattern,
             light,
-            summary: Vec::new(),
+            reports: Vec::new(),
+            identities: BTreeMap::new(),
         };
         let bias = bias_src
             .as_ref()
@@ -370,31 +351,50 @@ impl Calibration {
                         Some(t) => format!("dark-{t}s"),
                         None => "dark".to_string(),
                     };
-                    let image = b.build_from_frames(&kind, &group, true)?;
+                    let image = b.build_from_frames(&kind, &group, true, None)?;
                     darks.push(dark(image, &group[0], bias.as_ref()));
                 }
                 darks
             }
         };
+        let cfa = lights.pattern.is_some();
         let flat = match &flat_src {
             None => None,
             Some(src) => {
-                let (mut flat, _) = b.master("flat", src, false)?;
-                if let Source::Folder(_) = src {
-                    let dark_flat = match c.dark_flats.as_ref() {
-                        Some(p) if p.is_dir() => {
-                            Some(b.master("dark-flat", &Source::Folder(p.clone()), false)?.0)
-                        }
-                        Some(p) => {
-                            Some(b.master("dark-flat", &Source::Master(p.clone()), false)?.0)
-                        }
-                        None => None,
-                    };
-                    if let Some(under) = dark_flat.as_ref().or(bias.as_ref()) {
-                        flat -= under;
+                let mut flat = match src {
+                    Source::Master(_) => b.master("flat", src, false)?.0,
+                    Source::Folder(dir) => {
+                        let dark_flat = match &c.dark_flats {
+                            Some(p) if p.is_dir() => {
+                                Some(b.master("dark-flat", &Source::Folder(p.clone()), false)?.0)
+                            }
+                            Some(p) => {
+                                Some(b.master("dark-flat", &Source::Master(p.clone()), false)?.0)
+                            }
+                            None => None,
+                        };
+                        let under = match (&dark_flat, &bias) {
+                            (Some(m), _) => Some(("dark-flat", m)),
+                            (None, Some(m)) => Some(("bias", m)),
+                            (None, None) => None,
+                        };
+                        let how = format!(
+                            "each frame minus {}, divided by its level per {}",
+                            under.map_or("nothing".to_string(), |(k, _)| format!(
+                                "master {k} {}",
+                                b.identities.get(k).map_or("", String::as_str)
+                            )),
+                            if cfa { "CFA colour" } else { "frame" }
+                        );
+                        let prep = masters::FlatFrames {
+                            under: under.map(|(_, m)| m.view()),
+                            cfa,
+                        };
+                        let frames = folder_frames("flat folder", dir, &c.pattern)?;
+                        b.build_from_frames("flat", &frames, false, Some((&prep, &how)))?
                     }
-                }
-                normalise_flat(&mut flat, src.path(), lights.pattern.is_some())?;
+                };
+                normalise_flat(&mut flat, src.path(), cfa)?;
                 Some(flat)
             }
         };
@@ -411,12 +411,6 @@ impl Calibration {
             shape,
             lights.pattern.is_some(),
         );
-        if let Some(bad) = &bad {
-            b.summary.push(format!(
-                "bad pixels: {} hot (dark), {} dead or cold (flat), repaired from same-colour neighbours",
-                bad.hot, bad.cold
-            ));
-        }
         let calibration = Self {
             shape,
             bias,
@@ -424,7 +418,7 @@ impl Calibration {
             flat,
             bad,
             rule,
-            summary: b.summary,
+            masters: b.reports,
         };
         let plans = calibration.plans(lights.headers, warnings);
         Ok(Some((calibration, plans)))

@@ -4,9 +4,11 @@
 //! What it does: [`build_master`] reads the frames in bands of rows, every frame's band at a time, so
 //! memory is bounded by the band budget plus the master itself, whatever the number of frames; each
 //! band's rows are combined on a few threads (pixels are independent, so the result does not depend on
-//! the thread count). [`combine_values`] is the per-pixel rule, documented there.
-//! What it does not: subtract bias or darks, normalise flats ([`super::apply`] does), or cache
-//! ([`super::cache`]).
+//! the thread count). [`combine_values`] is the per-pixel rule, documented there. [`build_flat`] does
+//! the same for flats, each frame first corrected by the master dark-flat or bias and divided by its
+//! own level (per CFA colour for Bayer frames), so that flats of different brightness combine.
+//! What it does not: subtract bias or darks from lights, normalise the master flat to 1
+//! ([`super::apply`] does), or cache ([`super::cache`]).
 
 use ndarray::{s, Array2, ArrayView2};
 use std::path::PathBuf;
@@ -119,6 +121,135 @@ pub fn build_master(
     budget_bytes: usize,
     threads: usize,
 ) -> Result<Array2<f32>, CalibrationError> {
+    build_with(frames, method, budget_bytes, threads, &|_, _, _| {})
+}
+
+/// How the frames of a master flat are prepared before they are combined.
+#[derive(Debug, Clone, Copy)]
+pub struct FlatFrames<'a> {
+    /// Subtracted from every frame first: the master dark-flat, else the master bias.
+    pub under: Option<ArrayView2<'a, f32>>,
+    /// Bayer frames: each frame's level is taken per CFA colour (2x2 site), else over all pixels.
+    pub cfa: bool,
+}
+
+/// At most about this many pixels of a flat are sampled for its level: every pixel of frames up to
+/// 4 MP, beyond that the pixels of every `s`-th 2x2 cell (`s` the smallest that fits) in both
+/// directions.
+pub const LEVEL_SAMPLE: usize = 1 << 22;
+
+/// Each flat's level: the median of the frame after `prep.under` is subtracted, per 2x2 site
+/// `[(0,0), (0,1), (1,0), (1,1)]` (frame rows and columns, even or odd) for CFA frames, else one
+/// median repeated. Every frame is read in bands of `budget_bytes`.
+///
+/// # Errors
+/// A frame that cannot be read; a level that is not positive ([`CalibrationError::FlatLevel`], naming
+/// the frame).
+pub fn flat_levels(
+    frames: &[FrameHeader],
+    prep: &FlatFrames,
+    budget_bytes: usize,
+) -> Result<Vec<[f32; 4]>, CalibrationError> {
+    let mut levels = Vec::with_capacity(frames.len());
+    for h in frames {
+        let (rows, cols) = (h.rows, h.cols);
+        let cell = if prep.cfa { 2 } else { 1 };
+        let stride = ((rows * cols) as f64 / LEVEL_SAMPLE as f64)
+            .sqrt()
+            .ceil()
+            .max(1.0) as usize;
+        let band_rows = (budget_bytes / (cols * std::mem::size_of::<f32>()).max(1)).clamp(1, rows);
+        let mut sites: [Vec<f32>; 4] = Default::default();
+        let mut reader = FitsReader::open(&h.path)?;
+        let mut start = 0;
+        while start < rows {
+            let end = (start + band_rows).min(rows);
+            let mut band = reader.read_region(start..end, 0..cols)?;
+            subtract_under(&mut band, prep.under, start);
+            for (i, row) in band.outer_iter().enumerate() {
+                let r = start + i;
+                if (r / cell) % stride != 0 {
+                    continue;
+                }
+                for (c, &v) in row.iter().enumerate() {
+                    if (c / cell) % stride == 0 {
+                        sites[site(r, c, prep.cfa)].push(v);
+                    }
+                }
+            }
+            start = end;
+        }
+        let mut level = [0f32; 4];
+        for (k, values) in sites.iter_mut().enumerate() {
+            level[k] = if prep.cfa || k == 0 {
+                crate::stats::median_in_place(values)
+            } else {
+                level[0]
+            };
+        }
+        if let Some(&bad) = level.iter().find(|l| !(**l > 0.0 && l.is_finite())) {
+            return Err(CalibrationError::FlatLevel {
+                path: h.path.clone(),
+                level: bad,
+            });
+        }
+        levels.push(level);
+    }
+    Ok(levels)
+}
+
+/// A master flat: every frame has `prep.under` subtracted and is divided by its own level
+/// ([`flat_levels`], per CFA colour for Bayer frames), so that flats of different brightness (sky
+/// flats over dusk, a panel dimmed between sessions) are brought to a common level of 1, then the
+/// frames are combined with `method` as in [`build_master`]. Each frame is read twice (its level, then
+/// its bands).
+///
+/// # Errors
+/// As [`build_master`] and [`flat_levels`].
+pub fn build_flat(
+    frames: &[FrameHeader],
+    prep: &FlatFrames,
+    method: Combine,
+    budget_bytes: usize,
+    threads: usize,
+) -> Result<Array2<f32>, CalibrationError> {
+    let levels = flat_levels(frames, prep, budget_bytes)?;
+    let scale: Vec<[f32; 4]> = levels.iter().map(|l| l.map(|v| 1.0 / v)).collect();
+    build_with(frames, method, budget_bytes, threads, &|k, start, band| {
+        subtract_under(band, prep.under, start);
+        for (i, mut row) in band.outer_iter_mut().enumerate() {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v *= scale[k][site(start + i, c, prep.cfa)];
+            }
+        }
+    })
+}
+
+/// Index of the 2x2 site of frame pixel `(r, c)` (0 for mono).
+fn site(r: usize, c: usize, cfa: bool) -> usize {
+    if cfa {
+        ((r & 1) << 1) | (c & 1)
+    } else {
+        0
+    }
+}
+
+/// `band` (frame rows from `start`) minus the same rows of `under`.
+fn subtract_under(band: &mut Array2<f32>, under: Option<ArrayView2<f32>>, start: usize) {
+    if let Some(under) = under {
+        *band -= &under.slice(s![start..start + band.nrows(), ..]);
+    }
+}
+
+/// [`build_master`] with `adjust(frame index, first row, band)` applied to every frame's band as it
+/// is read.
+fn build_with(
+    frames: &[FrameHeader],
+    method: Combine,
+    budget_bytes: usize,
+    threads: usize,
+    adjust: &dyn Fn(usize, usize, &mut Array2<f32>),
+) -> Result<Array2<f32>, CalibrationError> {
     let first = frames.first().ok_or_else(|| CalibrationError::Empty {
         what: "master".into(),
         path: PathBuf::new(),
@@ -139,12 +270,14 @@ pub fn build_master(
         let end = (start + band_rows).min(rows);
         let bands = frames
             .iter()
-            .map(|h| {
-                FitsReader::open(&h.path)
-                    .and_then(|mut r| r.read_region(start..end, 0..cols))
-                    .map_err(CalibrationError::from)
+            .enumerate()
+            .map(|(k, h)| {
+                let mut band = FitsReader::open(&h.path)
+                    .and_then(|mut r| r.read_region(start..end, 0..cols))?;
+                adjust(k, start, &mut band);
+                Ok(band)
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, CalibrationError>>()?;
         let views: Vec<ArrayView2<f32>> = bands.iter().map(|b| b.view()).collect();
         combine_band(
             &views,

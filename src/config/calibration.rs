@@ -96,6 +96,56 @@ impl CalibrationConfig {
         *self == Self::default()
     }
 
+    /// What makes these settings unusable whatever the files: a kind switched on (`use_*`) without
+    /// the folder or master file it needs. [`crate::calibrate::Calibration::prepare`] refuses them. Not
+    /// a range check of [`Config::validate`](super::Config::validate): the command line's
+    /// `--darks DIR` and the like may complete a file's settings after it is loaded.
+    pub fn setting_problems(&self) -> Vec<String> {
+        let kinds = [
+            (
+                "bias",
+                self.use_bias,
+                self.bias_use_master,
+                &self.bias_dir,
+                &self.bias_master,
+            ),
+            (
+                "dark",
+                self.use_dark,
+                self.dark_use_master,
+                &self.darks_dir,
+                &self.dark_master,
+            ),
+            (
+                "flat",
+                self.use_flat,
+                self.flat_use_master,
+                &self.flats_dir,
+                &self.flat_master,
+            ),
+        ];
+        let mut problems = Vec::new();
+        for (kind, enabled, use_master, dir, master) in kinds {
+            let dir_key = if kind == "bias" {
+                "bias_dir".to_string()
+            } else {
+                format!("{kind}s_dir")
+            };
+            if enabled && use_master && master.is_none() {
+                problems.push(format!(
+                    "`calibration.use_{kind}` and `calibration.{kind}_use_master` are true but \
+                     `calibration.{kind}_master` is empty"
+                ));
+            } else if enabled && !use_master && dir.is_none() {
+                problems.push(format!(
+                    "`calibration.use_{kind}` is true but `calibration.{dir_key}` is empty (or set \
+                     `calibration.{kind}_master` and `calibration.{kind}_use_master`)"
+                ));
+            }
+        }
+        problems
+    }
+
     /// The combination rule of masters.
     pub fn combine(&self) -> Combine {
         if self.combine == "median" {

@@ -1,7 +1,8 @@
 //! A raw camera for calibration tests: the same sky as [`Simulation::frame`], seen through a sensor that
 //! needs calibrating ([`Detector`]): a bias with a column pattern on top of the pedestal, dark current
 //! with hot pixels (scaling with exposure), and a flat field with vignetting (35 % light loss at the
-//! corners) and dust donuts. [`write_calibration_set`] writes the raw lights (with the truth files of
+//! corners) and dust donuts; a colour camera's flats are brighter in green than in red and blue.
+//! [`write_calibration_set`] writes the raw lights (with the truth files of
 //! [`super::write_sequence`]) and bias, dark and flat frames into sub-folders, so that a test can
 //! calibrate and score the result against the truth.
 //!
@@ -21,8 +22,12 @@ const STREAM_DETECTOR: u64 = 11;
 const STREAM_CALIBRATION_NOISE: u64 = 12;
 /// Light lost at the corners by vignetting.
 pub const VIGNETTING_AT_CORNERS: f32 = 0.35;
-/// Flat frames' level, ADU above the bias.
+/// Flat frames' level, ADU above the bias (green pixels of a colour camera).
 const FLAT_LEVEL_ADU: f32 = 20_000.0;
+/// A colour camera's flats: red and blue pixels' level relative to green.
+const FLAT_COLOUR_RED: f32 = 0.8;
+/// See [`FLAT_COLOUR_RED`].
+const FLAT_COLOUR_BLUE: f32 = 0.55;
 
 /// What the sensor adds to and multiplies into every frame.
 #[derive(Debug, Clone)]
@@ -165,7 +170,15 @@ pub fn write_calibration_set(
     })?;
     let (rows, cols) = (cfg.height, cfg.width);
     let pedestal = Array2::from_elem((rows, cols), cfg.pedestal_adu);
-    let flat_light = Array2::from_elem((rows, cols), cfg.pedestal_adu + FLAT_LEVEL_ADU);
+    // A colour camera's flats are not grey: the panel's light through each filter differs.
+    let flat_light = Array2::from_shape_fn((rows, cols), |(r, c)| {
+        let colour = cfg.color.map_or(1.0, |p| match p.color_at(r, c) {
+            crate::bayer::Color::Red => FLAT_COLOUR_RED,
+            crate::bayer::Color::Green => 1.0,
+            crate::bayer::Color::Blue => FLAT_COLOUR_BLUE,
+        });
+        cfg.pedestal_adu + FLAT_LEVEL_ADU * colour
+    });
     let kinds: [(&str, usize, &Array2<f32>, f32, &str); 3] = [
         ("bias", frames.bias, &pedestal, 0.0, "Bias Frame"),
         (

@@ -2,8 +2,9 @@
 //! cores), and what calibrating costs a whole run: the same raw lights (`tlr simulate --calibration`
 //! detector) run with and without `--darks/--flats/--bias`, alternating, masters cached after the
 //! first calibrated run. `TLR_BENCH_REPEAT` rounds (default 2), `TLR_BENCH_FRAMES` lights (default 30)
-//! of `TLR_BENCH_SIZE`² (default 768).
-//! What it does not: compare with other programs, or measure memory.
+//! of `TLR_BENCH_SIZE`² (default 768). `TLR_BENCH_MASTER_DIR=DIR` only builds a master from DIR (for
+//! `/usr/bin/time -v`: peak memory).
+//! What it does not: compare with other programs, or measure memory itself.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -93,7 +94,29 @@ fn run(lights: &Path, calibrated: Option<&Path>, out: &Path) -> (f64, f64) {
     (started.elapsed().as_secs_f64(), cpu_seconds() - cpu)
 }
 
+/// `TLR_BENCH_MASTER_DIR=DIR`: only build a master (sigma-clipped mean, 2 threads) from the frames of
+/// DIR, as a calibration folder is read, and print its size and time: run under `/usr/bin/time -v` for
+/// the peak memory of building a master (e.g. 50 frames of 24 MP).
+fn master_only(dir: &Path) {
+    let headers: Vec<_> = tlr_core::scan::scan_folder(dir, &tlr_core::scan::ScanOptions::default())
+        .unwrap()
+        .frames;
+    let (started, cpu) = (Instant::now(), cpu_seconds());
+    let master = build_master(&headers, Combine::default(), BAND_BUDGET_BYTES, 2).unwrap();
+    println!(
+        "master of {} frames of {}x{}: {:.2} s wall, {:.2} s CPU",
+        headers.len(),
+        master.ncols(),
+        master.nrows(),
+        started.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu
+    );
+}
+
 fn main() {
+    if let Some(dir) = std::env::var_os("TLR_BENCH_MASTER_DIR") {
+        return master_only(Path::new(&dir));
+    }
     let dir = tempfile::tempdir().unwrap();
     let masters = dir.path().join("masters");
     std::fs::create_dir_all(&masters).unwrap();

@@ -215,6 +215,28 @@ pub enum Event {
         /// Frames used in it.
         frames_used: usize,
     },
+    // Calibration ([`crate::source::calibrate`]), before the frames are read.
+    /// A calibration master is ready (one event per master): built from its frames now, reused from
+    /// the master cache (its frames unchanged), or read from a master file.
+    Master {
+        /// `bias`, `dark` (`dark-30s` per exposure when built from a folder), `flat` or `dark-flat`.
+        kind: String,
+        /// `built`, `reused` or `file`.
+        origin: tlr_core::calibrate::MasterOrigin,
+        /// Frames it was combined from (0 for a master file).
+        frames: usize,
+        /// The file written, reused or given; `None` when built without a cache (library runs
+        /// without [`crate::PipelineOptions::calibration_cache`]).
+        #[serde(serialize_with = "lossy_opt_path")]
+        path: Option<PathBuf>,
+    },
+    /// Calibration found bad pixels in the masters; they are repaired in every frame.
+    BadPixels {
+        /// Hot pixels (from the dark).
+        hot: usize,
+        /// Dead or cold pixels (from the flat).
+        cold: usize,
+    },
     /// Something a user should know that does not stop the run or session.
     Warning {
         /// The message.

@@ -36,6 +36,15 @@ fn sky_mask(truth: &Array2<f32>) -> Array2<bool> {
 /// The residual of the result against the truth on the sky: the result fitted to the truth
 /// (`a * truth + b`, least squares over the sky) in truth units; NaN off the sky.
 fn residual(result: &Array2<f32>, truth: &Array2<f32>, sky: &Array2<bool>) -> Array2<f64> {
+    residual_and_gain(result, truth, sky).0
+}
+
+/// [`residual`] and the fitted gain `a` (the result's scale against the truth).
+fn residual_and_gain(
+    result: &Array2<f32>,
+    truth: &Array2<f32>,
+    sky: &Array2<bool>,
+) -> (Array2<f64>, f64) {
     let (mut n, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for ((&y, &x), _) in result.iter().zip(truth).zip(sky).filter(|(_, &m)| m) {
         let (x, y) = (f64::from(x), f64::from(y));
@@ -47,7 +56,7 @@ fn residual(result: &Array2<f32>, truth: &Array2<f32>, sky: &Array2<bool>) -> Ar
     }
     let a = (n * sxy - sx * sy) / (n * sxx - sx * sx);
     let b = (sy - a * sx) / n;
-    ndarray::Zip::from(result)
+    let res = ndarray::Zip::from(result)
         .and(truth)
         .and(sky)
         .map_collect(|&y, &x, &m| {
@@ -56,7 +65,8 @@ fn residual(result: &Array2<f32>, truth: &Array2<f32>, sky: &Array2<bool>) -> Ar
             } else {
                 f64::NAN
             }
-        })
+        });
+    (res, a)
 }
 
 /// RMS of the residual on the sky, and the spread (standard deviation) of its medians in 32 px
@@ -84,31 +94,53 @@ fn scores(res: &Array2<f64>) -> (f64, f64) {
     (rms, spread)
 }
 
+/// `tlr simulate --calibration` of `frames` static frames of `size`² into `dir/raw` (lights, bias,
+/// darks, flats); returns that folder.
+fn raw_set(dir: &Path, frames: usize, size: usize) -> std::path::PathBuf {
+    let raw = dir.join("raw");
+    simulate_with(
+        &raw,
+        frames,
+        size,
+        SEED,
+        &["--scenario", "static", "--calibration"],
+    );
+    raw
+}
+
 fn sim_config() -> SimConfig {
     SimConfig::new(Scenario::Static, FRAMES, SIZE, SIZE, SEED)
 }
 
-#[test]
-fn a_calibrated_stack_is_as_good_as_a_never_corrupted_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let (raw, clean) = (dir.path().join("raw"), dir.path().join("clean"));
-    let extra = ["--scenario", "static"];
-    simulate_with(&clean, FRAMES, SIZE, SEED, &extra);
+/// Simulates the same sky (`extra`: e.g. `--color RGGB`) with a clean camera into `dir/clean` and a raw
+/// one into `dir/raw`, and stacks it three ways: `dir/clean.fits`, `dir/calibrated.fits` (`--bias
+/// --darks --flats`) and `dir/uncalibrated.fits`. Returns the raw folder.
+fn three_stacks(dir: &Path, extra: &[&str]) -> std::path::PathBuf {
+    let (raw, clean) = (dir.join("raw"), dir.join("clean"));
+    simulate_with(&clean, FRAMES, SIZE, SEED, extra);
     simulate_with(
         &raw,
         FRAMES,
         SIZE,
         SEED,
-        &[&extra[..], &["--calibration"]].concat(),
+        &[extra, &["--calibration"]].concat(),
     );
-    let truth = read(&raw.join("lights/truth.fits"));
-    let out = |name: &str| dir.path().join(format!("{name}.fits"));
+    let out = |name: &str| dir.join(format!("{name}.fits"));
     let cal = |p: &str| raw.join(p).to_str().unwrap().to_string();
     let (bias, darks, flats) = (cal("bias"), cal("darks"), cal("flats"));
-    let calibration = ["--bias", &bias, "--darks", &darks, "--flats", &flats];
     run_ok(&clean, &out("clean"), &[]);
+    let calibration = ["--bias", &bias, "--darks", &darks, "--flats", &flats];
     run_ok(&raw.join("lights"), &out("calibrated"), &calibration);
     run_ok(&raw.join("lights"), &out("uncalibrated"), &[]);
+    raw
+}
+
+#[test]
+fn a_calibrated_stack_is_as_good_as_a_never_corrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = three_stacks(dir.path(), &["--scenario", "static"]);
+    let truth = read(&raw.join("lights/truth.fits"));
+    let out = |name: &str| dir.path().join(format!("{name}.fits"));
     let sky = sky_mask(&truth);
     let score = |name: &str| scores(&residual(&read(&out(name)), &truth, &sky));
     let (clean_rms, clean_flat) = score("clean");
@@ -130,38 +162,9 @@ fn a_calibrated_stack_is_as_good_as_a_never_corrupted_one() {
         raw_flat > 1.15 * clean_flat.max(0.05),
         "the uncalibrated stack must fail: {raw_flat}"
     );
-    // Hot pixels and donuts are gone: within 5 robust sigmas of the residual at every hot pixel and
-    // in every donut's ring.
-    let res = residual(
-        &read(&out("calibrated")),
-        &truth,
-        &Array2::from_elem(truth.dim(), true),
-    );
-    let values: Vec<f32> = res.iter().map(|&v| v as f32).collect();
-    let (_, sigma) = tlr_core::stats::median_and_sigma(&values);
+    // Hot pixels and donuts are gone.
     let detector = Detector::new(&sim_config());
-    for &(r, c) in &detector.hot {
-        assert!(
-            res[[r, c]].abs() < 5.0 * f64::from(sigma),
-            "hot pixel ({r}, {c}): {}",
-            res[[r, c]]
-        );
-    }
-    for &(dy, dx, radius) in &detector.donuts {
-        let ring: Vec<f32> = res
-            .indexed_iter()
-            .filter(|((r, c), _)| {
-                let d = ((*r as f32 - dy).powi(2) + (*c as f32 - dx).powi(2)).sqrt();
-                (d - 0.7 * radius).abs() < 0.2 * radius
-            })
-            .map(|(_, &v)| v as f32)
-            .collect();
-        let level = tlr_core::stats::median(&ring);
-        assert!(
-            level.abs() < 2.0 * sigma,
-            "donut at ({dy}, {dx}): ring {level} (sigma {sigma})"
-        );
-    }
+    assert_defects_gone(&read(&out("calibrated")), &truth, &detector, "mono");
     // The masters were cached next to the output and are reused by the next run.
     let cached = std::fs::read_dir(dir.path().join("tlr-masters"))
         .unwrap()
@@ -172,14 +175,7 @@ fn a_calibrated_stack_is_as_good_as_a_never_corrupted_one() {
 #[test]
 fn calibrated_runs_are_bit_identical_for_1_and_2_workers_and_the_yaml_keys_do_the_same() {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("raw");
-    simulate_with(
-        &raw,
-        12,
-        192,
-        SEED,
-        &["--scenario", "static", "--calibration"],
-    );
+    let raw = raw_set(dir.path(), 12, 192);
     let (darks, flats) = (raw.join("darks"), raw.join("flats"));
     let (darks, flats) = (darks.to_str().unwrap(), flats.to_str().unwrap());
     let out = |name: &str| dir.path().join(format!("{name}.fits"));
@@ -220,14 +216,7 @@ fn calibrated_runs_are_bit_identical_for_1_and_2_workers_and_the_yaml_keys_do_th
 #[test]
 fn calibration_errors_name_the_files() {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("raw");
-    simulate_with(
-        &raw,
-        3,
-        64,
-        SEED,
-        &["--scenario", "static", "--calibration"],
-    );
+    let raw = raw_set(dir.path(), 3, 64);
     let small = dir.path().join("small");
     simulate_with(
         &small,
@@ -260,4 +249,212 @@ fn calibration_errors_name_the_files() {
         e.contains("flats_0000.fits") && e.contains("frame_0000.fits") && e.contains("48x48"),
         "{e}"
     );
+}
+
+/// Every configuration file shipped in `config/` runs as it is, on a small colour simulation (the
+/// tile_compile example names masters that do not exist and must leave them off), and switching its
+/// calibration on gives an error naming the missing master.
+#[test]
+fn every_shipped_config_file_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    simulate_with(
+        &frames,
+        6,
+        96,
+        SEED,
+        &["--scenario", "static", "--color", "GRBG"],
+    );
+    let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut files: Vec<_> = [config_dir.clone(), config_dir.join("examples")]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    for (i, file) in files.iter().enumerate() {
+        let out = dir.path().join(format!("out{i}.fits"));
+        run_ok(&frames, &out, &["--config", file.to_str().unwrap()]);
+    }
+    let example = config_dir.join("examples/tile_compile_v4.yaml");
+    let o = tlr(&[
+        "run",
+        frames.to_str().unwrap(),
+        "-o",
+        dir.path().join("dark.fits").to_str().unwrap(),
+        "--config",
+        example.to_str().unwrap(),
+        "--set",
+        "calibration.use_dark=true",
+    ]);
+    let e = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("masters/dark_30s_-10C.fits"), "{e}");
+}
+
+/// The user is told, per master, whether it was built (from how many frames, written where) or
+/// reused: one line on the terminal, a `master` event with `--json`; and the bad pixels found.
+#[test]
+fn masters_are_reported_as_built_then_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_set(dir.path(), 4, 96);
+    let arg = |p: &str| raw.join(p).to_str().unwrap().to_string();
+    let out = dir.path().join("o.fits");
+    let run = |json: bool| {
+        let mut args = vec![
+            "run".to_string(),
+            arg("lights"),
+            "-o".into(),
+            out.to_str().unwrap().into(),
+            "--bias".into(),
+            arg("bias"),
+            "--darks".into(),
+            arg("darks"),
+            "--flats".into(),
+            arg("flats"),
+        ];
+        if json {
+            args.push("--json".into());
+        }
+        let o = tlr(&args);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        o
+    };
+    let first = text(&run(false).stderr);
+    for kind in ["bias", "dark-10s", "flat"] {
+        assert!(
+            first.contains(&format!(
+                "master {kind}: built from 16 frames, written to `"
+            )) && first.contains("tlr-masters"),
+            "{kind}: {first}"
+        );
+    }
+    assert!(first.contains("bad pixels: "), "{first}");
+    let second = text(&run(true).stdout);
+    let masters: Vec<serde_json::Value> = second
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "master")
+        .collect();
+    assert_eq!(masters.len(), 3, "{second}");
+    for m in &masters {
+        assert_eq!(m["origin"], "reused", "{m}");
+        assert_eq!(m["frames"], 16, "{m}");
+        let path = Path::new(m["path"].as_str().unwrap());
+        assert!(
+            path.is_file() && path.starts_with(dir.path().join("tlr-masters")),
+            "{m}"
+        );
+    }
+    assert!(second.contains("\"event\":\"bad_pixels\""), "{second}");
+}
+
+/// Hot pixels and donuts are gone from `result` (one plane, fitted to `truth` over the whole image):
+/// within 5 robust sigmas of the residual at every hot pixel, and within 2 in every donut's ring.
+fn assert_defects_gone(result: &Array2<f32>, truth: &Array2<f32>, detector: &Detector, what: &str) {
+    let res = residual(result, truth, &Array2::from_elem(truth.dim(), true));
+    let values: Vec<f32> = res.iter().map(|&v| v as f32).collect();
+    let (_, sigma) = tlr_core::stats::median_and_sigma(&values);
+    for &(r, c) in &detector.hot {
+        assert!(
+            res[[r, c]].abs() < 5.0 * f64::from(sigma),
+            "{what}: hot pixel ({r}, {c}): {}",
+            res[[r, c]]
+        );
+    }
+    for &(dy, dx, radius) in &detector.donuts {
+        let ring: Vec<f32> = res
+            .indexed_iter()
+            .filter(|((r, c), _)| {
+                let d = ((*r as f32 - dy).powi(2) + (*c as f32 - dx).powi(2)).sqrt();
+                (d - 0.7 * radius).abs() < 0.2 * radius
+            })
+            .map(|(_, &v)| v as f32)
+            .collect();
+        let level = tlr_core::stats::median(&ring);
+        assert!(
+            level.abs() < 2.0 * sigma,
+            "{what}: donut at ({dy}, {dx}): ring {level} (sigma {sigma})"
+        );
+    }
+}
+
+/// Bayer end to end: raw RGGB lights (bias pattern, dark current with hot pixels, vignetting with dust
+/// donuts; flats brighter in green than in red and blue) calibrated with `--bias --darks --flats`
+/// give a colour stack whose every channel is as flat and as noisy against the truth as a stack of
+/// the same sky never corrupted, with the same colour balance (the gains fitted to the truth per
+/// channel, R/G and B/G), without hot pixels or donuts. Measured (16 frames of 256², seed 5): noise
+/// 6-7 % above the clean stack's, flatness 8 / 22 / 13 % (R / G / B: block medians of about 0.6-1 ADU,
+/// mostly noise), R/G and B/G within 0.004 of the clean stack's; uncalibrated: flatness 30-50x,
+/// balance off by 0.05. (A master flat normalised over all colours at once would leave R/G off by
+/// the flats' colour ratio, 0.8.)
+#[test]
+fn a_calibrated_bayer_stack_is_as_flat_and_as_balanced_as_a_never_corrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = three_stacks(dir.path(), &["--scenario", "static", "--color", "RGGB"]);
+    let truth = tlr_core::fits::read_cube(&raw.join("lights/truth_rgb.fits"))
+        .unwrap()
+        .1;
+    let out = |name: &str| dir.path().join(format!("{name}.fits"));
+    let rgb = |name: &str| tlr_core::fits::read_cube(&out(name)).unwrap().1;
+    // Per channel: (gain, noise, flatness).
+    let score = |image: &ndarray::Array3<f32>| -> Vec<(f64, f64, f64)> {
+        (0..3)
+            .map(|k| {
+                let t = truth.index_axis(ndarray::Axis(0), k).to_owned();
+                let y = image.index_axis(ndarray::Axis(0), k).to_owned();
+                let (res, gain) = residual_and_gain(&y, &t, &sky_mask(&t));
+                let (rms, flat) = scores(&res);
+                (gain, rms, flat)
+            })
+            .collect()
+    };
+    let (clean_s, cal_s, raw_s) = (
+        score(&rgb("clean")),
+        score(&rgb("calibrated")),
+        score(&rgb("uncalibrated")),
+    );
+    eprintln!("(gain, rms, flatness) R, G, B: clean {clean_s:.3?}, calibrated {cal_s:.3?}, uncalibrated {raw_s:.3?}");
+    let balance = |s: &[(f64, f64, f64)]| (s[0].0 / s[1].0, s[2].0 / s[1].0);
+    let (cb, kb, rb) = (balance(&clean_s), balance(&cal_s), balance(&raw_s));
+    eprintln!("R/G, B/G: clean {cb:.4?}, calibrated {kb:.4?}, uncalibrated {rb:.4?}");
+    for k in 0..3 {
+        let (c, k_, r) = (clean_s[k], cal_s[k], raw_s[k]);
+        assert!(
+            k_.1 <= 1.15 * c.1,
+            "channel {k} noise: {} against {}",
+            k_.1,
+            c.1
+        );
+        assert!(
+            k_.2 <= 1.3 * c.2,
+            "channel {k} flatness: {} against {}",
+            k_.2,
+            c.2
+        );
+        assert!(
+            r.2 > 10.0 * c.2,
+            "channel {k}: the uncalibrated stack must fail: {}",
+            r.2
+        );
+    }
+    assert!(
+        (kb.0 - cb.0).abs() < 0.01 && (kb.1 - cb.1).abs() < 0.01,
+        "balance {kb:?} against {cb:?}"
+    );
+    assert!(
+        (rb.0 - cb.0).abs() > 0.02,
+        "the uncalibrated balance must differ: {rb:?}"
+    );
+    let mut cfg = sim_config();
+    cfg.color = Some("RGGB".parse().unwrap());
+    let detector = Detector::new(&cfg);
+    let calibrated = rgb("calibrated");
+    for k in 0..3 {
+        let t = truth.index_axis(ndarray::Axis(0), k).to_owned();
+        let y = calibrated.index_axis(ndarray::Axis(0), k).to_owned();
+        assert_defects_gone(&y, &t, &detector, &format!("channel {k}"));
+    }
 }

@@ -3,7 +3,9 @@
 
 use ndarray::{Array2, Array3, Axis};
 use std::path::{Path, PathBuf};
-use tlr_core::calibrate::{build_master, Calibration, CalibrationError, Combine, Lights};
+use tlr_core::calibrate::{
+    build_master, Calibration, CalibrationError, Combine, Lights, MasterOrigin,
+};
 use tlr_core::config::CalibrationConfig;
 use tlr_core::fits::{self, write_image_atomic, CardValue, OutputMeta, SampleFormat};
 
@@ -142,11 +144,16 @@ fn masters_are_cached_with_provenance_and_rebuilt_when_an_input_changes() {
     let s = setup(&[10.0, 10.0]);
     let cache = s.dir.path().join("cache");
     let (first, _) = prepare(&config(&s), &s, Some(&cache)).unwrap();
-    assert!(
-        first.summary.iter().any(|l| l.contains("written to")),
-        "{:?}",
-        first.summary
-    );
+    // Three masters built and written, each from its 5 frames; the line a user reads says so.
+    assert_eq!(first.masters.len(), 3, "{:?}", first.masters);
+    for m in &first.masters {
+        assert_eq!((m.origin, m.frames), (MasterOrigin::Built, 5), "{m:?}");
+        assert!(m.path.as_ref().is_some_and(|p| p.is_file()), "{m:?}");
+        assert!(
+            m.to_string().contains("built from 5 frames, written to"),
+            "{m}"
+        );
+    }
     let masters: Vec<PathBuf> = std::fs::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -157,15 +164,17 @@ fn masters_are_cached_with_provenance_and_rebuilt_when_an_input_changes() {
         .iter()
         .any(|c| c.key == "HISTORY" && c.comment.contains("sigma-clipped")));
     let (second, _) = prepare(&config(&s), &s, Some(&cache)).unwrap();
-    assert_eq!(
+    assert!(
         second
-            .summary
+            .masters
             .iter()
-            .filter(|l| l.contains("reused"))
-            .count(),
-        3,
+            .all(|m| m.origin == MasterOrigin::Reused),
         "{:?}",
-        second.summary
+        second.masters
+    );
+    assert_eq!(
+        second.masters.iter().map(|m| &m.path).collect::<Vec<_>>(),
+        first.masters.iter().map(|m| &m.path).collect::<Vec<_>>()
     );
     // A bias frame rewritten (new size and time): the bias is built again, and the cache has a new file.
     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -176,10 +185,19 @@ fn masters_are_cached_with_provenance_and_rebuilt_when_an_input_changes() {
         &[("OBSERVER", CardValue::Str("x".into()))],
     );
     let (third, _) = prepare(&config(&s), &s, Some(&cache)).unwrap();
-    assert!(third
-        .summary
+    let origins: Vec<_> = third
+        .masters
         .iter()
-        .any(|l| l.contains("master bias") && l.contains("written to")));
+        .map(|m| (m.kind.as_str(), m.origin))
+        .collect();
+    assert!(
+        origins.contains(&("bias", MasterOrigin::Built)),
+        "{origins:?}"
+    );
+    assert!(
+        origins.contains(&("dark-10s", MasterOrigin::Reused)),
+        "{origins:?}"
+    );
 }
 
 #[test]
@@ -232,6 +250,19 @@ fn errors_name_the_files_and_the_reason() {
         e.contains("zeroflat") && e.contains("zero or negative") && e.contains("row 3"),
         "{e}"
     );
+    // Flats no brighter than the bias: their level is zero.
+    write_set(
+        &s.dir.path().join("dimflat"),
+        &Array3::from_shape_fn((5, 12, 16), |(k, r, c)| 100.0 + ((k + r + c) % 3) as f32),
+        1.0,
+    );
+    let mut cfg = config(&s);
+    cfg.flats_dir = Some(s.dir.path().join("dimflat"));
+    let e = prepare(&cfg, &s, None).unwrap_err().to_string();
+    assert!(
+        e.contains("dimflat") && e.contains("f000.fits") && e.contains("level"),
+        "{e}"
+    );
     // `use_dark` without a folder.
     let cfg = CalibrationConfig {
         use_dark: true,
@@ -253,4 +284,149 @@ fn mixed_exposures_with_one_dark_warn() {
         warnings.iter().any(|w| w.contains("scaled by 3")),
         "{warnings:?}"
     );
+}
+
+/// Median as numpy computes it (the mean of the two middle values for an even count).
+fn np_median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// astropy's `sigma_clip(sigma=3, maxiters=5, cenfunc='median', stdfunc='std')` then the mean, written
+/// out plainly (stopping, as tlr does, when fewer than 3 values are left).
+fn np_clipped_mean(values: &[f64]) -> f64 {
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let mut kept = values.to_vec();
+    for _ in 0..5 {
+        if kept.len() < 3 {
+            break;
+        }
+        let m = mean(&kept);
+        let std = (kept.iter().map(|x| (x - m).powi(2)).sum::<f64>() / kept.len() as f64).sqrt();
+        let med = np_median(&kept);
+        let next: Vec<f64> = kept
+            .iter()
+            .copied()
+            .filter(|x| (x - med).abs() <= 3.0 * std)
+            .collect();
+        if next.len() == kept.len() || next.is_empty() {
+            break;
+        }
+        kept = next;
+    }
+    mean(&kept)
+}
+
+/// Sky flats over dusk: 9 Bayer flats at 3 levels (3 000, 9 000 and 24 000 ADU, colours 0.7 / 1 / 1 /
+/// 0.5), with a bias and a cosmic ray. The master flat must equal a plain reference (each frame minus
+/// the bias, divided by its median per CFA colour, then the clipped mean), whatever the band split and
+/// thread count, and through `Calibration::prepare` (the cached master). Without the per-frame levels
+/// the ray survives (the levels' spread hides it from the clipping).
+#[test]
+fn flats_of_different_levels_are_normalised_per_cfa_colour_before_the_combine() {
+    let (rows, cols, n) = (12usize, 16usize, 9usize);
+    let colour = [0.7f64, 1.0, 1.0, 0.5];
+    let bias = Array2::from_shape_fn((rows, cols), |(_, c)| 100.0 + (c % 4) as f32 * 3.0);
+    let frames = Array3::from_shape_fn((n, rows, cols), |(k, r, c)| {
+        let level = [3000.0, 9000.0, 24000.0][k / 3];
+        let shape = 1.0 - 0.01 * (r + c) as f64;
+        let noise = ((k * 7919 + r * 104_729 + c * 1_299_709) % 1000) as f64 / 1000.0 - 0.5;
+        let v = level * colour[(r % 2) * 2 + c % 2] * shape * (1.0 + 0.01 * noise);
+        let ray = if (k, r, c) == (1, 5, 6) {
+            40_000.0
+        } else {
+            0.0
+        };
+        (v + ray).round() as f32 + bias[[r, c]]
+    });
+    // The reference, in f64 from the same f32 values.
+    let mut corrected = frames.mapv(f64::from);
+    for (k, mut f) in corrected.axis_iter_mut(Axis(0)).enumerate() {
+        f -= &bias.mapv(f64::from);
+        for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            let mut site = f.slice_mut(ndarray::s![dy..;2, dx..;2]);
+            let level = np_median(&site.iter().copied().collect::<Vec<_>>());
+            assert!(level > 0.0, "frame {k}");
+            site.mapv_inplace(|v| v / level);
+        }
+    }
+    let reference = Array2::from_shape_fn((rows, cols), |(r, c)| {
+        np_clipped_mean(&corrected.slice(ndarray::s![.., r, c]).to_vec())
+    });
+    let close = |got: &Array2<f32>, what: &str| {
+        for ((r, c), &g) in got.indexed_iter() {
+            let want = reference[[r, c]];
+            assert!(
+                (f64::from(g) - want).abs() <= 1e-5 * want.abs(),
+                "{what} at ({r}, {c}): {g} against the reference {want}"
+            );
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let headers = write_set(&dir.path().join("flats"), &frames, 1.0);
+    let prep = tlr_core::calibrate::FlatFrames {
+        under: Some(bias.view()),
+        cfa: true,
+    };
+    let row_bytes = n * cols * 4;
+    for (budget, threads) in [(1 << 20, 1), (row_bytes, 3), (3 * row_bytes, 2)] {
+        let got =
+            tlr_core::calibrate::build_flat(&headers, &prep, Combine::default(), budget, threads)
+                .unwrap();
+        close(&got, &format!("bands of {budget} bytes, {threads} threads"));
+    }
+    // Without the levels: the ray is kept.
+    let mut plain = build_master(&headers, Combine::default(), 1 << 20, 1).unwrap();
+    plain -= &bias;
+    tlr_core::calibrate::apply::normalise_flat(&mut plain, dir.path(), true).unwrap();
+    let ray = f64::from(plain[[5, 6]]) / reference[[5, 6]] / plain_level(&reference, 5, 6);
+    assert!(
+        ray > 1.05,
+        "the unnormalised combine should keep the ray: {ray}"
+    );
+
+    // Through prepare: the bias master file, the flats folder, a Bayer light.
+    let light = dir.path().join("light.fits");
+    write_frame(&light, &Array2::from_elem((rows, cols), 500.0), &[]);
+    let bias_file = dir.path().join("bias.fits");
+    write_frame(&bias_file, &bias, &[]);
+    let cfg = CalibrationConfig {
+        use_bias: true,
+        bias_use_master: true,
+        bias_master: Some(bias_file),
+        use_flat: true,
+        flats_dir: Some(dir.path().join("flats")),
+        ..CalibrationConfig::default()
+    };
+    let lights = [fits::read_header(&light).unwrap()];
+    let cache = dir.path().join("cache");
+    let lights = Lights {
+        headers: &lights,
+        pattern: Some("RGGB".parse().unwrap()),
+    };
+    let (cal, _) = Calibration::prepare(&cfg, lights, Some(&cache), &mut Vec::new())
+        .unwrap()
+        .unwrap();
+    let flat = cal.masters.iter().find(|m| m.kind == "flat").unwrap();
+    close(
+        &fits::read_image(flat.path.as_ref().unwrap()).unwrap().1,
+        "cached master flat",
+    );
+}
+
+/// The normalised reference's value at `(r, c)` relative to its CFA colour's median (1 for a master
+/// normalised per colour, as the unnormalised combine is at the end).
+fn plain_level(reference: &Array2<f64>, r: usize, c: usize) -> f64 {
+    let site: Vec<f64> = reference
+        .slice(ndarray::s![r % 2..;2, c % 2..;2])
+        .iter()
+        .copied()
+        .collect();
+    1.0 / np_median(&site)
 }

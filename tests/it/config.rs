@@ -143,7 +143,47 @@ fn every_shipped_config_file_loads() {
     files.sort();
     assert!(files.len() >= 4, "{files:?}");
     for path in &files {
+        // Loading validates (ranges, parallel_tiles against this machine); the calibration section
+        // must also be usable as shipped: nothing switched on without its folder or master, and
+        // every file it switches on must be shipped too.
         let loaded = load(path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.config.validate(1), Ok(()), "{}", path.display());
+        let cal = &loaded.config.calibration;
+        assert_eq!(
+            cal.setting_problems(),
+            Vec::<String>::new(),
+            "{}",
+            path.display()
+        );
+        for (on, use_master, dir, master) in [
+            (
+                cal.use_bias,
+                cal.bias_use_master,
+                &cal.bias_dir,
+                &cal.bias_master,
+            ),
+            (
+                cal.use_dark,
+                cal.dark_use_master,
+                &cal.darks_dir,
+                &cal.dark_master,
+            ),
+            (
+                cal.use_flat,
+                cal.flat_use_master,
+                &cal.flats_dir,
+                &cal.flat_master,
+            ),
+        ] {
+            let needed = if use_master { master } else { dir };
+            if let (true, Some(p)) = (on, needed) {
+                panic!(
+                    "{}: calibration needs `{}`, which is not shipped",
+                    path.display(),
+                    p.display()
+                );
+            }
+        }
         // Only the tile_compile example may carry ignored keys.
         let name = path.file_name().unwrap().to_string_lossy();
         if name.starts_with("tile_compile") {
@@ -161,9 +201,11 @@ fn every_shipped_config_file_loads() {
         w.contains(&"`stacking.method` is not used by tlr and is ignored".to_string()),
         "{w:#?}"
     );
-    // tile_compile's calibration keys are read, with their meanings.
+    // tile_compile's calibration keys are read, with their meanings (the masters it names are left
+    // off, so that the file runs as shipped).
     let cal = &tc.config.calibration;
-    assert!(cal.use_dark && cal.dark_use_master && cal.use_flat && !cal.use_bias);
+    assert!(cal.dark_use_master && cal.flat_use_master);
+    assert!(!cal.use_dark && !cal.use_flat && !cal.use_bias);
     assert_eq!(
         cal.dark_master.as_deref(),
         Some(Path::new("masters/dark_30s_-10C.fits"))

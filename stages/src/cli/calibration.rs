@@ -19,8 +19,8 @@ pub struct CalibrationArgs {
     /// master dark FITS.
     #[arg(long, value_name = "DIR|FILE")]
     pub darks: Option<PathBuf>,
-    /// Flat frames (normalised to a median of 1, per colour for Bayer frames): a folder or a master
-    /// flat FITS.
+    /// Flat frames (each minus the dark-flats or bias and divided by its median before the combine,
+    /// per colour for Bayer frames; the master normalised to 1): a folder or a master flat FITS.
     #[arg(long, value_name = "DIR|FILE")]
     pub flats: Option<PathBuf>,
     /// Dark-flats, subtracted from the flats instead of the bias: a folder or a master FITS.

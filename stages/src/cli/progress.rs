@@ -258,6 +258,11 @@ fn bars(label: &str) -> EventSink {
         Event::Warning { message } => {
             multi.suspend(|| eprintln!("{}", fit(&format!("warning: {message}"), 2)));
         }
+        Event::Master { .. } | Event::BadPixels { .. } => {
+            if let Some(line) = calibration_line(event) {
+                multi.suspend(|| eprintln!("{}", fit(&line, 2)));
+            }
+        }
         Event::Finished { summary } => {
             tiles.set_style(styles.done.clone());
             tiles.finish_with_message(format!(
@@ -269,6 +274,32 @@ fn bars(label: &str) -> EventSink {
         }
         _ => {}
     })
+}
+
+/// The terminal line of a calibration event: `master bias: built from 16 frames, written to `…``,
+/// `master dark-30s: reused `…` (16 frames, unchanged)`, `bad pixels: 12 hot, 3 dead or cold,
+/// repaired`; `None` for other events.
+pub fn calibration_line(event: &Event) -> Option<String> {
+    match event {
+        Event::Master {
+            kind,
+            origin,
+            frames,
+            path,
+        } => Some(
+            tlr_core::calibrate::MasterReport {
+                kind: kind.clone(),
+                origin: *origin,
+                frames: *frames,
+                path: path.clone(),
+            }
+            .to_string(),
+        ),
+        Event::BadPixels { hot, cold } => Some(format!(
+            "bad pixels: {hot} hot, {cold} dead or cold, repaired from same-colour neighbours"
+        )),
+        _ => None,
+    }
 }
 
 /// The closing lines of a run on the terminal: frames used and skipped, tiles valid, the star FWHM of

@@ -306,6 +306,11 @@ fn sink(json: bool, quiet: bool) -> EventSink {
                 super::progress::fit(&format!("warning: {message}"), 2)
             );
         }
+        Event::Master { .. } | Event::BadPixels { .. } => {
+            if let Some(line) = super::progress::calibration_line(event) {
+                eprintln!("{}", super::progress::fit(&line, 2));
+            }
+        }
         _ => {}
     })
 }

@@ -40,10 +40,30 @@ pub fn calibrate(
     }
     Ok(match prepared? {
         Some((calibration, plans)) => {
+            report(&calibration, events);
             Arc::new(CalibratedFrames::new(files, Arc::new(calibration), plans))
         }
         None => files,
     })
+}
+
+/// Tells `events` what `calibration` loaded: an [`Event::Master`] per master, then
+/// [`Event::BadPixels`] when it found any.
+fn report(calibration: &Calibration, events: &EventSink) {
+    for m in &calibration.masters {
+        events(&Event::Master {
+            kind: m.kind.clone(),
+            origin: m.origin,
+            frames: m.frames,
+            path: m.path.clone(),
+        });
+    }
+    if let Some(bad) = calibration.bad_pixels() {
+        events(&Event::BadPixels {
+            hot: bad.hot,
+            cold: bad.cold,
+        });
+    }
 }
 
 /// Raw frames of `inner`, calibrated region by region.
@@ -179,7 +199,11 @@ impl FrameCalibrator {
             for message in warnings {
                 events(&Event::Warning { message });
             }
-            self.loaded = Some(prepared?.map(|(calibration, _)| calibration));
+            let calibration = prepared?.map(|(calibration, _)| calibration);
+            if let Some(c) = &calibration {
+                report(c, events);
+            }
+            self.loaded = Some(calibration);
         }
         if let Some(Some(calibration)) = &self.loaded {
             let (plan, warning) = calibration.plan(header.exposure_s, header.ccd_temp);
