@@ -168,7 +168,9 @@ impl FrameReader {
                 next = Some(self.spawn_read(index + 1, Arc::clone(&options)));
             }
             in_flight.push_back(read.map(|(image, sky, backgrounds, frame_levels)| {
-                levels[index] = frame_levels;
+                if let Some(l) = levels.get_mut(index) {
+                    *l = frame_levels;
+                }
                 strips.submit(image, sky, backgrounds)
             }));
             while in_flight.len() >= FRAMES_IN_FLIGHT
