@@ -2,8 +2,8 @@
 //! [`UsedFrame::levels`]) mapped into the stack's units, and the result's saturated pixels held at that
 //! level.
 //!
-//! What it does not: detect the frames' levels ([`tlr_core::saturation::frame_levels`], called by the
-//! global pass), demosaic ([`super::ColourResult::rgb`]) or write the header cards ([`crate::output`]).
+//! What it does not: detect the frames' levels ([`crate::source::FrameStore::saturation_levels`],
+//! called by the global pass on every frame it reads whole), demosaic ([`super::ColourResult::rgb`]) or write the header cards ([`crate::output`]).
 
 use ndarray::ArrayViewMut2;
 
