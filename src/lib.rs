@@ -31,6 +31,7 @@ pub mod preview;
 pub mod quality;
 pub mod register;
 pub mod resample;
+pub mod saturation;
 pub mod scan;
 pub mod select;
 pub mod ser;

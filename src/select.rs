@@ -215,6 +215,9 @@ pub struct UsedFrame {
     /// Colour mode: photometric scale per plane (R, G1, G2, B; or R, G, B), `median_f(B_f,p) / B_f,p`
     /// (per-channel background normalisation, [`set_plane_scales`]); equal to `scale` for mono.
     pub plane_scales: [f32; MAX_PLANES],
+    /// Saturation level of each plane (as `plane_scales`; mono: the first) in the frame's own units,
+    /// before the scale ([`crate::saturation`]); `None` where unknown.
+    pub levels: [Option<f32>; MAX_PLANES],
 }
 
 impl UsedFrame {
@@ -286,6 +289,7 @@ pub fn select_frames(qualities: &[Option<FrameQuality>]) -> Selection {
                 scale: scales[k],
                 shift: quality.shift,
                 plane_scales: [scales[k]; 4],
+                levels: [None; 4],
             }),
         }
     }

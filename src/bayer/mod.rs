@@ -45,7 +45,7 @@ use crate::geom::{Shift, TileBox};
 use crate::stats::{background_and_noise, ClippedStats};
 
 mod demosaic;
-pub use demosaic::{demosaic, demosaic_with, Demosaic, DEMOSAIC_REACH};
+pub use demosaic::{demosaic, demosaic_clipped, demosaic_with, Demosaic, DEMOSAIC_REACH};
 
 /// Number of colour planes in cell space (R, G1, G2, B).
 pub const PLANES: usize = 4;
@@ -717,6 +717,7 @@ mod tests {
             object: None,
             ccd_temp: None,
             creator: None,
+            saturation: None,
             carried: Vec::new(),
         }
     }

@@ -282,6 +282,7 @@ mod tests {
             object: None,
             ccd_temp: None,
             creator: None,
+            saturation: None,
             carried: carried_cards(&cards),
         }
     }

@@ -119,6 +119,10 @@ pub const KEY_OBJECT: &str = "OBJECT";
 pub const KEY_CCD_TEMP: &str = "CCD-TEMP";
 /// Keyword of the program that wrote the file.
 pub const KEY_CREATOR: &str = "CREATOR";
+/// Keyword of the saturation level of the data (SExtractor, MaxIm DL, many capture programs).
+pub const KEY_SATURATE: &str = "SATURATE";
+/// Keyword of the largest valid value (FITS standard); read as the saturation level without `SATURATE`.
+pub const KEY_DATAMAX: &str = "DATAMAX";
 
 /// Bayer colour filter description of a one-shot-colour frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +171,8 @@ pub struct FrameHeader {
     pub ccd_temp: Option<f64>,
     /// `CREATOR`.
     pub creator: Option<String>,
+    /// `SATURATE`, else `DATAMAX`: the saturation level in the data's units (after BSCALE/BZERO).
+    pub saturation: Option<f64>,
     /// The cards a result may carry over ([`carried_cards`]: observation keywords, `DATE-END`, WCS).
     pub carried: Vec<HeaderCard>,
 }
@@ -207,6 +213,7 @@ fn frame_header(path: &Path, layout: &Layout) -> FrameHeader {
         object: clean_string(card_value(cards, KEY_OBJECT)),
         ccd_temp: number(cards, KEY_CCD_TEMP),
         creator: clean_string(card_value(cards, KEY_CREATOR)),
+        saturation: number(cards, KEY_SATURATE).or_else(|| number(cards, KEY_DATAMAX)),
         carried: carried_cards(cards),
     }
 }

@@ -1085,7 +1085,8 @@ mod tests {
                 continue;
             }
             let mut aligned = Array2::from_elem((h, w), f32::NAN);
-            crate::resample::sample_shifted(
+            // The planes are resampled with deringing, as the proxy.
+            Resampler::new().with_deringing(true).sample_shifted(
                 plane.cutouts.index_axis(ndarray::Axis(0), slot),
                 m + rep.shift.dy,
                 m + rep.shift.dx,

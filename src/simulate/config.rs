@@ -149,6 +149,11 @@ pub struct SimConfig {
     /// module docs); `None` (the default) is a mono camera.
     #[serde(default)]
     pub color: Option<CfaPattern>,
+    /// Full-well clip: `Some(level)` clips every frame at `level` ADU (a sensor's saturation, below
+    /// the 16-bit range) and writes it as `SATURATE` into the frames' headers; `None` (the default)
+    /// clips at 65535 only, without the card. Must be above the pedestal and at most 65535.
+    #[serde(default)]
+    pub saturation_adu: Option<f32>,
 }
 
 impl Default for SimConfig {
@@ -188,6 +193,7 @@ impl Default for SimConfig {
             hot_pixels: None,
             bad_frames: true,
             color: None,
+            saturation_adu: None,
         }
     }
 }
@@ -230,6 +236,21 @@ impl SimConfig {
     pub fn effective_rotation_deg(&self) -> f32 {
         self.rotation_deg
             .unwrap_or_else(|| self.scenario.default_rotation_deg())
+    }
+
+    /// The level frames are clipped at: `saturation_adu`, else 65535 (the 16-bit range).
+    pub fn clip_level_adu(&self) -> f32 {
+        self.saturation_adu.unwrap_or(65_535.0)
+    }
+
+    fn saturation_problem(&self) -> Option<String> {
+        let level = self.saturation_adu?;
+        (!(level.is_finite() && level > self.pedestal_adu && level <= 65_535.0)).then(|| {
+            format!(
+                "saturation_adu = {level} must be above pedestal_adu ({}) and at most 65535",
+                self.pedestal_adu
+            )
+        })
     }
 
     /// The effective number of hot pixels.
@@ -330,6 +351,9 @@ impl SimConfig {
         }
         if c.effective_hot_pixels() > c.width * c.height / 10 {
             c.hot_pixels = Some(c.width * c.height / 10);
+        }
+        if c.saturation_problem().is_some() {
+            c.saturation_adu = None;
         }
         c
     }
@@ -478,6 +502,9 @@ impl SimConfig {
         }
         if self.local_modes > 64 {
             p.push("local_modes must be at most 64".to_string());
+        }
+        if let Some(problem) = self.saturation_problem() {
+            p.push(problem);
         }
         if self.effective_hot_pixels() > self.width.saturating_mul(self.height) / 10 {
             p.push("hot_pixels must be at most a tenth of the pixels".to_string());

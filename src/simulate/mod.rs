@@ -47,7 +47,7 @@
 //!   (cumulative counts `N(>F) ∝ F^-a`, `a` = `flux_power_index`), capped at `flux_max_adu`. Each star is
 //!   a Moffat stamp (sampled at pixel centres, so the measured FWHM equals [`Simulation::fwhm_px`])
 //!   placed at its displaced position; the displacement is evaluated at the star only (stamps are not
-//!   warped). Bright stars saturate at 65535.
+//!   warped). Bright stars saturate at 65535, or at `saturation_adu` (a full well, written as `SATURATE`).
 //! - Extended objects: galaxies (core + disk elliptical Gaussians) and a nebula (four broad Gaussians),
 //!   convolved with a Gaussian of the frame's FWHM (an approximation of the Moffat) and shifted rigidly by
 //!   the displacement at their centre.
@@ -65,7 +65,7 @@
 //! - Transparency: 1 + N(0, `transparency_sd`) per frame (clamped to ±4 sd).
 //! - Noise: photo-electrons `e = gain * signal`; Poisson noise (exact below 20 e-, its Gaussian
 //!   approximation above) and Gaussian read noise; then ADU = e / gain + pedestal, plus hot pixels,
-//!   rounded and clamped to 0..=65535.
+//!   rounded and clamped to 0..=65535 (to `saturation_adu` when set).
 //! - Hot pixels: fixed positions and values (1000–50000 ADU above the pedestal) in every frame.
 //! - Bad frames (when `bad_frames` and at least 5 frames): frame `round(0.37 (N-1))` is cloudy
 //!   (transparency 0.5, sky x1.5 plus a broad bright patch), frame `round(0.61 (N-1))` carries a satellite

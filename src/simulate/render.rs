@@ -282,7 +282,8 @@ impl Simulation {
     }
 
     /// Frame `index` as a camera delivers it: expected signal + Poisson and read noise + hot pixels,
-    /// rounded and clamped to 0..=65535 (ADU, as f32). Deterministic per `(seed, index)`.
+    /// rounded and clamped to 0..=65535, or to the sensor's full well `saturation_adu` when set
+    /// (ADU, as f32). Deterministic per `(seed, index)`.
     ///
     /// # Panics
     /// When `index >= frames()`.
@@ -315,8 +316,9 @@ impl Simulation {
                 buf[hp.row * cols + hp.col] += hp.excess_adu as f32;
             }
         }
+        let level = self.cfg.clip_level_adu();
         for v in buf.iter_mut() {
-            *v = v.round().clamp(0.0, 65535.0);
+            *v = v.round().clamp(0.0, level);
         }
         img
     }
@@ -388,6 +390,34 @@ mod tests {
             }
         }
         assert_eq!(sim.frame(1), a);
+    }
+
+    #[test]
+    fn a_full_well_clips_bright_stars_flat_at_the_level() {
+        let mut cfg = small(Scenario::Seeing, 2);
+        cfg.flux_max_adu = 4.0e6;
+        cfg.flux_power_index = 0.5;
+        let unclipped = Simulation::new(cfg.clone()).frame(0);
+        cfg.saturation_adu = Some(20_000.0);
+        let sim = Simulation::new(cfg.clone());
+        let frame = sim.frame(0);
+        let at_level = frame.iter().filter(|&&v| v == 20_000.0).count();
+        assert!(at_level >= 3, "{at_level} pixels at the level: a pile-up");
+        assert!(frame.iter().all(|&v| v <= 20_000.0));
+        // Below the level the frame is the unclipped one.
+        for (a, b) in frame.iter().zip(unclipped.iter()) {
+            assert_eq!(*a, b.min(20_000.0));
+        }
+        assert_eq!(
+            crate::saturation::detect_level(frame.view()),
+            Some(20_000.0)
+        );
+        for bad in [f32::NAN, 70_000.0, 10.0] {
+            cfg.saturation_adu = Some(bad);
+            let problems = cfg.validate().unwrap_err().to_string();
+            assert!(problems.contains("saturation_adu"), "{problems}");
+            assert_eq!(cfg.sanitized().saturation_adu, None);
+        }
     }
 
     #[test]

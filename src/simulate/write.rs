@@ -133,6 +133,14 @@ pub fn write_sequence_with(
                 "true Moffat FWHM [px]",
             );
         let meta = with_bayer_cards(meta, cfg.color);
+        let meta = match cfg.saturation_adu {
+            Some(level) => meta.with_card(
+                crate::fits::KEY_SATURATE,
+                CardValue::Float(f64::from(level)),
+                "full well: pixels clip at this level [ADU]",
+            ),
+            None => meta,
+        };
         write_image_atomic(&path, image.view(), SampleFormat::U16, &meta)
             .map_err(fits_error(&path))?;
         frames.push(path);

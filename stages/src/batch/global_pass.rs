@@ -154,6 +154,7 @@ impl FrameReader {
         let mut qualities = Vec::with_capacity(total);
         let mut transforms = Vec::with_capacity(total);
         let mut plane_backgrounds = Vec::with_capacity(total);
+        let mut levels = vec![[None; MAX_PLANES]; total];
         let mut in_flight: VecDeque<Result<PendingFrame, StageError>> = VecDeque::new();
         // The first frames are read at once (one per worker, at most FRAMES_IN_FLIGHT): read one by
         // one, the workers would wait for all of frame 0 with nothing to do.
@@ -173,9 +174,12 @@ impl FrameReader {
             if reads.is_empty() && index + 1 < total {
                 reads.push_back(self.spawn_read(index + 1, Arc::clone(&options)));
             }
-            in_flight.push_back(
-                read.map(|(image, sky, backgrounds)| strips.submit(image, sky, backgrounds)),
-            );
+            in_flight.push_back(read.map(|(image, sky, backgrounds, frame_levels)| {
+                if let Some(l) = levels.get_mut(index) {
+                    *l = frame_levels;
+                }
+                strips.submit(image, sky, backgrounds)
+            }));
             while in_flight.len() >= FRAMES_IN_FLIGHT
                 || (index + 1 == total && !in_flight.is_empty())
             {
@@ -228,6 +232,9 @@ impl FrameReader {
         if self.store.planes() > 1 {
             set_plane_scales(&mut frames, &plane_backgrounds);
         }
+        for frame in &mut frames {
+            frame.levels = levels.get(frame.index).copied().unwrap_or_default();
+        }
         let geometry = translations(&frames, &transforms);
         Ok(GlobalSummary {
             qualities,
@@ -239,7 +246,8 @@ impl FrameReader {
     }
 
     /// Reads frame `index` for the global pass on a blocking thread: the image to measure (mono as it
-    /// is, colour as the luminance of its planes) and, in colour mode, the background of each plane.
+    /// is, colour as the luminance of its planes), in colour mode the background of each plane, and the
+    /// saturation level of each plane.
     /// The frame's sky level and noise are measured here too (the sky part of its [`MeasurePlan`]): a
     /// sampled statistic that is cheap next to star detection, and the reader would otherwise wait for
     /// the workers; left to the pool it was a third job for two workers on every frame. The frame's top
@@ -256,16 +264,29 @@ impl FrameReader {
             if let Some(top) = top_rows {
                 top.keep(index, &planes); // for the first tile row: not read twice
             }
+            let mut levels = [None; MAX_PLANES];
+            for (l, found) in levels
+                .iter_mut()
+                .zip(store.saturation_levels(index, planes.view()))
+            {
+                *l = found;
+            }
             let (image, backgrounds) = measurable(planes)?;
             let sky = measure_sky(image.view(), &options);
-            Ok((image, sky, backgrounds))
+            Ok((image, sky, backgrounds, levels))
         })
     }
 }
 
-/// A frame as the global pass measures it: the image (shared by the part jobs), its measured sky part
-/// and, in colour mode, the background of each plane.
-type ReadFrame = (Arc<Array2<f32>>, MeasurePart, Option<[f32; MAX_PLANES]>);
+/// A frame as the global pass measures it: the image (shared by the part jobs), its measured sky part,
+/// in colour mode the background of each plane, and the saturation level of each plane
+/// ([`crate::source::FrameStore::saturation_levels`], as [`UsedFrame::levels`]).
+type ReadFrame = (
+    Arc<Array2<f32>>,
+    MeasurePart,
+    Option<[f32; MAX_PLANES]>,
+    [Option<f32>; MAX_PLANES],
+);
 
 /// The image to measure and, in colour mode, the background of each plane.
 type Measurable = (Arc<Array2<f32>>, Option<[f32; MAX_PLANES]>);

@@ -330,6 +330,7 @@ mod tests {
                 scale: 1.0,
                 shift: Shift::new(i as f32 * 3.4 - 2.0, 5.0 - i as f32 * 4.6),
                 plane_scales: [1.0; 4],
+                levels: [None; 4],
             })
             .collect();
         let grid = tlr_core::tile::tile_grid(ROWS, 120, 40, 0.25).unwrap();

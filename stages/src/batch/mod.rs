@@ -11,7 +11,7 @@
 //! of a tile row needs (`reader.rs`), a job carries them to a worker which cuts its stack (`job.rs`),
 //! the worker runs the per-tile operator (`workers.rs`), and the accumulator blends the results in
 //! tile order (`accumulator.rs`). `pipeline.rs` wires them, `global_pass.rs` measures every frame
-//! first. Live mode ([`crate::live`]) reuses the worker pool and the ordered accumulator.
+//! first, `saturation.rs` holds the result's saturated pixels at the stack's level. Live mode ([`crate::live`]) reuses the worker pool and the ordered accumulator.
 //!
 //! What it does not: write files ([`crate::output`]) or print (events go to the caller's sink).
 
@@ -20,6 +20,7 @@ pub(crate) mod global_pass;
 pub(crate) mod job;
 mod pipeline;
 pub(crate) mod reader;
+mod saturation;
 mod surface_pass;
 pub(crate) mod workers;
 
@@ -29,5 +30,6 @@ pub use global_pass::UsedFrame;
 pub use pipeline::{
     build_runtime, run, run_blocking, ColourResult, Input, PipelineOptions, RunOutput,
 };
+pub use saturation::{Saturation, STACK_CLIPPED_FRACTION};
 #[doc(hidden)]
 pub use workers::TileProcessor;

@@ -38,6 +38,7 @@ use tlr_core::tile;
 use super::accumulator::{Accumulator, Blend};
 use super::global_pass::{GlobalSummary, UsedFrame};
 use super::reader::{FrameReader, ReadPlan};
+use super::saturation::{hold_saturated, Saturation, STACK_CLIPPED_FRACTION};
 use super::workers::{batch_work, Pool, TileProcessor};
 use crate::error::{Stage, StageError};
 use crate::events::{Event, EventSink};
@@ -115,6 +116,9 @@ pub struct ColourResult {
     /// in cell space, `(4, H/2, W/2)`, or, when the frames were demosaiced one by one (undersampled
     /// sequences, see [`run`]), R, G, B at full resolution, `(3, H, W)`.
     pub planes: ndarray::Array3<f32>,
+    /// The saturation level of each plane in the planes' units, when known ([`Saturation::levels`]);
+    /// empty: none.
+    pub levels: Vec<Option<f32>>,
 }
 
 impl ColourResult {
@@ -145,7 +149,9 @@ impl ColourResult {
     }
 
     /// The RGB image `(3, H, W)`: the planes themselves, or the cell-space planes demosaiced
-    /// (Malvar-He-Cutler).
+    /// (Malvar-He-Cutler; next to samples at or above [`STACK_CLIPPED_FRACTION`] of their plane's level
+    /// kept within its bilinear taps, next to those at [`tlr_core::saturation::BRIGHT_FRACTION`] of it
+    /// not below them: [`tlr_core::saturation::demosaic_levels`]).
     ///
     /// # Errors
     /// As [`tlr_core::bayer::demosaic`].
@@ -153,7 +159,16 @@ impl ColourResult {
         if self.is_rgb() {
             return Ok(self.planes.clone());
         }
-        tlr_core::bayer::demosaic(self.cfa()?.view(), self.pattern)
+        let mut levels = [None; tlr_core::bayer::PLANES];
+        for (l, &found) in levels.iter_mut().zip(&self.levels) {
+            *l = found;
+        }
+        tlr_core::saturation::demosaic_levels(
+            self.cfa()?.view(),
+            self.pattern,
+            &levels,
+            STACK_CLIPPED_FRACTION,
+        )
     }
 }
 
@@ -188,6 +203,8 @@ pub struct RunOutput {
     /// The area of `image` the files are cut to (`--crop common`: [`crate::output::common_area`]);
     /// `None` writes the whole grid.
     pub crop: Option<crate::output::GridArea>,
+    /// The saturated pixels, held at the saturation level; `None` when no frame gives a level.
+    pub saturation: Option<Saturation>,
 }
 
 /// Runs the whole job on `input`. Progress goes to `events`; `cancel` stops it (no result then).
@@ -418,7 +435,7 @@ pub async fn run(
         source,
     })?;
     let tile_phase = reader_result?;
-    let accumulated = accumulated?;
+    let mut accumulated = accumulated?;
 
     let valid = accumulated.tiles.iter().filter(|t| t.valid).count();
     let min_fraction = cfg.v4.min_valid_tile_fraction;
@@ -481,8 +498,18 @@ pub async fn run(
             .and_then(|i| headers.get(i));
         tlr_core::fits::StackHeader::from_frames(&combined, reference)
     });
+    let saturation = match accumulated.planes.as_mut() {
+        Some(planes) => hold_saturated(&combined, true, planes.outer_iter_mut()),
+        None => hold_saturated(&combined, false, [accumulated.image.view_mut()]),
+    };
     let colour = match (pattern, accumulated.planes) {
-        (Some(pattern), Some(planes)) => Some(ColourResult { pattern, planes }),
+        (Some(pattern), Some(planes)) => Some(ColourResult {
+            pattern,
+            planes,
+            levels: saturation
+                .as_ref()
+                .map_or_else(Vec::new, |s| s.levels.clone()),
+        }),
         _ => None,
     };
     Ok(RunOutput {
@@ -495,6 +522,7 @@ pub async fn run(
         header: stack_header,
         to_reference: output_to_reference(&global, store.planes()),
         crop: None,
+        saturation,
     })
 }
 

@@ -335,6 +335,13 @@ impl FrameStore for WithTopRows {
     fn read_full_planes(&self, index: usize) -> Result<Array3<f32>, StageError> {
         self.store.read_full_planes(index)
     }
+    fn saturation_levels(
+        &self,
+        index: usize,
+        planes: ndarray::ArrayView3<f32>,
+    ) -> Vec<Option<f32>> {
+        self.store.saturation_levels(index, planes)
+    }
     fn read_plane_regions(
         &self,
         index: usize,

@@ -1,5 +1,5 @@
 //! The header of a result: provenance, the stack's figures (`NCOMBINE`, `STACKCNT`, `LIVETIME`,
-//! `EXPTIME`), the cards carried from the frames ([`crate::batch::RunOutput::header`]), and the
+//! `EXPTIME`; `SATURATE` and `TLRNSAT` when the frames saturate), the cards carried from the frames ([`crate::batch::RunOutput::header`]), and the
 //! helpers that make FITS cards.
 //!
 //! What it does not: write files (the writers in [`super::image`] and [`super::diagnostics`] do).
@@ -79,6 +79,30 @@ pub fn output_meta(run: &RunOutput, kind: &str) -> OutputMeta {
             "robust sigma of the image (sampled)",
         ));
     }
+    let saturation = run.saturation.as_ref().and_then(|sat| {
+        let level = sat.level()?;
+        cards.push(card_float(
+            "SATURATE",
+            f64::from(level),
+            "saturation level of the stack (ADU)",
+        ));
+        cards.push(card_int(
+            "TLRNSAT",
+            sat.pixels as i64,
+            "pixels held at the saturation level",
+        ));
+        let levels: Vec<String> = sat
+            .levels
+            .iter()
+            .map(|l| l.map_or_else(|| "none".to_string(), |l| format!("{l}")))
+            .collect();
+        Some(format!(
+            "saturation: level per plane {} (frames' SATURATE/DATAMAX or pile-up of the maximum, \
+             times their scale, lowest over frames); {} pixels held at it",
+            levels.join(" "),
+            sat.pixels
+        ))
+    });
     OutputMeta {
         cards,
         history: vec![
@@ -94,6 +118,7 @@ pub fn output_meta(run: &RunOutput, kind: &str) -> OutputMeta {
         ]
         .into_iter()
         .chain(run.header.history.iter().cloned())
+        .chain(saturation)
         .collect(),
     }
 }

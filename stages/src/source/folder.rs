@@ -62,6 +62,7 @@ impl FrameStore for FileFrames {
             label: h.path.clone(),
             exposure_s: h.exposure_s,
             date_obs: h.date_obs.clone(),
+            saturation: h.saturation,
         }
     }
 

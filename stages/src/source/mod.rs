@@ -9,7 +9,7 @@
 //! file is opened, read and closed inside one call).
 //! What it does not: decide the reading order (the reader does) or cache anything.
 
-use ndarray::{Array2, Array3, Axis};
+use ndarray::{Array2, Array3, ArrayView3, Axis};
 use std::ops::Range;
 use std::path::PathBuf;
 
@@ -41,6 +41,8 @@ pub struct FrameMeta {
     pub exposure_s: Option<f64>,
     /// DATE-OBS, when known.
     pub date_obs: Option<String>,
+    /// Saturation level from the header (`SATURATE`, else `DATAMAX`), in the data's units.
+    pub saturation: Option<f64>,
 }
 
 /// Random access to a fixed, time-ordered list of equally sized frames.
@@ -79,6 +81,12 @@ pub trait FrameStore: Send + Sync {
     /// As [`FrameStore::read_full`].
     fn read_full_planes(&self, index: usize) -> Result<Array3<f32>, StageError> {
         Ok(self.read_full(index)?.insert_axis(Axis(0)))
+    }
+    /// The saturation level of each plane of frame `index` (`None`: unknown), given the planes
+    /// [`FrameStore::read_full_planes`] gave for it: by default a pile-up of each plane's maximum, else
+    /// the header's `SATURATE`/`DATAMAX` ([`tlr_core::saturation::frame_levels`]).
+    fn saturation_levels(&self, index: usize, planes: ArrayView3<f32>) -> Vec<Option<f32>> {
+        tlr_core::saturation::frame_levels(planes, self.meta(index).saturation)
     }
     /// Regions of frame `index` as planes `(planes, rows, cols)`, read in one visit.
     ///

@@ -88,6 +88,7 @@ impl FrameStore for SerFrames {
                 .file
                 .timestamp_utc(index)
                 .and_then(tlr_core::fits::format_utc),
+            saturation: None,
         }
     }
 
