@@ -210,6 +210,11 @@ impl CfaPattern {
         }
     }
 
+    /// Where `color` has its samples in the 2x2 cell, indexed `2 * row + col` (rows and columns 0 or 1).
+    pub fn own_samples(self, color: Color) -> [bool; 4] {
+        std::array::from_fn(|k| self.color_at(k / 2, k % 2) == color)
+    }
+
     /// Position `(row, col)` inside the 2x2 cell of each plane, in plane order R, G1, G2, B
     /// (G1 shares its row with R, G2 with B).
     pub fn plane_offsets(self) -> [(usize, usize); PLANES] {

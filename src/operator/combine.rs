@@ -135,16 +135,15 @@ fn erf(x: f64) -> f64 {
     }
 }
 
-/// Weighted mean with sigma clipping against `center` (see the module docs). `weights` are
-/// `(slot, weight)` pairs in the order of accumulation (fixed, so the result is deterministic).
-pub fn clipped_mean(
-    aligned: &[f32],
+/// The clipping rule of [`clipped_mean`] per pixel: a value `v` is accepted when
+/// `|v - centre| <= bound` (so `NaN` never is). Returns `(centre, bound)`: a pixel without a finite centre
+/// clips against 0 with an infinite bound, one without a finite scale has an infinite bound.
+pub(crate) fn clip_bounds(
     np: usize,
-    weights: &[(usize, f32)],
     center: &[f32],
     scale: &[f32],
     kappa: f32,
-) -> Combined {
+) -> (Vec<f32>, Vec<f32>) {
     let mut c = vec![0.0f32; np];
     let mut thr = vec![f32::INFINITY; np];
     for p in 0..np {
@@ -159,6 +158,20 @@ pub fn clipped_mean(
             }
         }
     }
+    (c, thr)
+}
+
+/// Weighted mean with sigma clipping against `center` (see the module docs). `weights` are
+/// `(slot, weight)` pairs in the order of accumulation (fixed, so the result is deterministic).
+pub fn clipped_mean(
+    aligned: &[f32],
+    np: usize,
+    weights: &[(usize, f32)],
+    center: &[f32],
+    scale: &[f32],
+    kappa: f32,
+) -> Combined {
+    let (c, thr) = clip_bounds(np, center, scale, kappa);
     let mut num = vec![0.0f32; np];
     let mut den = vec![0.0f32; np];
     let mut cnt = vec![0.0f32; np];

@@ -36,6 +36,7 @@
 
 pub mod combine;
 mod despike;
+pub mod drizzle;
 mod planes;
 pub mod smooth;
 
@@ -1175,6 +1176,7 @@ mod tests {
             .map(|p| PlaneStack {
                 cutouts: Array3::from_shape_fn((n, ch, cw), |(f, r, c)| value(p, f, r, c)),
                 scales: scales[p].clone(),
+                own: None,
             })
             .collect();
         let (hole_r, hole_c) = (m + 5, m + 7);
@@ -1183,6 +1185,7 @@ mod tests {
         planes.push(PlaneStack {
             cutouts,
             scales: vec![1.0; n],
+            own: None,
         });
         let out = reconstruct_planes(&result, &stack, &planes, &params);
         assert_eq!(out.len(), 3);
@@ -1264,14 +1267,17 @@ mod tests {
             PlaneStack {
                 cutouts: a.clone(),
                 scales: (0..n).map(|f| 1.0 + 0.05 * f as f32).collect(),
+                own: None,
             },
             PlaneStack {
                 cutouts: b,
                 scales: (0..n).map(|f| 0.8 + 0.02 * f as f32).collect(),
+                own: None,
             },
             PlaneStack {
                 cutouts: a,
                 scales: (0..n).map(|f| 1.0 + 0.05 * f as f32).collect(),
+                own: None,
             },
         ];
         let out = reconstruct_planes(&result, &stack, &planes, &params);
@@ -1286,6 +1292,7 @@ mod tests {
         let short = PlaneStack {
             cutouts: Array3::zeros((n, ch, cw)),
             scales: vec![1.0; n - 1],
+            own: None,
         };
         let out = reconstruct_planes(&result, &stack, &[short], &params);
         assert!(out[0].iter().all(|v| v.is_nan()));

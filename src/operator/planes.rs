@@ -1,12 +1,15 @@
 //! The colour planes of a tile (the four Bayer planes in cell space, or R, G, B of frames demosaiced one
 //! by one), reconstructed with the registration,
 //! weights and frames of an already reconstructed proxy (the luminance), each with its own per-pixel
-//! rejection. What it does not: register (the proxy's shifts are used) or mix planes.
+//! rejection. Planes of frames demosaiced from a mosaic that say which pixels are their own samples
+//! ([`PlaneStack::own`]) are drizzled from those samples ([`super::drizzle`]).
+//! What it does not: register (the proxy's shifts are used) or mix planes.
 
 use ndarray::{Array2, Array3, ArrayView2};
 
 use super::combine;
 use super::despike::despike_plane;
+use super::drizzle::{self, OwnSamples};
 use super::{OperatorParams, TileResult, TileStack};
 use crate::geom::Shift;
 use crate::resample::Resampler;
@@ -18,6 +21,10 @@ pub struct PlaneStack {
     pub cutouts: Array3<f32>,
     /// Per-frame photometric scale of this plane (`I' = I * scale`; per-channel background normalisation).
     pub scales: Vec<f32>,
+    /// For a plane of frames demosaiced from a Bayer mosaic: per frame, which pixels of its cut-out are
+    /// the plane's own samples (the rest were interpolated); the plane is then drizzled from them
+    /// ([`super::drizzle`]). `None`: every pixel is a sample.
+    pub own: Option<Vec<OwnSamples>>,
 }
 
 /// Reconstructs further planes of a tile (the four Bayer planes, or R, G, B) with the registration of an
@@ -61,6 +68,19 @@ pub fn reconstruct_planes(
         .zip(&shaped)
         .map(|(q, &ok)| ok && q.scales.len() == n)
         .collect();
+    // Planes to drizzle, with their per-frame resampled own samples and coverage (frame-major).
+    let own_of = |p: usize| {
+        planes[p]
+            .own
+            .as_ref()
+            .filter(|o| fits[p] && o.len() == n && o.iter().any(|c| c.contains(&false)))
+    };
+    let mut own_terms: Vec<(Vec<f32>, Vec<f32>)> = (0..planes.len())
+        .map(|p| match own_of(p) {
+            Some(_) => (vec![f32::NAN; n * np], vec![f32::NAN; n * np]),
+            None => (Vec::new(), Vec::new()),
+        })
+        .collect();
     let mut aligned: Vec<Vec<f32>> = fits
         .iter()
         .map(|&ok| {
@@ -74,6 +94,8 @@ pub fn reconstruct_planes(
     // With deringing, as the proxy: next to a star under two pixels wide (an undersampled colour
     // plane) plain Lanczos-3 undershoots below the sky (M27: -447 ADU two pixels from a 48000 ADU peak).
     let mut resampler = Resampler::new().with_deringing(true);
+    // The drizzle's terms are linear in the samples: never deringed.
+    let mut plain = Resampler::new();
     for &(slot, shift, _) in &used {
         let frame: Vec<ArrayView2<f32>> = planes
             .iter()
@@ -94,13 +116,30 @@ pub fn reconstruct_planes(
             .collect();
         let cut = |p: usize| cleaned[p].as_ref().map_or(frame[own(p)], |c| c.view());
         for p in (0..planes.len()).filter(|&p| fits[p]) {
+            let origin = (m as f32 + shift.dy, m as f32 + shift.dx);
             let dst = &mut aligned[p][slot * np..(slot + 1) * np];
             if let Ok(view) = ndarray::ArrayViewMut2::from_shape((h, w), &mut dst[..]) {
-                resampler.sample_shifted(cut(p), m as f32 + shift.dy, m as f32 + shift.dx, view);
+                resampler.sample_shifted(cut(p), origin.0, origin.1, view);
             }
             let scale = planes[p].scales[slot];
             for v in dst.iter_mut() {
                 *v *= scale;
+            }
+            if let Some(own) = own_of(p) {
+                let (values, cover) = &mut own_terms[p];
+                let (values, cover) = (
+                    &mut values[slot * np..(slot + 1) * np],
+                    &mut cover[slot * np..(slot + 1) * np],
+                );
+                if let (Ok(vv), Ok(cv)) = (
+                    ndarray::ArrayViewMut2::from_shape((h, w), &mut values[..]),
+                    ndarray::ArrayViewMut2::from_shape((h, w), &mut cover[..]),
+                ) {
+                    drizzle::resample_own_samples(&mut plain, cut(p), own[slot], origin, vv, cv);
+                }
+                for v in values.iter_mut() {
+                    *v *= scale;
+                }
             }
         }
     }
@@ -109,13 +148,17 @@ pub fn reconstruct_planes(
     let weights: Vec<(usize, f32)> = used.iter().map(|&(s, _, wt)| (s, wt)).collect();
     aligned
         .iter()
-        .map(|aligned| {
+        .zip(&own_terms)
+        .enumerate()
+        .map(|(p, (aligned, (own_values, own_cover)))| {
             if aligned.is_empty() {
                 return blank();
             }
             let (mut center, mut spread) = combine::median_and_scale(aligned, np, &subset);
             let mut image = center.clone();
+            let mut bounds = (Vec::new(), Vec::new());
             for _ in 0..params.iterations.clamp(1, 2) {
+                bounds = combine::clip_bounds(np, &center, &spread, params.rejection_kappa);
                 let combined = combine::clipped_mean(
                     aligned,
                     np,
@@ -127,6 +170,12 @@ pub fn reconstruct_planes(
                 center.clone_from(&combined.image);
                 spread = combined.scale;
                 image = combined.image;
+            }
+            let own = own_of(p).map_or(&[][..], |o| &o[..]);
+            if !own_values.is_empty() && drizzle::covers_the_period(&used, own, m) {
+                let bounds = (&bounds.0[..], &bounds.1[..]);
+                image =
+                    drizzle::combine(&used, aligned, own_values, own_cover, own, bounds, &image);
             }
             Array2::from_shape_vec((h, w), image).unwrap_or_else(|_| blank())
         })

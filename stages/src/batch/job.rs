@@ -13,6 +13,7 @@ use ndarray::{s, Array3};
 use std::ops::Range;
 use std::sync::Arc;
 
+use tlr_core::bayer::{CfaPattern, Color};
 use tlr_core::global::FrameTransform;
 use tlr_core::operator::{FrameInput, PlaneStack, TileStack};
 use tlr_core::{Shift, TileBox};
@@ -36,6 +37,9 @@ pub struct TileJob {
     pub(super) geometry: Arc<Vec<FrameTransform>>,
     pub(super) margin: usize,
     pub(super) planes: usize,
+    /// The pattern at frame pixel (0, 0) when the planes were demosaiced from a mosaic (R, G, B): the
+    /// planes' own samples are drizzled ([`tlr_core::operator::drizzle`]).
+    pub(super) mosaic: Option<CfaPattern>,
 }
 
 impl std::fmt::Debug for TileJob {
@@ -58,7 +62,7 @@ impl TileJob {
             &self.frames,
             &self.geometry,
             self.margin,
-            self.planes,
+            (self.planes, self.mosaic),
             spare,
         )
     }
@@ -195,7 +199,7 @@ impl Windows {
         frames: &[UsedFrame],
         geometry: &[FrameTransform],
         margin: usize,
-        planes: usize,
+        (planes, mosaic): (usize, Option<CfaPattern>),
         mut spare: Vec<Array3<f32>>,
     ) -> (TileStack, Vec<PlaneStack>) {
         let (h, w) = (tile.h + 2 * margin, tile.w + 2 * margin);
@@ -210,14 +214,19 @@ impl Windows {
                 None => Array3::from_elem(shape, f32::NAN),
             })
             .collect();
+        // Per frame, the mosaic's pattern at its cut-out's first pixel.
+        let mut patterns = Vec::with_capacity(frames.len());
         for (slot, frame) in frames.iter().enumerate() {
-            let Some(window) = &self.frames[slot] else {
-                continue;
-            };
             let (oy, ox) = frame.offset();
             // Cut-out origin in frame coordinates.
             let cy0 = tile.y0 as isize - margin as isize + oy;
             let cx0 = tile.x0 as isize - margin as isize + ox;
+            patterns.extend(
+                mosaic.map(|p| p.shifted(cy0.rem_euclid(2) as usize, cx0.rem_euclid(2) as usize)),
+            );
+            let Some(window) = &self.frames[slot] else {
+                continue;
+            };
             let xs = cx0.max(window.cols.start as isize)
                 ..(cx0 + w as isize).min(window.cols.end as isize);
             if xs.is_empty() {
@@ -263,6 +272,10 @@ impl Windows {
                         .iter()
                         .map(|f| f.plane_scales.get(p).copied().unwrap_or(f.scale))
                         .collect(),
+                    own: (patterns.len() == frames.len())
+                        .then(|| [Color::Red, Color::Green, Color::Blue].get(p).copied())
+                        .flatten()
+                        .map(|colour| patterns.iter().map(|q| q.own_samples(colour)).collect()),
                 })
                 .collect();
             (lum, stacks)
@@ -360,7 +373,7 @@ mod tests {
                 assert!(windows.frames.iter().all(Option::is_none) || shared);
                 windows = next;
                 for tile in tiles {
-                    let (stack, _) = windows.cut(tile, &used, &[], margin, 1, Vec::new());
+                    let (stack, _) = windows.cut(tile, &used, &[], margin, (1, None), Vec::new());
                     for (slot, f) in used.iter().enumerate() {
                         let (oy, ox) = f.offset();
                         for ((r, c), v) in stack.cutouts.slice(s![slot, .., ..]).indexed_iter() {

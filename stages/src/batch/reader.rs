@@ -180,6 +180,7 @@ impl FrameReader {
         };
         let shape = self.store.shape();
         let planes = self.store.planes();
+        let mosaic = self.store.mosaic();
         let mut failed = vec![false; frames.len()];
         let mut sent = 0usize;
         for band in &plan.bands {
@@ -234,6 +235,7 @@ impl FrameReader {
                         geometry: Arc::clone(&geometry),
                         margin: plan.margin,
                         planes,
+                        mosaic,
                     };
                     // The send is the back-pressure: it waits while the workers are busy. Only the
                     // reader watches the token; downstream stages stop when this channel closes.
@@ -331,6 +333,9 @@ impl FrameStore for WithTopRows {
     }
     fn planes(&self) -> usize {
         self.store.planes()
+    }
+    fn mosaic(&self) -> Option<tlr_core::bayer::CfaPattern> {
+        self.store.mosaic()
     }
     fn read_full_planes(&self, index: usize) -> Result<Array3<f32>, StageError> {
         self.store.read_full_planes(index)

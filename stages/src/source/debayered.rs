@@ -152,6 +152,10 @@ impl FrameStore for DebayeredFrames {
         self.inner.meta(index)
     }
 
+    fn mosaic(&self) -> Option<CfaPattern> {
+        Some(self.pattern)
+    }
+
     fn read_full(&self, index: usize) -> Result<Array2<f32>, StageError> {
         Ok(mean_of_planes(&self.read_full_planes(index)?))
     }

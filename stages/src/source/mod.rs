@@ -75,6 +75,12 @@ pub trait FrameStore: Send + Sync {
     fn planes(&self) -> usize {
         1
     }
+    /// For planes demosaiced from a Bayer mosaic (R, G, B): the pattern at frame pixel (0, 0), which
+    /// tells where each plane holds its own samples (elsewhere it was interpolated). `None` (the
+    /// default): every pixel of every plane is a sample.
+    fn mosaic(&self) -> Option<tlr_core::bayer::CfaPattern> {
+        None
+    }
     /// The whole frame `index` as planes `(planes, rows, cols)`.
     ///
     /// # Errors
