@@ -62,19 +62,21 @@ use crate::fits::FitsError;
 use crate::global::{global_weights, photometric_scales, FrameQuality};
 use crate::mosaic::{psi, Mosaic};
 use crate::operator::{FrameInput, FrameReport, OperatorParams};
-use crate::select::{frame_rejection, most_common_reason};
+use crate::select::{frame_rejection, most_common_reason, set_plane_scales, UsedFrame, MAX_PLANES};
 use crate::tile::TileError;
 use crate::{Shift, TileBox};
 
 mod bootstrap;
 mod checkpoint;
+mod colour;
 mod identity;
 mod tile;
 pub use crate::select::{offset_of, prior_of};
-pub use bootstrap::{BootstrapFrame, BootstrapPlan, CompactImage};
+pub use bootstrap::{BootstrapFrame, BootstrapPlan, ColourBootstrap, CompactImage};
 pub use checkpoint::{CHECKPOINT_JSON, CHECKPOINT_VERSION, STATE_MAGIC};
+pub use colour::{luminance, ColourRoute, LiveColour, PlaneSums};
 pub use identity::{CheckpointSource, FrameFile, FrameKey, RawName};
-pub use tile::{cutout, despike, LiveTile};
+pub use tile::{cutout, cutout_planes, cutout_window, despike, LiveTile};
 
 /// Errors of live reconstruction. Each names the frame or checkpoint file and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +227,9 @@ pub struct FramePlan {
     pub scale: f32,
     /// Global shift relative to the global reference frame.
     pub shift: Shift,
+    /// Colour sessions: the photometric scale of each plane (per-channel background normalisation
+    /// against the bootstrap frames, as a batch run's); `scale` for mono.
+    pub plane_scales: [f32; MAX_PLANES],
 }
 
 impl FramePlan {
@@ -272,6 +277,10 @@ pub struct LiveState {
     reference_file: Option<String>,
     /// Where the state came from (saved with it; the caller fills it in).
     source: CheckpointSource,
+    /// Colour sessions: pattern and route (fixed at the bootstrap, kept by a checkpoint).
+    colour: Option<LiveColour>,
+    /// Colour sessions: the bootstrap frames' plane backgrounds (the basis of the plane scales).
+    norm_planes: Vec<Option<[f32; MAX_PLANES]>>,
 }
 
 impl LiveState {
@@ -309,6 +318,21 @@ impl LiveState {
     /// The reason (for a user) when the frame cannot be used at all (global registration failed,
     /// unusable weight or background); the frame is then recorded as rejected.
     pub fn plan(&mut self, name: &str, quality: &FrameQuality) -> Result<FramePlan, String> {
+        self.plan_planes(name, quality, None)
+    }
+
+    /// [`LiveState::plan`] of a colour session's frame whose planes have the backgrounds
+    /// `backgrounds` (R, G1, G2, B or R, G, B): its plane scales are normalised against the bootstrap
+    /// frames' as a batch run normalises them against all frames ([`set_plane_scales`]).
+    ///
+    /// # Errors
+    /// As [`LiveState::plan`].
+    pub fn plan_planes(
+        &mut self,
+        name: &str,
+        quality: &FrameQuality,
+        backgrounds: Option<[f32; MAX_PLANES]>,
+    ) -> Result<FramePlan, String> {
         let index = self.frames_seen;
         self.frames_seen += 1;
         let mut q = self.norm.clone();
@@ -319,12 +343,34 @@ impl LiveState {
             self.frames_rejected.push(name.to_string());
             return Err(reason.to_string());
         }
+        let plane_scales = if self.colour.is_some() {
+            // The bootstrap frames and this one, each with its scale (the fallback of a plane
+            // without a usable background).
+            let mut frames: Vec<UsedFrame> = (0..=self.norm_planes.len())
+                .map(|i| UsedFrame {
+                    index: i,
+                    weight,
+                    scale,
+                    shift: quality.shift,
+                    plane_scales: [scale; MAX_PLANES],
+                })
+                .collect();
+            let mut all = self.norm_planes.clone();
+            all.push(backgrounds);
+            set_plane_scales(&mut frames, &all);
+            frames
+                .last()
+                .map_or([scale; MAX_PLANES], |f| f.plane_scales)
+        } else {
+            [scale; MAX_PLANES]
+        };
         Ok(FramePlan {
             name: name.to_string(),
             index,
             weight,
             scale,
             shift: quality.shift,
+            plane_scales,
         })
     }
 
@@ -427,6 +473,42 @@ impl LiveState {
             &images,
             self.options.params.variance_window_sigma,
         )
+    }
+
+    /// Colour sessions: the blended current planes `(planes, rows, cols)` (R, G1, G2, B in cell space
+    /// or R, G, B; NaN where no tile has data), blended as [`LiveState::snapshot`]; `None` for mono.
+    pub fn snapshot_planes(&self) -> Option<ndarray::Array3<f32>> {
+        let planes = self.colour?.route.planes();
+        let currents: Vec<Vec<Array2<f32>>> =
+            self.tiles.iter().map(LiveTile::current_planes).collect();
+        let blended: Vec<Array2<f32>> = (0..planes)
+            .map(|p| {
+                let images: Vec<(TileBox, Array2<f32>, f32)> =
+                    self.tiles
+                        .iter()
+                        .zip(&currents)
+                        .map(|(t, c)| {
+                            let image = c.get(p).cloned().unwrap_or_else(|| {
+                                Array2::from_elem((t.tile.h, t.tile.w), f32::NAN)
+                            });
+                            (t.tile, image, t.warp_variance())
+                        })
+                        .collect();
+                blend(
+                    self.rows,
+                    self.cols,
+                    &images,
+                    self.options.params.variance_window_sigma,
+                )
+            })
+            .collect();
+        let views: Vec<ArrayView2<f32>> = blended.iter().map(|b| b.view()).collect();
+        ndarray::stack(ndarray::Axis(0), &views).ok()
+    }
+
+    /// Colour sessions: the pattern and route; `None` for mono.
+    pub fn colour(&self) -> Option<LiveColour> {
+        self.colour
     }
 
     /// Session settings.

@@ -19,8 +19,8 @@ use tlr_core::bayer::CfaPattern;
 use tlr_core::config::Config;
 use tlr_core::simulate::{Scenario, SimConfig, Simulation};
 
-const FRAMES: usize = 16;
-const SIZE: usize = 256;
+const FRAMES: usize = 30;
+const SIZE: usize = 384;
 const BOOTSTRAP: usize = 5;
 
 fn sim(fwhm: f32, seed: u64) -> Simulation {
@@ -59,11 +59,12 @@ fn rgb_of_tiff(path: &Path) -> Array3<f32> {
 }
 
 /// A live session of every frame of `sim`, pushed from memory, with its snapshot written as a float
-/// TIFF into `dir`: the RGB snapshot.
-fn live(sim: &Simulation, workers: usize, dir: &Path) -> Array3<f32> {
+/// TIFF into `dir`: the RGB snapshot, and the colour route its checkpoint records.
+fn live(sim: &Simulation, workers: usize, dir: &Path) -> (Array3<f32>, String) {
     let out = dir.join(format!("live-{workers}.tif"));
     let mut settings = LiveSettings::new(config(workers));
     settings.bootstrap_frames = Some(BOOTSTRAP);
+    settings.checkpoint = Some(dir.join(format!("checkpoint-{workers}")));
     settings.output = Some(out.clone());
     settings.export = ExportOptions {
         bit_depth: Some(BitDepth::Float32),
@@ -78,11 +79,16 @@ fn live(sim: &Simulation, workers: usize, dir: &Path) -> Array3<f32> {
         let summary = session.finish().await.expect("finish");
         assert!(summary.frames_used.len() >= FRAMES - 2, "{summary:?}");
     });
-    rgb_of_tiff(&out)
+    let json = std::fs::read_to_string(dir.join(format!("checkpoint-{workers}/checkpoint.json")))
+        .expect("checkpoint");
+    let checkpoint: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let route = checkpoint["colour"]["route"].as_str().unwrap_or("none");
+    (rgb_of_tiff(&out), route.to_string())
 }
 
-/// The batch run of the same frames: its RGB result.
-fn batch(sim: &Simulation) -> Array3<f32> {
+/// The batch run of the same frames: its RGB result, and whether the frames were demosaiced one by
+/// one.
+fn batch(sim: &Simulation) -> (Array3<f32>, bool) {
     let frames: Vec<Array2<f32>> = (0..sim.frames()).map(|i| sim.frame(i)).collect();
     let options = PipelineOptions {
         config: config(2),
@@ -95,7 +101,8 @@ fn batch(sim: &Simulation) -> Array3<f32> {
         CancellationToken::new(),
     )
     .expect("batch run");
-    run.colour.expect("colour").rgb().expect("rgb")
+    let colour = run.colour.expect("colour");
+    (colour.rgb().expect("rgb"), colour.is_rgb())
 }
 
 /// Median star FWHM (px) of the luminance (mean of R, G, B), by tlr's star measurement.
@@ -107,46 +114,58 @@ fn fwhm(rgb: &Array3<f32>) -> f32 {
 }
 
 /// Checks one colour route: RGB, star colours, sharpness against batch, 1 vs 2 workers.
-fn check(sim: &Simulation, what: &str, colour_bound: f64, fwhm_bound: f32) {
+fn check(sim: &Simulation, route: &str, colour_bound: f64, fwhm_bound: f32) {
     let dir = tempfile::tempdir().unwrap();
-    let two = live(sim, 2, dir.path());
-    assert_eq!(two.dim(), (3, SIZE, SIZE), "{what}: RGB at full resolution");
-    let one = live(sim, 1, dir.path());
+    let (two, live_route) = live(sim, 2, dir.path());
+    assert_eq!(
+        two.dim(),
+        (3, SIZE, SIZE),
+        "{route}: RGB at full resolution"
+    );
+    let (one, _) = live(sim, 1, dir.path());
     assert!(
         one.iter()
             .zip(two.iter())
             .all(|(a, b)| a.to_bits() == b.to_bits()),
-        "{what}: snapshots differ between 1 and 2 workers"
+        "{route}: snapshots differ between 1 and 2 workers"
     );
     let errors = sim.star_colour_errors(two.view(), false);
-    assert!(errors.stars() >= 5, "{what}: too few stars {errors:?}");
+    assert!(errors.stars() >= 5, "{route}: too few stars {errors:?}");
     let core = errors.median_core().expect("stars");
     let spread = errors.median_truth_spread().expect("stars");
-    let batch = batch(sim);
+    let (batch, debayered) = batch(sim);
     let batch_core = sim
         .star_colour_errors(batch.view(), false)
         .median_core()
         .expect("stars");
     let (f_live, f_batch) = (fwhm(&two), fwhm(&batch));
     eprintln!(
-        "{what}: colour error live {core:.3}, batch {batch_core:.3} (truth spread {spread:.3}); \
+        "{route}: colour error live {core:.3}, batch {batch_core:.3} (truth spread {spread:.3}); \
          luminance FWHM live {f_live:.3} px, batch {f_batch:.3} px, ratio {:.3}",
         f_live / f_batch
     );
-    assert!(spread > 0.1, "{what}: the stars are coloured");
-    assert!(core < colour_bound, "{what}: star colours off: {core:.3}");
+    // The same route as the batch run of these frames (the same rule, on the bootstrap frames).
+    assert_eq!(live_route, route);
+    assert_eq!(debayered, route == "debayered", "batch route");
+    assert!(spread > 0.1, "{route}: the stars are coloured");
+    assert!(core < colour_bound, "{route}: star colours off: {core:.3}");
     assert!(
         f_live < fwhm_bound * f_batch,
-        "{what}: live FWHM {f_live:.3} vs batch {f_batch:.3}"
+        "{route}: live FWHM {f_live:.3} vs batch {f_batch:.3}"
     );
 }
 
+// Measured (384 px, 30 frames, bootstrap 5): colour error (median |ln| of R/G and B/G at the star
+// cores against the truth) live 0.093 / batch 0.126 for 1.2-px stars (a per-frame demosaic of
+// undersampled stars has colour errors of its own), live 0.046 / batch 0.020 in cell space (3.2 px);
+// luminance FWHM live/batch 0.989 and 0.996. Bounds: 0.11 and 0.06 (the colour test's), FWHM +5 %.
+
 #[test]
 fn undersampled_live_colour_is_rgb_with_true_colours_and_batch_sharpness() {
-    check(&sim(1.4, 7), "undersampled (demosaiced frames)", 0.10, 1.10);
+    check(&sim(1.2, 7), "debayered", 0.11, 1.05);
 }
 
 #[test]
 fn well_sampled_live_colour_is_rgb_with_true_colours_and_batch_sharpness() {
-    check(&sim(3.2, 5), "well-sampled (cell space)", 0.10, 1.10);
+    check(&sim(3.2, 5), "cell_space", 0.06, 1.05);
 }
