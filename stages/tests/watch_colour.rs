@@ -169,3 +169,128 @@ fn undersampled_live_colour_is_rgb_with_true_colours_and_batch_sharpness() {
 fn well_sampled_live_colour_is_rgb_with_true_colours_and_batch_sharpness() {
     check(&sim(3.2, 5), "cell_space", 0.06, 1.05);
 }
+
+/// `n` simulated RGGB frames of `SIZE`² written as `light_NNNN.fits` (u16, `BAYERPAT = 'RGGB'`) into
+/// `dir`, from frame `from` of `sim`.
+fn bayer_frames(dir: &Path, sim: &Simulation, from: usize, n: usize) {
+    use tlr_core::fits::{CardValue, OutputMeta, SampleFormat};
+    std::fs::create_dir_all(dir).unwrap();
+    let meta = OutputMeta::default().with_card("BAYERPAT", CardValue::Str("RGGB".into()), "CFA");
+    for i in from..from + n {
+        let path = dir.join(format!("light_{i:04}.fits"));
+        tlr_core::fits::write_image_atomic(&path, sim.frame(i).view(), SampleFormat::U16, &meta)
+            .unwrap();
+    }
+}
+
+/// `tlr watch DIR -o OUT --json` until idle for 1 s, bootstrap 5, 2 workers: (exit code, JSON events,
+/// stderr).
+fn watch(dir: &Path, out: &Path) -> (Option<i32>, Vec<serde_json::Value>, String) {
+    let args = [
+        "--until-idle",
+        "1",
+        "--stable-ms",
+        "100",
+        "--json",
+        "--bootstrap",
+        "5",
+        "--parallel-tiles",
+        "2",
+    ];
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tlr"))
+        .arg("watch")
+        .arg(dir)
+        .arg("-o")
+        .arg(out)
+        .args(args)
+        .output()
+        .expect("run tlr watch");
+    let events = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (
+        output.status.code(),
+        events,
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+fn checkpoint_json(out: &Path) -> serde_json::Value {
+    let json = std::fs::read_to_string(tlr::live::checkpoint_dir_for(out).join("checkpoint.json"))
+        .expect("checkpoint");
+    serde_json::from_str(&json).expect("JSON")
+}
+
+/// A colour session stopped and restarted continues in colour: the checkpoint keeps the pattern and
+/// the route, the restarted session uses only the new frames, and its snapshot is RGB.
+#[test]
+fn a_colour_checkpoint_resumes_in_colour() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, out) = (root.path().join("frames"), root.path().join("live.tif"));
+    let sim = sim(3.2, 5);
+    bayer_frames(&dir, &sim, 0, 8);
+    let (code, events, err) = watch(&dir, &out);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("raw mosaic"), "no mosaic warning: {err}");
+    let first = checkpoint_json(&out);
+    assert_eq!(first["colour"]["pattern"], "RGGB");
+    assert_eq!(first["colour"]["route"], "cell_space");
+    let used =
+        |events: &[serde_json::Value]| events.iter().filter(|e| e["event"] == "frame_used").count();
+    assert_eq!(used(&events), 8);
+    bayer_frames(&dir, &sim, 8, 4);
+    let (code, events, err) = watch(&dir, &out);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(events.iter().any(|e| e["event"] == "resumed"), "{err}");
+    assert_eq!(used(&events), 4, "only the new frames");
+    assert_eq!(checkpoint_json(&out)["colour"], first["colour"]);
+    assert_eq!(read_tiff(&out).channels, 3, "an RGB snapshot");
+}
+
+/// A checkpoint that holds a mono reconstruction of Bayer frames (what `tlr watch` wrote before it
+/// reconstructed colour: the raw mosaic) is refused with the reason, not continued in grey.
+#[test]
+fn a_mono_checkpoint_of_bayer_frames_is_refused() {
+    use tlr_core::global::GlobalPass;
+    use tlr_core::live::{BootstrapFrame, CheckpointSource, CompactImage, LiveOptions, LiveState};
+    let root = tempfile::tempdir().unwrap();
+    let (dir, out) = (root.path().join("frames"), root.path().join("live.fits"));
+    bayer_frames(&dir, &sim(3.2, 5), 0, 6);
+    let (code, _, err) = watch(&dir, &out);
+    assert_eq!(code, Some(0), "{err}");
+    // The same session's checkpoint as an older tlr made it: the mosaics stacked as mono.
+    let source: CheckpointSource =
+        serde_json::from_value(checkpoint_json(&out)["source"].clone()).unwrap();
+    let mut pass = GlobalPass::new();
+    let frames: Vec<BootstrapFrame> = source
+        .frames
+        .iter()
+        .take(BOOTSTRAP)
+        .map(|f| {
+            let name = f.name.to_string();
+            let (_, image) = tlr_core::fits::read_image(&dir.join(&name)).unwrap();
+            let quality = pass.add_frame(image.view());
+            BootstrapFrame {
+                name,
+                image: CompactImage::new(image),
+                quality,
+            }
+        })
+        .collect();
+    let params = tlr::batch::operator_params(&Config::default(), tlr::Registration::TileLocal);
+    let (mut state, _) = LiveState::bootstrap(&frames, LiveOptions::new(params)).unwrap();
+    *state.source_mut() = source;
+    let checkpoint = tlr::live::checkpoint_dir_for(&out);
+    std::fs::remove_dir_all(&checkpoint).unwrap();
+    state.save(&checkpoint, None).unwrap();
+
+    let (code, _, err) = watch(&dir, &out);
+    assert_eq!(code, Some(2), "refused: {err}");
+    assert!(
+        err.contains("mono reconstruction")
+            && err.contains("Bayer RGGB")
+            && err.contains("--fresh"),
+        "{err}"
+    );
+}
