@@ -42,13 +42,20 @@
 //! operator's noise-weighted smoothing also keeps for well-measured frames), iterate over old frames
 //! (they are not kept), use threads.
 //!
-//! Memory: per tile six `(h, w)` f32 arrays plus a short shift history; the list of frame names used
+//! - **Colour** (Bayer sessions, [`LiveColour`]): the caller decides the route once (frames demosaiced
+//!   one by one, or Bayer planes in cell space) and passes each frame's planes; the luminance (their
+//!   mean) is registered and accumulated as above, and every plane is accumulated with its shift,
+//!   weight and per-pixel rejection ([`PlaneSums`]; the bootstrap's planes come from the batch
+//!   operator's [`crate::operator::reconstruct_planes`]); [`LiveState::snapshot_planes`] blends them.
+//!
+//! Memory: per tile six `(h, w)` f32 arrays (colour: plus one per plane and one weight) plus a short shift history; the list of frame names used
 //! (a few bytes per frame) is the only part that grows with the number of frames. During bootstrap,
 //! the bootstrap frames are held in memory once, as u16 when their values are camera counts
 //! ([`CompactImage`]); [`BootstrapPlan`] lets a caller run the per-tile part on a worker pool.
 //!
 //! Files: `tile.rs` (one tile and its numerics per frame, the cut-out), `bootstrap.rs` (the first
-//! frames, [`BootstrapPlan`], [`CompactImage`]), `checkpoint.rs` (save, load and the format),
+//! frames, [`BootstrapPlan`], [`CompactImage`]), `colour.rs` (route, plane accumulators),
+//! `checkpoint.rs` (save, load and the format),
 //! `identity.rs` (what a checkpoint must match to be resumed); this file holds the session
 //! ([`LiveState`]), its settings ([`LiveOptions`]) and errors.
 

@@ -43,6 +43,13 @@
 //!   closed; the other stages drain and stop when their input closes; the final snapshot and the
 //!   checkpoint are written then (a stop is not a failure in tail mode).
 //!
+//! - Bayer frames (`colour.rs`): the reader holds the first `bootstrap_frames` frames until the
+//!   route is decided by the batch run's rule (or takes it from the checkpoint), then sends each frame
+//!   as its planes (the batch stores demosaic or split it) with their luminance measured; the tile
+//!   stage stacks the planes with the luminance's shifts and weights and blends them with the same
+//!   [`crate::batch::accumulator::Blend`]; the publisher writes RGB ([`crate::ColourResult::rgb`]).
+//!   A checkpoint of another colour mode than its frames is refused.
+//!
 //! What it does not: print (events go to the caller's sink), parse the command line (`tlr watch`),
 //! keep old frames (only per-tile accumulators; memory does not grow with the number of frames,
 //! apart from the list of used frame names).
