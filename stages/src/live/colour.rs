@@ -27,8 +27,8 @@ use crate::source::{ColourFrames, DebayeredFrames, FrameMeta, FrameStore, Memory
 pub(super) struct ColourFrame {
     /// The session's colour.
     pub(super) colour: LiveColour,
-    /// The raw mosaic as read (kept by the bootstrap, compactly).
-    pub(super) mosaic: Arc<Array2<f32>>,
+    /// The raw mosaic as read, for a bootstrap frame (kept by the bootstrap, compactly); `None` after.
+    pub(super) mosaic: Option<Arc<Array2<f32>>>,
     /// Its planes on the session's grid, `(planes, rows, cols)`.
     pub(super) planes: Arc<Array3<f32>>,
     /// The background of each plane (R, G1, G2, B or R, G, B, then NaN).
@@ -123,18 +123,24 @@ pub(super) fn decide(
     Ok(LiveColour { pattern, route })
 }
 
-/// One frame's planes on the session's grid and what the global pass measures: their luminance.
+/// One frame's planes on the session's grid and what the global pass measures: their luminance; the
+/// mosaic is passed on only when `keep_mosaic` (a bootstrap frame).
 ///
 /// # Errors
 /// Frames smaller than 2x2, or a failed demosaic.
 pub(super) fn frame_planes(
     mosaic: Array2<f32>,
     colour: LiveColour,
+    keep_mosaic: bool,
 ) -> Result<(Arc<Array2<f32>>, ColourFrame), StageError> {
-    let mosaic = Arc::new(mosaic);
-    let one = MemoryFrames::new(vec![mosaic.as_ref().clone()])?;
-    let planes = route_store(Arc::new(one), colour)?.read_full_planes(0)?;
+    let one: Arc<dyn FrameStore> = Arc::new(MemoryFrames::new(vec![mosaic])?);
+    let planes = route_store(Arc::clone(&one), colour)?.read_full_planes(0)?;
     let (luminance, backgrounds) = crate::batch::global_pass::measurable(planes.clone())?;
+    let mosaic = if keep_mosaic {
+        Some(Arc::new(one.read_full(0)?))
+    } else {
+        None
+    };
     let frame = ColourFrame {
         colour,
         mosaic,

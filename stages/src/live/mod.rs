@@ -47,7 +47,7 @@
 //!   route is decided by the batch run's rule (or takes it from the checkpoint), then sends each frame
 //!   as its planes (the batch stores demosaic or split it) with their luminance measured; the tile
 //!   stage stacks the planes with the luminance's shifts and weights and blends them with the same
-//!   [`crate::batch::accumulator::Blend`]; the publisher writes RGB ([`crate::ColourResult::rgb`]).
+//!   `Blend` (the batch accumulator's); the publisher writes RGB ([`crate::ColourResult::rgb`]).
 //!   A checkpoint of another colour mode than its frames is refused.
 //!
 //! What it does not: print (events go to the caller's sink), parse the command line (`tlr watch`),

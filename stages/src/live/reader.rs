@@ -77,6 +77,9 @@ struct Emitter {
     colour: Option<LiveColour>,
     waiting: Vec<Waiting>,
     decide_after: usize,
+    /// Frames the tile stage bootstraps from (their mosaics go with them): the first ones of a
+    /// session that does not resume a checkpoint.
+    bootstrap_left: usize,
 }
 
 impl Emitter {
@@ -140,7 +143,7 @@ impl Emitter {
         file: Option<FrameFile>,
     ) -> Result<bool, StageError> {
         let (image, colour) = match self.colour {
-            Some(colour) => match frame_planes(image, colour) {
+            Some(colour) => match frame_planes(image, colour, self.bootstrap_left > 0) {
                 Ok((luminance, frame)) => (luminance, Some(frame)),
                 Err(e) => {
                     (self.events)(&Event::FrameRejected {
@@ -153,6 +156,7 @@ impl Emitter {
             None => (Arc::new(image), None),
         };
         self.seen += 1;
+        self.bootstrap_left = self.bootstrap_left.saturating_sub(1);
         (self.events)(&Event::FrameSeen {
             name: name.clone(),
             seen: self.seen,
@@ -202,6 +206,8 @@ pub(super) fn read_frames(
     }
     let mut pushed = 0usize;
     // The first frame decides mono or Bayer; a later frame of the other kind is refused.
+    // A session that resumes a checkpoint has decided its colour and needs no bootstrap.
+    let resumed = reference.is_some() || colour.colour.is_some();
     let ReaderColour {
         session: mut admitted,
         configured,
@@ -216,6 +222,7 @@ pub(super) fn read_frames(
         colour,
         waiting: Vec::new(),
         decide_after: bootstrap_frames.max(1),
+        bootstrap_left: if resumed { 0 } else { bootstrap_frames.max(1) },
     };
     let mut pattern: Option<CfaPattern> = None;
     let mut last_activity = Instant::now();

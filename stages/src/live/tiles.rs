@@ -19,6 +19,7 @@ use tlr_core::operator::FrameReport;
 use tlr_core::select::MAX_PLANES;
 use tlr_core::TileBox;
 
+use super::colour::ColourFrame;
 use super::reader::FrameMsg;
 use super::LiveSettings;
 use crate::batch::accumulator::Blend;
@@ -97,19 +98,32 @@ pub(super) async fn run_tiles(
             global_reference = Some(Arc::clone(&msg.image));
         }
         let Some(mut st) = state.take() else {
-            boot_files.extend(msg.file.take());
             // A colour frame is kept as its raw mosaic (its planes are read from it per tile).
             let kept = match msg.colour.take() {
-                Some(frame) => {
+                Some(ColourFrame {
+                    colour,
+                    mosaic: Some(mosaic),
+                    backgrounds,
+                    ..
+                }) => {
                     let c = boot_colour.get_or_insert_with(|| ColourBootstrap {
-                        colour: frame.colour,
+                        colour,
                         backgrounds: Vec::new(),
                     });
-                    c.backgrounds.push(Some(frame.backgrounds));
-                    frame.mosaic
+                    c.backgrounds.push(Some(backgrounds));
+                    mosaic
+                }
+                Some(_) => {
+                    // The reader sends the mosaic with the first frames of a session (cannot happen).
+                    events(&Event::FrameRejected {
+                        name: msg.name,
+                        reason: "a bootstrap frame came without its mosaic".to_string(),
+                    });
+                    continue;
                 }
                 None => msg.image,
             };
+            boot_files.extend(msg.file.take());
             boot.push(BootstrapFrame {
                 name: msg.name,
                 // Compact (u16 for camera counts): bootstrap frames are the only frames kept.
