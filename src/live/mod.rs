@@ -83,7 +83,7 @@ pub use bootstrap::{BootstrapFrame, BootstrapPlan, ColourBootstrap, CompactImage
 pub use checkpoint::{CHECKPOINT_JSON, CHECKPOINT_VERSION, STATE_MAGIC};
 pub use colour::{luminance, ColourRoute, LiveColour, PlaneSums};
 pub use identity::{CheckpointSource, FrameFile, FrameKey, RawName};
-pub use tile::{cutout, cutout_planes, cutout_window, despike, LiveTile};
+pub use tile::{cutout, cutout_planes, cutout_window, despike, CutoutWindow, LiveTile};
 
 /// Errors of live reconstruction. Each names the frame or checkpoint file and the reason.
 #[derive(Debug, thiserror::Error)]

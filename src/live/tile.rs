@@ -48,15 +48,18 @@ pub fn cutout_planes(
     out
 }
 
+/// Where a cut-out meets a frame: the frame's rows and columns, and where they start in the cut-out
+/// `(row, col)`.
+pub type CutoutWindow = (Range<usize>, Range<usize>, (usize, usize));
+
 /// Where the cut-out of `tile` plus `margin`, offset by the whole-pixel part of `shift`, meets a frame
-/// of `dim` `(rows, cols)`: the frame's rows and columns, and where they start in the cut-out; `None`
-/// when the cut-out lies outside the frame.
+/// of `dim` `(rows, cols)`; `None` when the cut-out lies outside the frame.
 pub fn cutout_window(
     dim: (usize, usize),
     tile: &TileBox,
     margin: usize,
     shift: Shift,
-) -> Option<(Range<usize>, Range<usize>, (usize, usize))> {
+) -> Option<CutoutWindow> {
     let (rows, cols) = dim;
     let (oy, ox) = offset_of(shift);
     let (h, w) = (tile.h + 2 * margin, tile.w + 2 * margin);
