@@ -469,10 +469,16 @@ impl LiveState {
 
     /// The blended current reconstruction, `(rows, cols)`; `NaN` where no tile has data.
     pub fn snapshot(&self) -> Array2<f32> {
+        self.blend_tiles(|k| self.tiles[k].current())
+    }
+
+    /// The tiles' images `image(k)` (tile `k`, in tile order) blended with their warp variances.
+    fn blend_tiles(&self, image: impl Fn(usize) -> Array2<f32>) -> Array2<f32> {
         let images: Vec<(TileBox, Array2<f32>, f32)> = self
             .tiles
             .iter()
-            .map(|t| (t.tile, t.current(), t.warp_variance()))
+            .enumerate()
+            .map(|(k, t)| (t.tile, image(k), t.warp_variance()))
             .collect();
         blend(
             self.rows,
@@ -490,23 +496,13 @@ impl LiveState {
             self.tiles.iter().map(LiveTile::current_planes).collect();
         let blended: Vec<Array2<f32>> = (0..planes)
             .map(|p| {
-                let images: Vec<(TileBox, Array2<f32>, f32)> =
-                    self.tiles
-                        .iter()
-                        .zip(&currents)
-                        .map(|(t, c)| {
-                            let image = c.get(p).cloned().unwrap_or_else(|| {
-                                Array2::from_elem((t.tile.h, t.tile.w), f32::NAN)
-                            });
-                            (t.tile, image, t.warp_variance())
-                        })
-                        .collect();
-                blend(
-                    self.rows,
-                    self.cols,
-                    &images,
-                    self.options.params.variance_window_sigma,
-                )
+                self.blend_tiles(|k| {
+                    let t = &self.tiles[k].tile;
+                    currents[k]
+                        .get(p)
+                        .cloned()
+                        .unwrap_or_else(|| Array2::from_elem((t.h, t.w), f32::NAN))
+                })
             })
             .collect();
         let views: Vec<ArrayView2<f32>> = blended.iter().map(|b| b.view()).collect();
