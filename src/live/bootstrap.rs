@@ -6,16 +6,30 @@
 //! What it does not: the per-tile numerics (`tile.rs`), frames after the bootstrap (the session in
 //! `mod.rs`), or reading files.
 
-use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut2};
+use std::ops::Range;
+
+use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut2, ArrayViewMut3, Axis};
 
 use crate::global::FrameQuality;
-use crate::operator::{FrameInput, FrameReport, FrameStatus, TileStack};
-use crate::select::{most_common_reason, select_frames, UsedFrame};
+use crate::operator::{FrameInput, FrameReport, FrameStatus, PlaneStack, TileStack};
+use crate::select::{most_common_reason, select_frames, set_plane_scales, UsedFrame, MAX_PLANES};
 use crate::tile::{tile_grid, tile_size_px};
 use crate::{Shift, TileBox};
 
+use super::colour::{luminance, LiveColour};
 use super::tile::{cut_into, LiveTile};
 use super::{CheckpointSource, LiveError, LiveFrameReport, LiveOptions, LiveState};
+
+/// The colour of a Bayer session's bootstrap: its pattern and route, and each bootstrap frame's
+/// background per plane (R, G1, G2, B or R, G, B; `None` where not measured), from which the planes'
+/// photometric scales are normalised as in a batch run.
+#[derive(Debug, Clone)]
+pub struct ColourBootstrap {
+    /// Pattern and route.
+    pub colour: LiveColour,
+    /// Per bootstrap frame, in order.
+    pub backgrounds: Vec<Option<[f32; MAX_PLANES]>>,
+}
 
 /// A frame's pixels held compactly: as u16 when every value is a whole number in 0..=65535 (camera
 /// counts, as cameras write them), else as f32. Bootstrap frames are kept this way.
@@ -70,6 +84,19 @@ impl CompactImage {
         }
     }
 
+    /// The pixels of `rows` x `cols` as f32 (a copy of the region; ranges are clipped to the image).
+    pub fn region(&self, rows: Range<usize>, cols: Range<usize>) -> Array2<f32> {
+        let (r, c) = self.dim();
+        let (rows, cols) = (
+            rows.start.min(r)..rows.end.min(r),
+            cols.start.min(c)..cols.end.min(c),
+        );
+        match self {
+            Self::U16(a) => a.slice(ndarray::s![rows, cols]).mapv(f32::from),
+            Self::F32(a) => a.slice(ndarray::s![rows, cols]).to_owned(),
+        }
+    }
+
     /// Writes the cut-out of [`super::cutout`] into `out` (shape `(h + 2 margin, w + 2 margin)`; other
     /// shapes are left as they are).
     pub fn cutout_into(
@@ -118,6 +145,8 @@ pub struct BootstrapPlan {
     inputs: Vec<FrameInput>,
     norm: Vec<FrameQuality>,
     reports: Vec<LiveFrameReport>,
+    /// Colour sessions: the colour, and the used frames' plane scales (in `used` order).
+    colour: Option<(ColourBootstrap, Vec<[f32; MAX_PLANES]>)>,
 }
 
 impl BootstrapPlan {
@@ -126,13 +155,38 @@ impl BootstrapPlan {
     /// # Errors
     /// As [`LiveState::bootstrap`].
     pub fn new(frames: &[BootstrapFrame], options: LiveOptions) -> Result<Self, LiveError> {
+        Self::new_colour(frames, options, None)
+    }
+
+    /// [`BootstrapPlan::new`] of a session that is colour when `colour` is given: the frames' images
+    /// are then the raw mosaics, the grid is the route's ([`super::ColourRoute::shape`]), the frames'
+    /// qualities were measured on its luminance, and each tile's cut-outs come from the caller
+    /// ([`BootstrapPlan::bootstrap_tile_planes`]).
+    ///
+    /// # Errors
+    /// As [`LiveState::bootstrap`]; also when `colour` has no background list per frame.
+    pub fn new_colour(
+        frames: &[BootstrapFrame],
+        options: LiveOptions,
+        colour: Option<ColourBootstrap>,
+    ) -> Result<Self, LiveError> {
         let first = frames.first().ok_or_else(|| LiveError::Bootstrap {
             reason: "no frame to start from".to_string(),
         })?;
-        let (rows, cols) = first.image.dim();
+        if colour
+            .as_ref()
+            .is_some_and(|c| c.backgrounds.len() != frames.len())
+        {
+            return Err(LiveError::Bootstrap {
+                reason: "one plane background list per bootstrap frame is needed".to_string(),
+            });
+        }
+        let (rows, cols) = colour.as_ref().map_or(first.image.dim(), |c| {
+            c.colour.route.shape(first.image.dim())
+        });
         for f in frames {
             let (r, c) = f.image.dim();
-            if (r, c) != (rows, cols) {
+            if (r, c) != first.image.dim() {
                 return Err(LiveError::FrameSize {
                     frame: f.name.clone(),
                     got_rows: r,
@@ -182,6 +236,12 @@ impl BootstrapPlan {
         let grid = tile_grid(rows, cols, tile_px, options.overlap_fraction)
             .map_err(|source| LiveError::Grid { source })?;
         let inputs: Vec<FrameInput> = selection.used.iter().map(UsedFrame::input).collect();
+        let colour = colour.map(|c| {
+            let mut used_frames = selection.used.clone();
+            set_plane_scales(&mut used_frames, &c.backgrounds);
+            let scales = used_frames.iter().map(|f| f.plane_scales).collect();
+            (c, scales)
+        });
         Ok(Self {
             rows,
             cols,
@@ -192,6 +252,7 @@ impl BootstrapPlan {
             inputs,
             norm,
             reports,
+            colour,
         })
     }
 
@@ -245,6 +306,56 @@ impl BootstrapPlan {
         LiveTile::bootstrap(&stack, &self.options)
     }
 
+    /// Bootstraps tile `k` of a colour session ([`BootstrapPlan::new_colour`]): `cut` fills the
+    /// planes' cut-outs `(planes, h + 2 margin, w + 2 margin)` (NaN-filled when called) of bootstrap
+    /// frame `i` for the tile at the whole-pixel part of `shift` (as [`super::cutout_planes`] cuts
+    /// them from the frame's planes); the luminance is their mean, and the tile goes through
+    /// [`LiveTile::bootstrap_planes`]. For a mono plan this is [`BootstrapPlan::bootstrap_tile`].
+    pub fn bootstrap_tile_planes(
+        &self,
+        k: usize,
+        frames: &[BootstrapFrame],
+        mut cut: impl FnMut(usize, &TileBox, Shift, ArrayViewMut3<f32>),
+    ) -> (LiveTile, Vec<FrameReport>) {
+        let (Some((colour, scales)), Some(tile)) = (&self.colour, self.grid.get(k)) else {
+            return self.bootstrap_tile(k, frames);
+        };
+        let margin = self.options.margin_px;
+        let (ch, cw) = (tile.h + 2 * margin, tile.w + 2 * margin);
+        let planes = colour.colour.route.planes();
+        let mut cutouts: Vec<Array3<f32>> = (0..planes)
+            .map(|_| Array3::from_elem((self.used.len(), ch, cw), f32::NAN))
+            .collect();
+        let mut lum = Array3::from_elem((self.used.len(), ch, cw), f32::NAN);
+        for (slot, &i) in self.used.iter().enumerate() {
+            let Some(f) = frames.get(i) else {
+                continue;
+            };
+            let mut frame = Array3::from_elem((planes, ch, cw), f32::NAN);
+            cut(i, tile, f.quality.shift, frame.view_mut());
+            lum.index_axis_mut(Axis(0), slot)
+                .assign(&luminance(frame.view()));
+            for (p, plane) in frame.axis_iter(Axis(0)).enumerate() {
+                cutouts[p].index_axis_mut(Axis(0), slot).assign(&plane);
+            }
+        }
+        let plane_stacks: Vec<PlaneStack> = cutouts
+            .into_iter()
+            .enumerate()
+            .map(|(p, cutouts)| PlaneStack {
+                cutouts,
+                scales: scales.iter().map(|s| s[p]).collect(),
+            })
+            .collect();
+        let stack = TileStack {
+            tile: *tile,
+            margin,
+            cutouts: lum,
+            frames: self.inputs.clone(),
+        };
+        LiveTile::bootstrap_planes(&stack, &plane_stacks, &self.options)
+    }
+
     /// Assembles the state from the bootstrapped tiles, in tile order; returns it with one report
     /// per bootstrap frame.
     pub fn finish(
@@ -282,6 +393,12 @@ impl BootstrapPlan {
             generation: 0,
             reference_file: None,
             source: CheckpointSource::default(),
+            colour: self.colour.as_ref().map(|(c, _)| c.colour),
+            norm_planes: self
+                .colour
+                .as_ref()
+                .map(|(c, _)| c.backgrounds.clone())
+                .unwrap_or_default(),
         };
         for (i, r) in reports.iter_mut().enumerate() {
             if r.reason.is_none() {

@@ -21,7 +21,9 @@ use crate::fits::{self, OutputMeta, SampleFormat};
 use crate::global::FrameQuality;
 use crate::{Shift, TileBox};
 
+use super::colour::{LiveColour, PlaneSums};
 use super::{CheckpointSource, LiveError, LiveOptions, LiveState, LiveTile};
+use crate::select::MAX_PLANES;
 
 /// Version of the checkpoint format written by [`LiveState::save`].
 pub const CHECKPOINT_VERSION: u32 = 3;
@@ -77,6 +79,13 @@ struct CheckpointFile {
     global_reference: Option<String>,
     /// The folder, settings and frame files the state came from.
     source: CheckpointSource,
+    /// Colour sessions: pattern and route (absent: a mono session, also in checkpoints written before
+    /// live sessions had colour). Each tile's state then also holds its planes' sums and weight.
+    #[serde(default)]
+    colour: Option<LiveColour>,
+    /// Colour sessions: the bootstrap frames' plane backgrounds.
+    #[serde(default)]
+    norm_planes: Vec<Option<[f32; MAX_PLANES]>>,
 }
 
 impl LiveTile {
@@ -91,15 +100,18 @@ impl LiveTile {
         }
     }
 
-    fn planes(&self) -> [&Array2<f32>; PLANES] {
-        [
+    /// Every array of the tile's state, in file order: the luminance's, then the colour planes'.
+    fn planes(&self) -> Vec<&Array2<f32>> {
+        let mut arrays = vec![
             &self.reference,
             &self.sum_wi,
             &self.sum_w,
             &self.count,
             &self.mean,
             &self.m2,
-        ]
+        ];
+        arrays.extend(self.planes.arrays());
+        arrays
     }
 }
 
@@ -158,6 +170,8 @@ impl LiveState {
             state_sha256,
             global_reference: reference_file.clone(),
             source: self.source.clone(),
+            colour: self.colour,
+            norm_planes: self.norm_planes.clone(),
         };
         let json_path = dir.join(CHECKPOINT_JSON);
         let text = serde_json::to_string(&file).map_err(|e| LiveError::Checkpoint {
@@ -258,13 +272,16 @@ impl LiveState {
         }
         let mut tiles = Vec::with_capacity(file.tiles.len());
         let mut expected = 0u64;
+        // Colour: the planes' sums and their weight after the luminance's arrays.
+        let colour_arrays = file.colour.map_or(0, |c| c.route.planes() + 1);
+        let arrays = PLANES + colour_arrays;
         for (k, meta) in file.tiles.iter().enumerate() {
             let t = meta.tile;
             let inside = |start: usize, len: usize, end: usize| {
                 len > 0 && start.checked_add(len).is_some_and(|e| e <= end)
             };
             // Checked: any number may be in a damaged or crafted file.
-            let bytes = (PLANES * 4)
+            let bytes = (arrays * 4)
                 .checked_mul(t.h)
                 .and_then(|b| b.checked_mul(t.w))
                 .and_then(|b| u64::try_from(b).ok())
@@ -339,6 +356,11 @@ impl LiveState {
                 frames_rejected: meta.frames_rejected,
                 since_rebase: meta.since_rebase,
                 rebases: meta.rebases,
+                planes: PlaneSums::from_arrays(
+                    (0..colour_arrays)
+                        .map(|_| plane())
+                        .collect::<Result<_, _>>()?,
+                ),
             });
         }
         if hex(&hasher.finalize()) != file.state_sha256 {
@@ -372,6 +394,8 @@ impl LiveState {
                 generation: file.generation,
                 reference_file: file.global_reference,
                 source: file.source,
+                colour: file.colour,
+                norm_planes: file.norm_planes,
             },
             reference,
         ))

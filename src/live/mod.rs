@@ -42,13 +42,20 @@
 //! operator's noise-weighted smoothing also keeps for well-measured frames), iterate over old frames
 //! (they are not kept), use threads.
 //!
-//! Memory: per tile six `(h, w)` f32 arrays plus a short shift history; the list of frame names used
+//! - **Colour** (Bayer sessions, [`LiveColour`]): the caller decides the route once (frames demosaiced
+//!   one by one, or Bayer planes in cell space) and passes each frame's planes; the luminance (their
+//!   mean) is registered and accumulated as above, and every plane is accumulated with its shift,
+//!   weight and per-pixel rejection ([`PlaneSums`]; the bootstrap's planes come from the batch
+//!   operator's [`crate::operator::reconstruct_planes`]); [`LiveState::snapshot_planes`] blends them.
+//!
+//! Memory: per tile six `(h, w)` f32 arrays (colour: plus one per plane and one weight) plus a short shift history; the list of frame names used
 //! (a few bytes per frame) is the only part that grows with the number of frames. During bootstrap,
 //! the bootstrap frames are held in memory once, as u16 when their values are camera counts
 //! ([`CompactImage`]); [`BootstrapPlan`] lets a caller run the per-tile part on a worker pool.
 //!
 //! Files: `tile.rs` (one tile and its numerics per frame, the cut-out), `bootstrap.rs` (the first
-//! frames, [`BootstrapPlan`], [`CompactImage`]), `checkpoint.rs` (save, load and the format),
+//! frames, [`BootstrapPlan`], [`CompactImage`]), `colour.rs` (route, plane accumulators),
+//! `checkpoint.rs` (save, load and the format),
 //! `identity.rs` (what a checkpoint must match to be resumed); this file holds the session
 //! ([`LiveState`]), its settings ([`LiveOptions`]) and errors.
 
@@ -62,19 +69,21 @@ use crate::fits::FitsError;
 use crate::global::{global_weights, photometric_scales, FrameQuality};
 use crate::mosaic::{psi, Mosaic};
 use crate::operator::{FrameInput, FrameReport, OperatorParams};
-use crate::select::{frame_rejection, most_common_reason};
+use crate::select::{frame_rejection, most_common_reason, set_plane_scales, UsedFrame, MAX_PLANES};
 use crate::tile::TileError;
 use crate::{Shift, TileBox};
 
 mod bootstrap;
 mod checkpoint;
+mod colour;
 mod identity;
 mod tile;
 pub use crate::select::{offset_of, prior_of};
-pub use bootstrap::{BootstrapFrame, BootstrapPlan, CompactImage};
+pub use bootstrap::{BootstrapFrame, BootstrapPlan, ColourBootstrap, CompactImage};
 pub use checkpoint::{CHECKPOINT_JSON, CHECKPOINT_VERSION, STATE_MAGIC};
+pub use colour::{luminance, ColourRoute, LiveColour, PlaneSums};
 pub use identity::{CheckpointSource, FrameFile, FrameKey, RawName};
-pub use tile::{cutout, despike, LiveTile};
+pub use tile::{cutout, cutout_planes, cutout_window, despike, CutoutWindow, LiveTile};
 
 /// Errors of live reconstruction. Each names the frame or checkpoint file and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +234,9 @@ pub struct FramePlan {
     pub scale: f32,
     /// Global shift relative to the global reference frame.
     pub shift: Shift,
+    /// Colour sessions: the photometric scale of each plane (per-channel background normalisation
+    /// against the bootstrap frames, as a batch run's); `scale` for mono.
+    pub plane_scales: [f32; MAX_PLANES],
 }
 
 impl FramePlan {
@@ -272,6 +284,10 @@ pub struct LiveState {
     reference_file: Option<String>,
     /// Where the state came from (saved with it; the caller fills it in).
     source: CheckpointSource,
+    /// Colour sessions: pattern and route (fixed at the bootstrap, kept by a checkpoint).
+    colour: Option<LiveColour>,
+    /// Colour sessions: the bootstrap frames' plane backgrounds (the basis of the plane scales).
+    norm_planes: Vec<Option<[f32; MAX_PLANES]>>,
 }
 
 impl LiveState {
@@ -309,6 +325,21 @@ impl LiveState {
     /// The reason (for a user) when the frame cannot be used at all (global registration failed,
     /// unusable weight or background); the frame is then recorded as rejected.
     pub fn plan(&mut self, name: &str, quality: &FrameQuality) -> Result<FramePlan, String> {
+        self.plan_planes(name, quality, None)
+    }
+
+    /// [`LiveState::plan`] of a colour session's frame whose planes have the backgrounds
+    /// `backgrounds` (R, G1, G2, B or R, G, B): its plane scales are normalised against the bootstrap
+    /// frames' as a batch run normalises them against all frames ([`set_plane_scales`]).
+    ///
+    /// # Errors
+    /// As [`LiveState::plan`].
+    pub fn plan_planes(
+        &mut self,
+        name: &str,
+        quality: &FrameQuality,
+        backgrounds: Option<[f32; MAX_PLANES]>,
+    ) -> Result<FramePlan, String> {
         let index = self.frames_seen;
         self.frames_seen += 1;
         let mut q = self.norm.clone();
@@ -319,12 +350,34 @@ impl LiveState {
             self.frames_rejected.push(name.to_string());
             return Err(reason.to_string());
         }
+        let plane_scales = if self.colour.is_some() {
+            // The bootstrap frames and this one, each with its scale (the fallback of a plane
+            // without a usable background).
+            let mut frames: Vec<UsedFrame> = (0..=self.norm_planes.len())
+                .map(|i| UsedFrame {
+                    index: i,
+                    weight,
+                    scale,
+                    shift: quality.shift,
+                    plane_scales: [scale; MAX_PLANES],
+                })
+                .collect();
+            let mut all = self.norm_planes.clone();
+            all.push(backgrounds);
+            set_plane_scales(&mut frames, &all);
+            frames
+                .last()
+                .map_or([scale; MAX_PLANES], |f| f.plane_scales)
+        } else {
+            [scale; MAX_PLANES]
+        };
         Ok(FramePlan {
             name: name.to_string(),
             index,
             weight,
             scale,
             shift: quality.shift,
+            plane_scales,
         })
     }
 
@@ -416,10 +469,16 @@ impl LiveState {
 
     /// The blended current reconstruction, `(rows, cols)`; `NaN` where no tile has data.
     pub fn snapshot(&self) -> Array2<f32> {
+        self.blend_tiles(|k| self.tiles[k].current())
+    }
+
+    /// The tiles' images `image(k)` (tile `k`, in tile order) blended with their warp variances.
+    fn blend_tiles(&self, image: impl Fn(usize) -> Array2<f32>) -> Array2<f32> {
         let images: Vec<(TileBox, Array2<f32>, f32)> = self
             .tiles
             .iter()
-            .map(|t| (t.tile, t.current(), t.warp_variance()))
+            .enumerate()
+            .map(|(k, t)| (t.tile, image(k), t.warp_variance()))
             .collect();
         blend(
             self.rows,
@@ -427,6 +486,32 @@ impl LiveState {
             &images,
             self.options.params.variance_window_sigma,
         )
+    }
+
+    /// Colour sessions: the blended current planes `(planes, rows, cols)` (R, G1, G2, B in cell space
+    /// or R, G, B; NaN where no tile has data), blended as [`LiveState::snapshot`]; `None` for mono.
+    pub fn snapshot_planes(&self) -> Option<ndarray::Array3<f32>> {
+        let planes = self.colour?.route.planes();
+        let currents: Vec<Vec<Array2<f32>>> =
+            self.tiles.iter().map(LiveTile::current_planes).collect();
+        let blended: Vec<Array2<f32>> = (0..planes)
+            .map(|p| {
+                self.blend_tiles(|k| {
+                    let t = &self.tiles[k].tile;
+                    currents[k]
+                        .get(p)
+                        .cloned()
+                        .unwrap_or_else(|| Array2::from_elem((t.h, t.w), f32::NAN))
+                })
+            })
+            .collect();
+        let views: Vec<ArrayView2<f32>> = blended.iter().map(|b| b.view()).collect();
+        ndarray::stack(ndarray::Axis(0), &views).ok()
+    }
+
+    /// Colour sessions: the pattern and route; `None` for mono.
+    pub fn colour(&self) -> Option<LiveColour> {
+        self.colour
     }
 
     /// Session settings.

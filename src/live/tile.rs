@@ -9,16 +9,20 @@
 //! What it does not: decide whether a frame enters the session at all ([`crate::select`]), blend tiles
 //! (the session's snapshot does), or save anything (`checkpoint.rs` stores the planes of a tile).
 
-use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Zip};
+use std::ops::Range;
+
+use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Zip};
 
 use crate::operator::{
-    reconstruct_tile, FrameInput, FrameReport, FrameStatus, Mode, OperatorParams, TileStack,
+    reconstruct_planes, reconstruct_tile, FrameInput, FrameReport, FrameStatus, Mode,
+    OperatorParams, PlaneStack, TileStack,
 };
 use crate::register::{correlation_at, register, Reference};
 use crate::resample::Resampler;
 use crate::select::offset_of;
 use crate::{Shift, TileBox};
 
+use super::colour::{luminance, PlaneSums};
 use super::LiveOptions;
 
 /// Cuts `tile` plus `margin` on every side out of `image`, offset by the whole-pixel part of the global
@@ -27,6 +31,51 @@ pub fn cutout(image: ArrayView2<f32>, tile: &TileBox, margin: usize, shift: Shif
     let mut out = Array2::from_elem((tile.h + 2 * margin, tile.w + 2 * margin), f32::NAN);
     cut_into(image, tile, margin, shift, |v| v, out.view_mut());
     out
+}
+
+/// [`cutout`] of every plane of `planes` `(planes, rows, cols)`: `(planes, h + 2 margin, w + 2 margin)`.
+pub fn cutout_planes(
+    planes: ArrayView3<f32>,
+    tile: &TileBox,
+    margin: usize,
+    shift: Shift,
+) -> Array3<f32> {
+    let (h, w) = (tile.h + 2 * margin, tile.w + 2 * margin);
+    let mut out = Array3::from_elem((planes.dim().0, h, w), f32::NAN);
+    for (plane, cut) in planes.axis_iter(Axis(0)).zip(out.axis_iter_mut(Axis(0))) {
+        cut_into(plane, tile, margin, shift, |v| v, cut);
+    }
+    out
+}
+
+/// Where a cut-out meets a frame: the frame's rows and columns, and where they start in the cut-out
+/// `(row, col)`.
+pub type CutoutWindow = (Range<usize>, Range<usize>, (usize, usize));
+
+/// Where the cut-out of `tile` plus `margin`, offset by the whole-pixel part of `shift`, meets a frame
+/// of `dim` `(rows, cols)`; `None` when the cut-out lies outside the frame.
+pub fn cutout_window(
+    dim: (usize, usize),
+    tile: &TileBox,
+    margin: usize,
+    shift: Shift,
+) -> Option<CutoutWindow> {
+    let (rows, cols) = dim;
+    let (oy, ox) = offset_of(shift);
+    let (h, w) = (tile.h + 2 * margin, tile.w + 2 * margin);
+    let y0 = tile.y0 as isize - margin as isize + oy;
+    let x0 = tile.x0 as isize - margin as isize + ox;
+    let ys = y0.max(0)..(y0 + h as isize).min(rows as isize);
+    let xs = x0.max(0)..(x0 + w as isize).min(cols as isize);
+    if ys.is_empty() || xs.is_empty() {
+        return None;
+    }
+    let at = ((ys.start - y0) as usize, (xs.start - x0) as usize);
+    Some((
+        ys.start as usize..ys.end as usize,
+        xs.start as usize..xs.end as usize,
+        at,
+    ))
 }
 
 /// [`cutout`] into `out` (which must have the cut-out's shape; else nothing is written), converting
@@ -39,26 +88,15 @@ pub(super) fn cut_into<T: Copy>(
     value: impl Fn(T) -> f32,
     mut out: ArrayViewMut2<f32>,
 ) {
-    let (rows, cols) = image.dim();
-    let (oy, ox) = offset_of(shift);
-    let (h, w) = (tile.h + 2 * margin, tile.w + 2 * margin);
-    if out.dim() != (h, w) {
+    if out.dim() != (tile.h + 2 * margin, tile.w + 2 * margin) {
         return;
     }
     out.fill(f32::NAN);
-    let y0 = tile.y0 as isize - margin as isize + oy;
-    let x0 = tile.x0 as isize - margin as isize + ox;
-    let ys = y0.max(0)..(y0 + h as isize).min(rows as isize);
-    let xs = x0.max(0)..(x0 + w as isize).min(cols as isize);
-    if ys.is_empty() || xs.is_empty() {
+    let Some((ys, xs, (oy0, ox0))) = cutout_window(image.dim(), tile, margin, shift) else {
         return;
-    }
-    let (oy0, ox0) = ((ys.start - y0) as usize, (xs.start - x0) as usize);
+    };
     Zip::from(out.slice_mut(s![oy0..oy0 + ys.len(), ox0..ox0 + xs.len()]))
-        .and(image.slice(s![
-            ys.start as usize..ys.end as usize,
-            xs.start as usize..xs.end as usize
-        ]))
+        .and(image.slice(s![ys, xs]))
         .for_each(|o, &v| *o = value(v));
 }
 
@@ -83,6 +121,8 @@ pub struct LiveTile {
     pub(super) frames_rejected: usize,
     pub(super) since_rebase: usize,
     pub(super) rebases: usize,
+    /// Colour sessions: the planes' accumulators (none for mono).
+    pub(super) planes: PlaneSums,
 }
 
 impl LiveTile {
@@ -103,7 +143,13 @@ impl LiveTile {
             frames_rejected: 0,
             since_rebase: 0,
             rebases: 0,
+            planes: PlaneSums::default(),
         }
+    }
+
+    /// Colour sessions: the current planes (as [`LiveTile::current`]), each `(h, w)`; empty for mono.
+    pub fn current_planes(&self) -> Vec<Array2<f32>> {
+        self.planes.current()
     }
 
     /// The tile box.
@@ -155,6 +201,19 @@ impl LiveTile {
     /// settings; the operator's image becomes the reference, its used frames fill the accumulators
     /// (two passes: per-pixel statistics of all used frames, then accumulation with rejection).
     pub fn bootstrap(stack: &TileStack, options: &LiveOptions) -> (Self, Vec<FrameReport>) {
+        Self::bootstrap_planes(stack, &[], options)
+    }
+
+    /// [`LiveTile::bootstrap`] of a colour tile: `stack` holds the luminance and `planes` the colour
+    /// planes' cut-outs with their scales; after the luminance, the planes are reconstructed with its
+    /// shifts and weights by the batch run's [`reconstruct_planes`], and their accumulators start from
+    /// those images with the luminance's per-pixel weight (where the tile is invalid, the planes start
+    /// empty and fill with the next frames).
+    pub fn bootstrap_planes(
+        stack: &TileStack,
+        planes: &[PlaneStack],
+        options: &LiveOptions,
+    ) -> (Self, Vec<FrameReport>) {
         // A bootstrap shorter than min_valid_frames would make every tile invalid: the batch operator
         // runs with min_valid_frames capped at the frames in the stack (the bootstrap frames that
         // registered globally; capping at `bootstrap_frames` alone made every tile invalid, and
@@ -218,6 +277,11 @@ impl LiveTile {
         } else {
             state.current()
         };
+        if !planes.is_empty() {
+            state.planes = PlaneSums::zeros(planes.len(), (h, w));
+            let images = reconstruct_planes(&result, stack, planes, params);
+            state.planes.seed(&images, &state.sum_w);
+        }
         (state, result.frames)
     }
 
@@ -235,6 +299,31 @@ impl LiveTile {
     pub fn add_frame(
         &mut self,
         cut: ArrayView2<f32>,
+        input: &FrameInput,
+        options: &LiveOptions,
+    ) -> (FrameReport, usize) {
+        self.add(cut, None, input, options)
+    }
+
+    /// Adds one frame of a colour session: `planes` are its planes' cut-outs `(planes, h + 2 margin,
+    /// w + 2 margin)` ([`cutout_planes`]) and `scales` their photometric scales. The luminance (their
+    /// mean) is registered and accumulated as [`LiveTile::add_frame`] does; the planes follow with its
+    /// shift, weight and per-pixel rejection.
+    pub fn add_frame_planes(
+        &mut self,
+        planes: ArrayView3<f32>,
+        scales: &[f32],
+        input: &FrameInput,
+        options: &LiveOptions,
+    ) -> (FrameReport, usize) {
+        let lum = luminance(planes);
+        self.add(lum.view(), Some((planes, scales)), input, options)
+    }
+
+    fn add(
+        &mut self,
+        cut: ArrayView2<f32>,
+        planes: Option<(ArrayView3<f32>, &[f32])>,
         input: &FrameInput,
         options: &LiveOptions,
     ) -> (FrameReport, usize) {
@@ -347,13 +436,13 @@ impl LiveTile {
         let kappa = params.rejection_kappa;
         let min_n = options.min_rejection_frames as f32;
         let mut rejected_px = 0usize;
-        Zip::from(&aligned)
+        let mut taken = Array2::from_elem((h, w), false);
+        Zip::from(&mut taken)
+            .and(&aligned)
             .and(&mut self.count)
             .and(&mut self.mean)
             .and(&mut self.m2)
-            .and(&mut self.sum_wi)
-            .and(&mut self.sum_w)
-            .for_each(|&v, n, mean, m2, swi, sw| {
+            .for_each(|t, &v, n, mean, m2| {
                 if !v.is_finite() {
                     return;
                 }
@@ -362,9 +451,21 @@ impl LiveTile {
                     return;
                 }
                 welford(v, n, mean, m2);
-                *swi += weight * v;
-                *sw += weight;
+                *t = true;
             });
+        Zip::from(&taken)
+            .and(&aligned)
+            .and(&mut self.sum_wi)
+            .and(&mut self.sum_w)
+            .for_each(|&t, &v, swi, sw| {
+                if t {
+                    *swi += weight * v;
+                    *sw += weight;
+                }
+            });
+        if let Some((cuts, scales)) = planes {
+            self.planes.add(cuts, scales, (m, shift, weight), &taken);
+        }
         self.push_history(local, params);
         self.frames_used += 1;
         self.since_rebase += 1;

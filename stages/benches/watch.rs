@@ -7,7 +7,10 @@
 //! `TLR_BENCH_FRAMES` (default 60) frames; `tlr watch --json` publishes a snapshot per frame (FITS +
 //! PNG) and checkpoints every 10 frames, with its default completion policy (a file must be unchanged
 //! for 500 ms before it is examined; `TLR_BENCH_STABLE_MS` passes `--stable-ms`). `TLR_BENCH_WORKERS` sets `--parallel-tiles` (default: the
-//! configuration's choice). Printed, from the watcher's JSON events and the writer's clock:
+//! configuration's choice). `TLR_BENCH_COLOR=RGGB` (or another pattern) writes raw Bayer frames
+//! (`BAYERPAT`) instead of mono ones, for a colour session; `TLR_BENCH_FWHM` sets the seeing FWHM in
+//! px (default the simulator's 3.2: Bayer planes in cell space; 1.4 and below: frames demosaiced one
+//! by one). Printed, from the watcher's JSON events and the writer's clock:
 //! - latency from a frame's completion on disk to the first published snapshot that includes it
 //!   (mean / p95 / max, after the bootstrap has caught up), split into the wait for completion
 //!   detection (completion -> hand-out) and processing + publication;
@@ -52,6 +55,13 @@ fn main() -> anyhow::Result<()> {
     let frames = env("TLR_BENCH_FRAMES", 60) as usize;
     let interval = Duration::from_millis(env("TLR_BENCH_INTERVAL_MS", 2000));
     let workers = std::env::var("TLR_BENCH_WORKERS").ok();
+    let pattern: Option<tlr_core::bayer::CfaPattern> = match std::env::var("TLR_BENCH_COLOR") {
+        Ok(name) => Some(name.parse()?),
+        Err(_) => None,
+    };
+    let fwhm = std::env::var("TLR_BENCH_FWHM")
+        .ok()
+        .and_then(|v| v.parse::<f32>().ok());
     let distinct = 8usize.min(frames.max(1));
     let root = tempfile::tempdir()?;
     let (scratch, watched, outdir) = (
@@ -66,23 +76,31 @@ fn main() -> anyhow::Result<()> {
     // Distinct frames are simulated once and written again under new names (simulating is slower
     // than capturing).
     let pool: Vec<Vec<u8>> = {
-        let sim = Simulation::new(SimConfig {
+        let config = SimConfig {
             frames: distinct,
             width: size,
             height: size,
             seed: 21,
             scenario: Scenario::Seeing,
+            color: pattern,
             ..SimConfig::default()
+        };
+        let sim = Simulation::new(match fwhm {
+            Some(px) => config.with_seeing_fwhm(px),
+            None => config,
         });
+        let meta = match pattern {
+            Some(p) => OutputMeta::default().with_card(
+                "BAYERPAT",
+                fits::CardValue::Str(p.name().to_string()),
+                "Bayer pattern",
+            ),
+            None => OutputMeta::default(),
+        };
         (0..distinct)
             .map(|i| {
                 let path = scratch.join(format!("f{i}.fits"));
-                fits::write_image_atomic(
-                    &path,
-                    sim.frame(i).view(),
-                    SampleFormat::U16,
-                    &OutputMeta::default(),
-                )?;
+                fits::write_image_atomic(&path, sim.frame(i).view(), SampleFormat::U16, &meta)?;
                 Ok(fs::read(&path)?)
             })
             .collect::<anyhow::Result<_>>()?

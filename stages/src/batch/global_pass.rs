@@ -289,12 +289,12 @@ type ReadFrame = (
 );
 
 /// The image to measure and, in colour mode, the background of each plane.
-type Measurable = (Arc<Array2<f32>>, Option<[f32; MAX_PLANES]>);
+pub(crate) type Measurable = (Arc<Array2<f32>>, Option<[f32; MAX_PLANES]>);
 
 /// The image the global pass measures: mono as it is; colour planes (the four Bayer planes in cell
 /// space, or R, G, B of a demosaiced sequence) through their mean, plus the background of each plane
 /// (NaN for a plane without one: its scale then falls back to the frame's, see `set_plane_scales`).
-fn measurable(planes: Array3<f32>) -> Result<Measurable, StageError> {
+pub(crate) fn measurable(planes: Array3<f32>) -> Result<Measurable, StageError> {
     let n = planes.dim().0;
     if n == 1 {
         let image = planes.index_axis_move(ndarray::Axis(0), 0);

@@ -30,6 +30,7 @@ pub use global_pass::UsedFrame;
 pub use pipeline::{
     build_runtime, run, run_blocking, ColourResult, Input, PipelineOptions, RunOutput,
 };
+pub(crate) use pipeline::{sampling_fwhm_cells, DEBAYER_BELOW_FWHM_CELLS};
 pub use saturation::{Saturation, STACK_CLIPPED_FRACTION};
 #[doc(hidden)]
 pub use workers::TileProcessor;

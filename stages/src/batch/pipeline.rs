@@ -620,7 +620,7 @@ const SAMPLING_PROBE_CELLS: usize = 512;
 /// do not count; NaN when none has any. Seeing changes from frame to frame: one frame is not enough
 /// to tell (a 12-frame sequence of 1.4-px stars measured 1.74 cells on its first frame, 1.55 over five).
 /// Cheap: one window of at most five frames.
-fn sampling_fwhm_cells(cells: &ColourFrames) -> f32 {
+pub(crate) fn sampling_fwhm_cells(cells: &ColourFrames) -> f32 {
     let (rows, cols) = cells.shape();
     let (h, w) = (
         rows.min(SAMPLING_PROBE_CELLS),
@@ -675,7 +675,7 @@ fn top_rows_to_keep(cfg: &Config, store: &dyn FrameStore, budget_bytes: usize) -
 /// scene at 1.2 / 1.6 / 2.0 px, `fwhm_real.py`), while on well-sampled coloured stars the per-frame
 /// demosaic's cross-colour estimates put colour fringes into their wings that the cell-space path
 /// does not have (ring colour error of `stages/tests/colour.rs` 0.315 against 0.178).
-const DEBAYER_BELOW_FWHM_CELLS: f32 = 1.6;
+pub(crate) const DEBAYER_BELOW_FWHM_CELLS: f32 = 1.6;
 
 fn median_fwhm(global: &GlobalSummary) -> f32 {
     let values: Vec<f32> = global

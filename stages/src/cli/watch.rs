@@ -16,7 +16,9 @@
 //!
 //! Colour: the session's first frame decides mono or Bayer (BAYERPAT); a later frame of the other
 //! kind is rejected with the reason (frames already used cannot be outvoted, unlike `tlr run`, where
-//! the majority decides). A Bayer session reconstructs the raw mosaic (a warning says so).
+//! the majority decides). A Bayer session is reconstructed in colour as `tlr run` does it (frames
+//! demosaiced one by one when undersampled, else Bayer planes in cell space, decided once from the
+//! bootstrap frames and kept by the checkpoint) and its snapshots are RGB.
 //! `--set KEY=VALUE` changes one configuration key after the file, as for `tlr run`.
 //!
 //! What it does not: reconstruct anything itself (the `tlr::live` stages do).
@@ -39,6 +41,9 @@ pub struct WatchArgs {
     pub dir: PathBuf,
     /// Output file, rewritten atomically at every snapshot: .fits/.fit/.fts, .tif/.tiff or .png, as
     /// for `tlr run` (the preview goes next to it as OUT.png, OUT.preview.png for a PNG output).
+    /// Bayer (one-shot colour) frames give RGB snapshots, reconstructed in colour as `tlr run` does
+    /// (the route, per-frame demosaic or cell space, is chosen from the first `--bootstrap` frames
+    /// and kept by the checkpoint).
     #[arg(short, long)]
     pub output: PathBuf,
     /// Output format flags.

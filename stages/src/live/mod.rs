@@ -43,6 +43,13 @@
 //!   closed; the other stages drain and stop when their input closes; the final snapshot and the
 //!   checkpoint are written then (a stop is not a failure in tail mode).
 //!
+//! - Bayer frames (`colour.rs`): the reader holds the first `bootstrap_frames` frames until the
+//!   route is decided by the batch run's rule (or takes it from the checkpoint), then sends each frame
+//!   as its planes (the batch stores demosaic or split it) with their luminance measured; the tile
+//!   stage stacks the planes with the luminance's shifts and weights and blends them with the same
+//!   `Blend` (the batch accumulator's); the publisher writes RGB ([`crate::ColourResult::rgb`]).
+//!   A checkpoint of another colour mode than its frames is refused.
+//!
 //! What it does not: print (events go to the caller's sink), parse the command line (`tlr watch`),
 //! keep old frames (only per-tile accumulators; memory does not grow with the number of frames,
 //! apart from the list of used frame names).
@@ -70,6 +77,7 @@ use crate::memory::{peak_rss_bytes, rss_bytes};
 use crate::report::LiveSummary;
 use crate::settings::{operator_params, Registration};
 
+mod colour;
 mod lock;
 mod publisher;
 mod reader;
@@ -80,7 +88,7 @@ use lock::remove_stale_temporaries;
 pub use lock::{checkpoint_dir_for, lock_path_for, OutputLock};
 use publisher::publish;
 pub use publisher::write_snapshot;
-use reader::{read_frames, Feed, FrameMsg};
+use reader::{read_frames, Feed, FrameMsg, ReaderColour};
 use tiles::{run_tiles, Update};
 
 /// When snapshots are published.
@@ -182,10 +190,14 @@ impl LiveSettings {
 /// A published snapshot.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// The reconstruction, `(rows, cols)`.
+    /// The reconstruction, `(rows, cols)`; for a Bayer session its luminance (the mean of the planes;
+    /// in cell space, `(H/2, W/2)`, for well-sampled frames).
     pub image: Arc<Array2<f32>>,
     /// Frames in it.
     pub frames_used: usize,
+    /// Bayer sessions: the RGB image `(3, H, W)` (the even part of the frames' size), as a batch run's
+    /// [`crate::ColourResult::rgb`]; `None` for mono.
+    pub rgb: Option<Arc<ndarray::Array3<f32>>>,
 }
 
 /// A running live session. Create it inside a tokio runtime.
@@ -282,6 +294,51 @@ impl LiveSession {
                 resumed = Some((state, reference));
             }
         }
+        let mode = settings.config.data.color_mode();
+        let configured = match mode {
+            tlr_core::bayer::ColorMode::Bayer(p) => Some(p),
+            _ => None,
+        };
+        if matches!(feed, Feed::App { .. }) && mode == tlr_core::bayer::ColorMode::Osc {
+            return Err(StageError::input(
+                Stage::Reader,
+                "data.color_mode is osc but frames from memory carry no BAYERPAT: set \
+                 data.bayer_pattern",
+            ));
+        }
+        let mut session = crate::source::SessionColour::new(mode);
+        if let (Some((state, _)), Some(dir)) = (&resumed, &settings.checkpoint) {
+            let checkpoint = state.colour().map(|c| c.pattern);
+            // The frames' mode: the configuration's for frames without headers, else the first
+            // frame of the checkpoint still in the folder.
+            let frames = match (&feed, folder.as_deref()) {
+                (Feed::App { .. }, _) => Some((configured, "the configuration".to_string())),
+                (Feed::Folder(_), Some(dir)) => state.source().frames.iter().find_map(|f| {
+                    let path = dir.join(f.name.to_os_string());
+                    let header = tlr_core::fits::read_header(&path).ok()?;
+                    let pattern = session.clone().admit(&header).ok()?;
+                    Some((pattern, format!("`{}`", path.display())))
+                }),
+                (Feed::Folder(_), None) => None,
+            };
+            if let Some((pattern, from)) = frames.filter(|(p, _)| *p != checkpoint) {
+                return Err(StageError::CheckpointRefused {
+                    checkpoint: dir.clone(),
+                    reason: colour_mismatch(state.colour(), pattern, &from),
+                });
+            }
+            let first = state.source().frames.first().map_or_else(
+                || PathBuf::from("the checkpoint"),
+                |f| PathBuf::from(f.name.to_os_string()),
+            );
+            session = session.resumed(checkpoint, first);
+        }
+        let colour = ReaderColour {
+            session,
+            configured,
+            colour: resumed.as_ref().and_then(|(state, _)| state.colour()),
+            bootstrap_frames: options.bootstrap_frames,
+        };
         let (state, reference) = match resumed {
             Some((s, r)) => (Some(s), r),
             None => (None, None),
@@ -309,7 +366,7 @@ impl LiveSession {
             tokio::task::spawn_blocking(move || {
                 read_frames(
                     feed, reference, known, frame_tx, events, cancel, until_idle, skipped,
-                    calibrator,
+                    calibrator, colour,
                 )
             })
         };
@@ -502,6 +559,29 @@ pub fn run_blocking(
         link.abort();
         summary
     })
+}
+
+/// Why a checkpoint of `checkpoint`'s colour (`None`: mono) cannot continue with frames of `frames`'
+/// pattern (`None`: mono), which `from` decided.
+fn colour_mismatch(
+    checkpoint: Option<tlr_core::live::LiveColour>,
+    frames: Option<tlr_core::bayer::CfaPattern>,
+    from: &str,
+) -> String {
+    let frames_are = frames.map_or_else(|| "mono".to_string(), |p| format!("Bayer {p}"));
+    match checkpoint {
+        None => format!(
+            "it holds a mono reconstruction, but the frames are {frames_are} (by {from}); a \
+             checkpoint of a version of tlr that stacked Bayer frames as raw mosaics cannot be \
+             continued in colour"
+        ),
+        Some(c) => format!(
+            "it holds a colour reconstruction of Bayer {} frames ({}), but the frames are \
+             {frames_are} (by {from})",
+            c.pattern,
+            c.route.name()
+        ),
+    }
 }
 
 /// Loads the checkpoint in `dir` and checks that this session may continue it: the same folder,

@@ -5,9 +5,10 @@
 //! What it does not: blend (the tile stage sends the blended image) or decide what a frame is worth.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ndarray::Array2;
+use ndarray::{Array2, Array3, ArrayView3};
 use tokio::sync::{mpsc, watch};
 
 use tlr_core::export::{Export, ExportOptions};
@@ -15,6 +16,7 @@ use tlr_core::fits::{self, OutputMeta};
 
 use super::tiles::Update;
 use super::{LiveSettings, Schedule, Snapshot};
+use crate::batch::ColourResult;
 use crate::error::{Stage, StageError};
 use crate::events::{Event, EventSink};
 use crate::memory::rss_bytes;
@@ -129,14 +131,39 @@ async fn publish_one(
     let frames_used = update.frames_used;
     let digest = settings.config.digest();
     let export = settings.export;
-    // Writing is blocking I/O (and PNG encoding CPU work).
-    let (image, written) = tokio::task::spawn_blocking(move || {
+    let planes = update.planes.clone();
+    // Writing is blocking I/O (and PNG encoding CPU work; demosaicing cell-space planes too).
+    let (image, rgb, written) = tokio::task::spawn_blocking(move || {
+        let colour = planes.map(|(planes, colour)| ColourResult {
+            pattern: colour.pattern,
+            planes: Arc::unwrap_or_clone(planes),
+        });
+        let rgb = match &colour {
+            Some(c) => match c.rgb() {
+                Ok(rgb) => Some(Arc::new(rgb)),
+                Err(e) => {
+                    let path = output.clone().unwrap_or_default();
+                    return (image, None, Err(demosaic_error(&path, &e)));
+                }
+            },
+            None => None,
+        };
         let written = match &output {
-            Some(path) => write_snapshot(path, &image, frames_used, &digest, &export)
-                .map(|()| Some(path.clone())),
+            Some(path) => {
+                let snapshot = SnapshotFile {
+                    frames_used,
+                    config_digest: &digest,
+                    export: &export,
+                };
+                match (&colour, &rgb) {
+                    (Some(colour), Some(rgb)) => snapshot.write_rgb(path, rgb, colour),
+                    _ => snapshot.write(path, &image),
+                }
+                .map(|()| Some(path.clone()))
+            }
             None => Ok(None),
         };
-        (image, written)
+        (image, rgb, written)
     })
     .await
     .map_err(|source| StageError::Join {
@@ -144,13 +171,95 @@ async fn publish_one(
         source,
     })?;
     let written = written?;
-    snap_tx.send_replace(Some(Snapshot { image, frames_used }));
+    snap_tx.send_replace(Some(Snapshot {
+        image,
+        frames_used,
+        rgb,
+    }));
     Ok(written)
+}
+
+fn demosaic_error(path: &Path, e: &tlr_core::bayer::BayerError) -> StageError {
+    StageError::Output {
+        path: path.to_path_buf(),
+        message: format!("demosaicing the snapshot: {}", tlr_core::report(e)),
+    }
+}
+
+/// What a snapshot file says besides its pixels.
+struct SnapshotFile<'a> {
+    frames_used: usize,
+    config_digest: &'a str,
+    export: &'a ExportOptions,
+}
+
+impl SnapshotFile<'_> {
+    fn meta(&self) -> OutputMeta {
+        OutputMeta::tlr_output("live")
+            .with_card(
+                "NCOMBINE",
+                fits::CardValue::Int(self.frames_used as i64),
+                "frames in this live snapshot",
+            )
+            .with_history(&format!(
+                "tlr live snapshot, config digest {}",
+                self.config_digest
+            ))
+    }
+
+    /// A mono snapshot ([`write_snapshot`]).
+    fn write(&self, path: &Path, image: &Array2<f32>) -> Result<(), StageError> {
+        self.write_planes(
+            path,
+            image.view().insert_axis(ndarray::Axis(0)),
+            &self.meta(),
+        )?;
+        let png = crate::output::preview_path(path);
+        tlr_core::preview::write_png_preview_atomic(&png, image.view())
+            .map_err(|e| output_error(&png, &e))
+    }
+
+    /// A Bayer session's snapshot: the RGB image `rgb` of `colour`, with the colour cards of a batch
+    /// result and a colour preview.
+    fn write_rgb(
+        &self,
+        path: &Path,
+        rgb: &Array3<f32>,
+        colour: &ColourResult,
+    ) -> Result<(), StageError> {
+        let mut meta = self.meta();
+        crate::output::colour_meta(&mut meta, colour);
+        self.write_planes(path, rgb.view(), &meta)?;
+        let png = crate::output::preview_path(path);
+        tlr_core::preview::write_rgb_png_preview_atomic(&png, rgb.view())
+            .map_err(|e| output_error(&png, &e))
+    }
+
+    /// The file in `path`'s format, pixels without data as 0 (the border policy of `tlr run`).
+    fn write_planes(
+        &self,
+        path: &Path,
+        planes: ArrayView3<f32>,
+        meta: &OutputMeta,
+    ) -> Result<(), StageError> {
+        let filled = crate::output::filled(planes);
+        Export::for_path(path, self.export)
+            .and_then(|export| tlr_core::export::write_atomic(path, filled.view(), &export, meta))
+            .map_err(|e| output_error(path, &e))
+    }
+}
+
+fn output_error(path: &Path, e: &(dyn std::error::Error + 'static)) -> StageError {
+    StageError::Output {
+        path: path.to_path_buf(),
+        message: tlr_core::report(e),
+    }
 }
 
 /// Writes the snapshot (FITS, TIFF or PNG as `path`'s extension says, with `export`'s samples and
 /// scaling; pixels without data as 0, as `tlr run` writes them) and its PNG preview
-/// ([`crate::output::preview_path`]), each atomically (temporary file + rename).
+/// ([`crate::output::preview_path`]), each atomically (temporary file + rename). A Bayer session's
+/// snapshot is written by the publisher as RGB.
 ///
 /// # Errors
 /// [`StageError::Output`] naming the file (also for an extension of no format).
@@ -161,32 +270,12 @@ pub fn write_snapshot(
     config_digest: &str,
     export: &ExportOptions,
 ) -> Result<(), StageError> {
-    let meta = OutputMeta::tlr_output("live")
-        .with_card(
-            "NCOMBINE",
-            fits::CardValue::Int(frames_used as i64),
-            "frames in this live snapshot",
-        )
-        .with_history(&format!("tlr live snapshot, config digest {config_digest}"));
-    // The border policy of `tlr run`: no NaN in the file; the preview shows pixels without data as
-    // black either way.
-    let filled = crate::output::filled(image.view());
-    Export::for_path(path, export)
-        .and_then(|export| {
-            let planes = filled.view().insert_axis(ndarray::Axis(0));
-            tlr_core::export::write_atomic(path, planes, &export, &meta)
-        })
-        .map_err(|e| StageError::Output {
-            path: path.to_path_buf(),
-            message: tlr_core::report(&e),
-        })?;
-    let png = crate::output::preview_path(path);
-    tlr_core::preview::write_png_preview_atomic(&png, image.view()).map_err(|e| {
-        StageError::Output {
-            path: png.clone(),
-            message: tlr_core::report(&e),
-        }
-    })
+    SnapshotFile {
+        frames_used,
+        config_digest,
+        export,
+    }
+    .write(path, image)
 }
 
 #[cfg(test)]

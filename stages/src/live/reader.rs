@@ -2,6 +2,10 @@
 //! every FITS read of frames, and runs the global pass frame by frame (weights, shift). It asks the
 //! follower for the next complete frame only when it can send one, so frames that arrive faster than
 //! they are processed wait on disk; the blocking send into the bounded channel is the back-pressure.
+//! Bayer frames: the route of the session (frames demosaiced one by one or Bayer planes in cell
+//! space) is decided from its first `bootstrap_frames` frames, held until then (compactly), with the
+//! batch run's rule (`super::colour::decide`), or taken from the checkpoint; every frame then goes
+//! on as its planes, measured through their luminance.
 //! What it does not: reconstruct (the tile stage does) or publish.
 
 use std::collections::HashMap;
@@ -15,10 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::source::feed::FrameFeed;
 use crate::source::follow::{FollowEvent, Follower};
+use tlr_core::bayer::CfaPattern;
 use tlr_core::fits::{self};
 use tlr_core::global::{FrameQuality, GlobalPass};
-use tlr_core::live::{FrameFile, FrameKey};
+use tlr_core::live::{CompactImage, FrameFile, FrameKey, LiveColour};
 
+use super::colour::{decide, frame_planes, ColourFrame, CompactFrames};
 use crate::error::StageError;
 use crate::events::{Event, EventSink};
 
@@ -42,6 +48,134 @@ pub(super) struct FrameMsg {
     /// This frame is the global pass's reference frame.
     pub(super) is_reference: bool,
     pub(super) arrival: Instant,
+    /// Bayer sessions: the frame's planes (`image` is then their luminance).
+    pub(super) colour: Option<ColourFrame>,
+}
+
+/// How the reader treats colour: what resolves a frame's mode, the session's colour once known
+/// (`None` until decided, or for mono), and the frames that wait for the decision.
+pub(super) struct ReaderColour {
+    /// Decides each frame's mode (header and configuration) and keeps it to the session's.
+    pub(super) session: crate::source::SessionColour,
+    /// Frames without a header (pushed, fed): their pattern, from the configuration.
+    pub(super) configured: Option<CfaPattern>,
+    /// The session's colour (from a checkpoint, or once decided).
+    pub(super) colour: Option<LiveColour>,
+    /// Frames that decide the route.
+    pub(super) bootstrap_frames: usize,
+}
+
+/// A Bayer frame waiting for the session's route: name, arrival, file, pixels.
+type Waiting = (String, Instant, Option<FrameFile>, CompactImage);
+
+/// The global pass and the send to the tile stage, for mono and colour frames.
+struct Emitter {
+    pass: GlobalPass,
+    frame_tx: mpsc::Sender<FrameMsg>,
+    events: EventSink,
+    seen: usize,
+    colour: Option<LiveColour>,
+    waiting: Vec<Waiting>,
+    decide_after: usize,
+    /// Frames the tile stage bootstraps from (their mosaics go with them): the first ones of a
+    /// session that does not resume a checkpoint.
+    bootstrap_left: usize,
+}
+
+impl Emitter {
+    /// Takes a frame of mode `pattern`: Bayer frames wait until the route is decided. `false` when
+    /// the tile stage has gone.
+    fn frame(
+        &mut self,
+        (name, image, arrival, file): (String, Array2<f32>, Instant, Option<FrameFile>),
+        pattern: Option<CfaPattern>,
+    ) -> Result<bool, StageError> {
+        match (pattern, self.colour) {
+            (Some(pattern), None) => {
+                self.waiting
+                    .push((name, arrival, file, CompactImage::new(image)));
+                if self.waiting.len() < self.decide_after {
+                    return Ok(true);
+                }
+                self.decide(pattern)
+            }
+            _ => self.send(name, image, arrival, file),
+        }
+    }
+
+    /// Decides the route from the waiting frames (the batch run's rule) and sends them on.
+    fn decide(&mut self, pattern: CfaPattern) -> Result<bool, StageError> {
+        if self.waiting.is_empty() {
+            return Ok(true);
+        }
+        let waiting = std::mem::take(&mut self.waiting);
+        let (meta, images): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .map(|(n, a, f, image)| ((n, a, f), image))
+            .unzip();
+        let images = Arc::new(images);
+        let store = CompactFrames::new(Arc::clone(&images), |image| image);
+        self.colour = Some(decide(Arc::new(store), pattern)?);
+        // The decision's stores are gone: the images are this reader's again.
+        let images = Arc::try_unwrap(images).unwrap_or_else(|shared| shared.as_ref().clone());
+        for ((name, arrival, file), image) in meta.into_iter().zip(images) {
+            if !self.send(name, image.to_f32(), arrival, file)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Frames still waiting at the end of the input: decided on what there is.
+    fn finish(&mut self, pattern: Option<CfaPattern>) -> Result<(), StageError> {
+        if let Some(pattern) = pattern {
+            self.decide(pattern)?;
+        }
+        Ok(())
+    }
+
+    /// Measures the frame (a colour frame through its planes' luminance) and sends it on.
+    fn send(
+        &mut self,
+        name: String,
+        image: Array2<f32>,
+        arrival: Instant,
+        file: Option<FrameFile>,
+    ) -> Result<bool, StageError> {
+        let (image, colour) = match self.colour {
+            Some(colour) => match frame_planes(image, colour, self.bootstrap_left > 0) {
+                Ok((luminance, frame)) => (luminance, Some(frame)),
+                Err(e) => {
+                    (self.events)(&Event::FrameRejected {
+                        name,
+                        reason: crate::error::report(&e),
+                    });
+                    return Ok(true);
+                }
+            },
+            None => (Arc::new(image), None),
+        };
+        self.seen += 1;
+        self.bootstrap_left = self.bootstrap_left.saturating_sub(1);
+        (self.events)(&Event::FrameSeen {
+            name: name.clone(),
+            seen: self.seen,
+        });
+        let before = self.pass.reference_index();
+        let quality = self.pass.add_frame(image.view());
+        let is_reference = before.is_none() && self.pass.reference_index().is_some();
+        let msg = FrameMsg {
+            name,
+            file,
+            image,
+            quality,
+            is_reference,
+            arrival,
+            colour,
+        };
+        // The blocking send is the back-pressure: while the tiles are busy, new frames stay on disk.
+        Ok(self.frame_tx.blocking_send(msg).is_ok())
+    }
 }
 
 /// The reader: the frame source, FITS reads, the global pass. Returns the frames seen.
@@ -56,6 +190,7 @@ pub(super) fn read_frames(
     until_idle: Option<Duration>,
     skipped: Arc<std::sync::Mutex<Vec<(PathBuf, String)>>>,
     mut calibrator: Option<crate::source::FrameCalibrator>,
+    colour: ReaderColour,
 ) -> Result<usize, StageError> {
     let mut pass = GlobalPass::new();
     if let Some(image) = &reference {
@@ -69,10 +204,27 @@ pub(super) fn read_frames(
             });
         }
     }
-    let mut seen = 0usize;
     let mut pushed = 0usize;
     // The first frame decides mono or Bayer; a later frame of the other kind is refused.
-    let mut colour = crate::source::SessionColour::default();
+    // A session that resumes a checkpoint has decided its colour and needs no bootstrap.
+    let resumed = reference.is_some() || colour.colour.is_some();
+    let ReaderColour {
+        session: mut admitted,
+        configured,
+        colour,
+        bootstrap_frames,
+    } = colour;
+    let mut emitter = Emitter {
+        pass,
+        frame_tx,
+        events: Arc::clone(&events),
+        seen: 0,
+        colour,
+        waiting: Vec::new(),
+        decide_after: bootstrap_frames.max(1),
+        bootstrap_left: if resumed { 0 } else { bootstrap_frames.max(1) },
+    };
+    let mut pattern: Option<CfaPattern> = None;
     let mut last_activity = Instant::now();
     loop {
         if cancel.is_cancelled() {
@@ -113,9 +265,8 @@ pub(super) fn read_frames(
                         });
                         continue;
                     }
-                    match colour.admit(&header) {
-                        Ok(Some(message)) => events(&Event::Warning { message }),
-                        Ok(None) => {}
+                    match admitted.admit(&header) {
+                        Ok(p) => pattern = p,
                         Err(reason) => {
                             events(&Event::FrameRejected { name, reason });
                             continue;
@@ -167,6 +318,7 @@ pub(super) fn read_frames(
             }) {
                 Some(frame) => {
                     pushed += 1;
+                    pattern = configured;
                     let name = frame.name.unwrap_or_else(|| format!("memory:{pushed}"));
                     Some((name, frame.image, frame.arrival, None))
                 }
@@ -183,27 +335,12 @@ pub(super) fn read_frames(
             continue;
         };
         last_activity = Instant::now();
-        seen += 1;
-        events(&Event::FrameSeen {
-            name: name.clone(),
-            seen,
-        });
-        let before = pass.reference_index();
-        let quality = pass.add_frame(image.view());
-        let is_reference = before.is_none() && pass.reference_index().is_some();
-        let msg = FrameMsg {
-            name,
-            file,
-            image: Arc::new(image),
-            quality,
-            is_reference,
-            arrival,
-        };
-        // The blocking send is the back-pressure: while the tiles are busy, new frames stay on disk.
-        if frame_tx.blocking_send(msg).is_err() {
+        if !emitter.frame((name, image, arrival, file), pattern)? {
             break;
         }
     }
-    // Dropping `frame_tx` closes the channel: the tile stage drains and finishes.
-    Ok(seen)
+    // A short session: the frames still waiting for the route decide it.
+    emitter.finish(pattern)?;
+    // Dropping `frame_tx` (with the emitter) closes the channel: the tile stage drains and finishes.
+    Ok(emitter.seen)
 }

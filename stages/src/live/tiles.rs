@@ -12,12 +12,14 @@ use ndarray::Array2;
 use tokio::sync::mpsc;
 
 use tlr_core::live::{
-    self as core_live, BootstrapFrame, BootstrapPlan, CheckpointSource, CompactImage, FrameFile,
-    LiveOptions, LiveState, LiveTile,
+    self as core_live, BootstrapFrame, BootstrapPlan, CheckpointSource, ColourBootstrap,
+    CompactImage, FrameFile, LiveColour, LiveOptions, LiveState, LiveTile,
 };
 use tlr_core::operator::FrameReport;
+use tlr_core::select::MAX_PLANES;
 use tlr_core::TileBox;
 
+use super::colour::ColourFrame;
 use super::reader::FrameMsg;
 use super::LiveSettings;
 use crate::batch::accumulator::Blend;
@@ -33,9 +35,17 @@ pub(super) struct Update {
     pub(super) frames_used: usize,
     pub(super) arrival: Instant,
     pub(super) image: Option<Arc<Array2<f32>>>,
+    /// Colour sessions: the blended planes and the session's colour.
+    pub(super) planes: Option<(Arc<ndarray::Array3<f32>>, LiveColour)>,
 }
 
-type TileOutcome = (LiveTile, (FrameReport, usize), Array2<f32>, f32);
+type TileOutcome = (
+    LiveTile,
+    (FrameReport, usize),
+    Array2<f32>,
+    Vec<Array2<f32>>,
+    f32,
+);
 
 /// What the tile stage did over a session.
 #[derive(Debug, Default)]
@@ -64,6 +74,8 @@ pub(super) async fn run_tiles(
     let mut boot: Vec<BootstrapFrame> = Vec::new();
     let mut boot_arrivals: Vec<Instant> = Vec::new();
     let mut boot_files: Vec<FrameFile> = Vec::new();
+    // Colour sessions: the bootstrap frames' colour and plane backgrounds.
+    let mut boot_colour: Option<ColourBootstrap> = None;
     // The global pass's reference frame, kept only until a checkpoint has saved it.
     let mut global_reference: Option<Arc<Array2<f32>>> = None;
     let mut since_checkpoint = 0usize;
@@ -86,11 +98,36 @@ pub(super) async fn run_tiles(
             global_reference = Some(Arc::clone(&msg.image));
         }
         let Some(mut st) = state.take() else {
+            // A colour frame is kept as its raw mosaic (its planes are read from it per tile).
+            let kept = match msg.colour.take() {
+                Some(ColourFrame {
+                    colour,
+                    mosaic: Some(mosaic),
+                    backgrounds,
+                    ..
+                }) => {
+                    let c = boot_colour.get_or_insert_with(|| ColourBootstrap {
+                        colour,
+                        backgrounds: Vec::new(),
+                    });
+                    c.backgrounds.push(Some(backgrounds));
+                    mosaic
+                }
+                Some(_) => {
+                    // The reader sends the mosaic with the first frames of a session (cannot happen).
+                    events(&Event::FrameRejected {
+                        name: msg.name,
+                        reason: "a bootstrap frame came without its mosaic".to_string(),
+                    });
+                    continue;
+                }
+                None => msg.image,
+            };
             boot_files.extend(msg.file.take());
             boot.push(BootstrapFrame {
                 name: msg.name,
                 // Compact (u16 for camera counts): bootstrap frames are the only frames kept.
-                image: match Arc::try_unwrap(msg.image) {
+                image: match Arc::try_unwrap(kept) {
                     Ok(image) => CompactImage::new(image),
                     // Shared with `global_reference`: converted without an f32 copy.
                     Err(shared) => CompactImage::from_view(shared.view()),
@@ -100,7 +137,8 @@ pub(super) async fn run_tiles(
             boot_arrivals.push(msg.arrival);
             if boot.len() >= options.bootstrap_frames {
                 let frames = std::mem::take(&mut boot);
-                let (mut st, reports) = bootstrap(frames, options, &pool).await?;
+                let (mut st, reports) =
+                    bootstrap(frames, boot_colour.take(), options, &pool).await?;
                 adopt(&mut st, &source, &mut boot_files);
                 for r in &reports {
                     report_event(&events, r);
@@ -125,7 +163,16 @@ pub(super) async fn run_tiles(
         // Recorded before the frame is processed: checkpoints are written between frames only.
         st.source_mut().frames.extend(msg.file.take());
         let t0 = Instant::now();
-        let plan = match st.plan(&msg.name, &msg.quality) {
+        if msg.colour.as_ref().map(|c| c.colour) != st.colour() {
+            events(&Event::FrameRejected {
+                name: msg.name.clone(),
+                reason: "its colour mode differs from the session's".to_string(),
+            });
+            state = Some(st);
+            continue;
+        }
+        let backgrounds = msg.colour.as_ref().map(|c| c.backgrounds);
+        let plan = match st.plan_planes(&msg.name, &msg.quality, backgrounds) {
             Ok(plan) => plan,
             Err(reason) => {
                 events(&Event::FrameRejected {
@@ -154,39 +201,59 @@ pub(super) async fn run_tiles(
         let boxes: Vec<TileBox> = tiles.iter().map(|t| *t.tile()).collect();
         let image = Arc::clone(&msg.image);
         drop(msg.image);
+        // Colour: the frame's planes (the mosaic is not needed after the bootstrap).
+        let planes = msg.colour.take().map(|c| c.planes);
         let shift = plan.shift;
+        let scales: [f32; MAX_PLANES] = plan.plane_scales;
         // One job per tile on the worker pool; results come back in tile order and each tile's image
         // goes into the blend as soon as it is its turn (no copies are kept).
         let mut outcomes = Box::pin(pool.ordered(
             stream::iter(tiles),
             move |mut tile: LiveTile| {
-                let cut = core_live::cutout(image.view(), tile.tile(), margin, shift);
-                let r = tile.add_frame(cut.view(), &input, &options);
+                let r = match &planes {
+                    Some(planes) => {
+                        let cut =
+                            core_live::cutout_planes(planes.view(), tile.tile(), margin, shift);
+                        let n = cut.dim().0.min(MAX_PLANES);
+                        tile.add_frame_planes(cut.view(), &scales[..n], &input, &options)
+                    }
+                    None => {
+                        let cut = core_live::cutout(image.view(), tile.tile(), margin, shift);
+                        tile.add_frame(cut.view(), &input, &options)
+                    }
+                };
                 let current = tile.current();
+                let current_planes = tile.current_planes();
                 let var = tile.warp_variance();
-                (tile, r, current, var)
+                (tile, r, current, current_planes, var)
             },
         ));
         let (rows, cols) = st.dim();
-        let mut blend = Blend::new(rows, cols, &boxes, 0, sigma);
+        let colour = st.colour();
+        let mut blend = Blend::new(
+            rows,
+            cols,
+            &boxes,
+            colour.map_or(0, |c| c.route.planes()),
+            sigma,
+        );
         let mut tiles = Vec::with_capacity(boxes.len());
         let mut reports = Vec::with_capacity(boxes.len());
         while let Some(outcome) = outcomes.next().await {
-            let (tile, r, current, var): TileOutcome = outcome?;
-            blend.add(tile.tile(), current.view(), &[], blend.psi(var));
+            let (tile, r, current, current_planes, var): TileOutcome = outcome?;
+            blend.add(tile.tile(), current.view(), &current_planes, blend.psi(var));
             tiles.push(tile);
             reports.push(r);
         }
         drop(outcomes);
         let report = st.put_tiles(tiles, &plan, &reports);
         report_event(&events, &report);
-        let blended = tokio::task::spawn_blocking(move || blend.finish())
+        let (blended, blended_planes) = tokio::task::spawn_blocking(move || blend.finish())
             .await
             .map_err(|source| StageError::Join {
                 stage: Stage::Tiles,
                 source,
-            })??
-            .0;
+            })??;
         busy += t0.elapsed();
         processed += 1;
         let update = Update {
@@ -195,6 +262,7 @@ pub(super) async fn run_tiles(
             frames_used: st.frames_used().len(),
             arrival: msg.arrival,
             image: Some(Arc::new(blended)),
+            planes: blended_planes.zip(colour).map(|(p, c)| (Arc::new(p), c)),
         };
         if update_tx.send(update).await.is_err() {
             state = Some(st);
@@ -217,7 +285,7 @@ pub(super) async fn run_tiles(
             events(&Event::Warning { message });
         }
         let frames = std::mem::take(&mut boot);
-        match bootstrap(frames, options, &pool).await {
+        match bootstrap(frames, boot_colour.take(), options, &pool).await {
             Ok((mut st, reports)) => {
                 adopt(&mut st, &source, &mut boot_files);
                 for r in &reports {
@@ -261,19 +329,37 @@ fn adopt(st: &mut LiveState, source: &CheckpointSource, files: &mut Vec<FrameFil
 }
 
 /// Bootstraps on the worker pool: the frame-level plan, then one job per tile, assembled in tile order (identical to the serial [`LiveState::bootstrap`]).
+/// A colour bootstrap reads each tile's planes from the frames' raw mosaics through the batch store of
+/// its route (only the tile's region is demosaiced or split).
 async fn bootstrap(
     frames: Vec<BootstrapFrame>,
+    colour: Option<ColourBootstrap>,
     options: LiveOptions,
     pool: &Pool,
 ) -> Result<(LiveState, Vec<core_live::LiveFrameReport>), StageError> {
     let frames = Arc::new(frames);
-    let plan =
-        BootstrapPlan::new(&frames, options).map_err(|e| StageError::live(Stage::Tiles, e))?;
+    let route = colour.as_ref().map(|c| c.colour);
+    let plan = BootstrapPlan::new_colour(&frames, options, colour)
+        .map_err(|e| StageError::live(Stage::Tiles, e))?;
     let plan = Arc::new(plan);
+    let store = match route {
+        Some(c) => Some(super::colour::route_store(
+            Arc::new(super::colour::CompactFrames::new(
+                Arc::clone(&frames),
+                |f: &BootstrapFrame| &f.image,
+            )),
+            c,
+        )?),
+        None => None,
+    };
     let tiles = {
         let (plan, frames) = (Arc::clone(&plan), Arc::clone(&frames));
-        pool.ordered(stream::iter(0..plan.tiles().len()), move |k| {
-            plan.bootstrap_tile(k, &frames)
+        let margin = options.margin_px;
+        pool.ordered(stream::iter(0..plan.tiles().len()), move |k| match &store {
+            Some(store) => plan.bootstrap_tile_planes(k, &frames, |i, tile, shift, out| {
+                super::colour::cut_bootstrap_planes(store.as_ref(), i, (tile, margin, shift), out)
+            }),
+            None => plan.bootstrap_tile(k, &frames),
         })
         .collect::<Vec<_>>()
         .await
@@ -296,9 +382,10 @@ async fn full_update(
     arrival: Instant,
     force: bool,
 ) -> Result<(LiveState, Update), StageError> {
-    let (st, image) = tokio::task::spawn_blocking(move || {
+    let (st, image, planes) = tokio::task::spawn_blocking(move || {
         let image = st.snapshot();
-        (st, image)
+        let planes = st.snapshot_planes();
+        (st, image, planes)
     })
     .await
     .map_err(|source| StageError::Join {
@@ -311,6 +398,7 @@ async fn full_update(
         frames_used: st.frames_used().len(),
         arrival,
         image: Some(Arc::new(image)),
+        planes: planes.zip(st.colour()).map(|(p, c)| (Arc::new(p), c)),
     };
     Ok((st, update))
 }

@@ -71,6 +71,21 @@ pub fn write_image_as(
         path: path.to_path_buf(),
         message: format!("demosaicing the result: {e}"),
     })?;
+    colour_meta(&mut meta, colour);
+    let scale = colour.scale();
+    let shown = cut_cube(rgb.view(), area, scale);
+    side_by_side(
+        path,
+        || write_as(run, path, Pixels::Cube(rgb.view()), scale, &export, &meta),
+        || preview::write_rgb_png_preview_atomic(&png, shown),
+        &png,
+    )?;
+    Ok(png)
+}
+
+/// The cards of an RGB image made from `colour` (`CSPACE`, a HISTORY line naming the pattern and the
+/// route), for a run's result and a live snapshot alike.
+pub(crate) fn colour_meta(meta: &mut fits::OutputMeta, colour: &crate::batch::ColourResult) {
     meta.cards.push(card_str(
         "CSPACE",
         "RGB",
@@ -87,15 +102,6 @@ pub fn write_image_as(
             colour.pattern.name()
         )
     });
-    let scale = colour.scale();
-    let shown = cut_cube(rgb.view(), area, scale);
-    side_by_side(
-        path,
-        || write_as(run, path, Pixels::Cube(rgb.view()), scale, &export, &meta),
-        || preview::write_rgb_png_preview_atomic(&png, shown),
-        &png,
-    )?;
-    Ok(png)
 }
 
 /// An export failure as the stage error a caller reports: FITS errors as they are, others naming

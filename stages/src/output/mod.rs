@@ -21,6 +21,7 @@ pub(crate) use coverage::filled;
 pub use coverage::{common_area, frame_counts, GridArea, UNCOVERED};
 pub use diagnostics::{write_diagnostics, DiagnosticsSelection};
 pub use header::output_meta;
+pub(crate) use image::colour_meta;
 pub use image::{write_cfa, write_image, write_image_as};
 pub use paths::check_output_paths;
 pub use tlr_core::export::{BitDepth, ExportOptions, FileFormat};

@@ -247,34 +247,43 @@ pub fn decide_sequence(
 }
 
 /// The colour mode of a live session: its first frame with a readable header decides (later frames
-/// cannot outvote frames already reconstructed); a later frame of another mode, or with an unknown
-/// pattern, is refused with the reason (the session goes on).
-#[derive(Debug, Default)]
+/// cannot outvote frames already reconstructed; a resumed session's checkpoint has decided already,
+/// [`SessionColour::resumed`]); a later frame of another mode, or with an unknown pattern, is refused
+/// with the reason (the session goes on). Each frame's mode is its header's as the configuration
+/// resolves it (`data.color_mode`, `data.bayer_pattern`), as in a batch run.
+#[derive(Debug, Default, Clone)]
 pub struct SessionColour {
     first: Option<(Option<CfaPattern>, PathBuf)>,
+    mode: ColorMode,
 }
 
 impl SessionColour {
-    /// `Ok` when `header` belongs to the session (the first frame always does), with a warning when
-    /// that first frame makes it a Bayer session (live sessions reconstruct the mosaic as it is, without
-    /// colour); otherwise why not, naming the file.
+    /// A session whose frames' modes `mode` resolves.
+    pub fn new(mode: ColorMode) -> Self {
+        Self { first: None, mode }
+    }
+
+    /// The session continues a checkpoint of `pattern` (`None`: mono) whose first frame was `first`.
+    pub fn resumed(mut self, pattern: Option<CfaPattern>, first: PathBuf) -> Self {
+        self.first = Some((pattern, first));
+        self
+    }
+
+    /// `Ok` with the session's pattern (`None`: mono) when `header` belongs to the session (the first
+    /// frame always does); otherwise why not, naming the file.
     ///
     /// # Errors
     /// The reason the frame is refused.
-    pub fn admit(&mut self, header: &FrameHeader) -> Result<Option<String>, String> {
-        let pattern = CfaPattern::from_header(header).map_err(|e| tlr_core::report(&e))?;
+    pub fn admit(&mut self, header: &FrameHeader) -> Result<Option<CfaPattern>, String> {
+        let pattern = bayer::resolve_pattern(header, self.mode)
+            .map_err(|e| tlr_core::report(&e))?
+            .pattern;
         match &self.first {
             None => {
                 self.first = Some((pattern, header.path.clone()));
-                Ok(pattern.map(|p| {
-                    format!(
-                        "`{}` is a Bayer {p} frame: tlr watch reconstructs the mosaic as it is (no \
-                         colour planes, no demosaicing); `tlr run` gives a colour result",
-                        header.path.display()
-                    )
-                }))
+                Ok(pattern)
             }
-            Some((session, _)) if *session == pattern => Ok(None),
+            Some((session, _)) if *session == pattern => Ok(pattern),
             Some((session, first)) => Err(format!(
                 "`{}` is a {} frame, but the session is {} (decided by its first frame `{}`)",
                 header.path.display(),
