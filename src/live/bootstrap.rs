@@ -345,6 +345,8 @@ impl BootstrapPlan {
             .map(|(p, cutouts)| PlaneStack {
                 cutouts,
                 scales: scales.iter().map(|s| s[p]).collect(),
+                // Live adds frames one by one; the Bayer drizzle needs all of them (batch only).
+                own: None,
             })
             .collect();
         let stack = TileStack {

@@ -360,6 +360,8 @@ impl LiveState {
                     scale,
                     shift: quality.shift,
                     plane_scales: [scale; MAX_PLANES],
+                    // Only the scales are asked of these frames here.
+                    levels: [None; MAX_PLANES],
                 })
                 .collect();
             let mut all = self.norm_planes.clone();

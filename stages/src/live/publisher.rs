@@ -137,6 +137,8 @@ async fn publish_one(
         let colour = planes.map(|(planes, colour)| ColourResult {
             pattern: colour.pattern,
             planes: Arc::unwrap_or_clone(planes),
+            // Live does not measure saturation levels: the plain demosaic.
+            levels: Vec::new(),
         });
         let rgb = match &colour {
             Some(c) => match c.rgb() {
