@@ -14,7 +14,7 @@
 //! the demosaiced planes), `M_f` its mask of own samples, `ρ_f` their share of the pixels (1/4 for red
 //! and blue, 1/2 for green), `v_f` its (despiked) plane, `w_f` and `s_f` its weight and photometric
 //! scale, and `A` the clipped mean of the demosaiced frames. A frame takes part at a pixel only where its
-//! demosaiced value passed that pixel's final sigma clip ([`super::combine::clip_bounds`]), so hot
+//! demosaiced value passed that pixel's final sigma clip (`combine::clip_bounds`), so hot
 //! pixels, rays and trails stay out exactly as in the demosaiced combination.
 //!
 //! The coverage `D` of a pixel is what the frames' own samples say about it; a sequence that dithers over
@@ -27,7 +27,7 @@
 //! sub-pixel phase (a guided sequence without dithering) sample the sky in clusters, and normalised
 //! convolution between clusters is worse than the demosaic (a test with phases within 0.9 px: rms
 //! error 40.6 against the demosaic's 22.4). A plane is drizzled only when every point of the 2 x 2 px
-//! period lies within [`MAX_COVERING_RADIUS`] of some frame's own sample ([`covers_the_period`]);
+//! period lies within [`MAX_COVERING_RADIUS`] of some frame's own sample (`covers_the_period`);
 //! otherwise its demosaiced combination stands.
 //!
 //! Measured with the true motion on a simulated 1.2-px RGGB sequence (`/work/exp/drizzle/`, 28 frames):
