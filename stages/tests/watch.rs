@@ -4,6 +4,8 @@
 //! across hard kills with SIGKILL in the middle of the sequence), that nothing else is used, and that
 //! the final live result is close to the batch result and sharper than a global stack.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -12,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{quick_watch, run_quick};
 use serde_json::Value;
 use tlr_core::fits::{self, OutputMeta, SampleFormat};
 use tlr_core::simulate::{Scenario, SimConfig, Simulation};
@@ -662,45 +665,6 @@ fn frames_of_size(dir: &Path, seed: u64, n: usize, size: usize) -> Vec<PathBuf> 
             path
         })
         .collect()
-}
-
-/// `tlr watch DIR -o OUT --json` with quick settings (`--until-idle 1` unless `extra` sets it) and
-/// `extra`, not started yet.
-fn quick_watch(dir: &Path, out: &Path, extra: &[&str]) -> Command {
-    let mut cmd = tlr();
-    cmd.arg("watch").arg(dir).arg("-o").arg(out);
-    if !extra.contains(&"--until-idle") {
-        cmd.args(["--until-idle", "1"]);
-    }
-    cmd.args([
-        "--stable-ms",
-        "100",
-        "--json",
-        "--bootstrap",
-        "5",
-        "--parallel-tiles",
-        "2",
-    ])
-    .args(extra)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    cmd
-}
-
-/// Runs a quick watch to its end: (exit code, JSON events, stderr).
-fn run_quick(dir: &Path, out: &Path, extra: &[&str]) -> (Option<i32>, Vec<Value>, String) {
-    let output = quick_watch(dir, out, extra)
-        .output()
-        .expect("run tlr watch");
-    let events = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .collect();
-    (
-        output.status.code(),
-        events,
-        String::from_utf8_lossy(&output.stderr).to_string(),
-    )
 }
 
 fn used_count(events: &[Value]) -> usize {

@@ -186,34 +186,7 @@ fn bayer_frames(dir: &Path, sim: &Simulation, from: usize, n: usize) {
 /// `tlr watch DIR -o OUT --json` until idle for 1 s, bootstrap 5, 2 workers: (exit code, JSON events,
 /// stderr).
 fn watch(dir: &Path, out: &Path) -> (Option<i32>, Vec<serde_json::Value>, String) {
-    let args = [
-        "--until-idle",
-        "1",
-        "--stable-ms",
-        "100",
-        "--json",
-        "--bootstrap",
-        "5",
-        "--parallel-tiles",
-        "2",
-    ];
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tlr"))
-        .arg("watch")
-        .arg(dir)
-        .arg("-o")
-        .arg(out)
-        .args(args)
-        .output()
-        .expect("run tlr watch");
-    let events = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    (
-        output.status.code(),
-        events,
-        String::from_utf8_lossy(&output.stderr).to_string(),
-    )
+    common::run_quick(dir, out, &[])
 }
 
 fn checkpoint_json(out: &Path) -> serde_json::Value {

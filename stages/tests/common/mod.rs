@@ -6,7 +6,7 @@ pub mod images;
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// Runs the `tlr` binary with `args` and waits for it.
 pub fn tlr<S: AsRef<OsStr>>(args: &[S]) -> Output {
@@ -81,4 +81,47 @@ pub fn reconstruct_memory(
         tokio_util::sync::CancellationToken::new(),
     )
     .unwrap()
+}
+
+/// `tlr watch DIR -o OUT --json` with quick settings (`--until-idle 1` unless `extra` sets it) and
+/// `extra`, not started yet.
+pub fn quick_watch(dir: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tlr"));
+    cmd.arg("watch").arg(dir).arg("-o").arg(out);
+    if !extra.contains(&"--until-idle") {
+        cmd.args(["--until-idle", "1"]);
+    }
+    cmd.args([
+        "--stable-ms",
+        "100",
+        "--json",
+        "--bootstrap",
+        "5",
+        "--parallel-tiles",
+        "2",
+    ])
+    .args(extra)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs a quick watch to its end: (exit code, JSON events, stderr).
+pub fn run_quick(
+    dir: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> (Option<i32>, Vec<serde_json::Value>, String) {
+    let output = quick_watch(dir, out, extra)
+        .output()
+        .expect("run tlr watch");
+    let events = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect();
+    (
+        output.status.code(),
+        events,
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
 }
