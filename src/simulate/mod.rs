@@ -105,6 +105,7 @@ use std::path::PathBuf;
 pub mod calibration;
 pub mod config;
 pub mod metrics;
+pub mod oracle;
 pub mod positions;
 pub mod render;
 pub mod scene;

@@ -23,6 +23,10 @@ use crate::stars::{DetectOptions, StarDetector};
 pub struct StarPositionErrors {
     /// Result position minus expected position, px, one per matched star.
     pub errors: Vec<Shift>,
+    /// Per error (same order): the index of the truth star ([`Simulation::stars`]).
+    pub truth: Vec<usize>,
+    /// Per error (same order): the truth star's flux, ADU.
+    pub flux: Vec<f32>,
 }
 
 impl StarPositionErrors {
@@ -48,6 +52,43 @@ impl StarPositionErrors {
         let sy: f64 = self.errors.iter().map(|e| f64::from(e.dy)).sum();
         let sx: f64 = self.errors.iter().map(|e| f64::from(e.dx)).sum();
         (sy / n, sx / n)
+    }
+
+    /// The errors of the brightest `fraction` (0..=1) of the matched stars (by truth flux; at least one
+    /// star when any matched). Faint stars' positions carry photon noise of a few tenths of a pixel;
+    /// the bright ones show the geometry.
+    pub fn brightest(&self, fraction: f64) -> StarPositionErrors {
+        let mut order: Vec<usize> = (0..self.errors.len()).collect();
+        order.sort_by(|&a, &b| self.flux[b].total_cmp(&self.flux[a]).then(a.cmp(&b)));
+        let keep = ((self.errors.len() as f64 * fraction.clamp(0.0, 1.0)).round() as usize)
+            .max(1)
+            .min(self.errors.len());
+        let mut kept: Vec<usize> = order[..keep].to_vec();
+        kept.sort_unstable();
+        self.select(&kept)
+    }
+
+    /// Per star matched in both, `self - other`: with `other` the exact-motion stack of the same frames
+    /// ([`Simulation::exact_motion_stack`]), the photon noise both share cancels and the geometric
+    /// error is left.
+    pub fn minus(&self, other: &StarPositionErrors) -> StarPositionErrors {
+        let mut out = StarPositionErrors::default();
+        for (k, &t) in self.truth.iter().enumerate() {
+            if let Some(j) = other.truth.iter().position(|&o| o == t) {
+                out.errors.push(self.errors[k] - other.errors[j]);
+                out.truth.push(t);
+                out.flux.push(self.flux[k]);
+            }
+        }
+        out
+    }
+
+    fn select(&self, keep: &[usize]) -> StarPositionErrors {
+        StarPositionErrors {
+            errors: keep.iter().map(|&k| self.errors[k]).collect(),
+            truth: keep.iter().map(|&k| self.truth[k]).collect(),
+            flux: keep.iter().map(|&k| self.flux[k]).collect(),
+        }
     }
 
     /// RMS length of the errors around their mean, px: what is left once the common offset is removed.
@@ -126,10 +167,10 @@ impl Simulation {
                 j == k || o.flux < 0.05 * s.flux || (o.x - s.x).hypot(o.y - s.y) > ISOLATION_PX
             })
         };
-        let expected: Vec<(f32, f32)> = (0..stars.len())
+        let expected: Vec<(usize, (f32, f32))> = (0..stars.len())
             .filter(|&k| isolated(k))
-            .map(|k| expected(stars[k].y, stars[k].x))
-            .filter(|&(y, x)| inside(y, x))
+            .map(|k| (k, expected(stars[k].y, stars[k].x)))
+            .filter(|&(_, (y, x))| inside(y, x))
             .collect();
         let mut errors = StarPositionErrors::default();
         for s in found
@@ -138,11 +179,13 @@ impl Simulation {
         {
             let nearest = expected
                 .iter()
-                .map(|&(y, x)| (s.y - y, s.x - x))
-                .min_by(|a, b| a.0.hypot(a.1).total_cmp(&b.0.hypot(b.1)));
-            if let Some((dy, dx)) = nearest {
+                .map(|&(k, (y, x))| (k, s.y - y, s.x - x))
+                .min_by(|a, b| a.1.hypot(a.2).total_cmp(&b.1.hypot(b.2)));
+            if let Some((k, dy, dx)) = nearest {
                 if dy.hypot(dx) <= MATCH_RADIUS_PX && inside(s.y, s.x) {
                     errors.errors.push(Shift::new(dy, dx));
+                    errors.truth.push(k);
+                    errors.flux.push(stars[k].flux);
                 }
             }
         }
@@ -152,7 +195,33 @@ impl Simulation {
 
 #[cfg(test)]
 mod tests {
+    use super::StarPositionErrors;
+    use crate::geom::Shift;
     use crate::simulate::{Scenario, SimConfig, Simulation};
+
+    #[test]
+    fn brightest_and_minus_pick_stars_by_truth_index() {
+        let a = StarPositionErrors {
+            errors: vec![
+                Shift::new(0.5, 0.0),
+                Shift::new(0.0, 0.1),
+                Shift::new(0.2, 0.2),
+            ],
+            truth: vec![4, 7, 9],
+            flux: vec![100.0, 5000.0, 900.0],
+        };
+        let top = a.brightest(0.5);
+        assert_eq!(top.truth, vec![7, 9]);
+        assert_eq!(a.brightest(0.0).truth, vec![7]);
+        let b = StarPositionErrors {
+            errors: vec![Shift::new(0.2, 0.1), Shift::new(0.4, 0.0)],
+            truth: vec![9, 4],
+            flux: vec![900.0, 100.0],
+        };
+        let d = a.minus(&b);
+        assert_eq!(d.truth, vec![4, 9]);
+        assert!((d.errors[0].dy - 0.1).abs() < 1e-6 && (d.errors[1].dx - 0.1).abs() < 1e-6);
+    }
 
     #[test]
     fn the_truth_image_moved_to_the_mean_geometry_has_no_position_error() {
