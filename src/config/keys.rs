@@ -128,6 +128,7 @@ const DIAGNOSTICS: &[(&str, Spec)] = &[
 const REGISTRATION: &[(&str, Spec)] = &[
     ("local_tiles", Section(LOCAL_TILES)),
     ("reference_frame", Leaf),
+    ("unweighted_geometry", Leaf),
     ("global", Section(GLOBAL)),
     ("mode", Unused("tlr always registers tile-locally")),
     ("enabled", Unused("tlr always registers tile-locally")),

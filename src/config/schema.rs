@@ -234,7 +234,7 @@ impl Default for DiagnosticsConfig {
 }
 
 /// Section `registration`.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RegistrationConfig {
     /// `registration.local_tiles`: tile-local registration (TLR).
     pub local_tiles: LocalTilesConfig,
@@ -248,6 +248,27 @@ pub struct RegistrationConfig {
     /// their digest.
     #[serde(skip_serializing_if = "GlobalRegistrationConfig::is_default")]
     pub global: GlobalRegistrationConfig,
+    /// `registration.unweighted_geometry` (tlr): re-place each tile's weighted result on the geometry
+    /// of the same frames stacked without weights, so that quality weights do not move stars (batch
+    /// runs; see `tlr_core::operator::neutral`). Default true. Left out of the serialisation while
+    /// true, so configurations without it keep their digest.
+    #[serde(skip_serializing_if = "is_true")]
+    pub unweighted_geometry: bool,
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            local_tiles: LocalTilesConfig::default(),
+            reference_frame: 0,
+            global: GlobalRegistrationConfig::default(),
+            unweighted_geometry: true,
+        }
+    }
 }
 
 /// Section `registration.global` (tlr).

@@ -180,6 +180,11 @@ impl Reader {
             &mut c.registration.reference_frame,
             to_usize,
         );
+        self.take(
+            "registration.unweighted_geometry",
+            &mut c.registration.unweighted_geometry,
+            to_bool,
+        );
         let lt = &mut c.registration.local_tiles;
         self.take(
             "registration.local_tiles.ecc_cc_min",

@@ -37,6 +37,7 @@
 pub mod combine;
 mod despike;
 pub mod drizzle;
+pub mod neutral;
 mod planes;
 pub mod smooth;
 
@@ -135,6 +136,10 @@ pub struct OperatorParams {
     pub variance_window_sigma: f32,
     /// Local registration or the global-only baseline. Default [`Mode::Local`].
     pub mode: Mode,
+    /// Re-place the weighted result on the geometry of the same frames stacked without weights
+    /// (`registration.unweighted_geometry`, see [`neutral`]), so that quality weights do not move stars.
+    /// Default true.
+    pub unweighted_geometry: bool,
 }
 
 impl Default for OperatorParams {
@@ -154,6 +159,7 @@ impl Default for OperatorParams {
             rejection_kappa: 3.0,
             variance_window_sigma: 2.0,
             mode: Mode::Local,
+            unweighted_geometry: true,
         }
     }
 }
@@ -273,6 +279,9 @@ pub struct TileResult {
     pub fallback: Option<String>,
     /// Sum of the used frames' weights.
     pub weight_sum: f32,
+    /// The field that re-placed `image` on the unweighted stack's geometry ([`neutral`]); the colour
+    /// planes of the tile take the same field ([`neutral::Correction::apply`]). `None` when not applied.
+    pub correction: Option<neutral::Correction>,
 }
 
 impl TileResult {
@@ -295,6 +304,7 @@ impl TileResult {
             iterations,
             fallback: None,
             weight_sum: 0.0,
+            correction: None,
         }
     }
 }
@@ -596,7 +606,18 @@ impl<'a> Operator<'a> {
                 // last valid round's result, as an early stop, and say so.
                 return match last.take() {
                     Some(previous) => {
+                        // Restore the kept round's frame states; the aligned buffers keep what they
+                        // hold now (a fallback to the prior may have re-aligned some), and the used
+                        // frames are re-aligned where that differs, so that the geometry correction
+                        // sees exactly the kept round's frames.
+                        let held: Vec<Shift> = self.frames.iter().map(|f| f.aligned_at).collect();
                         self.frames = std::mem::take(&mut last_frames);
+                        for (f, at) in self.frames.iter_mut().zip(held) {
+                            f.aligned_at = at;
+                        }
+                        for s in self.live_slots() {
+                            self.align(s);
+                        }
                         let note = format!(
                             "round {iterations} failed ({reason}): kept round {}",
                             iterations - 1
@@ -778,6 +799,43 @@ impl<'a> Operator<'a> {
         TileResult::invalid(self.stack, reason, self.reports(), iterations)
     }
 
+    /// The field that re-places `weighted` on the unweighted stack's geometry ([`neutral`]): `None` when
+    /// switched off, when the used frames' weights are all equal (the two stacks are the same), or when
+    /// no field can be estimated.
+    fn unweighted_correction(
+        &self,
+        weighted: &combine::Combined,
+        image: &Array2<f32>,
+    ) -> Option<neutral::Correction> {
+        let used: Vec<usize> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&s| self.frames[s].rejected.is_none())
+            .collect();
+        let (lo, hi) = used
+            .iter()
+            .map(|&s| self.frames[s].weight)
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), w| {
+                (lo.min(w), hi.max(w))
+            });
+        if !self.params.unweighted_geometry || used.len() < 2 || !(hi - lo > 1e-6 * hi) {
+            return None;
+        }
+        let np = self.h * self.w;
+        let uniform: Vec<(usize, f32)> = used.iter().map(|&s| (s, 1.0)).collect();
+        let unweighted = combine::clipped_mean(
+            &self.aligned,
+            np,
+            &uniform,
+            &weighted.image,
+            &weighted.scale,
+            self.params.rejection_kappa,
+        );
+        let unweighted = ArrayView2::from_shape((self.h, self.w), &unweighted.image).ok()?;
+        neutral::correction(image.view(), unweighted)
+    }
+
     fn finish(
         &self,
         combined: combine::Combined,
@@ -804,9 +862,15 @@ impl<'a> Operator<'a> {
             + var(&|f| f.used_shift.dx - f.prior.dx, mx)) as f32;
         let mean_cc = mean(&|f| f.cc) as f32;
         let weight_sum: f32 = used.iter().map(|f| f.weight).sum();
-        let image = Array2::from_shape_vec((self.h, self.w), combined.image)
+        let image = Array2::from_shape_vec((self.h, self.w), combined.image.clone())
             .unwrap_or_else(|_| Array2::from_elem((self.h, self.w), f32::NAN));
+        let correction = self.unweighted_correction(&combined, &image);
+        let image = match &correction {
+            Some(c) => c.apply(image.view()),
+            None => image,
+        };
         TileResult {
+            correction,
             tile: self.stack.tile,
             image,
             valid: true,

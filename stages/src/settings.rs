@@ -54,6 +54,7 @@ pub fn operator_params(cfg: &Config, mode: Registration) -> OperatorParams {
             Registration::TileLocal => operator::Mode::Local,
             Registration::GlobalOnly => operator::Mode::GlobalOnly,
         },
+        unweighted_geometry: cfg.registration.unweighted_geometry,
         ..OperatorParams::default()
     }
 }

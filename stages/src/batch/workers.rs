@@ -113,7 +113,17 @@ pub(crate) fn batch_work(
         let planes = if plane_stacks.is_empty() {
             Vec::new()
         } else {
-            tlr_core::operator::reconstruct_planes(&result, &stack, &plane_stacks, &plane_params)
+            let planes = tlr_core::operator::reconstruct_planes(
+                &result,
+                &stack,
+                &plane_stacks,
+                &plane_params,
+            );
+            // The luminance's geometry correction moves every plane the same way.
+            match &result.correction {
+                Some(c) => planes.iter().map(|p| c.apply(p.view())).collect(),
+                None => planes,
+            }
         };
         // A full channel drops the buffer.
         let _ = give_back.try_send(stack.cutouts);
