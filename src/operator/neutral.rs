@@ -45,8 +45,9 @@ pub struct Correction {
 }
 
 impl Correction {
-    /// `image(x - δ(x))` (Lanczos-3); pixels where `δ` is negligible, or where `image` is not finite,
-    /// keep their value. `image` must have the field's shape, otherwise it is returned unchanged.
+    /// `image(x - δ(x))` (Lanczos-3, clamped to the 2x2 source pixels around the sample point: no
+    /// overshoot next to saturated cores); pixels where `δ` is negligible, where `image` is not finite
+    /// or where a source pixel around the sample point is not finite keep their value. `image` must have the field's shape, otherwise it is returned unchanged.
     pub fn apply(&self, image: ArrayView2<f32>) -> Array2<f32> {
         let mut out = image.to_owned();
         if image.dim() != self.dy.dim() {
@@ -57,9 +58,19 @@ impl Correction {
             if dy.abs().max(dx.abs()) < NEGLIGIBLE_PX || !v.is_finite() {
                 continue;
             }
-            let s = sample_at(image, y as f32 - dy, x as f32 - dx);
-            if s.is_finite() {
-                *v = s;
+            let (sy, sx) = (y as f32 - dy, x as f32 - dx);
+            // Deringing: the value stays within the 2x2 source pixels around the sample point, so
+            // that Lanczos cannot overshoot next to saturated cores or sharp edges.
+            let (y0, x0) = (sy.floor().max(0.0) as usize, sx.floor().max(0.0) as usize);
+            let (lo, hi) = [(y0, x0), (y0 + 1, x0), (y0, x0 + 1), (y0 + 1, x0 + 1)]
+                .iter()
+                .filter_map(|&(yy, xx)| image.get((yy, xx)).copied())
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), p| {
+                    (lo.min(p), hi.max(p))
+                });
+            let s = sample_at(image, sy, sx);
+            if s.is_finite() && lo <= hi {
+                *v = s.clamp(lo, hi);
             }
         }
         out
@@ -228,6 +239,21 @@ mod tests {
         let same = correction(u.view(), u.view()).unwrap();
         assert_eq!(same.rms_px(), 0.0);
         assert_eq!(same.apply(u.view()), u);
+    }
+
+    #[test]
+    fn moving_a_saturated_core_does_not_dig_below_the_sky() {
+        // A flat-topped (clipped) star moved by 0.4 px: Lanczos alone rings below the sky next to the
+        // plateau's edge; the applied field stays within the neighbouring source pixels.
+        let star = gaussian_star(40, 40, 20.0, 20.0, 1.2, 60000.0).mapv(|v| v.min(4000.0));
+        let c = Correction {
+            dy: Array2::from_elem((40, 40), 0.4),
+            dx: Array2::from_elem((40, 40), -0.3),
+        };
+        let moved = c.apply(star.view());
+        let low = moved.iter().copied().fold(f32::INFINITY, f32::min);
+        let high = moved.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert!(low >= 100.0 && high <= 4000.0, "{low} .. {high}");
     }
 
     #[test]
