@@ -61,6 +61,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ndarray::Array2;
+use tlr_core::operator::OperatorParams;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -178,7 +179,12 @@ impl LiveSettings {
     }
 
     fn live_options(&self) -> LiveOptions {
-        let params = operator_params(&self.config, self.registration);
+        let params = OperatorParams {
+            // Live tiles keep no aligned frames to compare weighted and unweighted stacks after the
+            // bootstrap: the unweighted geometry is a batch feature, and the bootstrap stays as before.
+            unweighted_geometry: false,
+            ..operator_params(&self.config, self.registration)
+        };
         let mut options = LiveOptions::from_config(&self.config, params);
         if let Some(n) = self.bootstrap_frames {
             options.bootstrap_frames = n.max(1);
