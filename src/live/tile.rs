@@ -561,7 +561,10 @@ mod tests {
         stacked[[6, 6]] = 500.0;
         stacked[[6, 7]] = 220.0;
         let per_frame = crate::operator::despike(cut.view()).expect("both look like spikes");
-        assert!(per_frame[[10, 10]] < 200.0, "a per-frame despike takes the core");
+        assert!(
+            per_frame[[10, 10]] < 200.0,
+            "a per-frame despike takes the core"
+        );
         let cleaned = despike_against(cut.view(), stacked.view(), (4, 4)).expect("one spike");
         assert_eq!(cleaned[[10, 10]], 900.0, "the star core is kept");
         assert!(cleaned[[18, 5]] < 200.0, "the hot pixel is replaced");
