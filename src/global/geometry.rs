@@ -17,7 +17,7 @@
 
 use super::FrameTransform;
 use crate::fits::PixelMap;
-use crate::geom::Shift;
+use crate::geom::{Shift, TileBox};
 use crate::stats::median_and_sigma;
 
 /// `I + L` of a transform, in `f64`.
@@ -76,6 +76,17 @@ impl FrameTransform {
                 [m[1][0] as f32, (m[1][1] - 1.0) as f32],
             ],
         })
+    }
+
+    /// The operator's prior shift of `tile` for a frame with this motion (relative to the output
+    /// geometry) whose cut-out of the tile is read at the whole-pixel `offset` `(rows, cols)`: the
+    /// displacement at the tile centre (rotation and stretch give every tile its own prior) minus the
+    /// offset. Batch tile jobs and live tiles both take their priors from here.
+    pub fn tile_prior(&self, tile: &TileBox, offset: (isize, isize)) -> Shift {
+        let centre_y = tile.y0 as f32 + 0.5 * (tile.h as f32 - 1.0);
+        let centre_x = tile.x0 as f32 + 0.5 * (tile.w as f32 - 1.0);
+        let d = self.displacement_at(centre_y, centre_x);
+        Shift::new(d.dy - offset.0 as f32, d.dx - offset.1 as f32)
     }
 }
 

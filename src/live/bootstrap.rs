@@ -10,13 +10,16 @@ use std::ops::Range;
 
 use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut2, ArrayViewMut3, Axis};
 
-use crate::global::FrameQuality;
+use crate::global::{FrameQuality, FrameTransform};
 use crate::operator::{FrameInput, FrameReport, FrameStatus, PlaneStack, TileStack};
-use crate::select::{most_common_reason, select_frames, set_plane_scales, UsedFrame, MAX_PLANES};
+use crate::select::{
+    most_common_reason, offset_of, select_frames, set_plane_scales, UsedFrame, MAX_PLANES,
+};
 use crate::tile::{tile_grid, tile_size_px};
 use crate::{Shift, TileBox};
 
 use super::colour::{luminance, LiveColour};
+use super::geometry::{relative_motion, session_base};
 use super::tile::{cut_into, LiveTile};
 use super::{CheckpointSource, LiveError, LiveFrameReport, LiveOptions, LiveState};
 
@@ -128,6 +131,9 @@ pub struct BootstrapFrame {
     pub image: CompactImage,
     /// What the global pass measured.
     pub quality: FrameQuality,
+    /// The fitted linear geometry against the global reference frame
+    /// ([`crate::global::GlobalFrame::transform`]); `None` stands for the translation `quality.shift`.
+    pub transform: Option<FrameTransform>,
 }
 
 /// The frame-level half of a bootstrap (weights, scales, grid), from which every tile is bootstrapped
@@ -143,6 +149,10 @@ pub struct BootstrapPlan {
     /// Indices (into the bootstrap frames) of the frames that enter the tiles.
     used: Vec<usize>,
     inputs: Vec<FrameInput>,
+    /// The session's output geometry relative to the global reference frame ([`session_base`]).
+    base: FrameTransform,
+    /// Per used frame (in `used` order), its motion relative to `base`.
+    motions: Vec<FrameTransform>,
     norm: Vec<FrameQuality>,
     reports: Vec<LiveFrameReport>,
     /// Colour sessions: the colour, and the used frames' plane scales (in `used` order).
@@ -236,6 +246,16 @@ impl BootstrapPlan {
         let grid = tile_grid(rows, cols, tile_px, options.overlap_fraction)
             .map_err(|source| LiveError::Grid { source })?;
         let inputs: Vec<FrameInput> = selection.used.iter().map(UsedFrame::input).collect();
+        let centre = (0.5 * (rows as f32 - 1.0), 0.5 * (cols as f32 - 1.0));
+        let measured: Vec<(FrameQuality, Option<FrameTransform>)> = used
+            .iter()
+            .map(|&i| (frames[i].quality, frames[i].transform))
+            .collect();
+        let base = session_base(&measured, centre);
+        let motions = measured
+            .iter()
+            .map(|(q, t)| relative_motion(&base, q, t.as_ref()))
+            .collect();
         let colour = colour.map(|c| {
             let mut used_frames = selection.used.clone();
             set_plane_scales(&mut used_frames, &c.backgrounds);
@@ -250,6 +270,8 @@ impl BootstrapPlan {
             grid,
             used,
             inputs,
+            base,
+            motions,
             norm,
             reports,
             colour,
@@ -292,7 +314,7 @@ impl BootstrapPlan {
                 f.image.cutout_into(
                     tile,
                     margin,
-                    f.quality.shift,
+                    self.motions[slot].shift,
                     cutouts.index_axis_mut(ndarray::Axis(0), slot),
                 );
             }
@@ -301,7 +323,7 @@ impl BootstrapPlan {
             tile: *tile,
             margin,
             cutouts,
-            frames: self.inputs.clone(),
+            frames: self.inputs_for(tile),
         };
         LiveTile::bootstrap(&stack, &self.options)
     }
@@ -328,11 +350,11 @@ impl BootstrapPlan {
             .collect();
         let mut lum = Array3::from_elem((self.used.len(), ch, cw), f32::NAN);
         for (slot, &i) in self.used.iter().enumerate() {
-            let Some(f) = frames.get(i) else {
+            if frames.get(i).is_none() {
                 continue;
-            };
+            }
             let mut frame = Array3::from_elem((planes, ch, cw), f32::NAN);
-            cut(i, tile, f.quality.shift, frame.view_mut());
+            cut(i, tile, self.motions[slot].shift, frame.view_mut());
             lum.index_axis_mut(Axis(0), slot)
                 .assign(&luminance(frame.view()));
             for (p, plane) in frame.axis_iter(Axis(0)).enumerate() {
@@ -353,9 +375,27 @@ impl BootstrapPlan {
             tile: *tile,
             margin,
             cutouts: lum,
-            frames: self.inputs.clone(),
+            frames: self.inputs_for(tile),
         };
         LiveTile::bootstrap_planes(&stack, &plane_stacks, &self.options)
+    }
+
+    /// The used frames' operator inputs in `tile`: each prior is the frame's motion relative to the
+    /// session's geometry at the tile centre, minus the whole-pixel offset its cut-out is read at.
+    fn inputs_for(&self, tile: &TileBox) -> Vec<FrameInput> {
+        self.inputs
+            .iter()
+            .zip(&self.motions)
+            .map(|(input, motion)| FrameInput {
+                prior_shift: motion.tile_prior(tile, offset_of(motion.shift)),
+                ..*input
+            })
+            .collect()
+    }
+
+    /// The session's output geometry relative to the global reference frame.
+    pub fn base(&self) -> &FrameTransform {
+        &self.base
     }
 
     /// Assembles the state from the bootstrapped tiles, in tile order; returns it with one report
@@ -388,6 +428,7 @@ impl BootstrapPlan {
             tile_px: self.tile_px,
             options: self.options,
             tiles: states,
+            base: self.base,
             norm: self.norm.clone(),
             frames_seen: reports.len(),
             frames_used: Vec::new(),

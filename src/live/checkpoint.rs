@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::fits::{self, OutputMeta, SampleFormat};
-use crate::global::FrameQuality;
+use crate::global::{FrameQuality, FrameTransform};
 use crate::{Shift, TileBox};
 
 use super::colour::{LiveColour, PlaneSums};
@@ -26,7 +26,10 @@ use super::{CheckpointSource, LiveError, LiveOptions, LiveState, LiveTile};
 use crate::select::MAX_PLANES;
 
 /// Version of the checkpoint format written by [`LiveState::save`].
-pub const CHECKPOINT_VERSION: u32 = 3;
+///
+/// 4: the session's output geometry (`base`, the bootstrap frames' mean transform) is stored; a
+/// format-3 checkpoint stacked in its reference frame's geometry and cannot be continued in another.
+pub const CHECKPOINT_VERSION: u32 = 4;
 /// Name of the checkpoint's JSON file (the commit point).
 pub const CHECKPOINT_JSON: &str = "checkpoint.json";
 /// Per-tile arrays stored in a checkpoint, in plane order.
@@ -64,6 +67,8 @@ struct CheckpointFile {
     cols: usize,
     tile_px: usize,
     options: LiveOptions,
+    /// The output geometry relative to the global reference frame (the bootstrap frames' mean).
+    base: FrameTransform,
     norm: Vec<FrameQuality>,
     frames_seen: usize,
     frames_used: Vec<String>,
@@ -160,6 +165,7 @@ impl LiveState {
             cols: self.cols,
             tile_px: self.tile_px,
             options: self.options,
+            base: self.base,
             norm: self.norm.clone(),
             frames_seen: self.frames_seen,
             frames_used: self.frames_used.clone(),
@@ -387,6 +393,7 @@ impl LiveState {
                 tile_px: file.tile_px,
                 options: file.options,
                 tiles,
+                base: file.base,
                 norm: file.norm,
                 frames_seen: file.frames_seen,
                 frames_used: file.frames_used,
@@ -414,7 +421,7 @@ mod tests {
         let mut pass = GlobalPass::new();
         let (mut state, _) = start(&s, &mut pass, 5);
         let image = s.frame(5);
-        let q = pass.add_frame(image.view());
+        let q = pass.add_frame_detailed(image.view());
         state.add_frame("f005.fits", image.view(), &q).expect("ok");
         let dir = tempfile::tempdir().expect("tmp");
         let reference = s.frame(0);
@@ -435,7 +442,7 @@ mod tests {
             .all(|(x, y)| x == y || (x.is_nan() && y.is_nan())));
         // Both continue identically.
         let image = s.frame(6);
-        let q = pass.add_frame(image.view());
+        let q = pass.add_frame_detailed(image.view());
         let ra = state.add_frame("f006.fits", image.view(), &q).expect("ok");
         let rb = loaded.add_frame("f006.fits", image.view(), &q).expect("ok");
         assert_eq!(ra, rb);
@@ -482,7 +489,7 @@ mod tests {
         // What a save killed before its commit point leaves behind: a newer state file, a newer
         // reference and temporary files. The JSON still names the old ones.
         let image = s.frame(5);
-        let q = pass.add_frame(image.view());
+        let q = pass.add_frame_detailed(image.view());
         state.add_frame("f005.fits", image.view(), &q).expect("ok");
         fs::write(dir.path().join("state-2.bin"), b"TLRLIVE2 half").expect("write");
         fs::write(dir.path().join(".checkpoint.json.tmp-99999999-0"), b"{").expect("write");
@@ -533,5 +540,30 @@ mod tests {
         fs::write(dir.path().join(CHECKPOINT_JSON), "{nope").expect("write");
         let err = LiveState::load(dir.path()).expect_err("must fail");
         assert!(err.to_string().contains(CHECKPOINT_JSON), "{err}");
+    }
+
+    /// The session's geometry is saved and restored exactly; a format-3 checkpoint (without it) is
+    /// refused, saying why and pointing to `--fresh`.
+    #[test]
+    fn the_session_geometry_is_kept_and_format_3_is_refused() {
+        let s = sim(7);
+        let mut pass = GlobalPass::new();
+        let (mut state, _) = start(&s, &mut pass, 5);
+        let dir = tempfile::tempdir().expect("tmp");
+        state.save(dir.path(), None).expect("save");
+        let (loaded, _) = LiveState::load(dir.path()).expect("load");
+        assert_eq!(loaded.base(), state.base());
+        let json = dir.path().join(CHECKPOINT_JSON);
+        let mut v: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&json).expect("json")).expect("json");
+        v["version"] = serde_json::json!(3);
+        v.as_object_mut().expect("object").remove("base");
+        fs::write(&json, v.to_string()).expect("write");
+        let err = LiveState::load(dir.path()).expect_err("format 3");
+        let text = err.to_string();
+        assert!(
+            text.contains("format 3") && text.contains("geometry") && text.contains("--fresh"),
+            "{text}"
+        );
     }
 }

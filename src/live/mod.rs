@@ -9,8 +9,16 @@
 //!   ([`crate::operator::reconstruct_tile`]) exactly as a batch run of those frames would. The
 //!   operator's per-tile image becomes the first reference; its per-frame shifts and weights fill the
 //!   accumulators.
-//! - **Per frame and tile** ([`LiveTile::add_frame`]): register the cut-out against the tile reference
-//!   ([`crate::register::register`], prior = the sub-pixel rest of the global shift), reject the frame
+//! - **Geometry** (`geometry.rs`): the session stacks in the robust mean geometry of its bootstrap
+//!   frames' linear transforms ([`crate::global::GlobalFrame::transform`]: translation, rotation,
+//!   stretch), fixed for the session and kept by the checkpoint ([`LiveState::base`]); a batch run
+//!   stacks in the mean of all frames, which a live session cannot know in advance. Every frame's
+//!   motion is taken relative to it ([`FramePlan::transform`]), and each tile's prior is that motion at
+//!   the tile centre ([`crate::global::FrameTransform::tile_prior`], the batch run's function).
+//! - **Per frame and tile** ([`LiveTile::add_frame`]): despike the cut-out against the tile's reference
+//!   (stars stay, hot pixels and cosmic rays go: [`crate::operator::despike_against`]), register it
+//!   against the tile reference ([`crate::register::register`], prior = the frame's motion at the tile
+//!   centre less the cut-out's whole-pixel offset), reject the frame
 //!   for this tile when the correlation is below `ecc_cc_min` or its local shift deviates from the
 //!   median of the recent shift history (last `temporal_smoothing_window` shifts) by more than
 //!   `max_warp_delta_px`, resample (Lanczos-3, [`crate::resample`]), reject single pixels beyond
@@ -23,7 +31,7 @@
 //! - **Snapshot** ([`LiveState::snapshot`]): the tiles' current images blended with [`Mosaic`] (Hann
 //!   windows, `psi` of each tile's recent warp variance).
 //! - **Checkpoint** ([`LiveState::save`] / [`LiveState::load`]): a folder with `checkpoint.json`
-//!   (grid, counters, shift histories, the names of the frames used and rejected, the bootstrap
+//!   (grid, the session's geometry, counters, shift histories, the names of the frames used and rejected, the bootstrap
 //!   qualities, the names, length and SHA-256 of the files below, and the [`CheckpointSource`]: the
 //!   followed folder, the configuration digest and registration mode, and every frame file's exact
 //!   name, size, time and header hash, which a resuming session compares), `state-<generation>.bin` (all
@@ -37,7 +45,7 @@
 //!   processed are not in the checkpoint's list and are processed again.
 //!
 //! What it does not: read files or follow folders (the `tlr` crate's live stages do), run the global
-//! pass (the caller feeds [`crate::global::GlobalPass`] and passes its [`FrameQuality`]), smooth shifts
+//! pass (the caller feeds [`crate::global::GlobalPass`] and passes its [`GlobalFrame`]), smooth shifts
 //! over future frames (a live stack cannot see them; the measured shift is used, which the batch
 //! operator's noise-weighted smoothing also keeps for well-measured frames), iterate over old frames
 //! (they are not kept), use threads.
@@ -54,7 +62,8 @@
 //! ([`CompactImage`]); [`BootstrapPlan`] lets a caller run the per-tile part on a worker pool.
 //!
 //! Files: `tile.rs` (one tile and its numerics per frame, the cut-out), `bootstrap.rs` (the first
-//! frames, [`BootstrapPlan`], [`CompactImage`]), `colour.rs` (route, plane accumulators),
+//! frames, [`BootstrapPlan`], [`CompactImage`]), `geometry.rs` (the session's geometry and each
+//! frame's motion relative to it), `colour.rs` (route, plane accumulators),
 //! `checkpoint.rs` (save, load and the format),
 //! `identity.rs` (what a checkpoint must match to be resumed); this file holds the session
 //! ([`LiveState`]), its settings ([`LiveOptions`]) and errors.
@@ -66,7 +75,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::fits::FitsError;
-use crate::global::{global_weights, photometric_scales, FrameQuality};
+use crate::global::{
+    global_weights, photometric_scales, FrameQuality, FrameTransform, GlobalFrame,
+};
 use crate::mosaic::{psi, Mosaic};
 use crate::operator::{FrameInput, FrameReport, OperatorParams};
 use crate::select::{frame_rejection, most_common_reason, set_plane_scales, UsedFrame, MAX_PLANES};
@@ -76,6 +87,7 @@ use crate::{Shift, TileBox};
 mod bootstrap;
 mod checkpoint;
 mod colour;
+mod geometry;
 mod identity;
 mod tile;
 pub use crate::select::{offset_of, prior_of};
@@ -83,7 +95,7 @@ pub use bootstrap::{BootstrapFrame, BootstrapPlan, ColourBootstrap, CompactImage
 pub use checkpoint::{CHECKPOINT_JSON, CHECKPOINT_VERSION, STATE_MAGIC};
 pub use colour::{luminance, ColourRoute, LiveColour, PlaneSums};
 pub use identity::{CheckpointSource, FrameFile, FrameKey, RawName};
-pub use tile::{cutout, cutout_planes, cutout_window, despike, CutoutWindow, LiveTile};
+pub use tile::{cutout, cutout_planes, cutout_window, CutoutWindow, LiveTile};
 
 /// Errors of live reconstruction. Each names the frame or checkpoint file and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -128,8 +140,9 @@ pub enum LiveError {
     },
     /// The checkpoint was written by another version of the format.
     #[error(
-        "checkpoint `{path}`: format {found} is not supported (expected {CHECKPOINT_VERSION}); \
-         start a fresh session (`tlr watch --fresh`)"
+        "checkpoint `{path}`: format {found} is not supported (expected {CHECKPOINT_VERSION}: \
+         since format 4 a session stacks in its bootstrap frames' mean geometry, which an older \
+         checkpoint does not record); start a fresh session (`tlr watch --fresh`)"
     )]
     CheckpointVersion {
         /// The checkpoint's JSON file.
@@ -232,21 +245,27 @@ pub struct FramePlan {
     pub weight: f32,
     /// Photometric scale (I' = I * scale), against the bootstrap frames' median background.
     pub scale: f32,
-    /// Global shift relative to the global reference frame.
+    /// Global shift relative to the session's geometry (the bootstrap frames' mean): places the
+    /// cut-outs.
     pub shift: Shift,
+    /// The frame's linear motion relative to the session's geometry (`transform.shift == shift`): gives
+    /// every tile its prior ([`FramePlan::input`]).
+    pub transform: FrameTransform,
     /// Colour sessions: the photometric scale of each plane (per-channel background normalisation
     /// against the bootstrap frames, as a batch run's); `scale` for mono.
     pub plane_scales: [f32; MAX_PLANES],
 }
 
 impl FramePlan {
-    /// The operator input of this frame for a cut-out made by [`cutout`] (prior = sub-pixel rest).
-    pub fn input(&self) -> FrameInput {
+    /// The operator input of this frame in `tile` for a cut-out made by [`cutout`]: the prior is the
+    /// frame's motion at the tile centre less the cut-out's whole-pixel offset
+    /// ([`FrameTransform::tile_prior`], as in batch).
+    pub fn input(&self, tile: &TileBox) -> FrameInput {
         FrameInput {
             index: self.index,
             weight: self.weight,
             scale: self.scale,
-            prior_shift: prior_of(self.shift),
+            prior_shift: self.transform.tile_prior(tile, offset_of(self.shift)),
         }
     }
 }
@@ -274,6 +293,9 @@ pub struct LiveState {
     tile_px: usize,
     options: LiveOptions,
     tiles: Vec<LiveTile>,
+    /// The output geometry relative to the global reference frame: the bootstrap frames' robust mean
+    /// transform (fixed for the session, kept by a checkpoint).
+    base: FrameTransform,
     /// Bootstrap qualities: the basis of weight and scale normalisation.
     norm: Vec<FrameQuality>,
     frames_seen: usize,
@@ -318,14 +340,15 @@ impl LiveState {
         }
     }
 
-    /// Plans a new frame from its global-pass quality: its weight and scale normalised against the
-    /// bootstrap frames. Counts the frame as seen.
+    /// Plans a new frame from what the global pass measured ([`crate::global::GlobalPass::add_frame_detailed`]):
+    /// its weight and scale normalised against the bootstrap frames, its motion relative to the
+    /// session's geometry. Counts the frame as seen.
     ///
     /// # Errors
     /// The reason (for a user) when the frame cannot be used at all (global registration failed,
     /// unusable weight or background); the frame is then recorded as rejected.
-    pub fn plan(&mut self, name: &str, quality: &FrameQuality) -> Result<FramePlan, String> {
-        self.plan_planes(name, quality, None)
+    pub fn plan(&mut self, name: &str, frame: &GlobalFrame) -> Result<FramePlan, String> {
+        self.plan_planes(name, frame, None)
     }
 
     /// [`LiveState::plan`] of a colour session's frame whose planes have the backgrounds
@@ -337,9 +360,10 @@ impl LiveState {
     pub fn plan_planes(
         &mut self,
         name: &str,
-        quality: &FrameQuality,
+        frame: &GlobalFrame,
         backgrounds: Option<[f32; MAX_PLANES]>,
     ) -> Result<FramePlan, String> {
+        let quality = &frame.quality;
         let index = self.frames_seen;
         self.frames_seen += 1;
         let mut q = self.norm.clone();
@@ -373,12 +397,14 @@ impl LiveState {
         } else {
             [scale; MAX_PLANES]
         };
+        let transform = geometry::relative_motion(&self.base, quality, frame.transform.as_ref());
         Ok(FramePlan {
             name: name.to_string(),
             index,
             weight,
             scale,
-            shift: quality.shift,
+            shift: transform.shift,
+            transform,
             plane_scales,
         })
     }
@@ -452,19 +478,21 @@ impl LiveState {
         &mut self,
         name: &str,
         image: ArrayView2<f32>,
-        quality: &FrameQuality,
+        frame: &GlobalFrame,
     ) -> Result<LiveFrameReport, String> {
         self.check_size(name, image.dim())
             .map_err(|e| e.to_string())?;
-        let plan = self.plan(name, quality)?;
+        let plan = self.plan(name, frame)?;
         let cuts = self.cutouts(image, &plan).map_err(|e| e.to_string())?;
-        let input = plan.input();
         let options = self.options;
         let mut tiles = self.take_tiles();
         let reports: Vec<(FrameReport, usize)> = tiles
             .iter_mut()
             .zip(&cuts)
-            .map(|(t, c)| t.add_frame(c.view(), &input, &options))
+            .map(|(t, c)| {
+                let input = plan.input(&t.tile);
+                t.add_frame(c.view(), &input, &options)
+            })
             .collect();
         Ok(self.put_tiles(tiles, &plan, &reports))
     }
@@ -524,6 +552,12 @@ impl LiveState {
     /// Image size `(rows, cols)`.
     pub fn dim(&self) -> (usize, usize) {
         (self.rows, self.cols)
+    }
+
+    /// The output geometry relative to the global reference frame (the bootstrap frames' robust mean
+    /// transform; see the module docs).
+    pub fn base(&self) -> &FrameTransform {
+        &self.base
     }
 
     /// Tile size chosen at bootstrap, px.
@@ -619,11 +653,12 @@ pub(crate) mod tests {
         (0..n)
             .map(|i| {
                 let image = sim.frame(i);
-                let quality = pass.add_frame(image.view());
+                let measured = pass.add_frame_detailed(image.view());
                 BootstrapFrame {
                     name: format!("f{i:03}.fits"),
                     image: CompactImage::new(image),
-                    quality,
+                    quality: measured.quality,
+                    transform: measured.transform,
                 }
             })
             .collect()
@@ -648,7 +683,7 @@ pub(crate) mod tests {
         let before: usize = state.tile_states().iter().map(LiveTile::frames_used).sum();
         for i in 5..12 {
             let image = s.frame(i);
-            let q = pass.add_frame(image.view());
+            let q = pass.add_frame_detailed(image.view());
             let r = state
                 .add_frame(&format!("f{i:03}.fits"), image.view(), &q)
                 .expect("usable frame");
@@ -672,13 +707,13 @@ pub(crate) mod tests {
         let (mut state, _) = start(&s, &mut pass, 5);
         for i in 5..9 {
             let image = s.frame(i);
-            let q = pass.add_frame(image.view());
+            let q = pass.add_frame_detailed(image.view());
             state.add_frame("x", image.view(), &q).expect("ok");
         }
         let mut image = s.frame(9);
         // A satellite trail: one bright row.
         image.row_mut(100).fill(60000.0);
-        let q = pass.add_frame(image.view());
+        let q = pass.add_frame_detailed(image.view());
         let r = state.add_frame("trail", image.view(), &q).expect("ok");
         assert!(r.pixels_rejected >= 150, "{r:?}");
         let snap = state.snapshot();
@@ -696,7 +731,7 @@ pub(crate) mod tests {
         let mut pass = GlobalPass::new();
         let (mut state, _) = start(&s, &mut pass, 5);
         let small = Array2::<f32>::zeros((10, 10));
-        let q = pass.add_frame(s.frame(5).view());
+        let q = pass.add_frame_detailed(s.frame(5).view());
         let err = state
             .add_frame("small", small.view(), &q)
             .expect_err("size");

@@ -1,5 +1,7 @@
 //! One tile of a live session ([`LiveTile`]) and its numerics per frame: the bootstrap from the batch
-//! operator's result for the first frames, then for every new cut-out registration against the tile's
+//! operator's result for the first frames, then for every new cut-out a stack-aware despike (a spike
+//! is replaced unless the tile's reference shows light there: [`crate::operator::despike_against`];
+//! the bootstrap frames are despiked over their stack, as batch does), registration against the tile's
 //! reference, the tile's frame rejection rules (correlation below `ecc_cc_min`, deviation from the
 //! recent shift track), Lanczos-3 resampling, per-pixel Welford statistics with kappa-sigma pixel
 //! rejection, the weighted sums and re-basing of the reference; and how a tile is cut out of a frame at
@@ -14,8 +16,8 @@ use std::ops::Range;
 use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Zip};
 
 use crate::operator::{
-    reconstruct_planes, reconstruct_tile, FrameInput, FrameReport, FrameStatus, Mode,
-    OperatorParams, PlaneStack, TileStack,
+    despike_against, despike_stack, reconstruct_planes, reconstruct_tile, FrameInput, FrameReport,
+    FrameStatus, Mode, OperatorParams, PlaneStack, TileStack,
 };
 use crate::register::{correlation_at, register, Reference};
 use crate::resample::Resampler;
@@ -229,12 +231,20 @@ impl LiveTile {
         let (h, w, m) = (stack.tile.h, stack.tile.w, stack.margin);
         let mut resampler = Resampler::new();
         let mut aligned: Vec<(Array2<f32>, f32)> = Vec::new();
+        // The used frames despiked over the stack (stars stay, as in the operator itself).
+        let mut used: Vec<usize> = (0..result.frames.len().min(stack.frames.len()))
+            .filter(|&s| result.frames[s].status.is_used())
+            .collect();
+        used.sort_by_key(|&s| stack.frames[s].index);
+        let mut cleaned = despike_stack(stack.cutouts.view(), &used);
         for (slot, report) in result.frames.iter().enumerate() {
             if !report.status.is_used() || slot >= stack.frames.len() {
                 continue;
             }
             let input = &stack.frames[slot];
-            let cut = despike(stack.cutouts.index_axis(ndarray::Axis(0), slot));
+            let cut = cleaned[slot]
+                .take()
+                .unwrap_or_else(|| stack.cutouts.index_axis(Axis(0), slot).to_owned());
             let scaled = cut.mapv(|v| v * input.scale);
             let mut out = Array2::from_elem((h, w), f32::NAN);
             resampler.sample_shifted(
@@ -357,7 +367,13 @@ impl LiveTile {
         if !(input.weight.is_finite() && input.weight > 0.0 && input.scale.is_finite()) {
             return reject(report, "no usable global weight".to_string(), self);
         }
-        let scaled = despike(cut).mapv(|v| v * input.scale);
+        // Spikes are told from star cores by the tile's reference (its stack so far), placed at the
+        // prior: a candidate where the stack shows light within a pixel is kept, as batch keeps it.
+        let (oy, ox) = offset_of(input.prior_shift);
+        let origin = (m as isize + oy, m as isize + ox);
+        let scaled = despike_against(cut, self.reference.view(), origin)
+            .unwrap_or_else(|| cut.to_owned())
+            .mapv(|v| v * input.scale);
         if self.prepared.is_none() {
             self.prepared = Some(Reference::new(self.reference.view()));
         }
@@ -491,11 +507,6 @@ impl LiveTile {
     }
 }
 
-/// The cut-out with isolated spikes (hot pixels, cosmic rays) replaced, as the batch operator does.
-pub fn despike(cut: ArrayView2<f32>) -> Array2<f32> {
-    crate::operator::despike(cut).unwrap_or_else(|| cut.to_owned())
-}
-
 fn welford(v: f32, n: &mut f32, mean: &mut f32, m2: &mut f32) {
     if !v.is_finite() {
         return;
@@ -534,5 +545,28 @@ mod tests {
         assert!(cut[[0, 0]].is_nan());
         assert_eq!(cut[[2, 2]], img[[1, 0]]);
         assert!((crate::select::prior_of(Shift::new(1.2, -0.4)).dy - 0.2).abs() < 1e-6);
+    }
+
+    /// A live frame is despiked against its tile's stack: an undersampled star core (a spike by its
+    /// shape alone) that the stack shows is kept, a hot pixel on dark sky is replaced.
+    #[test]
+    fn stack_aware_despike_keeps_star_cores_and_removes_hot_pixels() {
+        let noise = |r: usize, c: usize| ((r * 7 + c * 13) % 5) as f32 - 2.0;
+        let mut cut = Array2::from_shape_fn((24, 24), |(r, c)| 100.0 + noise(r, c));
+        // A 1-px star core at cut (10, 10) and a hot pixel at cut (18, 5).
+        cut[[10, 10]] = 900.0;
+        cut[[18, 5]] = 900.0;
+        // The stack (tile reference, 16x16, placed at cut offset (4, 4)) shows the star at (6, 6).
+        let mut stacked = Array2::from_shape_fn((16, 16), |(r, c)| 100.0 + 0.5 * noise(r, c));
+        stacked[[6, 6]] = 500.0;
+        stacked[[6, 7]] = 220.0;
+        let per_frame = crate::operator::despike(cut.view()).expect("both look like spikes");
+        assert!(
+            per_frame[[10, 10]] < 200.0,
+            "a per-frame despike takes the core"
+        );
+        let cleaned = despike_against(cut.view(), stacked.view(), (4, 4)).expect("one spike");
+        assert_eq!(cleaned[[10, 10]], 900.0, "the star core is kept");
+        assert!(cleaned[[18, 5]] < 200.0, "the hot pixel is replaced");
     }
 }

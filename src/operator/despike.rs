@@ -102,6 +102,33 @@ pub fn despike_stack(cutouts: ArrayView3<f32>, slots: &[usize]) -> Vec<Option<Ar
     out
 }
 
+/// [`despike`] of one frame's cut-out that keeps a candidate where `stacked`, an image of the stack
+/// the frame joins (a live tile's reference), shows light within one pixel (above its background + 4
+/// sigma): the rule of [`despike_stack`] for a caller that holds the stack's image instead of its
+/// frames. `stacked` pixel `(r, c)` lies at cut-out pixel `(r + origin.0, c + origin.1)`; where the
+/// cut-out reaches beyond it, candidates are replaced as by [`despike`].
+pub fn despike_against(
+    cut: ArrayView2<f32>,
+    stacked: ArrayView2<f32>,
+    origin: (isize, isize),
+) -> Option<Array2<f32>> {
+    let Some(stats) = crate::stats::background_and_noise(stacked, DESPIKE_SAMPLES) else {
+        return despike(cut);
+    };
+    let lit_at = stats.median + CROSS_COLOUR_SIGMA * stats.sigma;
+    let (rows, cols) = (stacked.dim().0 as isize, stacked.dim().1 as isize);
+    despike_unless(cut, |r, c| {
+        let (y, x) = (r as isize - origin.0, c as isize - origin.1);
+        (y - 1..=y + 1).any(|yy| {
+            (x - 1..=x + 1).any(|xx| {
+                (0..rows).contains(&yy)
+                    && (0..cols).contains(&xx)
+                    && stacked[[yy as usize, xx as usize]] > lit_at
+            })
+        })
+    })
+}
+
 /// [`despike`] that keeps a candidate at `(row, col)` when `is_signal(row, col)` says it is light.
 fn despike_unless(
     cut: ArrayView2<f32>,

@@ -48,7 +48,7 @@ use crate::geom::{Shift, TileBox};
 use crate::register::{register, Reference};
 use crate::resample::Resampler;
 
-pub use despike::{despike, despike_plane, despike_stack};
+pub use despike::{despike, despike_against, despike_plane, despike_stack};
 pub use planes::{reconstruct_planes, PlaneStack};
 pub use smooth::Smoothing;
 

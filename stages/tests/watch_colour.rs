@@ -243,11 +243,12 @@ fn a_mono_checkpoint_of_bayer_frames_is_refused() {
         .map(|f| {
             let name = f.name.to_string();
             let (_, image) = tlr_core::fits::read_image(&dir.join(&name)).unwrap();
-            let quality = pass.add_frame(image.view());
+            let measured = pass.add_frame_detailed(image.view());
             BootstrapFrame {
                 name,
                 image: CompactImage::new(image),
-                quality,
+                quality: measured.quality,
+                transform: measured.transform,
             }
         })
         .collect();

@@ -30,11 +30,12 @@ mod checkpoint {
         let frames: Vec<BootstrapFrame> = (0..5)
             .map(|i| {
                 let image = sim.frame(i);
-                let quality = pass.add_frame(image.view());
+                let measured = pass.add_frame_detailed(image.view());
                 BootstrapFrame {
                     name: format!("f{i:03}.fits"),
                     image: CompactImage::new(image),
-                    quality,
+                    quality: measured.quality,
+                    transform: measured.transform,
                 }
             })
             .collect();
@@ -53,7 +54,7 @@ mod checkpoint {
         let (sim, mut pass, mut state) = started();
         // Good global qualities with frames that tiles reject: a flat frame (nothing to register)
         // and a frame whose right half moved by 9 px (local shifts far from the recent ones).
-        let quality = pass.add_frame(sim.frame(5).view());
+        let quality = pass.add_frame_detailed(sim.frame(5).view());
         let flat = sim.frame(5).mapv(|_| 1000.0);
         let mut torn = sim.frame(6);
         let (rows, cols) = torn.dim();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tlr_core::bayer::{CfaPattern, Color};
 use tlr_core::global::FrameTransform;
 use tlr_core::operator::{FrameInput, PlaneStack, TileStack};
-use tlr_core::{Shift, TileBox};
+use tlr_core::TileBox;
 
 use super::global_pass::UsedFrame;
 use crate::error::StageError;
@@ -303,11 +303,7 @@ impl Windows {
 fn tile_input(frame: &UsedFrame, geometry: Option<&FrameTransform>, tile: &TileBox) -> FrameInput {
     let mut input = frame.input();
     if let Some(g) = geometry {
-        let (oy, ox) = frame.offset();
-        let centre_y = tile.y0 as f32 + 0.5 * (tile.h as f32 - 1.0);
-        let centre_x = tile.x0 as f32 + 0.5 * (tile.w as f32 - 1.0);
-        let d = g.displacement_at(centre_y, centre_x);
-        input.prior_shift = Shift::new(d.dy - oy as f32, d.dx - ox as f32);
+        input.prior_shift = g.tile_prior(tile, frame.offset());
     }
     input
 }
@@ -324,6 +320,7 @@ mod tests {
     use super::*;
     use crate::batch::reader::ReadPlan;
     use ndarray::Array2;
+    use tlr_core::Shift;
 
     #[test]
     fn rolling_windows_reproduce_direct_cut_outs() {

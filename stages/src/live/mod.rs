@@ -606,7 +606,9 @@ fn resume(
     };
     let (state, reference) = LiveState::load(dir).map_err(|e| match e {
         LiveError::CheckpointVersion { found, .. } => refused(format!(
-            "it has format {found}, this version of tlr reads format {}",
+            "it has format {found}, this version of tlr reads format {} (since format 4 a \
+             session stacks in its bootstrap frames' mean geometry, which older checkpoints do \
+             not record)",
             core_live::CHECKPOINT_VERSION
         )),
         other => StageError::live(Stage::Checkpoint, other),

@@ -21,7 +21,7 @@ use crate::source::feed::FrameFeed;
 use crate::source::follow::{FollowEvent, Follower};
 use tlr_core::bayer::CfaPattern;
 use tlr_core::fits::{self};
-use tlr_core::global::{FrameQuality, GlobalPass};
+use tlr_core::global::{GlobalFrame, GlobalPass};
 use tlr_core::live::{CompactImage, FrameFile, FrameKey, LiveColour};
 
 use super::colour::{decide, frame_planes, ColourFrame, CompactFrames};
@@ -44,7 +44,8 @@ pub(super) struct FrameMsg {
     /// The frame file's identity (folder sessions), recorded in the checkpoint.
     pub(super) file: Option<FrameFile>,
     pub(super) image: Arc<Array2<f32>>,
-    pub(super) quality: FrameQuality,
+    /// What the global pass measured (quality and linear geometry).
+    pub(super) measured: GlobalFrame,
     /// This frame is the global pass's reference frame.
     pub(super) is_reference: bool,
     pub(super) arrival: Instant,
@@ -162,13 +163,13 @@ impl Emitter {
             seen: self.seen,
         });
         let before = self.pass.reference_index();
-        let quality = self.pass.add_frame(image.view());
+        let measured = self.pass.add_frame_detailed(image.view());
         let is_reference = before.is_none() && self.pass.reference_index().is_some();
         let msg = FrameMsg {
             name,
             file,
             image,
-            quality,
+            measured,
             is_reference,
             arrival,
             colour,

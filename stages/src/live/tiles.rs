@@ -132,7 +132,8 @@ pub(super) async fn run_tiles(
                     // Shared with `global_reference`: converted without an f32 copy.
                     Err(shared) => CompactImage::from_view(shared.view()),
                 },
-                quality: msg.quality,
+                quality: msg.measured.quality,
+                transform: msg.measured.transform,
             });
             boot_arrivals.push(msg.arrival);
             if boot.len() >= options.bootstrap_frames {
@@ -172,7 +173,7 @@ pub(super) async fn run_tiles(
             continue;
         }
         let backgrounds = msg.colour.as_ref().map(|c| c.backgrounds);
-        let plan = match st.plan_planes(&msg.name, &msg.quality, backgrounds) {
+        let plan = match st.plan_planes(&msg.name, &msg.measured, backgrounds) {
             Ok(plan) => plan,
             Err(reason) => {
                 events(&Event::FrameRejected {
@@ -195,7 +196,7 @@ pub(super) async fn run_tiles(
             state = Some(st);
             continue;
         }
-        let input = plan.input();
+        let plan_for_tiles = plan.clone();
         let margin = options.margin_px;
         let tiles = st.take_tiles();
         let boxes: Vec<TileBox> = tiles.iter().map(|t| *t.tile()).collect();
@@ -210,6 +211,7 @@ pub(super) async fn run_tiles(
         let mut outcomes = Box::pin(pool.ordered(
             stream::iter(tiles),
             move |mut tile: LiveTile| {
+                let input = plan_for_tiles.input(tile.tile());
                 let r = match &planes {
                     Some(planes) => {
                         let cut =
