@@ -218,7 +218,11 @@ pub fn tile_selection(
         }
     }
     if select {
-        let what = if sharpness { "sharpest" } else { "best-weighted" };
+        let what = if sharpness {
+            "sharpest"
+        } else {
+            "best-weighted"
+        };
         for (&s, kept) in slots.iter().zip(keep_best(&scores, f64::from(percent))) {
             if !kept {
                 out[s].rejected = Some(format!(
@@ -304,7 +308,9 @@ mod tests {
             let sharp = (index < 3) == sharp_first;
             let blur = if sharp { 0.6 } else { 1.4 };
             let image = texture(48, 48, blur, 4.0, seed + slot as u64);
-            cutouts.index_axis_mut(ndarray::Axis(0), slot).assign(&image);
+            cutouts
+                .index_axis_mut(ndarray::Axis(0), slot)
+                .assign(&image);
             frames.push(crate::operator::FrameInput {
                 index,
                 weight: 1.0,
@@ -334,7 +340,11 @@ mod tests {
             let stack = two_kinds(sharp_first, seed);
             let choices = tile_selection(&stack, &usable, true, 100.0);
             let local = |index: usize| choices[5 - index].local;
-            let (good, bad) = if sharp_first { (0..3, 3..6) } else { (3..6, 0..3) };
+            let (good, bad) = if sharp_first {
+                (0..3, 3..6)
+            } else {
+                (3..6, 0..3)
+            };
             let worst_good = good.clone().map(local).fold(f32::MAX, f32::min);
             let best_bad = bad.clone().map(local).fold(f32::MIN, f32::max);
             assert!(worst_good > 1.5 * best_bad, "{choices:?}");

@@ -4,7 +4,8 @@
 //! can run on a busy machine.
 //!
 //! Per scene (`SurfaceSim`, 256x224 by default, seeing variation 0.3 and 0 — a uniform blur per frame
-//! — unless `TLR_BENCH_VARIATION` says otherwise), in memory, the same frames are stacked as:
+//! — unless `TLR_BENCH_VARIATION` says otherwise), in memory, in 64 px tiles, the same frames are
+//! stacked as:
 //! - `global stack`: whole-frame registration only (`--global-only`), global weights `G_f`;
 //! - `tiles, G only`: tile-local registration, the tiles weighted by `G_f` (no per-tile measure);
 //! - `tiles + L`: tile-local, star-less tiles weighted by their own sharpness (the default);
@@ -17,7 +18,7 @@
 //! Run: `cargo bench -p tlr --bench surfaces`, or in the (optimised) dev profile
 //! `cargo test -p tlr --bench surfaces` (env `TLR_BENCH_FRAMES` (60), `TLR_BENCH_SIZE` (256x224 for
 //! 256), `TLR_BENCH_SCENES` (`granulation,lunar`), `TLR_BENCH_VARIATION` (`0.3,0`),
-//! `TLR_BENCH_KEEP` (25)).
+//! `TLR_BENCH_KEEP` (25), `TLR_BENCH_TILE` (64: `tile.max_size`, the tile edge on surfaces)).
 
 use std::sync::Arc;
 
@@ -44,9 +45,12 @@ struct Variant {
 
 /// The RMS error against `truth` of the stack of `frames` made as `variant` says.
 fn stack(frames: &[ndarray::Array2<f32>], truth: &ndarray::Array2<f32>, variant: &Variant) -> f32 {
-    let mut options = PipelineOptions::default();
-    options.registration = variant.registration;
+    let mut options = PipelineOptions {
+        registration: variant.registration,
+        ..PipelineOptions::default()
+    };
     options.config.registration.global.keep_best_percent = variant.global_keep;
+    options.config.tile.max_size = env_or("TLR_BENCH_TILE", 64usize);
     let kept = (variant.local_keep / 100.0 * variant.global_keep / 100.0 * frames.len() as f64)
         .ceil() as usize;
     let params = OperatorParams {
