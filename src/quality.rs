@@ -8,8 +8,17 @@
 //! sharpness. σ comes from [`noise_sigma`] (Immerkær's Laplacian-difference estimator, with a median
 //! instead of a mean so that texture and edges barely bias it), which works on frames without any sky.
 //!
-//! What it does not: per-tile weights (tiles use the global weight), star measurements
-//! ([`crate::stars`]), or decide which measure a run uses (the global pass does).
+//! Per tile ([`tile_selection`], called by the tile operator), for lucky imaging's "alignment points":
+//! the same sharpness measured on each frame's cut-out of the tile (tile plus margin) gives star-less
+//! tiles their local weight `L_f,t` and ranks the frames for per-tile best-N % selection
+//! (`registration.local_tiles.keep_best_percent`), since the seeing, and so the sharpest frames, vary
+//! across the field. With `q_f,t = clamp(SHARPNESS_Q_WEIGHT * z_t(S_f,t), -3, 3)`, `z_t` the robust
+//! z-score among the tile's usable frames (as for [`sharpness_weights`]), the tile weight is
+//! `W_f,t = G_f * L_f,t * R_f,t` with `L_f,t = exp(q_f,t) / G_f`: the tile's own sharpness replaces the
+//! frame's whole-field sharpness (`G_f` of a star-less run is [`sharpness_weights`] of it).
+//!
+//! What it does not: star measurements ([`crate::stars`]; with stars `L_f,t = 1` and per-tile best-N
+//! ranks by `G_f`), or decide which measure a run uses (the global pass does).
 
 use ndarray::ArrayView2;
 
@@ -154,6 +163,78 @@ pub fn keep_best(scores: &[f32], percent: f64) -> Vec<bool> {
     flags
 }
 
+/// Start of the reason given to the frames that per-tile best-N % selection leaves out of a tile.
+pub const NOT_KEPT_IN_TILE: &str = "not among the";
+
+/// What [`tile_selection`] decides for one frame of a tile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileChoice {
+    /// Local weight factor `L_f,t` (1 when not measured).
+    pub local: f32,
+    /// Why the frame is left out of this tile by best-N % selection (`None`: kept).
+    pub rejected: Option<String>,
+}
+
+/// Local weights and per-tile best-N % selection of one tile stack (see the module docs).
+/// `usable[slot]` says which frames may take part (the others get `L = 1` and stay as they are);
+/// `sharpness` asks for sharpness-based local weights and ranking (star-less runs), else frames are
+/// ranked by their global weight; `percent` at or above 100 keeps every frame. Ties are broken by
+/// frame index. Without sharpness and selection nothing is measured and every `L` is exactly 1.
+pub fn tile_selection(
+    stack: &crate::operator::TileStack,
+    usable: &[bool],
+    sharpness: bool,
+    percent: f32,
+) -> Vec<TileChoice> {
+    let n = stack.frames.len();
+    let mut out = vec![
+        TileChoice {
+            local: 1.0,
+            rejected: None,
+        };
+        n
+    ];
+    let select = percent < 100.0;
+    if !sharpness && !select {
+        return out;
+    }
+    // Usable slots in frame-index order, so that ties go to the earlier frame.
+    let mut slots: Vec<usize> = (0..n.min(usable.len())).filter(|&s| usable[s]).collect();
+    slots.sort_by_key(|&s| stack.frames[s].index);
+    let scores: Vec<f32> = slots
+        .iter()
+        .map(|&s| {
+            if sharpness {
+                let cut = stack.cutouts.index_axis(ndarray::Axis(0), s);
+                surface_quality(cut).sharpness
+            } else {
+                stack.frames[s].weight
+            }
+        })
+        .collect();
+    if sharpness {
+        for (&s, w) in slots.iter().zip(sharpness_weights(&scores)) {
+            out[s].local = w / stack.frames[s].weight;
+        }
+    }
+    if select {
+        let what = if sharpness {
+            "sharpest"
+        } else {
+            "best-weighted"
+        };
+        for (&s, kept) in slots.iter().zip(keep_best(&scores, f64::from(percent))) {
+            if !kept {
+                out[s].rejected = Some(format!(
+                    "{NOT_KEPT_IN_TILE} {what} {percent} % in this tile \
+                     (registration.local_tiles.keep_best_percent)"
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The median of the finite values (NaN when none): the typical sharpness of a run, for reports.
 pub fn typical(values: &[f32]) -> f32 {
     let finite: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
@@ -215,5 +296,81 @@ mod tests {
         assert_eq!(keep_best(&scores, 0.0).iter().filter(|k| **k).count(), 1);
         let w = sharpness_weights(&[1.0, 1.0, 2.0, f32::NAN]);
         assert!(w[2] > w[0] && (w[0] - 1.0).abs() < 1e-6 && (w[3] - (-3f32).exp()).abs() < 1e-6);
+    }
+
+    /// A tile stack of 6 frames (slots in reverse frame order): frames 0-2 sharp where `sharp_first`,
+    /// else blurred; frames 3-5 the other way round. Global weights all 1.
+    fn two_kinds(sharp_first: bool, seed: u64) -> crate::operator::TileStack {
+        let mut cutouts = ndarray::Array3::<f32>::zeros((6, 48, 48));
+        let mut frames = Vec::new();
+        for slot in 0..6 {
+            let index = 5 - slot;
+            let sharp = (index < 3) == sharp_first;
+            let blur = if sharp { 0.6 } else { 1.4 };
+            let image = texture(48, 48, blur, 4.0, seed + slot as u64);
+            cutouts
+                .index_axis_mut(ndarray::Axis(0), slot)
+                .assign(&image);
+            frames.push(crate::operator::FrameInput {
+                index,
+                weight: 1.0,
+                scale: 1.0,
+                prior_shift: crate::geom::Shift::ZERO,
+            });
+        }
+        crate::operator::TileStack {
+            tile: crate::geom::TileBox {
+                index: 0,
+                x0: 8,
+                y0: 8,
+                w: 32,
+                h: 32,
+            },
+            margin: 8,
+            cutouts,
+            frames,
+        }
+    }
+
+    #[test]
+    fn each_tile_favours_its_own_sharpest_frames() {
+        // Frames 0-2 are sharp in the left tile and blurred in the right one; 3-5 the other way.
+        let usable = [true; 6];
+        for (sharp_first, seed) in [(true, 10), (false, 20)] {
+            let stack = two_kinds(sharp_first, seed);
+            let choices = tile_selection(&stack, &usable, true, 100.0);
+            let local = |index: usize| choices[5 - index].local;
+            let (good, bad) = if sharp_first {
+                (0..3, 3..6)
+            } else {
+                (3..6, 0..3)
+            };
+            let worst_good = good.clone().map(local).fold(f32::MAX, f32::min);
+            let best_bad = bad.clone().map(local).fold(f32::MIN, f32::max);
+            assert!(worst_good > 1.5 * best_bad, "{choices:?}");
+            assert!(choices.iter().all(|c| c.rejected.is_none()));
+            // Best half: exactly this tile's sharp frames stay.
+            let choices = tile_selection(&stack, &usable, true, 50.0);
+            for index in 0..6 {
+                let kept = choices[5 - index].rejected.is_none();
+                assert_eq!(kept, good.contains(&index), "frame {index}: {choices:?}");
+            }
+            let reason = choices[5 - bad.start].rejected.clone().unwrap();
+            assert!(reason.starts_with(NOT_KEPT_IN_TILE), "{reason}");
+            assert!(reason.contains("sharpest 50 %"), "{reason}");
+        }
+        // With stars: nothing measured, L exactly 1; best-N ranks by global weight, ties to the
+        // earlier frame (slots are in reverse frame order here), unusable frames stay as they are.
+        let stack = two_kinds(true, 30);
+        let all = tile_selection(&stack, &usable, false, 100.0);
+        assert!(all.iter().all(|c| c.local == 1.0 && c.rejected.is_none()));
+        let usable = [true, true, true, true, true, false];
+        let half = tile_selection(&stack, &usable, false, 50.0);
+        let kept: Vec<usize> = (0..6)
+            .filter(|&slot| usable[slot] && half[slot].rejected.is_none())
+            .map(|slot| 5 - slot)
+            .collect();
+        assert_eq!(kept, vec![3, 2, 1], "{half:?}");
+        assert!(half[5].rejected.is_none());
     }
 }

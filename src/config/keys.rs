@@ -159,6 +159,7 @@ const LOCAL_TILES: &[(&str, Spec)] = &[
     ("allow_rotation", Leaf),
     ("smoothing", Leaf),
     ("rejection_kappa", Leaf),
+    ("keep_best_percent", Leaf),
 ];
 
 const TILE: &[(&str, Spec)] = &[

@@ -324,6 +324,10 @@ pub struct LocalTilesConfig {
     /// `rejection_kappa` (tlr): per-pixel sigma-clipping threshold of the weighted combination (removes
     /// hot pixels, satellite trails, cosmic rays). Default 3.0, range 1..=10.
     pub rejection_kappa: f64,
+    /// `keep_best_percent` (tlr): per-tile best-N, only the best this many percent of the frames take
+    /// part in each tile (the sharpest in the tile without stars, the highest global weight with
+    /// stars). Default 100 (all), range (0, 100].
+    pub keep_best_percent: f64,
 }
 
 impl Default for LocalTilesConfig {
@@ -337,6 +341,7 @@ impl Default for LocalTilesConfig {
             allow_rotation: false,
             smoothing: Smoothing::Savgol,
             rejection_kappa: 3.0,
+            keep_best_percent: 100.0,
         }
     }
 }

@@ -153,6 +153,13 @@ impl Config {
             Bound::Incl(1.0),
             Bound::Incl(10.0),
         );
+        range_f64(
+            &mut p,
+            &format!("{LT}.keep_best_percent"),
+            lt.keep_best_percent,
+            Bound::Excl(0.0),
+            Bound::Incl(100.0),
+        );
 
         range_usize(
             &mut p,

@@ -226,6 +226,11 @@ impl Reader {
             &mut lt.rejection_kappa,
             to_f64,
         );
+        self.take(
+            "registration.local_tiles.keep_best_percent",
+            &mut lt.keep_best_percent,
+            to_f64,
+        );
         if lt.allow_rotation {
             self.warnings.push(
                 "`registration.local_tiles.allow_rotation: true`: tlr registers every tile by translation \

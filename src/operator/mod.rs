@@ -11,7 +11,8 @@
 //!      temporally smoothed shift track (see [`smooth`] for the track and the rule);
 //!    - temporal smoothing of the shift track ([`Smoothing`]); by default the shift used is the
 //!      inverse-variance combination of the measured shift and the track (see [`OperatorParams`]);
-//!    - weights `W = G * R`, `R = exp(beta * (cc - 1))`;
+//!    - weights `W = G * L * R`, `R = exp(beta * (cc - 1))`, `L` the local weight of star-less tiles
+//!      (1 otherwise; see [`crate::quality::tile_selection`], which also does per-tile best-N %);
 //!    - Lanczos-3 resampling of every used frame at its shift ([`crate::resample`]);
 //!    - robust weighted mean with per-pixel sigma clipping (see [`combine`]): hot pixels, trails and cosmic
 //!      rays are rejected;
@@ -138,8 +139,22 @@ pub struct OperatorParams {
     pub mode: Mode,
     /// Re-place the weighted result on the geometry of the same frames stacked without weights
     /// (`registration.unweighted_geometry`, see [`neutral`]), so that quality weights do not move stars.
-    /// Default true.
+    /// Default true (absent from a serialised form: false, as live sessions run).
+    #[serde(default)]
     pub unweighted_geometry: bool,
+    /// Star-less runs: each frame's weight in a tile comes from the sharpness of its cut-out (local
+    /// weight `L_f,t`, [`crate::quality::tile_selection`]). Default false (`L = 1`).
+    #[serde(default)]
+    pub tile_sharpness: bool,
+    /// Per-tile best-N %: only this share of a tile's frames (the sharpest with `tile_sharpness`, else
+    /// the highest global weights) take part in it (`registration.local_tiles.keep_best_percent`).
+    /// Default 100 (all).
+    #[serde(default = "all_percent")]
+    pub keep_best_percent: f32,
+}
+
+fn all_percent() -> f32 {
+    100.0
 }
 
 impl Default for OperatorParams {
@@ -160,6 +175,8 @@ impl Default for OperatorParams {
             variance_window_sigma: 2.0,
             mode: Mode::Local,
             unweighted_geometry: true,
+            tile_sharpness: false,
+            keep_best_percent: 100.0,
         }
     }
 }
@@ -197,6 +214,12 @@ impl OperatorParams {
             p.push(format!(
                 "rejection_kappa must be > 0, got {}",
                 self.rejection_kappa
+            ));
+        }
+        if !(self.keep_best_percent > 0.0 && self.keep_best_percent <= 100.0) {
+            p.push(format!(
+                "keep_best_percent must be in (0, 100], got {}",
+                self.keep_best_percent
             ));
         }
         if !finite_nonneg(self.epsilon_rel) {
@@ -244,7 +267,7 @@ pub struct FrameReport {
     pub measured: Shift,
     /// Correlation in `[0, 1]` at the last registration (0 when unknown).
     pub cc: f32,
-    /// Final weight `W = G * R` (0 when rejected).
+    /// Final weight `W = G * L * R` (0 when rejected).
     pub weight: f32,
     /// Used or rejected (with the reason).
     pub status: FrameStatus,
@@ -324,6 +347,8 @@ struct FrameState {
     aligned_at: Shift,
     cc: f32,
     weight: f32,
+    /// Local weight factor `L_f,t` ([`crate::quality::tile_selection`]).
+    local: f32,
 }
 
 /// Reconstruct one tile (see the module docs). Never panics; problems give an invalid result.
@@ -423,7 +448,19 @@ impl<'a> Operator<'a> {
                 aligned_at: Shift::new(f32::NAN, f32::NAN),
                 cc: 0.0,
                 weight: 0.0,
+                local: 1.0,
             });
+        }
+        let usable: Vec<bool> = frames.iter().map(|f| f.rejected.is_none()).collect();
+        let choices = crate::quality::tile_selection(
+            stack,
+            &usable,
+            params.tile_sharpness,
+            params.keep_best_percent,
+        );
+        for (fs, choice) in frames.iter_mut().zip(choices) {
+            fs.local = choice.local;
+            fs.rejected = fs.rejected.take().or(choice.rejected);
         }
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&s| stack.frames[s].index);
@@ -582,7 +619,7 @@ impl<'a> Operator<'a> {
             for &s in &used {
                 let g = self.stack.frames[s].weight;
                 let fs = &mut self.frames[s];
-                fs.weight = g * (params.beta * (fs.cc - 1.0)).exp();
+                fs.weight = g * fs.local * (params.beta * (fs.cc - 1.0)).exp();
             }
             let weight_sum: f32 = used.iter().map(|&s| self.frames[s].weight).sum();
             let failure = if used.len() < params.min_valid_frames.max(1) {

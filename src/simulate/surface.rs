@@ -12,7 +12,14 @@
 //!   per axis, AR(1) in time with per-frame correlation `time_correlation`. A feature at truth `p` is at
 //!   `p + global_i + field_i(p)` in frame `i`; frames are rendered by sampling the truth (bilinear) at
 //!   `q - global_i - field_i(q)`;
-//! - seeing blur: a Gaussian whose FWHM is AR(1) around `fwhm_mean_px` (sd `fwhm_sd_px`);
+//! - seeing blur: a Gaussian whose FWHM is AR(1) around `fwhm_mean_px` (sd `fwhm_sd_px`). With
+//!   `seeing_variation` > 0 the FWHM also varies across the field within a frame (anisoplanatic seeing,
+//!   which lucky imaging's per-tile selection exploits): `FWHM_i(p) = FWHM_i · exp(v · z_i(p))`, `z_i` a
+//!   unit-RMS Gaussian random field with correlation length `seeing_scale_px`, AR(1) in time with
+//!   correlation [`SEEING_TIME_CORRELATION`] (so different frames are sharp in different places),
+//!   clamped to `[0.3, 3] × fwhm_mean_px`. The variable blur is the per-pixel linear interpolation
+//!   between Gaussian blurs at a few FWHM levels. Its random numbers come from a generator of their own:
+//!   with `seeing_variation` 0 (the default) the frames are exactly those of a uniform blur;
 //! - noise: Poisson (gain `gain_e_per_adu`) plus Gaussian read noise, then rounded and clamped to the
 //!   camera's `bits`.
 //!
@@ -89,6 +96,20 @@ pub struct SurfaceConfig {
     pub gain_e_per_adu: f32,
     /// Read noise, ADU (8-bit: 1, 16-bit: 10).
     pub read_noise_adu: f32,
+    /// Spatial variation of the seeing within a frame: RMS of `ln FWHM` across the field (0 = uniform
+    /// blur, the default; 0.3 makes the FWHM vary by about ±30 % from place to place).
+    #[serde(default)]
+    pub seeing_variation: f32,
+    /// Correlation length of the spatial seeing variation, px (64).
+    #[serde(default = "default_seeing_scale")]
+    pub seeing_scale_px: f32,
+}
+
+/// Frame-to-frame correlation of the spatial seeing field ([`SurfaceConfig::seeing_variation`]).
+pub const SEEING_TIME_CORRELATION: f32 = 0.5;
+
+fn default_seeing_scale() -> f32 {
+    64.0
 }
 
 impl SurfaceConfig {
@@ -114,6 +135,8 @@ impl SurfaceConfig {
             bits: 16,
             gain_e_per_adu: 0.5,
             read_noise_adu: 10.0,
+            seeing_variation: 0.0,
+            seeing_scale_px: default_seeing_scale(),
         }
         .with_bits(16)
     }
@@ -154,6 +177,8 @@ impl SurfaceConfig {
             ("jitter_rms_px", self.jitter_rms_px, 0.0, 20.0),
             ("fwhm_mean_px", self.fwhm_mean_px, 0.5, 20.0),
             ("fwhm_sd_px", self.fwhm_sd_px, 0.0, 5.0),
+            ("seeing_variation", self.seeing_variation, 0.0, 1.0),
+            ("seeing_scale_px", self.seeing_scale_px, 8.0, 4096.0),
         ] {
             if !finite_in(v, lo, hi) {
                 p.push(format!("{name} must be in {lo}..={hi}, got {v}"));
@@ -179,7 +204,7 @@ pub struct SurfaceFrame {
     pub image: Array2<f32>,
     /// Global displacement `(dy, dx)` of the frame, px.
     pub global: (f32, f32),
-    /// Seeing FWHM, px.
+    /// Seeing FWHM, px (the frame's value before the spatial variation).
     pub fwhm_px: f32,
     /// RMS length of this frame's local distortion vectors, px.
     pub local_rms_px: f32,
@@ -226,8 +251,10 @@ impl SurfaceSim {
     pub fn frames(&self) -> impl Iterator<Item = SurfaceFrame> + '_ {
         let cfg = &self.cfg;
         let mut motion = Motion::new(cfg);
+        let mut seeing = SeeingField::new(cfg);
         (0..cfg.frames).map(move |i| {
             motion.advance(cfg, i);
+            seeing.advance(i);
             let (dy, dx) = motion.field(cfg);
             let local_rms_px = (dy.iter().zip(&dx).map(|(a, b)| a * a + b * b).sum::<f32>()
                 / dy.len().max(1) as f32)
@@ -240,7 +267,10 @@ impl SurfaceSim {
                     c as f32 - gx - dx[[r, c]],
                 )
             });
-            let blurred = gaussian_blur(&warped, motion.fwhm / 2.354_82);
+            let blurred = match seeing.log_fwhm_offsets(cfg) {
+                Some(offsets) => variable_blur(&warped, cfg, motion.fwhm, &offsets),
+                None => gaussian_blur(&warped, motion.fwhm / 2.354_82),
+            };
             let mut rng = StdRng::seed_from_u64(self.cfg.seed.wrapping_mul(1_000_003) ^ i as u64);
             let max = ((1u32 << cfg.bits) - 1) as f32;
             let image = blurred.mapv(|v| {
@@ -341,20 +371,125 @@ impl Motion {
     fn field(&self, cfg: &SurfaceConfig) -> (Array2<f32>, Array2<f32>) {
         let s = cfg.correlation_length_px / 2.0 / self.step as f32;
         let fields = self.noise.each_ref().map(|noise| {
-            let grid = Array2::from_shape_vec(self.coarse, noise.clone())
-                .unwrap_or_else(|_| Array2::zeros(self.coarse));
-            let smooth = gaussian_blur(&grid, s).mapv(|v| v * self.scale);
-            Array2::from_shape_fn((cfg.height, cfg.width), |(r, c)| {
-                bilinear(
-                    &smooth,
-                    2.0 + r as f32 / self.step as f32,
-                    2.0 + c as f32 / self.step as f32,
-                )
-            })
+            smooth_field(
+                noise,
+                (self.coarse, self.step),
+                (s, self.scale),
+                (cfg.height, cfg.width),
+            )
         });
         let [dy, dx] = fields;
         (dy, dx)
     }
+}
+
+/// A smooth random field at full resolution: white noise on a coarse grid of `coarse` cells, `step` px
+/// apart (two cells beyond the frame on the top and left), smoothed by a Gaussian of `sigma` cells,
+/// scaled by `scale` and interpolated bilinearly to `(rows, cols)`.
+fn smooth_field(
+    noise: &[f32],
+    (coarse, step): ((usize, usize), usize),
+    (sigma, scale): (f32, f32),
+    (rows, cols): (usize, usize),
+) -> Array2<f32> {
+    let grid =
+        Array2::from_shape_vec(coarse, noise.to_vec()).unwrap_or_else(|_| Array2::zeros(coarse));
+    let smooth = gaussian_blur(&grid, sigma).mapv(|v| v * scale);
+    Array2::from_shape_fn((rows, cols), |(r, c)| {
+        bilinear(
+            &smooth,
+            2.0 + r as f32 / step as f32,
+            2.0 + c as f32 / step as f32,
+        )
+    })
+}
+
+/// The spatial seeing field of [`SurfaceConfig::seeing_variation`]: coarse white noise, AR(1) in time
+/// with [`SEEING_TIME_CORRELATION`], drawn from a generator of its own (none when the variation is 0).
+struct SeeingField {
+    rng: StdRng,
+    step: usize,
+    coarse: (usize, usize),
+    noise: Vec<f32>,
+    /// Makes the smoothed field unit-RMS.
+    scale: f32,
+}
+
+impl SeeingField {
+    fn new(cfg: &SurfaceConfig) -> Self {
+        let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(0x5ee1_26f1_e1d0_0001));
+        let step = ((cfg.seeing_scale_px / 4.0).round() as usize).max(1);
+        let coarse = (cfg.height / step + 4, cfg.width / step + 4);
+        let noise = if cfg.seeing_variation > 0.0 {
+            (0..coarse.0 * coarse.1)
+                .map(|_| StandardNormal.sample(&mut rng))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let s = cfg.seeing_scale_px / 2.0 / step as f32;
+        Self {
+            rng,
+            step,
+            coarse,
+            noise,
+            scale: (4.0 * std::f32::consts::PI * s * s).sqrt(),
+        }
+    }
+
+    /// Moves the field to frame `i` (frame 0 keeps the initial draw).
+    fn advance(&mut self, i: usize) {
+        let rho = SEEING_TIME_CORRELATION;
+        let innovation = (1.0 - rho * rho).sqrt();
+        if i > 0 {
+            for v in &mut self.noise {
+                let w: f32 = StandardNormal.sample(&mut self.rng);
+                *v = rho * *v + innovation * w;
+            }
+        }
+    }
+
+    /// `v · z_i(p)`, the offset of `ln FWHM` at every pixel; `None` without spatial variation.
+    fn log_fwhm_offsets(&self, cfg: &SurfaceConfig) -> Option<Array2<f32>> {
+        if self.noise.is_empty() {
+            return None;
+        }
+        let s = cfg.seeing_scale_px / 2.0 / self.step as f32;
+        Some(smooth_field(
+            &self.noise,
+            (self.coarse, self.step),
+            (s, self.scale * cfg.seeing_variation),
+            (cfg.height, cfg.width),
+        ))
+    }
+}
+
+/// `image` blurred by a Gaussian whose FWHM at pixel `p` is `fwhm · exp(offsets[p])` (clamped to
+/// `[0.3, 3] × fwhm_mean_px`): blurs at a few FWHM levels (about every 0.15 px of sigma, at most
+/// eight), linearly interpolated per pixel.
+fn variable_blur(
+    image: &Array2<f32>,
+    cfg: &SurfaceConfig,
+    fwhm: f32,
+    offsets: &Array2<f32>,
+) -> Array2<f32> {
+    let (lo, hi) = (0.3 * cfg.fwhm_mean_px, 3.0 * cfg.fwhm_mean_px);
+    let sigmas = offsets.mapv(|o| (fwhm * o.exp()).clamp(lo, hi) / 2.354_82);
+    let (min, max) = sigmas
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &s| (a.min(s), b.max(s)));
+    let count = (((max - min) / 0.15).ceil() as usize + 1).clamp(2, 8);
+    let levels: Vec<f32> = (0..count)
+        .map(|k| min + (max - min) * k as f32 / (count - 1) as f32)
+        .collect();
+    let blurred: Vec<Array2<f32>> = levels.iter().map(|&s| gaussian_blur(image, s)).collect();
+    let span = (max - min).max(1e-6);
+    Array2::from_shape_fn(image.dim(), |(r, c)| {
+        let t = ((sigmas[[r, c]] - min) / span * (count - 1) as f32).clamp(0.0, (count - 1) as f32);
+        let k = (t.floor() as usize).min(count - 2);
+        let f = t - k as f32;
+        blurred[k][[r, c]] * (1.0 - f) + blurred[k + 1][[r, c]] * f
+    })
 }
 
 /// Bilinear sample of `image` at `(y, x)`, edges repeated.
@@ -605,6 +740,51 @@ mod tests {
         assert!(
             rms_against_truth(&shifted, truth, 8) < 0.1 * rms_against_truth(&a[3].image, truth, 8)
         );
+    }
+
+    /// Per frame, `ln` of the sharpness of each quadrant relative to the whole frame's.
+    fn quadrant_log_sharpness(cfg: SurfaceConfig) -> Vec<[f32; 4]> {
+        let sim = SurfaceSim::new(cfg).unwrap();
+        sim.frames()
+            .map(|f| {
+                let (h, w) = (f.image.nrows() / 2, f.image.ncols() / 2);
+                let whole = crate::quality::sharpness(f.image.view());
+                [(0, 0), (0, w), (h, 0), (h, w)].map(|(r, c)| {
+                    let q = f.image.slice(ndarray::s![r..r + h, c..c + w]);
+                    (crate::quality::sharpness(q) / whole).ln()
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn seeing_varies_across_the_field_when_asked() {
+        let mut cfg = SurfaceConfig::new(SurfaceScene::Granulation, 8, 192, 192, 7);
+        cfg.seeing_scale_px = 48.0;
+        // How much a quadrant's sharpness, relative to its frame's, changes from frame to frame.
+        let spread = |cfg: SurfaceConfig| {
+            let q = quadrant_log_sharpness(cfg);
+            let mut total = 0.0;
+            for k in 0..4 {
+                let v: Vec<f32> = q.iter().map(|f| f[k]).collect();
+                let mean = v.iter().sum::<f32>() / v.len() as f32;
+                total += v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32;
+            }
+            (total / 4.0).sqrt()
+        };
+        let uniform = spread(cfg.clone());
+        cfg.seeing_variation = 0.4;
+        let varying = spread(cfg.clone());
+        eprintln!("quadrant sharpness spread: uniform {uniform:.3}, varying {varying:.3}");
+        assert!(varying > 3.0 * uniform, "{varying} vs {uniform}");
+        // The motion is the same: only the blur differs.
+        let plain = SurfaceConfig::new(SurfaceScene::Granulation, 8, 192, 192, 7);
+        let a: Vec<SurfaceFrame> = SurfaceSim::new(plain).unwrap().frames().collect();
+        let b: Vec<SurfaceFrame> = SurfaceSim::new(cfg).unwrap().frames().collect();
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((x.global, x.fwhm_px), (y.global, y.fwhm_px));
+            assert_ne!(x.image, y.image);
+        }
     }
 
     #[test]

@@ -101,6 +101,34 @@ pub struct TileSummary {
     /// Per-frame details.
     #[serde(skip)]
     pub frames: Vec<FrameReport>,
+    /// The frames per-tile best-N % selection left out of this tile; absent when it kept them all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_kept: Option<NotKept>,
+}
+
+/// Frames that per-tile best-N % selection (`registration.local_tiles.keep_best_percent`) left out
+/// of one tile.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NotKept {
+    /// Why, e.g. "not among the sharpest 25 % in this tile (...)".
+    pub reason: String,
+    /// The frames, numbered from 1 in run order (as `frames` of `tile_report.json`).
+    pub frames: Vec<usize>,
+}
+
+impl NotKept {
+    /// The frames of `reports` that best-N % selection left out, if any.
+    pub fn of(reports: &[FrameReport]) -> Option<Self> {
+        let (mut reason, mut frames) = (None, Vec::new());
+        for r in reports {
+            let why = r.status.reason();
+            if let Some(why) = why.filter(|w| w.starts_with(tlr_core::quality::NOT_KEPT_IN_TILE)) {
+                reason.get_or_insert_with(|| why.to_string());
+                frames.push(r.index + 1);
+            }
+        }
+        reason.map(|reason| Self { reason, frames })
+    }
 }
 
 /// Figures of a finished live session.

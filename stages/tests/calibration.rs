@@ -444,9 +444,11 @@ fn a_calibrated_bayer_stack_is_as_flat_and_as_balanced_as_a_never_corrupted_one(
         (kb.0 - cb.0).abs() < 0.01 && (kb.1 - cb.1).abs() < 0.01,
         "balance {kb:?} against {cb:?}"
     );
-    // Off in at least one ratio (rand 0.10's draw: R/G by 0.016, B/G by 0.023).
+    // Off in at least one ratio (rand 0.10's draw: R/G by 0.016, B/G by 0.023; the uncalibrated
+    // frames have too few stars, so they are placed by correlation and, since per-tile sharpness
+    // weights, their tiles weighted by it: R/G by 0.020, B/G by 0.017).
     assert!(
-        (rb.0 - cb.0).abs().max((rb.1 - cb.1).abs()) > 0.02,
+        (rb.0 - cb.0).abs().max((rb.1 - cb.1).abs()) > 0.015,
         "the uncalibrated balance must differ: {rb:?}"
     );
     let mut cfg = sim_config();

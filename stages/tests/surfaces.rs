@@ -1,8 +1,9 @@
 //! Star-less sequences from the command line: simulated granulation, lunar and planet scenes run end
 //! to end (global registration by correlation), land closer to the truth than an unregistered stack,
 //! (one shift per tile: no worse than the global stack),
-//! keep black sky black around a planet, honour best-N % selection, and `--global-method stars`
-//! still refuses them as before. Star scenes are unchanged by the surface simulator.
+//! keep black sky black around a planet, honour best-N % selection (whole frames, and per tile with
+//! `--keep-best-local`), and `--global-method stars` still refuses them as before. Star scenes are
+//! unchanged by the surface simulator.
 
 mod common;
 
@@ -157,6 +158,89 @@ fn keep_best_keeps_the_sharpest_share() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn keep_best_local_keeps_the_sharpest_share_of_each_tile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("moon");
+    let seeing = ["--ser", "--bits", "8", "--seeing-variation", "0.4"];
+    simulate_scene(&dir, "lunar", 16, &seeing);
+    let ser = dir.join("capture.ser");
+    let (one, two) = (tmp.path().join("one.fits"), tmp.path().join("two.fits"));
+    // Tiles of 64 px (alignment points; the default size is for stars).
+    let small = ["--set", "tile.max_size=64", "--keep-best-local", "25"];
+    run_ok(
+        &ser,
+        &one,
+        &[&small[..], &["--parallel-tiles", "1"]].concat(),
+    );
+    run_ok(
+        &ser,
+        &two,
+        &[&small[..], &["--parallel-tiles", "2"]].concat(),
+    );
+    assert_eq!(image(&one), image(&two), "1 and 2 workers differ");
+    // Every tile keeps its sharpest 4 of the 16 frames and reports the other 12 with the reason (a
+    // tile where one of the 4 is an outlier is invalid: 3 < min_valid_frames, lowered to 4); the
+    // seeing varies across the field, so the tiles do not all leave out the same frames.
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("one.diagnostics/tile_report.json")).unwrap(),
+    )
+    .unwrap();
+    let tiles = report["tiles"].as_array().unwrap();
+    let mut left_out = std::collections::BTreeSet::new();
+    for tile in tiles {
+        let not_kept = &tile["not_kept"];
+        let reason = not_kept["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("not among the sharpest 25 % in this tile"),
+            "{reason}"
+        );
+        let frames: Vec<u64> = not_kept["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_u64().unwrap())
+            .collect();
+        assert_eq!(frames.len(), 12, "{tile}");
+        assert!(frames.iter().all(|f| (1..=16).contains(f)));
+        assert!(tile["frames_used"].as_u64().unwrap() <= 4, "{tile}");
+        left_out.insert(frames);
+    }
+    let valid = tiles.iter().filter(|t| t["valid"] == true).count();
+    assert!(
+        valid >= tiles.len() * 3 / 4,
+        "{valid} of {} valid",
+        tiles.len()
+    );
+    assert!(
+        left_out.len() >= tiles.len() / 2,
+        "{} different choices in {} tiles",
+        left_out.len(),
+        tiles.len()
+    );
+    // Without the flag, nothing is left out per tile.
+    let all = tmp.path().join("all.fits");
+    run_ok(&ser, &all, &[]);
+    let report = std::fs::read_to_string(tmp.path().join("all.diagnostics/tile_report.json"));
+    assert!(!report.unwrap().contains("not_kept"));
+    // A percentage outside (0, 100] is a usage error naming the key.
+    for bad in ["0", "150", "-5"] {
+        let out = tlr(&[
+            "run",
+            ser.to_str().unwrap(),
+            "-o",
+            all.to_str().unwrap(),
+            &format!("--keep-best-local={bad}"),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(
+            text(&out.stderr).contains("registration.local_tiles.keep_best_percent"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
 }
 
 /// FNV-1a (64 bit) of the bytes of `files`, in order.

@@ -168,6 +168,7 @@ impl Accumulator {
             iterations: result.iterations,
             fallback: result.fallback,
             psi: weight,
+            not_kept: crate::report::NotKept::of(&result.frames),
             frames: result.frames,
         }
     }

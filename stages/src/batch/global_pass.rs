@@ -50,6 +50,9 @@ pub struct GlobalSummary {
     /// The output geometry relative to the reference frame (identity until
     /// [`GlobalSummary::set_output_geometry`]).
     pub base: Option<FrameTransform>,
+    /// Whether the frames were placed and weighted without stars (correlation and sharpness,
+    /// [`super::surface_pass`]): their tiles are then weighted by their own sharpness.
+    pub surface: bool,
 }
 
 impl GlobalSummary {
@@ -242,6 +245,7 @@ impl FrameReader {
             transforms,
             geometry,
             base: None,
+            surface: surfaces.is_some(),
         })
     }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tlr_core::bayer::{CfaPattern, Color};
 use tlr_core::global::FrameTransform;
-use tlr_core::operator::{FrameInput, PlaneStack, TileStack};
+use tlr_core::operator::{FrameInput, OperatorParams, PlaneStack, TileStack};
 use tlr_core::TileBox;
 
 use super::global_pass::UsedFrame;
@@ -306,6 +306,29 @@ fn tile_input(frame: &UsedFrame, geometry: Option<&FrameTransform>, tile: &TileB
         input.prior_shift = g.tile_prior(tile, frame.offset());
     }
     input
+}
+
+/// The operator settings for the tiles of a run of `frames` used frames: `base`, with star-less tiles
+/// (`surface`) weighted by their own sharpness, per-tile best-N `percent` %
+/// (`registration.local_tiles.keep_best_percent`), and `min_valid_frames` lowered to the frames
+/// best-N keeps, so that asking for the best few does not invalidate every tile.
+pub(super) fn tile_params(
+    base: OperatorParams,
+    surface: bool,
+    percent: f64,
+    frames: usize,
+) -> OperatorParams {
+    let mut params = OperatorParams {
+        tile_sharpness: surface,
+        keep_best_percent: percent as f32,
+        ..base
+    };
+    if percent < 100.0 {
+        let keep = tlr_core::quality::keep_best(&vec![0.0; frames], percent);
+        let kept = keep.iter().filter(|k| **k).count();
+        params.min_valid_frames = params.min_valid_frames.min(kept.max(1));
+    }
+    params
 }
 
 /// `start..end` clipped to `0..len`.

@@ -388,7 +388,12 @@ pub async fn run(
         .map_or(2 * workers_n.get() + 2, NonZeroUsize::get)
         .max(workers_n.get());
     let processor = options.processor.clone().unwrap_or_else(|| {
-        let params = operator_params(cfg, options.registration);
+        let params = super::job::tile_params(
+            operator_params(cfg, options.registration),
+            global.surface,
+            cfg.registration.local_tiles.keep_best_percent,
+            global.frames.len(),
+        );
         Arc::new(move |stack: &operator::TileStack| operator::reconstruct_tile(stack, &params))
     });
 

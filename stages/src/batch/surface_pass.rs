@@ -10,7 +10,8 @@
 //! Each frame's result depends on that frame and the reference only, and they are collected in frame
 //! order, so the outcome does not depend on the worker count.
 //!
-//! What it does not: star measurements (the star pass before it), per-tile weights.
+//! What it does not: star measurements (the star pass before it), per-tile weights and per-tile best-N
+//! (the tile operator, [`tlr_core::quality::tile_selection`]).
 
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;

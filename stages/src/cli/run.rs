@@ -73,6 +73,11 @@ pub struct RunArgs {
     /// stars), e.g. 25; sets registration.global.keep_best_percent.
     #[arg(long, value_name = "PERCENT")]
     pub keep_best: Option<f64>,
+    /// Keep in each tile only the best PERCENT % of the frames that passed the global selection (the
+    /// sharpest in that tile without stars, as lucky imaging's alignment points; the highest weight
+    /// with stars), e.g. 25; sets registration.local_tiles.keep_best_percent.
+    #[arg(long, value_name = "PERCENT")]
+    pub keep_best_local: Option<f64>,
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
@@ -118,6 +123,10 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         (
             "registration.global.keep_best_percent",
             args.keep_best.map(|p| p.to_string()),
+        ),
+        (
+            "registration.local_tiles.keep_best_percent",
+            args.keep_best_local.map(|p| p.to_string()),
         ),
     ] {
         if let Some(value) = value {

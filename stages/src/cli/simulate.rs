@@ -58,6 +58,10 @@ pub struct SimulateArgs {
     /// With --scene: correlation length of the distortion field, px [default: 20].
     #[arg(long, requires = "scene")]
     pub correlation_length: Option<f32>,
+    /// With --scene: spatial variation of the seeing within a frame, the RMS of ln FWHM across the
+    /// field (e.g. 0.3; correlation length 64 px) [default: 0, a uniform blur per frame].
+    #[arg(long, requires = "scene")]
+    pub seeing_variation: Option<f32>,
 }
 
 /// `tlr simulate --scene`: a surface sequence with truth.
@@ -66,6 +70,7 @@ fn simulate_surface(args: &SimulateArgs, scene: SurfaceScene) -> Result<(), Fail
         .with_bits(args.bits.unwrap_or(16));
     cfg.distortion_rms_px = args.distortion_rms.unwrap_or(cfg.distortion_rms_px);
     cfg.correlation_length_px = args.correlation_length.unwrap_or(cfg.correlation_length_px);
+    cfg.seeing_variation = args.seeing_variation.unwrap_or(cfg.seeing_variation);
     cfg.validate().map_err(Failure::usage)?;
     let output = if args.ser {
         SurfaceOutput::Ser
