@@ -63,6 +63,12 @@ fn dark_sensor_lines_leave_no_dark_corner_where_few_frames_cover() {
     let frames = frames(&sim);
     let n = frames.len() as f32;
     let result = run(frames.clone(), 2);
+    // The lines down to 2 sigma, in whole 2x2 cells.
+    let found = result.sensor_border;
+    assert_eq!(
+        (found.top, found.bottom, found.left, found.right),
+        (8, 8, 2, 2)
+    );
     let image = &result.image;
     let counts = tlr::output::frame_counts(&result);
     let st = background_and_noise(image.view(), 1 << 18).unwrap();
