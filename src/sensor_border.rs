@@ -222,7 +222,10 @@ pub fn side_profile(lines: ArrayView2<f32>) -> Option<[f32; MAX_LINES]> {
                 .collect();
             let (slope, intercept) = fit_line(&points)?;
             let sky = |l: usize| slope * l as f64 + intercept;
-            let scatter = (points.iter().map(|&(l, v)| (v - sky(l as usize)).powi(2)).sum::<f64>()
+            let scatter = (points
+                .iter()
+                .map(|&(l, v)| (v - sky(l as usize)).powi(2))
+                .sum::<f64>()
                 / points.len() as f64)
                 .sqrt()
                 / f64::from(sigma);
@@ -321,7 +324,9 @@ mod tests {
         );
         let mut region = Array2::<f32>::ones((4, 5));
         border.mask(region.view_mut(), (6, 0), (160, 200));
-        assert!(region.row(0).iter().all(|v| v.is_nan()) && region.row(1).iter().all(|v| v.is_nan()));
+        assert!(
+            region.row(0).iter().all(|v| v.is_nan()) && region.row(1).iter().all(|v| v.is_nan())
+        );
         assert!(region[[2, 0]].is_nan() && region[[2, 1]].is_nan() && region[[2, 2]] == 1.0);
         assert_eq!(border.kept(160, 200), [8, 160, 2, 200]);
     }
@@ -343,6 +348,9 @@ mod tests {
             *v += if (y / 3) % 2 == 0 { 400.0 } else { 0.0 };
         }
         let (r, c) = Side::Top.region(160, 200);
-        assert_eq!(side_profile(Side::Top.lines(textured.slice(ndarray::s![r, c]))), None);
+        assert_eq!(
+            side_profile(Side::Top.lines(textured.slice(ndarray::s![r, c]))),
+            None
+        );
     }
 }

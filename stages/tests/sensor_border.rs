@@ -39,11 +39,13 @@ fn frames(sim: &Simulation) -> Vec<Array2<f32>> {
             let (rows, cols) = f.dim();
             for (line, drop) in DARK_ROWS.iter().enumerate() {
                 f.row_mut(line).mapv_inplace(|v| v - drop * sigma);
-                f.row_mut(rows - 1 - line).mapv_inplace(|v| v - drop * sigma);
+                f.row_mut(rows - 1 - line)
+                    .mapv_inplace(|v| v - drop * sigma);
             }
             for (line, drop) in DARK_COLUMNS.iter().enumerate() {
                 f.column_mut(line).mapv_inplace(|v| v - drop * sigma);
-                f.column_mut(cols - 1 - line).mapv_inplace(|v| v - drop * sigma);
+                f.column_mut(cols - 1 - line)
+                    .mapv_inplace(|v| v - drop * sigma);
             }
             f
         })
