@@ -7,7 +7,7 @@
 //! every frame alike. Where the field drifts, the corner of the stack that few frames cover is made
 //! of exactly those lines, and comes out up to 56 sigma below the sky. Such a pattern stays on the
 //! same sensor lines while the sky moves, so it shows in the lines' levels: per side, each of the
-//! [`MAX_LINES`] outermost lines' sigma-clipped mean is compared with the straight line fitted
+//! [`MAX_LINES`] outermost lines' interquartile mean is compared with the straight line fitted
 //! through the levels of lines [`BAND`] (the sky and its gradient, extrapolated to the edge). The
 //! statistics are per 2x2 sub-plane (line parity x pixel parity), so a Bayer mosaic's colours are never
 //! mixed, and a line's deviation is the largest of its colours', in units of the sub-plane's noise.
@@ -22,7 +22,7 @@
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
-use crate::stats::{median, median_and_sigma, sigma_clipped};
+use crate::stats::{median, median_and_sigma};
 
 /// The outermost lines per side that may be left out.
 pub const MAX_LINES: usize = 16;
@@ -34,6 +34,9 @@ pub const KAPPA: f32 = 1.0;
 /// Largest rms scatter (noise sigmas) of the band's line levels around their straight line for the
 /// side to be measured (a flat sky scatters by about 0.1).
 pub const MAX_BAND_SCATTER: f32 = 0.5;
+/// Fewest pixels of a line measured (besides its corners): on shorter lines a star that stays on the
+/// same lines (a field that hardly moves) looks like a fixed pattern (128-px simulated frames did).
+pub const MIN_LENGTH: usize = 128;
 /// Pixels left out at each end of a line (the corners belong to the perpendicular sides).
 pub const CORNER: usize = BAND.end;
 
@@ -123,7 +126,7 @@ impl SensorBorder {
     /// Whether a frame whose rows are `rows` and columns `cols` is large enough to be measured: every
     /// side needs its [`BAND`] clear of the opposite side's, and lines longer than their two corners.
     pub fn measurable(rows: usize, cols: usize) -> bool {
-        let need = 2 * BAND.end + 16;
+        let need = 2 * BAND.end + MIN_LENGTH;
         rows >= need && cols >= need
     }
 
@@ -191,7 +194,7 @@ impl SensorBorder {
 /// the band is too small or not a flat sky ([`MAX_BAND_SCATTER`]).
 pub fn side_profile(lines: ArrayView2<f32>) -> Option<[f32; MAX_LINES]> {
     let (depth, length) = lines.dim();
-    if depth < BAND.end || length < 2 * CORNER + 16 {
+    if depth < BAND.end || length < 2 * CORNER + MIN_LENGTH {
         return None;
     }
     let inner = lines.slice(ndarray::s![.., CORNER..length - CORNER]);
@@ -200,10 +203,7 @@ pub fn side_profile(lines: ArrayView2<f32>) -> Option<[f32; MAX_LINES]> {
         for pixel_parity in 0..2 {
             // Plane row k is line 2k + line_parity.
             let plane = inner.slice(ndarray::s![line_parity..;2, pixel_parity..;2]);
-            let level = |k: usize| {
-                let values: Vec<f32> = plane.row(k).iter().copied().collect();
-                sigma_clipped(&values, 3.0, 3).map(|s| s.mean)
-            };
+            let level = |k: usize| interquartile_mean(plane.row(k).iter().copied());
             let band: Vec<usize> = (0..depth.div_ceil(2))
                 .map(|k| 2 * k + line_parity)
                 .filter(|l| BAND.contains(l))
@@ -242,6 +242,18 @@ pub fn side_profile(lines: ArrayView2<f32>) -> Option<[f32; MAX_LINES]> {
         }
     }
     Some(profile)
+}
+
+/// Mean of the finite values between the first and third quartile (a star's wings crossing the line
+/// do not move it, and it resolves integer data finer than a median); `None` with fewer than 8.
+fn interquartile_mean(values: impl Iterator<Item = f32>) -> Option<f32> {
+    let mut v: Vec<f32> = values.filter(|x| x.is_finite()).collect();
+    if v.len() < 8 {
+        return None;
+    }
+    v.sort_unstable_by(f32::total_cmp);
+    let (a, b) = (v.len() / 4, v.len() - v.len() / 4);
+    Some((v[a..b].iter().map(|&x| f64::from(x)).sum::<f64>() / (b - a) as f64) as f32)
 }
 
 /// Least-squares straight line `(slope, intercept)` through `points`; `None` with fewer than 3.
@@ -295,7 +307,7 @@ mod tests {
 
     #[test]
     fn a_flat_sky_has_no_border() {
-        let frames: Vec<_> = (0..5).map(|k| sky(160, 200, 11 + k)).collect();
+        let frames: Vec<_> = (0..5).map(|k| sky(240, 260, 11 + k)).collect();
         assert_eq!(border_of(&frames), SensorBorder::default());
     }
 
@@ -303,7 +315,7 @@ mod tests {
     fn dark_top_rows_and_a_dark_first_column_are_found_in_whole_cells() {
         let frames: Vec<_> = (0..5)
             .map(|k| {
-                let mut f = sky(160, 200, 31 + k);
+                let mut f = sky(240, 260, 31 + k);
                 // Like HAT-P-32's frames: 66, 34, 19, 12, 8, 5 noise-scaled ADU at the top, 26 in column 0.
                 for (row, drop) in [44.0, 23.0, 13.0, 8.0, 5.0, 3.0, 2.0].iter().enumerate() {
                     f.row_mut(row).mapv_inplace(|v| v - drop * 10.0);
@@ -323,19 +335,19 @@ mod tests {
             }
         );
         let mut region = Array2::<f32>::ones((4, 5));
-        border.mask(region.view_mut(), (6, 0), (160, 200));
+        border.mask(region.view_mut(), (6, 0), (240, 260));
         assert!(
             region.row(0).iter().all(|v| v.is_nan()) && region.row(1).iter().all(|v| v.is_nan())
         );
         assert!(region[[2, 0]].is_nan() && region[[2, 1]].is_nan() && region[[2, 2]] == 1.0);
-        assert_eq!(border.kept(160, 200), [8, 160, 2, 200]);
+        assert_eq!(border.kept(240, 260), [8, 240, 2, 260]);
     }
 
     #[test]
     fn a_sky_gradient_is_not_a_border_and_a_textured_band_is_not_measured() {
         let frames: Vec<_> = (0..3)
             .map(|k| {
-                let mut f = sky(160, 200, 51 + k);
+                let mut f = sky(240, 260, 51 + k);
                 for ((y, x), v) in f.indexed_iter_mut() {
                     *v += 3.0 * y as f32 + 2.0 * x as f32;
                 }
@@ -343,11 +355,11 @@ mod tests {
             })
             .collect();
         assert_eq!(border_of(&frames), SensorBorder::default());
-        let mut textured = sky(160, 200, 5);
+        let mut textured = sky(240, 260, 5);
         for ((y, _), v) in textured.indexed_iter_mut() {
             *v += if (y / 3) % 2 == 0 { 400.0 } else { 0.0 };
         }
-        let (r, c) = Side::Top.region(160, 200);
+        let (r, c) = Side::Top.region(240, 260);
         assert_eq!(
             side_profile(Side::Top.lines(textured.slice(ndarray::s![r, c]))),
             None

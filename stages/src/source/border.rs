@@ -55,7 +55,7 @@ pub fn leave_out_sensor_border(
     events(&Event::Warning {
         message: format!(
             "the frames' outermost lines read off the sky in every frame (a sensor border: top {}, \
-             bottom {}, left {}, right {} lines); they are left out of the stack",
+             bottom {}, left {}, right {} lines); the stack does not use them",
             border.top, border.bottom, border.left, border.right
         ),
     });
