@@ -34,6 +34,7 @@ pub mod resample;
 pub mod saturation;
 pub mod scan;
 pub mod select;
+pub mod sensor_border;
 pub mod ser;
 pub mod simulate;
 pub mod stars;

@@ -205,6 +205,8 @@ pub struct RunOutput {
     pub crop: Option<crate::output::GridArea>,
     /// The saturated pixels, held at the saturation level; `None` when no frame gives a level.
     pub saturation: Option<Saturation>,
+    /// The frames' edge lines left out as a sensor border (full-resolution pixels; empty: none).
+    pub sensor_border: tlr_core::sensor_border::SensorBorder,
 }
 
 /// Runs the whole job on `input`. Progress goes to `events`; `cancel` stops it (no result then).
@@ -312,6 +314,16 @@ pub async fn run(
                 .into(),
         });
     }
+    // Edge lines every frame shows off the sky (a sensor border) are left out, before anything reads.
+    let (store, sensor_border) = {
+        let sink = Arc::clone(&events);
+        tokio::task::spawn_blocking(move || crate::source::leave_out_sensor_border(store, &sink))
+            .await
+            .map_err(|source| StageError::Join {
+                stage: Stage::Reader,
+                source,
+            })?
+    };
     let (store, pattern) = colour_store(store, decided, cfg, &events)?;
     if cfg.v4.adaptive_tiles.enabled {
         events(&Event::Warning {
@@ -528,6 +540,7 @@ pub async fn run(
         to_reference: output_to_reference(&global, store.planes()),
         crop: None,
         saturation,
+        sensor_border,
     })
 }
 

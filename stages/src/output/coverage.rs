@@ -6,7 +6,7 @@
 //! as [`UNCOVERED`] (0), never NaN, so that tools which average the image (Siril's `stat`) give finite
 //! figures. Every other pixel keeps its value bit for bit. Which pixels were uncovered is in the
 //! coverage map: per pixel, the number of combined frames whose registered field (the frame moved by
-//! its global shift) covers it, 0 where the image has no data; it is written as an IMAGE extension
+//! its global shift, without the sensor border the run left out) covers it, 0 where the image has no data; it is written as an IMAGE extension
 //! `COVERAGE` after the image (the primary HDU stays the image).
 //!
 //! What it does not: weigh frames per pixel (the count says where fewer frames went in, not their
@@ -44,18 +44,40 @@ pub(crate) fn filled<D: ndarray::Dimension>(
     values.mapv(|v| if v.is_finite() { v } else { UNCOVERED })
 }
 
-/// The pixels `[y0, y1) x [x0, x1)` of a `(rows, cols)` grid that a frame moved by `shift` covers:
-/// output pixel `p` samples the frame at `p + shift`, which must lie within half a pixel of its data.
-fn footprint(shift: tlr_core::Shift, rows: usize, cols: usize) -> [usize; 4] {
-    let range = |d: f32, n: usize| {
+/// The pixels `[y0, y1) x [x0, x1)` of a `(rows, cols)` grid that a frame moved by `shift` covers,
+/// when its data is its grid pixels `kept` = `[y0, y1, x0, x1]` (all of it, or the frame without its
+/// sensor border, [`tlr_core::sensor_border::SensorBorder::kept`]): output pixel `p` samples the
+/// frame at `p + shift`, which must lie within half a pixel of its data.
+fn bordered_footprint(
+    shift: tlr_core::Shift,
+    rows: usize,
+    cols: usize,
+    kept: [usize; 4],
+) -> [usize; 4] {
+    let range = |d: f32, n: usize, from: usize, to: usize| {
         let d = f64::from(d);
-        let lo = (-0.5 - d).ceil().clamp(0.0, n as f64) as usize;
-        let hi = (n as f64 - 0.5 - d).ceil().clamp(0.0, n as f64) as usize;
+        let lo = (from as f64 - 0.5 - d).ceil().clamp(0.0, n as f64) as usize;
+        let hi = (to as f64 - 0.5 - d).ceil().clamp(0.0, n as f64) as usize;
         (lo, hi.max(lo))
     };
-    let (y0, y1) = range(shift.dy, rows);
-    let (x0, x1) = range(shift.dx, cols);
+    let (y0, y1) = range(shift.dy, rows, kept[0], kept[1]);
+    let (x0, x1) = range(shift.dx, cols, kept[2], kept[3]);
     [y0, y1, x0, x1]
+}
+
+/// The part of the run's grid (cell space for colour) that holds the frames' data: all of it, less
+/// the sensor border left out ([`RunOutput::sensor_border`], in pixels; cells are 2 pixels).
+fn kept_area(run: &RunOutput) -> [usize; 4] {
+    let (rows, cols) = run.image.dim();
+    let scale = run.colour.as_ref().map_or(1, |c| c.scale());
+    let b = run.sensor_border;
+    let grid = tlr_core::sensor_border::SensorBorder {
+        top: b.top / scale,
+        bottom: b.bottom / scale,
+        left: b.left / scale,
+        right: b.right / scale,
+    };
+    grid.kept(rows, cols)
 }
 
 /// The global shifts of the frames combined (a frame that failed to read in the tile phase is not
@@ -71,9 +93,10 @@ fn combined_shifts(run: &RunOutput) -> impl Iterator<Item = tlr_core::Shift> + '
 /// whose registered field covers it (a 2-D difference array: linear in pixels plus frames).
 pub fn frame_counts(run: &RunOutput) -> Array2<f32> {
     let (rows, cols) = run.image.dim();
+    let kept = kept_area(run);
     let mut diff = Array2::<i64>::zeros((rows + 1, cols + 1));
     for shift in combined_shifts(run) {
-        let [y0, y1, x0, x1] = footprint(shift, rows, cols);
+        let [y0, y1, x0, x1] = bordered_footprint(shift, rows, cols, kept);
         if y0 < y1 && x0 < x1 {
             diff[[y0, x0]] += 1;
             diff[[y0, x1]] -= 1;
@@ -129,8 +152,9 @@ fn cell_has_data(run: &RunOutput, y: usize, x: usize) -> bool {
 /// When the frames have no area in common, or its edges have no data over the whole trim.
 pub fn common_area(run: &RunOutput) -> Result<GridArea, StageError> {
     let (rows, cols) = run.image.dim();
+    let kept = kept_area(run);
     let [mut y0, mut y1, mut x0, mut x1] = combined_shifts(run)
-        .map(|shift| footprint(shift, rows, cols))
+        .map(|shift| bordered_footprint(shift, rows, cols, kept))
         .fold([0, rows, 0, cols], |a, b| {
             [
                 a[0].max(b[0]),
@@ -307,6 +331,10 @@ mod tests {
     use super::*;
     use tlr_core::Shift;
 
+    fn footprint(shift: Shift, rows: usize, cols: usize) -> [usize; 4] {
+        bordered_footprint(shift, rows, cols, [0, rows, 0, cols])
+    }
+
     #[test]
     fn footprints_keep_pixels_within_half_a_pixel_of_the_data() {
         assert_eq!(footprint(Shift::ZERO, 10, 20), [0, 10, 0, 20]);
@@ -315,6 +343,16 @@ mod tests {
         // Exactly half a pixel past the last row is outside (the interval is half-open).
         assert_eq!(footprint(Shift::new(0.5, -0.5), 10, 20), [0, 9, 0, 20]);
         assert_eq!(footprint(Shift::new(30.0, 0.0), 10, 20)[..2], [0, 0]);
+        // Without a sensor border of 2 rows at the top and 1 column on the right: output row 1
+        // samples frame row 1.7, within half a pixel of row 2; output column 19 samples column 16.8.
+        assert_eq!(
+            bordered_footprint(Shift::new(0.7, -2.2), 10, 20, [2, 10, 0, 19]),
+            [1, 9, 2, 20]
+        );
+        assert_eq!(
+            bordered_footprint(Shift::new(0.0, 0.0), 10, 20, [2, 10, 0, 19]),
+            [2, 10, 0, 19]
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use crate::error::StageError;
 
+mod border;
 mod calibrated;
 mod colour;
 mod debayered;
@@ -24,6 +25,7 @@ pub mod follow;
 mod memory;
 mod ser;
 
+pub use border::{leave_out_sensor_border, BorderlessFrames, PROBE_FRAMES};
 pub use calibrated::{calibrate, master_cache_for, CalibratedFrames, FrameCalibrator};
 pub use colour::{decide_sequence, ColourFrames, SequenceColour, SessionColour};
 pub(crate) use debayered::mean_of_planes;
