@@ -841,8 +841,8 @@ impl<'a> Operator<'a> {
     /// no field can be estimated.
     fn unweighted_correction(
         &self,
-        weighted: &combine::Combined,
         image: &Array2<f32>,
+        scale: &[f32],
     ) -> Option<neutral::Correction> {
         let used: Vec<usize> = self
             .order
@@ -861,12 +861,13 @@ impl<'a> Operator<'a> {
         }
         let np = self.h * self.w;
         let uniform: Vec<(usize, f32)> = used.iter().map(|&s| (s, 1.0)).collect();
+        // Clipped around the weighted result with its scale (the same bounds the next round would use).
         let unweighted = combine::clipped_mean(
             &self.aligned,
             np,
             &uniform,
-            &weighted.image,
-            &weighted.scale,
+            image.as_slice()?,
+            scale,
             self.params.rejection_kappa,
         );
         let unweighted = ArrayView2::from_shape((self.h, self.w), &unweighted.image).ok()?;
@@ -899,9 +900,9 @@ impl<'a> Operator<'a> {
             + var(&|f| f.used_shift.dx - f.prior.dx, mx)) as f32;
         let mean_cc = mean(&|f| f.cc) as f32;
         let weight_sum: f32 = used.iter().map(|f| f.weight).sum();
-        let image = Array2::from_shape_vec((self.h, self.w), combined.image.clone())
+        let image = Array2::from_shape_vec((self.h, self.w), combined.image)
             .unwrap_or_else(|_| Array2::from_elem((self.h, self.w), f32::NAN));
-        let correction = self.unweighted_correction(&combined, &image);
+        let correction = self.unweighted_correction(&image, &combined.scale);
         let image = match &correction {
             Some(c) => c.apply(image.view()),
             None => image,
